@@ -1,0 +1,68 @@
+/*
+ * str.h - length-carrying strings for the wire path (h2o's h2o_iovec_t).
+ * Request data is never assumed to be NUL-terminated.
+ */
+#ifndef CORE_STR_H
+#define CORE_STR_H
+
+#include <stddef.h>
+#include <string.h>
+#include <strings.h>
+
+struct str {
+	const char *p;
+	size_t len;
+};
+
+#define STR_LIT(s) ((struct str){(s), sizeof(s) - 1})
+#define STR_NULL   ((struct str){NULL, 0})
+
+static inline struct str str_make(const char *p, size_t len)
+{
+	return (struct str){p, len};
+}
+
+static inline struct str str_c(const char *s)
+{
+	return (struct str){s, s ? strlen(s) : 0};
+}
+
+static inline int str_eq(struct str a, struct str b)
+{
+	return a.len == b.len && (a.len == 0 || memcmp(a.p, b.p, a.len) == 0);
+}
+
+/* ASCII case-insensitive equality (header names). */
+static inline int str_caseeq(struct str a, struct str b)
+{
+	return a.len == b.len && (a.len == 0 || strncasecmp(a.p, b.p, a.len) == 0);
+}
+
+static inline int str_eq_c(struct str a, const char *c)
+{
+	return str_eq(a, str_c(c));
+}
+
+static inline int str_caseeq_c(struct str a, const char *c)
+{
+	return str_caseeq(a, str_c(c));
+}
+
+static inline int str_has_prefix(struct str s, struct str prefix)
+{
+	return s.len >= prefix.len && memcmp(s.p, prefix.p, prefix.len) == 0;
+}
+
+/* Trims optional whitespace (SP / HTAB) from both ends. */
+struct str str_trim(struct str s);
+
+/*
+ * Parses an unsigned decimal integer spanning all of s (no sign, no spaces).
+ * Returns 0 and stores it in *out, or -1 on empty input, a non-digit or overflow.
+ */
+int str_to_u64(struct str s, unsigned long long *out);
+
+/* Copies s into a newly malloc'd NUL-terminated string; NULL on ENOMEM. */
+char *str_dup(struct str s);
+
+#endif
