@@ -37,6 +37,9 @@ struct loop {
 	pthread_mutex_t post_lock;
 	struct post_item *post_head, *post_tail;
 
+	void (*prepare)(struct loop *loop, void *data);
+	void *prepare_data;
+
 	struct loop_io sig_io;
 	loop_signal_cb sig_cb;
 	void *sig_data;
@@ -351,6 +354,12 @@ void loop_stop(struct loop *loop)
 		return;
 }
 
+void loop_set_prepare(struct loop *loop, void (*fn)(struct loop *loop, void *data), void *data)
+{
+	loop->prepare = fn;
+	loop->prepare_data = data;
+}
+
 /* ---- signals ---- */
 
 static void sig_cb(struct loop *loop, struct loop_io *io, uint32_t events)
@@ -398,6 +407,8 @@ int loop_run_once(struct loop *loop, int timeout_ms)
 	if (n == -1 && errno != EINTR)
 		return -errno;
 	loop_update_time(loop);
+	if (loop->prepare)
+		loop->prepare(loop, loop->prepare_data);
 	for (i = 0; i < n; i++) {
 		struct loop_io *io = evs[i].data.ptr;
 		uint32_t e = 0;

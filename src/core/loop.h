@@ -112,6 +112,13 @@ int loop_post(struct loop *loop, loop_post_fn fn, void *arg);
  */
 int loop_signals(struct loop *loop, loop_signal_cb cb, void *data);
 
+/*
+ * Sets a callback run at the start of every turn, right after the clock is
+ * read and before any I/O or timer callback: workers take the current
+ * configuration snapshot there.  NULL clears it.
+ */
+void loop_set_prepare(struct loop *loop, void (*fn)(struct loop *loop, void *data), void *data);
+
 /* Monotonic and wall clocks, read now (not cached). */
 uint64_t clock_mono_ms(void);
 uint64_t clock_mono_us(void);

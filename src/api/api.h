@@ -1,0 +1,140 @@
+/*
+ * api.h - the admin REST API (SPEC 7), independent of sockets.
+ *
+ * api_handle() maps one complete request (method, path, query, a few headers,
+ * the buffered body) to one response.  The daemon's glue moves bytes between
+ * the HTTP server and this function; unit tests call it directly.  Runs on
+ * the control thread only: it may use the store.
+ *
+ * Routes are a table of {method, pattern, scope, handler}; a pattern segment
+ * "{name}" captures one path segment.  Later modules (flags, services,
+ * rollouts) add their routes with api_add_routes().
+ */
+#ifndef API_API_H
+#define API_API_H
+
+#include <jansson.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "api/auth.h"
+#include "core/buf.h"
+#include "core/str.h"
+
+struct store;
+
+struct api_request {
+	struct str method;
+	struct str path; /* without the query */
+	struct str query;
+	struct str authorization;
+	struct str if_none_match;
+	struct str last_event_id;
+	struct str body;
+};
+
+struct api_response {
+	int status;
+	const char *content_type; /* static string */
+	char etag[80];            /* sent as ETag when non-empty */
+	struct buf body;
+};
+
+#define API_MAX_PARAMS 4
+
+struct api;
+
+/* One call in flight: the request, its response, captured params, the actor. */
+struct api_call {
+	struct api *api;
+	const struct api_request *req;
+	struct api_response *resp;
+	struct str params[API_MAX_PARAMS];
+	int nparams;
+	const char *actor; /* token name, or "anonymous" on public reads */
+};
+
+typedef void (*api_handler_fn)(struct api_call *call);
+
+struct api_route {
+	const char *method;
+	const char *pattern;
+	unsigned scope; /* enum auth_scope; 0 = no auth at all (liveness) */
+	api_handler_fn fn;
+};
+
+/* A listener as shown by /v1/health/detailed. */
+struct api_listener_info {
+	const char *name;
+	const char *addr;
+	int up;
+};
+
+/* Writes extra Prometheus text (the proxy's, the engine's ...). */
+typedef void (*api_metrics_fn)(void *ctx, struct buf *out);
+
+struct api {
+	struct store *store;
+	const struct auth_token *tokens;
+	size_t ntokens;
+	int public_read;
+	int evaluate_public;
+	uint64_t config_revision;
+	const char *config_path;
+	uint64_t start_wall_ms;
+	const struct api_listener_info *listeners;
+	size_t nlisteners;
+	int (*listener_up_fn)(void *ctx, const char *name); /* NULL: use listeners[].up */
+	void *listener_up_ctx;
+	api_metrics_fn metrics_fn;
+	void *metrics_ctx;
+	/*
+	 * Reloads the configuration (POST /v1/config/reload, like SIGHUP).
+	 * Returns 0, or -1 with a message in msg.  NULL: the route answers 501.
+	 */
+	int (*reload_fn)(void *ctx, const char *actor, char *msg, size_t msglen);
+	void *reload_ctx;
+
+	const struct api_route *routes[16];
+	size_t nroutes[16];
+	size_t ntables;
+	uint64_t requests_by_class[6]; /* 1xx..5xx responses served */
+};
+
+/* Initialises api with the built-in routes (health, metrics, events). */
+void api_init(struct api *api);
+
+/* Adds a table of n routes; the table must outlive api.  Returns 0 or -ENOSPC. */
+int api_add_routes(struct api *api, const struct api_route *routes, size_t n);
+
+/* Response lifecycle: resp_init before api_handle, resp_release after sending. */
+void api_response_init(struct api_response *resp);
+void api_response_release(struct api_response *resp);
+
+/* Handles one request; always fills resp (status, type, body). */
+void api_handle(struct api *api, const struct api_request *req, struct api_response *resp);
+
+/* ---- helpers for handlers ---- */
+
+/* Sets a JSON body from obj (stolen) with status. */
+void api_reply_json(struct api_call *call, int status, json_t *obj);
+/*
+ * Sets the SPEC 7 error body {"error":{"code","message","field"}}; field may
+ * be NULL.  The message is printf-formatted.
+ */
+void api_reply_error(struct api_call *call, int status, const char *code, const char *field,
+                     const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+
+/*
+ * Parses the request body as a JSON object.  On failure replies 400 (naming
+ * the line/column) and returns NULL.  The caller owns the result.
+ */
+json_t *api_body_json(struct api_call *call);
+
+/* Looks up a query parameter (not decoded beyond %XX); STR_NULL if absent. */
+struct str api_query_param(struct str query, const char *name);
+
+/* Formats a wall-clock ms value as RFC 3339 UTC with milliseconds. */
+void api_format_time(uint64_t wall_ms, char *out, size_t outlen);
+
+#endif

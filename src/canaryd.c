@@ -1,0 +1,548 @@
+/*
+ * canaryd - progressive-delivery engine: main.
+ *
+ * The main thread is the control thread: it owns the configuration, the
+ * store, the admin API and (later) the rollout engine and judge.  Data-plane
+ * workers run their own loops and only read immutable snapshots.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api/admin.h"
+#include "api/api.h"
+#include "api/services.h"
+#include "config/config.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "metrics/stats.h"
+#include "proxy/proxy.h"
+#include "proxy/table.h"
+#include "store/store.h"
+
+#define MAX_SERIES           4096
+#define SHUTDOWN_DEADLINE_MS 30000
+
+struct daemon {
+	const char *config_path;
+	struct config *cfg;      /* the running configuration, owned by cref */
+	struct config_ref *cref; /* refcounted: routing tables point into it */
+	struct metrics_registry *metrics;
+	struct proxy *proxy;
+	struct services_backend services;
+	struct store *store;
+	struct loop *loop;
+	struct api api;
+	struct admin *admin;
+	struct auth_token *tokens;
+	struct api_listener_info *listeners;
+	char **listener_addrs;
+	size_t nlisteners;
+	int stopping;
+};
+
+/* ---- traffic state: persisted per service as a store document ---- */
+
+struct traffic_list {
+	struct proxy_traffic *v;
+	size_t n;
+};
+
+static int traffic_collect(void *arg, const char *name, const char *json, int64_t rev)
+{
+	struct traffic_list *tl = arg;
+	json_t *doc = json_loads(json, 0, NULL);
+	struct proxy_traffic *grown;
+	json_t *c, *w;
+
+	if (!doc)
+		return 0;
+	grown = realloc(tl->v, (tl->n + 1) * sizeof(*tl->v));
+	if (!grown) {
+		json_decref(doc);
+		return -1;
+	}
+	tl->v = grown;
+	c = json_object_get(doc, "canary");
+	w = json_object_get(doc, "weight_thousandths");
+	tl->v[tl->n].service = strdup(name);
+	tl->v[tl->n].canary = json_is_string(c) ? strdup(json_string_value(c)) : NULL;
+	tl->v[tl->n].weight = json_is_integer(w) ? (uint32_t)json_integer_value(w) : 0;
+	tl->n++;
+	json_decref(doc);
+	return 0;
+}
+
+static void traffic_free(struct traffic_list *tl)
+{
+	for (size_t i = 0; i < tl->n; i++) {
+		free((char *)tl->v[i].service);
+		free((char *)tl->v[i].canary);
+	}
+	free(tl->v);
+	tl->v = NULL;
+	tl->n = 0;
+}
+
+static int series_for(void *ctx, const char *svc, const char *version)
+{
+	return metrics_series_id(ctx, svc, version);
+}
+
+/*
+ * Builds a routing table from cref and the persisted traffic state, with
+ * override (may be NULL) replacing one service's entry.  NULL + err on failure.
+ */
+static struct proxy_table *build_table(struct daemon *d, struct config_ref *cref,
+                                       const struct proxy_traffic *override, char *err,
+                                       size_t errlen)
+{
+	struct traffic_list tl = {NULL, 0};
+	struct proxy_table *t;
+	int replaced = 0;
+
+	if (store_doc_list(d->store, "traffic", traffic_collect, &tl) != 0) {
+		snprintf(err, errlen, "cannot read the traffic state from the store");
+		traffic_free(&tl);
+		return NULL;
+	}
+	for (size_t i = 0; override && i < tl.n; i++) {
+		if (strcmp(tl.v[i].service, override->service) == 0) {
+			free((char *)tl.v[i].canary);
+			tl.v[i].canary = override->canary ? strdup(override->canary) : NULL;
+			tl.v[i].weight = override->weight;
+			replaced = 1;
+		}
+	}
+	if (override && !replaced) {
+		struct proxy_traffic *grown = realloc(tl.v, (tl.n + 1) * sizeof(*tl.v));
+
+		if (!grown) {
+			traffic_free(&tl);
+			snprintf(err, errlen, "out of memory");
+			return NULL;
+		}
+		tl.v = grown;
+		tl.v[tl.n].service = strdup(override->service);
+		tl.v[tl.n].canary = override->canary ? strdup(override->canary) : NULL;
+		tl.v[tl.n].weight = override->weight;
+		tl.n++;
+	}
+	t = proxy_table_build(cref, tl.v, tl.n, proxy_registry(d->proxy), series_for, d->metrics,
+	                      err, errlen);
+	traffic_free(&tl);
+	return t;
+}
+
+static void record_event(struct daemon *d, const char *actor, const char *kind, const char *subject,
+                         json_t *details);
+
+static int set_traffic(void *ctx, const char *service, const char *canary, uint32_t weight,
+                       const char *actor, char *err, size_t errlen)
+{
+	struct daemon *d = ctx;
+	struct proxy_traffic pt = {service, canary, weight};
+	struct proxy_table *t, *old;
+	json_t *doc, *details;
+	char *text;
+	int rc;
+
+	t = build_table(d, d->cref, &pt, err, errlen);
+	if (!t)
+		return 422;
+	old = proxy_table_get(d->proxy);
+	doc = json_pack("{s:o, s:I, s:f}", "canary", canary ? json_string(canary) : json_null(),
+	                "weight_thousandths", (json_int_t)weight, "weight", weight / 1000.0);
+	text = json_dumps(doc, JSON_COMPACT);
+	details =
+	    json_pack("{s:o, s:o, s:f, s:f}", "canary", canary ? json_string(canary) : json_null(),
+	              "before_canary",
+	              old && proxy_table_service(old, service) &&
+	                      proxy_table_service(old, service)->canary >= 0
+	                  ? json_string(proxy_table_service(old, service)
+	                                    ->versions[proxy_table_service(old, service)->canary]
+	                                    .name)
+	                  : json_null(),
+	              "weight", weight / 1000.0, "before_weight",
+	              old && proxy_table_service(old, service)
+	                  ? proxy_table_service(old, service)->weight / 1000.0
+	                  : 0.0);
+	if (old)
+		snap_obj_unref(&old->obj);
+	/* persisted (with its event) before it is applied and acknowledged */
+	rc = store_begin(d->store);
+	if (!rc)
+		rc = store_doc_put(d->store, "traffic", service, text, STORE_REV_ANY, NULL);
+	if (!rc) {
+		char *dt = json_dumps(details, JSON_COMPACT);
+
+		rc = store_event_append(d->store, actor, "service.traffic", service, dt, NULL);
+		free(dt);
+	}
+	if (!rc)
+		rc = store_commit(d->store);
+	else
+		store_rollback(d->store);
+	free(text);
+	json_decref(doc);
+	json_decref(details);
+	if (rc) {
+		snap_obj_unref(&t->obj);
+		snprintf(err, errlen, "cannot persist the change: %s", store_strerror(rc));
+		return 500;
+	}
+	proxy_publish(d->proxy, t);
+	log_info("traffic changed", "service", service, "canary", canary ? canary : "", "actor",
+	         actor, NULL);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fputs("usage: canaryd [-c FILE] [--check] [--log-level LEVEL]\n"
+	      "\n"
+	      "  -c, --config FILE   configuration (default canaryd.yaml)\n"
+	      "  -t, --check         validate the configuration, print errors or a\n"
+	      "                      one-line summary, exit 0 (valid) or 1 (invalid)\n"
+	      "  --log-level LEVEL   debug, info (default), warn or error\n"
+	      "  -V, --version       print the version\n"
+	      "  -h, --help          this help\n"
+	      "\n"
+	      "signals: SIGHUP reloads the configuration; SIGTERM/SIGINT stop gracefully.\n",
+	      f);
+}
+
+/* Loads and validates path; prints every error and returns NULL on failure. */
+static struct config *load_config(const char *path, char *msg, size_t msglen)
+{
+	struct config_errors errs;
+	struct config *cfg;
+
+	config_errors_init(&errs);
+	cfg = config_load_file(path, &errs);
+	if (!cfg || config_errors_count(&errs)) {
+		config_errors_print(&errs, stderr);
+		if (msg) {
+			size_t off = 0;
+
+			msg[0] = '\0';
+			for (size_t i = 0; i < config_errors_count(&errs) && off < msglen; i++) {
+				const struct config_error *e = config_errors_get(&errs, i);
+				int n =
+				    snprintf(msg + off, msglen - off, "%s%s:%d: %s: %s",
+				             i ? "\n" : "", e->file, e->line, e->path, e->message);
+
+				if (n < 0)
+					break;
+				off += (size_t)n;
+			}
+		}
+		config_free(cfg);
+		cfg = NULL;
+	}
+	config_errors_release(&errs);
+	return cfg;
+}
+
+static void addr_format(const struct config_addr *a, char *out, size_t n)
+{
+	if (a->family == AF_INET6)
+		snprintf(out, n, "[%s]:%u", a->host, a->port);
+	else
+		snprintf(out, n, "%s:%u", a->host, a->port);
+}
+
+/* Rebuilds the API's view of tokens and listeners from d->cfg. */
+static int apply_config_to_api(struct daemon *d)
+{
+	struct config *cfg = d->cfg;
+	struct auth_token *tokens = calloc(cfg->admin.ntokens + 1, sizeof(*tokens));
+	struct api_listener_info *ls = calloc(cfg->nlisteners + 1, sizeof(*ls));
+	char **addrs = calloc(cfg->nlisteners + 1, sizeof(*addrs));
+
+	if (!tokens || !ls || !addrs) {
+		free(tokens);
+		free(ls);
+		free(addrs);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < cfg->admin.ntokens; i++) {
+		tokens[i].name = cfg->admin.tokens[i].name;
+		tokens[i].secret = cfg->admin.tokens[i].secret;
+		/* config_scope and auth_scope share the same bits */
+		tokens[i].scopes = cfg->admin.tokens[i].scopes;
+	}
+	for (size_t i = 0; i < cfg->nlisteners; i++) {
+		addrs[i] = malloc(300);
+		if (addrs[i])
+			addr_format(&cfg->listeners[i].listen, addrs[i], 300);
+		ls[i].name = cfg->listeners[i].name;
+		ls[i].addr = addrs[i] ? addrs[i] : "";
+		ls[i].up = 0; /* the proxy marks them up once bound */
+	}
+	free(d->tokens);
+	free(d->listeners);
+	for (size_t i = 0; i < d->nlisteners; i++)
+		free(d->listener_addrs[i]);
+	free(d->listener_addrs);
+	d->tokens = tokens;
+	d->listeners = ls;
+	d->listener_addrs = addrs;
+	d->nlisteners = cfg->nlisteners;
+	d->api.tokens = tokens;
+	d->api.ntokens = cfg->admin.ntokens;
+	d->api.public_read = cfg->admin.public_read;
+	d->api.evaluate_public = cfg->admin.evaluate_public;
+	d->api.listeners = ls;
+	d->api.nlisteners = cfg->nlisteners;
+	return 0;
+}
+
+static void record_event(struct daemon *d, const char *actor, const char *kind, const char *subject,
+                         json_t *details)
+{
+	char *s = details ? json_dumps(details, JSON_COMPACT) : NULL;
+	int rc = store_event_append(d->store, actor, kind, subject, s, NULL);
+
+	if (rc != 0)
+		log_error("cannot record event", "kind", kind, "error", store_strerror(rc), NULL);
+	free(s);
+	json_decref(details);
+}
+
+static void write_metrics(void *ctx, struct buf *out)
+{
+	struct daemon *d = ctx;
+
+	metrics_write_prometheus(d->metrics, out);
+}
+
+static int listener_up(void *ctx, const char *name)
+{
+	struct daemon *d = ctx;
+
+	return proxy_listener_up(d->proxy, name);
+}
+
+static int reload(void *ctx, const char *actor, char *msg, size_t msglen)
+{
+	struct daemon *d = ctx;
+	struct config *cfg;
+	char rev[32];
+
+	msg[0] = '\0';
+	cfg = load_config(d->config_path, msg, msglen);
+	if (!cfg) {
+		log_error("reload failed, keeping the running configuration", "config",
+		          d->config_path, NULL);
+		record_event(d, actor, "config.reload_failed", d->config_path,
+		             json_pack("{s:s}", "errors", msg));
+		return -1;
+	}
+	{
+		struct config_ref *cref = config_ref_new(cfg);
+		struct proxy_table *t;
+
+		if (!cref) {
+			snprintf(msg, msglen, "out of memory");
+			return -1;
+		}
+		t = build_table(d, cref, NULL, msg, msglen);
+		if (!t) {
+			snap_obj_unref(&cref->obj);
+			log_error("reload failed, keeping the running configuration", "error", msg,
+			          NULL);
+			record_event(d, actor, "config.reload_failed", d->config_path,
+			             json_pack("{s:s}", "errors", msg));
+			return -1;
+		}
+		snap_obj_unref(&d->cref->obj);
+		d->cref = cref;
+		d->cfg = cfg;
+		apply_config_to_api(d);
+		proxy_publish(d->proxy, t);
+	}
+	d->api.config_revision++;
+	snprintf(rev, sizeof(rev), "%llu", (unsigned long long)d->api.config_revision);
+	log_info("configuration reloaded", "config", d->config_path, "revision", rev, NULL);
+	record_event(d, actor, "config.reloaded", d->config_path,
+	             json_pack("{s:I}", "revision", (json_int_t)d->api.config_revision));
+	return 0;
+}
+
+static void admin_done(void *arg)
+{
+	struct daemon *d = arg;
+
+	loop_stop(d->loop);
+}
+
+static void on_signal(struct loop *loop, int signo, void *data)
+{
+	struct daemon *d = data;
+	char msg[4096];
+
+	if (signo == SIGHUP) {
+		reload(d, "canaryd", msg, sizeof(msg));
+		return;
+	}
+	if (d->stopping)
+		return;
+	d->stopping = 1;
+	log_info("shutting down", "signal", signo == SIGTERM ? "SIGTERM" : "SIGINT", NULL);
+	/* the data plane first: stop accepting, finish requests in flight */
+	proxy_stop(d->proxy, SHUTDOWN_DEADLINE_MS);
+	admin_shutdown(d->admin, admin_done, d);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option lopts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"check", no_argument, NULL, 't'},
+	    {"log-level", required_argument, NULL, 'l'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct daemon d = {.config_path = "canaryd.yaml"};
+	char err[512], admin_addr[300], summary[512];
+	int c, check = 0, rc = 1;
+
+	while ((c = getopt_long(argc, argv, "c:tVh", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			d.config_path = optarg;
+			break;
+		case 't':
+			check = 1;
+			break;
+		case 'l':
+			if (log_level_parse(optarg) < 0) {
+				fprintf(stderr, "canaryd: unknown log level \"%s\"\n", optarg);
+				return 2;
+			}
+			log_set_level((enum log_level)log_level_parse(optarg));
+			break;
+		case 'V':
+			puts("canaryd " CANARYD_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+	d.cfg = load_config(d.config_path, NULL, 0);
+	if (!d.cfg)
+		return 1;
+	if (check) {
+		config_summary(d.cfg, summary, sizeof(summary));
+		puts(summary);
+		config_free(d.cfg);
+		return 0;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	d.loop = loop_new();
+	if (!d.loop || loop_signals(d.loop, on_signal, &d) != 0) {
+		log_error("cannot create the control loop", NULL);
+		goto out_cfg;
+	}
+	d.store = store_open(d.cfg->store.url, err, sizeof(err));
+	if (!d.store) {
+		log_error("cannot open the store", "store", d.cfg->store.url, "error", err, NULL);
+		goto out_loop;
+	}
+	d.cref = config_ref_new(d.cfg); /* owns d.cfg from here on, even on failure */
+	if (!d.cref) {
+		d.cfg = NULL;
+		goto out_store;
+	}
+	{
+		unsigned nworkers =
+		    d.cfg->workers ? d.cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+		const char *seed = getenv("CANARYD_SEED");
+		struct proxy_table *t;
+
+		d.metrics = metrics_registry_new(nworkers, MAX_SERIES);
+		d.proxy = proxy_new(nworkers, d.metrics, seed ? strtoull(seed, NULL, 10) : 0);
+		if (!d.metrics || !d.proxy) {
+			log_error("out of memory", NULL);
+			goto out_proxy;
+		}
+		t = build_table(&d, d.cref, NULL, err, sizeof(err));
+		if (!t) {
+			log_error("cannot build the routing table", "error", err, NULL);
+			goto out_proxy;
+		}
+		proxy_publish(d.proxy, t);
+		if (proxy_start(d.proxy, err, sizeof(err)) != 0) {
+			log_error("cannot start the proxy", "error", err, NULL);
+			goto out_proxy;
+		}
+	}
+	api_init(&d.api);
+	d.api.store = d.store;
+	d.api.config_path = d.config_path;
+	d.api.config_revision = 1;
+	d.api.reload_fn = reload;
+	d.api.reload_ctx = &d;
+	d.api.metrics_fn = write_metrics;
+	d.api.metrics_ctx = &d;
+	d.api.listener_up_fn = listener_up;
+	d.api.listener_up_ctx = &d;
+	d.services = (struct services_backend){
+	    .proxy = d.proxy, .metrics = d.metrics, .set_traffic = set_traffic, .ctx = &d};
+	api_services_init(&d.api, &d.services);
+	if (apply_config_to_api(&d) != 0)
+		goto out_proxy;
+	addr_format(&d.cfg->admin.listen, admin_addr, sizeof(admin_addr));
+	d.admin = admin_start(d.loop, admin_addr, &d.api, err, sizeof(err));
+	if (!d.admin) {
+		log_error("cannot start the admin listener", "listen", admin_addr, "error", err,
+		          NULL);
+		goto out_store;
+	}
+	config_summary(d.cfg, summary, sizeof(summary));
+	record_event(&d, "canaryd", "config.loaded", d.config_path,
+	             json_pack("{s:I, s:s}", "revision", (json_int_t)1, "summary", summary));
+	log_info("canaryd started", "version", CANARYD_VERSION, "admin", admin_addr, "config",
+	         d.config_path, NULL);
+	if (loop_run(d.loop) != 0)
+		log_error("control loop failed", NULL);
+	else
+		rc = 0;
+	log_info("canaryd stopped", NULL);
+	admin_free(d.admin);
+out_proxy:
+	proxy_free(d.proxy);
+	metrics_registry_free(d.metrics);
+	if (d.cref) {
+		snap_obj_unref(&d.cref->obj);
+		d.cfg = NULL;
+	}
+out_store:
+	store_close(d.store);
+out_loop:
+	loop_free(d.loop);
+out_cfg:
+	free(d.tokens);
+	free(d.listeners);
+	for (size_t i = 0; i < d.nlisteners; i++)
+		free(d.listener_addrs[i]);
+	free(d.listener_addrs);
+	config_free(d.cfg);
+	return rc;
+}

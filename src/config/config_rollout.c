@@ -1,0 +1,863 @@
+/*
+ * config_rollout.c - rollouts: targets, steps, analysis checks, rollback,
+ * bake and notifications.  Admin tokens, services and flags are parsed
+ * before this runs, so every reference is checked against c->cfg here.
+ */
+#include <string.h>
+
+#include "config/config_internal.h"
+
+#define BIT(i) ((uint64_t)1 << (i))
+
+/* --- targets ------------------------------------------------------------------- */
+
+struct target_ref {
+	const char *service, *canary, *flag;
+};
+
+static const struct field target_fields[] = {
+    FLD("service", FK_NAME, struct target_ref, service),
+    FLD("canary", FK_NAME, struct target_ref, canary),
+    FLD("flag", FK_NAME, struct target_ref, flag),
+};
+
+/* {service: S, canary: V} or {flag: F}, resolved against the config. */
+static bool parse_target(struct cctx *c, const struct cnode *n, const char *path,
+                         struct config_target *t)
+{
+	struct target_ref ref = {0};
+	char sub[PATH_MAX_LEN];
+	uint64_t seen;
+
+	t->line = n->line;
+	if (!walk_map(c, n, path, target_fields, NFIELDS(target_fields), &ref, &seen))
+		return false;
+	if (seen & BIT(2)) {
+		t->kind = CONFIG_TARGET_FLAG;
+		t->flag = ref.flag;
+		if (seen & (BIT(0) | BIT(1))) {
+			cerr(c, n->line, path, "a target is either {service, canary} or {flag}");
+			return false;
+		}
+		if (!ref.flag)
+			return false;
+		t->flg = config_flag_find(c->cfg, ref.flag);
+		if (!t->flg) {
+			path_key(sub, path, "flag");
+			cerr(c, key_line(n, "flag"), sub, "flag \"%s\" is not defined", ref.flag);
+			return false;
+		}
+		return true;
+	}
+	t->kind = CONFIG_TARGET_SERVICE;
+	t->service = ref.service;
+	t->canary = ref.canary;
+	if ((seen & (BIT(0) | BIT(1))) != (BIT(0) | BIT(1))) {
+		cerr(c, n->line, path,
+		     "missing required key \"%s\" (a target is {service, canary} or {flag})",
+		     seen & BIT(0) ? "canary" : "service");
+		return false;
+	}
+	if (!ref.service || !ref.canary)
+		return false;
+	t->svc = config_service_find(c->cfg, ref.service);
+	if (!t->svc) {
+		path_key(sub, path, "service");
+		cerr(c, key_line(n, "service"), sub, "service \"%s\" is not defined", ref.service);
+		return false;
+	}
+	path_key(sub, path, "canary");
+	if (t->svc->versions && !config_version_find(t->svc, ref.canary)) {
+		cerr(c, key_line(n, "canary"), sub,
+		     "version \"%s\" is not defined in service \"%s\"", ref.canary, ref.service);
+		return false;
+	}
+	if (t->svc->stable && strcmp(t->svc->stable, ref.canary) == 0) {
+		cerr(c, key_line(n, "canary"), sub,
+		     "\"%s\" is the stable version of service \"%s\"", ref.canary, ref.service);
+		return false;
+	}
+	return true;
+}
+
+static bool ro_targets(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_rollout *r = obj;
+	char sub[PATH_MAX_LEN];
+	size_t cnt = walk_named(c, n, path);
+
+	if (n->type != CN_MAP)
+		return false;
+	if (cnt == 0) {
+		cerr(c, n->line, path, "at least one target is required");
+		return false;
+	}
+	r->targets = cfg_arena_alloc(c->out, cnt * sizeof(*r->targets));
+	if (!r->targets)
+		return false;
+	r->ntargets = cnt;
+	for (size_t i = 0; i < cnt; i++) {
+		path_key(sub, path, n->keys[i]->text);
+		r->targets[i].name = cfg_arena_strdup(c->out, n->keys[i]->text);
+		if (!parse_target(c, n->items[i], sub, &r->targets[i]))
+			continue;
+		for (size_t j = 0; j < i; j++) {
+			const struct config_target *a = &r->targets[i], *b = &r->targets[j];
+			const char *an = a->kind == CONFIG_TARGET_FLAG ? a->flag : a->service;
+			const char *bn = b->kind == CONFIG_TARGET_FLAG ? b->flag : b->service;
+
+			if (a->kind == b->kind && an && bn && strcmp(an, bn) == 0)
+				cerr(c, a->line, sub, "%s \"%s\" is already target \"%s\"",
+				     a->kind == CONFIG_TARGET_FLAG ? "flag" : "service", an,
+				     b->name);
+		}
+	}
+	return true;
+}
+
+/* Shorthand `target: {service: web, canary: v2}`: one target named after its service/flag. */
+static bool ro_target(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_rollout *r = obj;
+
+	r->targets = cfg_arena_alloc(c->out, sizeof(*r->targets));
+	if (!r->targets)
+		return false;
+	r->ntargets = 1;
+	parse_target(c, n, path, r->targets);
+	r->targets[0].name =
+	    r->targets[0].kind == CONFIG_TARGET_FLAG ? r->targets[0].flag : r->targets[0].service;
+	if (!r->targets[0].name)
+		r->targets[0].name = "";
+	return true;
+}
+
+/* --- steps ------------------------------------------------------------------------ */
+
+/* The rollout being parsed, for steps that name targets. */
+struct step_ctx {
+	struct config_step s;
+	const struct config_rollout *r;
+};
+
+static bool step_set(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct step_ctx *sc = obj;
+	struct config_step *s = &sc->s;
+	char sub[PATH_MAX_LEN];
+	size_t cnt = walk_named(c, n, path);
+
+	s->kind = CONFIG_STEP_SET;
+	if (n->type != CN_MAP)
+		return false;
+	if (cnt == 0) {
+		cerr(c, n->line, path, "at least one target is required");
+		return false;
+	}
+	s->sets = cfg_arena_alloc(c->out, cnt * sizeof(*s->sets));
+	if (!s->sets)
+		return false;
+	s->nsets = cnt;
+	for (size_t i = 0; i < cnt; i++) {
+		struct config_set_entry *e = &s->sets[i];
+		const struct config_target *t = config_target_find(sc->r, n->keys[i]->text);
+
+		path_key(sub, path, n->keys[i]->text);
+		e->target = cfg_arena_strdup(c->out, n->keys[i]->text);
+		e->line = n->keys[i]->line;
+		if (!t && sc->r->targets)
+			cerr(c, e->line, sub, "target \"%s\" is not defined", e->target);
+		else if (t)
+			e->index = (size_t)(t - sc->r->targets);
+		get_percent(c, n->items[i], sub, &e->percent);
+	}
+	return true;
+}
+
+static bool step_weight(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct step_ctx *sc = obj;
+	struct config_step *s = &sc->s;
+
+	s->kind = CONFIG_STEP_SET;
+	s->sets = cfg_arena_alloc(c->out, sizeof(*s->sets));
+	if (!s->sets)
+		return false;
+	s->nsets = 1;
+	s->sets[0].line = n->line;
+	if (!get_percent(c, n, path, &s->sets[0].percent))
+		return false;
+	if (sc->r->ntargets != 1) {
+		if (sc->r->targets)
+			cerr(c, n->line, path,
+			     "weight needs a single target; with %zu targets use set: {TARGET: "
+			     "PERCENT}",
+			     sc->r->ntargets);
+		return false;
+	}
+	s->sets[0].target = sc->r->targets[0].name;
+	return true;
+}
+
+static bool step_shadow(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct step_ctx *sc = obj;
+	bool svc = false;
+
+	sc->s.kind = CONFIG_STEP_SHADOW;
+	if (!get_percent(c, n, path, &sc->s.shadow_percent))
+		return false;
+	for (size_t i = 0; i < sc->r->ntargets; i++)
+		svc |= sc->r->targets[i].kind == CONFIG_TARGET_SERVICE;
+	if (!svc && sc->r->targets) {
+		cerr(c, n->line, path, "shadow needs a service target");
+		return false;
+	}
+	return true;
+}
+
+static const struct field pause_fields[] = {
+    FLD("duration", FK_DURATION, struct config_step, pause_ms),
+};
+
+/* pause: {} | pause: 5m | pause: {duration: 5m} */
+static bool step_pause(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct step_ctx *sc = obj;
+
+	sc->s.kind = CONFIG_STEP_PAUSE;
+	if (n->type == CN_NULL)
+		return true;
+	if (n->type == CN_SCALAR)
+		return get_duration(c, n, path, &sc->s.pause_ms);
+	return walk_map(c, n, path, pause_fields, NFIELDS(pause_fields), &sc->s, NULL);
+}
+
+static const struct field analysis_step_fields[] = {
+    FLD("for", FK_DURATION, struct config_step, analysis_for_ms),
+};
+
+static bool step_analysis(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct step_ctx *sc = obj;
+
+	sc->s.kind = CONFIG_STEP_ANALYSIS;
+	if (n->type == CN_NULL)
+		return true;
+	return walk_map(c, n, path, analysis_step_fields, NFIELDS(analysis_step_fields), &sc->s,
+	                NULL);
+}
+
+static bool approval_required(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_step *s = obj;
+	char sub[PATH_MAX_LEN];
+
+	if (!get_strlist(c, n, path, true, &s->approvers))
+		return false;
+	if (s->approvers.n == 0) {
+		cerr(c, n->line, path, "at least one approver is required");
+		return false;
+	}
+	for (size_t i = 0; i < s->approvers.n; i++) {
+		const struct config_token *t = config_token_find(c->cfg, s->approvers.v[i]);
+		int line = n->type == CN_SEQ ? n->items[i]->line : n->line;
+
+		if (n->type == CN_SEQ)
+			path_idx(sub, path, i);
+		else
+			snprintf(sub, sizeof(sub), "%s", path);
+		if (!t)
+			cerr(c, line, sub, "token \"%s\" is not defined in admin.tokens",
+			     s->approvers.v[i]);
+		else if (!(t->scopes & (CONFIG_SCOPE_APPROVE | CONFIG_SCOPE_ADMIN)))
+			cerr(c, line, sub, "token \"%s\" cannot approve (needs the approve scope)",
+			     s->approvers.v[i]);
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(s->approvers.v[i], s->approvers.v[j]) == 0)
+				cerr(c, line, sub, "\"%s\" is listed twice", s->approvers.v[i]);
+	}
+	return true;
+}
+
+static const struct field approval_fields[] = {
+    FLD_FN_REQ("required", approval_required),
+};
+
+static bool step_approval(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct step_ctx *sc = obj;
+
+	sc->s.kind = CONFIG_STEP_APPROVAL;
+	return walk_map(c, n, path, approval_fields, NFIELDS(approval_fields), &sc->s, NULL);
+}
+
+static bool step_not_before(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_not_before *nb = &((struct step_ctx *)obj)->s.not_before;
+	const char *t = get_text(c, n, path);
+
+	if (!t)
+		return false;
+	if (config_parse_time_of_day(t, &nb->minute_of_day) == 0) {
+		nb->kind = CONFIG_NOT_BEFORE_TIME_OF_DAY;
+	} else if (config_parse_rfc3339(t, &nb->epoch_s) == 0) {
+		nb->kind = CONFIG_NOT_BEFORE_INSTANT;
+	} else {
+		cerr(c, n->line, path, "expected \"HH:MMZ\" or an RFC 3339 time, got \"%.60s\"", t);
+		return false;
+	}
+	return true;
+}
+
+static bool step_window(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_window *w = &((struct step_ctx *)obj)->s.window;
+	const char *t = get_text(c, n, path);
+
+	if (!t)
+		return false;
+	if (config_parse_window(t, w) != 0) {
+		cerr(c, n->line, path,
+		     "expected a window like \"Mon-Fri 06:00-18:00Z\", got \"%.60s\"", t);
+		return false;
+	}
+	return true;
+}
+
+/* The first six are the step kinds: exactly one of them per step. */
+static const struct field step_fields[] = {
+    FLD_FN("set", step_set),
+    FLD_FN("weight", step_weight),
+    FLD_FN("shadow", step_shadow),
+    FLD_FN("pause", step_pause),
+    FLD_FN("analysis", step_analysis),
+    FLD_FN("approval", step_approval),
+    FLD("for", FK_DURATION, struct step_ctx, s.for_ms),
+    FLD_FN("not_before", step_not_before),
+    FLD_FN("window", step_window),
+};
+#define STEP_KINDS (BIT(6) - 1)
+
+static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
+                        struct config_rollout *r)
+{
+	char sub[PATH_MAX_LEN], fp[PATH_MAX_LEN];
+
+	if (!want_seq(c, n, path))
+		return;
+	if (n->n == 0) {
+		cerr(c, n->line, path, "at least one step is required");
+		return;
+	}
+	r->steps = cfg_arena_alloc(c->out, n->n * sizeof(*r->steps));
+	if (!r->steps)
+		return;
+	r->nsteps = n->n;
+	for (size_t i = 0; i < n->n; i++) {
+		struct step_ctx sc = {.r = r};
+		const struct cnode *sn = n->items[i];
+		uint64_t seen, kinds;
+
+		sc.s.line = sn->line;
+		path_idx(sub, path, i);
+		if (walk_map(c, sn, sub, step_fields, NFIELDS(step_fields), &sc, &seen)) {
+			kinds = seen & STEP_KINDS;
+			if (kinds == 0)
+				cerr(c, sn->line, sub,
+				     "expected one of set, weight, shadow, pause, analysis or "
+				     "approval");
+			else if (kinds & (kinds - 1))
+				cerr(c, sn->line, sub,
+				     "only one of set, weight, shadow, pause, analysis or approval "
+				     "per step");
+			else if ((seen & BIT(6)) && !(kinds & (BIT(0) | BIT(1) | BIT(2)))) {
+				path_key(fp, sub, "for");
+				cerr(c, key_line(sn, "for"), fp,
+				     "only set, weight and shadow steps take \"for\"%s",
+				     kinds & BIT(3)   ? " (use pause: DURATION)"
+				     : kinds & BIT(4) ? " (use analysis: {for: DURATION})"
+				                      : "");
+			}
+			if ((kinds & BIT(4)) && r->analysis.line == 0) {
+				path_key(fp, sub, "analysis");
+				cerr(c, key_line(sn, "analysis"), fp,
+				     "an analysis step needs analysis.checks");
+			}
+		}
+		r->steps[i] = sc.s;
+	}
+}
+
+/* --- analysis ------------------------------------------------------------------------ */
+
+static bool check_metric(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+	const char *t = get_text(c, n, path);
+
+	if (!t)
+		return false;
+	for (int m = 0; config_metric_name((enum config_metric)m); m++) {
+		if (strcmp(t, config_metric_name((enum config_metric)m)) == 0) {
+			k->metric = (enum config_metric)m;
+			k->source = CONFIG_SOURCE_METRIC;
+			return true;
+		}
+	}
+	cerr(c, n->line, path,
+	     "unknown metric \"%.60s\" (request_rate, error_rate, success_rate, latency_p50, "
+	     "latency_p90, latency_p95, latency_p99, latency_mean, shadow_mismatch_rate, "
+	     "shadow_error_rate, shadow_latency_p99)",
+	     t);
+	return false;
+}
+
+static bool check_query(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+
+	k->source = CONFIG_SOURCE_QUERY;
+	if (!get_str(c, n, path, &k->query))
+		return false;
+	if (!*k->query) {
+		cerr(c, n->line, path, "the query is empty");
+		return false;
+	}
+	if (!c->cfg->metrics.prometheus) {
+		cerr(c, n->line, path, "query checks need metrics.prometheus");
+		return false;
+	}
+	return true;
+}
+
+static bool http_pointer(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+
+	if (!get_str(c, n, path, &k->http_pointer))
+		return false;
+	if (*k->http_pointer && *k->http_pointer != '/') {
+		cerr(c, n->line, path, "a JSON pointer is empty or starts with \"/\"");
+		return false;
+	}
+	return true;
+}
+
+static const struct field http_fields[] = {
+    FLD_REQ("url", FK_URL, struct config_check, http_url),
+    FLD_FN("pointer", http_pointer),
+};
+
+static bool check_http(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+
+	k->source = CONFIG_SOURCE_HTTP;
+	k->http_pointer = "";
+	return walk_map(c, n, path, http_fields, NFIELDS(http_fields), k, NULL);
+}
+
+static bool parse_argv(struct cctx *c, const struct cnode *n, const char *path,
+                       struct config_strlist *argv)
+{
+	if (!want_seq(c, n, path) || !get_strlist(c, n, path, false, argv))
+		return false;
+	if (argv->n == 0 || !*argv->v[0]) {
+		cerr(c, n->line, path, "expected a command: [program, args...]");
+		return false;
+	}
+	return true;
+}
+
+static bool check_exec(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+
+	k->source = CONFIG_SOURCE_EXEC;
+	return parse_argv(c, n, path, &k->exec);
+}
+
+static bool test_method(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+	const char *t = get_text(c, n, path);
+
+	if (!t)
+		return false;
+	if (strcmp(t, "sequential") == 0) {
+		k->test.method = CONFIG_TEST_SEQUENTIAL;
+	} else if (strcmp(t, "mann-whitney") == 0) {
+		k->test.method = CONFIG_TEST_MANN_WHITNEY;
+	} else {
+		cerr(c, n->line, path, "expected sequential or mann-whitney, got \"%.60s\"", t);
+		return false;
+	}
+	return true;
+}
+
+static bool test_confidence(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+
+	if (!get_double(c, n, path, &k->test.confidence))
+		return false;
+	if (!(k->test.confidence > 0 && k->test.confidence < 1)) {
+		cerr(c, n->line, path, "must be between 0 and 1 (exclusive), like 0.99");
+		return false;
+	}
+	return true;
+}
+
+static const struct field test_fields[] = {
+    FLD_FN_REQ("method", test_method),
+    FLD_FN("confidence", test_confidence),
+    FLD("max_increase", FK_NUM, struct config_check, test.max_increase),
+    FLD("max_ratio", FK_NUM, struct config_check, test.max_ratio),
+};
+
+static bool check_test(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+
+	k->test.confidence = 0.95;
+	return walk_map(c, n, path, test_fields, NFIELDS(test_fields), k, NULL);
+}
+
+static bool check_on_fail(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+	const char *t = get_text(c, n, path);
+
+	if (!t)
+		return false;
+	if (strcmp(t, "rollback") == 0) {
+		k->on_fail = CONFIG_ON_FAIL_ROLLBACK;
+	} else if (strcmp(t, "pause") == 0) {
+		k->on_fail = CONFIG_ON_FAIL_PAUSE;
+	} else {
+		cerr(c, n->line, path, "expected rollback or pause, got \"%.60s\"", t);
+		return false;
+	}
+	return true;
+}
+
+/* Bits 1..4 are the sources and 6..11 the bounds; the code below relies on this order. */
+static const struct field check_fields[] = {
+    FLD_REQ("name", FK_NAME, struct config_check, name),
+    FLD_FN("metric", check_metric),
+    FLD_FN("query", check_query),
+    FLD_FN("http", check_http),
+    FLD_FN("exec", check_exec),
+    FLD("timeout", FK_DURATION, struct config_check, timeout_ms),
+    FLD("min", FK_NUM, struct config_check, min),
+    FLD("max", FK_NUM, struct config_check, max),
+    FLD("min_ratio", FK_NUM, struct config_check, min_ratio),
+    FLD("max_ratio", FK_NUM, struct config_check, max_ratio),
+    FLD("max_increase", FK_NUM, struct config_check, max_increase),
+    FLD("max_decrease", FK_NUM, struct config_check, max_decrease),
+    FLD_FN("test", check_test),
+    FLD_RANGE("min_samples", FK_U32, struct config_check, min_samples, 0, 1000000000),
+    FLD("for", FK_DURATION, struct config_check, for_ms),
+    FLD_FN("on_fail", check_on_fail),
+    FLD("review", FK_DURATION, struct config_check, review_ms),
+    FLD("target", FK_NAME, struct config_check, target),
+};
+#define CHECK_SOURCES (BIT(1) | BIT(2) | BIT(3) | BIT(4))
+#define CHECK_BOUNDS  (BIT(6) | BIT(7) | BIT(8) | BIT(9) | BIT(10) | BIT(11))
+
+static bool is_latency(enum config_metric m)
+{
+	return (m >= CONFIG_METRIC_LATENCY_P50 && m <= CONFIG_METRIC_LATENCY_MEAN) ||
+	       m == CONFIG_METRIC_SHADOW_LATENCY_P99;
+}
+
+static void check_semantics(struct cctx *c, const struct cnode *n, const char *path,
+                            const struct config_rollout *r, struct config_check *k, uint64_t seen)
+{
+	char sub[PATH_MAX_LEN];
+	uint64_t src = seen & CHECK_SOURCES;
+
+	if (src == 0)
+		cerr(c, n->line, path, "expected one of metric, query, http or exec");
+	else if (src & (src - 1))
+		cerr(c, n->line, path, "only one of metric, query, http or exec per check");
+	if (!(seen & (CHECK_BOUNDS | BIT(12))))
+		cerr(c, n->line, path,
+		     "a check needs a bound (min, max, min_ratio, max_ratio, max_increase, "
+		     "max_decrease) or a test");
+	if (k->min.set && k->max.set && k->min.value > k->max.value)
+		cerr(c, key_line(n, "min"), path, "min is greater than max");
+	if (k->min_ratio.set && k->max_ratio.set && k->min_ratio.value > k->max_ratio.value)
+		cerr(c, key_line(n, "min_ratio"), path, "min_ratio is greater than max_ratio");
+	if ((seen & BIT(12)) && src == BIT(1)) {
+		path_key(sub, path, "test.method");
+		if (k->test.method == CONFIG_TEST_MANN_WHITNEY && !is_latency(k->metric))
+			cerr(c, key_line(n->items[map_find(n, "test")], "method"), sub,
+			     "mann-whitney compares latency histograms: use a latency metric");
+		if (k->test.method == CONFIG_TEST_SEQUENTIAL &&
+		    (is_latency(k->metric) || k->metric == CONFIG_METRIC_REQUEST_RATE))
+			cerr(c, key_line(n->items[map_find(n, "test")], "method"), sub,
+			     "sequential tests compare rates: use error_rate, success_rate or a "
+			     "shadow rate");
+	} else if ((seen & BIT(12)) && src) {
+		path_key(sub, path, "test");
+		cerr(c, key_line(n, "test"), sub, "a test needs a built-in metric");
+	}
+	if ((seen & BIT(5)) && !(src & (BIT(2) | BIT(3) | BIT(4)))) {
+		path_key(sub, path, "timeout");
+		cerr(c, key_line(n, "timeout"), sub,
+		     "only query, http and exec checks take a timeout");
+	}
+	if ((seen & BIT(16)) && k->on_fail != CONFIG_ON_FAIL_PAUSE) {
+		path_key(sub, path, "review");
+		cerr(c, key_line(n, "review"), sub, "review needs on_fail: pause");
+	}
+	if (k->target) {
+		const struct config_target *t = config_target_find(r, k->target);
+
+		path_key(sub, path, "target");
+		if (t)
+			k->target_index = (size_t)(t - r->targets);
+		else if (r->targets)
+			cerr(c, key_line(n, "target"), sub, "target \"%s\" is not defined",
+			     k->target);
+	}
+}
+
+static void parse_checks(struct cctx *c, const struct cnode *n, const char *path,
+                         struct config_rollout *r)
+{
+	char sub[PATH_MAX_LEN], np[PATH_MAX_LEN];
+
+	if (!want_seq(c, n, path))
+		return;
+	r->analysis.checks = cfg_arena_alloc(c->out, (n->n ? n->n : 1) * sizeof(*r->analysis.checks));
+	if (!r->analysis.checks)
+		return;
+	r->analysis.nchecks = n->n;
+	for (size_t i = 0; i < n->n; i++) {
+		struct config_check *k = &r->analysis.checks[i];
+		const struct cnode *kn = n->items[i];
+		uint64_t seen;
+
+		k->line = kn->line;
+		k->min_samples = 200;
+		k->timeout_ms = 10000;
+		path_idx(sub, path, i);
+		if (!walk_map(c, kn, sub, check_fields, NFIELDS(check_fields), k, &seen))
+			continue;
+		check_semantics(c, kn, sub, r, k, seen);
+		for (size_t j = 0; j < i; j++) {
+			if (k->name && r->analysis.checks[j].name &&
+			    strcmp(k->name, r->analysis.checks[j].name) == 0) {
+				path_key(np, sub, "name");
+				cerr(c, key_line(kn, "name"), np,
+				     "duplicate check name \"%s\" (also checks[%zu])", k->name, j);
+			}
+		}
+	}
+}
+
+static bool analysis_interval(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_rollout *r = obj;
+
+	if (!get_duration(c, n, path, &r->analysis.interval_ms))
+		return false;
+	if (r->analysis.interval_ms < 1000) {
+		cerr(c, n->line, path, "must be at least 1s");
+		return false;
+	}
+	return true;
+}
+
+static const struct field analysis_fields[] = {
+    FLD_FN("interval", analysis_interval),
+    FLD_FN_REQ("checks", field_later),
+};
+
+/* --- rollback, notify ------------------------------------------------------------------ */
+
+static bool hook_exec(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_hook *h = obj;
+
+	h->kind = CONFIG_HOOK_EXEC;
+	return parse_argv(c, n, path, &h->argv);
+}
+
+static bool hook_webhook(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_hook *h = obj;
+
+	h->kind = CONFIG_HOOK_WEBHOOK;
+	return get_url(c, n, path, &h->url);
+}
+
+static const struct field hook_fields[] = {
+    FLD_FN("exec", hook_exec),
+    FLD_FN("webhook", hook_webhook),
+    FLD("timeout", FK_DURATION, struct config_hook, timeout_ms),
+};
+
+static bool rollback_hooks(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_rollout *r = obj;
+	char sub[PATH_MAX_LEN];
+
+	if (!want_seq(c, n, path))
+		return false;
+	r->rollback.hooks = cfg_arena_alloc(c->out, (n->n ? n->n : 1) * sizeof(*r->rollback.hooks));
+	if (!r->rollback.hooks)
+		return false;
+	r->rollback.nhooks = n->n;
+	for (size_t i = 0; i < n->n; i++) {
+		struct config_hook *h = &r->rollback.hooks[i];
+		uint64_t seen;
+
+		h->line = n->items[i]->line;
+		h->timeout_ms = 60000;
+		path_idx(sub, path, i);
+		if (!walk_map(c, n->items[i], sub, hook_fields, NFIELDS(hook_fields), h, &seen))
+			continue;
+		if ((seen & 3) == 3)
+			cerr(c, h->line, sub, "exec and webhook are mutually exclusive");
+		else if (!(seen & 3))
+			cerr(c, h->line, sub, "missing required key \"exec\" (or \"webhook\")");
+	}
+	return true;
+}
+
+static const struct field rollback_fields[] = {
+    FLD("drain", FK_DURATION, struct config_rollout, rollback.drain_ms),
+    FLD_FN("hooks", rollback_hooks),
+    FLD("verify", FK_DURATION, struct config_rollout, rollback.verify_ms),
+};
+
+static bool ro_rollback(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_rollout *r = obj;
+
+	r->rollback.line = n->line;
+	return walk_map(c, n, path, rollback_fields, NFIELDS(rollback_fields), r, NULL);
+}
+
+static const struct {
+	const char *name;
+	unsigned bit;
+} event_names[] = {
+    {"started", CONFIG_EVENT_STARTED},
+    {"step", CONFIG_EVENT_STEP},
+    {"paused", CONFIG_EVENT_PAUSED},
+    {"resumed", CONFIG_EVENT_RESUMED},
+    {"approval_needed", CONFIG_EVENT_APPROVAL_NEEDED},
+    {"approved", CONFIG_EVENT_APPROVED},
+    {"verdict", CONFIG_EVENT_VERDICT},
+    {"rollback", CONFIG_EVENT_ROLLBACK},
+    {"completed", CONFIG_EVENT_COMPLETED},
+    {"failed", CONFIG_EVENT_FAILED},
+    {"aborted", CONFIG_EVENT_ABORTED},
+};
+
+static bool notify_events(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_notify *nt = obj;
+	struct config_strlist l = {0};
+	char sub[PATH_MAX_LEN];
+
+	if (!get_strlist(c, n, path, false, &l))
+		return false;
+	nt->events = 0;
+	for (size_t i = 0; i < l.n; i++) {
+		size_t k;
+
+		for (k = 0; k < sizeof(event_names) / sizeof(event_names[0]); k++)
+			if (strcmp(l.v[i], event_names[k].name) == 0)
+				break;
+		if (k < sizeof(event_names) / sizeof(event_names[0])) {
+			nt->events |= event_names[k].bit;
+			continue;
+		}
+		path_idx(sub, path, i);
+		cerr(c, n->type == CN_SEQ ? n->items[i]->line : n->line,
+		     n->type == CN_SEQ ? sub : path,
+		     "unknown event \"%.40s\" (started, step, paused, resumed, approval_needed, "
+		     "approved, verdict, rollback, completed, failed, aborted)",
+		     l.v[i]);
+	}
+	return true;
+}
+
+static const struct field notify_fields[] = {
+    FLD_REQ("webhook", FK_URL, struct config_notify, webhook),
+    FLD_FN("events", notify_events),
+};
+
+static bool ro_notify(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_rollout *r = obj;
+	char sub[PATH_MAX_LEN];
+
+	if (!want_seq(c, n, path))
+		return false;
+	r->notify = cfg_arena_alloc(c->out, (n->n ? n->n : 1) * sizeof(*r->notify));
+	if (!r->notify)
+		return false;
+	r->nnotify = n->n;
+	for (size_t i = 0; i < n->n; i++) {
+		r->notify[i].line = n->items[i]->line;
+		r->notify[i].events = CONFIG_EVENT_ALL;
+		path_idx(sub, path, i);
+		walk_map(c, n->items[i], sub, notify_fields, NFIELDS(notify_fields), &r->notify[i],
+		         NULL);
+	}
+	return true;
+}
+
+/* --- the rollout ---------------------------------------------------------------------------- */
+
+static const struct field rollout_fields[] = {
+    FLD_FN("target", ro_target),      FLD_FN("targets", ro_targets),
+    FLD_FN_REQ("steps", field_later), FLD_FN("analysis", field_later),
+    FLD_FN("rollback", ro_rollback),  FLD("bake", FK_DURATION, struct config_rollout, bake_ms),
+    FLD_FN("notify", ro_notify),
+};
+
+bool parse_rollout(struct cctx *c, const char *name, const struct cnode *n, const char *path,
+                   struct config_rollout *r)
+{
+	char sub[PATH_MAX_LEN];
+	uint64_t seen;
+	long i;
+
+	r->name = cfg_arena_strdup(c->out, name);
+	r->line = n->line;
+	r->analysis.interval_ms = 60000;
+	r->rollback.drain_ms = 30000;
+	if (!walk_map(c, n, path, rollout_fields, NFIELDS(rollout_fields), r, &seen))
+		return false;
+	if ((seen & 3) == 3)
+		cerr(c, n->line, path, "target and targets are mutually exclusive");
+	else if (!(seen & 3))
+		cerr(c, n->line, path, "missing required key \"targets\" (or \"target\")");
+	/* Targets first: steps and checks name them. */
+	if ((i = map_find(n, "analysis")) >= 0) {
+		const struct cnode *an = n->items[i];
+
+		path_key(sub, path, "analysis");
+		r->analysis.line = an->line;
+		if (walk_map(c, an, sub, analysis_fields, NFIELDS(analysis_fields), r, NULL) &&
+		    map_find(an, "checks") >= 0) {
+			char cp[PATH_MAX_LEN];
+
+			path_key(cp, sub, "checks");
+			parse_checks(c, an->items[map_find(an, "checks")], cp, r);
+		}
+	}
+	if ((i = map_find(n, "steps")) >= 0) {
+		path_key(sub, path, "steps");
+		parse_steps(c, n->items[i], sub, r);
+	}
+	return true;
+}

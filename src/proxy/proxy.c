@@ -1,0 +1,1474 @@
+/*
+ * proxy.c - worker threads, client and upstream connection state machines.
+ *
+ * One exchange at a time per client connection (pipelined requests wait in
+ * the input buffer).  Per request, in the common keep-alive case, the worker
+ * makes four syscalls: read the request, write it upstream, read the
+ * response, write it to the client.  Sockets are registered once,
+ * edge-triggered; a short read means the socket is drained (no EAGAIN read).
+ */
+#include "proxy/proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+#include "core/log.h"
+#include "core/loop.h"
+#include "core/snapshot.h"
+#include "http/parser.h"
+#include "http/server.h"
+#include "metrics/stats.h"
+
+#define READ_CHUNK      16384
+#define CONN_BUF_CAP    (1u << 20)   /* input/output cap per connection */
+#define HIGH_WATER      (256u << 10) /* stop reading the other side above this */
+#define MAX_IDLE_PER_EP 128
+#define MAX_LISTENERS   32
+
+struct worker;
+struct cconn;
+
+struct uconn {
+	struct loop_io io;
+	struct loop_defer d;
+	struct loop_timer timer;
+	struct worker *w;
+	uint32_t ep;
+	struct cconn *client; /* NULL while idle in the pool */
+	struct buf in, out;
+	struct http_parser parser;
+	struct uconn *pool_next, *pool_prev;
+	int connecting;
+	int closed;
+	int reused;    /* served a request before this one */
+	int got_bytes; /* any response byte for the current request */
+	int paused;    /* response parsing paused: client output full */
+	int in_pool;
+};
+
+struct wlistener {
+	struct loop_io io;
+	struct worker *w;
+	char addr[300];
+	int tindex; /* index in the worker's current table; -1: removed */
+	int fd;
+};
+
+enum cstate { C_IDLE, C_BODY, C_WAIT };
+enum resp_framing { RF_LENGTH, RF_CHUNKED, RF_EOF, RF_NONE };
+
+struct exchange {
+	struct proxy_table *table; /* reference held for the request's life */
+	const struct proxy_service *svc;
+	struct proxy_decision dec;
+	uint32_t ep;
+	struct uconn *up;
+	uint64_t start_us;
+	int status;
+	int local; /* answered by the proxy itself (no upstream) */
+	int local_status;
+	enum metrics_err local_kind;
+	int req_chunked;
+	int req_has_body;
+	int req_done;
+	int resp_started;
+	int head; /* HEAD request: the response has no body */
+	enum resp_framing rf;
+	int retried;
+	struct buf head_copy; /* the request head, for one retry on a stale pooled conn */
+};
+
+struct cconn {
+	struct loop_io io;
+	struct loop_defer d;
+	struct loop_timer timer;
+	struct worker *w;
+	struct wlistener *wl;
+	struct buf in, out;
+	struct http_parser parser;
+	char peer[INET6_ADDRSTRLEN];
+	size_t peer_len;
+	enum cstate state;
+	struct exchange ex;
+	int closed;
+	int close_after; /* close once the output is flushed */
+	int paused;      /* request parsing paused: upstream output full */
+	int version10;
+	struct cconn *next, *prev;
+};
+
+struct pool {
+	struct uconn *head;
+	unsigned n;
+};
+
+struct worker {
+	struct proxy *p;
+	unsigned id;
+	pthread_t th;
+	struct loop *loop;
+	struct proxy_table *table;
+	struct wlistener ls[MAX_LISTENERS];
+	unsigned nls;
+	struct pool pools[PROXY_MAX_ENDPOINTS];
+	uint32_t rr;
+	uint64_t rng;
+	struct cconn *conns;
+	atomic_uint nconns;
+	_Atomic uint64_t applied_rev;
+	atomic_int bound; /* listeners bound on the first table */
+	int stopping;
+	char bind_err[256];
+};
+
+struct proxy {
+	struct snapshot snap;
+	struct proxy_registry *reg;
+	struct metrics_registry *metrics;
+	unsigned nworkers;
+	struct worker *workers;
+	uint64_t seed;
+	int started;
+};
+
+static void client_process(struct cconn *c);
+static void client_flush(struct cconn *c);
+static void client_close(struct cconn *c);
+static void up_process(struct uconn *u);
+static void up_flush(struct uconn *u);
+static void up_close(struct uconn *u);
+static void exchange_fail(struct cconn *c, int status, enum metrics_err kind);
+
+static uint64_t rng_next(struct worker *w)
+{
+	/* splitmix64: cheap, good enough for keys and ids, reproducible by seed */
+	uint64_t z = (w->rng += 0x9e3779b97f4a7c15ULL);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+	return z ^ (z >> 31);
+}
+
+/* ---- small helpers ---- */
+
+static int is_hop_by_hop(struct str name)
+{
+	static const char *const hop[] = {"connection",
+	                                  "keep-alive",
+	                                  "proxy-connection",
+	                                  "te",
+	                                  "trailer",
+	                                  "transfer-encoding",
+	                                  "upgrade",
+	                                  "proxy-authenticate",
+	                                  "proxy-authorization"};
+
+	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+		if (str_caseeq_c(name, hop[i]))
+			return 1;
+	return 0;
+}
+
+/* A header named in the Connection header's tokens is hop-by-hop too. */
+static int in_connection_tokens(const struct http_msg *m, struct str name)
+{
+	char tok[64];
+
+	if (name.len >= sizeof(tok))
+		return 0;
+	memcpy(tok, name.p, name.len);
+	tok[name.len] = '\0';
+	return http_msg_header_has_token(m, "connection", tok);
+}
+
+/* ---- upstream connections ---- */
+
+static void up_free(struct loop *loop, struct loop_defer *d)
+{
+	struct uconn *u = d->data;
+
+	close(u->io.fd);
+	buf_release(&u->in);
+	buf_release(&u->out);
+	http_parser_release(&u->parser);
+	free(u);
+}
+
+static void pool_remove(struct worker *w, struct uconn *u)
+{
+	struct pool *pl = &w->pools[u->ep];
+
+	if (!u->in_pool)
+		return;
+	if (u->pool_prev)
+		u->pool_prev->pool_next = u->pool_next;
+	else
+		pl->head = u->pool_next;
+	if (u->pool_next)
+		u->pool_next->pool_prev = u->pool_prev;
+	u->pool_next = u->pool_prev = NULL;
+	u->in_pool = 0;
+	pl->n--;
+}
+
+static void up_close(struct uconn *u)
+{
+	if (u->closed)
+		return;
+	u->closed = 1;
+	pool_remove(u->w, u);
+	loop_timer_stop(u->w->loop, &u->timer);
+	loop_io_del(u->w->loop, &u->io);
+	loop_defer(u->w->loop, &u->d, up_free, u);
+}
+
+static void up_release_to_pool(struct uconn *u)
+{
+	struct worker *w = u->w;
+	struct pool *pl = &w->pools[u->ep];
+	const struct proxy_service *svc = u->client ? u->client->ex.svc : NULL;
+	uint64_t idle = svc ? svc->timeouts.idle_ms : 60000;
+
+	u->client = NULL;
+	if (pl->n >= MAX_IDLE_PER_EP || w->stopping || buf_used(&u->in)) {
+		up_close(u);
+		return;
+	}
+	http_parser_next(&u->parser);
+	http_parser_shrink(&u->parser);
+	buf_release(&u->in);
+	buf_release(&u->out);
+	u->reused = 1;
+	u->in_pool = 1;
+	u->pool_prev = NULL;
+	u->pool_next = pl->head;
+	if (pl->head)
+		pl->head->pool_prev = u;
+	pl->head = u;
+	pl->n++;
+	loop_timer_start(w->loop, &u->timer, idle);
+}
+
+static void pool_close_all(struct worker *w, uint32_t ep)
+{
+	while (w->pools[ep].head)
+		up_close(w->pools[ep].head);
+}
+
+/* Response parser callbacks: they write the client's output. */
+static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
+{
+	struct uconn *u = data;
+	struct cconn *c = u->client;
+	struct exchange *ex;
+	struct buf *o;
+	const struct str *cl;
+
+	if (!c)
+		return 502;
+	ex = &c->ex;
+	if (m->status < 200)
+		return 0; /* interim response: dropped, the final one follows */
+	loop_timer_stop(u->w->loop, &u->timer);
+	ex->status = m->status;
+	ex->resp_started = 1;
+	o = &c->out;
+	buf_printf(o, "HTTP/1.1 %d %.*s\r\n", m->status, (int)m->reason.len, m->reason.p);
+	for (size_t i = 0; i < m->nheaders; i++) {
+		const struct http_header *h = &m->headers[i];
+
+		if (is_hop_by_hop(h->name) || str_caseeq_c(h->name, "content-length") ||
+		    in_connection_tokens(m, h->name))
+			continue;
+		buf_append(o, h->name.p, h->name.len);
+		buf_append(o, ": ", 2);
+		buf_append(o, h->value.p, h->value.len);
+		buf_append(o, "\r\n", 2);
+	}
+	if (m->no_body || ex->head) {
+		ex->rf = RF_NONE;
+		cl = http_msg_header(m, "content-length");
+		if (cl && ex->head)
+			buf_printf(o, "Content-Length: %.*s\r\n", (int)cl->len, cl->p);
+	} else if (m->has_content_length) {
+		ex->rf = RF_LENGTH;
+		buf_printf(o, "Content-Length: %llu\r\n", (unsigned long long)m->content_length);
+	} else if (!c->version10) {
+		ex->rf = RF_CHUNKED;
+		buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+	} else {
+		ex->rf = RF_EOF;
+		c->close_after = 1;
+	}
+	if (ex->svc->expose_cohort)
+		buf_printf(o, "X-Canary-Cohort: %s\r\n", cohort_name(ex->dec.cohort));
+	if (ex->dec.set_cookie)
+		buf_printf(o, "Set-Cookie: %s=%s; Path=/; HttpOnly\r\n", ex->svc->sticky.name,
+		           ex->dec.cookie_key);
+	if (c->close_after || c->w->stopping)
+		buf_append_str(o, "Connection: close\r\n");
+	else if (c->version10)
+		buf_append_str(o, "Connection: keep-alive\r\n");
+	buf_append(o, "\r\n", 2);
+	return 0;
+}
+
+static int up_on_body(struct http_parser *p, const char *at, size_t len, void *data)
+{
+	struct uconn *u = data;
+	struct cconn *c = u->client;
+	int rc = 0;
+
+	if (!c || c->ex.rf == RF_NONE)
+		return 0;
+	if (c->ex.rf == RF_CHUNKED)
+		rc = buf_printf(&c->out, "%zx\r\n", len);
+	if (!rc)
+		rc = buf_append(&c->out, at, len);
+	if (!rc && c->ex.rf == RF_CHUNKED)
+		rc = buf_append(&c->out, "\r\n", 2);
+	if (rc)
+		return 502;
+	return buf_used(&c->out) > HIGH_WATER ? HTTP_PARSER_PAUSE : 0;
+}
+
+static void outlier_note(struct worker *w, const struct exchange *ex, int failed)
+{
+	struct proxy_endpoint *e = proxy_registry_get(w->p->reg, ex->ep);
+	const struct config_outlier *oc = &ex->svc->outlier;
+	const struct proxy_version *v = &ex->svc->versions[ex->dec.version];
+	unsigned n;
+
+	atomic_fetch_add_explicit(&e->requests, 1, memory_order_relaxed);
+	if (!failed) {
+		if (atomic_load_explicit(&e->consecutive_fail, memory_order_relaxed))
+			atomic_store_explicit(&e->consecutive_fail, 0, memory_order_relaxed);
+		return;
+	}
+	atomic_fetch_add_explicit(&e->failures, 1, memory_order_relaxed);
+	n = atomic_fetch_add_explicit(&e->consecutive_fail, 1, memory_order_relaxed) + 1;
+	if (oc->consecutive_5xx == 0 || n < oc->consecutive_5xx || v->neps < 2)
+		return;
+	{
+		/* never eject past the cap, never the last endpoint standing */
+		uint64_t now = loop_now_ms(w->loop);
+		uint32_t ejected = 0, max;
+
+		for (uint32_t i = 0; i < v->neps; i++)
+			if (atomic_load(
+			        &proxy_registry_get(w->p->reg, v->eps[i])->ejected_until_ms) > now)
+				ejected++;
+		max = (uint32_t)(((uint64_t)v->neps * oc->max_ejected_percent) / 100000);
+		if (ejected + 1 > max || ejected + 1 >= v->neps)
+			return;
+		n = atomic_fetch_add(&e->ejections, 1) + 1;
+		atomic_store(&e->ejected_until_ms, now + oc->base_ejection_ms * n);
+		atomic_store(&e->consecutive_fail, 0);
+		log_warn("endpoint ejected", "endpoint", e->name, "service", ex->svc->name, NULL);
+	}
+}
+
+/* The exchange is over (response fully queued or failed): account and reset. */
+static void exchange_finish(struct cconn *c, enum metrics_err kind)
+{
+	struct worker *w = c->w;
+	struct exchange *ex = &c->ex;
+	int status = ex->local ? ex->local_status : ex->status;
+
+	if (ex->svc) {
+		uint64_t lat = clock_mono_us() - ex->start_us;
+
+		if (w->p->metrics)
+			metrics_record(w->p->metrics, w->id,
+			               ex->svc->versions[ex->dec.version].series, ex->dec.cohort,
+			               status, lat, kind);
+		if (!ex->local || kind != METRICS_ERR_NO_ENDPOINT)
+			outlier_note(w, ex, status >= 500 || kind != METRICS_ERR_NONE);
+	}
+	snap_obj_unref(ex->table ? &ex->table->obj : NULL);
+	buf_release(&ex->head_copy);
+	memset(ex, 0, sizeof(*ex));
+	buf_init(&ex->head_copy, 64 << 10);
+	c->state = C_IDLE;
+	if (c->close_after || w->stopping) {
+		c->close_after = 1;
+		client_flush(c);
+		return;
+	}
+	http_parser_next(&c->parser);
+	loop_timer_start(w->loop, &c->timer, w->table ? w->table->idle_timeout_ms : 60000);
+	client_flush(c);
+	if (!c->closed)
+		client_process(c);
+}
+
+static int up_on_complete(struct http_parser *p, struct http_msg *m, void *data)
+{
+	struct uconn *u = data;
+	struct cconn *c = u->client;
+
+	if (!c)
+		return 0;
+	if (m->status < 200 && m->status != 101)
+		return 0;
+	if (c->ex.rf == RF_CHUNKED)
+		buf_append(&c->out, "0\r\n\r\n", 5);
+	return 0;
+}
+
+static const struct http_parser_cbs up_cbs = {up_on_headers, up_on_body, up_on_complete};
+
+static void up_response_timeout(struct loop *loop, struct loop_timer *t)
+{
+	struct uconn *u = t->data;
+	struct cconn *c = u->client;
+
+	if (!c) {
+		up_close(u);
+		return;
+	}
+	exchange_fail(c, 504,
+	              u->connecting ? METRICS_ERR_CONNECT_TIMEOUT : METRICS_ERR_RESPONSE_TIMEOUT);
+}
+
+/* The upstream side failed before or during the response. */
+static void up_failed(struct uconn *u, enum metrics_err kind)
+{
+	struct cconn *c = u->client;
+
+	if (!c) {
+		up_close(u);
+		return;
+	}
+	exchange_fail(c, 502, kind);
+}
+
+static void up_process(struct uconn *u)
+{
+	while (!u->closed && u->client && !u->paused && buf_used(&u->in)) {
+		struct cconn *c = u->client;
+		size_t used = 0;
+		int rc = http_parser_feed(&u->parser, buf_head(&u->in), buf_used(&u->in), &used);
+
+		buf_consume(&u->in, used);
+		if (rc == HTTP_PARSE_AGAIN)
+			break;
+		if (rc == HTTP_PARSE_PAUSED) {
+			u->paused = 1;
+			break;
+		}
+		if (rc == HTTP_PARSE_ERROR) {
+			up_failed(u, METRICS_ERR_BAD_RESPONSE);
+			return;
+		}
+		/* DONE */
+		if (http_parser_msg(&u->parser)->status < 200 &&
+		    http_parser_msg(&u->parser)->status != 101) {
+			http_parser_next(&u->parser);
+			continue;
+		}
+		{
+			int keep = http_parser_msg(&u->parser)->keep_alive && c->ex.req_done;
+
+			c->ex.up = NULL;
+			if (keep)
+				up_release_to_pool(u);
+			else
+				up_close(u);
+			exchange_finish(c, METRICS_ERR_NONE);
+		}
+		return;
+	}
+	if (u->client && !u->closed)
+		client_flush(u->client);
+}
+
+static void up_read(struct uconn *u)
+{
+	for (;;) {
+		char *p = buf_reserve(&u->in, READ_CHUNK);
+		ssize_t n;
+
+		if (!p) {
+			up_failed(u, METRICS_ERR_BAD_RESPONSE);
+			return;
+		}
+		n = read(u->io.fd, p, READ_CHUNK);
+		if (n > 0) {
+			buf_commit(&u->in, (size_t)n);
+			u->got_bytes = 1;
+			if ((size_t)n < READ_CHUNK)
+				break; /* drained: no EAGAIN round trip */
+			continue;
+		}
+		if (n == -1 && errno == EAGAIN)
+			break;
+		if (n == -1 && errno == EINTR)
+			continue;
+		/* EOF or error */
+		if (u->client) {
+			int saved = errno;
+
+			up_process(u);
+			if (u->closed || !u->client)
+				return;
+			if (n == 0 && http_parser_finish(&u->parser) == HTTP_PARSE_DONE) {
+				struct cconn *c = u->client;
+
+				c->ex.up = NULL;
+				up_close(u);
+				exchange_finish(c, METRICS_ERR_NONE);
+				return;
+			}
+			up_failed(u, n == 0 || saved == ECONNRESET ? METRICS_ERR_RESET
+			                                           : METRICS_ERR_CONNECT_REFUSED);
+		} else {
+			up_close(u);
+		}
+		return;
+	}
+	up_process(u);
+}
+
+static void up_flush(struct uconn *u)
+{
+	struct cconn *c = u->client;
+
+	while (buf_used(&u->out)) {
+		ssize_t n = write(u->io.fd, buf_head(&u->out), buf_used(&u->out));
+
+		if (n == -1) {
+			if (errno == EAGAIN)
+				return;
+			if (errno == EINTR)
+				continue;
+			up_failed(u,
+			          u->connecting ? METRICS_ERR_CONNECT_REFUSED : METRICS_ERR_RESET);
+			return;
+		}
+		u->connecting = 0;
+		buf_consume(&u->out, (size_t)n);
+	}
+	/* the upstream took everything: the client may send more body */
+	if (c && c->paused) {
+		c->paused = 0;
+		http_parser_resume(&c->parser);
+		client_process(c);
+	}
+}
+
+static void up_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
+{
+	struct uconn *u = io->data;
+
+	if (u->connecting && (ev & (LOOP_WRITE | LOOP_ERROR))) {
+		int err = 0;
+		socklen_t l = sizeof(err);
+
+		getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+		if (err) {
+			up_failed(u, err == ETIMEDOUT ? METRICS_ERR_CONNECT_TIMEOUT
+			                              : METRICS_ERR_CONNECT_REFUSED);
+			return;
+		}
+		u->connecting = 0;
+		if (u->client) {
+			const struct proxy_service *svc = u->client->ex.svc;
+
+			loop_timer_start(loop, &u->timer, svc->timeouts.response_ms);
+		}
+	}
+	if ((ev & LOOP_WRITE) && !u->closed)
+		up_flush(u);
+	if ((ev & LOOP_READ) && !u->closed)
+		up_read(u);
+}
+
+static struct uconn *up_connect(struct worker *w, uint32_t ep, int *err)
+{
+	struct proxy_endpoint *e = proxy_registry_get(w->p->reg, ep);
+	struct uconn *u;
+	int fd, one = 1;
+
+	fd = socket(e->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1) {
+		*err = errno;
+		return NULL;
+	}
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&e->sa, e->salen) == -1 && errno != EINPROGRESS) {
+		*err = errno;
+		close(fd);
+		return NULL;
+	}
+	u = calloc(1, sizeof(*u));
+	if (!u) {
+		*err = ENOMEM;
+		close(fd);
+		return NULL;
+	}
+	u->w = w;
+	u->ep = ep;
+	u->connecting = 1;
+	buf_init(&u->in, CONN_BUF_CAP);
+	buf_init(&u->out, CONN_BUF_CAP);
+	http_parser_init(&u->parser, HTTP_PARSE_RESPONSE, NULL, &up_cbs, u);
+	loop_timer_init(&u->timer, up_response_timeout, u);
+	if (loop_io_add(w->loop, &u->io, fd, up_cb, u) != 0) {
+		*err = errno;
+		close(fd);
+		http_parser_release(&u->parser);
+		free(u);
+		return NULL;
+	}
+	return u;
+}
+
+/* An idle pooled connection to ep, or a new one. */
+static struct uconn *up_get(struct worker *w, uint32_t ep, int *err)
+{
+	struct pool *pl = &w->pools[ep];
+	struct uconn *u = pl->head;
+
+	if (u) {
+		pool_remove(w, u);
+		loop_timer_stop(w->loop, &u->timer);
+		u->got_bytes = 0;
+		u->paused = 0;
+		return u;
+	}
+	return up_connect(w, ep, err);
+}
+
+/* ---- client connections ---- */
+
+static void client_free(struct loop *loop, struct loop_defer *d)
+{
+	struct cconn *c = d->data;
+
+	close(c->io.fd);
+	buf_release(&c->in);
+	buf_release(&c->out);
+	buf_release(&c->ex.head_copy);
+	http_parser_release(&c->parser);
+	free(c);
+}
+
+static void client_close(struct cconn *c)
+{
+	struct worker *w = c->w;
+
+	if (c->closed)
+		return;
+	c->closed = 1;
+	if (c->ex.up) {
+		/* the client left mid-exchange: the upstream conn cannot be reused */
+		c->ex.up->client = NULL;
+		up_close(c->ex.up);
+		c->ex.up = NULL;
+	}
+	if (c->ex.table)
+		snap_obj_unref(&c->ex.table->obj);
+	c->ex.table = NULL;
+	loop_timer_stop(w->loop, &c->timer);
+	loop_io_del(w->loop, &c->io);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		w->conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	atomic_fetch_sub(&w->nconns, 1);
+	loop_defer(w->loop, &c->d, client_free, c);
+	if (w->stopping && atomic_load(&w->nconns) == 0)
+		loop_stop(w->loop);
+}
+
+static void client_flush(struct cconn *c)
+{
+	while (buf_used(&c->out)) {
+		ssize_t n = write(c->io.fd, buf_head(&c->out), buf_used(&c->out));
+
+		if (n == -1) {
+			if (errno == EAGAIN)
+				return;
+			if (errno == EINTR)
+				continue;
+			client_close(c);
+			return;
+		}
+		buf_consume(&c->out, (size_t)n);
+	}
+	if (c->state == C_IDLE && c->close_after) {
+		client_close(c);
+		return;
+	}
+	if (c->state == C_IDLE && !buf_used(&c->in)) {
+		/* idle keep-alive connection: hold no buffers */
+		buf_release(&c->out);
+		buf_release(&c->in);
+	}
+	if (c->ex.up && c->ex.up->paused) {
+		struct uconn *u = c->ex.up;
+
+		u->paused = 0;
+		http_parser_resume(&u->parser);
+		up_process(u);
+	}
+}
+
+/* A response made by the proxy (404, 502, 503, 504, parse errors). */
+static void client_local_response(struct cconn *c, int status, const char *msg)
+{
+	char body[512];
+	int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n",
+	                 http_status_code_name(status), msg);
+
+	if (n < 0 || (size_t)n >= sizeof(body))
+		n = 0;
+	buf_printf(&c->out,
+	           "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+	           "%s\r\n%.*s",
+	           status, http_status_text(status), c->ex.head ? 0 : n,
+	           c->close_after || c->w->stopping ? "Connection: close\r\n" : "",
+	           c->ex.head ? 0 : n, body);
+}
+
+static const char *local_message(int status, enum metrics_err kind)
+{
+	switch (kind) {
+	case METRICS_ERR_CONNECT_REFUSED:
+		return "upstream refused the connection";
+	case METRICS_ERR_CONNECT_TIMEOUT:
+		return "upstream connect timed out";
+	case METRICS_ERR_RESET:
+		return "upstream closed the connection";
+	case METRICS_ERR_RESPONSE_TIMEOUT:
+		return "upstream response timed out";
+	case METRICS_ERR_BAD_RESPONSE:
+		return "upstream sent an invalid response";
+	case METRICS_ERR_NO_ENDPOINT:
+		return "no upstream endpoint available";
+	default:
+		break;
+	}
+	return status == 404 ? "no route for this host and path" : "proxy error";
+}
+
+static int exchange_retry(struct cconn *c);
+
+/* The upstream failed: answer with status if nothing was sent yet. */
+static void exchange_fail(struct cconn *c, int status, enum metrics_err kind)
+{
+	struct exchange *ex = &c->ex;
+	struct uconn *u = ex->up;
+
+	if (u) {
+		int stale = u->reused && !u->got_bytes && !ex->req_has_body && !ex->retried &&
+		            (kind == METRICS_ERR_RESET || kind == METRICS_ERR_CONNECT_REFUSED);
+
+		u->client = NULL;
+		up_close(u);
+		ex->up = NULL;
+		/* a pooled connection the upstream had closed: retry once on a new one */
+		if (stale && exchange_retry(c) == 0)
+			return;
+	}
+	if (ex->resp_started) {
+		/* the client has part of a response: the only honest signal is a close */
+		ex->local = 1;
+		ex->local_status = ex->status;
+		c->close_after = 1;
+		exchange_finish(c, kind);
+		return;
+	}
+	ex->local = 1;
+	ex->local_status = status;
+	if (!ex->req_done)
+		c->close_after = 1; /* the rest of the request body is not read */
+	client_local_response(c, status, local_message(status, kind));
+	exchange_finish(c, kind);
+}
+
+static uint32_t pick_endpoint(struct worker *w, const struct proxy_version *v)
+{
+	uint64_t now = loop_now_ms(w->loop);
+	uint32_t start = w->rr++;
+
+	for (uint32_t i = 0; i < v->neps; i++) {
+		uint32_t ep = v->eps[(start + i) % v->neps];
+
+		if (atomic_load_explicit(&proxy_registry_get(w->p->reg, ep)->ejected_until_ms,
+		                         memory_order_relaxed) <= now)
+			return ep;
+	}
+	return v->eps[start % v->neps]; /* all ejected: never leave the version empty */
+}
+
+static int exchange_send(struct cconn *c)
+{
+	struct exchange *ex = &c->ex;
+	int err = 0;
+	struct uconn *u = up_get(c->w, ex->ep, &err);
+
+	if (!u)
+		return -err;
+	u->client = c;
+	ex->up = u;
+	if (ex->head)
+		http_parser_expect_no_body(&u->parser);
+	if (buf_append(&u->out, buf_head(&ex->head_copy), buf_used(&ex->head_copy)))
+		return -ENOBUFS;
+	if (!u->connecting) {
+		loop_timer_start(c->w->loop, &u->timer, ex->svc->timeouts.response_ms);
+		up_flush(u);
+	} else {
+		loop_timer_start(c->w->loop, &u->timer, ex->svc->timeouts.connect_ms);
+	}
+	return 0;
+}
+
+static int exchange_retry(struct cconn *c)
+{
+	c->ex.retried = 1;
+	return exchange_send(c);
+}
+
+static int client_on_headers(struct http_parser *p, struct http_msg *m, void *data)
+{
+	struct cconn *c = data;
+	struct worker *w = c->w;
+	struct exchange *ex = &c->ex;
+	const struct proxy_listener *pl;
+	const struct proxy_version *v;
+	struct buf *o;
+	const struct str *xff, *rid;
+	int rc;
+
+	loop_timer_stop(w->loop, &c->timer);
+	c->state = C_BODY;
+	c->version10 = m->version == 10;
+	if (!m->keep_alive)
+		c->close_after = 1;
+	ex->start_us = clock_mono_us();
+	ex->head = m->method_id == HTTP_M_HEAD;
+	ex->req_chunked = m->chunked;
+	ex->req_has_body = m->chunked || (m->has_content_length && m->content_length > 0);
+	if (http_msg_header_has_token(m, "expect", "100-continue"))
+		buf_append_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+	if (!w->table || c->wl->tindex < 0) {
+		ex->local = 1;
+		ex->local_status = 503;
+		return 0;
+	}
+	ex->table = (struct proxy_table *)snap_obj_ref(&w->table->obj);
+	pl = &w->table->listeners[c->wl->tindex];
+	ex->svc = proxy_route_match(pl, m->host, m->path);
+	if (!ex->svc) {
+		ex->local = 1;
+		ex->local_status = 404;
+		return 0;
+	}
+	proxy_decide(ex->svc, m, str_make(c->peer, c->peer_len), rng_next(w), &ex->dec);
+	v = &ex->svc->versions[ex->dec.version];
+	if (v->neps == 0) {
+		ex->local = 1;
+		ex->local_status = 503;
+		ex->local_kind = METRICS_ERR_NO_ENDPOINT;
+		return 0;
+	}
+	ex->ep = pick_endpoint(w, v);
+
+	/* the request head, for the upstream (kept for one retry) */
+	o = &ex->head_copy;
+	buf_printf(o, "%.*s %.*s HTTP/1.1\r\n", (int)m->method.len, m->method.p, (int)m->target.len,
+	           m->target.p);
+	xff = http_msg_header(m, "x-forwarded-for");
+	rid = http_msg_header(m, "x-request-id");
+	for (size_t i = 0; i < m->nheaders; i++) {
+		const struct http_header *h = &m->headers[i];
+
+		if (is_hop_by_hop(h->name) || str_caseeq_c(h->name, "x-forwarded-for") ||
+		    str_caseeq_c(h->name, "x-forwarded-proto") || str_caseeq_c(h->name, "expect") ||
+		    in_connection_tokens(m, h->name))
+			continue;
+		buf_append(o, h->name.p, h->name.len);
+		buf_append(o, ": ", 2);
+		buf_append(o, h->value.p, h->value.len);
+		buf_append(o, "\r\n", 2);
+	}
+	if (m->version == 10 && !m->host.len)
+		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, ex->ep)->name);
+	if (m->chunked)
+		buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+	if (xff)
+		buf_printf(o, "X-Forwarded-For: %.*s, %.*s\r\n", (int)xff->len, xff->p,
+		           (int)c->peer_len, c->peer);
+	else
+		buf_printf(o, "X-Forwarded-For: %.*s\r\n", (int)c->peer_len, c->peer);
+	buf_append_str(o, "X-Forwarded-Proto: http\r\n");
+	if (!rid)
+		buf_printf(o, "X-Request-Id: %016llx%016llx\r\n", (unsigned long long)rng_next(w),
+		           (unsigned long long)rng_next(w));
+	rc = buf_append(o, "\r\n", 2);
+	if (rc)
+		return 431;
+	rc = exchange_send(c);
+	if (rc) {
+		enum metrics_err kind = METRICS_ERR_CONNECT_REFUSED;
+
+		if (ex->up) {
+			ex->up->client = NULL;
+			up_close(ex->up);
+			ex->up = NULL;
+		}
+		ex->local = 1;
+		ex->local_status = 502;
+		ex->local_kind = kind;
+	}
+	return 0;
+}
+
+static int client_on_body(struct http_parser *p, const char *at, size_t len, void *data)
+{
+	struct cconn *c = data;
+	struct uconn *u = c->ex.up;
+	int rc = 0;
+
+	if (c->ex.local || !u)
+		return 0; /* answered locally: the body is read and dropped */
+	if (c->ex.req_chunked)
+		rc = buf_printf(&u->out, "%zx\r\n", len);
+	if (!rc)
+		rc = buf_append(&u->out, at, len);
+	if (!rc && c->ex.req_chunked)
+		rc = buf_append(&u->out, "\r\n", 2);
+	if (rc)
+		return 413;
+	if (!u->connecting)
+		up_flush(u);
+	if (!u->closed && buf_used(&u->out) > HIGH_WATER) {
+		c->paused = 1;
+		return HTTP_PARSER_PAUSE;
+	}
+	return 0;
+}
+
+static int client_on_complete(struct http_parser *p, struct http_msg *m, void *data)
+{
+	struct cconn *c = data;
+	struct uconn *u = c->ex.up;
+
+	c->ex.req_done = 1;
+	c->state = C_WAIT;
+	if (u && c->ex.req_chunked) {
+		buf_append(&u->out, "0\r\n\r\n", 5);
+		if (!u->connecting)
+			up_flush(u);
+	}
+	return 0;
+}
+
+static const struct http_parser_cbs client_cbs = {client_on_headers, client_on_body,
+                                                  client_on_complete};
+
+static void client_process(struct cconn *c)
+{
+	while (!c->closed && !c->paused && c->state != C_WAIT && buf_used(&c->in)) {
+		size_t used = 0;
+		int rc, was_idle = c->state == C_IDLE;
+
+		rc = http_parser_feed(&c->parser, buf_head(&c->in), buf_used(&c->in), &used);
+		buf_consume(&c->in, used);
+		if (was_idle && used && c->state == C_IDLE && !loop_timer_armed(&c->timer))
+			loop_timer_start(c->w->loop, &c->timer,
+			                 c->w->table ? c->w->table->header_timeout_ms : 10000);
+		if (rc == HTTP_PARSE_AGAIN)
+			break;
+		if (rc == HTTP_PARSE_PAUSED)
+			break;
+		if (rc == HTTP_PARSE_ERROR) {
+			int st = http_parser_status(&c->parser);
+
+			c->close_after = 1;
+			if (c->state == C_IDLE || !c->ex.resp_started) {
+				if (c->ex.up) {
+					c->ex.up->client = NULL;
+					up_close(c->ex.up);
+					c->ex.up = NULL;
+				}
+				c->ex.local = 1;
+				c->ex.local_status = st;
+				client_local_response(c, st, http_parser_reason(&c->parser));
+				if (c->ex.svc) {
+					exchange_finish(c, METRICS_ERR_NONE);
+				} else {
+					c->state = C_IDLE;
+					client_flush(c);
+				}
+			} else {
+				client_close(c);
+			}
+			return;
+		}
+		/* DONE: the request is complete */
+		c->state = C_WAIT;
+		if (c->ex.local) {
+			client_local_response(c, c->ex.local_status,
+			                      local_message(c->ex.local_status, c->ex.local_kind));
+			if (c->ex.svc) {
+				exchange_finish(c, c->ex.local_kind);
+			} else {
+				/* no service: nothing to account */
+				snap_obj_unref(c->ex.table ? &c->ex.table->obj : NULL);
+				memset(&c->ex, 0, sizeof(c->ex));
+				c->state = C_IDLE;
+				if (c->close_after) {
+					client_flush(c);
+					return;
+				}
+				http_parser_next(&c->parser);
+				client_flush(c);
+			}
+			continue;
+		}
+		break;
+	}
+	if (!c->closed)
+		client_flush(c);
+}
+
+static void client_header_timeout(struct loop *loop, struct loop_timer *t)
+{
+	struct cconn *c = t->data;
+
+	if (c->state != C_IDLE)
+		return;
+	if (!http_parser_in_message(&c->parser) && !buf_used(&c->in)) {
+		client_close(c); /* idle keep-alive timeout */
+		return;
+	}
+	c->close_after = 1;
+	client_local_response(c, 408, "request header timeout");
+	client_flush(c);
+	if (!c->closed)
+		client_close(c);
+}
+
+static void client_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
+{
+	struct cconn *c = io->data;
+
+	if (ev & LOOP_WRITE) {
+		client_flush(c);
+		if (c->closed)
+			return;
+	}
+	if (!(ev & LOOP_READ))
+		return;
+	for (;;) {
+		char *p;
+		ssize_t n;
+
+		if (buf_used(&c->in) > HIGH_WATER)
+			break; /* pipelined backlog: read again once it is processed */
+		p = buf_reserve(&c->in, READ_CHUNK);
+		if (!p) {
+			client_close(c);
+			return;
+		}
+		n = read(io->fd, p, READ_CHUNK);
+		if (n > 0) {
+			buf_commit(&c->in, (size_t)n);
+			if ((size_t)n < READ_CHUNK)
+				break;
+			continue;
+		}
+		if (n == -1 && errno == EAGAIN)
+			break;
+		if (n == -1 && errno == EINTR)
+			continue;
+		/* EOF or error: finish what is buffered if we can, else close */
+		if (c->state == C_WAIT && n == 0) {
+			c->close_after = 1;
+			break;
+		}
+		client_close(c);
+		return;
+	}
+	client_process(c);
+}
+
+static void accept_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
+{
+	struct wlistener *wl = io->data;
+	struct worker *w = wl->w;
+
+	for (;;) {
+		struct sockaddr_storage ss;
+		socklen_t sl = sizeof(ss);
+		int fd = accept4(io->fd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int one = 1;
+		struct cconn *c;
+
+		if (fd == -1)
+			return;
+		if (w->stopping) {
+			close(fd);
+			continue;
+		}
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+		c = calloc(1, sizeof(*c));
+		if (!c) {
+			close(fd);
+			continue;
+		}
+		c->w = w;
+		c->wl = wl;
+		if (ss.ss_family == AF_INET6)
+			inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer,
+			          sizeof(c->peer));
+		else
+			inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer,
+			          sizeof(c->peer));
+		c->peer_len = strlen(c->peer);
+		buf_init(&c->in, CONN_BUF_CAP);
+		buf_init(&c->out, CONN_BUF_CAP);
+		buf_init(&c->ex.head_copy, 64 << 10);
+		{
+			struct http_limits lim = {.max_header_bytes =
+			                              w->table ? w->table->max_header_bytes : 0};
+
+			http_parser_init(&c->parser, HTTP_PARSE_REQUEST, &lim, &client_cbs, c);
+		}
+		loop_timer_init(&c->timer, client_header_timeout, c);
+		if (loop_io_add(loop, &c->io, fd, client_cb, c) != 0) {
+			close(fd);
+			http_parser_release(&c->parser);
+			free(c);
+			continue;
+		}
+		c->next = w->conns;
+		if (w->conns)
+			w->conns->prev = c;
+		w->conns = c;
+		atomic_fetch_add(&w->nconns, 1);
+		loop_timer_start(loop, &c->timer, w->table ? w->table->header_timeout_ms : 10000);
+	}
+}
+
+/* ---- workers ---- */
+
+static void listener_close(struct worker *w, struct wlistener *wl)
+{
+	if (wl->fd < 0)
+		return;
+	loop_io_del(w->loop, &wl->io);
+	close(wl->fd);
+	wl->fd = -1;
+	wl->tindex = -1;
+}
+
+/* Binds the table's listeners that this worker lacks, closes removed ones. */
+static int listeners_reconcile(struct worker *w, const struct proxy_table *t)
+{
+	int failed = 0;
+
+	for (unsigned i = 0; i < w->nls; i++)
+		w->ls[i].tindex = -1;
+	for (uint32_t k = 0; k < t->nlisteners; k++) {
+		struct wlistener *wl = NULL;
+
+		for (unsigned i = 0; i < w->nls; i++)
+			if (w->ls[i].fd >= 0 && strcmp(w->ls[i].addr, t->listeners[k].addr) == 0)
+				wl = &w->ls[i];
+		if (!wl) {
+			int fd;
+
+			for (unsigned i = 0; i < w->nls && !wl; i++)
+				if (w->ls[i].fd < 0)
+					wl = &w->ls[i];
+			if (!wl && w->nls < MAX_LISTENERS)
+				wl = &w->ls[w->nls++];
+			if (!wl) {
+				failed = 1;
+				continue;
+			}
+			fd = http_listen(t->listeners[k].addr, 1);
+			if (fd < 0) {
+				snprintf(w->bind_err, sizeof(w->bind_err),
+				         "cannot listen on %s: %s", t->listeners[k].addr,
+				         strerror(-fd));
+				wl->fd = -1;
+				failed = 1;
+				continue;
+			}
+			wl->fd = fd;
+			wl->w = w;
+			snprintf(wl->addr, sizeof(wl->addr), "%s", t->listeners[k].addr);
+			loop_io_add(w->loop, &wl->io, fd, accept_cb, wl);
+		}
+		wl->tindex = (int)k;
+	}
+	for (unsigned i = 0; i < w->nls; i++)
+		if (w->ls[i].fd >= 0 && w->ls[i].tindex < 0)
+			listener_close(w, &w->ls[i]);
+	return failed ? -1 : 0;
+}
+
+/* A new table: close idle upstream connections of draining versions. */
+static void apply_table(struct worker *w, const struct proxy_table *t)
+{
+	for (uint32_t s = 0; s < t->nservices; s++)
+		for (uint32_t v = 0; v < t->services[s].nversions; v++)
+			if (t->services[s].versions[v].draining)
+				for (uint32_t e = 0; e < t->services[s].versions[v].neps; e++)
+					pool_close_all(w, t->services[s].versions[v].eps[e]);
+}
+
+static void worker_prepare(struct loop *loop, void *data)
+{
+	struct worker *w = data;
+	struct snap_obj *held = w->table ? &w->table->obj : NULL;
+
+	if (snapshot_acquire(&w->p->snap, &held)) {
+		w->table = (struct proxy_table *)held;
+		if (w->table) {
+			if (!w->stopping)
+				listeners_reconcile(w, w->table);
+			apply_table(w, w->table);
+			atomic_store_explicit(&w->applied_rev, w->table->obj.revision,
+			                      memory_order_release);
+		}
+	}
+}
+
+static void noop_post(struct loop *loop, void *arg)
+{
+}
+
+/* The stop deadline passed (or nothing is left): close what remains, stop. */
+static void stop_deadline_post(struct loop *loop, void *arg)
+{
+	struct worker *w = arg;
+
+	while (w->conns)
+		client_close(w->conns);
+	loop_stop(loop);
+}
+
+static void worker_begin_stop(struct loop *loop, void *arg)
+{
+	struct worker *w = arg;
+	struct cconn *c, *next;
+
+	w->stopping = 1;
+	for (unsigned i = 0; i < w->nls; i++)
+		listener_close(w, &w->ls[i]);
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		/* idle keep-alive connections go now; busy ones after their response */
+		if (c->state == C_IDLE && !http_parser_in_message(&c->parser) && !buf_used(&c->out))
+			client_close(c);
+		else
+			c->close_after = 1;
+	}
+	for (uint32_t e = 0; e < PROXY_MAX_ENDPOINTS; e++)
+		if (w->pools[e].head)
+			pool_close_all(w, e);
+	if (atomic_load(&w->nconns) == 0)
+		loop_stop(loop);
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	char name[16];
+
+	snprintf(name, sizeof(name), "canaryd-w%u", w->id);
+	pthread_setname_np(pthread_self(), name);
+	loop_run(w->loop);
+	/* whatever is left (deadline passed) is closed here */
+	while (w->conns)
+		client_close(w->conns);
+	for (uint32_t e = 0; e < PROXY_MAX_ENDPOINTS; e++)
+		if (w->pools[e].head)
+			pool_close_all(w, e);
+	for (unsigned i = 0; i < w->nls; i++)
+		listener_close(w, &w->ls[i]);
+	loop_run_once(w->loop, 0); /* run the deferred frees */
+	return NULL;
+}
+
+struct proxy *proxy_new(unsigned nworkers, struct metrics_registry *metrics, uint64_t seed)
+{
+	struct proxy *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	if (nworkers == 0)
+		nworkers = 1;
+	if (nworkers > PROXY_MAX_WORKERS)
+		nworkers = PROXY_MAX_WORKERS;
+	p->reg = proxy_registry_new();
+	p->workers = calloc(nworkers, sizeof(*p->workers));
+	if (!p->reg || !p->workers) {
+		proxy_registry_free(p->reg);
+		free(p->workers);
+		free(p);
+		return NULL;
+	}
+	snapshot_init(&p->snap);
+	p->nworkers = nworkers;
+	p->metrics = metrics;
+	p->seed = seed ? seed : clock_wall_ms() ^ ((uint64_t)getpid() << 32);
+	return p;
+}
+
+struct proxy_registry *proxy_registry(struct proxy *p)
+{
+	return p->reg;
+}
+
+uint64_t proxy_publish(struct proxy *p, struct proxy_table *t)
+{
+	uint64_t rev = snapshot_publish(&p->snap, &t->obj);
+
+	if (p->started)
+		for (unsigned i = 0; i < p->nworkers; i++)
+			loop_post(p->workers[i].loop, noop_post, NULL);
+	return rev;
+}
+
+int proxy_applied(struct proxy *p, uint64_t rev)
+{
+	for (unsigned i = 0; i < p->nworkers; i++)
+		if (atomic_load_explicit(&p->workers[i].applied_rev, memory_order_acquire) < rev)
+			return 0;
+	return 1;
+}
+
+struct proxy_table *proxy_table_get(struct proxy *p)
+{
+	struct snap_obj *held = NULL;
+
+	snapshot_acquire(&p->snap, &held);
+	return (struct proxy_table *)held;
+}
+
+int proxy_start(struct proxy *p, char *err, size_t errlen)
+{
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct worker *w = &p->workers[i];
+
+		w->p = p;
+		w->id = i;
+		w->rng = p->seed + i * 0x632be59bd9b4e019ULL;
+		w->loop = loop_new();
+		if (!w->loop) {
+			snprintf(err, errlen, "cannot create worker loop");
+			return -1;
+		}
+		loop_set_prepare(w->loop, worker_prepare, w);
+		/* bind before the threads start so errors are reported now */
+		worker_prepare(w->loop, w);
+		if (w->bind_err[0]) {
+			snprintf(err, errlen, "%s", w->bind_err);
+			return -1;
+		}
+	}
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		if (pthread_create(&p->workers[i].th, NULL, worker_main, &p->workers[i]) != 0) {
+			snprintf(err, errlen, "cannot start worker thread");
+			for (unsigned k = 0; k < i; k++) {
+				loop_stop(p->workers[k].loop);
+				pthread_join(p->workers[k].th, NULL);
+			}
+			return -1;
+		}
+	}
+	p->started = 1;
+	return 0;
+}
+
+int proxy_listener_up(struct proxy *p, const char *name)
+{
+	struct proxy_table *t = proxy_table_get(p);
+	int up = 0;
+
+	if (!t)
+		return 0;
+	for (uint32_t k = 0; k < t->nlisteners; k++) {
+		if (strcmp(t->listeners[k].name, name) != 0)
+			continue;
+		up = p->started;
+		for (unsigned i = 0; i < p->nworkers && up; i++) {
+			int found = 0;
+
+			for (unsigned j = 0; j < p->workers[i].nls; j++)
+				if (p->workers[i].ls[j].fd >= 0 &&
+				    strcmp(p->workers[i].ls[j].addr, t->listeners[k].addr) == 0)
+					found = 1;
+			up = found;
+		}
+	}
+	snap_obj_unref(&t->obj);
+	return up;
+}
+
+void proxy_stop(struct proxy *p, uint64_t deadline_ms)
+{
+	if (!p->started)
+		return;
+	for (unsigned i = 0; i < p->nworkers; i++)
+		loop_post(p->workers[i].loop, worker_begin_stop, &p->workers[i]);
+	/* wait for in-flight requests, up to the deadline, then force */
+	{
+		uint64_t until = clock_mono_ms() + deadline_ms;
+
+		while (clock_mono_ms() < until && proxy_client_conns(p) > 0)
+			usleep(5000);
+	}
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		loop_post(p->workers[i].loop, stop_deadline_post, &p->workers[i]);
+		pthread_join(p->workers[i].th, NULL);
+	}
+	p->started = 0;
+}
+
+void proxy_free(struct proxy *p)
+{
+	if (!p)
+		return;
+	for (unsigned i = 0; i < p->nworkers; i++) {
+		struct worker *w = &p->workers[i];
+
+		if (w->table)
+			snap_obj_unref(&w->table->obj);
+		if (w->loop)
+			loop_free(w->loop);
+	}
+	snapshot_release(&p->snap);
+	proxy_registry_free(p->reg);
+	free(p->workers);
+	free(p);
+}
+
+uint64_t proxy_client_conns(struct proxy *p)
+{
+	uint64_t n = 0;
+
+	for (unsigned i = 0; i < p->nworkers; i++)
+		n += atomic_load(&p->workers[i].nconns);
+	return n;
+}

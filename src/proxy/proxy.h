@@ -1,0 +1,72 @@
+/*
+ * proxy.h - the data plane: N worker threads, each with its own loop, one
+ * SO_REUSEPORT listener per configured listener, client connections and
+ * keep-alive upstream pools (SPEC 4).
+ *
+ * The control thread builds routing tables (table.h) and publishes them with
+ * proxy_publish(); each worker takes the new table at the start of its next
+ * loop turn (the publish also wakes every worker, so an idle worker applies
+ * it at once) and records the revision it applied, which is how the engine
+ * measures time to mitigate.  Requests in flight keep the table they were
+ * routed with.  Workers never block: no disk, no DNS, no store, no locks on
+ * the request path.
+ */
+#ifndef PROXY_PROXY_H
+#define PROXY_PROXY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proxy/registry.h"
+#include "proxy/table.h"
+
+struct proxy;
+struct metrics_registry;
+
+#define PROXY_MAX_WORKERS 64
+
+/*
+ * Creates a proxy with nworkers threads (not started).  metrics may be NULL
+ * (nothing recorded).  seed makes the random choices (sticky none, request
+ * ids, cookie keys) reproducible; 0 picks one from the clock.
+ */
+struct proxy *proxy_new(unsigned nworkers, struct metrics_registry *metrics, uint64_t seed);
+
+/* The endpoint registry the tables of this proxy must be built with. */
+struct proxy_registry *proxy_registry(struct proxy *p);
+
+/*
+ * Publishes t (steals the reference) and wakes every worker.  Returns the
+ * revision; proxy_applied() tells when every worker routes with it.  Before
+ * proxy_start() it just sets the first table.
+ */
+uint64_t proxy_publish(struct proxy *p, struct proxy_table *t);
+
+/* 1 when every worker has applied revision rev (or a later one). */
+int proxy_applied(struct proxy *p, uint64_t rev);
+
+/* The currently published table with a new reference (caller unrefs), or NULL. */
+struct proxy_table *proxy_table_get(struct proxy *p);
+
+/*
+ * Starts the workers; each binds the table's listeners with SO_REUSEPORT.
+ * Returns 0, or -1 with a message in err (a listener could not be bound).
+ */
+int proxy_start(struct proxy *p, char *err, size_t errlen);
+
+/* 1 if listener name is bound on every worker. */
+int proxy_listener_up(struct proxy *p, const char *name);
+
+/*
+ * Graceful stop: stop accepting, let requests in flight finish for at most
+ * deadline_ms, close everything, join the threads.  Blocks the caller.
+ */
+void proxy_stop(struct proxy *p, uint64_t deadline_ms);
+
+/* Frees a stopped (or never started) proxy. */
+void proxy_free(struct proxy *p);
+
+/* Number of open client connections across workers (approximate). */
+uint64_t proxy_client_conns(struct proxy *p);
+
+#endif

@@ -1,0 +1,158 @@
+/*
+ * table.h - the proxy's routing table: an immutable snapshot built by the
+ * control thread from the configuration plus the runtime traffic state
+ * (canary version and weight per service), published to every worker.
+ *
+ * Workers read it without locks.  A request in flight keeps a reference to
+ * the table it was routed with, so a weight change never moves it.
+ * Endpoints are named by ids of the proxy's endpoint registry (stable for the
+ * proxy's life), which index the workers' per-endpoint pools and the shared
+ * outlier state.
+ */
+#ifndef PROXY_TABLE_H
+#define PROXY_TABLE_H
+
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "config/config.h"
+#include "core/arena.h"
+#include "core/bucket.h"
+#include "core/snapshot.h"
+#include "core/str.h"
+#include "flags/segment.h"
+#include "http/parser.h"
+
+struct proxy_registry;
+
+struct proxy_version {
+	const char *name;
+	uint32_t *eps; /* endpoint registry ids */
+	uint32_t neps;
+	int series;   /* metrics series id of (service, version) */
+	int draining; /* canary whose weight went to 0: no new requests at all */
+};
+
+struct proxy_override {
+	enum config_override_match match;
+	const char *name; /* header (lower-case) or cookie name */
+	const char *value;
+	struct segment *segment; /* compiled, owned by the table */
+	enum config_override_action action;
+	int version; /* CONFIG_OVERRIDE_VERSION: index; else -1 */
+};
+
+struct proxy_service {
+	const char *name;
+	size_t name_len;
+	struct proxy_version *versions;
+	uint32_t nversions;
+	int stable;      /* version index */
+	int canary;      /* version index, -1 when none */
+	uint32_t weight; /* canary weight, thousandths of a percent */
+	struct config_keysrc sticky;
+	int expose_cohort;
+	struct proxy_override *overrides;
+	uint32_t noverrides;
+	const struct config_context_attr *context;
+	size_t ncontext;
+	struct config_timeouts timeouts;
+	struct config_outlier outlier;
+	uint64_t drain_ms;
+	uint32_t max_header_bytes;
+	int index; /* in the table */
+};
+
+struct proxy_route {
+	const char *host; /* NULL: any; "*.example.com": any subdomain */
+	const char *path_prefix;
+	size_t prefix_len;
+	struct proxy_service *svc;
+};
+
+struct proxy_listener {
+	const char *name;
+	const char *addr;           /* "host:port" as http_listen() takes it */
+	struct proxy_route *routes; /* longest prefix first */
+	uint32_t nroutes;
+};
+
+struct proxy_table {
+	struct snap_obj obj; /* first: the snapshot's refcount */
+	struct arena arena;
+	struct proxy_listener *listeners;
+	uint32_t nlisteners;
+	struct proxy_service *services;
+	uint32_t nservices;
+	uint32_t max_header_bytes; /* largest of the services' (listener-wide parsing) */
+	uint64_t header_timeout_ms;
+	uint64_t idle_timeout_ms;
+	struct snap_obj *cfg_ref;  /* keeps the config the table points into alive */
+	struct segment **segments; /* compiled for overrides; released with the table */
+	size_t nsegments;
+};
+
+/* Runtime traffic state of one service (persisted by the daemon). */
+struct proxy_traffic {
+	const char *service;
+	const char *canary; /* NULL: no canary */
+	uint32_t weight;    /* thousandths */
+};
+
+/*
+ * A refcounted holder of a struct config, so tables built from it can point
+ * into it and outlive a reload.  Steals cfg.
+ */
+struct config_ref {
+	struct snap_obj obj;
+	struct config *cfg;
+};
+struct config_ref *config_ref_new(struct config *cfg);
+
+/*
+ * Builds a table from cfg (a reference is taken) and traffic[0..n).  Endpoint
+ * addresses are resolved here (may block on DNS: control thread only) and
+ * registered in reg; metrics series are created through series_fn.
+ * Returns NULL with a message in err (unknown canary version, unresolvable
+ * endpoint, registry full).
+ */
+struct proxy_table *proxy_table_build(struct config_ref *cfg, const struct proxy_traffic *traffic,
+                                      size_t n, struct proxy_registry *reg,
+                                      int (*series_fn)(void *ctx, const char *svc,
+                                                       const char *version),
+                                      void *series_ctx, char *err, size_t errlen);
+
+/* The service named name, or NULL. */
+struct proxy_service *proxy_table_service(const struct proxy_table *t, const char *name);
+/* Index of version name in svc, or -1. */
+int proxy_service_version(const struct proxy_service *svc, const char *name);
+
+/*
+ * Route match on listener l: host (without port, case-insensitive) and path.
+ * Returns the route's service or NULL (404).
+ */
+struct proxy_service *proxy_route_match(const struct proxy_listener *l, struct str host,
+                                        struct str path);
+
+/* The routing decision for one request. */
+struct proxy_decision {
+	int version; /* index into svc->versions */
+	enum cohort cohort;
+	uint32_t bucket;     /* UINT32_MAX when an override decided */
+	int set_cookie;      /* sticky cookie was absent: send Set-Cookie */
+	char cookie_key[24]; /* the key generated for it */
+};
+
+/*
+ * Decides version and cohort: overrides, then the sticky key's bucket
+ * against the cumulative ranges.  peer is the client IP as text; rnd is a
+ * random 64-bit value used when there is no key (sticky none, missing
+ * header).  Pure: no I/O, no allocation.
+ */
+void proxy_decide(const struct proxy_service *svc, const struct http_msg *req, struct str peer,
+                  uint64_t rnd, struct proxy_decision *out);
+
+/* Value of cookie name in the request's Cookie headers; STR_NULL if absent. */
+struct str proxy_cookie(const struct http_msg *req, const char *name);
+
+#endif
