@@ -201,7 +201,11 @@ static bool parse_store(struct cctx *c, const struct cnode *n, const char *path,
 
 static bool parse_workers(struct cctx *c, const struct cnode *n, const char *path, uint32_t *w)
 {
-	if (n->type == CN_SCALAR && !n->quoted && strcmp(n->text, "auto") == 0) {
+	const char *t = n->type == CN_SCALAR ? get_text(c, n, path) : "";
+
+	if (!t)
+		return false;
+	if (strcmp(t, "auto") == 0) {
 		*w = 0;
 		return true;
 	}

@@ -58,12 +58,13 @@ struct cnode {
 struct cctx {
 	struct config_errors *errs;
 	const char *file;
-	struct cfg_arena *tmp;    /* the tree and scratch strings; freed after loading */
-	struct cfg_arena *out;    /* the model */
-	bool expand_env;      /* YAML: expand ${VAR} in scalars */
-	const char *base_dir; /* relative secret_file paths start here; NULL: the cwd */
-	struct config *cfg;   /* the config being built, or the reference config for JSON */
-	size_t nerr_start;    /* error count when this load began */
+	struct cfg_arena *tmp; /* the tree and scratch strings; freed after loading */
+	struct cfg_arena *out; /* the model */
+	bool expand_env;       /* YAML: expand ${VAR} in scalars */
+	const char *base_dir;  /* relative secret_file paths start here; NULL: the cwd */
+	struct config *cfg;    /* the config being built, or the reference config for JSON */
+	size_t json_nodes;     /* built by cnode_to_json: aliases must not blow up a variant */
+	size_t nerr_start;     /* error count when this load began */
 };
 
 void cerr(struct cctx *c, int line, const char *path, const char *fmt, ...)

@@ -594,12 +594,20 @@ static bool yaml_bool(const char *s, bool *out)
 	return false;
 }
 
+#define CNODE_JSON_MAX 100000
+
 json_t *cnode_to_json(struct cctx *c, const struct cnode *n, const char *path)
 {
 	char sub[PATH_MAX_LEN];
 	json_t *v;
 	bool b;
 
+	if (++c->json_nodes > CNODE_JSON_MAX) {
+		if (c->json_nodes == CNODE_JSON_MAX + 1)
+			cerr(c, n->line, path, "value too large (more than %d nodes)",
+			     CNODE_JSON_MAX);
+		return NULL;
+	}
 	switch (n->type) {
 	case CN_NULL:
 		return json_null();

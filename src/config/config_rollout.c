@@ -632,7 +632,8 @@ static void parse_checks(struct cctx *c, const struct cnode *n, const char *path
 
 	if (!want_seq(c, n, path))
 		return;
-	r->analysis.checks = cfg_arena_alloc(c->out, (n->n ? n->n : 1) * sizeof(*r->analysis.checks));
+	r->analysis.checks =
+	    cfg_arena_alloc(c->out, (n->n ? n->n : 1) * sizeof(*r->analysis.checks));
 	if (!r->analysis.checks)
 		return;
 	r->analysis.nchecks = n->n;

@@ -137,3 +137,28 @@ const char *buf_cstr(struct buf *b)
 	b->data[b->len] = '\0';
 	return b->data + b->off;
 }
+
+int buf_append_u64(struct buf *b, unsigned long long v)
+{
+	char tmp[24];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	return buf_append(b, tmp + i, sizeof(tmp) - i);
+}
+
+int buf_append_hex(struct buf *b, unsigned long long v)
+{
+	static const char hex[] = "0123456789abcdef";
+	char tmp[16];
+	size_t i = sizeof(tmp);
+
+	do {
+		tmp[--i] = hex[v & 15];
+		v >>= 4;
+	} while (v);
+	return buf_append(b, tmp + i, sizeof(tmp) - i);
+}

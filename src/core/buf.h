@@ -51,6 +51,12 @@ int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
 char *buf_reserve(struct buf *b, size_t n);
 void buf_commit(struct buf *b, size_t n);
 
+/* Appends v in decimal / in lower-case hex (no 0x).  Same returns as buf_append. */
+int buf_append_u64(struct buf *b, unsigned long long v);
+int buf_append_hex(struct buf *b, unsigned long long v);
+/* Appends a string literal without strlen(). */
+#define buf_append_lit(b, lit) buf_append((b), "" lit, sizeof(lit) - 1)
+
 /* Drops n bytes from the front. */
 void buf_consume(struct buf *b, size_t n);
 

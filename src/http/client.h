@@ -29,11 +29,12 @@
 struct http_client;
 
 struct http_client_config {
-	uint32_t connect_timeout_ms;  /* 0: 2000 */
-	uint32_t response_timeout_ms; /* request start to response header, and body inactivity; 0: 30000 */
-	size_t max_header_bytes;      /* response header section cap; 0: 32768 */
-	size_t max_headers;           /* 0: 100 */
-	size_t max_output_bytes;      /* queued request bytes; 0: 8 MiB */
+	uint32_t connect_timeout_ms; /* 0: 2000 */
+	uint32_t
+	    response_timeout_ms; /* request start to response header, and body inactivity; 0: 30000 */
+	size_t max_header_bytes; /* response header section cap; 0: 32768 */
+	size_t max_headers;      /* 0: 100 */
+	size_t max_output_bytes; /* queued request bytes; 0: 8 MiB */
 };
 
 /* Close reasons passed to on_close. */
@@ -68,12 +69,12 @@ struct http_client_ops {
  * (EINVAL for a malformed or non-numeric address).
  */
 struct http_client *http_client_connect(struct loop *loop, const char *hostport,
-					const struct http_client_config *cfg,
-					const struct http_client_ops *ops, void *data);
+                                        const struct http_client_config *cfg,
+                                        const struct http_client_ops *ops, void *data);
 /* Same with a socket address. */
 struct http_client *http_client_connect_sa(struct loop *loop, const struct sockaddr *sa,
-					   socklen_t salen, const struct http_client_config *cfg,
-					   const struct http_client_ops *ops, void *data);
+                                           socklen_t salen, const struct http_client_config *cfg,
+                                           const struct http_client_ops *ops, void *data);
 
 /* Rebinds the callbacks' data (a pool handing the connection to a new owner). */
 void http_client_set_data(struct http_client *c, void *data);
@@ -87,14 +88,14 @@ void http_client_set_data(struct http_client *c, void *data);
  * request is in progress, -EPIPE when closed, -ENOBUFS past the cap.
  */
 int http_client_request(struct http_client *c, struct str method, struct str target,
-			const struct http_header *hdrs, size_t nhdrs, const void *body, size_t len);
+                        const struct http_header *hdrs, size_t nhdrs, const void *body, size_t len);
 /*
  * Starts a streamed request: content_length >= 0 announces that many body
  * bytes, -1 sends a chunked body.  Continue with http_client_write() and
  * http_client_request_end().  Same returns.
  */
 int http_client_request_start(struct http_client *c, struct str method, struct str target,
-			      const struct http_header *hdrs, size_t nhdrs, int64_t content_length);
+                              const struct http_header *hdrs, size_t nhdrs, int64_t content_length);
 /* Body bytes of a started request.  -EINVAL beyond the announced length. */
 int http_client_write(struct http_client *c, const void *p, size_t len);
 /* Ends the request body (the last chunk when chunked). */

@@ -29,9 +29,9 @@ enum {
 
 enum { SCAN_OK = 0, SCAN_BARE_CR, SCAN_BARE_LF, SCAN_OBS_FOLD };
 
-static const char *const scan_reason[] = {
-	"", "bare CR in header section", "bare LF in header section",
-	"obs-fold (line folding) in header section"};
+static const char *const scan_reason[] = {"", "bare CR in header section",
+                                          "bare LF in header section",
+                                          "obs-fold (line folding) in header section"};
 
 /* Scans d[0..n); returns SCAN_* and the offending index in *at. */
 static int scan_header_bytes(int *state, const char *d, size_t n, size_t *at)
@@ -247,8 +247,8 @@ static int on_header_value_complete(llhttp_t *ll)
 		return 0;
 	o = &p->offs[p->nhdr - 1];
 	/* llhttp skips leading OWS; drop the trailing one. */
-	while (o->vl > 0 && (p->hbuf.data[o->vo + o->vl - 1] == ' ' ||
-			     p->hbuf.data[o->vo + o->vl - 1] == '\t'))
+	while (o->vl > 0 &&
+	       (p->hbuf.data[o->vo + o->vl - 1] == ' ' || p->hbuf.data[o->vo + o->vl - 1] == '\t'))
 		o->vl--;
 	if (name_is(p, o, "host"))
 		p->n_host++;
@@ -451,16 +451,16 @@ static int on_message_complete(llhttp_t *ll)
 }
 
 static const llhttp_settings_t settings = {
-	.on_message_begin = on_message_begin,
-	.on_url = on_url,
-	.on_status = on_status,
-	.on_header_field = on_header_field,
-	.on_header_value = on_header_value,
-	.on_header_field_complete = on_header_field_complete,
-	.on_header_value_complete = on_header_value_complete,
-	.on_headers_complete = on_headers_complete,
-	.on_body = on_body,
-	.on_message_complete = on_message_complete,
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_status = on_status,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_header_field_complete = on_header_field_complete,
+    .on_header_value_complete = on_header_value_complete,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
 };
 
 static void reset_message(struct http_parser *p)
@@ -483,12 +483,12 @@ static void reset_message(struct http_parser *p)
 }
 
 void http_parser_init(struct http_parser *p, enum http_parser_kind kind,
-		      const struct http_limits *lim, const struct http_parser_cbs *cbs, void *data)
+                      const struct http_limits *lim, const struct http_parser_cbs *cbs, void *data)
 {
 	memset(p, 0, sizeof(*p));
 	p->kind = kind;
 	p->lim.max_header_bytes =
-		lim && lim->max_header_bytes ? lim->max_header_bytes : HTTP_DEFAULT_MAX_HEADER_BYTES;
+	    lim && lim->max_header_bytes ? lim->max_header_bytes : HTTP_DEFAULT_MAX_HEADER_BYTES;
 	p->lim.max_headers = lim && lim->max_headers ? lim->max_headers : HTTP_DEFAULT_MAX_HEADERS;
 	p->cbs = cbs;
 	p->data = data;
@@ -883,13 +883,13 @@ static int pb_on_body(struct http_parser *p, const char *at, size_t len, void *d
 }
 
 static const struct http_parser_cbs pb_cbs = {
-	.on_headers = pb_on_headers,
-	.on_body = pb_on_body,
+    .on_headers = pb_on_headers,
+    .on_body = pb_on_body,
 };
 
 int http_parse_buffer(enum http_parser_kind kind, const struct http_limits *lim, const char *data,
-		      size_t len, size_t step, size_t body_cap, http_parse_visit_fn visit, void *ud,
-		      size_t *nmsgs)
+                      size_t len, size_t step, size_t body_cap, http_parse_visit_fn visit, void *ud,
+                      size_t *nmsgs)
 {
 	struct http_parser p;
 	struct pb_state st;
@@ -918,8 +918,8 @@ int http_parse_buffer(enum http_parser_kind kind, const struct http_limits *lim,
 		if (rc == HTTP_PARSE_DONE) {
 			count++;
 			if (visit)
-				visit(ud, http_parser_msg(&p), st.body.data ? buf_head(&st.body) : "",
-				      buf_used(&st.body));
+				visit(ud, http_parser_msg(&p),
+				      st.body.data ? buf_head(&st.body) : "", buf_used(&st.body));
 			buf_reset(&st.body);
 			http_parser_next(&p);
 			continue;

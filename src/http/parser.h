@@ -90,11 +90,11 @@ struct http_msg {
 	int version; /* 10 or 11 */
 	struct http_header *headers;
 	size_t nheaders;
-	int keep_alive;           /* the connection may carry another message */
-	int chunked;              /* Transfer-Encoding: chunked */
-	int has_content_length;   /* Content-Length present */
-	uint64_t content_length;  /* its value */
-	int no_body;              /* the message has no body (response to HEAD, 204, 304, 1xx) */
+	int keep_alive;          /* the connection may carry another message */
+	int chunked;             /* Transfer-Encoding: chunked */
+	int has_content_length;  /* Content-Length present */
+	uint64_t content_length; /* its value */
+	int no_body;             /* the message has no body (response to HEAD, 204, 304, 1xx) */
 };
 
 struct http_parser;
@@ -138,15 +138,15 @@ struct http_parser {
 	uint32_t te_idx;
 
 	struct http_msg msg;
-	int phase;         /* HP_* in parser.c */
-	int pause_why;     /* why llhttp returned HPE_PAUSED */
-	int scan;          /* raw header scanner state */
-	size_t hdr_bytes;  /* raw header bytes consumed for this message */
-	size_t trl_bytes;  /* raw trailer field/value bytes */
+	int phase;        /* HP_* in parser.c */
+	int pause_why;    /* why llhttp returned HPE_PAUSED */
+	int scan;         /* raw header scanner state */
+	size_t hdr_bytes; /* raw header bytes consumed for this message */
+	size_t trl_bytes; /* raw trailer field/value bytes */
 	uint64_t body_bytes;
 	uint64_t body_limit; /* 0: none */
 	int expect_no_body;
-	int started;       /* a byte of this message was consumed */
+	int started; /* a byte of this message was consumed */
 
 	int status;         /* error status once phase is HP_ERROR */
 	const char *reason; /* static error text */
@@ -157,7 +157,7 @@ struct http_parser {
  * must outlive p.  Allocates nothing until the first header arrives.
  */
 void http_parser_init(struct http_parser *p, enum http_parser_kind kind,
-		      const struct http_limits *lim, const struct http_parser_cbs *cbs, void *data);
+                      const struct http_limits *lim, const struct http_parser_cbs *cbs, void *data);
 /* Frees the parser's memory; p can be re-initialised afterwards. */
 void http_parser_release(struct http_parser *p);
 
@@ -234,9 +234,9 @@ const char *http_status_code_name(int status);
  * the count of complete messages.
  */
 typedef void (*http_parse_visit_fn)(void *ud, const struct http_msg *msg, const char *body,
-				    size_t body_len);
+                                    size_t body_len);
 int http_parse_buffer(enum http_parser_kind kind, const struct http_limits *lim, const char *data,
-		      size_t len, size_t step, size_t body_cap, http_parse_visit_fn visit, void *ud,
-		      size_t *nmsgs);
+                      size_t len, size_t step, size_t body_cap, http_parse_visit_fn visit, void *ud,
+                      size_t *nmsgs);
 
 #endif

@@ -20,7 +20,7 @@
 #include "core/log.h"
 
 #define IN_CAP          (64 * 1024)
-#define READ_CHUNK      (16 * 1024)
+#define READ_CHUNK      (16 * 1024 - 1) /* + buf's hidden NUL = one 16 KiB block */
 #define LINGER_MS       2000
 #define ACCEPT_RETRY_MS 100
 #define MAX_LISTENERS   8
@@ -280,7 +280,7 @@ static int is_framing(struct str name)
  * chunked, -2 no framing (close-delimited or no body allowed).
  */
 static int build_head(struct http_conn *c, struct buf *b, int status,
-		      const struct http_header *hdrs, size_t nhdrs, int64_t clen)
+                      const struct http_header *hdrs, size_t nhdrs, int64_t clen)
 {
 	const struct http_msg *req = http_parser_msg(&c->parser);
 	size_t i;
@@ -343,8 +343,8 @@ static int resp_begin(struct http_conn *c)
 	return 0;
 }
 
-int http_conn_respond(struct http_conn *c, int status, const struct http_header *hdrs,
-		      size_t nhdrs, const void *body, size_t len)
+int http_conn_respond(struct http_conn *c, int status, const struct http_header *hdrs, size_t nhdrs,
+                      const void *body, size_t len)
 {
 	struct buf *b;
 	struct iovec iov[2];
@@ -381,11 +381,10 @@ static void json_escape(struct buf *b, const char *s)
 	}
 }
 
-int http_conn_respond_error(struct http_conn *c, int status, const char *code,
-			    const char *message)
+int http_conn_respond_error(struct http_conn *c, int status, const char *code, const char *message)
 {
 	static const struct http_header ct[] = {
-		{STR_LIT("Content-Type"), STR_LIT("application/json")}};
+	    {STR_LIT("Content-Type"), STR_LIT("application/json")}};
 	struct buf body;
 	int rc;
 
@@ -395,14 +394,13 @@ int http_conn_respond_error(struct http_conn *c, int status, const char *code,
 	buf_append_str(&body, "\",\"message\":\"");
 	json_escape(&body, message ? message : http_status_text(status));
 	buf_append_str(&body, "\"}}\n");
-	rc = http_conn_respond(c, status, ct, 1, body.data ? buf_head(&body) : "",
-			       buf_used(&body));
+	rc = http_conn_respond(c, status, ct, 1, body.data ? buf_head(&body) : "", buf_used(&body));
 	buf_release(&body);
 	return rc;
 }
 
-int http_conn_start(struct http_conn *c, int status, const struct http_header *hdrs,
-		    size_t nhdrs, int64_t content_length)
+int http_conn_start(struct http_conn *c, int status, const struct http_header *hdrs, size_t nhdrs,
+                    int64_t content_length)
 {
 	const struct http_msg *req = http_parser_msg(&c->parser);
 	struct buf *b;
@@ -433,7 +431,7 @@ int http_conn_start(struct http_conn *c, int status, const struct http_header *h
 }
 
 int http_conn_start_chunked(struct http_conn *c, int status, const struct http_header *hdrs,
-			    size_t nhdrs)
+                            size_t nhdrs)
 {
 	return http_conn_start(c, status, hdrs, nhdrs, -1);
 }
@@ -670,6 +668,7 @@ static int p_on_headers(struct http_parser *p, struct http_msg *msg, void *data)
 	c->keep_alive = msg->keep_alive && !s->shutting_down;
 	c->body_mode = BODY_BUFFER;
 	c->body_cap = s->cfg.max_body_bytes;
+	c->body.cap = s->cfg.max_body_bytes;
 	timer_arm(c, TK_BODY, s->cfg.idle_timeout_ms);
 	if (s->h.on_headers)
 		s->h.on_headers(c, msg, s->h.data);
@@ -713,8 +712,8 @@ static int p_on_body(struct http_parser *p, const char *at, size_t len, void *da
 }
 
 static const struct http_parser_cbs conn_parser_cbs = {
-	.on_headers = p_on_headers,
-	.on_body = p_on_body,
+    .on_headers = p_on_headers,
+    .on_body = p_on_body,
 };
 
 /* Request and response are both complete: next request or close. */
@@ -738,6 +737,13 @@ static void finish_request(struct http_conn *c)
 	c->req_complete = 0;
 	c->body_mode = BODY_BUFFER;
 	c->nreq++;
+	/* keep idle keep-alive connections small (10k idle < 128 MiB, SPEC 10) */
+	if (buf_used(&c->in) == 0)
+		buf_release(&c->in);
+	if (buf_used(&c->out) == 0)
+		buf_release(&c->out);
+	if (c->parser.hbuf.size > 4096)
+		http_parser_shrink(&c->parser);
 	if (buf_used(&c->in) > 0)
 		timer_arm(c, TK_HEADER, s->cfg.header_timeout_ms);
 	else
@@ -753,9 +759,9 @@ static void request_complete(struct http_conn *c)
 	c->state = CS_RESPONDING;
 	timer_disarm(c);
 	if (c->resp == RESP_NONE)
-		s->h.on_request(c, req,
-				str_make(c->body.data ? buf_head(&c->body) : "", buf_used(&c->body)),
-				s->h.data);
+		s->h.on_request(
+		    c, req, str_make(c->body.data ? buf_head(&c->body) : "", buf_used(&c->body)),
+		    s->h.data);
 }
 
 /* Reads and drops input while lingering; closes at EOF. */
@@ -812,8 +818,8 @@ static int conn_parse(struct http_conn *c)
 {
 	size_t used = 0;
 	int was_started = http_parser_in_message(&c->parser);
-	int rc = http_parser_feed(&c->parser, c->in.data ? buf_head(&c->in) : "",
-				  buf_used(&c->in), &used);
+	int rc = http_parser_feed(&c->parser, c->in.data ? buf_head(&c->in) : "", buf_used(&c->in),
+	                          &used);
 
 	buf_consume(&c->in, used);
 	if (c->closed)
@@ -1010,10 +1016,10 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (ss->ss_family == AF_INET)
 		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, c->peer,
-			  sizeof(c->peer));
+		          sizeof(c->peer));
 	else if (ss->ss_family == AF_INET6)
 		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, c->peer,
-			  sizeof(c->peer));
+		          sizeof(c->peer));
 	http_parser_init(&c->parser, HTTP_PARSE_REQUEST, &lim, &conn_parser_cbs, c);
 	buf_init(&c->in, IN_CAP);
 	buf_init(&c->out, s->cfg.max_output_bytes);
@@ -1073,7 +1079,7 @@ static void accept_retry_cb(struct loop *loop, struct loop_timer *t)
 }
 
 struct http_server *http_server_new(struct loop *loop, const struct http_server_config *cfg,
-				    const struct http_handler *h)
+                                    const struct http_handler *h)
 {
 	struct http_server *s = calloc(1, sizeof(*s));
 
@@ -1192,7 +1198,7 @@ static void done_defer_cb(struct loop *loop, struct loop_defer *d)
 }
 
 void http_server_shutdown(struct http_server *s, void (*done)(struct http_server *s, void *data),
-			  void *data)
+                          void *data)
 {
 	struct http_conn *c, *next;
 

@@ -34,16 +34,16 @@ struct http_server;
 struct http_conn;
 
 struct http_server_config {
-	size_t max_header_bytes;     /* 431 beyond; 0: 32768 */
-	size_t max_headers;          /* 431 beyond; 0: 100 */
-	uint32_t header_timeout_ms;  /* first byte to end of headers -> 408; 0: 10000 */
-	uint32_t idle_timeout_ms;    /* keep-alive idle, and body inactivity -> 408; 0: 60000 */
-	size_t max_body_bytes;       /* default cap of a buffered body -> 413; 0: 1 MiB */
-	size_t max_output_bytes;     /* cap on queued output per connection; 0: 8 MiB */
-	size_t output_high_water;    /* stop reading above this much queued; 0: 256 KiB */
-	size_t sse_backlog_bytes;    /* SSE: drop the subscriber above this; 0: 1 MiB */
-	uint32_t max_conns;          /* 0: unlimited; beyond: accepted and closed */
-	int send_date;               /* add a Date header */
+	size_t max_header_bytes;    /* 431 beyond; 0: 32768 */
+	size_t max_headers;         /* 431 beyond; 0: 100 */
+	uint32_t header_timeout_ms; /* first byte to end of headers -> 408; 0: 10000 */
+	uint32_t idle_timeout_ms;   /* keep-alive idle, and body inactivity -> 408; 0: 60000 */
+	size_t max_body_bytes;      /* default cap of a buffered body -> 413; 0: 1 MiB */
+	size_t max_output_bytes;    /* cap on queued output per connection; 0: 8 MiB */
+	size_t output_high_water;   /* stop reading above this much queued; 0: 256 KiB */
+	size_t sse_backlog_bytes;   /* SSE: drop the subscriber above this; 0: 1 MiB */
+	uint32_t max_conns;         /* 0: unlimited; beyond: accepted and closed */
+	int send_date;              /* add a Date header */
 };
 
 /*
@@ -56,7 +56,8 @@ struct http_handler {
 	 * the body up to max_body_bytes and then call on_request; here the
 	 * handler may call http_conn_buffer_body() (another cap) or
 	 * http_conn_stream_body() (on_body gets the chunks), or respond at once
-	 * (the rest of the body is then read and dropped).
+	 * (the rest of the body is then read and dropped, and on_request is
+	 * not called for this request).
 	 */
 	void (*on_headers)(struct http_conn *c, const struct http_msg *req, void *data);
 	/*
@@ -70,7 +71,7 @@ struct http_handler {
 	 * handler responds now or later (any time before the connection closes).
 	 */
 	void (*on_request)(struct http_conn *c, const struct http_msg *req, struct str body,
-			   void *data);
+	                   void *data);
 	/*
 	 * The connection is going away; drop every reference to c.  Runs at the
 	 * end of the loop turn in which it closed, exactly once.
@@ -94,7 +95,7 @@ int http_local_port(int fd);
  * Returns NULL on ENOMEM.
  */
 struct http_server *http_server_new(struct loop *loop, const struct http_server_config *cfg,
-				    const struct http_handler *h);
+                                    const struct http_handler *h);
 /*
  * Starts accepting on fd (from http_listen); the server steals fd and closes
  * it on shutdown/free.  Returns 0 or a negative errno.
@@ -109,7 +110,7 @@ size_t http_server_conn_count(const struct http_server *s);
  * the end of this turn).  done may free the server.
  */
 void http_server_shutdown(struct http_server *s, void (*done)(struct http_server *s, void *data),
-			  void *data);
+                          void *data);
 /*
  * Closes every connection and listener at once and frees the server.  Call
  * outside the server's callbacks (e.g. after loop_run returned); on_close is
@@ -144,22 +145,21 @@ int http_conn_closed(const struct http_conn *c);
  */
 
 /* A whole response with Content-Length.  HEAD requests get no body. */
-int http_conn_respond(struct http_conn *c, int status, const struct http_header *hdrs,
-		      size_t nhdrs, const void *body, size_t len);
+int http_conn_respond(struct http_conn *c, int status, const struct http_header *hdrs, size_t nhdrs,
+                      const void *body, size_t len);
 /* A JSON error: {"error":{"code":"<code>","message":"<message>"}}; code NULL:
  * derived from status.  message is JSON-escaped. */
-int http_conn_respond_error(struct http_conn *c, int status, const char *code,
-			    const char *message);
+int http_conn_respond_error(struct http_conn *c, int status, const char *code, const char *message);
 /*
  * Starts a streamed response.  content_length >= 0: exactly that many
  * bytes follow through http_conn_write(); -1: chunked (HTTP/1.1 peers) or
  * close-delimited (HTTP/1.0 peers).
  */
-int http_conn_start(struct http_conn *c, int status, const struct http_header *hdrs,
-		    size_t nhdrs, int64_t content_length);
+int http_conn_start(struct http_conn *c, int status, const struct http_header *hdrs, size_t nhdrs,
+                    int64_t content_length);
 /* http_conn_start(c, status, hdrs, nhdrs, -1). */
 int http_conn_start_chunked(struct http_conn *c, int status, const struct http_header *hdrs,
-			    size_t nhdrs);
+                            size_t nhdrs);
 /* Body bytes of a started response (one chunk in chunked mode; len 0 is a no-op). */
 int http_conn_write(struct http_conn *c, const void *p, size_t len);
 /* Same as http_conn_write (chunked framing alias). */

@@ -283,7 +283,11 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 	ex->status = m->status;
 	ex->resp_started = 1;
 	o = &c->out;
-	buf_printf(o, "HTTP/1.1 %d %.*s\r\n", m->status, (int)m->reason.len, m->reason.p);
+	buf_append_lit(o, "HTTP/1.1 ");
+	buf_append_u64(o, (unsigned)m->status);
+	buf_append_lit(o, " ");
+	buf_append(o, m->reason.p, m->reason.len);
+	buf_append_lit(o, "\r\n");
 	for (size_t i = 0; i < m->nheaders; i++) {
 		const struct http_header *h = &m->headers[i];
 
@@ -291,9 +295,9 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 		    in_connection_tokens(m, h->name))
 			continue;
 		buf_append(o, h->name.p, h->name.len);
-		buf_append(o, ": ", 2);
+		buf_append_lit(o, ": ");
 		buf_append(o, h->value.p, h->value.len);
-		buf_append(o, "\r\n", 2);
+		buf_append_lit(o, "\r\n");
 	}
 	if (m->no_body || ex->head) {
 		ex->rf = RF_NONE;
@@ -302,7 +306,9 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 			buf_printf(o, "Content-Length: %.*s\r\n", (int)cl->len, cl->p);
 	} else if (m->has_content_length) {
 		ex->rf = RF_LENGTH;
-		buf_printf(o, "Content-Length: %llu\r\n", (unsigned long long)m->content_length);
+		buf_append_lit(o, "Content-Length: ");
+		buf_append_u64(o, (unsigned long long)m->content_length);
+		buf_append_lit(o, "\r\n");
 	} else if (!c->version10) {
 		ex->rf = RF_CHUNKED;
 		buf_append_str(o, "Transfer-Encoding: chunked\r\n");
@@ -310,8 +316,11 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 		ex->rf = RF_EOF;
 		c->close_after = 1;
 	}
-	if (ex->svc->expose_cohort)
-		buf_printf(o, "X-Canary-Cohort: %s\r\n", cohort_name(ex->dec.cohort));
+	if (ex->svc->expose_cohort) {
+		buf_append_lit(o, "X-Canary-Cohort: ");
+		buf_append_str(o, cohort_name(ex->dec.cohort));
+		buf_append_lit(o, "\r\n");
+	}
 	if (ex->dec.set_cookie)
 		buf_printf(o, "Set-Cookie: %s=%s; Path=/; HttpOnly\r\n", ex->svc->sticky.name,
 		           ex->dec.cookie_key);
@@ -319,7 +328,7 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 		buf_append_str(o, "Connection: close\r\n");
 	else if (c->version10)
 		buf_append_str(o, "Connection: keep-alive\r\n");
-	buf_append(o, "\r\n", 2);
+	buf_append_lit(o, "\r\n");
 	return 0;
 }
 
@@ -331,12 +340,15 @@ static int up_on_body(struct http_parser *p, const char *at, size_t len, void *d
 
 	if (!c || c->ex.rf == RF_NONE)
 		return 0;
-	if (c->ex.rf == RF_CHUNKED)
-		rc = buf_printf(&c->out, "%zx\r\n", len);
+	if (c->ex.rf == RF_CHUNKED) {
+		rc = buf_append_hex(&c->out, len);
+		if (!rc)
+			rc = buf_append_lit(&c->out, "\r\n");
+	}
 	if (!rc)
 		rc = buf_append(&c->out, at, len);
 	if (!rc && c->ex.rf == RF_CHUNKED)
-		rc = buf_append(&c->out, "\r\n", 2);
+		rc = buf_append_lit(&c->out, "\r\n");
 	if (rc)
 		return 502;
 	return buf_used(&c->out) > HIGH_WATER ? HTTP_PARSER_PAUSE : 0;
@@ -422,7 +434,7 @@ static int up_on_complete(struct http_parser *p, struct http_msg *m, void *data)
 	if (m->status < 200 && m->status != 101)
 		return 0;
 	if (c->ex.rf == RF_CHUNKED)
-		buf_append(&c->out, "0\r\n\r\n", 5);
+		buf_append_lit(&c->out, "0\r\n\r\n");
 	return 0;
 }
 
@@ -891,8 +903,10 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 
 	/* the request head, for the upstream (kept for one retry) */
 	o = &ex->head_copy;
-	buf_printf(o, "%.*s %.*s HTTP/1.1\r\n", (int)m->method.len, m->method.p, (int)m->target.len,
-	           m->target.p);
+	buf_append(o, m->method.p, m->method.len);
+	buf_append_lit(o, " ");
+	buf_append(o, m->target.p, m->target.len);
+	buf_append_lit(o, " HTTP/1.1\r\n");
 	xff = http_msg_header(m, "x-forwarded-for");
 	rid = http_msg_header(m, "x-request-id");
 	for (size_t i = 0; i < m->nheaders; i++) {
@@ -903,24 +917,29 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 		    in_connection_tokens(m, h->name))
 			continue;
 		buf_append(o, h->name.p, h->name.len);
-		buf_append(o, ": ", 2);
+		buf_append_lit(o, ": ");
 		buf_append(o, h->value.p, h->value.len);
-		buf_append(o, "\r\n", 2);
+		buf_append_lit(o, "\r\n");
 	}
 	if (m->version == 10 && !m->host.len)
 		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, ex->ep)->name);
 	if (m->chunked)
 		buf_append_str(o, "Transfer-Encoding: chunked\r\n");
-	if (xff)
-		buf_printf(o, "X-Forwarded-For: %.*s, %.*s\r\n", (int)xff->len, xff->p,
-		           (int)c->peer_len, c->peer);
-	else
-		buf_printf(o, "X-Forwarded-For: %.*s\r\n", (int)c->peer_len, c->peer);
-	buf_append_str(o, "X-Forwarded-Proto: http\r\n");
-	if (!rid)
-		buf_printf(o, "X-Request-Id: %016llx%016llx\r\n", (unsigned long long)rng_next(w),
-		           (unsigned long long)rng_next(w));
-	rc = buf_append(o, "\r\n", 2);
+	buf_append_lit(o, "X-Forwarded-For: ");
+	if (xff) {
+		buf_append(o, xff->p, xff->len);
+		buf_append_lit(o, ", ");
+	}
+	buf_append(o, c->peer, c->peer_len);
+	buf_append_lit(o, "\r\nX-Forwarded-Proto: http\r\n");
+	if (!rid) {
+		/* 32 hex digits; the top bit set keeps both halves 16 digits wide */
+		buf_append_lit(o, "X-Request-Id: ");
+		buf_append_hex(o, rng_next(w) | (1ULL << 63));
+		buf_append_hex(o, rng_next(w) | (1ULL << 63));
+		buf_append_lit(o, "\r\n");
+	}
+	rc = buf_append_lit(o, "\r\n");
 	if (rc)
 		return 431;
 	rc = exchange_send(c);
@@ -947,12 +966,15 @@ static int client_on_body(struct http_parser *p, const char *at, size_t len, voi
 
 	if (c->ex.local || !u)
 		return 0; /* answered locally: the body is read and dropped */
-	if (c->ex.req_chunked)
-		rc = buf_printf(&u->out, "%zx\r\n", len);
+	if (c->ex.req_chunked) {
+		rc = buf_append_hex(&u->out, len);
+		if (!rc)
+			rc = buf_append_lit(&u->out, "\r\n");
+	}
 	if (!rc)
 		rc = buf_append(&u->out, at, len);
 	if (!rc && c->ex.req_chunked)
-		rc = buf_append(&u->out, "\r\n", 2);
+		rc = buf_append_lit(&u->out, "\r\n");
 	if (rc)
 		return 413;
 	if (!u->connecting)
@@ -972,7 +994,7 @@ static int client_on_complete(struct http_parser *p, struct http_msg *m, void *d
 	c->ex.req_done = 1;
 	c->state = C_WAIT;
 	if (u && c->ex.req_chunked) {
-		buf_append(&u->out, "0\r\n\r\n", 5);
+		buf_append_lit(&u->out, "0\r\n\r\n");
 		if (!u->connecting)
 			up_flush(u);
 	}

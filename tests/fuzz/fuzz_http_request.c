@@ -60,9 +60,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	size--;
 
 	ra = http_parse_buffer(HTTP_PARSE_REQUEST, NULL, (const char *)data, size, 0, 4096, visit,
-			       &a, &na);
+	                       &a, &na);
 	rb = http_parse_buffer(HTTP_PARSE_REQUEST, NULL, (const char *)data, size, step, 4096,
-			       visit, &b, &nb);
+	                       visit, &b, &nb);
 	if (ra != rb || na != nb || a.sum != b.sum)
 		abort();
 	if (ra != 0 && ra != 1 && (ra < 400 || ra > 505))
@@ -70,14 +70,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 	/* small caps exercise the 431 paths */
 	ra = http_parse_buffer(HTTP_PARSE_REQUEST, &lim, (const char *)data, size, 0, 64, NULL,
-			       NULL, &na);
+	                       NULL, &na);
 	rb = http_parse_buffer(HTTP_PARSE_REQUEST, &lim, (const char *)data, size, step, 64, NULL,
-			       NULL, &nb);
+	                       NULL, &nb);
 	if (ra != rb || na != nb)
 		abort();
 
 	/* and the same bytes as a response stream */
 	(void)http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, (const char *)data, size, step, 4096,
-				visit, &a, NULL);
+	                        visit, &a, NULL);
 	return 0;
 }

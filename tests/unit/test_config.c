@@ -44,6 +44,8 @@ static void expect_errors(const char *yaml, const char *const *want)
 	}
 	for (size_t i = 0; i < n; i++) {
 		config_error_format(config_errors_get(&errs, i), line, sizeof(line));
+		if (strcmp(line, want[i]) != 0)
+			config_errors_print(&errs, stderr);
 		assert_string_equal(line, want[i]);
 	}
 	if (n)
@@ -119,7 +121,7 @@ static void test_full_example(void **state)
 
 	s = config_service_find(cfg, "dwcp-manager");
 	assert_non_null(s);
-	assert_int_equal(s->line, 35);
+	assert_int_equal(s->line, 36);
 	assert_int_equal(s->nversions, 2);
 	assert_int_equal(s->versions[0].nendpoints, 2);
 	assert_string_equal(s->versions[0].endpoints[1].host, "10.0.0.2");
@@ -306,7 +308,7 @@ static void test_defaults(void **state)
 	assert_int_equal(cfg->workers, 0);
 	assert_null(cfg->metrics.prometheus);
 	s = &cfg->services[0];
-	assert_int_equal(s->line, 3);
+	assert_int_equal(s->line, 2);
 	assert_int_equal(s->sticky.kind, CONFIG_KEY_NONE);
 	assert_false(s->expose_cohort);
 	assert_false(s->mirror.enabled);
@@ -510,6 +512,7 @@ static void test_admin_errors(void **state)
 	    "0-9 _ . -",
 	    "bad.yaml:11: admin.tokens[2]: missing required key \"secret\" (or \"secret_file\")",
 	    "bad.yaml:13: admin.tokens[3]: secret and secret_file are mutually exclusive",
+	    "bad.yaml:13: admin.tokens[3]: same secret as tokens[0] (\"ops\")",
 	    "bad.yaml:15: admin.tokens[3].secret_file: cannot read "
 	    "\"" DATA "does-not-exist.token\": No such file or directory",
 	    "bad.yaml:16: admin.tokens[3].scopes: at least one scope is required",
@@ -658,33 +661,33 @@ static void test_rollout_errors(void **state)
 	         "        not_before: 2024-05-01T06:00:00+02:00\n",
 	         svc_web);
 	EXPECT(
-	    yaml, "bad.yaml:16: rollouts.r1.targets.t2.flag: flag \"nope\" is not defined",
-	    "bad.yaml:17: rollouts.r1.targets.t3: missing required key \"canary\" (a target is "
+	    yaml, "bad.yaml:17: rollouts.r1.targets.t2.flag: flag \"nope\" is not defined",
+	    "bad.yaml:18: rollouts.r1.targets.t3: missing required key \"canary\" (a target is "
 	    "{service, canary} or {flag})",
-	    "bad.yaml:18: rollouts.r1.targets.t4.canary: \"v1\" is the stable version of service "
+	    "bad.yaml:19: rollouts.r1.targets.t4.canary: \"v1\" is the stable version of service "
 	    "\"web\"",
-	    "bad.yaml:19: rollouts.r1.targets.t5.service: service \"gone\" is not defined",
-	    "bad.yaml:20: rollouts.r1.targets.t6: a target is either {service, canary} or {flag}",
-	    "bad.yaml:22: rollouts.r1.steps[0].weight: weight needs a single target; with 6 "
+	    "bad.yaml:20: rollouts.r1.targets.t5.service: service \"gone\" is not defined",
+	    "bad.yaml:21: rollouts.r1.targets.t6: a target is either {service, canary} or {flag}",
+	    "bad.yaml:23: rollouts.r1.steps[0].weight: weight needs a single target; with 6 "
 	    "targets use set: {TARGET: PERCENT}",
-	    "bad.yaml:23: rollouts.r1.steps[1].set.t9: target \"t9\" is not defined",
-	    "bad.yaml:24: rollouts.r1.steps[2]: expected one of set, weight, shadow, pause, "
+	    "bad.yaml:24: rollouts.r1.steps[1].set.t9: target \"t9\" is not defined",
+	    "bad.yaml:25: rollouts.r1.steps[2]: expected one of set, weight, shadow, pause, "
 	    "analysis or approval",
-	    "bad.yaml:25: rollouts.r1.steps[3]: only one of set, weight, shadow, pause, analysis "
+	    "bad.yaml:26: rollouts.r1.steps[3]: only one of set, weight, shadow, pause, analysis "
 	    "or approval per step",
-	    "bad.yaml:26: rollouts.r1.steps[4].approval.required[1]: token \"ghost\" is not "
+	    "bad.yaml:27: rollouts.r1.steps[4].approval.required[1]: token \"ghost\" is not "
 	    "defined in admin.tokens",
-	    "bad.yaml:26: rollouts.r1.steps[4].approval.required[2]: token \"viewer\" cannot "
+	    "bad.yaml:27: rollouts.r1.steps[4].approval.required[2]: token \"viewer\" cannot "
 	    "approve (needs the approve scope)",
-	    "bad.yaml:28: rollouts.r1.steps[5].for: only set, weight and shadow steps take \"for\" "
+	    "bad.yaml:29: rollouts.r1.steps[5].for: only set, weight and shadow steps take \"for\" "
 	    "(use pause: DURATION)",
-	    "bad.yaml:29: rollouts.r1.steps[5].not_before: expected \"HH:MMZ\" or an RFC 3339 "
+	    "bad.yaml:30: rollouts.r1.steps[5].not_before: expected \"HH:MMZ\" or an RFC 3339 "
 	    "time, got \"6am\"",
-	    "bad.yaml:30: rollouts.r1.steps[5].window: expected a window like \"Mon-Fri "
+	    "bad.yaml:31: rollouts.r1.steps[5].window: expected a window like \"Mon-Fri "
 	    "06:00-18:00Z\", got \"Funday 06:00-18:00Z\"",
-	    "bad.yaml:31: rollouts.r1.steps[6].pause: expected a duration like 250ms, 30s, 5m, "
+	    "bad.yaml:32: rollouts.r1.steps[6].pause: expected a duration like 250ms, 30s, 5m, "
 	    "24h or 14d, got \"soon\"",
-	    "bad.yaml:32: rollouts.r1.steps[7].analysis: an analysis step needs analysis.checks");
+	    "bad.yaml:33: rollouts.r1.steps[7].analysis: an analysis step needs analysis.checks");
 }
 
 static void test_check_errors(void **state)
@@ -760,9 +763,9 @@ static void test_check_errors(void **state)
 	    "and 1000000000",
 	    "bad.yaml:34: rollouts.r.analysis.checks[4].test.method: mann-whitney compares "
 	    "latency histograms: use a latency metric",
-	    "bad.yaml:37: rollouts.r.rollback.hooks[0]: exec and webhook are mutually exclusive",
 	    "bad.yaml:37: rollouts.r.rollback.hooks[0].exec: expected a command: [program, "
 	    "args...]",
+	    "bad.yaml:37: rollouts.r.rollback.hooks[0]: exec and webhook are mutually exclusive",
 	    "bad.yaml:38: rollouts.r.rollback.hooks[1]: missing required key \"exec\" (or "
 	    "\"webhook\")",
 	    "bad.yaml:40: rollouts.r.notify[0].webhook: expected an http:// or https:// URL, got "
@@ -835,6 +838,18 @@ static void test_anchors_and_aliases(void **state)
 	assert_string_equal(config_service_find(cfg, "b")->stable, "v1");
 	config_free(cfg);
 	config_errors_release(&errs);
+
+	/* a billion-laughs variant is refused, not expanded */
+	EXPECT(
+	    "flags:\n"
+	    "  f:\n"
+	    "    variants:\n"
+	    "      on: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"
+	    "      off: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+	    "      c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\n"
+	    "      d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+	    "      e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\n",
+	    "bad.yaml:4: flags.f.variants.e[7][8][8][9]: value too large (more than 100000 nodes)");
 }
 
 static void test_multiple_errors_all_reported(void **state)
@@ -853,8 +868,8 @@ static void test_multiple_errors_all_reported(void **state)
 	       "bad.yaml:6: services.web.versions.v1.endpoints[0]: invalid address \"x\": expected "
 	       "host:port",
 	       "bad.yaml:7: services.web: duplicate key (first defined on line 4)",
-	       "bad.yaml:8: services.web: missing required key \"versions\"",
-	       "bad.yaml:8: services.web: missing required key \"stable\"",
+	       "bad.yaml:7: services.web: missing required key \"versions\"",
+	       "bad.yaml:7: services.web: missing required key \"stable\"",
 	       "bad.yaml:8: services.web.bogus: unknown key");
 }
 

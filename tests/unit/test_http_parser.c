@@ -33,7 +33,8 @@ static void cp(char *dst, size_t cap, struct str s)
 {
 	size_t n = s.len < cap - 1 ? s.len : cap - 1;
 
-	memcpy(dst, s.p, n);
+	if (n)
+		memcpy(dst, s.p, n);
 	dst[n] = 0;
 }
 
@@ -96,11 +97,11 @@ static void expect_status(const char *s, int status)
 
 static void t_conflicting_cl(void **st)
 {
-	expect_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx",
-		      400);
+	expect_status(
+	    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nx", 400);
 	/* identical duplicates are rejected too */
-	expect_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
-		      400);
+	expect_status(
+	    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx", 400);
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1,1\r\n\r\nx", 400);
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400);
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1x\r\n\r\n", 400);
@@ -109,22 +110,22 @@ static void t_conflicting_cl(void **st)
 static void t_cl_with_te(void **st)
 {
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
-		      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		      400);
+	              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	              400);
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-		      "Content-Length: 3\r\n\r\n0\r\n\r\n",
-		      400);
+	              "Content-Length: 3\r\n\r\n0\r\n\r\n",
+	              400);
 }
 
 static void t_te_other(void **st)
 {
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400);
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
-		      "0\r\n\r\n",
-		      501);
+	              "0\r\n\r\n",
+	              501);
 	expect_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n"
-		      "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		      400);
+	              "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+	              400);
 	expect_status("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400);
 }
 
@@ -138,9 +139,13 @@ static void t_obs_fold(void **st)
 static void t_invalid_chunk_size(void **st)
 {
 	const char *h = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
-	const char *bad[] = {"zz\r\nab\r\n0\r\n\r\n", "-1\r\n", "3 \r\nabc\r\n0\r\n\r\n",
-			     "fffffffffffffffffffff\r\n", "3\nabc\r\n0\r\n\r\n",
-			     "3\r\nabcX\r\n0\r\n\r\n", "\r\n"};
+	const char *bad[] = {"zz\r\nab\r\n0\r\n\r\n",
+	                     "-1\r\n",
+	                     "3 \r\nabc\r\n0\r\n\r\n",
+	                     "fffffffffffffffffffff\r\n",
+	                     "3\nabc\r\n0\r\n\r\n",
+	                     "3\r\nabcX\r\n0\r\n\r\n",
+	                     "\r\n"};
 	char req[256];
 	size_t i;
 
@@ -271,7 +276,7 @@ static void t_body_cap_413(void **st)
 {
 	const char *cl = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world";
 	const char *ch = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-			 "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
+	                 "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n";
 	int rc;
 
 	rc = http_parse_buffer(HTTP_PARSE_REQUEST, NULL, cl, strlen(cl), 0, 10, NULL, NULL, NULL);
@@ -287,8 +292,8 @@ static void t_body_cap_413(void **st)
 static void t_data_after_close(void **st)
 {
 	expect_status("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
-		      "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
-		      400);
+	              "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+	              400);
 }
 
 /* --- good cases --------------------------------------------------------- */
@@ -298,9 +303,9 @@ static void t_get(void **st)
 	struct seen s;
 
 	assert_int_equal(parse_req("GET /a/b?x=1&y=2 HTTP/1.1\r\nHost: example.com\r\n"
-				   "User-Agent: t  \r\nX-Empty:\r\n\r\n",
-				   &s),
-			 0);
+	                           "User-Agent: t  \r\nX-Empty:\r\n\r\n",
+	                           &s),
+	                 0);
 	assert_int_equal(s.n, 1);
 	assert_string_equal(s.method[0], "GET");
 	assert_string_equal(s.path[0], "/a/b");
@@ -318,9 +323,9 @@ static void t_absolute_form(void **st)
 	struct seen s;
 
 	assert_int_equal(parse_req("GET http://h.example:8080/p/q?z HTTP/1.1\r\nHost: h\r\n\r\n"
-				   "GET http://h.example HTTP/1.1\r\nHost: h\r\n\r\n",
-				   &s),
-			 0);
+	                           "GET http://h.example HTTP/1.1\r\nHost: h\r\n\r\n",
+	                           &s),
+	                 0);
 	assert_int_equal(s.n, 2);
 	assert_string_equal(s.path[0], "/p/q");
 	assert_string_equal(s.query[0], "z");
@@ -332,7 +337,7 @@ static void t_header_trim(void **st)
 	struct seen s;
 
 	assert_int_equal(parse_req("GET / HTTP/1.1\r\nHost:   a.b \t \r\nX-Z:\t v w \r\n\r\n", &s),
-			 0);
+	                 0);
 	assert_string_equal(s.host[0], "a.b");
 	assert_string_equal(s.hdr0[0], "X-Z=v w");
 }
@@ -342,9 +347,9 @@ static void t_post_cl(void **st)
 	struct seen s;
 
 	assert_int_equal(parse_req("POST /submit HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\n"
-				   "hello world",
-				   &s),
-			 0);
+	                           "hello world",
+	                           &s),
+	                 0);
 	assert_int_equal(s.n, 1);
 	assert_string_equal(s.method[0], "POST");
 	assert_string_equal(s.body[0], "hello world");
@@ -355,19 +360,21 @@ static void t_chunked_decoded(void **st)
 {
 	struct seen s;
 
-	assert_int_equal(parse_req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-				   "5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\n"
-				   "X-Trailer: t\r\n\r\n",
-				   &s),
-			 0);
+	assert_int_equal(
+	    parse_req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+	              "5\r\nhello\r\n1;ext=1\r\n \r\nA\r\n0123456789\r\n0\r\n"
+	              "X-Trailer: t\r\n\r\n",
+	              &s),
+	    0);
 	assert_int_equal(s.n, 1);
 	assert_string_equal(s.body[0], "hello 0123456789");
 	assert_int_equal(s.body_len[0], 16);
 	/* TE is case-insensitive */
-	assert_int_equal(parse_req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
-				   "2\r\nok\r\n0\r\n\r\n",
-				   &s),
-			 0);
+	assert_int_equal(
+	    parse_req("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n"
+	              "2\r\nok\r\n0\r\n\r\n",
+	              &s),
+	    0);
 	assert_string_equal(s.body[0], "ok");
 }
 
@@ -375,12 +382,13 @@ static void t_pipelined(void **st)
 {
 	struct seen s;
 
-	assert_int_equal(parse_req("GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
-				   "POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
-				   "PUT /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-				   "2\r\nxy\r\n0\r\n\r\n",
-				   &s),
-			 0);
+	assert_int_equal(
+	    parse_req("GET /1 HTTP/1.1\r\nHost: a\r\n\r\n"
+	              "POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+	              "PUT /3 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+	              "2\r\nxy\r\n0\r\n\r\n",
+	              &s),
+	    0);
 	assert_int_equal(s.n, 3);
 	assert_string_equal(s.path[0], "/1");
 	assert_string_equal(s.path[1], "/2");
@@ -403,7 +411,7 @@ static void t_stops_after_message(void **st)
 	assert_true(str_eq_c(http_parser_msg(&p)->path, "/1"));
 	/* feeding again without next() consumes nothing */
 	assert_int_equal(http_parser_feed(&p, in + used, strlen(in) - used, &used),
-			 HTTP_PARSE_DONE);
+	                 HTTP_PARSE_DONE);
 	assert_int_equal(used, 0);
 	http_parser_next(&p);
 	assert_int_equal(http_parser_feed(&p, in + 28, strlen(in) - 28, &used), HTTP_PARSE_DONE);
@@ -451,15 +459,16 @@ static void t_keep_alive(void **st)
 
 	assert_int_equal(parse_req("GET / HTTP/1.1\r\nHost: a\r\n\r\n", &s), 0);
 	assert_int_equal(s.keep_alive[0], 1);
-	assert_int_equal(parse_req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", &s), 0);
+	assert_int_equal(parse_req("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", &s),
+	                 0);
 	assert_int_equal(s.keep_alive[0], 0);
 	assert_int_equal(parse_req("GET / HTTP/1.0\r\n\r\n", &s), 0);
 	assert_int_equal(s.keep_alive[0], 0);
 	assert_int_equal(s.version[0], 10);
 	assert_int_equal(parse_req("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
-				   "GET /b HTTP/1.0\r\n\r\n",
-				   &s),
-			 0);
+	                           "GET /b HTTP/1.0\r\n\r\n",
+	                           &s),
+	                 0);
 	assert_int_equal(s.n, 2);
 	assert_int_equal(s.keep_alive[0], 1);
 	assert_int_equal(s.keep_alive[1], 0);
@@ -468,9 +477,8 @@ static void t_keep_alive(void **st)
 static void t_incomplete(void **st)
 {
 	assert_int_equal(parse_req("GET / HTTP/1.1\r\nHost: a\r\n", NULL), 1);
-	assert_int_equal(parse_req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab",
-				   NULL),
-			 1);
+	assert_int_equal(
+	    parse_req("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nab", NULL), 1);
 	assert_int_equal(parse_req("", NULL), 0);
 	assert_int_equal(parse_req("\r\n", NULL), 1);
 }
@@ -480,9 +488,9 @@ static void t_leading_crlf(void **st)
 	struct seen s;
 
 	assert_int_equal(parse_req("GET /1 HTTP/1.1\r\nHost: a\r\n\r\n\r\nGET /2 HTTP/1.1\r\n"
-				   "Host: a\r\n\r\n",
-				   &s),
-			 0);
+	                           "Host: a\r\n\r\n",
+	                           &s),
+	                 0);
 	assert_int_equal(s.n, 2);
 	assert_string_equal(s.path[1], "/2");
 }
@@ -491,7 +499,7 @@ static void t_leading_crlf(void **st)
 static void t_all_splits(void **st)
 {
 	const char *in = "POST /1 HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
-			 "3\r\nabc\r\n0\r\n\r\nGET /2?q HTTP/1.1\r\nHost: b\r\n\r\n";
+	                 "3\r\nabc\r\n0\r\n\r\nGET /2?q HTTP/1.1\r\nHost: b\r\n\r\n";
 	size_t len = strlen(in), step;
 	struct seen ref;
 
@@ -502,7 +510,8 @@ static void t_all_splits(void **st)
 
 		memset(&s, 0, sizeof(s));
 		assert_int_equal(
-			http_parse_buffer(HTTP_PARSE_REQUEST, NULL, in, len, step, 0, visit, &s, &n), 0);
+		    http_parse_buffer(HTTP_PARSE_REQUEST, NULL, in, len, step, 0, visit, &s, &n),
+		    0);
 		assert_memory_equal(&s, &ref, sizeof(s));
 	}
 }
@@ -511,16 +520,16 @@ static void t_all_splits(void **st)
 
 static void t_responses(void **st)
 {
-	const char *r = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-			"HTTP/1.1 204 No Content\r\n\r\n"
-			"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nnot\r\n0\r\n\r\n";
+	const char *r =
+	    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+	    "HTTP/1.1 204 No Content\r\n\r\n"
+	    "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nnot\r\n0\r\n\r\n";
 	struct seen s;
 	size_t n;
 
 	memset(&s, 0, sizeof(s));
-	assert_int_equal(http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r, strlen(r), 1, 0, visit, &s,
-					   &n),
-			 0);
+	assert_int_equal(
+	    http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r, strlen(r), 1, 0, visit, &s, &n), 0);
 	assert_int_equal(n, 3);
 	assert_int_equal(s.status[0], 200);
 	assert_string_equal(s.body[0], "ok");
@@ -558,7 +567,8 @@ static void t_response_eof(void **st)
 	http_parser_release(&p);
 
 	/* a response to HEAD has no body whatever it says */
-	r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+	r = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: "
+	    "0\r\n\r\n";
 	http_parser_init(&p, HTTP_PARSE_RESPONSE, NULL, &cbs, &body);
 	http_parser_expect_no_body(&p);
 	assert_int_equal(http_parser_feed(&p, r, strlen(r), &used), HTTP_PARSE_DONE);
@@ -575,20 +585,20 @@ static void t_response_strict(void **st)
 	const char *r3 = "HTTP/1.1 2x0 OK\r\n\r\n";
 
 	assert_int_equal(
-		http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r1, strlen(r1), 0, 0, NULL, NULL, NULL),
-		400);
+	    http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r1, strlen(r1), 0, 0, NULL, NULL, NULL),
+	    400);
 	assert_int_equal(
-		http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r2, strlen(r2), 0, 0, NULL, NULL, NULL),
-		400);
+	    http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r2, strlen(r2), 0, 0, NULL, NULL, NULL),
+	    400);
 	assert_int_equal(
-		http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r3, strlen(r3), 0, 0, NULL, NULL, NULL),
-		400);
+	    http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r3, strlen(r3), 0, 0, NULL, NULL, NULL),
+	    400);
 }
 
 static void t_header_helpers(void **st)
 {
 	const char *in = "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\n"
-			 "Upgrade: websocket\r\n\r\n";
+	                 "Upgrade: websocket\r\n\r\n";
 	struct http_parser p;
 	struct http_msg *m;
 	size_t used;
@@ -604,7 +614,7 @@ static void t_header_helpers(void **st)
 	http_parser_next(&p);
 	/* upgrade is ignored: the next request is still HTTP */
 	assert_int_equal(http_parser_feed(&p, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n", 28, &used),
-			 HTTP_PARSE_DONE);
+	                 HTTP_PARSE_DONE);
 	http_parser_release(&p);
 	assert_string_equal(http_status_text(431), "Request Header Fields Too Large");
 	assert_string_equal(http_status_code_name(400), "bad_request");
@@ -613,39 +623,39 @@ static void t_header_helpers(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(t_conflicting_cl),
-		cmocka_unit_test(t_cl_with_te),
-		cmocka_unit_test(t_te_other),
-		cmocka_unit_test(t_obs_fold),
-		cmocka_unit_test(t_invalid_chunk_size),
-		cmocka_unit_test(t_bare_cr),
-		cmocka_unit_test(t_bare_lf),
-		cmocka_unit_test(t_header_bytes_431),
-		cmocka_unit_test(t_header_bytes_exact_limit),
-		cmocka_unit_test(t_header_count_431),
-		cmocka_unit_test(t_two_hosts),
-		cmocka_unit_test(t_missing_host),
-		cmocka_unit_test(t_bad_version),
-		cmocka_unit_test(t_bad_method),
-		cmocka_unit_test(t_bad_header_tokens),
-		cmocka_unit_test(t_body_cap_413),
-		cmocka_unit_test(t_data_after_close),
-		cmocka_unit_test(t_get),
-		cmocka_unit_test(t_absolute_form),
-		cmocka_unit_test(t_header_trim),
-		cmocka_unit_test(t_post_cl),
-		cmocka_unit_test(t_chunked_decoded),
-		cmocka_unit_test(t_pipelined),
-		cmocka_unit_test(t_stops_after_message),
-		cmocka_unit_test(t_body_pause),
-		cmocka_unit_test(t_keep_alive),
-		cmocka_unit_test(t_incomplete),
-		cmocka_unit_test(t_leading_crlf),
-		cmocka_unit_test(t_all_splits),
-		cmocka_unit_test(t_responses),
-		cmocka_unit_test(t_response_eof),
-		cmocka_unit_test(t_response_strict),
-		cmocka_unit_test(t_header_helpers),
+	    cmocka_unit_test(t_conflicting_cl),
+	    cmocka_unit_test(t_cl_with_te),
+	    cmocka_unit_test(t_te_other),
+	    cmocka_unit_test(t_obs_fold),
+	    cmocka_unit_test(t_invalid_chunk_size),
+	    cmocka_unit_test(t_bare_cr),
+	    cmocka_unit_test(t_bare_lf),
+	    cmocka_unit_test(t_header_bytes_431),
+	    cmocka_unit_test(t_header_bytes_exact_limit),
+	    cmocka_unit_test(t_header_count_431),
+	    cmocka_unit_test(t_two_hosts),
+	    cmocka_unit_test(t_missing_host),
+	    cmocka_unit_test(t_bad_version),
+	    cmocka_unit_test(t_bad_method),
+	    cmocka_unit_test(t_bad_header_tokens),
+	    cmocka_unit_test(t_body_cap_413),
+	    cmocka_unit_test(t_data_after_close),
+	    cmocka_unit_test(t_get),
+	    cmocka_unit_test(t_absolute_form),
+	    cmocka_unit_test(t_header_trim),
+	    cmocka_unit_test(t_post_cl),
+	    cmocka_unit_test(t_chunked_decoded),
+	    cmocka_unit_test(t_pipelined),
+	    cmocka_unit_test(t_stops_after_message),
+	    cmocka_unit_test(t_body_pause),
+	    cmocka_unit_test(t_keep_alive),
+	    cmocka_unit_test(t_incomplete),
+	    cmocka_unit_test(t_leading_crlf),
+	    cmocka_unit_test(t_all_splits),
+	    cmocka_unit_test(t_responses),
+	    cmocka_unit_test(t_response_eof),
+	    cmocka_unit_test(t_response_strict),
+	    cmocka_unit_test(t_header_helpers),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -76,15 +76,15 @@ static void h_request(struct http_conn *c, const struct http_msg *req, struct st
 		assert_int_equal(http_conn_end(c), 0);
 	} else if (path_is(req, "/sse")) {
 		assert_int_equal(http_conn_start_sse(c, NULL, 0), 0);
-		assert_int_equal(http_conn_sse_send(c, STR_LIT("1"), STR_LIT("flag"),
-						    STR_LIT("line1\nline2")),
-				 0);
+		assert_int_equal(
+		    http_conn_sse_send(c, STR_LIT("1"), STR_LIT("flag"), STR_LIT("line1\nline2")),
+		    0);
 		E.sse = c;
 	} else if (path_is(req, "/early")) {
 		/* already answered in on_headers */
 	} else {
 		n = snprintf(out, sizeof(out), "hello %.*s?%.*s", (int)req->path.len, req->path.p,
-			     (int)req->query.len, req->query.p);
+		             (int)req->query.len, req->query.p);
 		http_conn_respond(c, 200, ct, 1, out, (size_t)n);
 	}
 }
@@ -101,9 +101,9 @@ static void h_close(struct http_conn *c, void *data)
 static void start(const struct http_server_config *cfg)
 {
 	struct http_handler h = {.on_headers = h_headers,
-				 .on_body = h_body,
-				 .on_request = h_request,
-				 .on_close = h_close};
+	                         .on_body = h_body,
+	                         .on_request = h_request,
+	                         .on_close = h_close};
 	int fd;
 
 	memset(&E, 0, sizeof(E));
@@ -208,7 +208,7 @@ static struct resp wait_responses(int fd, struct rx *rx, size_t n)
 	for (;;) {
 		memset(&r, 0, sizeof(r));
 		http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, rx->raw.data ? buf_head(&rx->raw) : "",
-				  buf_used(&rx->raw), 0, 0, visit, &r, NULL);
+		                  buf_used(&rx->raw), 0, 0, visit, &r, NULL);
 		if (r.n >= n)
 			return r;
 		if (clock_mono_ms() > end)
@@ -273,8 +273,8 @@ static void t_pipelined_in_order(void **st)
 	rx_init(&rx);
 	fd = connect_client();
 	send_str(fd, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n"
-		     "GET /b HTTP/1.1\r\nHost: t\r\n\r\n"
-		     "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz");
+	             "GET /b HTTP/1.1\r\nHost: t\r\n\r\n"
+	             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz");
 	for (i = 0; i < 20; i++)
 		rx_pump(fd, &rx, 5);
 	assert_non_null(E.later);
@@ -398,10 +398,10 @@ static void t_oversized_header_431(void **st)
 static void t_malformed_400(void **st)
 {
 	const char *bad[] = {
-		"GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-		"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-		"GET / HTTP/1.1\nHost: a\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: t\r\nX: a\r\n b\r\n\r\n",
+	    "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+	    "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+	    "GET / HTTP/1.1\nHost: a\r\n\r\n",
 	};
 	size_t i;
 
@@ -471,13 +471,15 @@ static void t_chunked_response(void **st)
 	start(NULL);
 	rx_init(&rx);
 	fd = connect_client();
-	send_str(fd, "GET /chunked HTTP/1.1\r\nHost: t\r\n\r\nGET /after HTTP/1.1\r\nHost: t\r\n\r\n");
+	send_str(fd,
+	         "GET /chunked HTTP/1.1\r\nHost: t\r\n\r\nGET /after HTTP/1.1\r\nHost: t\r\n\r\n");
 	r = wait_responses(fd, &rx, 2);
 	assert_int_equal(r.status[0], 200);
 	assert_string_equal(r.body[0], "abcdefg");
 	assert_string_equal(r.body[1], "hello /after?");
-	assert_true(raw_has(&rx, "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
-				 "HTTP/1.1 200 OK\r\n"));
+	assert_true(raw_has(&rx,
+	                    "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
+	                    "HTTP/1.1 200 OK\r\n"));
 	close(fd);
 	buf_release(&rx.raw);
 
@@ -496,8 +498,8 @@ static void t_chunked_response(void **st)
 static void t_sse(void **st)
 {
 	const char *expect = "id: 1\nevent: flag\ndata: line1\ndata: line2\n\n"
-			     ": hb\n\n"
-			     "id: 2\ndata: {\"k\":1}\n\n";
+	                     ": hb\n\n"
+	                     "id: 2\ndata: {\"k\":1}\n\n";
 	uint64_t end = clock_mono_ms() + WAIT_MS;
 	struct buf body;
 	struct rx rx;
@@ -512,9 +514,9 @@ static void t_sse(void **st)
 	assert_non_null(E.sse);
 	assert_int_equal(http_conn_sse_comment(E.sse, STR_LIT("hb")), 0);
 	assert_int_equal(http_conn_sse_send(E.sse, STR_LIT("2"), STR_NULL, STR_LIT("{\"k\":1}")),
-			 0);
+	                 0);
 	assert_int_equal(http_conn_sse_send(E.sse, STR_LIT("bad\nid"), STR_NULL, STR_LIT("x")),
-			 -EINVAL);
+	                 -EINVAL);
 	buf_init(&body, 1 << 20);
 	for (;;) {
 		rx_pump(fd, &rx, 5);
@@ -582,7 +584,7 @@ static void t_body_cap_413(void **st)
 	rx_init(&rx);
 	fd = connect_client();
 	send_str(fd, "POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n"
-		     "01234567890123456789");
+	             "01234567890123456789");
 	r = wait_responses(fd, &rx, 1);
 	assert_int_equal(r.status[0], 413);
 	wait_eof(fd, &rx);
@@ -592,7 +594,7 @@ static void t_body_cap_413(void **st)
 	rx_init(&rx);
 	fd = connect_client();
 	send_str(fd, "POST /small HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-		     "8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n");
+	             "8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
 	assert_int_equal(r.status[0], 413);
 	wait_eof(fd, &rx);
@@ -606,6 +608,12 @@ static void t_body_cap_413(void **st)
 	r = wait_responses(fd, &rx, 1);
 	assert_int_equal(r.status[0], 200);
 	assert_string_equal(r.body[0], "0123456789");
+	/* the small cap was for that request only */
+	send_str(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n"
+	             "01234567890123456789");
+	r = wait_responses(fd, &rx, 2);
+	assert_int_equal(r.status[1], 200);
+	assert_string_equal(r.body[1], "01234567890123456789");
 	close(fd);
 	buf_release(&rx.raw);
 	stop();
@@ -621,7 +629,7 @@ static void t_echo_continue_head(void **st)
 	rx_init(&rx);
 	fd = connect_client();
 	send_str(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
-		     "Expect: 100-continue\r\n\r\n");
+	             "Expect: 100-continue\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
 	assert_int_equal(r.status[0], 100);
 	send_str(fd, "hello");
@@ -658,12 +666,12 @@ static void t_stream_body_and_early_response(void **st)
 	rx_init(&rx);
 	fd = connect_client();
 	send_str(fd, "POST /stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-		     "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
+	             "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
 	assert_string_equal(r.body[0], "got 11");
 	/* answered in on_headers: the body is drained, the connection reused */
 	send_str(fd, "POST /early HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nabcd"
-		     "GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
+	             "GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
 	r = wait_responses(fd, &rx, 3);
 	assert_int_equal(r.status[1], 403);
 	assert_string_equal(r.body[2], "hello /next?");
@@ -730,22 +738,22 @@ static void t_listen_addresses(void **st)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(t_simple),
-		cmocka_unit_test(t_pipelined_in_order),
-		cmocka_unit_test(t_keep_alive),
-		cmocka_unit_test(t_header_timeout_408),
-		cmocka_unit_test(t_idle_timeout),
-		cmocka_unit_test(t_oversized_header_431),
-		cmocka_unit_test(t_malformed_400),
-		cmocka_unit_test(t_version_505),
-		cmocka_unit_test(t_chunked_response),
-		cmocka_unit_test(t_sse),
-		cmocka_unit_test(t_sse_slow_subscriber),
-		cmocka_unit_test(t_body_cap_413),
-		cmocka_unit_test(t_echo_continue_head),
-		cmocka_unit_test(t_stream_body_and_early_response),
-		cmocka_unit_test(t_graceful_shutdown),
-		cmocka_unit_test(t_listen_addresses),
+	    cmocka_unit_test(t_simple),
+	    cmocka_unit_test(t_pipelined_in_order),
+	    cmocka_unit_test(t_keep_alive),
+	    cmocka_unit_test(t_header_timeout_408),
+	    cmocka_unit_test(t_idle_timeout),
+	    cmocka_unit_test(t_oversized_header_431),
+	    cmocka_unit_test(t_malformed_400),
+	    cmocka_unit_test(t_version_505),
+	    cmocka_unit_test(t_chunked_response),
+	    cmocka_unit_test(t_sse),
+	    cmocka_unit_test(t_sse_slow_subscriber),
+	    cmocka_unit_test(t_body_cap_413),
+	    cmocka_unit_test(t_echo_continue_head),
+	    cmocka_unit_test(t_stream_body_and_early_response),
+	    cmocka_unit_test(t_graceful_shutdown),
+	    cmocka_unit_test(t_listen_addresses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
