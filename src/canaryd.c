@@ -330,9 +330,13 @@ static int listener_up(void *ctx, const char *name)
 	return proxy_listener_up(d->proxy, name);
 }
 
-static int reload(void *ctx, const char *actor, char *msg, size_t msglen)
+static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 {
 	struct daemon *d = ctx;
+	/* the actor may be a token name of the configuration being replaced */
+	char actor[128];
+
+	snprintf(actor, sizeof(actor), "%s", actor_in);
 	struct config *cfg;
 	char rev[32];
 
