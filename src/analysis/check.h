@@ -94,7 +94,7 @@ enum check_outcome check_evaluate(const struct config_check *c,
  * The verdict as a new JSON object (caller owns it) with all its inputs:
  * {"check","metric","outcome","canary":{"value","requests"},
  *  "baseline":{"value","requests"},"min_samples","interval_ms","bound",
- *  "bound_value","observed","test_applied","reason"}.  NAN values are null.
+ *  "bound_value","observed","test_not_applied","reason"}.  NAN values are null.
  * NULL only when out of memory.
  */
 json_t *check_verdict_json(const struct check_verdict *v);
