@@ -54,6 +54,8 @@ struct uconn {
 	int got_bytes; /* any response byte for the current request */
 	int paused;    /* response parsing paused: client output full */
 	int in_pool;
+	int read_blocked;       /* stopped reading with data possibly left in the socket */
+	struct loop_defer kick; /* resumes reading at the end of the turn (no recursion) */
 };
 
 struct wlistener {
@@ -104,6 +106,8 @@ struct cconn {
 	int close_after; /* close once the output is flushed */
 	int paused;      /* request parsing paused: upstream output full */
 	int version10;
+	int read_blocked;       /* stopped reading with data possibly left in the socket */
+	struct loop_defer kick; /* resumes reading at the end of the turn (no recursion) */
 	struct cconn *next, *prev;
 };
 
@@ -148,6 +152,8 @@ static void up_process(struct uconn *u);
 static void up_flush(struct uconn *u);
 static void up_close(struct uconn *u);
 static void exchange_fail(struct cconn *c, int status, enum metrics_err kind);
+static void client_kick(struct cconn *c);
+static void up_kick(struct uconn *u);
 
 static uint64_t rng_next(struct worker *w)
 {
@@ -420,7 +426,11 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 	http_parser_next(&c->parser);
 	loop_timer_start(w->loop, &c->timer, w->table ? w->table->idle_timeout_ms : 60000);
 	client_flush(c);
-	if (!c->closed)
+	if (c->closed)
+		return;
+	if (c->read_blocked)
+		client_kick(c);
+	else
 		client_process(c);
 }
 
@@ -508,8 +518,15 @@ static void up_process(struct uconn *u)
 static void up_read(struct uconn *u)
 {
 	for (;;) {
-		char *p = buf_reserve(&u->in, READ_CHUNK);
+		char *p;
 		ssize_t n;
+
+		if (u->paused || buf_used(&u->in) > HIGH_WATER) {
+			/* the client is slower: leave the rest in the kernel (TCP backpressure) */
+			u->read_blocked = 1;
+			break;
+		}
+		p = buf_reserve(&u->in, READ_CHUNK);
 
 		if (!p) {
 			up_failed(u, METRICS_ERR_BAD_RESPONSE);
@@ -550,6 +567,8 @@ static void up_read(struct uconn *u)
 		return;
 	}
 	up_process(u);
+	if (!u->closed && u->read_blocked && !u->paused && buf_used(&u->in) <= HIGH_WATER)
+		up_kick(u);
 }
 
 static void up_flush(struct uconn *u)
@@ -575,7 +594,7 @@ static void up_flush(struct uconn *u)
 	if (c && c->paused) {
 		c->paused = 0;
 		http_parser_resume(&c->parser);
-		client_process(c);
+		client_kick(c);
 	}
 }
 
@@ -735,7 +754,7 @@ static void client_flush(struct cconn *c)
 
 		u->paused = 0;
 		http_parser_resume(&u->parser);
-		up_process(u);
+		up_kick(u);
 	}
 }
 
@@ -1004,6 +1023,42 @@ static int client_on_complete(struct http_parser *p, struct http_msg *m, void *d
 static const struct http_parser_cbs client_cbs = {client_on_headers, client_on_body,
                                                   client_on_complete};
 
+static void client_cb(struct loop *loop, struct loop_io *io, uint32_t ev);
+
+static void client_kick_cb(struct loop *loop, struct loop_defer *d)
+{
+	struct cconn *c = d->data;
+
+	if (c->closed)
+		return;
+	c->read_blocked = 0;
+	client_cb(loop, &c->io, LOOP_READ | LOOP_WRITE);
+}
+
+/* Re-reads the client socket at the end of this turn: edge-triggered sockets
+ * give no new event for data that was already there when we stopped. */
+static void client_kick(struct cconn *c)
+{
+	if (!c->closed)
+		loop_defer(c->w->loop, &c->kick, client_kick_cb, c);
+}
+
+static void up_kick_cb(struct loop *loop, struct loop_defer *d)
+{
+	struct uconn *u = d->data;
+
+	if (u->closed)
+		return;
+	u->read_blocked = 0;
+	up_read(u);
+}
+
+static void up_kick(struct uconn *u)
+{
+	if (!u->closed)
+		loop_defer(u->w->loop, &u->kick, up_kick_cb, u);
+}
+
 static void client_process(struct cconn *c)
 {
 	while (!c->closed && !c->paused && c->state != C_WAIT && buf_used(&c->in)) {
@@ -1102,8 +1157,11 @@ static void client_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
 		char *p;
 		ssize_t n;
 
-		if (buf_used(&c->in) > HIGH_WATER)
-			break; /* pipelined backlog: read again once it is processed */
+		if (buf_used(&c->in) > HIGH_WATER) {
+			/* backlog (body paused, or pipelined): read again once it is processed */
+			c->read_blocked = 1;
+			break;
+		}
 		p = buf_reserve(&c->in, READ_CHUNK);
 		if (!p) {
 			client_close(c);
@@ -1129,6 +1187,10 @@ static void client_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
 		return;
 	}
 	client_process(c);
+	/* everything read was consumed: read what the socket still holds */
+	if (!c->closed && c->read_blocked && !c->paused && c->state != C_WAIT &&
+	    buf_used(&c->in) <= HIGH_WATER)
+		client_kick(c);
 }
 
 static void accept_cb(struct loop *loop, struct loop_io *io, uint32_t ev)

@@ -1,0 +1,183 @@
+/*
+ * engine.h - the rollout engine (SPEC 6): the state machine that moves the
+ * config's rollouts through their steps, runs their threshold checks every
+ * analysis interval, and rolls back.  docs/rollout.md is the design note.
+ *
+ *   idle -> progressing <-> paused -> completed | rolled_back | failed
+ *
+ * Threading: everything here runs on the control thread.  Nothing blocks:
+ * rollout_engine_tick() is called by a timer (every ~100 ms) and only reads
+ * snapshots, writes the store and calls the backend's set_weight, which
+ * must itself not block (publishing a routing table).
+ *
+ * Time: every now_ms is wall-clock UTC milliseconds since the epoch (the
+ * persisted timers, `not_before` and `window` need wall time).
+ *
+ * Persistence: each rollout's runtime state is a store document of kind
+ * "rollout" named after the rollout.  Every transition writes the document
+ * and its event in one transaction BEFORE its action (a weight change) is
+ * applied; actions are idempotent, so rollout_engine_load() after a crash
+ * re-applies the persisted weights and continues without skipping or
+ * repeating a step.  Events have subject "rollout/NAME"; verdicts are events
+ * of kind "verdict" with the same subject.
+ */
+#ifndef ROLLOUT_ENGINE_H
+#define ROLLOUT_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "core/bucket.h"
+#include "metrics/stats.h"
+
+struct config;
+struct store;
+
+enum rollout_state {
+	ROLLOUT_IDLE,
+	ROLLOUT_PROGRESSING,
+	ROLLOUT_PAUSED,
+	ROLLOUT_COMPLETED,
+	ROLLOUT_ROLLED_BACK,
+	ROLLOUT_FAILED,
+};
+
+enum rollout_control {
+	ROLLOUT_START,
+	ROLLOUT_PROMOTE,
+	ROLLOUT_PROMOTE_FULL,
+	ROLLOUT_PAUSE,
+	ROLLOUT_RESUME,
+	ROLLOUT_ABORT,
+	ROLLOUT_RETRY,
+	ROLLOUT_APPROVE,
+};
+
+/* Everything external.  Only set_weight and read_cohort are required. */
+struct rollout_backend {
+	/*
+	 * Sets service's canary version to canary with weight (thousandths of a
+	 * percent, 0..100000) and publishes the routing table.  Must be
+	 * idempotent: the engine re-applies weights after a restart.  Returns
+	 * 0 or a negative error.
+	 */
+	int (*set_weight)(void *ctx, const char *service, const char *canary, uint32_t weight,
+	                  const char *actor);
+	/*
+	 * Fills *out with the CUMULATIVE counters of (service, version, cohort);
+	 * the engine takes per-interval deltas itself.  Returns 0 or a
+	 * negative error (the interval is then skipped for that target).
+	 */
+	int (*read_cohort)(void *ctx, const char *service, const char *version, enum cohort cohort,
+	                   struct metrics_cohort_snapshot *out);
+	/*
+	 * Optional: called after an event was committed (kind "rollout.step",
+	 * "rollout.rollback", "verdict", ...).  details is only borrowed.
+	 */
+	void (*notify)(void *ctx, const char *kind, const char *rollout, const json_t *details);
+	/* Optional: the wall clock for API-driven controls; NULL = CLOCK_REALTIME. */
+	int64_t (*now_ms)(void *ctx);
+	struct store *store; /* required; the control thread's handle */
+	void *ctx;
+};
+
+struct rollout_engine;
+
+/*
+ * Creates an engine for cfg's rollouts, all idle until rollout_engine_load()
+ * finds their documents.  cfg and be are borrowed and must outlive the
+ * engine (a config reload builds a new engine and loads it again).
+ * Returns NULL when out of memory or be lacks a required member.
+ */
+struct rollout_engine *rollout_engine_new(const struct config *cfg,
+                                          const struct rollout_backend *be);
+
+/* Frees the engine (the store is untouched).  NULL is a no-op. */
+void rollout_engine_free(struct rollout_engine *e);
+
+/*
+ * Reads every "rollout" document of a rollout in the config and resumes it:
+ * state, step, timers, approvals and failure counters as persisted; the
+ * persisted weights of active rollouts (and of a rollback whose weights
+ * were not confirmed applied) are applied again.  Documents of rollouts no
+ * longer in the config are ignored.  Returns 0, or a negative store error
+ * (the rollouts read so far stay loaded).
+ */
+int rollout_engine_load(struct rollout_engine *e, int64_t now_ms);
+
+/*
+ * Advances every active rollout to now_ms: review deadlines, analysis
+ * intervals (verdicts, `for`, on_fail), step gates and holds, completion.
+ * Never blocks.  A failed store write leaves the rollout as it was; the
+ * next tick tries again.
+ */
+void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms);
+
+/*
+ * Applies a control to rollout `name` on behalf of actor (token name).
+ * Returns an HTTP status: 200 done, 404 no such rollout, 409 wrong state
+ * (or a target owned by another active rollout, for start/retry), 403 for
+ * approve by an identity the current approval step does not list, 500 when
+ * the store refused the write.  A human message goes to msg (always
+ * NUL-terminated when msglen > 0).  Approving twice is 200 (idempotent).
+ */
+int rollout_engine_control(struct rollout_engine *e, const char *name, enum rollout_control c,
+                           const char *actor, int64_t now_ms, char *msg, size_t msglen);
+
+/*
+ * Rolls back every active (progressing or paused) rollout, for
+ * POST /v1/rollback.  Returns how many were rolled back.
+ */
+int rollout_engine_rollback_all(struct rollout_engine *e, const char *actor, int64_t now_ms);
+
+/*
+ * The name of the active rollout owning service (a service target not yet
+ * rolled back), or NULL.  The string lives as long as the config.
+ */
+const char *rollout_engine_owner(const struct rollout_engine *e, const char *service);
+
+/* The state of rollout name, or -1 when the config has no such rollout. */
+int rollout_engine_state(const struct rollout_engine *e, const char *name);
+
+/* The current step index of rollout name (nsteps once completed), or -1. */
+int rollout_engine_step(const struct rollout_engine *e, const char *name);
+
+/* "idle", "progressing", "paused", "completed", "rolled_back", "failed". */
+const char *rollout_state_name(enum rollout_state s);
+
+/* "start", "promote", ...; for messages and events. */
+const char *rollout_control_name(enum rollout_control c);
+
+/*
+ * Live view of one rollout as a new JSON object (caller owns it): name,
+ * state, step {index, of, kind, phase, started_at}, targets with their
+ * weights, approvals, pause reason, review deadline, last verdict per
+ * check.  NULL when there is no such rollout.
+ */
+json_t *rollout_engine_json(const struct rollout_engine *e, const char *name);
+
+/* Every rollout's live view, in config order, as a new JSON array. */
+json_t *rollout_engine_list_json(const struct rollout_engine *e);
+
+/* The wall clock the engine uses for API controls (backend now_ms or realtime). */
+int64_t rollout_engine_now(const struct rollout_engine *e);
+
+/* The store the engine writes to (for the API's event listings). */
+struct store *rollout_engine_store(const struct rollout_engine *e);
+
+/*
+ * The first UTC instant >= from_ms at which a step with these gates may
+ * start: not_before (time of day: the next such time at or after
+ * waiting_since_ms; instant: that time) and then the window (the next
+ * minute inside it).  Pure; exposed for tests.  INT64_MAX when the window
+ * has no day set.
+ */
+struct config_not_before;
+struct config_window;
+int64_t rollout_gate_time(const struct config_not_before *nb, const struct config_window *w,
+                          int64_t waiting_since_ms, int64_t from_ms);
+
+#endif
