@@ -160,7 +160,7 @@ syscalls_per_req() { # pid url
 	reqs=$(wrk -t1 -c50 -d2s -s "$work/keys.lua" "$2" | awk '/requests in/ {print $1}')
 	kill -INT $sp
 	wait $sp 2>/dev/null || true
-	awk -v r="$reqs" '$NF=="total" {printf "%.2f", $(NF-2)/r}' "$log"
+	awk -v r="$reqs" '$NF=="total" {printf "%.2f", $4/r}' "$log"
 }
 SC_CAN=$(syscalls_per_req $CANPID "http://127.0.0.1:$CAN/bench")
 SC_NGX=$(syscalls_per_req $NGXPID "http://127.0.0.1:$NGX/bench")

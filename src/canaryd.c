@@ -17,6 +17,7 @@
 
 #include "api/admin.h"
 #include "api/api.h"
+#include "api/rollouts.h"
 #include "api/services.h"
 #include "config/config.h"
 #include "core/log.h"
@@ -24,10 +25,12 @@
 #include "metrics/stats.h"
 #include "proxy/proxy.h"
 #include "proxy/table.h"
+#include "rollout/engine.h"
 #include "store/store.h"
 
 #define MAX_SERIES           4096
 #define SHUTDOWN_DEADLINE_MS 30000
+#define ENGINE_TICK_MS       100
 
 struct daemon {
 	const char *config_path;
@@ -36,6 +39,9 @@ struct daemon {
 	struct metrics_registry *metrics;
 	struct proxy *proxy;
 	struct services_backend services;
+	struct rollout_engine *engine;
+	struct rollout_backend rollout_be;
+	struct loop_timer tick;
 	struct store *store;
 	struct loop *loop;
 	struct api api;
@@ -316,6 +322,62 @@ static void record_event(struct daemon *d, const char *actor, const char *kind, 
 	json_decref(details);
 }
 
+/* ---- the rollout engine's view of the data plane ---- */
+
+static int engine_set_weight(void *ctx, const char *service, const char *canary, uint32_t weight,
+                             const char *actor)
+{
+	char err[512];
+	int rc = set_traffic(ctx, service, canary, weight, actor, err, sizeof(err));
+
+	if (rc)
+		log_error("rollout could not set a weight", "service", service, "error", err, NULL);
+	return rc ? -1 : 0;
+}
+
+static int engine_read_cohort(void *ctx, const char *service, const char *version,
+                              enum cohort cohort, struct metrics_cohort_snapshot *out)
+{
+	struct daemon *d = ctx;
+	int series = metrics_series_find(d->metrics, service, version);
+
+	if (series < 0) {
+		memset(out, 0, sizeof(*out));
+		return 0; /* no request recorded yet: an empty cohort */
+	}
+	return metrics_read(d->metrics, series, cohort, out);
+}
+
+static const char *engine_owner(void *ctx, const char *service)
+{
+	struct daemon *d = ctx;
+
+	return d->engine ? rollout_engine_owner(d->engine, service) : NULL;
+}
+
+static void engine_tick(struct loop *loop, struct loop_timer *t)
+{
+	struct daemon *d = t->data;
+
+	rollout_engine_tick(d->engine, (int64_t)clock_wall_ms());
+	if (!d->stopping)
+		loop_timer_start(loop, t, ENGINE_TICK_MS);
+}
+
+/* A new engine for cfg that resumes the persisted rollouts; NULL on failure. */
+static struct rollout_engine *engine_start(struct daemon *d, const struct config *cfg)
+{
+	struct rollout_engine *e = rollout_engine_new(cfg, &d->rollout_be);
+
+	if (!e)
+		return NULL;
+	if (rollout_engine_load(e, (int64_t)clock_wall_ms()) != 0) {
+		rollout_engine_free(e);
+		return NULL;
+	}
+	return e;
+}
+
 static void write_metrics(void *ctx, struct buf *out)
 {
 	struct daemon *d = ctx;
@@ -365,6 +427,22 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 			record_event(d, actor, "config.reload_failed", d->config_path,
 			             json_pack("{s:s}", "errors", msg));
 			return -1;
+		}
+		{
+			struct rollout_engine *e = engine_start(d, cfg);
+
+			if (!e) {
+				snap_obj_unref(&t->obj);
+				snap_obj_unref(&cref->obj);
+				snprintf(msg, msglen,
+				         "cannot resume the rollouts with the new configuration");
+				record_event(d, actor, "config.reload_failed", d->config_path,
+				             json_pack("{s:s}", "errors", msg));
+				return -1;
+			}
+			rollout_engine_free(d->engine);
+			d->engine = e;
+			api_rollouts_set_engine(e);
 		}
 		snap_obj_unref(&d->cref->obj);
 		d->cref = cref;
@@ -507,9 +585,25 @@ int main(int argc, char **argv)
 	d.api.metrics_ctx = &d;
 	d.api.listener_up_fn = listener_up;
 	d.api.listener_up_ctx = &d;
-	d.services = (struct services_backend){
-	    .proxy = d.proxy, .metrics = d.metrics, .set_traffic = set_traffic, .ctx = &d};
+	d.services = (struct services_backend){.proxy = d.proxy,
+	                                       .metrics = d.metrics,
+	                                       .set_traffic = set_traffic,
+	                                       .owner = engine_owner,
+	                                       .ctx = &d};
 	api_services_init(&d.api, &d.services);
+	d.rollout_be = (struct rollout_backend){.set_weight = engine_set_weight,
+	                                        .read_cohort = engine_read_cohort,
+	                                        .store = d.store,
+	                                        .ctx = &d};
+	d.engine = engine_start(&d, d.cfg);
+	if (!d.engine) {
+		log_error("cannot resume the rollouts from the store", NULL);
+		proxy_stop(d.proxy, 0);
+		goto out_proxy;
+	}
+	api_rollouts_init(&d.api, d.engine);
+	loop_timer_init(&d.tick, engine_tick, &d);
+	loop_timer_start(d.loop, &d.tick, ENGINE_TICK_MS);
 	if (apply_config_to_api(&d) != 0)
 		goto out_proxy;
 	addr_format(&d.cfg->admin.listen, admin_addr, sizeof(admin_addr));
@@ -531,6 +625,9 @@ int main(int argc, char **argv)
 	log_info("canaryd stopped", NULL);
 	admin_free(d.admin);
 out_proxy:
+	if (d.loop && d.tick.cb) /* armed only once the engine started */
+		loop_timer_stop(d.loop, &d.tick);
+	rollout_engine_free(d.engine);
 	proxy_free(d.proxy);
 	metrics_registry_free(d.metrics);
 	if (d.cref) {

@@ -24,9 +24,8 @@ const char *check_outcome_name(enum check_outcome o)
 
 const char *check_bound_name(enum check_bound b)
 {
-	static const char *const names[] = {"none",      "min",          "max",
-	                                    "min_ratio", "max_ratio",    "max_increase",
-	                                    "max_decrease"};
+	static const char *const names[] = {"none",      "min",          "max",         "min_ratio",
+	                                    "max_ratio", "max_increase", "max_decrease"};
 
 	if ((size_t)b >= sizeof(names) / sizeof(names[0]))
 		return "none";
@@ -62,8 +61,7 @@ double check_metric_value(enum config_metric m, const struct metrics_cohort_snap
 
 static bool relative_bounds(const struct config_check *c)
 {
-	return c->min_ratio.set || c->max_ratio.set || c->max_increase.set ||
-	       c->max_decrease.set;
+	return c->min_ratio.set || c->max_ratio.set || c->max_increase.set || c->max_decrease.set;
 }
 
 static const char *source_name(const struct config_check *c)
@@ -107,14 +105,14 @@ static bool violated(const struct config_check *c, struct check_verdict *v)
 	else
 		ratio = v->canary / v->baseline;
 
-#define TRY(field, kind, val, bad)                                                                 \
-	do {                                                                                       \
-		if (c->field.set && (bad)) {                                                       \
-			v->bound = (kind);                                                         \
-			v->bound_value = c->field.value;                                           \
-			v->observed = (val);                                                       \
-			return true;                                                               \
-		}                                                                                  \
+#define TRY(field, kind, val, bad)                       \
+	do {                                             \
+		if (c->field.set && (bad)) {             \
+			v->bound = (kind);               \
+			v->bound_value = c->field.value; \
+			v->observed = (val);             \
+			return true;                     \
+		}                                        \
 	} while (0)
 
 	TRY(min, CHECK_BOUND_MIN, v->canary, v->canary < c->min.value);
@@ -204,8 +202,7 @@ enum check_outcome check_evaluate(const struct config_check *c,
 		n = snprintf(v->reason, sizeof(v->reason),
 		             "%s canary/baseline ratio %.4g is %s %s %.4g (canary %.4g, baseline "
 		             "%.4g; %llu vs %llu requests)",
-		             m, v->observed,
-		             v->bound == CHECK_BOUND_MIN_RATIO ? "below" : "above",
+		             m, v->observed, v->bound == CHECK_BOUND_MIN_RATIO ? "below" : "above",
 		             check_bound_name(v->bound), v->bound_value, v->canary, v->baseline,
 		             (unsigned long long)v->canary_requests,
 		             (unsigned long long)v->baseline_requests);

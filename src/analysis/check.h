@@ -58,10 +58,10 @@ struct check_verdict {
 	uint64_t canary_requests, baseline_requests;
 	uint32_t min_samples;
 	uint64_t interval_ms;
-	enum check_bound bound; /* the violated bound (fail), else NONE */
-	double bound_value;     /* its configured value */
-	double observed;        /* what was compared: value, ratio or difference */
-	bool test_not_applied;  /* the check has a `test:` that was not run */
+	enum check_bound bound;        /* the violated bound (fail), else NONE */
+	double bound_value;            /* its configured value */
+	double observed;               /* what was compared: value, ratio or difference */
+	bool test_not_applied;         /* the check has a `test:` that was not run */
 	char reason[CHECK_REASON_MAX]; /* one sentence */
 };
 

@@ -475,6 +475,26 @@ static void up_failed(struct uconn *u, enum metrics_err kind)
 	exchange_fail(c, 502, kind);
 }
 
+/*
+ * 1 if the version this exchange went to is draining in the worker's current
+ * table: its connection must not go back to the pool.  Only looked up when
+ * the table changed while the request was in flight.
+ */
+static int version_draining(const struct cconn *c)
+{
+	const struct exchange *ex = &c->ex;
+	const struct proxy_service *svc;
+	int v;
+
+	if (ex->table == c->w->table)
+		return ex->svc->versions[ex->dec.version].draining;
+	svc = c->w->table ? proxy_table_service(c->w->table, ex->svc->name) : NULL;
+	if (!svc)
+		return 1; /* the service is gone */
+	v = proxy_service_version(svc, ex->svc->versions[ex->dec.version].name);
+	return v < 0 || svc->versions[v].draining;
+}
+
 static void up_process(struct uconn *u)
 {
 	while (!u->closed && u->client && !u->paused && buf_used(&u->in)) {
@@ -500,7 +520,8 @@ static void up_process(struct uconn *u)
 			continue;
 		}
 		{
-			int keep = http_parser_msg(&u->parser)->keep_alive && c->ex.req_done;
+			int keep = http_parser_msg(&u->parser)->keep_alive && c->ex.req_done &&
+			           !version_draining(c);
 
 			c->ex.up = NULL;
 			if (keep)

@@ -207,10 +207,10 @@ static json_t *run_doc(const struct run *r)
 		                                "touched", r->targets[i].touched, "rolled_back",
 		                                r->targets[i].rolled_back));
 	for (size_t i = 0; i < ro->analysis.nchecks; i++)
-		json_array_append_new(checks, json_pack("{s:s, s:I, s:I}", "name",
-		                                        ro->analysis.checks[i].name, "fails",
-		                                        (json_int_t)r->checks[i].fails, "first_fail",
-		                                        (json_int_t)r->checks[i].first_fail_ms));
+		json_array_append_new(
+		    checks, json_pack("{s:s, s:I, s:I}", "name", ro->analysis.checks[i].name,
+		                      "fails", (json_int_t)r->checks[i].fails, "first_fail",
+		                      (json_int_t)r->checks[i].first_fail_ms));
 	if (r->step < ro->nsteps && ro->steps[r->step].kind == CONFIG_STEP_APPROVAL) {
 		const struct config_strlist *a = &ro->steps[r->step].approvers;
 
@@ -218,19 +218,18 @@ static json_t *run_doc(const struct run *r)
 			if (r->approvals >> i & 1)
 				json_array_append_new(appr, json_string(a->v[i]));
 	}
-	return json_pack("{s:s, s:I, s:s, s:I, s:I, s:o, s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:I, "
-	                 "s:I, s:b, s:o, s:o}",
-	                 "state", rollout_state_name(r->state), "step", (json_int_t)r->step,
-	                 "phase", r->phase == PHASE_WAITING ? "waiting" : "running",
-	                 "waiting_since", (json_int_t)r->waiting_since_ms, "step_started",
-	                 (json_int_t)r->step_started_ms, "approvals", appr, "pause_reason",
-	                 r->pause_reason, "paused_at", (json_int_t)r->paused_at_ms,
-	                 "review_deadline", (json_int_t)r->review_deadline_ms, "review_target",
-	                 r->review_target, "next_interval", (json_int_t)r->next_interval_ms,
-	                 "started", (json_int_t)r->started_ms, "ended", (json_int_t)r->ended_ms,
-	                 "decision", (json_int_t)r->decision_ms, "generation",
-	                 (json_int_t)r->generation, "mitigated", r->mitigated, "targets",
-	                 targets, "checks", checks);
+	return json_pack(
+	    "{s:s, s:I, s:s, s:I, s:I, s:o, s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:I, "
+	    "s:I, s:b, s:o, s:o}",
+	    "state", rollout_state_name(r->state), "step", (json_int_t)r->step, "phase",
+	    r->phase == PHASE_WAITING ? "waiting" : "running", "waiting_since",
+	    (json_int_t)r->waiting_since_ms, "step_started", (json_int_t)r->step_started_ms,
+	    "approvals", appr, "pause_reason", r->pause_reason, "paused_at",
+	    (json_int_t)r->paused_at_ms, "review_deadline", (json_int_t)r->review_deadline_ms,
+	    "review_target", r->review_target, "next_interval", (json_int_t)r->next_interval_ms,
+	    "started", (json_int_t)r->started_ms, "ended", (json_int_t)r->ended_ms, "decision",
+	    (json_int_t)r->decision_ms, "generation", (json_int_t)r->generation, "mitigated",
+	    r->mitigated, "targets", targets, "checks", checks);
 }
 
 static int64_t jint(const json_t *o, const char *key)
@@ -390,8 +389,8 @@ static int persist(struct rollout_engine *e, struct run *r, const char *actor, j
 		if (rc)
 			break;
 		details = json_dumps(json_object_get(x, "details"), JSON_COMPACT);
-		rc = details ? store_event_append(st, actor, json_string_value(json_object_get(
-		                                                 x, "kind")),
+		rc = details ? store_event_append(st, actor,
+		                                  json_string_value(json_object_get(x, "kind")),
 		                                  subject, details, NULL)
 		             : -ENOMEM;
 		free(details);
@@ -412,7 +411,8 @@ static int persist(struct rollout_engine *e, struct run *r, const char *actor, j
 	return 0;
 
 out_restore:
-	log_warn("rollout store write failed", "rollout", r->cfg->name, "error", store_strerror(rc), NULL);
+	log_warn("rollout store write failed", "rollout", r->cfg->name, "error", store_strerror(rc),
+	         NULL);
 	free(doc);
 	json_decref(events);
 	restore(e, r);
@@ -513,9 +513,11 @@ static int do_rollback(struct rollout_engine *e, struct run *r, int only, const 
 	}
 	for (size_t h = 0; h < ro->rollback.nhooks; h++)
 		json_array_append_new(
-		    hooks, json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)h, "kind",
-		                     ro->rollback.hooks[h].kind == CONFIG_HOOK_EXEC ? "exec" : "webhook",
-		                     "status", "not_run", "why", "rollback hooks are not implemented yet"));
+		    hooks,
+		    json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)h, "kind",
+		              ro->rollback.hooks[h].kind == CONFIG_HOOK_EXEC ? "exec" : "webhook",
+		              "status", "not_run", "why",
+		              "rollback hooks are not implemented yet"));
 	d = json_pack("{s:s, s:o, s:b, s:I, s:I, s:o, s:I}", "reason", reason, "targets", names,
 	              "all", all, "step", (json_int_t)r->step, "decision_ms", (json_int_t)now,
 	              "hooks", hooks, "drain_ms", (json_int_t)ro->rollback.drain_ms);
@@ -544,14 +546,15 @@ static int do_rollback(struct rollout_engine *e, struct run *r, int only, const 
 	if (failed) {
 		r->state = ROLLOUT_FAILED;
 		r->ended_ms = now;
-		return persist(e, r, actor, one("rollout.failed", json_pack("{s:s}", "reason", why)));
+		return persist(e, r, actor,
+		               one("rollout.failed", json_pack("{s:s}", "reason", why)));
 	}
 	if (all) {
 		r->mitigated = true;
-		return persist(e, r, actor,
-		               one("rollout.mitigated", json_pack("{s:I, s:I}", "decision_ms",
-		                                                  (json_int_t)now, "applied_ms",
-		                                                  (json_int_t)now)));
+		return persist(
+		    e, r, actor,
+		    one("rollout.mitigated", json_pack("{s:I, s:I}", "decision_ms", (json_int_t)now,
+		                                       "applied_ms", (json_int_t)now)));
 	}
 	return 0;
 }
@@ -597,15 +600,14 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 
 			if (target(r, t)->kind != CONFIG_TARGET_SERVICE) {
 				json_array_append_new(
-				    skipped, json_pack("{s:s, s:s}", "target", target(r, t)->name, "why",
-				                       "flag targets are not wired yet"));
+				    skipped, json_pack("{s:s, s:s}", "target", target(r, t)->name,
+				                       "why", "flag targets are not wired yet"));
 				continue;
 			}
 			if (r->targets[t].rolled_back) {
-				json_array_append_new(skipped,
-				                      json_pack("{s:s, s:s}", "target",
-				                                target(r, t)->name, "why",
-				                                "the target was rolled back"));
+				json_array_append_new(
+				    skipped, json_pack("{s:s, s:s}", "target", target(r, t)->name,
+				                       "why", "the target was rolled back"));
 				continue;
 			}
 			r->targets[t].weight = st->sets[i].percent;
@@ -626,9 +628,9 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 
 		for (size_t i = 0; i < st->approvers.n; i++)
 			json_array_append_new(req, json_string(st->approvers.v[i]));
-		json_array_append_new(evs, ev("rollout.approval_needed",
-		                              json_pack("{s:I, s:o}", "step", (json_int_t)r->step,
-		                                        "required", req)));
+		json_array_append_new(
+		    evs, ev("rollout.approval_needed",
+		            json_pack("{s:I, s:o}", "step", (json_int_t)r->step, "required", req)));
 	}
 	rc = persist(e, r, actor, evs);
 	if (rc)
@@ -648,10 +650,10 @@ static int complete(struct rollout_engine *e, struct run *r, const char *actor, 
 	if (!evs)
 		evs = json_array();
 	json_array_append_new(
-	    evs, ev("rollout.completed",
-	            json_pack("{s:I, s:s}", "duration_ms", (json_int_t)(now - r->started_ms),
-	                      "note",
-	                      "the canary is not made the stable version and bake is not run yet")));
+	    evs,
+	    ev("rollout.completed",
+	       json_pack("{s:I, s:s}", "duration_ms", (json_int_t)(now - r->started_ms), "note",
+	                 "the canary is not made the stable version and bake is not run yet")));
 	return persist(e, r, actor, evs);
 }
 
@@ -662,10 +664,10 @@ static int pass_step(struct rollout_engine *e, struct run *r, const char *actor,
 	json_t *evs = json_array();
 	size_t done = r->step;
 
-	json_array_append_new(evs, ev("rollout.step.passed",
-	                              json_pack("{s:I, s:s, s:s}", "step", (json_int_t)done, "kind",
-	                                        step_kind_name(r->cfg->steps[done].kind), "how",
-	                                        how)));
+	json_array_append_new(evs,
+	                      ev("rollout.step.passed",
+	                         json_pack("{s:I, s:s, s:s}", "step", (json_int_t)done, "kind",
+	                                   step_kind_name(r->cfg->steps[done].kind), "how", how)));
 	r->step++;
 	r->phase = PHASE_WAITING;
 	r->waiting_since_ms = now;
@@ -719,13 +721,14 @@ static void advance(struct rollout_engine *e, struct run *r, const char *actor, 
 				return;
 			continue;
 		}
-		if (st->kind == CONFIG_STEP_ANALYSIS && !r->analysis_passed && st->analysis_for_ms &&
+		if (st->kind == CONFIG_STEP_ANALYSIS && !r->analysis_passed &&
+		    st->analysis_for_ms &&
 		    now - r->step_started_ms >= (int64_t)st->analysis_for_ms) {
 			char why[128];
 
 			snprintf(why, sizeof(why),
-			         "analysis step %zu ended inconclusive after %" PRIu64 " ms", r->step,
-			         st->analysis_for_ms);
+			         "analysis step %zu ended inconclusive after %" PRIu64 " ms",
+			         r->step, st->analysis_for_ms);
 			do_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, NULL);
 			return;
 		}
@@ -776,7 +779,8 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		if (tg->kind != CONFIG_TARGET_SERVICE || !tg->svc || tr->rolled_back)
 			continue;
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY, &c) ||
-		    e->be.read_cohort(e->be.ctx, tg->service, tg->svc->stable, COHORT_BASELINE, &b)) {
+		    e->be.read_cohort(e->be.ctx, tg->service, tg->svc->stable, COHORT_BASELINE,
+		                      &b)) {
 			tr->have_prev = false;
 			continue;
 		}
@@ -954,15 +958,16 @@ int rollout_engine_load(struct rollout_engine *e, int64_t now_ms)
 			if (!r->targets[t].touched)
 				continue;
 			if (apply_weight(e, r, t, ENGINE_ACTOR))
-				log_warn("re-applying a rollout weight failed", "rollout", r->cfg->name,
-				         "target", r->cfg->targets[t].name, NULL);
+				log_warn("re-applying a rollout weight failed", "rollout",
+				         r->cfg->name, "target", r->cfg->targets[t].name, NULL);
 		}
 		if (r->state == ROLLOUT_ROLLED_BACK && !r->mitigated) {
 			r->mitigated = true;
 			persist(e, r, ENGINE_ACTOR,
 			        one("rollout.mitigated",
-			            json_pack("{s:I, s:I, s:b}", "decision_ms", (json_int_t)r->decision_ms,
-			                      "applied_ms", (json_int_t)now_ms, "after_restart", 1)));
+			            json_pack("{s:I, s:I, s:b}", "decision_ms",
+			                      (json_int_t)r->decision_ms, "applied_ms",
+			                      (json_int_t)now_ms, "after_restart", 1)));
 		}
 		if (active(r))
 			prime(e, r);
@@ -1058,15 +1063,16 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 	switch (c) {
 	case ROLLOUT_START:
 	case ROLLOUT_RETRY: {
-		bool ok = c == ROLLOUT_START ? r->state == ROLLOUT_IDLE
-		                             : (r->state == ROLLOUT_ROLLED_BACK ||
-		                                r->state == ROLLOUT_FAILED);
+		bool ok = c == ROLLOUT_START
+		              ? r->state == ROLLOUT_IDLE
+		              : (r->state == ROLLOUT_ROLLED_BACK || r->state == ROLLOUT_FAILED);
 
 		if (!ok)
 			goto wrong_state;
 		other = conflict(e, r);
 		if (other) {
-			say(msg, msglen, "a target of %s is owned by active rollout %s", name, other);
+			say(msg, msglen, "a target of %s is owned by active rollout %s", name,
+			    other);
 			return 409;
 		}
 		rc = begin_run(e, r, actor, now_ms,
@@ -1084,17 +1090,17 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		if (r->phase == PHASE_WAITING) {
 			/* Promote lifts the step's gates: begin it now. */
 			if (persist(e, r, actor,
-			            one("rollout.promoted", json_pack("{s:I, s:s}", "step",
-			                                              (json_int_t)r->step, "what",
-			                                              "gates lifted"))))
+			            one("rollout.promoted",
+			                json_pack("{s:I, s:s}", "step", (json_int_t)r->step, "what",
+			                          "gates lifted"))))
 				goto store_error;
 			if (begin_step(e, r, actor, now_ms))
 				goto store_error;
 		} else {
 			if (persist(e, r, actor,
-			            one("rollout.promoted", json_pack("{s:I, s:s}", "step",
-			                                              (json_int_t)r->step, "what",
-			                                              "step finished"))))
+			            one("rollout.promoted",
+			                json_pack("{s:I, s:s}", "step", (json_int_t)r->step, "what",
+			                          "step finished"))))
 				goto store_error;
 			if (pass_step(e, r, actor, now_ms, "promoted"))
 				goto store_error;
@@ -1104,25 +1110,27 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		    r->step, r->cfg->nsteps);
 		return 200;
 	case ROLLOUT_PROMOTE_FULL: {
-		json_t *evs = json_array();
+		json_t *evs;
 
 		if (!active(r))
 			goto wrong_state;
+		evs = json_array();
 		for (size_t t = 0; t < r->cfg->ntargets; t++) {
-			if (target(r, t)->kind != CONFIG_TARGET_SERVICE || r->targets[t].rolled_back)
+			if (target(r, t)->kind != CONFIG_TARGET_SERVICE ||
+			    r->targets[t].rolled_back)
 				continue;
 			r->targets[t].weight = 100000;
 			r->targets[t].touched = true;
 		}
-		json_array_append_new(evs, ev("rollout.promoted",
-		                              json_pack("{s:I, s:s}", "step", (json_int_t)r->step,
-		                                        "what", "full: every target to 100%")));
+		json_array_append_new(
+		    evs, ev("rollout.promoted", json_pack("{s:I, s:s}", "step", (json_int_t)r->step,
+		                                          "what", "full: every target to 100%")));
 		if (complete(e, r, actor, now_ms, evs))
 			goto store_error;
 		for (size_t t = 0; t < r->cfg->ntargets; t++)
 			if (!r->targets[t].rolled_back && apply_weight(e, r, t, actor))
-				log_warn("setting a target to 100% failed", "rollout", name, "target",
-				         r->cfg->targets[t].name, NULL);
+				log_warn("setting a target to 100% failed", "rollout", name,
+				         "target", r->cfg->targets[t].name, NULL);
 		say(msg, msglen, "%s: completed (promoted to 100%%)", name);
 		return 200;
 	}
@@ -1148,8 +1156,9 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 			r->checks[k].fails = 0, r->checks[k].first_fail_ms = 0;
 		if (st && st->kind == CONFIG_STEP_ANALYSIS && r->phase == PHASE_RUNNING)
 			r->step_started_ms = now_ms;
-		if (persist(e, r, actor,
-		            one("rollout.resumed", json_pack("{s:I}", "step", (json_int_t)r->step))))
+		if (persist(
+		        e, r, actor,
+		        one("rollout.resumed", json_pack("{s:I}", "step", (json_int_t)r->step))))
 			goto store_error;
 		advance(e, r, actor, now_ms);
 		say(msg, msglen, "%s: %s", name, rollout_state_name(r->state));
@@ -1189,9 +1198,9 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		for (size_t i = 0; i < st->approvers.n; i++)
 			all = all && (r->approvals >> i & 1);
 		if (persist(e, r, actor,
-		            one("rollout.approved", json_pack("{s:I, s:s, s:b}", "step",
-		                                              (json_int_t)r->step, "by", actor,
-		                                              "complete", all))))
+		            one("rollout.approved",
+		                json_pack("{s:I, s:s, s:b}", "step", (json_int_t)r->step, "by",
+		                          actor, "complete", all))))
 			goto store_error;
 		if (r->state == ROLLOUT_PROGRESSING)
 			advance(e, r, actor, now_ms);
@@ -1236,7 +1245,8 @@ const char *rollout_engine_owner(const struct rollout_engine *e, const char *ser
 			continue;
 		for (size_t t = 0; t < r->cfg->ntargets; t++)
 			if (target(r, t)->kind == CONFIG_TARGET_SERVICE &&
-			    !r->targets[t].rolled_back && strcmp(target(r, t)->service, service) == 0)
+			    !r->targets[t].rolled_back &&
+			    strcmp(target(r, t)->service, service) == 0)
 				return r->cfg->name;
 	}
 	return NULL;
@@ -1285,8 +1295,8 @@ static json_t *run_json(const struct run *r)
 	for (size_t t = 0; t < ro->ntargets; t++) {
 		const struct config_target *tg = target(r, t);
 		json_t *x = json_pack("{s:s, s:s, s:f, s:b}", "name", tg->name, "kind",
-		                      tg->kind == CONFIG_TARGET_SERVICE ? "service" : "flag", "weight",
-		                      r->targets[t].weight / 1000.0, "rolled_back",
+		                      tg->kind == CONFIG_TARGET_SERVICE ? "service" : "flag",
+		                      "weight", r->targets[t].weight / 1000.0, "rolled_back",
 		                      r->targets[t].rolled_back);
 
 		if (tg->kind == CONFIG_TARGET_SERVICE) {
@@ -1319,7 +1329,8 @@ static json_t *run_json(const struct run *r)
 		int64_t g = rollout_gate_time(&st->not_before, &st->window, r->waiting_since_ms,
 		                              r->waiting_since_ms);
 
-		json_object_set_new(step, "gate_at", g == INT64_MAX ? json_null() : json_integer(g));
+		json_object_set_new(step, "gate_at",
+		                    g == INT64_MAX ? json_null() : json_integer(g));
 	}
 	if (st && st->kind == CONFIG_STEP_APPROVAL) {
 		json_t *req = json_array(), *got = json_array();
@@ -1336,11 +1347,12 @@ static json_t *run_json(const struct run *r)
 	              "state", rollout_state_name(r->state), "generation",
 	              (json_int_t)r->generation, "step", step, "targets", targets, "checks", checks,
 	              "interval_ms", (json_int_t)ro->analysis.interval_ms, "started_at",
-	              ms_or_null(r->started_ms), "ended_at", ms_or_null(r->ended_ms),
-	              "decision_at", ms_or_null(r->decision_ms), "review_deadline",
+	              ms_or_null(r->started_ms), "ended_at", ms_or_null(r->ended_ms), "decision_at",
+	              ms_or_null(r->decision_ms), "review_deadline",
 	              ms_or_null(r->review_deadline_ms));
 	json_object_set_new(o, "pause_reason",
-	                    r->state == ROLLOUT_PAUSED ? json_string(r->pause_reason) : json_null());
+	                    r->state == ROLLOUT_PAUSED ? json_string(r->pause_reason)
+	                                               : json_null());
 	return o;
 }
 

@@ -307,10 +307,16 @@ class Reader:
 class PyUpstream:
     """mode "record": keeps every request (head lines, headers, body) and
     every raw byte; mode "sink": counts body bytes, answers with the count;
-    mode "source": answers every request with `source_bytes` bytes."""
+    mode "source": answers every request with `source_bytes` bytes; mode
+    "close": reads a request head, then closes without answering."""
 
-    def __init__(self, mode="record", source_bytes=0, response_headers=b""):
+    def __init__(self, mode="record", source_bytes=0, response_headers=b"", stall_at=(),
+                 stall_s=0.0):
         self.mode = mode
+        # sink: stop reading for stall_s at each of these body offsets (a slow
+        # upstream, so that the proxy has to apply backpressure to the client)
+        self.stall_at = sorted(stall_at)
+        self.stall_s = stall_s
         self.source_bytes = source_bytes
         self.response_headers = response_headers
         self.lock = threading.Lock()
@@ -355,6 +361,10 @@ class PyUpstream:
         try:
             while not self.stopping:
                 head = r.until(b"\r\n\r\n", limit=256 << 10).decode("latin-1")
+                if self.mode == "close":
+                    with self.lock:
+                        self.requests.append({"line": head.split("\r\n", 1)[0]})
+                    break
                 lines = head[:-4].split("\r\n")
                 headers = []
                 for line in lines[1:]:
@@ -366,8 +376,12 @@ class PyUpstream:
                 keep = self.mode == "record"
                 body_len = 0
                 body = []
+                stalls = list(self.stall_at)
                 if "chunked" in hd.get("transfer-encoding", "").lower():
                     while True:
+                        if stalls and body_len >= stalls[0]:
+                            stalls.pop(0)
+                            time.sleep(self.stall_s)
                         size_line = r.until(b"\r\n")
                         size = int(size_line.split(b";")[0].strip(), 16)
                         if size == 0:
@@ -780,13 +794,70 @@ def test_drain_in_flight_complete_no_new_canary(canaryd, upstream):
     assert v2["draining"] is True
 
 
+def established_to(port):
+    """Established TCP connections whose local (server) port is `port`."""
+    n = 0
+    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(path) as f:
+                next(f)
+                for line in f:
+                    parts = line.split()
+                    if int(parts[1].rsplit(":", 1)[1], 16) == port and parts[3] == "01":
+                        n += 1
+        except OSError:
+            pass
+    return n
+
+
+def test_drained_canary_keeps_no_upstream_connections(canaryd, upstream):
+    # SPEC 4: weight 0 drains the version: no new requests, idle upstream
+    # connections closed, in-flight ones finish.  Once the in-flight ones are
+    # done, nothing holds a connection to the drained canary (it can be
+    # undeployed).
+    v2 = upstream("v2", latency_ms=600)
+    d = start_proxy(canaryd, web_service(upstream("v1"), v2,
+                                         "    sticky: header:x-user-id\n"))
+    set_traffic(d, "v2", 100)
+    result = []
+
+    def inflight():
+        c = Client(d.proxy_port)
+        st, r, _ = c.get("/", {"x-user-id": "inflight"})
+        result.append((st, upstream_of(r)))
+        c.close()
+
+    # one request in flight on the canary during the change ...
+    t = threading.Thread(target=inflight, daemon=True)
+    t.start()
+    time.sleep(0.1)
+    # ... and an idle pooled connection to it (opened while the first was busy)
+    assert Client(d.proxy_port).get("/", {"x-user-id": "quick"})[0] == 200
+    assert established_to(v2) == 2
+    set_traffic(d, "v2", 0)
+    t.join(5)
+    assert result == [(200, "v2")]
+    left = []
+
+    def none_left():
+        left.append(established_to(v2))
+        return left[-1] == 0
+
+    try:
+        wait_until(none_left, 3, interval=0.05, what="no connection left to the drained canary")
+    except AssertionError:
+        raise AssertionError(f"{left[-1]} connection(s) to the drained canary still open 3 s "
+                             f"after its in-flight request finished") from None
+
+
 # --------------------------------------------------------------------------
 # Upstream failures
 
 
-def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream):
+def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream, pyupstream):
     dead = free_port()  # nothing listens there
     slow = upstream("slow", latency_ms=2000)
+    closer = pyupstream(mode="close")  # takes the request, closes without answering
     services = ("  down:\n"
                 "    versions:\n"
                 f"      v1: {{endpoints: [127.0.0.1:{dead}]}}\n"
@@ -795,8 +866,13 @@ def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream):
                 "    versions:\n"
                 f"      v1: {{endpoints: [127.0.0.1:{slow}]}}\n"
                 "    stable: v1\n"
-                "    timeouts: {response: 300ms}\n")
-    d = start_proxy(canaryd, services, routes=[("/down", "down"), ("/slow", "slow")])
+                "    timeouts: {response: 300ms}\n"
+                "  reset:\n"
+                "    versions:\n"
+                f"      v1: {{endpoints: [127.0.0.1:{closer.port}]}}\n"
+                "    stable: v1\n")
+    d = start_proxy(canaryd, services,
+                    routes=[("/down", "down"), ("/slow", "slow"), ("/reset", "reset")])
     c = Client(d.proxy_port)
     try:
         for _ in range(3):
@@ -807,6 +883,12 @@ def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream):
         took = time.monotonic() - t0
         assert st == 504, (st, body)
         assert 0.25 <= took < 1.5, took
+        st, r, body = c.get("/reset/x")
+        assert st == 502, (st, body)
+        assert closer.snapshot()[1], "the closing upstream never got the request"
+        # the client connection is still usable after proxy errors
+        st, r, body = c.get("/down/y")
+        assert st == 502
     finally:
         c.close()
     text = metrics_text(d)
@@ -820,6 +902,8 @@ def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream):
                         kind="response_timeout")
     assert t504 is not None and t504 >= 1, text
     assert metric_value(text, "canaryd_requests_total", service="slow", code="5xx") >= 1
+    reset = metric_value(text, "canaryd_upstream_errors_total", service="reset", kind="reset")
+    assert reset is not None and reset >= 1, text
 
 
 def test_outlier_ejection_and_return(canaryd, upstream):
@@ -887,6 +971,21 @@ MALFORMED = [
      b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 1000)
                                                for i in range(34)) + b"\r\n"),
 ]
+
+
+def test_header_section_just_under_limit_passes(canaryd, pyupstream):
+    up = pyupstream()
+    d = start_proxy(canaryd, "  web:\n    versions:\n"
+                    f"      v1: {{endpoints: [127.0.0.1:{up.port}]}}\n    stable: v1\n")
+    head = b"GET /big-head HTTP/1.1\r\nHost: a\r\n"
+    i = 0
+    while len(head) < 31 * 1024:
+        head += b"X-Fill-%d: %s\r\n" % (i, b"f" * 900)
+        i += 1
+    raw = raw_exchange(d.proxy_port, head + b"Connection: close\r\n\r\n")
+    assert status_of(raw) == 200, raw[:200]
+    _, reqs, _ = up.snapshot()
+    assert len(reqs) == 1 and sum(n.startswith("x-fill-") for n, _ in reqs[0]["headers"]) == i
 
 
 @pytest.mark.parametrize("name,want,data", MALFORMED, ids=[m[0] for m in MALFORMED])
@@ -1014,12 +1113,14 @@ def test_pipelined_requests_answered_in_order(canaryd, upstream):
 # --------------------------------------------------------------------------
 # Big bodies: streamed, bounded memory
 
-# Size: 1 GiB each way.  Measured on the 2-core dev machine: a 256 MiB
-# transfer through the proxy takes well under 1 s each way (the Python ends
-# dominate), so 1 GiB upload + 1 GiB download stays within about 5 s.
+# Size: 1 GiB each way, as the issue asks.  Measured on the 2-core dev
+# machine: the Python ends alone move 256 MiB in ~0.3 s (upload) / ~0.05 s
+# (download), and 1 GiB through the proxy takes ~1 s each way, plus the
+# deliberate stalls below; so 1 GiB keeps each test well under 20 s.
 # BIG_BODY_MIB lets a slower machine shrink it.
 BIG = int(os.environ.get("BIG_BODY_MIB", "1024")) << 20
 RSS_LIMIT_KIB = 64 << 10
+STALL_S = 0.3  # the slow side stops reading this long, twice per transfer
 
 
 class RssWatch:
@@ -1045,9 +1146,12 @@ class RssWatch:
 
 
 def test_big_request_body_streams_in_bounded_memory(canaryd, pyupstream):
-    up = pyupstream(mode="sink")
+    # the upstream is slower than the client at the start and half way: the
+    # proxy must stop reading the client (TCP backpressure) and resume after
+    up = pyupstream(mode="sink", stall_at=(0, BIG // 2), stall_s=STALL_S)
     d = start_proxy(canaryd, "  web:\n    versions:\n"
-                    f"      v1: {{endpoints: [127.0.0.1:{up.port}]}}\n    stable: v1\n")
+                    f"      v1: {{endpoints: [127.0.0.1:{up.port}]}}\n    stable: v1\n"
+                    "    timeouts: {response: 10s}\n")
     watch = RssWatch(d.proc.pid)
     block = memoryview(b"\x5a" * (1 << 20))
 
@@ -1055,7 +1159,7 @@ def test_big_request_body_streams_in_bounded_memory(canaryd, pyupstream):
         for _ in range(BIG >> 20):
             yield block
 
-    conn = httpclient.HTTPConnection("127.0.0.1", d.proxy_port, timeout=30)
+    conn = httpclient.HTTPConnection("127.0.0.1", d.proxy_port, timeout=10)
     t0 = time.monotonic()
     conn.request("POST", "/upload", body=gen(), headers={"Transfer-Encoding": "chunked"},
                  encode_chunked=True)
@@ -1072,16 +1176,22 @@ def test_big_request_body_streams_in_bounded_memory(canaryd, pyupstream):
 def test_big_response_body_streams_in_bounded_memory(canaryd, pyupstream):
     up = pyupstream(mode="source", source_bytes=BIG)
     d = start_proxy(canaryd, "  web:\n    versions:\n"
-                    f"      v1: {{endpoints: [127.0.0.1:{up.port}]}}\n    stable: v1\n")
+                    f"      v1: {{endpoints: [127.0.0.1:{up.port}]}}\n    stable: v1\n"
+                    "    timeouts: {response: 10s}\n")
     watch = RssWatch(d.proc.pid)
-    conn = httpclient.HTTPConnection("127.0.0.1", d.proxy_port, timeout=30)
+    conn = httpclient.HTTPConnection("127.0.0.1", d.proxy_port, timeout=10)
     t0 = time.monotonic()
     conn.request("GET", "/download")
     r = conn.getresponse()
     assert r.status == 200 and int(r.getheader("Content-Length")) == BIG
     buf = bytearray(1 << 20)
     total = 0
+    stalls = [0, BIG // 2]
     while True:
+        if stalls and total >= stalls[0]:
+            # a slow client: the proxy must stop reading the upstream meanwhile
+            stalls.pop(0)
+            time.sleep(STALL_S)
         n = r.readinto(buf)
         if not n:
             break

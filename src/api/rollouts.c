@@ -1,0 +1,228 @@
+/*
+ * rollouts.c - the rollout endpoints (see rollouts.h).  Thin: parse, call
+ * the engine, map its status to the SPEC 7 error body.
+ */
+#include "api/rollouts.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "rollout/engine.h"
+#include "store/store.h"
+
+static struct rollout_engine *engine;
+
+static void name_of(const struct api_call *call, char *buf, size_t len)
+{
+	snprintf(buf, len, "%.*s", (int)call->params[0].len, call->params[0].p);
+}
+
+static const char *code_name(int status)
+{
+	switch (status) {
+	case 403:
+		return "forbidden";
+	case 404:
+		return "not_found";
+	case 409:
+		return "conflict";
+	case 400:
+		return "bad_request";
+	default:
+		return "internal";
+	}
+}
+
+static void h_list(struct api_call *call)
+{
+	api_reply_json(call, 200, json_pack("{s:o}", "rollouts", rollout_engine_list_json(engine)));
+}
+
+static void h_get(struct api_call *call)
+{
+	char name[STORE_NAME_MAX + 1];
+	json_t *o;
+
+	name_of(call, name, sizeof(name));
+	o = rollout_engine_json(engine, name);
+	if (!o) {
+		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
+		return;
+	}
+	api_reply_json(call, 200, o);
+}
+
+static void control(struct api_call *call, enum rollout_control c)
+{
+	char name[STORE_NAME_MAX + 1], msg[512];
+	json_t *body = NULL, *full;
+	int status;
+
+	name_of(call, name, sizeof(name));
+	if (call->req->body.len) {
+		const char *key;
+		json_t *v;
+
+		body = api_body_json(call);
+		if (!body)
+			return;
+		json_object_foreach(body, key, v)
+		{
+			if (!(c == ROLLOUT_PROMOTE && strcmp(key, "full") == 0)) {
+				api_reply_error(call, 422, "invalid", key, "unknown field \"%s\"",
+				                key);
+				goto out;
+			}
+		}
+		full = json_object_get(body, "full");
+		if (full && !json_is_boolean(full)) {
+			api_reply_error(call, 422, "invalid", "full", "full must be a boolean");
+			goto out;
+		}
+		if (json_is_true(full))
+			c = ROLLOUT_PROMOTE_FULL;
+	}
+	status = rollout_engine_control(engine, name, c, call->actor, rollout_engine_now(engine),
+	                                msg, sizeof(msg));
+	if (status != 200) {
+		api_reply_error(call, status, code_name(status), NULL, "%s", msg);
+		goto out;
+	}
+	api_reply_json(
+	    call, 200,
+	    json_pack("{s:s, s:o}", "message", msg, "rollout", rollout_engine_json(engine, name)));
+out:
+	json_decref(body);
+}
+
+static void h_start(struct api_call *call)
+{
+	control(call, ROLLOUT_START);
+}
+
+static void h_promote(struct api_call *call)
+{
+	control(call, ROLLOUT_PROMOTE);
+}
+
+static void h_pause(struct api_call *call)
+{
+	control(call, ROLLOUT_PAUSE);
+}
+
+static void h_resume(struct api_call *call)
+{
+	control(call, ROLLOUT_RESUME);
+}
+
+static void h_abort(struct api_call *call)
+{
+	control(call, ROLLOUT_ABORT);
+}
+
+static void h_retry(struct api_call *call)
+{
+	control(call, ROLLOUT_RETRY);
+}
+
+static void h_approve(struct api_call *call)
+{
+	control(call, ROLLOUT_APPROVE);
+}
+
+static void h_rollback_all(struct api_call *call)
+{
+	int n = rollout_engine_rollback_all(engine, call->actor, rollout_engine_now(engine));
+
+	api_reply_json(call, 200,
+	               json_pack("{s:i, s:o}", "rolled_back", n, "rollouts",
+	                         rollout_engine_list_json(engine)));
+}
+
+/* The rollout's events with id > ?since, only kind `only` when not NULL. */
+static void events(struct api_call *call, const char *only)
+{
+	struct str since_s = api_query_param(call->req->query, "since");
+	unsigned long long since = 0;
+	char name[STORE_NAME_MAX + 1], subject[STORE_NAME_MAX + 16];
+	json_t *arr = NULL, *out, *x, *view;
+	size_t i;
+	int rc;
+
+	name_of(call, name, sizeof(name));
+	view = rollout_engine_json(engine, name);
+	if (!view) {
+		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
+		return;
+	}
+	if (since_s.p && str_to_u64(since_s, &since) != 0) {
+		api_reply_error(call, 400, "bad_request", "since",
+		                "since must be a non-negative event id");
+		json_decref(view);
+		return;
+	}
+	snprintf(subject, sizeof(subject), "rollout/%s", name);
+	rc = store_events_list(rollout_engine_store(engine), (int64_t)since, STORE_EVENTS_LIMIT_MAX,
+	                       subject, &arr);
+	if (rc) {
+		api_reply_error(call, 500, "internal", NULL, "store: %s", store_strerror(rc));
+		json_decref(view);
+		return;
+	}
+	out = json_array();
+	json_array_foreach(arr, i, x)
+	{
+		if (!only || strcmp(json_string_value(json_object_get(x, "kind")), only) == 0)
+			json_array_append(out, x);
+	}
+	x = json_array_size(arr)
+	        ? json_object_get(json_array_get(arr, json_array_size(arr) - 1), "id")
+	        : NULL;
+	if (only)
+		api_reply_json(call, 200,
+		               json_pack("{s:s, s:O, s:o, s:I}", "rollout", name, "checks",
+		                         json_object_get(view, "checks"), "verdicts", out, "next",
+		                         x ? json_integer_value(x) : (json_int_t)since));
+	else
+		api_reply_json(call, 200,
+		               json_pack("{s:s, s:o, s:I}", "rollout", name, "events", out, "next",
+		                         x ? json_integer_value(x) : (json_int_t)since));
+	json_decref(arr);
+	json_decref(view);
+}
+
+static void h_analysis(struct api_call *call)
+{
+	events(call, "verdict");
+}
+
+static void h_events(struct api_call *call)
+{
+	events(call, NULL);
+}
+
+static const struct api_route routes[] = {
+    {"GET", "/v1/rollouts", SCOPE_READ, h_list},
+    {"GET", "/v1/rollouts/{name}", SCOPE_READ, h_get},
+    {"GET", "/v1/rollouts/{name}/analysis", SCOPE_READ, h_analysis},
+    {"GET", "/v1/rollouts/{name}/events", SCOPE_READ, h_events},
+    {"POST", "/v1/rollouts/{name}/start", SCOPE_ROLLOUTS_WRITE, h_start},
+    {"POST", "/v1/rollouts/{name}/promote", SCOPE_ROLLOUTS_WRITE, h_promote},
+    {"POST", "/v1/rollouts/{name}/pause", SCOPE_ROLLOUTS_WRITE, h_pause},
+    {"POST", "/v1/rollouts/{name}/resume", SCOPE_ROLLOUTS_WRITE, h_resume},
+    {"POST", "/v1/rollouts/{name}/abort", SCOPE_ROLLOUTS_WRITE, h_abort},
+    {"POST", "/v1/rollouts/{name}/retry", SCOPE_ROLLOUTS_WRITE, h_retry},
+    {"POST", "/v1/rollouts/{name}/approve", SCOPE_APPROVE, h_approve},
+    {"POST", "/v1/rollback", SCOPE_ROLLOUTS_WRITE, h_rollback_all},
+};
+
+int api_rollouts_init(struct api *api, struct rollout_engine *e)
+{
+	engine = e;
+	return api_add_routes(api, routes, sizeof(routes) / sizeof(routes[0]));
+}
+
+void api_rollouts_set_engine(struct rollout_engine *e)
+{
+	engine = e;
+}

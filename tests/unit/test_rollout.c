@@ -1,0 +1,900 @@
+/* The rollout engine with a fake backend and a fake clock: transitions,
+ * every control in every state, promotion, rollback, `for`, review,
+ * approvals, per-target rollback, time gates, crash safety. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api.h"
+#include "api/rollouts.h"
+#include "config/config.h"
+#include "rollout/engine.h"
+#include "store/store.h"
+
+#define T0 INT64_C(1714557600000) /* 2024-05-01T10:00:00Z, a Wednesday */
+
+/* --- fake backend ------------------------------------------------------------------- */
+
+struct series {
+	char svc[16], ver[16];
+	int cohort;
+	struct metrics_cohort_snapshot s;
+};
+
+struct call {
+	char svc[16];
+	uint32_t w;
+};
+
+static struct fake {
+	int64_t now;
+	struct call calls[512];
+	int ncalls;
+	bool lose;    /* accept set_weight but drop it: a crash before it took effect */
+	int fail_set; /* set_weight returns this when non-zero */
+	struct series series[16];
+	int nseries;
+} F;
+
+static int fake_set(void *ctx, const char *svc, const char *canary, uint32_t w, const char *actor)
+{
+	(void)ctx, (void)canary, (void)actor;
+	if (F.fail_set)
+		return F.fail_set;
+	if (F.lose || F.ncalls == 512)
+		return 0;
+	snprintf(F.calls[F.ncalls].svc, sizeof(F.calls[0].svc), "%s", svc);
+	F.calls[F.ncalls++].w = w;
+	return 0;
+}
+
+static struct series *series(const char *svc, const char *ver, int cohort)
+{
+	for (int i = 0; i < F.nseries; i++)
+		if (!strcmp(F.series[i].svc, svc) && !strcmp(F.series[i].ver, ver) &&
+		    F.series[i].cohort == cohort)
+			return &F.series[i];
+	assert_true(F.nseries < 16);
+	snprintf(F.series[F.nseries].svc, sizeof(F.series[0].svc), "%s", svc);
+	snprintf(F.series[F.nseries].ver, sizeof(F.series[0].ver), "%s", ver);
+	F.series[F.nseries].cohort = cohort;
+	return &F.series[F.nseries++];
+}
+
+static int fake_read(void *ctx, const char *svc, const char *ver, enum cohort c,
+                     struct metrics_cohort_snapshot *out)
+{
+	(void)ctx;
+	*out = series(svc, ver, c)->s;
+	return 0;
+}
+
+static int64_t fake_now(void *ctx)
+{
+	(void)ctx;
+	return F.now;
+}
+
+/* Adds req requests with err errors (10 ms each) to a cohort. */
+static void add(const char *svc, const char *ver, int cohort, uint64_t req, uint64_t err)
+{
+	struct metrics_cohort_snapshot *s = &series(svc, ver, cohort)->s;
+
+	s->requests += req;
+	s->errors += err;
+	s->by_class[5] += err;
+	s->by_class[2] += req - err;
+	s->hist.counts[hist_index(10000)] += req;
+	s->hist.n += req;
+	s->hist.sum_us += req * 10000;
+}
+
+/* Service "web" has v1 (stable) and v2; "api" a1/a2; "pay" p1/p2. */
+static void traffic(const char *svc, uint64_t creq, uint64_t cerr, uint64_t breq, uint64_t berr)
+{
+	char stable[4] = {svc[0], '1', 0}, canary[4] = {svc[0], '2', 0};
+
+	if (!strcmp(svc, "web"))
+		stable[0] = canary[0] = 'v';
+	add(svc, canary, COHORT_CANARY, creq, cerr);
+	add(svc, stable, COHORT_BASELINE, breq, berr);
+}
+
+/* --- fixtures ----------------------------------------------------------------------- */
+
+static const char *common =
+    "admin:\n"
+    "  tokens:\n"
+    "    - {name: ops, secret: s1, scopes: [admin]}\n"
+    "    - {name: alice, secret: s2, scopes: [approve]}\n"
+    "    - {name: bob, secret: s3, scopes: [approve]}\n"
+    "    - {name: carol, secret: s4, scopes: [approve]}\n"
+    "    - {name: mallory, secret: s5, scopes: [approve]}\n"
+    "services:\n"
+    "  web: {versions: {v1: {endpoints: [127.0.0.1:7001]}, v2: {endpoints: [127.0.0.1:7002]}}, "
+    "stable: v1}\n"
+    "  api: {versions: {a1: {endpoints: [127.0.0.1:7003]}, a2: {endpoints: [127.0.0.1:7004]}}, "
+    "stable: a1}\n"
+    "  pay: {versions: {p1: {endpoints: [127.0.0.1:7005]}, p2: {endpoints: [127.0.0.1:7006]}}, "
+    "stable: p1}\n"
+    "rollouts:\n";
+
+struct env {
+	struct config *cfg;
+	struct store *st;
+	struct rollout_engine *e;
+	struct rollout_backend be;
+};
+
+static void env_open(struct env *v, const char *rollouts)
+{
+	struct config_errors errs;
+	char yaml[8192];
+	int n;
+
+	memset(&F, 0, sizeof(F));
+	F.now = T0;
+	memset(v, 0, sizeof(*v));
+	n = snprintf(yaml, sizeof(yaml), "%s%s", common, rollouts);
+	assert_true(n > 0 && (size_t)n < sizeof(yaml));
+	config_errors_init(&errs);
+	v->cfg = config_load_string("t.yaml", yaml, (size_t)n, &errs);
+	if (!v->cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(v->cfg);
+	config_errors_release(&errs);
+	v->st = store_open("sqlite::memory:", NULL, 0);
+	assert_non_null(v->st);
+	v->be = (struct rollout_backend){
+	    .set_weight = fake_set, .read_cohort = fake_read, .now_ms = fake_now, .store = v->st};
+	v->e = rollout_engine_new(v->cfg, &v->be);
+	assert_non_null(v->e);
+	assert_int_equal(rollout_engine_load(v->e, F.now), 0);
+}
+
+/* Drops the engine and loads a new one from the same store: a restart. */
+static void env_restart(struct env *v)
+{
+	rollout_engine_free(v->e);
+	v->e = rollout_engine_new(v->cfg, &v->be);
+	assert_non_null(v->e);
+	assert_int_equal(rollout_engine_load(v->e, F.now), 0);
+}
+
+static void env_close(struct env *v)
+{
+	rollout_engine_free(v->e);
+	store_close(v->st);
+	config_free(v->cfg);
+}
+
+static int ctl(struct env *v, const char *name, enum rollout_control c, const char *actor)
+{
+	char msg[256];
+
+	return rollout_engine_control(v->e, name, c, actor, F.now, msg, sizeof(msg));
+}
+
+/* Advances the clock by seconds, one second per tick, with traffic on svc. */
+static void drive(struct env *v, int seconds, const char *svc, uint64_t creq, uint64_t cerr)
+{
+	for (int i = 0; i < seconds; i++) {
+		if (svc)
+			traffic(svc, creq, cerr, creq, creq / 200);
+		F.now += 1000;
+		rollout_engine_tick(v->e, F.now);
+	}
+}
+
+/* Number of events of kind for rollout name; *last gets a copy of the last one. */
+static int events(struct env *v, const char *name, const char *kind, json_t **last)
+{
+	char subject[128];
+	json_t *arr, *x;
+	size_t i;
+	int n = 0;
+
+	snprintf(subject, sizeof(subject), "rollout/%s", name);
+	assert_int_equal(store_events_list(v->st, 0, 1000, subject, &arr), 0);
+	if (last)
+		*last = NULL;
+	json_array_foreach(arr, i, x)
+	{
+		if (strcmp(json_string_value(json_object_get(x, "kind")), kind) != 0)
+			continue;
+		n++;
+		if (last) {
+			json_decref(*last);
+			*last = json_deep_copy(json_object_get(x, "details"));
+		}
+	}
+	json_decref(arr);
+	return n;
+}
+
+static uint32_t last_weight(const char *svc)
+{
+	for (int i = F.ncalls - 1; i >= 0; i--)
+		if (!strcmp(F.calls[i].svc, svc))
+			return F.calls[i].w;
+	return UINT32_MAX;
+}
+
+static const char *healthy_yaml = "  web-v2:\n"
+                                  "    target: {service: web, canary: v2}\n"
+                                  "    steps:\n"
+                                  "      - weight: 1\n"
+                                  "      - analysis: {for: 5m}\n"
+                                  "      - {weight: 5, for: 20s}\n"
+                                  "      - {weight: 25, for: 20s}\n"
+                                  "      - {weight: 50, for: 20s}\n"
+                                  "      - weight: 100\n"
+                                  "    analysis:\n"
+                                  "      interval: 10s\n"
+                                  "      checks:\n"
+                                  "        - {name: errors, metric: error_rate, max: 0.03}\n";
+
+/* --- tests -------------------------------------------------------------------------- */
+
+static void test_healthy_promotion(void **state)
+{
+	struct env v;
+	const uint32_t want[] = {1000, 5000, 25000, 50000, 100000};
+	json_t *d;
+
+	(void)state;
+	env_open(&v, healthy_yaml);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_IDLE);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1); /* weight 1 done, analysis */
+	assert_string_equal(rollout_engine_owner(v.e, "web"), "web-v2");
+	drive(&v, 200, "web", 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	assert_int_equal(F.ncalls, 5);
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(F.calls[i].w, want[i]);
+	assert_null(rollout_engine_owner(v.e, "web"));
+	assert_int_equal(events(&v, "web-v2", "rollout.step", NULL), 6);
+	assert_int_equal(events(&v, "web-v2", "rollout.completed", NULL), 1);
+	assert_true(events(&v, "web-v2", "verdict", &d) >= 2);
+	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
+	json_decref(d);
+	env_close(&v);
+}
+
+static void test_bad_canary_rolls_back(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, healthy_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 9, "web", 100, 5);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	drive(&v, 1, "web", 100, 5); /* first interval ends: 5% > 3% */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(last_weight("web"), 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
+	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")),
+	                       "error_rate 0.05 on the canary is above max 0.03"));
+	assert_int_equal(json_integer_value(json_object_get(d, "decision_ms")), T0 + 10000);
+	assert_int_equal(json_integer_value(json_object_get(d, "time_to_detect_ms")), 10000);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(d, "verdict"), "outcome")), "fail");
+	json_decref(d);
+	assert_int_equal(events(&v, "web-v2", "rollout.mitigated", NULL), 1);
+	assert_null(rollout_engine_owner(v.e, "web"));
+	/* Nothing moves after a rollback. */
+	drive(&v, 60, "web", 100, 0);
+	assert_int_equal(last_weight("web"), 0);
+	env_close(&v);
+}
+
+static void test_min_samples_never_pass(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 1}, {analysis: {for: 1m}}, {weight: 100}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 59, "web", 5, 0); /* 50 requests per interval < 200 */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_true(events(&v, "web-v2", "verdict", &d) >= 4);
+	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "inconclusive");
+	json_decref(d);
+	drive(&v, 2, "web", 5, 0); /* `for` ends inconclusive: pause */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(last_weight("web"), 1000);
+	/* Resume restarts the hold; with traffic it now passes. */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	drive(&v, 30, "web", 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	env_close(&v);
+}
+
+/* One interval of 10 s with a failing (5%) or passing canary. */
+static void interval(struct env *v, bool fail)
+{
+	drive(v, 10, "web", 100, fail ? 5 : 0);
+}
+
+static void test_for_is_consecutive(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 10}, {pause: {}}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03, for: 30s}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	interval(&v, true);
+	interval(&v, true);
+	interval(&v, false); /* resets */
+	interval(&v, true);
+	interval(&v, true);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	interval(&v, true); /* third consecutive: 30 s */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
+	/* Detect measured from the start of the first failing interval of the streak. */
+	assert_int_equal(json_integer_value(json_object_get(d, "time_to_detect_ms")), 30000);
+	json_decref(d);
+	env_close(&v);
+}
+
+static void test_pause_review_rolls_back(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 10}, {pause: {}}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03, on_fail: pause, "
+	             "review: 1m}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	interval(&v, true);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(events(&v, "web-v2", "rollout.paused", NULL), 1);
+	assert_int_equal(last_weight("web"), 10000);
+	drive(&v, 59, "web", 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	drive(&v, 1, "web", 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(last_weight("web"), 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
+	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")), "review window"));
+	json_decref(d);
+	env_close(&v);
+
+	/* A resume within the review window cancels it. */
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 10}, {pause: {}}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03, on_fail: pause, "
+	             "review: 1m}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	interval(&v, true);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	drive(&v, 120, "web", 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	env_close(&v);
+}
+
+static void test_approvals(void **state)
+{
+	struct env v;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps:\n"
+	             "      - weight: 1\n"
+	             "      - approval: {required: [alice, bob, carol]}\n"
+	             "      - weight: 100\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 409); /* idle */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(events(&v, "web-v2", "rollout.approval_needed", NULL), 1);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "mallory"), 403);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 200); /* idempotent */
+	assert_int_equal(events(&v, "web-v2", "rollout.approved", NULL), 1);
+	drive(&v, 5, NULL, 0, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	env_restart(&v); /* approvals survive a restart */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "bob"), 200);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "carol"), 200);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	assert_int_equal(events(&v, "web-v2", "rollout.approved", NULL), 3);
+	assert_int_equal(last_weight("web"), 100000);
+	env_close(&v);
+}
+
+static void test_per_target_rollback(void **state)
+{
+	struct env v;
+
+	(void)state;
+	env_open(&v,
+	         "  two:\n"
+	         "    targets:\n"
+	         "      t-web: {service: web, canary: v2}\n"
+	         "      t-api: {service: api, canary: a2}\n"
+	         "    steps:\n"
+	         "      - set: {t-web: 10, t-api: 10}\n"
+	         "      - pause: {}\n"
+	         "      - set: {t-web: 100, t-api: 100}\n"
+	         "    analysis:\n"
+	         "      interval: 10s\n"
+	         "      checks:\n"
+	         "        - {name: api-errors, metric: error_rate, max: 0.03, target: t-api}\n");
+	assert_int_equal(ctl(&v, "two", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(last_weight("web"), 10000);
+	assert_int_equal(last_weight("api"), 10000);
+	for (int i = 0; i < 10; i++) {
+		traffic("web", 100, 0, 100, 0);
+		traffic("api", 100, 10, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(last_weight("api"), 0);
+	assert_int_equal(last_weight("web"), 10000);
+	assert_int_equal(rollout_engine_state(v.e, "two"), ROLLOUT_PROGRESSING);
+	assert_string_equal(rollout_engine_owner(v.e, "web"), "two");
+	assert_null(rollout_engine_owner(v.e, "api"));
+	assert_int_equal(ctl(&v, "two", ROLLOUT_PROMOTE, "ops"), 200);
+	assert_int_equal(rollout_engine_state(v.e, "two"), ROLLOUT_COMPLETED);
+	assert_int_equal(last_weight("web"), 100000);
+	assert_int_equal(last_weight("api"), 0); /* a rolled-back target stays at 0 */
+	env_close(&v);
+}
+
+static int64_t at(const char *rfc3339)
+{
+	int64_t s;
+
+	assert_int_equal(config_parse_rfc3339(rfc3339, &s), 0);
+	return s * 1000;
+}
+
+static void test_gate_arithmetic(void **state)
+{
+	struct config_not_before nb = {0};
+	struct config_window w = {0};
+	int64_t wed10 = at("2024-05-01T10:00:00Z");
+
+	(void)state;
+	assert_int_equal(rollout_gate_time(&nb, &w, wed10, wed10), wed10);
+	nb.kind = CONFIG_NOT_BEFORE_TIME_OF_DAY;
+	assert_int_equal(config_parse_time_of_day("06:00Z", &nb.minute_of_day), 0);
+	assert_int_equal(rollout_gate_time(&nb, &w, wed10, wed10), at("2024-05-02T06:00:00Z"));
+	assert_int_equal(config_parse_time_of_day("12:30Z", &nb.minute_of_day), 0);
+	assert_int_equal(rollout_gate_time(&nb, &w, wed10, wed10), at("2024-05-01T12:30:00Z"));
+	/* "the next such time" is fixed when the step starts waiting. */
+	assert_int_equal(rollout_gate_time(&nb, &w, wed10, at("2024-05-01T13:00:00Z")),
+	                 at("2024-05-01T13:00:00Z"));
+	nb.kind = CONFIG_NOT_BEFORE_INSTANT;
+	nb.epoch_s = at("2024-06-01T00:00:00Z") / 1000;
+	assert_int_equal(rollout_gate_time(&nb, &w, wed10, wed10), at("2024-06-01T00:00:00Z"));
+	nb.kind = CONFIG_NOT_BEFORE_NONE;
+
+	assert_int_equal(config_parse_window("Mon-Fri 06:00-18:00Z", &w), 0);
+	assert_int_equal(rollout_gate_time(&nb, &w, wed10, wed10), wed10);
+	assert_int_equal(rollout_gate_time(&nb, &w, 0, at("2024-05-01T18:00:00Z")),
+	                 at("2024-05-02T06:00:00Z"));
+	assert_int_equal(rollout_gate_time(&nb, &w, 0, at("2024-05-04T10:00:00Z")), /* Sat */
+	                 at("2024-05-06T06:00:00Z"));
+	assert_int_equal(config_parse_window("Sat,Sun 22:00-02:00Z", &w), 0);
+	assert_int_equal(rollout_gate_time(&nb, &w, 0, at("2024-05-06T01:00:00Z")), /* Mon 01h */
+	                 at("2024-05-06T01:00:00Z"));
+	assert_int_equal(rollout_gate_time(&nb, &w, 0, at("2024-05-06T02:00:00Z")),
+	                 at("2024-05-11T22:00:00Z"));
+	assert_int_equal(rollout_gate_time(&nb, &w, 0, at("2024-05-03T23:00:00Z")), /* Fri */
+	                 at("2024-05-04T22:00:00Z"));
+	/* not_before and window together: after 06:00 and inside the window. */
+	nb.kind = CONFIG_NOT_BEFORE_TIME_OF_DAY;
+	nb.minute_of_day = 6 * 60;
+	assert_int_equal(rollout_gate_time(&nb, &w, wed10, wed10), at("2024-05-04T22:00:00Z"));
+}
+
+static void test_not_before_step(void **state)
+{
+	struct env v;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps:\n"
+	             "      - weight: 1\n"
+	             "      - {weight: 5, not_before: \"12:00Z\"}\n"
+	             "      - {weight: 50, window: \"Mon-Fri 13:00-14:00Z\"}\n"
+	             "      - {pause: {}}\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(last_weight("web"), 1000);
+	F.now = at("2024-05-01T11:59:59Z");
+	rollout_engine_tick(v.e, F.now);
+	assert_int_equal(last_weight("web"), 1000);
+	F.now = at("2024-05-01T12:00:00Z");
+	rollout_engine_tick(v.e, F.now);
+	assert_int_equal(last_weight("web"), 5000);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 2);
+	rollout_engine_tick(v.e, at("2024-05-01T12:59:00Z"));
+	assert_int_equal(last_weight("web"), 5000);
+	/* promote lifts a gate */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_PROMOTE, "ops"), 200);
+	assert_int_equal(last_weight("web"), 50000);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 3);
+	env_close(&v);
+}
+
+static const char *ctl_yaml = "  r:\n"
+                              "    target: {service: web, canary: v2}\n"
+                              "    steps: [{weight: 1, for: 1m}, {pause: {}}, {weight: 100}]\n";
+
+/* Puts a fresh env's rollout "r" into state s. */
+static void reach(struct env *v, enum rollout_state s)
+{
+	switch (s) {
+	case ROLLOUT_IDLE:
+		break;
+	case ROLLOUT_PROGRESSING:
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
+		break;
+	case ROLLOUT_PAUSED:
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_PAUSE, "ops"), 200);
+		break;
+	case ROLLOUT_COMPLETED:
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_PROMOTE_FULL, "ops"), 200);
+		break;
+	case ROLLOUT_ROLLED_BACK:
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_ABORT, "ops"), 200);
+		break;
+	case ROLLOUT_FAILED:
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
+		F.fail_set = -5;
+		assert_int_equal(ctl(v, "r", ROLLOUT_ABORT, "ops"), 200);
+		F.fail_set = 0;
+		break;
+	}
+	assert_int_equal(rollout_engine_state(v->e, "r"), s);
+}
+
+static void test_control_table(void **state)
+{
+	/* rows: states; columns: start promote full pause resume abort retry approve */
+	static const int want[6][8] = {
+	    /* idle */ {200, 409, 409, 409, 409, 409, 409, 409},
+	    /* progressing */ {409, 200, 200, 200, 409, 200, 409, 409},
+	    /* paused */ {409, 200, 200, 409, 200, 200, 409, 409},
+	    /* completed */ {409, 409, 409, 409, 409, 409, 409, 409},
+	    /* rolled_back */ {409, 409, 409, 409, 409, 409, 200, 409},
+	    /* failed */ {409, 409, 409, 409, 409, 409, 200, 409},
+	};
+	static const enum rollout_state after[6][8] = {
+	    {ROLLOUT_PROGRESSING, 0, 0, 0, 0, 0, 0, 0},
+	    {0, ROLLOUT_PROGRESSING, ROLLOUT_COMPLETED, ROLLOUT_PAUSED, 0, ROLLOUT_ROLLED_BACK, 0,
+	     0},
+	    {0, ROLLOUT_PROGRESSING, ROLLOUT_COMPLETED, 0, ROLLOUT_PROGRESSING, ROLLOUT_ROLLED_BACK,
+	     0, 0},
+	    {0},
+	    {0, 0, 0, 0, 0, 0, ROLLOUT_PROGRESSING, 0},
+	    {0, 0, 0, 0, 0, 0, ROLLOUT_PROGRESSING, 0},
+	};
+
+	(void)state;
+	for (int s = ROLLOUT_IDLE; s <= ROLLOUT_FAILED; s++) {
+		for (int c = ROLLOUT_START; c <= ROLLOUT_APPROVE; c++) {
+			struct env v;
+			int code;
+
+			env_open(&v, ctl_yaml);
+			reach(&v, (enum rollout_state)s);
+			code = ctl(&v, "r", (enum rollout_control)c, "ops");
+			if (code != want[s][c])
+				fail_msg("%s in %s: %d, want %d", rollout_control_name(c),
+				         rollout_state_name(s), code, want[s][c]);
+			assert_int_equal(rollout_engine_state(v.e, "r"),
+			                 code == 200 ? (int)after[s][c] : s);
+			env_close(&v);
+		}
+	}
+	{
+		struct env v;
+
+		env_open(&v, ctl_yaml);
+		assert_int_equal(ctl(&v, "nope", ROLLOUT_START, "ops"), 404);
+		/* retry starts again from step 0 */
+		reach(&v, ROLLOUT_ROLLED_BACK);
+		F.ncalls = 0;
+		assert_int_equal(ctl(&v, "r", ROLLOUT_RETRY, "ops"), 200);
+		assert_int_equal(rollout_engine_step(v.e, "r"), 0);
+		assert_int_equal(last_weight("web"), 1000);
+		assert_int_equal(events(&v, "r", "rollout.retry", NULL), 1);
+		env_close(&v);
+	}
+}
+
+static void test_emergency_rollback_all(void **state)
+{
+	struct env v;
+
+	(void)state;
+	env_open(&v, "  a:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 10}, {pause: {}}]\n"
+	             "  b:\n"
+	             "    target: {service: api, canary: a2}\n"
+	             "    steps: [{weight: 20}, {pause: {}}]\n"
+	             "  c:\n"
+	             "    target: {service: pay, canary: p2}\n"
+	             "    steps: [{weight: 20}]\n");
+	assert_int_equal(ctl(&v, "a", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "b", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(rollout_engine_rollback_all(v.e, "ops", F.now), 2);
+	assert_int_equal(rollout_engine_state(v.e, "a"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(rollout_engine_state(v.e, "b"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(rollout_engine_state(v.e, "c"), ROLLOUT_IDLE);
+	assert_int_equal(last_weight("web"), 0);
+	assert_int_equal(last_weight("api"), 0);
+	env_close(&v);
+}
+
+static const char *crash_yaml = "  web-v2:\n"
+                                "    target: {service: web, canary: v2}\n"
+                                "    steps:\n"
+                                "      - {weight: 1, for: 20s}\n"
+                                "      - {weight: 5, for: 20s}\n"
+                                "      - pause: 30s\n"
+                                "      - {weight: 25, for: 20s}\n"
+                                "      - approval: {required: [alice]}\n"
+                                "      - weight: 100\n"
+                                "    analysis:\n"
+                                "      interval: 10s\n"
+                                "      checks: [{name: errors, metric: error_rate, max: 0.03, "
+                                "for: 20s}]\n";
+
+/* Runs the crash_yaml rollout to the end, restarting after every tick when asked. */
+static void crash_run(bool restart, int *steps, int *nsteps, uint32_t *weights, int *nweights)
+{
+	struct env v;
+	char subject[] = "rollout/web-v2";
+	json_t *arr, *x;
+	size_t i;
+
+	env_open(&v, crash_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	for (int s = 0; s < 400 && rollout_engine_state(v.e, "web-v2") == ROLLOUT_PROGRESSING;
+	     s++) {
+		traffic("web", 100, 0, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+		if (rollout_engine_step(v.e, "web-v2") == 4 && s % 7 == 0)
+			ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice");
+		if (restart)
+			env_restart(&v);
+	}
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	assert_int_equal(store_events_list(v.st, 0, 1000, subject, &arr), 0);
+	*nsteps = 0;
+	json_array_foreach(arr, i, x)
+	{
+		if (!strcmp(json_string_value(json_object_get(x, "kind")), "rollout.step"))
+			steps[(*nsteps)++] = (int)json_integer_value(
+			    json_object_get(json_object_get(x, "details"), "step"));
+	}
+	json_decref(arr);
+	/* Distinct consecutive weights: re-applies after a restart repeat the same value. */
+	*nweights = 0;
+	for (int c = 0; c < F.ncalls; c++)
+		if (*nweights == 0 || weights[*nweights - 1] != F.calls[c].w)
+			weights[(*nweights)++] = F.calls[c].w;
+	env_close(&v);
+}
+
+static void test_crash_safety(void **state)
+{
+	int sa[32], sb[32], na, nb, nwa, nwb;
+	uint32_t wa[64], wb[64];
+	struct env v;
+
+	(void)state;
+	crash_run(false, sa, &na, wa, &nwa);
+	crash_run(true, sb, &nb, wb, &nwb);
+	assert_int_equal(na, 6);
+	assert_int_equal(nb, na);
+	for (int i = 0; i < na; i++) {
+		assert_int_equal(sa[i], i); /* no step skipped or repeated */
+		assert_int_equal(sb[i], i);
+	}
+	assert_int_equal(nwa, 4);
+	assert_int_equal(nwb, nwa);
+	for (int i = 0; i < nwa; i++)
+		assert_int_equal(wb[i], wa[i]);
+
+	/* A crash after the step was persisted but before its weight took effect. */
+	env_open(&v, crash_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 19, "web", 100, 0);
+	F.lose = true;
+	drive(&v, 1, "web", 100, 0); /* step 1 (5%) persisted, set_weight lost */
+	F.lose = false;
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(last_weight("web"), 1000);
+	env_restart(&v);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(last_weight("web"), 5000); /* re-applied on load */
+	assert_int_equal(events(&v, "web-v2", "rollout.step", NULL), 2);
+	/* Timers continue from persisted times: 20 s hold from the step start. */
+	drive(&v, 19, "web", 100, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	drive(&v, 1, "web", 100, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 2);
+	env_close(&v);
+}
+
+static void test_owner_conflict_and_view(void **state)
+{
+	struct env v;
+	json_t *j;
+
+	(void)state;
+	env_open(&v, healthy_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	j = rollout_engine_json(v.e, "web-v2");
+	assert_non_null(j);
+	assert_string_equal(json_string_value(json_object_get(j, "state")), "progressing");
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "step"), "of")), 6);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "step"), "kind")),
+	                    "analysis");
+	json_decref(j);
+	assert_null(rollout_engine_json(v.e, "nope"));
+	j = rollout_engine_list_json(v.e);
+	assert_int_equal(json_array_size(j), 1);
+	json_decref(j);
+	env_close(&v);
+}
+
+static int call(struct api *api, const char *method, const char *path, const char *token,
+                const char *body, json_t **out)
+{
+	struct api_request req;
+	struct api_response resp;
+	char auth[64];
+	int status;
+
+	memset(&req, 0, sizeof(req));
+	snprintf(auth, sizeof(auth), "Bearer %s", token);
+	req.method = str_c(method);
+	req.path = str_c(path);
+	req.authorization = str_c(auth);
+	req.body = str_c(body ? body : "");
+	api_response_init(&resp);
+	api_handle(api, &req, &resp);
+	status = resp.status;
+	if (out)
+		*out = json_loadb(resp.body.data, resp.body.len, 0, NULL);
+	api_response_release(&resp);
+	return status;
+}
+
+static void test_api(void **state)
+{
+	static const struct auth_token tokens[] = {
+	    {"ops", "s1", SCOPE_ADMIN},
+	    {"alice", "s2", SCOPE_APPROVE},
+	    {"viewer", "s6", SCOPE_READ},
+	};
+	struct api api;
+	struct env v;
+	json_t *j;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps:\n"
+	             "      - weight: 1\n"
+	             "      - approval: {required: [alice]}\n"
+	             "      - weight: 50\n"
+	             "      - pause: {}\n"
+	             "      - weight: 100\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
+	api_init(&api);
+	api.store = v.st;
+	api.tokens = tokens;
+	api.ntokens = 3;
+	assert_int_equal(api_rollouts_init(&api, v.e), 0);
+
+	assert_int_equal(call(&api, "GET", "/v1/rollouts", "s6", NULL, &j), 200);
+	assert_int_equal(json_array_size(json_object_get(j, "rollouts")), 1);
+	json_decref(j);
+	assert_int_equal(call(&api, "GET", "/v1/rollouts/nope", "s6", NULL, NULL), 404);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/start", "s6", NULL, NULL), 403);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/start", "s1", NULL, &j), 200);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(j, "rollout"), "state")),
+	    "progressing");
+	json_decref(j);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/start", "s1", NULL, &j), 409);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+	                    "conflict");
+	json_decref(j);
+	/* alice has approve but not rollouts:write */
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/pause", "s2", NULL, NULL), 403);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/approve", "s1", NULL, NULL), 403);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/approve", "s2", "", NULL), 200);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 3);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/promote", "s1", "{\"x\":1}", NULL),
+	                 422);
+	assert_int_equal(
+	    call(&api, "POST", "/v1/rollouts/web-v2/promote", "s1", "{\"full\":true}", NULL), 200);
+	assert_int_equal(last_weight("web"), 100000);
+	assert_int_equal(call(&api, "GET", "/v1/rollouts/web-v2", "s6", NULL, &j), 200);
+	assert_string_equal(json_string_value(json_object_get(j, "state")), "completed");
+	json_decref(j);
+	assert_int_equal(call(&api, "GET", "/v1/rollouts/web-v2/events", "s6", NULL, &j), 200);
+	assert_true(json_array_size(json_object_get(j, "events")) >= 5);
+	json_decref(j);
+	assert_int_equal(call(&api, "GET", "/v1/rollouts/web-v2/analysis", "s6", NULL, &j), 200);
+	assert_non_null(json_object_get(j, "verdicts"));
+	assert_int_equal(json_array_size(json_object_get(j, "checks")), 1);
+	json_decref(j);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/retry", "s1", NULL, NULL), 409);
+	assert_int_equal(call(&api, "POST", "/v1/rollback", "s1", NULL, &j), 200);
+	assert_int_equal(json_integer_value(json_object_get(j, "rolled_back")), 0);
+	json_decref(j);
+	env_close(&v);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_healthy_promotion),
+	    cmocka_unit_test(test_bad_canary_rolls_back),
+	    cmocka_unit_test(test_min_samples_never_pass),
+	    cmocka_unit_test(test_for_is_consecutive),
+	    cmocka_unit_test(test_pause_review_rolls_back),
+	    cmocka_unit_test(test_approvals),
+	    cmocka_unit_test(test_per_target_rollback),
+	    cmocka_unit_test(test_gate_arithmetic),
+	    cmocka_unit_test(test_not_before_step),
+	    cmocka_unit_test(test_control_table),
+	    cmocka_unit_test(test_emergency_rollback_all),
+	    cmocka_unit_test(test_crash_safety),
+	    cmocka_unit_test(test_owner_conflict_and_view),
+	    cmocka_unit_test(test_api),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
