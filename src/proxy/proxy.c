@@ -132,6 +132,7 @@ struct worker {
 	_Atomic uint64_t applied_rev;
 	atomic_int bound; /* listeners bound on the first table */
 	int stopping;
+	struct loop_timer drain_timer; /* bounds requests in flight on draining versions */
 	char bind_err[256];
 };
 
@@ -1331,14 +1332,41 @@ static int listeners_reconcile(struct worker *w, const struct proxy_table *t)
 	return failed ? -1 : 0;
 }
 
-/* A new table: close idle upstream connections of draining versions. */
+/* The drain deadline passed: requests still in flight on draining versions are cut. */
+static void drain_deadline(struct loop *loop, struct loop_timer *t)
+{
+	struct worker *w = t->data;
+	struct cconn *c, *next;
+
+	for (c = w->conns; c; c = next) {
+		next = c->next;
+		if (c->ex.up && c->ex.svc && version_draining(c)) {
+			log_warn("drain deadline: request cut", "service", c->ex.svc->name, NULL);
+			exchange_fail(c, 502, METRICS_ERR_RESET);
+		}
+	}
+}
+
+/*
+ * A new table: close idle upstream connections of draining versions, and
+ * bound the requests still in flight on them by the service's drain time.
+ */
 static void apply_table(struct worker *w, const struct proxy_table *t)
 {
-	for (uint32_t s = 0; s < t->nservices; s++)
-		for (uint32_t v = 0; v < t->services[s].nversions; v++)
-			if (t->services[s].versions[v].draining)
-				for (uint32_t e = 0; e < t->services[s].versions[v].neps; e++)
-					pool_close_all(w, t->services[s].versions[v].eps[e]);
+	uint64_t drain = UINT64_MAX;
+
+	for (uint32_t s = 0; s < t->nservices; s++) {
+		for (uint32_t v = 0; v < t->services[s].nversions; v++) {
+			if (!t->services[s].versions[v].draining)
+				continue;
+			for (uint32_t e = 0; e < t->services[s].versions[v].neps; e++)
+				pool_close_all(w, t->services[s].versions[v].eps[e]);
+			if (t->services[s].drain_ms < drain)
+				drain = t->services[s].drain_ms;
+		}
+	}
+	if (drain != UINT64_MAX && !loop_timer_armed(&w->drain_timer))
+		loop_timer_start(w->loop, &w->drain_timer, drain);
 }
 
 static void worker_prepare(struct loop *loop, void *data)
@@ -1403,6 +1431,7 @@ static void *worker_main(void *arg)
 	snprintf(name, sizeof(name), "canaryd-w%u", w->id);
 	pthread_setname_np(pthread_self(), name);
 	loop_run(w->loop);
+	loop_timer_stop(w->loop, &w->drain_timer);
 	/* whatever is left (deadline passed) is closed here */
 	while (w->conns)
 		client_close(w->conns);
@@ -1484,6 +1513,7 @@ int proxy_start(struct proxy *p, char *err, size_t errlen)
 			snprintf(err, errlen, "cannot create worker loop");
 			return -1;
 		}
+		loop_timer_init(&w->drain_timer, drain_deadline, w);
 		loop_set_prepare(w->loop, worker_prepare, w);
 		/* bind before the threads start so errors are reported now */
 		worker_prepare(w->loop, w);
