@@ -849,8 +849,12 @@ const char *http_status_code_name(int status)
 		return "header_too_large";
 	case 501:
 		return "not_implemented";
+	case 502:
+		return "bad_gateway";
 	case 503:
 		return "unavailable";
+	case 504:
+		return "gateway_timeout";
 	case 505:
 		return "version_not_supported";
 	default:

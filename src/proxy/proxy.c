@@ -331,6 +331,10 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 	if (ex->dec.set_cookie)
 		buf_printf(o, "Set-Cookie: %s=%s; Path=/; HttpOnly\r\n", ex->svc->sticky.name,
 		           ex->dec.cookie_key);
+	/* answered before the request body ended: the rest of the body has
+	 * nowhere to go, so the connection ends with this response */
+	if (!ex->req_done)
+		c->close_after = 1;
 	if (c->close_after || c->w->stopping)
 		buf_append_str(o, "Connection: close\r\n");
 	else if (c->version10)
@@ -525,6 +529,10 @@ static void up_process(struct uconn *u)
 			           !version_draining(c);
 
 			c->ex.up = NULL;
+			/* answered before the request body ended: the rest of the body
+			 * has nowhere to go, so this connection ends with the response */
+			if (!c->ex.req_done)
+				c->close_after = 1;
 			if (keep)
 				up_release_to_pool(u);
 			else
@@ -611,6 +619,10 @@ static void up_flush(struct uconn *u)
 		}
 		u->connecting = 0;
 		buf_consume(&u->out, (size_t)n);
+		/* an upload in progress is activity: the response timeout counts
+		 * from the last body bytes sent, not from the request head */
+		if (c && c->ex.req_has_body && !c->ex.resp_started)
+			loop_timer_start(u->w->loop, &u->timer, c->ex.svc->timeouts.response_ms);
 	}
 	/* the upstream took everything: the client may send more body */
 	if (c && c->paused) {

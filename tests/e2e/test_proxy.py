@@ -18,7 +18,8 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, READ_TOKEN, SRC, free_port, http, wait_until  # noqa: I001
+from conftest import (ADMIN_TOKEN, BASE_ADMIN, READ_TOKEN, SRC, free_port, http,
+                      wait_until)
 
 # --------------------------------------------------------------------------
 # Bucketing, independently of the C code (docs/bucketing.md)
@@ -94,7 +95,7 @@ def esc(text):
     return text.replace("{", "{{").replace("}", "}}")
 
 
-def start_proxy(canaryd, services, segments="", routes=None, port=None):
+def start_proxy(canaryd, services, segments="", routes=None, port=None, workers=1):
     """Starts canaryd with one listener on a free port.  services / segments
     are YAML blocks (already indented under their top-level key).  routes:
     list of (path_prefix, service); default: everything to `web`."""
@@ -106,9 +107,11 @@ def start_proxy(canaryd, services, segments="", routes=None, port=None):
     text += "services:\n" + services
     if segments:
         text += "segments:\n" + segments
-    d = canaryd(esc(text))
+    header = BASE_ADMIN.replace("workers: 1\n", "workers: %d\n" % workers)
+    assert ("workers: %d\n" % workers) in header
+    d = canaryd(header + esc(text), header=False)
     d.proxy_port = port
-    d.body = text
+    d.body = header + esc(text)
 
     def listening():
         with socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -153,6 +156,14 @@ class Client:
 
     def close(self):
         self.conn.close()
+
+
+def get_once(port, path="/", headers=None):
+    c = Client(port)
+    try:
+        return c.get(path, headers)
+    finally:
+        c.close()
 
 
 def cohort_of(resp):
@@ -317,6 +328,9 @@ class PyUpstream:
         # upstream, so that the proxy has to apply backpressure to the client)
         self.stall_at = sorted(stall_at)
         self.stall_s = stall_s
+        # record: a request whose path starts with /hold is answered only
+        # once `release` is set (a request held in flight)
+        self.release = threading.Event()
         self.source_bytes = source_bytes
         self.response_headers = response_headers
         self.lock = threading.Lock()
@@ -412,6 +426,8 @@ class PyUpstream:
                         s.sendall(block[:n])
                         left -= n
                 else:
+                    if lines[0].split(" ")[1].startswith("/hold"):
+                        self.release.wait(10)
                     payload = str(body_len).encode() if self.mode == "sink" else b"ok"
                     s.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n" +
                               self.response_headers +
@@ -456,15 +472,6 @@ def pyupstream():
     yield start
     for u in made:
         u.close()
-
-
-def run_threads(fns, timeout):
-    ts = [threading.Thread(target=f, daemon=True) for f in fns]
-    for t in ts:
-        t.start()
-    for t in ts:
-        t.join(timeout)
-    assert not any(t.is_alive() for t in ts), "client threads did not finish in time"
 
 
 # --------------------------------------------------------------------------
@@ -512,14 +519,20 @@ def test_split_exact_buckets_at_fractional_weight(canaryd, upstream):
                                          "    sticky: header:x-user-id\n"
                                          "    expose_cohort: true\n"))
     set_traffic(d, "v2", 12.345)
-    # keys whose buckets sit right at the range edges
+    # keys whose buckets sit within 20 buckets (0.02%) of the range edges:
+    # canary [0, 12345), baseline [12345, 24690), stable the rest
+    windows = {(12325, 12345): [], (12345, 12365): [], (24670, 24690): [],
+               (24690, 24710): []}
     rnd = random.Random(7)
-    edge = []
-    while len(edge) < 12:
+    deadline = time.monotonic() + 10
+    while any(len(v) < 3 for v in windows.values()):
+        assert time.monotonic() < deadline, "key search took too long"
         k = "e-%x" % rnd.getrandbits(48)
         b = bucket("web", k)
-        if 12000 <= b < 12700 or 24400 <= b < 25000:
-            edge.append(k)
+        for (lo, hi), found in windows.items():
+            if lo <= b < hi and len(found) < 3:
+                found.append(k)
+    edge = [k for found in windows.values() for k in found]
     # plus the docs' worked-example style keys
     got = route_keys(d.proxy_port, edge + ["user-1", "user-2", "alice", "bob"], nconns=1)
     for k, (st, cohort, ver) in got.items():
@@ -732,7 +745,7 @@ def test_traffic_api_validation_events_and_restart(canaryd, upstream):
 
     # restart with the same store: the weight survives, and routes the same
     d.proc.stop()
-    d2 = canaryd(esc(d.body))
+    d2 = canaryd(d.body, header=False)
     wait_until(lambda: socket.create_connection(("127.0.0.1", d.proxy_port), 0.2).close() or True,
                5, what="proxy listener after restart")
     status, doc = d2.get("/v1/services/web")
@@ -746,9 +759,10 @@ def test_traffic_api_validation_events_and_restart(canaryd, upstream):
 
 
 def test_drain_in_flight_complete_no_new_canary(canaryd, upstream):
+    # two workers: the change must hold on every one of them
     d = start_proxy(canaryd, web_service(upstream("v1"), upstream("v2", latency_ms=1500),
                                          "    sticky: header:x-user-id\n"
-                                         "    expose_cohort: true\n"))
+                                         "    expose_cohort: true\n"), workers=2)
     set_traffic(d, "v2", 100)
     results = []
     started = threading.Barrier(7)
@@ -773,15 +787,17 @@ def test_drain_in_flight_complete_no_new_canary(canaryd, upstream):
     time.sleep(0.4)  # all six are now waiting on the 1.5 s canary
     t0 = time.monotonic()
     set_traffic(d, "v2", 0)
-    # every request that starts after the change goes to stable
-    c = Client(d.proxy_port)
+    # every request that starts after the change goes to stable (over
+    # several connections, so that both workers serve some)
     late = []
-    try:
-        for i in range(200):
-            st, r, _ = c.get("/", {"x-user-id": "late-%d" % i})
-            late.append((st, upstream_of(r), cohort_of(r)))
-    finally:
-        c.close()
+    for n in range(8):
+        c = Client(d.proxy_port)
+        try:
+            for i in range(25):
+                st, r, _ = c.get("/", {"x-user-id": "late-%d-%d" % (n, i)})
+                late.append((st, upstream_of(r), cohort_of(r)))
+        finally:
+            c.close()
     assert time.monotonic() - t0 < 1.0, "the late requests were slow: test not meaningful"
     for t in threads:
         t.join(10)
@@ -810,12 +826,13 @@ def established_to(port):
     return n
 
 
-def test_drained_canary_keeps_no_upstream_connections(canaryd, upstream):
+def test_drained_canary_keeps_no_upstream_connections(canaryd, upstream, pyupstream):
     # SPEC 4: weight 0 drains the version: no new requests, idle upstream
     # connections closed, in-flight ones finish.  Once the in-flight ones are
     # done, nothing holds a connection to the drained canary (it can be
     # undeployed).
-    v2 = upstream("v2", latency_ms=600)
+    canary = pyupstream()
+    v2 = canary.port
     d = start_proxy(canaryd, web_service(upstream("v1"), v2,
                                          "    sticky: header:x-user-id\n"))
     set_traffic(d, "v2", 100)
@@ -823,20 +840,23 @@ def test_drained_canary_keeps_no_upstream_connections(canaryd, upstream):
 
     def inflight():
         c = Client(d.proxy_port)
-        st, r, _ = c.get("/", {"x-user-id": "inflight"})
-        result.append((st, upstream_of(r)))
+        st, r, body = c.get("/hold", {"x-user-id": "inflight"})
+        result.append((st, body))
         c.close()
 
-    # one request in flight on the canary during the change ...
+    # a request held in flight on the canary ...
     t = threading.Thread(target=inflight, daemon=True)
     t.start()
-    time.sleep(0.1)
-    # ... and an idle pooled connection to it (opened while the first was busy)
-    assert Client(d.proxy_port).get("/", {"x-user-id": "quick"})[0] == 200
+    wait_until(lambda: len(canary.snapshot()[1]) == 1, 3, what="the in-flight request")
+    # ... and an idle pooled connection to it
+    c = Client(d.proxy_port)
+    assert c.get("/quick", {"x-user-id": "quick"})[:3:2] == (200, b"ok")
+    c.close()
     assert established_to(v2) == 2
     set_traffic(d, "v2", 0)
+    canary.release.set()
     t.join(5)
-    assert result == [(200, "v2")]
+    assert result == [(200, b"ok")]
     left = []
 
     def none_left():
@@ -878,6 +898,7 @@ def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream, pyupstream
         for _ in range(3):
             st, r, body = c.get("/down/x")
             assert st == 502, (st, body)
+            assert json.loads(body)["error"]["message"], body  # SPEC 7 error shape
         t0 = time.monotonic()
         st, r, body = c.get("/slow/x")
         took = time.monotonic() - t0
@@ -932,7 +953,8 @@ def test_outlier_ejection_and_return(canaryd, upstream):
         assert seen == ["good"] * 40, seen
         assert time.monotonic() - t_ejected < 1.5
         status, doc = d.get("/v1/services/web")
-        health = {e["address"].rsplit(":", 1)[1]: e["health"] for e in doc["versions"][0]["endpoints"]}
+        health = {e["address"].rsplit(":", 1)[1]: e["health"]
+                  for e in doc["versions"][0]["endpoints"]}
         assert health == {str(good): "ok", str(bad): "ejected"}, doc
         # after the ejection time the endpoint gets traffic again
         time.sleep(max(0.0, 2.1 - (time.monotonic() - t_ejected)))
@@ -956,6 +978,8 @@ MALFORMED = [
     ("two_content_length", 400,
      b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n"
      b"helloGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"),
+    ("two_content_length_same", 400,
+     b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello"),
     ("obs_fold", 400,
      b"GET / HTTP/1.1\r\nHost: a\r\nX-Folded: one\r\n two\r\n\r\n"),
     ("bare_lf", 400,
@@ -971,6 +995,52 @@ MALFORMED = [
      b"GET / HTTP/1.1\r\nHost: a\r\n" + b"".join(b"X-Big-%d: %s\r\n" % (i, b"v" * 1000)
                                                for i in range(34)) + b"\r\n"),
 ]
+
+
+def test_upstream_answers_before_request_body_ends(canaryd, upstream):
+    # An upstream may answer before it has read the request body (an early
+    # 401/413, or demo-upstream, which answers on the head).  The client gets
+    # that response; the rest of the body is never taken for a new request;
+    # and the connection does not hang: the next request on it is answered,
+    # or the connection is closed.
+    d = start_proxy(canaryd, "  web:\n    versions:\n"
+                    f"      v1: {{endpoints: [127.0.0.1:{upstream('v1')}]}}\n    stable: v1\n")
+    body = b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", d.proxy_port), timeout=3) as s:
+        s.sendall(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n"
+                  % len(body))
+        raw = b""
+        while raw.count(b"}") < 1:
+            b = s.recv(65536)
+            assert b, raw
+            raw += b
+        early = parse_responses(raw)
+        assert [st for st, _, _ in early] == [200]
+        assert json.loads(early[0][2])["path"] == "/upload"
+        closing = early[0][1].get("connection", "").lower() == "close"
+        try:
+            s.sendall(body)
+            s.sendall(b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        except OSError:
+            assert closing
+        rest = b""
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                b = s.recv(65536)
+            except socket.timeout:
+                break
+            except OSError:
+                b = b""
+            if not b:
+                break
+            rest += b
+        assert b"/smuggled" not in rest, rest
+        if not closing:
+            # keep-alive was promised: the next request must be answered
+            resps = parse_responses(rest)
+            assert [json.loads(bd)["path"] for _, _, bd in resps] == ["/next"], (
+                "no answer to the next request on the connection (hung): %r" % rest)
 
 
 def test_header_section_just_under_limit_passes(canaryd, pyupstream):
@@ -999,7 +1069,7 @@ def test_malformed_rejected_upstream_sees_nothing(canaryd, pyupstream, name, wan
     got, reqs, conns = up.snapshot()
     assert got == b"" and reqs == [] and conns == 0, (got[:300], conns)
     # the proxy is fine afterwards
-    st, _, body = Client(d.proxy_port).get("/after")
+    st, _, body = get_once(d.proxy_port, "/after")
     assert st == 200 and body == b"ok"
 
 
@@ -1089,7 +1159,7 @@ def test_hop_by_hop_stripped_forwarding_headers_added(canaryd, pyupstream):
     assert [v for n, v in h2 if n == "x-forwarded-for"] == ["10.1.2.3, 127.0.0.1"]
     assert [v for n, v in h2 if n == "x-forwarded-proto"] == ["http"]
     # the request ids differ per request when generated
-    st, r, _ = Client(d.proxy_port).get("/h3")
+    st, r, _ = get_once(d.proxy_port, "/h3")
     _, reqs, _ = up.snapshot()
     assert [v for n, v in reqs[2]["headers"] if n == "x-request-id"] != rid
 
@@ -1210,7 +1280,7 @@ def test_big_response_body_streams_in_bounded_memory(canaryd, pyupstream):
 
 def test_sighup_under_load_no_failed_request(canaryd, upstream):
     d = start_proxy(canaryd, web_service(upstream("v1"), upstream("v2"),
-                                         "    sticky: header:x-user-id\n"))
+                                         "    sticky: header:x-user-id\n"), workers=2)
     set_traffic(d, "v2", 20)
     stop = threading.Event()
     stats = {"ok": 0, "failed": []}
@@ -1242,8 +1312,14 @@ def test_sighup_under_load_no_failed_request(canaryd, upstream):
     for t in threads:
         t.start()
     time.sleep(1.0)
-    d.proc.signal(signal.SIGHUP)
+    d.proc.signal(signal.SIGHUP)  # same configuration
     time.sleep(1.0)
+    # a changed configuration: the responses now carry the cohort
+    with open(d.config_path) as f:
+        cfg = f.read()
+    with open(d.config_path, "w") as f:
+        f.write(cfg.replace("    sticky: header:x-user-id\n",
+                            "    sticky: header:x-user-id\n    expose_cohort: true\n"))
     d.proc.signal(signal.SIGHUP)
     time.sleep(1.0)
     stop.set()
@@ -1251,6 +1327,8 @@ def test_sighup_under_load_no_failed_request(canaryd, upstream):
         t.join(10)
     assert not stats["failed"], stats["failed"][:10]
     assert stats["ok"] > 200
+    st, r, _ = get_once(d.proxy_port, "/", {"x-user-id": "after-reload"})
+    assert st == 200 and cohort_of(r) in ("canary", "baseline", "stable")
     status, doc = d.get("/v1/events?limit=1000")
     assert sum(e["kind"] == "config.reloaded" for e in doc["events"]) == 2
     # the traffic state survived the reloads
