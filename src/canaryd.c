@@ -281,7 +281,6 @@ static int apply_config_to_api(struct daemon *d)
 	for (size_t i = 0; i < cfg->admin.ntokens; i++) {
 		tokens[i].name = cfg->admin.tokens[i].name;
 		tokens[i].secret = cfg->admin.tokens[i].secret;
-		/* config_scope and auth_scope share the same bits */
 		tokens[i].scopes = cfg->admin.tokens[i].scopes;
 	}
 	for (size_t i = 0; i < cfg->nlisteners; i++) {

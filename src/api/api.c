@@ -118,20 +118,7 @@ json_t *api_body_json(struct api_call *call)
 
 struct str api_query_param(struct str query, const char *name)
 {
-	size_t nl = strlen(name), i = 0;
-
-	while (i < query.len) {
-		size_t j = i;
-
-		while (j < query.len && query.p[j] != '&')
-			j++;
-		if (j - i > nl && memcmp(query.p + i, name, nl) == 0 && query.p[i + nl] == '=')
-			return str_make(query.p + i + nl + 1, j - i - nl - 1);
-		if (j - i == nl && memcmp(query.p + i, name, nl) == 0)
-			return str_make(query.p + j, 0);
-		i = j + 1;
-	}
-	return STR_NULL;
+	return str_query_param(query, name);
 }
 
 /* Matches path against pattern; captures {x} segments.  1 on match. */

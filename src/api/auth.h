@@ -10,15 +10,17 @@
 
 #include <stddef.h>
 
+#include "config/config.h"
 #include "core/str.h"
 
+/* The scopes of SPEC 3 are the configuration's scope bits, one definition. */
 enum auth_scope {
-	SCOPE_READ = 1u << 0,
-	SCOPE_FLAGS_WRITE = 1u << 1,
-	SCOPE_ROLLOUTS_WRITE = 1u << 2,
-	SCOPE_APPROVE = 1u << 3,
-	SCOPE_EVALUATE = 1u << 4,
-	SCOPE_ADMIN = 1u << 5, /* implies every other scope */
+	SCOPE_READ = CONFIG_SCOPE_READ,
+	SCOPE_FLAGS_WRITE = CONFIG_SCOPE_FLAGS_WRITE,
+	SCOPE_ROLLOUTS_WRITE = CONFIG_SCOPE_ROLLOUTS_WRITE,
+	SCOPE_APPROVE = CONFIG_SCOPE_APPROVE,
+	SCOPE_EVALUATE = CONFIG_SCOPE_EVALUATE,
+	SCOPE_ADMIN = CONFIG_SCOPE_ADMIN, /* implies every other scope */
 };
 
 struct auth_token {

@@ -45,3 +45,21 @@ char *str_dup(struct str s)
 	p[s.len] = '\0';
 	return p;
 }
+
+struct str str_query_param(struct str q, const char *name)
+{
+	size_t nl = strlen(name), i = 0;
+
+	while (i < q.len) {
+		size_t j = i;
+
+		while (j < q.len && q.p[j] != '&')
+			j++;
+		if (j - i > nl && memcmp(q.p + i, name, nl) == 0 && q.p[i + nl] == '=')
+			return str_make(q.p + i + nl + 1, j - i - nl - 1);
+		if (j - i == nl && memcmp(q.p + i, name, nl) == 0)
+			return str_make(q.p + j, 0);
+		i = j + 1;
+	}
+	return STR_NULL;
+}

@@ -62,6 +62,12 @@ struct str str_trim(struct str s);
  */
 int str_to_u64(struct str s, unsigned long long *out);
 
+/*
+ * The value of query parameter name in q ("a=1&b=2", without '?'); not
+ * percent-decoded.  A bare "name" gives an empty value; STR_NULL if absent.
+ */
+struct str str_query_param(struct str q, const char *name);
+
 /* Copies s into a newly malloc'd NUL-terminated string; NULL on ENOMEM. */
 char *str_dup(struct str s);
 

@@ -321,22 +321,6 @@ struct str proxy_cookie(const struct http_msg *req, const char *name)
 	return STR_NULL;
 }
 
-static struct str query_param(struct str q, const char *name)
-{
-	size_t nl = strlen(name), i = 0;
-
-	while (i < q.len) {
-		size_t j = i;
-
-		while (j < q.len && q.p[j] != '&')
-			j++;
-		if (j - i > nl && memcmp(q.p + i, name, nl) == 0 && q.p[i + nl] == '=')
-			return str_make(q.p + i + nl + 1, j - i - nl - 1);
-		i = j + 1;
-	}
-	return STR_NULL;
-}
-
 /* A request field named by a key source; STR_NULL when absent. */
 static struct str keysrc_value(const struct config_keysrc *ks, const struct http_msg *req,
                                struct str peer)
@@ -352,7 +336,7 @@ static struct str keysrc_value(const struct config_keysrc *ks, const struct http
 	case CONFIG_KEY_IP:
 		return peer;
 	case CONFIG_KEY_QUERY:
-		return query_param(req->query, ks->name);
+		return str_query_param(req->query, ks->name);
 	case CONFIG_KEY_NONE:
 		break;
 	}
