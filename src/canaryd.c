@@ -155,6 +155,7 @@ static int set_traffic(void *ctx, const char *service, const char *canary, uint3
 	struct daemon *d = ctx;
 	struct proxy_traffic pt = {service, canary, weight};
 	struct proxy_table *t, *old;
+	const struct proxy_service *before;
 	json_t *doc, *details;
 	char *text;
 	int rc;
@@ -166,19 +167,14 @@ static int set_traffic(void *ctx, const char *service, const char *canary, uint3
 	doc = json_pack("{s:o, s:I, s:f}", "canary", canary ? json_string(canary) : json_null(),
 	                "weight_thousandths", (json_int_t)weight, "weight", weight / 1000.0);
 	text = json_dumps(doc, JSON_COMPACT);
-	details =
-	    json_pack("{s:o, s:o, s:f, s:f}", "canary", canary ? json_string(canary) : json_null(),
-	              "before_canary",
-	              old && proxy_table_service(old, service) &&
-	                      proxy_table_service(old, service)->canary >= 0
-	                  ? json_string(proxy_table_service(old, service)
-	                                    ->versions[proxy_table_service(old, service)->canary]
-	                                    .name)
-	                  : json_null(),
-	              "weight", weight / 1000.0, "before_weight",
-	              old && proxy_table_service(old, service)
-	                  ? proxy_table_service(old, service)->weight / 1000.0
-	                  : 0.0);
+	before = old ? proxy_table_service(old, service) : NULL;
+	details = json_pack("{s:o, s:o, s:f, s:f}", "canary",
+	                    canary ? json_string(canary) : json_null(), "before_canary",
+	                    before && before->canary >= 0
+	                        ? json_string(before->versions[before->canary].name)
+	                        : json_null(),
+	                    "weight", weight / 1000.0, "before_weight",
+	                    before && before->canary >= 0 ? before->weight / 1000.0 : 0.0);
 	if (old)
 		snap_obj_unref(&old->obj);
 	/* persisted (with its event) before it is applied and acknowledged */

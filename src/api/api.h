@@ -22,6 +22,8 @@
 #include "core/str.h"
 
 struct store;
+struct services_backend;
+struct rollout_engine;
 
 struct api_request {
 	struct str method;
@@ -94,6 +96,8 @@ struct api {
 	 */
 	int (*reload_fn)(void *ctx, const char *actor, char *msg, size_t msglen);
 	void *reload_ctx;
+
+	struct services_backend *services; /* set by api_services_init() */
 
 	const struct api_route *routes[16];
 	size_t nroutes[16];

@@ -9,8 +9,6 @@
 #include "metrics/stats.h"
 #include "proxy/proxy.h"
 
-static struct services_backend *backend;
-
 static json_t *percent_json(uint32_t thousandths)
 {
 	return json_real((double)thousandths / 1000.0);
@@ -33,7 +31,7 @@ static json_t *cohort_json(const struct metrics_cohort_snapshot *s)
 	return o;
 }
 
-static json_t *service_json(const struct proxy_service *svc)
+static json_t *service_json(const struct services_backend *backend, const struct proxy_service *svc)
 {
 	struct proxy_registry *reg = proxy_registry(backend->proxy);
 	json_t *versions = json_array(), *cohorts = json_object();
@@ -90,11 +88,13 @@ static json_t *service_json(const struct proxy_service *svc)
 
 static void h_list(struct api_call *call)
 {
+	struct services_backend *backend = call->api->services;
+
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	json_t *arr = json_array();
 
 	for (uint32_t i = 0; t && i < t->nservices; i++)
-		json_array_append_new(arr, service_json(&t->services[i]));
+		json_array_append_new(arr, service_json(backend, &t->services[i]));
 	if (t)
 		snap_obj_unref(&t->obj);
 	api_reply_json(call, 200, json_pack("{s:o}", "services", arr));
@@ -110,6 +110,8 @@ static struct proxy_service *find(struct proxy_table *t, struct str name)
 
 static void h_get(struct api_call *call)
 {
+	struct services_backend *backend = call->api->services;
+
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
 
@@ -117,13 +119,15 @@ static void h_get(struct api_call *call)
 		api_reply_error(call, 404, "not_found", NULL, "no service named \"%.*s\"",
 		                (int)call->params[0].len, call->params[0].p);
 	else
-		api_reply_json(call, 200, service_json(svc));
+		api_reply_json(call, 200, service_json(backend, svc));
 	if (t)
 		snap_obj_unref(&t->obj);
 }
 
 static void h_traffic(struct api_call *call)
 {
+	struct services_backend *backend = call->api->services;
+
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
 	json_t *body = NULL, *jc, *jw;
@@ -199,7 +203,7 @@ static void h_traffic(struct api_call *call)
 		snap_obj_unref(&t->obj);
 	t = proxy_table_get(backend->proxy);
 	svc = find(t, call->params[0]);
-	api_reply_json(call, 200, svc ? service_json(svc) : json_object());
+	api_reply_json(call, 200, svc ? service_json(backend, svc) : json_object());
 out:
 	json_decref(body);
 	if (t)
@@ -214,6 +218,6 @@ static const struct api_route routes[] = {
 
 int api_services_init(struct api *api, struct services_backend *be)
 {
-	backend = be;
+	api->services = be;
 	return api_add_routes(api, routes, sizeof(routes) / sizeof(routes[0]));
 }

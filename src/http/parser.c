@@ -330,7 +330,7 @@ static int check_te(struct http_parser *p, struct str v)
 	if (!str_caseeq_c(last, "chunked"))
 		return cb_fail(p, 400, "Transfer-Encoding does not end in chunked");
 	if (c)
-		return cb_fail(p, 501, "transfer coding not implemented");
+		return cb_fail(p, 501, "transfer coding not supported");
 	return 0;
 }
 
@@ -388,7 +388,7 @@ static int on_headers_complete(llhttp_t *ll)
 			m->host = *h;
 		}
 		if (m->method_id == HTTP_M_CONNECT)
-			return cb_fail(p, 501, "CONNECT not implemented");
+			return cb_fail(p, 501, "CONNECT is not supported");
 	} else {
 		m->status = ll->status_code;
 		m->reason = str_make(base + p->reason_off, p->reason_len);
