@@ -42,6 +42,7 @@ struct daemon {
 	struct rollout_engine *engine;
 	struct rollout_backend rollout_be;
 	struct loop_timer tick;
+	uint64_t published_rev; /* of the last routing table published */
 	struct store *store;
 	struct loop *loop;
 	struct api api;
@@ -65,7 +66,7 @@ static int traffic_collect(void *arg, const char *name, const char *json, int64_
 	struct traffic_list *tl = arg;
 	json_t *doc = json_loads(json, 0, NULL);
 	struct proxy_traffic *grown;
-	json_t *c, *w;
+	json_t *c, *w, *s;
 
 	if (!doc)
 		return 0;
@@ -77,7 +78,9 @@ static int traffic_collect(void *arg, const char *name, const char *json, int64_
 	tl->v = grown;
 	c = json_object_get(doc, "canary");
 	w = json_object_get(doc, "weight_thousandths");
+	s = json_object_get(doc, "stable");
 	tl->v[tl->n].service = strdup(name);
+	tl->v[tl->n].stable = json_is_string(s) ? strdup(json_string_value(s)) : NULL;
 	tl->v[tl->n].canary = json_is_string(c) ? strdup(json_string_value(c)) : NULL;
 	tl->v[tl->n].weight = json_is_integer(w) ? (uint32_t)json_integer_value(w) : 0;
 	tl->n++;
@@ -89,6 +92,7 @@ static void traffic_free(struct traffic_list *tl)
 {
 	for (size_t i = 0; i < tl->n; i++) {
 		free((char *)tl->v[i].service);
+		free((char *)tl->v[i].stable);
 		free((char *)tl->v[i].canary);
 	}
 	free(tl->v);
@@ -121,7 +125,9 @@ static struct proxy_table *build_table(struct daemon *d, struct config_ref *cref
 	for (size_t i = 0; override && i < tl.n; i++) {
 		if (strcmp(tl.v[i].service, override->service) == 0) {
 			free((char *)tl.v[i].canary);
+			free((char *)tl.v[i].stable);
 			tl.v[i].canary = override->canary ? strdup(override->canary) : NULL;
+			tl.v[i].stable = override->stable ? strdup(override->stable) : NULL;
 			tl.v[i].weight = override->weight;
 			replaced = 1;
 		}
@@ -136,6 +142,7 @@ static struct proxy_table *build_table(struct daemon *d, struct config_ref *cref
 		}
 		tl.v = grown;
 		tl.v[tl.n].service = strdup(override->service);
+		tl.v[tl.n].stable = override->stable ? strdup(override->stable) : NULL;
 		tl.v[tl.n].canary = override->canary ? strdup(override->canary) : NULL;
 		tl.v[tl.n].weight = override->weight;
 		tl.n++;
@@ -149,32 +156,52 @@ static struct proxy_table *build_table(struct daemon *d, struct config_ref *cref
 static void record_event(struct daemon *d, const char *actor, const char *kind, const char *subject,
                          json_t *details);
 
-static int set_traffic(void *ctx, const char *service, const char *canary, uint32_t weight,
-                       const char *actor, char *err, size_t errlen)
+/*
+ * Sets service's traffic: stable (NULL: keep the current one), canary and
+ * weight.  Persisted with its event (kind) before it is published.
+ * Returns 0, or an HTTP status with a message in err.
+ */
+static int apply_traffic(struct daemon *d, const char *service, const char *stable,
+                         const char *canary, uint32_t weight, const char *actor, const char *kind,
+                         char *err, size_t errlen)
 {
-	struct daemon *d = ctx;
-	struct proxy_traffic pt = {service, canary, weight};
+	struct proxy_traffic pt = {service, stable, canary, weight};
+	const struct config_service *cs = config_service_find(d->cfg, service);
 	struct proxy_table *t, *old;
 	const struct proxy_service *before;
+	const char *before_stable = NULL;
 	json_t *doc, *details;
 	char *text;
 	int rc;
 
-	t = build_table(d, d->cref, &pt, err, errlen);
-	if (!t)
-		return 422;
 	old = proxy_table_get(d->proxy);
-	doc = json_pack("{s:o, s:I, s:f}", "canary", canary ? json_string(canary) : json_null(),
-	                "weight_thousandths", (json_int_t)weight, "weight", weight / 1000.0);
-	text = json_dumps(doc, JSON_COMPACT);
 	before = old ? proxy_table_service(old, service) : NULL;
-	details = json_pack("{s:o, s:o, s:f, s:f}", "canary",
+	if (before && before->stable >= 0)
+		before_stable = before->versions[before->stable].name;
+	if (!stable)
+		stable = before_stable;
+	/* only a stable other than the config's is recorded (a completed rollout) */
+	pt.stable = stable && cs && strcmp(stable, cs->stable) != 0 ? stable : NULL;
+	t = build_table(d, d->cref, &pt, err, errlen);
+	if (!t) {
+		if (old)
+			snap_obj_unref(&old->obj);
+		return 422;
+	}
+	doc = json_pack("{s:o, s:o, s:I, s:f}", "stable",
+	                pt.stable ? json_string(pt.stable) : json_null(), "canary",
+	                canary ? json_string(canary) : json_null(), "weight_thousandths",
+	                (json_int_t)weight, "weight", weight / 1000.0);
+	text = json_dumps(doc, JSON_COMPACT);
+	details = json_pack("{s:o, s:o, s:f, s:f, s:o, s:o}", "canary",
 	                    canary ? json_string(canary) : json_null(), "before_canary",
 	                    before && before->canary >= 0
 	                        ? json_string(before->versions[before->canary].name)
 	                        : json_null(),
 	                    "weight", weight / 1000.0, "before_weight",
-	                    before && before->canary >= 0 ? before->weight / 1000.0 : 0.0);
+	                    before && before->canary >= 0 ? before->weight / 1000.0 : 0.0, "stable",
+	                    stable ? json_string(stable) : json_null(), "before_stable",
+	                    before_stable ? json_string(before_stable) : json_null());
 	if (old)
 		snap_obj_unref(&old->obj);
 	/* persisted (with its event) before it is applied and acknowledged */
@@ -184,7 +211,7 @@ static int set_traffic(void *ctx, const char *service, const char *canary, uint3
 	if (!rc) {
 		char *dt = json_dumps(details, JSON_COMPACT);
 
-		rc = store_event_append(d->store, actor, "service.traffic", service, dt, NULL);
+		rc = store_event_append(d->store, actor, kind, service, dt, NULL);
 		free(dt);
 	}
 	if (!rc)
@@ -199,10 +226,17 @@ static int set_traffic(void *ctx, const char *service, const char *canary, uint3
 		snprintf(err, errlen, "cannot persist the change: %s", store_strerror(rc));
 		return 500;
 	}
-	proxy_publish(d->proxy, t);
-	log_info("traffic changed", "service", service, "canary", canary ? canary : "", "actor",
-	         actor, NULL);
+	d->published_rev = proxy_publish(d->proxy, t);
+	log_info("traffic changed", "service", service, "canary", canary ? canary : "", "stable",
+	         stable ? stable : "", "actor", actor, NULL);
 	return 0;
+}
+
+static int set_traffic(void *ctx, const char *service, const char *canary, uint32_t weight,
+                       const char *actor, char *err, size_t errlen)
+{
+	return apply_traffic(ctx, service, NULL, canary, weight, actor, "service.traffic", err,
+	                     errlen);
 }
 
 static void usage(FILE *f)

@@ -106,6 +106,9 @@ static int build_service(struct proxy_table *t, struct proxy_service *ps,
 		if (strcmp(cv->name, cs->stable) == 0)
 			ps->stable = (int)v;
 	}
+	/* A completed rollout's version; one the config no longer has is ignored. */
+	if (tr && tr->stable && proxy_service_version(ps, tr->stable) >= 0)
+		ps->stable = proxy_service_version(ps, tr->stable);
 	if (tr && tr->canary) {
 		ps->canary = proxy_service_version(ps, tr->canary);
 		if (ps->canary < 0) {

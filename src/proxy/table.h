@@ -95,6 +95,7 @@ struct proxy_table {
 /* Runtime traffic state of one service (persisted by the daemon). */
 struct proxy_traffic {
 	const char *service;
+	const char *stable; /* NULL: the config's; set when a rollout completed */
 	const char *canary; /* NULL: no canary */
 	uint32_t weight;    /* thousandths */
 };

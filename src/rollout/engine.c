@@ -20,7 +20,10 @@
 
 #include "analysis/check.h"
 #include "config/config.h"
+#include "core/buf.h"
+#include "core/jobs.h"
 #include "core/log.h"
+#include "core/loop.h"
 #include "store/store.h"
 
 #define DOC_KIND      "rollout"
@@ -28,6 +31,46 @@
 #define MAX_APPROVERS 64
 #define DAY_MS        INT64_C(86400000)
 #define MIN_MS        INT64_C(60000)
+#define MAX_TARGETS   64 /* targets a rollback pipeline tracks in its mask */
+#define APPLY_WAIT_US 100000
+
+/* The rollback pipeline after the weights went to 0 (SPEC 6). */
+enum post_stage {
+	POST_NONE,
+	POST_DRAIN,    /* in-flight canary requests may finish */
+	POST_HOOKS,    /* exec / webhook hooks, one at a time, per rolled-back target */
+	POST_VERIFY,   /* stable must pass the checks for rollback.verify */
+	POST_EVIDENCE, /* the bundle is written */
+	POST_DONE,
+};
+
+struct post {
+	enum post_stage stage;
+	int64_t stage_started_ms;
+	uint64_t mask;    /* targets this pipeline covers */
+	uint64_t pending; /* targets rolled back while it ran: the next pipeline */
+	size_t hook;      /* position in hooks x targets (hook-major) */
+	bool hook_started;
+	uint64_t job; /* the running hook's job id; not persisted */
+	uint32_t hooks_ok, hooks_failed;
+	int64_t verify_next_ms;
+	uint32_t verify_intervals, verify_passes;
+	bool verify_failed;
+	char verify_reason[CHECK_REASON_MAX];
+	char reason[256];
+	char evidence[512];
+	int64_t decision_ms;
+};
+
+/* Counters for /metrics: since the process started (kept across reloads). */
+struct run_counters {
+	uint64_t rollbacks[5]; /* by enum rb_class */
+	int64_t last_ttd_ms;   /* -1: none yet */
+	int64_t last_ttm_us;
+};
+
+enum rb_class { RB_CHECK, RB_REVIEW, RB_ABORT, RB_EMERGENCY, RB_BAKE };
+static const char *const rb_class_names[] = {"check", "review", "abort", "emergency", "bake"};
 
 enum phase {
 	PHASE_WAITING, /* gates (not_before, window) not yet passed; action not applied */
@@ -39,6 +82,7 @@ struct check_run {
 	int64_t first_fail_ms; /* end of the first failing interval of the streak */
 	bool have_verdict;
 	struct check_verdict last;
+	uint64_t verdicts[4]; /* by outcome, for /metrics */
 };
 
 struct target_run {
@@ -47,6 +91,10 @@ struct target_run {
 	bool rolled_back; /* weight forced to 0; later steps skip it */
 	bool have_prev;   /* prev_* hold a cumulative reading */
 	struct metrics_cohort_snapshot prev_canary, prev_baseline;
+	bool have_base0; /* base0: the baseline at the run's start (bake compares to it) */
+	struct metrics_cohort_snapshot base0;
+	bool have_prev_stable; /* verify: the stable version's last reading */
+	struct metrics_cohort_snapshot prev_stable;
 };
 
 struct run {
@@ -64,6 +112,10 @@ struct run {
 	uint32_t generation; /* 1 after start, +1 per retry */
 	bool mitigated;      /* the rollback's zero weights were applied */
 	bool analysis_passed;
+	int64_t bake_until_ms; /* > 0: every step done, baking until then */
+	bool finalized;        /* completed and the canaries made stable */
+	struct post post;
+	struct run_counters ctr;
 	struct target_run *targets;
 	struct check_run *checks;
 };
@@ -195,6 +247,52 @@ int64_t rollout_gate_time(const struct config_not_before *nb, const struct confi
 /* ------------------------------------------------------------------------ */
 /* Documents                                                                 */
 
+static const char *const post_stage_names[] = {"none",   "drain",    "hooks",
+                                               "verify", "evidence", "done"};
+
+static json_t *post_doc(const struct post *p)
+{
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:b, s:I, s:I, s:I, s:I, s:I, s:b, s:s, "
+	                 "s:s, s:s, s:I}",
+	                 "stage", post_stage_names[p->stage], "stage_started",
+	                 (json_int_t)p->stage_started_ms, "mask", (json_int_t)p->mask, "pending",
+	                 (json_int_t)p->pending, "hook", (json_int_t)p->hook, "hook_started",
+	                 p->hook_started, "hooks_ok", (json_int_t)p->hooks_ok, "hooks_failed",
+	                 (json_int_t)p->hooks_failed, "verify_next", (json_int_t)p->verify_next_ms,
+	                 "verify_intervals", (json_int_t)p->verify_intervals, "verify_passes",
+	                 (json_int_t)p->verify_passes, "verify_failed", p->verify_failed,
+	                 "verify_reason", p->verify_reason, "reason", p->reason, "evidence",
+	                 p->evidence, "decision", (json_int_t)p->decision_ms);
+}
+
+static void post_parse(struct post *p, const json_t *o)
+{
+	const char *s = json_string_value(json_object_get(o, "stage"));
+
+	memset(p, 0, sizeof(*p));
+	for (size_t i = 0; s && i < sizeof(post_stage_names) / sizeof(post_stage_names[0]); i++)
+		if (strcmp(s, post_stage_names[i]) == 0)
+			p->stage = (enum post_stage)i;
+	p->stage_started_ms = (int64_t)json_integer_value(json_object_get(o, "stage_started"));
+	p->mask = (uint64_t)json_integer_value(json_object_get(o, "mask"));
+	p->pending = (uint64_t)json_integer_value(json_object_get(o, "pending"));
+	p->hook = (size_t)json_integer_value(json_object_get(o, "hook"));
+	p->hook_started = json_is_true(json_object_get(o, "hook_started"));
+	p->hooks_ok = (uint32_t)json_integer_value(json_object_get(o, "hooks_ok"));
+	p->hooks_failed = (uint32_t)json_integer_value(json_object_get(o, "hooks_failed"));
+	p->verify_next_ms = (int64_t)json_integer_value(json_object_get(o, "verify_next"));
+	p->verify_intervals = (uint32_t)json_integer_value(json_object_get(o, "verify_intervals"));
+	p->verify_passes = (uint32_t)json_integer_value(json_object_get(o, "verify_passes"));
+	p->verify_failed = json_is_true(json_object_get(o, "verify_failed"));
+	s = json_string_value(json_object_get(o, "verify_reason"));
+	snprintf(p->verify_reason, sizeof(p->verify_reason), "%s", s ? s : "");
+	s = json_string_value(json_object_get(o, "reason"));
+	snprintf(p->reason, sizeof(p->reason), "%s", s ? s : "");
+	s = json_string_value(json_object_get(o, "evidence"));
+	snprintf(p->evidence, sizeof(p->evidence), "%s", s ? s : "");
+	p->decision_ms = (int64_t)json_integer_value(json_object_get(o, "decision"));
+}
+
 static json_t *run_doc(const struct run *r)
 {
 	const struct config_rollout *ro = r->cfg;
@@ -220,7 +318,7 @@ static json_t *run_doc(const struct run *r)
 	}
 	return json_pack(
 	    "{s:s, s:I, s:s, s:I, s:I, s:o, s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:I, "
-	    "s:I, s:b, s:o, s:o}",
+	    "s:I, s:b, s:o, s:o, s:I, s:b, s:o}",
 	    "state", rollout_state_name(r->state), "step", (json_int_t)r->step, "phase",
 	    r->phase == PHASE_WAITING ? "waiting" : "running", "waiting_since",
 	    (json_int_t)r->waiting_since_ms, "step_started", (json_int_t)r->step_started_ms,
@@ -229,7 +327,8 @@ static json_t *run_doc(const struct run *r)
 	    "review_target", r->review_target, "next_interval", (json_int_t)r->next_interval_ms,
 	    "started", (json_int_t)r->started_ms, "ended", (json_int_t)r->ended_ms, "decision",
 	    (json_int_t)r->decision_ms, "generation", (json_int_t)r->generation, "mitigated",
-	    r->mitigated, "targets", targets, "checks", checks);
+	    r->mitigated, "targets", targets, "checks", checks, "bake_until",
+	    (json_int_t)r->bake_until_ms, "finalized", r->finalized, "post", post_doc(&r->post));
 }
 
 static int64_t jint(const json_t *o, const char *key)
@@ -251,6 +350,9 @@ static void run_reset(struct run *r)
 	r->next_interval_ms = r->started_ms = r->ended_ms = r->decision_ms = 0;
 	r->mitigated = false;
 	r->analysis_passed = false;
+	r->bake_until_ms = 0;
+	r->finalized = false;
+	memset(&r->post, 0, sizeof(r->post));
 	for (size_t i = 0; i < r->cfg->ntargets; i++) {
 		r->targets[i].weight = 0;
 		r->targets[i].touched = r->targets[i].rolled_back = false;
@@ -298,6 +400,9 @@ static int run_parse(struct run *r, const char *text)
 	r->decision_ms = jint(o, "decision");
 	r->generation = (uint32_t)jint(o, "generation");
 	r->mitigated = json_is_true(json_object_get(o, "mitigated"));
+	r->bake_until_ms = jint(o, "bake_until");
+	r->finalized = json_is_true(json_object_get(o, "finalized"));
+	post_parse(&r->post, json_object_get(o, "post"));
 	json_array_foreach(json_object_get(o, "targets"), i, v)
 	{
 		s = json_string_value(json_object_get(v, "name"));
@@ -445,21 +550,39 @@ static int apply_weight(struct rollout_engine *e, struct run *r, size_t t, const
 	return e->be.set_weight(e->be.ctx, tg->service, tg->canary, r->targets[t].weight, actor);
 }
 
-/* Takes the cumulative readings that the next interval's deltas start from. */
-static void prime(struct rollout_engine *e, struct run *r)
+/* The service's current stable version (moves when a rollout completes). */
+static const char *stable_version(const struct rollout_engine *e, const struct config_target *tg)
+{
+	const char *v = e->be.stable_of ? e->be.stable_of(e->be.ctx, tg->service) : NULL;
+
+	return v ? v : tg->svc->stable;
+}
+
+/*
+ * Takes the cumulative readings that the next interval's deltas start from;
+ * at a run's start also the baseline that bake compares against.
+ */
+static void prime(struct rollout_engine *e, struct run *r, bool run_start)
 {
 	for (size_t t = 0; t < r->cfg->ntargets; t++) {
 		const struct config_target *tg = target(r, t);
 		struct target_run *tr = &r->targets[t];
 
 		tr->have_prev = false;
+		if (run_start)
+			tr->have_base0 = false;
 		if (tg->kind != CONFIG_TARGET_SERVICE || !tg->svc)
 			continue;
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY,
 		                      &tr->prev_canary) == 0 &&
-		    e->be.read_cohort(e->be.ctx, tg->service, tg->svc->stable, COHORT_BASELINE,
-		                      &tr->prev_baseline) == 0)
+		    e->be.read_cohort(e->be.ctx, tg->service, stable_version(e, tg),
+		                      COHORT_BASELINE, &tr->prev_baseline) == 0) {
 			tr->have_prev = true;
+			if (run_start) {
+				tr->base0 = tr->prev_baseline;
+				tr->have_base0 = true;
+			}
+		}
 	}
 }
 
@@ -481,22 +604,48 @@ static int do_pause(struct rollout_engine *e, struct run *r, const char *actor, 
 	return persist(e, r, actor, one("rollout.paused", d));
 }
 
+/* Starts the rollback pipeline for the targets in mask (or queues them). */
+static void post_begin(struct run *r, uint64_t mask, const char *reason, int64_t now)
+{
+	struct post *p = &r->post;
+
+	if (p->stage != POST_NONE && p->stage != POST_DONE) {
+		p->pending |= mask;
+		return;
+	}
+	memset(p, 0, sizeof(*p));
+	p->stage = POST_DRAIN;
+	p->stage_started_ms = now;
+	p->mask = mask;
+	p->decision_ms = now;
+	snprintf(p->reason, sizeof(p->reason), "%s", reason);
+}
+
 /*
- * Rolls back target `only` (-1: every target): persist, then weights to 0.
+ * Rolls back target `only` (-1: every target): persist (with pre_events,
+ * stolen, e.g. the verdicts that decided it), then weights to 0 at once,
+ * then waits for every worker to route with them: that is time to mitigate,
+ * measured from t0_us (the monotonic time of the decision; 0 = now).  The
+ * rest of the pipeline (drain, hooks, verify, evidence) runs from the tick.
  * v / first_fail_ms describe the deciding verdict (NULL / 0 for manual).
  */
 static int do_rollback(struct rollout_engine *e, struct run *r, int only, const char *actor,
                        int64_t now, const char *reason, const struct check_verdict *v,
-                       int64_t first_fail_ms)
+                       int64_t first_fail_ms, enum rb_class cls, json_t *pre_events, uint64_t t0_us)
 {
 	const struct config_rollout *ro = r->cfg;
-	json_t *names = json_array(), *hooks = json_array(), *d;
+	json_t *names = json_array(), *d, *evs = pre_events ? pre_events : json_array();
 	bool all = true, failed = false;
+	uint64_t mask = 0, t_persisted, t_set;
 	char why[256] = "";
-	int rc;
+	int rc, applied;
 
+	if (!t0_us)
+		t0_us = clock_mono_us();
 	for (size_t t = 0; t < ro->ntargets; t++) {
 		if (only < 0 || (size_t)only == t) {
+			if (!r->targets[t].rolled_back && t < MAX_TARGETS)
+				mask |= UINT64_C(1) << t;
 			r->targets[t].rolled_back = true;
 			r->targets[t].weight = 0;
 			r->targets[t].touched = true;
@@ -505,33 +654,33 @@ static int do_rollback(struct rollout_engine *e, struct run *r, int only, const 
 		all = all && r->targets[t].rolled_back;
 	}
 	r->decision_ms = now;
+	r->bake_until_ms = 0;
 	if (all) {
 		r->state = ROLLOUT_ROLLED_BACK;
 		r->ended_ms = now;
 		r->mitigated = false;
 		r->review_deadline_ms = 0;
 	}
-	for (size_t h = 0; h < ro->rollback.nhooks; h++)
-		json_array_append_new(
-		    hooks,
-		    json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)h, "kind",
-		              ro->rollback.hooks[h].kind == CONFIG_HOOK_EXEC ? "exec" : "webhook",
-		              "status", "not_run", "why",
-		              "rollback hooks are not implemented yet"));
-	d = json_pack("{s:s, s:o, s:b, s:I, s:I, s:o, s:I}", "reason", reason, "targets", names,
-	              "all", all, "step", (json_int_t)r->step, "decision_ms", (json_int_t)now,
-	              "hooks", hooks, "drain_ms", (json_int_t)ro->rollback.drain_ms);
+	post_begin(r, mask, reason, now);
+	d = json_pack("{s:s, s:s, s:o, s:b, s:I, s:I, s:I, s:I}", "reason", reason, "class",
+	              rb_class_names[cls], "targets", names, "all", all, "step",
+	              (json_int_t)r->step, "decision_ms", (json_int_t)now, "drain_ms",
+	              (json_int_t)ro->rollback.drain_ms, "hooks", (json_int_t)ro->rollback.nhooks);
 	if (first_fail_ms) {
 		int64_t start = first_fail_ms - (int64_t)ro->analysis.interval_ms;
 
 		json_object_set_new(d, "first_failing_interval_start_ms", json_integer(start));
 		json_object_set_new(d, "time_to_detect_ms", json_integer(now - start));
+		r->ctr.last_ttd_ms = now - start;
 	}
 	if (v)
 		json_object_set_new(d, "verdict", check_verdict_json(v));
-	rc = persist(e, r, actor, one("rollout.rollback", d));
+	json_array_append_new(evs, ev("rollout.rollback", d));
+	rc = persist(e, r, actor, evs);
 	if (rc)
 		return rc;
+	r->ctr.rollbacks[cls]++;
+	t_persisted = clock_mono_us();
 
 	for (size_t t = 0; t < ro->ntargets; t++) {
 		if (only >= 0 && (size_t)only != t)
@@ -543,20 +692,31 @@ static int do_rollback(struct rollout_engine *e, struct run *r, int only, const 
 			         ro->targets[t].name, rc);
 		}
 	}
+	t_set = clock_mono_us();
+	applied = e->be.wait_applied ? e->be.wait_applied(e->be.ctx, APPLY_WAIT_US) : 0;
 	if (failed) {
 		r->state = ROLLOUT_FAILED;
 		r->ended_ms = now;
 		return persist(e, r, actor,
 		               one("rollout.failed", json_pack("{s:s}", "reason", why)));
 	}
-	if (all) {
-		r->mitigated = true;
-		return persist(
-		    e, r, actor,
-		    one("rollout.mitigated", json_pack("{s:I, s:I}", "decision_ms", (json_int_t)now,
-		                                       "applied_ms", (json_int_t)now)));
+	{
+		uint64_t t1 = clock_mono_us();
+
+		r->ctr.last_ttm_us = (int64_t)(t1 - t0_us);
+		if (all)
+			r->mitigated = true;
+		return persist(e, r, actor,
+		               one("rollout.mitigated",
+		                   json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "decision_ms",
+		                             (json_int_t)now, "applied_ms",
+		                             (json_int_t)(now + (int64_t)(t1 - t0_us) / 1000),
+		                             "time_to_mitigate_us", (json_int_t)(t1 - t0_us),
+		                             "persist_us", (json_int_t)(t_persisted - t0_us),
+		                             "publish_us", (json_int_t)(t_set - t_persisted),
+		                             "workers_us", (json_int_t)(t1 - t_set),
+		                             "all_workers_confirmed", applied == 0)));
 	}
-	return 0;
 }
 
 /* Applies the current (SET) step's weights after they were persisted. */
@@ -640,21 +800,83 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 	return 0;
 }
 
+static bool live_service(const struct run *r, size_t t)
+{
+	return target(r, t)->kind == CONFIG_TARGET_SERVICE && target(r, t)->svc &&
+	       !r->targets[t].rolled_back;
+}
+
+/* Every step is done: the canaries at 100% become stable (see finalize()). */
 static int complete(struct rollout_engine *e, struct run *r, const char *actor, int64_t now,
                     json_t *evs)
 {
+	json_t *stable = json_object();
+
 	r->state = ROLLOUT_COMPLETED;
 	r->step = r->cfg->nsteps;
 	r->phase = PHASE_WAITING;
 	r->ended_ms = now;
+	r->bake_until_ms = 0;
+	r->finalized = false;
+	for (size_t t = 0; t < r->cfg->ntargets; t++)
+		if (live_service(r, t) && r->targets[t].weight >= 100000)
+			json_object_set_new(stable, target(r, t)->service,
+			                    json_string(target(r, t)->canary));
+	if (!evs)
+		evs = json_array();
+	json_array_append_new(
+	    evs, ev("rollout.completed",
+	            json_pack("{s:I, s:o, s:I}", "duration_ms", (json_int_t)(now - r->started_ms),
+	                      "stable", stable, "bake_ms", (json_int_t)r->cfg->bake_ms)));
+	return persist(e, r, actor, evs);
+}
+
+/*
+ * Every step is done: bake first when the rollout has `bake` (the old
+ * stable stays warm, the checks keep running, a failure reverts at once),
+ * else complete.
+ */
+static int steps_done(struct rollout_engine *e, struct run *r, const char *actor, int64_t now,
+                      json_t *evs)
+{
+	bool any = false;
+
+	for (size_t t = 0; t < r->cfg->ntargets; t++)
+		any = any || (live_service(r, t) && r->targets[t].weight > 0);
+	if (!r->cfg->bake_ms || !any || r->bake_until_ms) /* promote --full ends a bake */
+		return complete(e, r, actor, now, evs);
+	r->step = r->cfg->nsteps;
+	r->phase = PHASE_WAITING;
+	r->bake_until_ms = now + (int64_t)r->cfg->bake_ms;
 	if (!evs)
 		evs = json_array();
 	json_array_append_new(
 	    evs,
-	    ev("rollout.completed",
-	       json_pack("{s:I, s:s}", "duration_ms", (json_int_t)(now - r->started_ms), "note",
-	                 "the canary is not made the stable version and bake is not run yet")));
+	    ev("rollout.baking", json_pack("{s:I, s:I}", "bake_ms", (json_int_t)r->cfg->bake_ms,
+	                                   "until", (json_int_t)r->bake_until_ms)));
 	return persist(e, r, actor, evs);
+}
+
+/*
+ * After completion: each canary at 100% becomes its service's stable
+ * version.  Idempotent; retried by the tick until it works (also after a
+ * restart), so a crash between "completed" and this step is healed.
+ */
+static void finalize(struct rollout_engine *e, struct run *r)
+{
+	bool ok = true;
+
+	for (size_t t = 0; e->be.set_stable && t < r->cfg->ntargets; t++) {
+		if (!live_service(r, t) || r->targets[t].weight < 100000)
+			continue;
+		if (e->be.set_stable(e->be.ctx, target(r, t)->service, target(r, t)->canary,
+		                     ENGINE_ACTOR))
+			ok = false;
+	}
+	if (!ok)
+		return;
+	r->finalized = true;
+	persist(e, r, ENGINE_ACTOR, NULL);
 }
 
 /* Marks the current step passed and moves to the next (or completes). */
@@ -674,7 +896,7 @@ static int pass_step(struct rollout_engine *e, struct run *r, const char *actor,
 	r->approvals = 0;
 	r->analysis_passed = false;
 	if (r->step >= r->cfg->nsteps)
-		return complete(e, r, actor, now, evs);
+		return steps_done(e, r, actor, now, evs);
 	return persist(e, r, actor, evs);
 }
 
@@ -709,7 +931,10 @@ static void advance(struct rollout_engine *e, struct run *r, const char *actor, 
 		if (r->state != ROLLOUT_PROGRESSING)
 			return;
 		if (r->step >= r->cfg->nsteps) {
-			complete(e, r, actor, now, NULL);
+			if (!r->bake_until_ms)
+				steps_done(e, r, actor, now, NULL);
+			else if (now >= r->bake_until_ms)
+				complete(e, r, actor, now, NULL);
 			return;
 		}
 		st = &r->cfg->steps[r->step];
@@ -756,14 +981,43 @@ static int rank(enum check_outcome o)
 	}
 }
 
-/* One analysis interval ending at now: verdicts, counters, decisions. */
+static json_t *num_or_null(double v)
+{
+	return isfinite(v) ? json_real(v) : json_null();
+}
+
+/* One cohort's numbers of an interval, for the rollout.interval event. */
+static json_t *cohort_json(const struct metrics_cohort_snapshot *s, uint64_t interval_ms)
+{
+	return json_pack(
+	    "{s:I, s:I, s:o, s:o, s:o, s:o}", "requests", (json_int_t)s->requests, "errors",
+	    (json_int_t)s->errors, "error_rate",
+	    num_or_null(check_metric_value(CONFIG_METRIC_ERROR_RATE, s, interval_ms)), "p50_ms",
+	    num_or_null(check_metric_value(CONFIG_METRIC_LATENCY_P50, s, interval_ms)), "p99_ms",
+	    num_or_null(check_metric_value(CONFIG_METRIC_LATENCY_P99, s, interval_ms)), "mean_ms",
+	    num_or_null(check_metric_value(CONFIG_METRIC_LATENCY_MEAN, s, interval_ms)));
+}
+
+static bool baking(const struct run *r)
+{
+	return r->bake_until_ms > 0 && r->step >= r->cfg->nsteps;
+}
+
+/*
+ * One analysis interval ending at now: per-target numbers, verdicts,
+ * counters, decisions.  While baking the canary (at 100%) is compared with
+ * the baseline accumulated over the whole run (the historical baseline).
+ * A rollback decision is persisted in the same transaction as the verdicts
+ * that made it, so nothing stands between the verdict and the weights but
+ * one commit.
+ */
 static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	const struct config_rollout *ro = r->cfg;
-	uint64_t interval = ro->analysis.interval_ms;
+	uint64_t interval = ro->analysis.interval_ms, t0_us;
 	struct metrics_cohort_snapshot *dc = NULL, *db = NULL;
-	bool *have = NULL, all_pass = true, any = false;
-	json_t *evs = json_array();
+	bool *have = NULL, all_pass = true, any = false, bake = baking(r);
+	json_t *evs = json_array(), *per_target = json_object();
 	int act = -1;
 
 	dc = calloc(ro->ntargets, sizeof(*dc));
@@ -779,20 +1033,36 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		if (tg->kind != CONFIG_TARGET_SERVICE || !tg->svc || tr->rolled_back)
 			continue;
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY, &c) ||
-		    e->be.read_cohort(e->be.ctx, tg->service, tg->svc->stable, COHORT_BASELINE,
-		                      &b)) {
+		    e->be.read_cohort(e->be.ctx, tg->service, stable_version(e, tg),
+		                      COHORT_BASELINE, &b)) {
 			tr->have_prev = false;
 			continue;
 		}
 		if (tr->have_prev && tr->touched && tr->weight > 0) {
 			metrics_snapshot_delta(&tr->prev_canary, &c, &dc[t]);
-			metrics_snapshot_delta(&tr->prev_baseline, &b, &db[t]);
+			if (bake && tr->have_base0)
+				metrics_snapshot_delta(&tr->base0, &b, &db[t]);
+			else
+				metrics_snapshot_delta(&tr->prev_baseline, &b, &db[t]);
 			have[t] = true;
+			json_object_set_new(
+			    per_target, tg->name,
+			    json_pack("{s:f, s:o, s:o, s:b}", "weight", tr->weight / 1000.0,
+			              "canary", cohort_json(&dc[t], interval), "baseline",
+			              cohort_json(&db[t], interval), "historical_baseline",
+			              bake && tr->have_base0));
 		}
 		tr->prev_canary = c;
 		tr->prev_baseline = b;
 		tr->have_prev = true;
 	}
+	t0_us = clock_mono_us();
+	if (json_object_size(per_target))
+		json_array_append_new(
+		    evs, ev("rollout.interval",
+		            json_pack("{s:I, s:I, s:I, s:b, s:O}", "interval_end_ms",
+		                      (json_int_t)now, "interval_ms", (json_int_t)interval, "step",
+		                      (json_int_t)r->step, "bake", bake, "targets", per_target)));
 
 	for (size_t k = 0; k < ro->analysis.nchecks; k++) {
 		const struct config_check *c = &ro->analysis.checks[k];
@@ -816,6 +1086,8 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		any = true;
 		cr->last = best;
 		cr->have_verdict = true;
+		if ((unsigned)best.outcome < 4)
+			cr->verdicts[best.outcome]++;
 		if (best.outcome == CHECK_FAIL) {
 			if (cr->fails++ == 0)
 				cr->first_fail_ms = now;
@@ -832,43 +1104,466 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			json_object_set_new(d, "step", json_integer((json_int_t)r->step));
 			json_object_set_new(d, "interval_end_ms", json_integer(now));
 			json_object_set_new(d, "consecutive_failures", json_integer(cr->fails));
+			json_object_set_new(d, "bake", json_boolean(bake));
 			json_array_append_new(evs, ev("verdict", d));
 		}
 		if (act < 0 && best.outcome == CHECK_FAIL &&
 		    (uint64_t)cr->fails * interval >= c->for_ms)
 			act = (int)k;
 	}
-	if (!any)
+	if (!any && !json_array_size(evs))
 		goto out;
-	if (all_pass && r->state == ROLLOUT_PROGRESSING && r->step < ro->nsteps &&
+	if (any && all_pass && r->state == ROLLOUT_PROGRESSING && r->step < ro->nsteps &&
 	    r->phase == PHASE_RUNNING && ro->steps[r->step].kind == CONFIG_STEP_ANALYSIS &&
 	    now - (int64_t)interval >= r->step_started_ms)
 		r->analysis_passed = true;
+	if (act >= 0 && ro->analysis.checks[act].on_fail == CONFIG_ON_FAIL_ROLLBACK) {
+		const struct config_check *c = &ro->analysis.checks[act];
+		struct check_run *cr = &r->checks[act];
+		int only = c->target ? (int)c->target_index : -1;
+		char why[CHECK_REASON_MAX + 32];
+
+		snprintf(why, sizeof(why), "%s%s", bake ? "during bake: " : "", cr->last.reason);
+		do_rollback(e, r, only, ENGINE_ACTOR, now, why, &cr->last, cr->first_fail_ms,
+		            bake ? RB_BAKE : RB_CHECK, evs, t0_us);
+		evs = NULL;
+		goto out;
+	}
 	if (persist(e, r, ENGINE_ACTOR, evs)) {
 		evs = NULL;
 		goto out;
 	}
 	evs = NULL;
-	if (act >= 0) {
+	if (act >= 0 && r->state == ROLLOUT_PROGRESSING) {
 		const struct config_check *c = &ro->analysis.checks[act];
 		struct check_run *cr = &r->checks[act];
 		int only = c->target ? (int)c->target_index : -1;
+		json_t *x = json_pack("{s:s, s:o}", "check", c->name, "verdict",
+		                      check_verdict_json(&cr->last));
 
-		if (c->on_fail == CONFIG_ON_FAIL_ROLLBACK) {
-			do_rollback(e, r, only, ENGINE_ACTOR, now, cr->last.reason, &cr->last,
-			            cr->first_fail_ms);
-		} else if (r->state == ROLLOUT_PROGRESSING) {
-			json_t *x = json_pack("{s:s, s:o}", "check", c->name, "verdict",
-			                      check_verdict_json(&cr->last));
-
-			do_pause(e, r, ENGINE_ACTOR, now, cr->last.reason, c->review_ms, only, x);
-		}
+		do_pause(e, r, ENGINE_ACTOR, now, cr->last.reason, c->review_ms, only, x);
 	}
 out:
 	json_decref(evs);
+	json_decref(per_target);
 	free(dc);
 	free(db);
 	free(have);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Rollback pipeline: drain, hooks, verify, evidence                         */
+
+int rollout_template(const char *tmpl, const char *const *vars, char *out, size_t outlen)
+{
+	size_t o = 0;
+	int rc = 0;
+
+	if (!outlen)
+		return -ENOSPC;
+	for (const char *p = tmpl; *p;) {
+		const char *val = NULL, *end;
+		size_t n;
+
+		if (p[0] == '{' && p[1] == '{' && (end = strstr(p + 2, "}}")) != NULL) {
+			size_t klen = (size_t)(end - p - 2);
+
+			for (size_t i = 0; vars && vars[i] && vars[i + 1]; i += 2)
+				if (strlen(vars[i]) == klen && memcmp(vars[i], p + 2, klen) == 0)
+					val = vars[i + 1];
+			if (val) {
+				n = strlen(val);
+				if (o + n >= outlen) {
+					n = outlen - 1 - o;
+					rc = -ENOSPC;
+				}
+				memcpy(out + o, val, n);
+				o += n;
+				p = end + 2;
+				if (rc)
+					break;
+				continue;
+			}
+		}
+		if (o + 1 >= outlen) {
+			rc = -ENOSPC;
+			break;
+		}
+		out[o++] = *p++;
+	}
+	out[o] = '\0';
+	return rc;
+}
+
+static void post_set_stage(struct run *r, enum post_stage st, int64_t now)
+{
+	r->post.stage = st;
+	r->post.stage_started_ms = now;
+}
+
+/* Hook position p.hook -> (hook index, target index); false when past the end. */
+static bool hook_at(const struct run *r, size_t pos, size_t *h, size_t *t)
+{
+	size_t nt = r->cfg->ntargets;
+
+	for (; pos < r->cfg->rollback.nhooks * nt; pos++) {
+		if (pos % nt < MAX_TARGETS && (r->post.mask >> (pos % nt) & 1)) {
+			*h = pos / nt;
+			*t = pos % nt;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Starts the hook at r->post.hook: persisted as started first. */
+static void hook_begin(struct rollout_engine *e, struct run *r, size_t h, size_t t, int64_t now)
+{
+	const struct config_hook *hk = &r->cfg->rollback.hooks[h];
+	const struct config_target *tg = target(r, t);
+	const char *svc = tg->kind == CONFIG_TARGET_SERVICE ? tg->service : "";
+	const char *canary = tg->kind == CONFIG_TARGET_SERVICE ? tg->canary : "";
+	const char *stable =
+	    tg->kind == CONFIG_TARGET_SERVICE && tg->svc ? stable_version(e, tg) : "";
+	const char *vars[] = {"rollout", r->cfg->name,
+	                      "target",  tg->name,
+	                      "service", svc,
+	                      "canary",  canary,
+	                      "stable",  stable,
+	                      "reason",  r->post.reason,
+	                      "flag",    tg->flag ? tg->flag : "",
+	                      NULL};
+	char **argv = NULL;
+	char *body = NULL;
+	json_t *b;
+
+	r->post.hook_started = true;
+	if (persist(e, r, ENGINE_ACTOR,
+	            one("rollout.hook.started",
+	                json_pack("{s:I, s:s, s:s}", "index", (json_int_t)h, "kind",
+	                          hk->kind == CONFIG_HOOK_EXEC ? "exec" : "webhook", "target",
+	                          tg->name))))
+		return;
+	if (!e->be.hook_start || !e->be.hook_poll) {
+		r->post.job = 0; /* reported as not run by post_hooks */
+		return;
+	}
+	if (hk->kind == CONFIG_HOOK_EXEC) {
+		argv = calloc(hk->argv.n + 1, sizeof(*argv));
+		for (size_t i = 0; argv && i < hk->argv.n; i++) {
+			argv[i] = malloc(4096);
+			if (argv[i])
+				rollout_template(hk->argv.v[i], vars, argv[i], 4096);
+			else
+				goto out;
+		}
+		if (argv)
+			r->post.job =
+			    e->be.hook_start(e->be.ctx, hk, (const char *const *)argv, NULL);
+	} else {
+		b = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "rollout", r->cfg->name,
+		              "target", tg->name, "service", svc, "canary", canary, "stable",
+		              stable, "reason", r->post.reason, "decision_ms",
+		              (json_int_t)r->post.decision_ms, "at", (json_int_t)now);
+		body = b ? json_dumps(b, JSON_COMPACT) : NULL;
+		json_decref(b);
+		if (body)
+			r->post.job = e->be.hook_start(e->be.ctx, hk, NULL, body);
+	}
+out:
+	for (size_t i = 0; argv && i < hk->argv.n; i++)
+		free(argv[i]);
+	free(argv);
+	free(body);
+}
+
+/* Records the end of the current hook and moves to the next position. */
+static void hook_end(struct rollout_engine *e, struct run *r, size_t h, size_t t,
+                     const char *status, json_t *extra)
+{
+	const struct config_hook *hk = &r->cfg->rollback.hooks[h];
+	json_t *d = json_pack("{s:I, s:s, s:s, s:s}", "index", (json_int_t)h, "kind",
+	                      hk->kind == CONFIG_HOOK_EXEC ? "exec" : "webhook", "target",
+	                      target(r, t)->name, "status", status);
+
+	if (extra)
+		json_object_update(d, extra);
+	json_decref(extra);
+	if (strcmp(status, "ok") == 0)
+		r->post.hooks_ok++;
+	else
+		r->post.hooks_failed++;
+	r->post.hook_started = false;
+	r->post.job = 0;
+	r->post.hook++;
+	persist(e, r, ENGINE_ACTOR, one("rollout.hook", d));
+}
+
+/* Adds b into a (counts and histogram). */
+static void cohort_add(struct metrics_cohort_snapshot *a, const struct metrics_cohort_snapshot *b)
+{
+	a->requests += b->requests;
+	a->errors += b->errors;
+	a->proxy_errors += b->proxy_errors;
+	for (size_t i = 0; i < METRICS_CLASSES; i++)
+		a->by_class[i] += b->by_class[i];
+	for (size_t i = 0; i < METRICS_ERR_COUNT; i++)
+		a->upstream[i] += b->upstream[i];
+	hist_merge(&a->hist, &b->hist);
+}
+
+/* The stable version's whole traffic (stable + baseline cohorts) of target t. */
+static int read_stable(struct rollout_engine *e, struct run *r, size_t t,
+                       struct metrics_cohort_snapshot *out)
+{
+	const struct config_target *tg = target(r, t);
+	struct metrics_cohort_snapshot b;
+
+	if (e->be.read_cohort(e->be.ctx, tg->service, stable_version(e, tg), COHORT_STABLE, out) ||
+	    e->be.read_cohort(e->be.ctx, tg->service, stable_version(e, tg), COHORT_BASELINE, &b))
+		return -1;
+	cohort_add(out, &b);
+	return 0;
+}
+
+static void post_hooks(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	size_t h, t;
+	struct job_result res;
+	int rc;
+
+	if (!hook_at(r, r->post.hook, &h, &t)) {
+		post_set_stage(r, r->cfg->rollback.verify_ms ? POST_VERIFY : POST_EVIDENCE, now);
+		r->post.verify_next_ms = now + (int64_t)r->cfg->analysis.interval_ms;
+		for (size_t k = 0; k < r->cfg->ntargets && k < MAX_TARGETS; k++) {
+			struct target_run *tr = &r->targets[k];
+
+			tr->have_prev_stable = (r->post.mask >> k & 1) &&
+			                       target(r, k)->kind == CONFIG_TARGET_SERVICE &&
+			                       target(r, k)->svc &&
+			                       read_stable(e, r, k, &tr->prev_stable) == 0;
+		}
+		persist(e, r, ENGINE_ACTOR, NULL);
+		return;
+	}
+	/* skip positions whose target is not in the mask */
+	r->post.hook = h * r->cfg->ntargets + t;
+	if (!r->post.hook_started) {
+		hook_begin(e, r, h, t, now);
+		return;
+	}
+	if (!e->be.hook_start || !e->be.hook_poll) {
+		hook_end(e, r, h, t, "not_run",
+		         json_pack("{s:s}", "error", "this canaryd has no hook runner"));
+		return;
+	}
+	if (!r->post.job) {
+		/* started before a restart (or could not be queued): never re-run */
+		hook_end(e, r, h, t, "interrupted",
+		         json_pack("{s:s}", "error",
+		                   "the hook was started but its end was not seen (canaryd "
+		                   "restarted or the job queue was full); it may or may not "
+		                   "have run to completion"));
+		return;
+	}
+	rc = e->be.hook_poll(e->be.ctx, r->post.job, &res);
+	if (rc == 1)
+		return;
+	if (rc < 0) {
+		hook_end(e, r, h, t, "interrupted",
+		         json_pack("{s:s}", "error", "the hook runner lost the job"));
+		return;
+	}
+	for (char *c = res.output; *c; c++)
+		if ((unsigned char)*c >= 0x80 || ((unsigned char)*c < 0x20 && *c != '\n'))
+			*c = '?';
+	for (char *c = res.error; *c; c++)
+		if ((unsigned char)*c >= 0x80 || (unsigned char)*c < 0x20)
+			*c = '?';
+	hook_end(e, r, h, t, job_status_name(res.status),
+	         json_pack("{s:I, s:i, s:i, s:i, s:s, s:s}", "duration_ms",
+	                   (json_int_t)res.duration_ms, "exit_code", res.exit_code, "signal",
+	                   res.signal, "http_status", res.http_status, "output", res.output,
+	                   "error", res.error));
+}
+
+/*
+ * verify: every interval for rollback.verify, the checks are evaluated on
+ * the stable version's traffic (compared with itself, so only absolute
+ * bounds can fail).  Any failing interval fails verification; it passes
+ * when at least one interval passed and none failed.
+ */
+static void post_verify(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	const struct config_rollout *ro = r->cfg;
+	uint64_t interval = ro->analysis.interval_ms;
+	struct post *p = &r->post;
+
+	bool evaluated = false;
+
+	if (now >= p->verify_next_ms && interval) {
+		bool passed = false, failed = false;
+
+		evaluated = true;
+
+		p->verify_next_ms = now + (int64_t)interval;
+		for (size_t t = 0; t < ro->ntargets && t < MAX_TARGETS; t++) {
+			struct target_run *tr = &r->targets[t];
+			struct metrics_cohort_snapshot cur, d;
+
+			if (!(p->mask >> t & 1) || target(r, t)->kind != CONFIG_TARGET_SERVICE ||
+			    !target(r, t)->svc || read_stable(e, r, t, &cur))
+				continue;
+			if (!tr->have_prev_stable) {
+				tr->prev_stable = cur;
+				tr->have_prev_stable = true;
+				continue;
+			}
+			metrics_snapshot_delta(&tr->prev_stable, &cur, &d);
+			tr->prev_stable = cur;
+			for (size_t k = 0; k < ro->analysis.nchecks; k++) {
+				const struct config_check *c = &ro->analysis.checks[k];
+				struct check_verdict v;
+
+				if (c->source != CONFIG_SOURCE_METRIC ||
+				    (c->target && c->target_index != t))
+					continue;
+				check_evaluate(c, &d, &d, interval, &v);
+				if (v.outcome == CHECK_FAIL && !failed) {
+					failed = true;
+					snprintf(p->verify_reason, sizeof(p->verify_reason),
+					         "%.60s: %.250s", target(r, t)->name, v.reason);
+				} else if (v.outcome == CHECK_PASS) {
+					passed = true;
+				}
+			}
+		}
+		p->verify_intervals++;
+		if (failed)
+			p->verify_failed = true;
+		else if (passed)
+			p->verify_passes++;
+	}
+	if (!p->verify_failed && now - p->stage_started_ms < (int64_t)ro->rollback.verify_ms) {
+		if (evaluated)
+			persist(e, r, ENGINE_ACTOR, NULL);
+		return;
+	}
+	{
+		const char *result = p->verify_failed       ? "failed"
+		                     : p->verify_passes > 0 ? "passed"
+		                                            : "inconclusive";
+		json_t *d;
+
+		if (!p->verify_failed && !p->verify_passes)
+			snprintf(
+			    p->verify_reason, sizeof(p->verify_reason),
+			    "the stable version had too little traffic to evaluate the checks");
+		else if (!p->verify_failed)
+			snprintf(p->verify_reason, sizeof(p->verify_reason),
+			         "the stable version passed the checks in %u of %u intervals",
+			         p->verify_passes, p->verify_intervals);
+		d = json_pack("{s:s, s:b, s:s, s:I, s:I}", "result", result, "passed",
+		              !p->verify_failed && p->verify_passes > 0, "reason", p->verify_reason,
+		              "duration_ms", (json_int_t)(now - p->stage_started_ms), "intervals",
+		              (json_int_t)p->verify_intervals);
+		post_set_stage(r, POST_EVIDENCE, now);
+		persist(e, r, ENGINE_ACTOR, one("rollout.verified", d));
+	}
+}
+
+static void post_finish(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	struct post *p = &r->post;
+	json_t *evs = json_array();
+	char path[512] = "";
+	int rc = e->be.evidence
+	             ? e->be.evidence(e->be.ctx, r->cfg->name, r->generation, path, sizeof(path))
+	             : -ENOSYS;
+
+	snprintf(p->evidence, sizeof(p->evidence), "%s", rc == 0 ? path : "");
+	json_array_append_new(
+	    evs, ev("rollout.evidence",
+	            rc == 0 ? json_pack("{s:s}", "path", path)
+	                    : json_pack("{s:s, s:i}", "error",
+	                                "the evidence bundle could not be written", "code", rc)));
+	json_array_append_new(evs,
+	                      ev("rollout.rollback.finished",
+	                         json_pack("{s:s, s:I, s:I, s:I, s:s, s:s, s:o, s:I}", "reason",
+	                                   p->reason, "decision_ms", (json_int_t)p->decision_ms,
+	                                   "hooks_ok", (json_int_t)p->hooks_ok, "hooks_failed",
+	                                   (json_int_t)p->hooks_failed, "verify",
+	                                   !r->cfg->rollback.verify_ms ? "none"
+	                                   : p->verify_failed          ? "failed"
+	                                   : p->verify_passes          ? "passed"
+	                                                               : "inconclusive",
+	                                   "verify_reason", p->verify_reason, "evidence",
+	                                   rc == 0 ? json_string(path) : json_null(), "duration_ms",
+	                                   (json_int_t)(now - p->decision_ms))));
+	post_set_stage(r, POST_DONE, now);
+	if (p->pending) {
+		uint64_t next = p->pending;
+		char reason[sizeof(p->reason)];
+
+		snprintf(reason, sizeof(reason), "%s", p->reason);
+		p->pending = 0;
+		post_begin(r, next, reason, now);
+	}
+	persist(e, r, ENGINE_ACTOR, evs);
+}
+
+/* Moves the rollback pipeline on; called every tick while it runs. */
+static void post_step(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	struct post *p = &r->post;
+
+	switch (p->stage) {
+	case POST_DRAIN: {
+		long left = 0;
+		bool known = e->be.inflight != NULL;
+
+		for (size_t t = 0; known && t < r->cfg->ntargets && t < MAX_TARGETS; t++) {
+			long n;
+
+			if (!(p->mask >> t & 1) || target(r, t)->kind != CONFIG_TARGET_SERVICE)
+				continue;
+			n = e->be.inflight(e->be.ctx, target(r, t)->service, target(r, t)->canary);
+			if (n < 0)
+				known = false;
+			else
+				left += n;
+		}
+		if ((!known || left > 0) &&
+		    now - p->stage_started_ms < (int64_t)r->cfg->rollback.drain_ms)
+			return;
+		{
+			json_t *d = json_pack("{s:I, s:I, s:b}", "duration_ms",
+			                      (json_int_t)(now - p->stage_started_ms), "limit_ms",
+			                      (json_int_t)r->cfg->rollback.drain_ms,
+			                      "in_flight_known", known);
+
+			if (known)
+				json_object_set_new(d, "in_flight_left", json_integer(left));
+			post_set_stage(r, POST_HOOKS, now);
+			p->hook = 0;
+			p->hook_started = false;
+			persist(e, r, ENGINE_ACTOR, one("rollout.drained", d));
+		}
+		return;
+	}
+	case POST_HOOKS:
+		post_hooks(e, r, now);
+		return;
+	case POST_VERIFY:
+		post_verify(e, r, now);
+		return;
+	case POST_EVIDENCE:
+		post_finish(e, r, now);
+		return;
+	case POST_NONE:
+	case POST_DONE:
+		return;
+	}
 }
 
 /* ------------------------------------------------------------------------ */
@@ -970,7 +1665,7 @@ int rollout_engine_load(struct rollout_engine *e, int64_t now_ms)
 			                      (json_int_t)now_ms, "after_restart", 1)));
 		}
 		if (active(r))
-			prime(e, r);
+			prime(e, r, false);
 	}
 	return rc;
 }
@@ -981,6 +1676,10 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 		struct run *r = &e->runs[i];
 		uint64_t interval = r->cfg->analysis.interval_ms;
 
+		if (r->post.stage != POST_NONE && r->post.stage != POST_DONE)
+			post_step(e, r, now_ms);
+		if (r->state == ROLLOUT_COMPLETED && !r->finalized)
+			finalize(e, r);
 		if (!active(r))
 			continue;
 		if (r->state == ROLLOUT_PAUSED && r->review_deadline_ms &&
@@ -990,14 +1689,15 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 			snprintf(why, sizeof(why),
 			         "nobody resumed or promoted within the review window (paused: %s)",
 			         r->pause_reason);
-			do_rollback(e, r, r->review_target, ENGINE_ACTOR, now_ms, why, NULL, 0);
+			do_rollback(e, r, r->review_target, ENGINE_ACTOR, now_ms, why, NULL, 0,
+			            RB_REVIEW, NULL, 0);
 			if (r->review_target >= 0 && r->state == ROLLOUT_PAUSED) {
 				r->review_deadline_ms = 0;
 				persist(e, r, ENGINE_ACTOR, NULL);
 			}
 			continue;
 		}
-		if (r->cfg->analysis.nchecks && interval && now_ms >= r->next_interval_ms) {
+		if (interval && now_ms >= r->next_interval_ms) {
 			r->next_interval_ms += (int64_t)interval;
 			if (r->next_interval_ms <= now_ms)
 				r->next_interval_ms = now_ms + (int64_t)interval;
@@ -1039,7 +1739,7 @@ static int begin_run(struct rollout_engine *e, struct run *r, const char *actor,
 	            one(kind, json_pack("{s:I, s:I}", "generation", (json_int_t)r->generation,
 	                                "steps", (json_int_t)r->cfg->nsteps))))
 		return 500;
-	prime(e, r);
+	prime(e, r, true);
 	advance(e, r, actor, now);
 	return 200;
 }
@@ -1082,6 +1782,15 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		return rc;
 	}
 	case ROLLOUT_PROMOTE:
+		if (active(r) && baking(r)) {
+			if (complete(e, r, actor, now_ms,
+			             one("rollout.promoted",
+			                 json_pack("{s:I, s:s}", "step", (json_int_t)r->step,
+			                           "what", "bake ended early"))))
+				goto store_error;
+			say(msg, msglen, "%s: completed (bake ended early)", name);
+			return 200;
+		}
 		if (!active(r) || !st)
 			goto wrong_state;
 		r->state = ROLLOUT_PROGRESSING;
@@ -1125,13 +1834,14 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		json_array_append_new(
 		    evs, ev("rollout.promoted", json_pack("{s:I, s:s}", "step", (json_int_t)r->step,
 		                                          "what", "full: every target to 100%")));
-		if (complete(e, r, actor, now_ms, evs))
+		if (steps_done(e, r, actor, now_ms, evs))
 			goto store_error;
 		for (size_t t = 0; t < r->cfg->ntargets; t++)
 			if (!r->targets[t].rolled_back && apply_weight(e, r, t, actor))
 				log_warn("setting a target to 100% failed", "rollout", name,
 				         "target", r->cfg->targets[t].name, NULL);
-		say(msg, msglen, "%s: completed (promoted to 100%%)", name);
+		say(msg, msglen, "%s: %s (promoted to 100%%)", name,
+		    baking(r) ? "baking" : rollout_state_name(r->state));
 		return 200;
 	}
 	case ROLLOUT_PAUSE: {
@@ -1169,7 +1879,7 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		if (!active(r))
 			goto wrong_state;
 		snprintf(why, sizeof(why), "aborted by %s", actor);
-		if (do_rollback(e, r, -1, actor, now_ms, why, NULL, 0) &&
+		if (do_rollback(e, r, -1, actor, now_ms, why, NULL, 0, RB_ABORT, NULL, 0) &&
 		    r->state != ROLLOUT_FAILED)
 			goto store_error;
 		say(msg, msglen, "%s: %s", name, rollout_state_name(r->state));
@@ -1230,7 +1940,8 @@ int rollout_engine_rollback_all(struct rollout_engine *e, const char *actor, int
 	for (size_t i = 0; i < e->nruns; i++) {
 		if (!active(&e->runs[i]))
 			continue;
-		do_rollback(e, &e->runs[i], -1, actor ? actor : "anonymous", now_ms, why, NULL, 0);
+		do_rollback(e, &e->runs[i], -1, actor ? actor : "anonymous", now_ms, why, NULL, 0,
+		            RB_EMERGENCY, NULL, 0);
 		n++;
 	}
 	return n;
@@ -1322,7 +2033,10 @@ static json_t *run_json(const struct run *r)
 		                                        : json_null()));
 	}
 	step = json_pack("{s:I, s:I, s:s, s:s, s:o}", "index", (json_int_t)r->step, "of",
-	                 (json_int_t)ro->nsteps, "kind", st ? step_kind_name(st->kind) : "none",
+	                 (json_int_t)ro->nsteps, "kind",
+	                 st          ? step_kind_name(st->kind)
+	                 : baking(r) ? "bake"
+	                             : "none",
 	                 "phase", r->phase == PHASE_WAITING ? "waiting" : "running", "started_at",
 	                 ms_or_null(r->phase == PHASE_RUNNING ? r->step_started_ms : 0));
 	if (st && r->phase == PHASE_WAITING && active(r)) {
@@ -1353,6 +2067,33 @@ static json_t *run_json(const struct run *r)
 	json_object_set_new(o, "pause_reason",
 	                    r->state == ROLLOUT_PAUSED ? json_string(r->pause_reason)
 	                                               : json_null());
+	json_object_set_new(o, "bake",
+	                    baking(r)
+	                        ? json_pack("{s:I, s:I}", "until", (json_int_t)r->bake_until_ms,
+	                                    "bake_ms", (json_int_t)ro->bake_ms)
+	                        : json_null());
+	if (r->state == ROLLOUT_COMPLETED)
+		json_object_set_new(o, "finalized", json_boolean(r->finalized));
+	if (r->post.stage != POST_NONE) {
+		const struct post *p = &r->post;
+
+		json_object_set_new(
+		    o, "post",
+		    json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:o}", "stage",
+		              post_stage_names[p->stage], "reason", p->reason, "stage_started",
+		              (json_int_t)p->stage_started_ms, "hooks_ok", (json_int_t)p->hooks_ok,
+		              "hooks_failed", (json_int_t)p->hooks_failed, "verify",
+		              !ro->rollback.verify_ms                      ? "none"
+		              : p->verify_failed                           ? "failed"
+		              : p->stage > POST_VERIFY && p->verify_passes ? "passed"
+		              : p->stage > POST_VERIFY                     ? "inconclusive"
+		                                                           : "pending",
+		              "evidence", p->evidence[0] ? json_string(p->evidence) : json_null()));
+	}
+	if (r->ctr.last_ttd_ms > 0)
+		json_object_set_new(o, "time_to_detect_ms", json_integer(r->ctr.last_ttd_ms));
+	if (r->ctr.last_ttm_us > 0)
+		json_object_set_new(o, "time_to_mitigate_us", json_integer(r->ctr.last_ttm_us));
 	return o;
 }
 
@@ -1370,4 +2111,119 @@ json_t *rollout_engine_list_json(const struct rollout_engine *e)
 	for (size_t i = 0; i < e->nruns; i++)
 		json_array_append_new(a, run_json(&e->runs[i]));
 	return a;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reloads and metrics                                                       */
+
+void rollout_engine_adopt(struct rollout_engine *e, const struct rollout_engine *old)
+{
+	for (size_t i = 0; old && i < e->nruns; i++) {
+		struct run *r = &e->runs[i];
+		const struct run *o = find(old, r->cfg->name);
+
+		if (!o)
+			continue;
+		r->ctr = o->ctr;
+		if (r->post.stage == POST_HOOKS && o->post.stage == POST_HOOKS &&
+		    r->post.hook == o->post.hook && r->post.hook_started)
+			r->post.job = o->post.job;
+		for (size_t t = 0; t < r->cfg->ntargets; t++) {
+			const struct config_target *tg = target(r, t);
+
+			for (size_t u = 0; u < o->cfg->ntargets; u++) {
+				const struct config_target *og = target(o, u);
+				struct target_run *tr = &r->targets[t];
+				const struct target_run *ot = &o->targets[u];
+
+				if (strcmp(tg->name, og->name) != 0 || tg->kind != og->kind ||
+				    (tg->canary && og->canary &&
+				     strcmp(tg->canary, og->canary) != 0))
+					continue;
+				tr->have_prev = ot->have_prev;
+				tr->prev_canary = ot->prev_canary;
+				tr->prev_baseline = ot->prev_baseline;
+				tr->have_base0 = ot->have_base0;
+				tr->base0 = ot->base0;
+				tr->have_prev_stable = ot->have_prev_stable;
+				tr->prev_stable = ot->prev_stable;
+			}
+		}
+		for (size_t k = 0; k < r->cfg->analysis.nchecks; k++)
+			for (size_t u = 0; u < o->cfg->analysis.nchecks; u++)
+				if (strcmp(r->cfg->analysis.checks[k].name,
+				           o->cfg->analysis.checks[u].name) == 0) {
+					memcpy(r->checks[k].verdicts, o->checks[u].verdicts,
+					       sizeof(r->checks[k].verdicts));
+					r->checks[k].have_verdict = o->checks[u].have_verdict;
+					r->checks[k].last = o->checks[u].last;
+					r->checks[k].last.check = r->cfg->analysis.checks[k].name;
+				}
+	}
+}
+
+int rollout_engine_write_prometheus(const struct rollout_engine *e, struct buf *out)
+{
+	int rc = 0;
+
+	rc |=
+	    buf_append_lit(out, "# HELP canaryd_rollout_state 1 for the rollout's current state.\n"
+	                        "# TYPE canaryd_rollout_state gauge\n");
+	for (size_t i = 0; i < e->nruns; i++)
+		for (int st = ROLLOUT_IDLE; st <= ROLLOUT_FAILED; st++)
+			rc |= buf_printf(
+			    out, "canaryd_rollout_state{rollout=\"%s\",state=\"%s\"} %d\n",
+			    e->runs[i].cfg->name, rollout_state_name((enum rollout_state)st),
+			    (int)e->runs[i].state == st);
+	rc |= buf_append_lit(out, "# HELP canaryd_rollout_step Index of the current step.\n"
+	                          "# TYPE canaryd_rollout_step gauge\n");
+	for (size_t i = 0; i < e->nruns; i++)
+		rc |= buf_printf(out, "canaryd_rollout_step{rollout=\"%s\"} %zu\n",
+		                 e->runs[i].cfg->name, e->runs[i].step);
+	rc |=
+	    buf_append_lit(out, "# HELP canaryd_target_weight Canary weight of a target, percent.\n"
+	                        "# TYPE canaryd_target_weight gauge\n");
+	for (size_t i = 0; i < e->nruns; i++)
+		for (size_t t = 0; t < e->runs[i].cfg->ntargets; t++)
+			rc |= buf_printf(
+			    out, "canaryd_target_weight{rollout=\"%s\",target=\"%s\"} %.3f\n",
+			    e->runs[i].cfg->name, e->runs[i].cfg->targets[t].name,
+			    e->runs[i].targets[t].weight / 1000.0);
+	rc |= buf_append_lit(out, "# HELP canaryd_check_verdict_total Check verdicts by outcome.\n"
+	                          "# TYPE canaryd_check_verdict_total counter\n");
+	for (size_t i = 0; i < e->nruns; i++)
+		for (size_t k = 0; k < e->runs[i].cfg->analysis.nchecks; k++)
+			for (int o = CHECK_PASS; o <= CHECK_ERROR; o++)
+				rc |= buf_printf(
+				    out,
+				    "canaryd_check_verdict_total{rollout=\"%s\",check=\"%s\","
+				    "verdict=\"%s\"} %" PRIu64 "\n",
+				    e->runs[i].cfg->name, e->runs[i].cfg->analysis.checks[k].name,
+				    check_outcome_name((enum check_outcome)o),
+				    e->runs[i].checks[k].verdicts[o]);
+	rc |= buf_append_lit(out, "# HELP canaryd_rollbacks_total Rollbacks by reason.\n"
+	                          "# TYPE canaryd_rollbacks_total counter\n");
+	for (size_t i = 0; i < e->nruns; i++)
+		for (size_t c = 0; c < sizeof(rb_class_names) / sizeof(rb_class_names[0]); c++)
+			rc |= buf_printf(
+			    out,
+			    "canaryd_rollbacks_total{rollout=\"%s\",reason=\"%s\"} %" PRIu64 "\n",
+			    e->runs[i].cfg->name, rb_class_names[c], e->runs[i].ctr.rollbacks[c]);
+	rc |= buf_append_lit(out, "# HELP canaryd_time_to_detect_seconds Last rollback: start of "
+	                          "the first failing interval to the decision.\n"
+	                          "# TYPE canaryd_time_to_detect_seconds gauge\n");
+	for (size_t i = 0; i < e->nruns; i++)
+		if (e->runs[i].ctr.last_ttd_ms > 0)
+			rc |=
+			    buf_printf(out, "canaryd_time_to_detect_seconds{rollout=\"%s\"} %.3f\n",
+			               e->runs[i].cfg->name, e->runs[i].ctr.last_ttd_ms / 1e3);
+	rc |= buf_append_lit(out, "# HELP canaryd_time_to_mitigate_seconds Last rollback: the "
+	                          "decision to every worker routing no new request to the canary.\n"
+	                          "# TYPE canaryd_time_to_mitigate_seconds gauge\n");
+	for (size_t i = 0; i < e->nruns; i++)
+		if (e->runs[i].ctr.last_ttm_us > 0)
+			rc |= buf_printf(out,
+			                 "canaryd_time_to_mitigate_seconds{rollout=\"%s\"} %.6f\n",
+			                 e->runs[i].cfg->name, e->runs[i].ctr.last_ttm_us / 1e6);
+	return rc ? -ENOSPC : 0;
 }

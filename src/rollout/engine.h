@@ -33,7 +33,10 @@
 #include "core/bucket.h"
 #include "metrics/stats.h"
 
+struct buf;
 struct config;
+struct config_hook;
+struct job_result;
 struct store;
 
 enum rollout_state {
@@ -80,6 +83,38 @@ struct rollout_backend {
 	void (*notify)(void *ctx, const char *kind, const char *rollout, const json_t *details);
 	/* Optional: the wall clock for API-driven controls; NULL = CLOCK_REALTIME. */
 	int64_t (*now_ms)(void *ctx);
+	/*
+	 * Optional: waits (at most timeout_us) until every data-plane worker
+	 * routes with the last table set_weight published.  Returns 0, or
+	 * -ETIMEDOUT.  Time to mitigate is measured up to its return.
+	 */
+	int (*wait_applied)(void *ctx, uint64_t timeout_us);
+	/*
+	 * Optional: the service's current stable version (it changes when a
+	 * rollout completes); NULL or absent = the config's.
+	 */
+	const char *(*stable_of)(void *ctx, const char *service);
+	/*
+	 * Optional: makes version the service's stable version with no canary
+	 * (completion, after bake).  Idempotent.  0 or a negative error.
+	 */
+	int (*set_stable)(void *ctx, const char *service, const char *version, const char *actor);
+	/* Optional: requests in flight to (service, version), or -1 when unknown. */
+	long (*inflight)(void *ctx, const char *service, const char *version);
+	/*
+	 * Optional: starts rollback hook h with argv (exec, templated) or body
+	 * (webhook JSON); returns a job id > 0, or 0 when it could not be
+	 * queued.  hook_poll as jobs_poll: 0 done (*out filled), 1 running,
+	 * negative unknown.  Without them hooks are reported as not run.
+	 */
+	uint64_t (*hook_start)(void *ctx, const struct config_hook *h, const char *const *argv,
+	                       const char *body);
+	int (*hook_poll)(void *ctx, uint64_t id, struct job_result *out);
+	/*
+	 * Optional: writes the evidence bundle of rollout name (generation gen)
+	 * and puts its directory in path.  0 or a negative error.
+	 */
+	int (*evidence)(void *ctx, const char *name, uint32_t gen, char *path, size_t pathlen);
 	struct store *store; /* required; the control thread's handle */
 	void *ctx;
 };
@@ -158,6 +193,30 @@ const char *rollout_control_name(enum rollout_control c);
  * check.  NULL when there is no such rollout.
  */
 json_t *rollout_engine_json(const struct rollout_engine *e, const char *name);
+
+/*
+ * Takes over what the previous engine (same process, older config) knew
+ * but did not persist: counters for /metrics, the last cumulative metric
+ * readings and running hook jobs, matched by rollout, target and check
+ * name.  Call after rollout_engine_load(); old is only read.
+ */
+void rollout_engine_adopt(struct rollout_engine *e, const struct rollout_engine *old);
+
+/*
+ * Appends the engine's Prometheus families: canaryd_rollout_state,
+ * canaryd_rollout_step, canaryd_target_weight, canaryd_check_verdict_total,
+ * canaryd_rollbacks_total, canaryd_time_to_detect_seconds,
+ * canaryd_time_to_mitigate_seconds.  Returns 0 or -ENOSPC.
+ */
+int rollout_engine_write_prometheus(const struct rollout_engine *e, struct buf *out);
+
+/*
+ * Replaces {{rollout}}, {{target}}, {{service}}, {{canary}}, {{stable}},
+ * {{reason}} in tmpl (vars: NULL-terminated name/value pairs); an unknown
+ * {{name}} is kept as written.  Returns 0, or -ENOSPC when out is too
+ * small (out then holds a truncated, NUL-terminated string).  Pure.
+ */
+int rollout_template(const char *tmpl, const char *const *vars, char *out, size_t outlen);
 
 /* Every rollout's live view, in config order, as a new JSON array. */
 json_t *rollout_engine_list_json(const struct rollout_engine *e);

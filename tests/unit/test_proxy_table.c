@@ -52,7 +52,7 @@ struct fixture {
 
 static struct proxy_table *build(struct fixture *f, const char *canary, uint32_t weight)
 {
-	struct proxy_traffic tr = {"dwcp-manager", canary, weight};
+	struct proxy_traffic tr = {.service = "dwcp-manager", .canary = canary, .weight = weight};
 	char err[256] = "";
 	struct proxy_table *t =
 	    proxy_table_build(f->cref, &tr, 1, f->reg, NULL, NULL, err, sizeof(err));
@@ -229,7 +229,7 @@ static void test_cookie_sticky_sets_cookie_when_absent(void **state)
 static void test_unknown_canary_version_is_an_error(void **state)
 {
 	struct fixture *f = *state;
-	struct proxy_traffic tr = {"dwcp-manager", "v9", 1000};
+	struct proxy_traffic tr = {.service = "dwcp-manager", .canary = "v9", .weight = 1000};
 	char err[256] = "";
 
 	assert_null(proxy_table_build(f->cref, &tr, 1, f->reg, NULL, NULL, err, sizeof(err)));

@@ -1,0 +1,75 @@
+/*
+ * jobs.h - a small pool of threads that runs slow external actions for the
+ * control thread: commands (rollback hooks) and HTTP POSTs (webhook hooks,
+ * notifications).  The control thread never blocks on them: it submits a
+ * job, gets an id, and polls for the result on a later tick.
+ *
+ * Commands run with posix_spawn in their own process group, stdin from
+ * /dev/null, stdout+stderr captured (the first JOB_OUTPUT_MAX-1 bytes kept);
+ * on timeout the whole group gets SIGKILL.  POSTs send a JSON body with
+ * Content-Type: application/json through libcurl, with the timeout covering
+ * connect and transfer; a 2xx answer is JOB_OK.
+ *
+ * Thread-safety: every function may be called from any thread; typically
+ * only the control thread calls them.
+ */
+#ifndef CORE_JOBS_H
+#define CORE_JOBS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define JOB_OUTPUT_MAX 1024
+
+enum job_status {
+	JOB_OK,      /* exit code 0 / HTTP 2xx */
+	JOB_FAILED,  /* non-zero exit, killed by a signal, HTTP non-2xx */
+	JOB_TIMEOUT, /* killed / abandoned after its timeout */
+	JOB_ERROR,   /* could not start: spawn failed, bad URL, connection refused, ... */
+};
+
+struct job_result {
+	enum job_status status;
+	int exit_code;   /* commands: exit status, -1 when signalled or not run */
+	int signal;      /* commands: the terminating signal, 0 if none */
+	int http_status; /* posts: the response status, 0 when none */
+	int64_t duration_ms;
+	char output[JOB_OUTPUT_MAX]; /* captured stdout+stderr / response body, NUL-terminated */
+	char error[256];             /* one human sentence when status != JOB_OK */
+};
+
+struct jobs;
+
+/* A pool of `threads` workers (>= 1) with at most max_queue waiting jobs. */
+struct jobs *jobs_new(unsigned threads, size_t max_queue);
+
+/*
+ * Stops the pool: waiting jobs are dropped, running commands are killed
+ * (SIGKILL to their group), running POSTs abandoned; joins the threads.
+ * NULL is a no-op.
+ */
+void jobs_free(struct jobs *j);
+
+/*
+ * Queues a command; argv is copied (argv[0] is looked up in PATH when it
+ * has no slash), NULL-terminated.  Returns a job id > 0, or 0 when the
+ * queue is full or memory ran out.
+ */
+uint64_t jobs_submit_exec(struct jobs *j, const char *const *argv, uint64_t timeout_ms);
+
+/* Queues a POST of body (copied) to url.  Returns an id > 0, or 0. */
+uint64_t jobs_submit_post(struct jobs *j, const char *url, const char *body, uint64_t timeout_ms);
+
+/*
+ * Result of job id: 0 done (*out filled; the job is forgotten, a second
+ * poll gives -ENOENT), 1 still queued or running, -ENOENT unknown id.
+ */
+int jobs_poll(struct jobs *j, uint64_t id, struct job_result *out);
+
+/* Forgets job id: its result is discarded when it ends (fire and forget). */
+void jobs_detach(struct jobs *j, uint64_t id);
+
+/* "ok", "failed", "timeout", "error". */
+const char *job_status_name(enum job_status s);
+
+#endif

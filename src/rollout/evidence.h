@@ -1,0 +1,46 @@
+/*
+ * evidence.h - the evidence bundle of a rollout (SPEC 6): everything needed
+ * to explain what happened, in one JSON document and as a directory.
+ *
+ * The bundle is built from what the store already holds - the rollout's
+ * events (subject "rollout/NAME", including "verdict" and
+ * "rollout.interval" events) - plus the config text and the live view, so
+ * it can be rebuilt at any time, also after a restart.
+ *
+ * Bundle JSON:
+ *   {"rollout": NAME, "generated_ms": T, "state": ..., "live": {...},
+ *    "events": [...], "verdicts": [...], "series": [...],
+ *    "files": {"summary.md": "...", "config.yaml": "...", "events.json": "...",
+ *              "verdicts.json": "...", "series.json": "...",
+ *              "error_rate.svg": "...", "latency_p99.svg": "..."}}
+ * "files" holds the directory form: file name -> content.
+ */
+#ifndef ROLLOUT_EVIDENCE_H
+#define ROLLOUT_EVIDENCE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+/*
+ * Builds the bundle of rollout `name`.  events: every event of subject
+ * "rollout/NAME" in id order, as returned by store_events_list (borrowed);
+ * live: the engine's live view (borrowed, may be NULL); config_text: the
+ * YAML as loaded (may be NULL).  Only the events of the latest run
+ * (the last "rollout.started" or "rollout.retry" onwards) go into the
+ * summary and charts; "events" holds them all.  Returns a new object, or
+ * NULL when out of memory.
+ */
+json_t *evidence_build(const char *name, const json_t *events, const json_t *live,
+                       const char *config_text, int64_t now_ms);
+
+/*
+ * Writes bundle["files"] into dir (created with mode 0755 if missing, its
+ * parent must exist): each file written to a temporary name, fsynced and
+ * renamed, so a reader never sees half a file.  File names with '/' or
+ * starting with '.' are refused.  Returns 0, or -1 with a message in err.
+ */
+int evidence_write_dir(const json_t *bundle, const char *dir, char *err, size_t errlen);
+
+#endif
