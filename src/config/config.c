@@ -876,48 +876,6 @@ static void parse_flags(struct cctx *c, const struct cnode *n, const char *path)
 	}
 }
 
-/* One rollout owns a target at a time: SPEC section 6.  rn is the rollouts mapping. */
-static void check_target_owners(struct cctx *c, const struct cnode *rn)
-{
-	const struct config *cfg = c->cfg;
-	char sub[PATH_MAX_LEN];
-
-	for (size_t i = 0; i < cfg->nrollouts; i++) {
-		const struct config_rollout *r = &cfg->rollouts[i];
-		bool shorthand = map_find(rn->items[i], "target") >= 0;
-
-		for (size_t t = 0; t < r->ntargets; t++) {
-			const struct config_target *a = &r->targets[t];
-			bool svc = a->kind == CONFIG_TARGET_SERVICE;
-			const char *an = svc ? a->service : a->flag;
-
-			for (size_t j = 0; an && j < i; j++) {
-				/* a target is reported once, against the first owner */
-				const struct config_rollout *o = &cfg->rollouts[j];
-
-				for (size_t u = 0; u < o->ntargets; u++) {
-					const struct config_target *b = &o->targets[u];
-					const char *bn = svc ? b->service : b->flag;
-
-					if (a->kind != b->kind || !bn || strcmp(an, bn) != 0)
-						continue;
-					if (shorthand)
-						snprintf(sub, sizeof(sub), "rollouts.%s.target",
-						         r->name);
-					else
-						snprintf(sub, sizeof(sub), "rollouts.%s.targets.%s",
-						         r->name, a->name);
-					cerr(c, a->line, sub,
-					     "%s \"%s\" is already a target of rollout \"%s\"",
-					     svc ? "service" : "flag", an, o->name);
-					goto next_target;
-				}
-			}
-		next_target:;
-		}
-	}
-}
-
 static void parse_rollouts(struct cctx *c, const struct cnode *n, const char *path)
 {
 	struct config *cfg = c->cfg;
@@ -932,7 +890,6 @@ static void parse_rollouts(struct cctx *c, const struct cnode *n, const char *pa
 		path_key(sub, path, n->keys[i]->text);
 		parse_rollout(c, n->keys[i]->text, n->items[i], sub, &cfg->rollouts[i]);
 	}
-	check_target_owners(c, n);
 }
 
 /* --- the top level ---------------------------------------------------------------------------- */

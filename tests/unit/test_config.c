@@ -799,13 +799,12 @@ static void test_target_owned_twice(void **state)
 	         "      y: {flag: f}\n"
 	         "    steps: [{set: {x: 5}}]\n",
 	         svc_web);
-	EXPECT(
-	    yaml,
-	    "bad.yaml:14: rollouts.b.target: service \"web\" is already a target of rollout "
-	    "\"a\"",
-	    "bad.yaml:18: rollouts.c.targets.x: flag \"f\" is already a target of rollout \"a\"",
-	    "bad.yaml:19: rollouts.c.targets.y: flag \"f\" is already target \"x\"",
-	    "bad.yaml:19: rollouts.c.targets.y: flag \"f\" is already a target of rollout \"a\"");
+	/*
+	 * Several rollouts may name one service or flag (v2 today, v3 next
+	 * week); only one may run at a time, which the engine enforces (409).
+	 * Inside one rollout a target is named once.
+	 */
+	EXPECT(yaml, "bad.yaml:19: rollouts.c.targets.y: flag \"f\" is already target \"x\"");
 }
 
 static void test_syntax_errors(void **state)
