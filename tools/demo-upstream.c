@@ -8,8 +8,23 @@
  *
  * Response: 200 {"version":"v1","path":"/x"} with X-Upstream-Version: v1,
  * or the error status with {"version":"v1","error":true}.  Keep-alive and
- * pipelining are supported; request bodies (Content-Length or chunked) are
- * read and discarded.  This is a test tool: its parsing is lenient.
+ * pipelining are supported; request bodies with a Content-Length are read
+ * and discarded.  This is a test tool: its parsing is lenient.
+ *
+ * Control endpoints (answered at once: no latency, no injected error, not
+ * counted as requests; other paths under /_upstream/ get 404):
+ *   GET  /_upstream/stats   {"name","requests","errors","first_request_ms",
+ *                           "last_request_ms","in_flight","error_rate",
+ *                           "latency_ms","error_status"}
+ *        requests: normal requests received; errors: error answers sent;
+ *        first/last_request_ms: CLOCK_REALTIME ms when the first/last normal
+ *        request's header section was read (0: none yet); in_flight: normal
+ *        requests received and not answered yet (delayed by --latency-ms).
+ *   POST /_upstream/reset   zeroes requests, errors, first/last_request_ms
+ *                           (in_flight is a gauge and stays); answers stats.
+ *   POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE
+ *        changes any of these at runtime (all or none: a bad value is a 400);
+ *        answers stats.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -23,9 +38,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/str.h"
 
 struct opts {
 	const char *listen;
@@ -38,6 +56,12 @@ struct opts {
 
 static struct opts opt = {"127.0.0.1:7001", "v1", 0.0, 0, 500, 1};
 static unsigned long long rng_state;
+
+/* What GET /_upstream/stats reports. */
+static struct {
+	unsigned long long requests, errors, in_flight;
+	unsigned long long first_request_ms, last_request_ms;
+} stats;
 
 /* xorshift64*: deterministic for a given --seed */
 static double rng_next(void)
@@ -59,12 +83,21 @@ struct conn {
 	size_t body_left;
 	char path[256];
 	int status;
+	struct conn *prev, *next; /* every open connection, freed at exit */
 };
+
+static struct conn *conns;
 
 static void conn_free(struct loop *loop, struct loop_defer *d)
 {
 	struct conn *c = d->data;
 
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		conns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
 	close(c->io.fd);
 	buf_release(&c->in);
 	buf_release(&c->out);
@@ -76,6 +109,8 @@ static void conn_close(struct loop *loop, struct conn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	if (c->waiting) /* a delayed request that will never be answered */
+		stats.in_flight--;
 	loop_timer_stop(loop, &c->delay);
 	loop_io_del(loop, &c->io);
 	loop_defer(loop, &c->d, conn_free, c);
@@ -103,6 +138,9 @@ static void conn_respond(struct conn *c)
 	char body[512];
 	int blen;
 
+	stats.in_flight--;
+	if (c->status != 200)
+		stats.errors++;
 	if (c->status == 200)
 		blen = snprintf(body, sizeof(body), "{\"version\":\"%s\",\"path\":\"%s\"}\n",
 		                opt.name, c->path);
@@ -114,6 +152,132 @@ static void conn_respond(struct conn *c)
 	           "X-Upstream-Version: %s\r\nContent-Length: %d\r\n%s\r\n%s",
 	           c->status, c->status == 200 ? "OK" : "Error", opt.name, blen,
 	           c->close_after ? "Connection: close\r\n" : "", body);
+}
+
+/* Answers a control request with a JSON body (or a plain error). */
+static void control_respond(struct conn *c, int status, const char *body)
+{
+	buf_printf(&c->out,
+	           "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
+	           "Cache-Control: no-store\r\nX-Upstream-Version: %s\r\n"
+	           "Content-Length: %zu\r\n%s\r\n%s",
+	           status, status == 200 ? "OK" : "Error", opt.name, strlen(body),
+	           c->close_after ? "Connection: close\r\n" : "", body);
+}
+
+static void control_stats(struct conn *c)
+{
+	json_t *o = json_object();
+	char *s;
+
+	json_object_set_new(o, "name", json_string(opt.name));
+	json_object_set_new(o, "requests", json_integer((json_int_t)stats.requests));
+	json_object_set_new(o, "errors", json_integer((json_int_t)stats.errors));
+	json_object_set_new(o, "first_request_ms",
+	                    json_integer((json_int_t)stats.first_request_ms));
+	json_object_set_new(o, "last_request_ms", json_integer((json_int_t)stats.last_request_ms));
+	json_object_set_new(o, "in_flight", json_integer((json_int_t)stats.in_flight));
+	json_object_set_new(o, "error_rate", json_real(opt.error_rate));
+	json_object_set_new(o, "latency_ms", json_integer(opt.latency_ms));
+	json_object_set_new(o, "error_status", json_integer(opt.error_status));
+	s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
+	json_decref(o);
+	control_respond(c, s ? 200 : 500, s ? s : "{\"error\":\"out of memory\"}");
+	free(s);
+}
+
+/* Copies a query value into a NUL-terminated buffer; -1 if too long. */
+static int query_value(struct str v, char *dst, size_t size)
+{
+	if (v.len == 0 || v.len >= size)
+		return -1;
+	memcpy(dst, v.p, v.len);
+	dst[v.len] = '\0';
+	return 0;
+}
+
+/* POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE */
+static void control_config(struct conn *c, struct str query)
+{
+	double rate = opt.error_rate;
+	unsigned long long latency = opt.latency_ms, status = opt.error_status;
+	size_t i = 0;
+	int any = 0;
+
+	while (i < query.len) {
+		size_t j = i, eq;
+		struct str name, val;
+		char tmp[32], *end;
+
+		while (j < query.len && query.p[j] != '&')
+			j++;
+		for (eq = i; eq < j && query.p[eq] != '='; eq++)
+			;
+		name = str_make(query.p + i, eq - i);
+		val = eq < j ? str_make(query.p + eq + 1, j - eq - 1) : STR_NULL;
+		i = j + 1;
+		if (name.len == 0)
+			continue;
+		if (query_value(val, tmp, sizeof(tmp)) != 0)
+			goto out_bad;
+		if (str_eq_c(name, "error_rate")) {
+			rate = strtod(tmp, &end);
+			if (*end || !(rate >= 0 && rate <= 1))
+				goto out_bad;
+		} else if (str_eq_c(name, "latency_ms")) {
+			if (str_to_u64(val, &latency) != 0 || latency > 3600000)
+				goto out_bad;
+		} else if (str_eq_c(name, "error_status")) {
+			if (str_to_u64(val, &status) != 0 || status < 100 || status > 599)
+				goto out_bad;
+		} else {
+			goto out_bad;
+		}
+		any = 1;
+	}
+	if (!any)
+		goto out_bad;
+	opt.error_rate = rate;
+	opt.latency_ms = (unsigned)latency;
+	opt.error_status = (unsigned)status;
+	control_stats(c);
+	return;
+
+out_bad:
+	control_respond(c, 400,
+	                "{\"error\":\"want error_rate=0..1, latency_ms=0..3600000 and/or "
+	                "error_status=100..599\"}");
+}
+
+/* A request under /_upstream/: stats, reset, config. */
+static void control(struct conn *c, struct str method, struct str target)
+{
+	const char *q = memchr(target.p, '?', target.len);
+	struct str path = q ? str_make(target.p, (size_t)(q - target.p)) : target;
+	struct str query = q ? str_make(q + 1, target.len - path.len - 1) : STR_NULL;
+	int get = str_eq_c(method, "GET"), post = str_eq_c(method, "POST");
+
+	if (str_eq_c(path, "/_upstream/stats")) {
+		if (!get)
+			goto out_method;
+		control_stats(c);
+	} else if (str_eq_c(path, "/_upstream/reset")) {
+		if (!post)
+			goto out_method;
+		stats.requests = stats.errors = 0;
+		stats.first_request_ms = stats.last_request_ms = 0;
+		control_stats(c);
+	} else if (str_eq_c(path, "/_upstream/config")) {
+		if (!post)
+			goto out_method;
+		control_config(c, query);
+	} else {
+		control_respond(c, 404, "{\"error\":\"not found\"}");
+	}
+	return;
+
+out_method:
+	control_respond(c, 405, "{\"error\":\"method not allowed\"}");
 }
 
 static void conn_parse(struct loop *loop, struct conn *c);
@@ -159,6 +323,7 @@ static void conn_parse(struct loop *loop, struct conn *c)
 	while (!c->waiting && !c->closed) {
 		const char *head = buf_head(&c->in), *eoh, *v, *sp;
 		size_t used = buf_used(&c->in), hlen;
+		struct str method = STR_NULL, target = STR_NULL;
 		int vl;
 
 		if (c->body_left) {
@@ -179,6 +344,8 @@ static void conn_parse(struct loop *loop, struct conn *c)
 			const char *sp2 = memchr(sp + 1, ' ', hlen - (size_t)(sp + 1 - head));
 			size_t pl = sp2 ? (size_t)(sp2 - sp - 1) : 0;
 
+			method = str_make(head, (size_t)(sp - head));
+			target = str_make(sp + 1, pl);
 			if (pl >= sizeof(c->path))
 				pl = sizeof(c->path) - 1;
 			for (size_t i = 0; i < pl; i++)
@@ -190,7 +357,17 @@ static void conn_parse(struct loop *loop, struct conn *c)
 		c->body_left = vl > 0 ? strtoull(v, NULL, 10) : 0;
 		vl = find_header(head, hlen, "connection", &v);
 		c->close_after = vl == 5 && strncasecmp(v, "close", 5) == 0;
+		if (str_has_prefix(target, STR_LIT("/_upstream/"))) {
+			control(c, method, target); /* before target's bytes are consumed */
+			buf_consume(&c->in, hlen);
+			continue;
+		}
 		buf_consume(&c->in, hlen);
+		stats.requests++;
+		stats.in_flight++;
+		stats.last_request_ms = clock_wall_ms();
+		if (!stats.first_request_ms)
+			stats.first_request_ms = stats.last_request_ms;
 		c->status = (opt.error_rate > 0 && rng_next() < opt.error_rate)
 		                ? (int)opt.error_status
 		                : 200;
@@ -252,7 +429,12 @@ static void accept_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
 		if (loop_io_add(loop, &c->io, fd, conn_cb, c) != 0) {
 			close(fd);
 			free(c);
+			continue;
 		}
+		c->next = conns;
+		if (conns)
+			conns->prev = c;
+		conns = c;
 	}
 }
 
@@ -292,7 +474,9 @@ static int listen_on(const char *addr)
 static void usage(FILE *f)
 {
 	fputs("usage: demo-upstream [--listen ADDR] [--name NAME] [--error-rate R]\n"
-	      "                     [--error-status CODE] [--latency-ms MS] [--seed N]\n",
+	      "                     [--error-status CODE] [--latency-ms MS] [--seed N]\n"
+	      "control: GET /_upstream/stats, POST /_upstream/reset,\n"
+	      "         POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE\n",
 	      f);
 }
 
@@ -366,5 +550,12 @@ int main(int argc, char **argv)
 	loop_io_add(loop, &lio, fd, accept_cb, NULL);
 	log_info("demo-upstream listening", "addr", opt.listen, "version", opt.name, NULL);
 	loop_run(loop);
+	/* free everything so that sanitizer builds exit cleanly */
+	loop_io_del(loop, &lio);
+	close(fd);
+	for (struct conn *k = conns; k; k = k->next)
+		conn_close(loop, k);
+	loop_run_once(loop, 0); /* runs the deferred frees */
+	loop_free(loop);
 	return 0;
 }
