@@ -11,8 +11,10 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "api/admin.h"
@@ -20,17 +22,22 @@
 #include "api/rollouts.h"
 #include "api/services.h"
 #include "config/config.h"
+#include "core/jobs.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "metrics/stats.h"
 #include "proxy/proxy.h"
 #include "proxy/table.h"
 #include "rollout/engine.h"
+#include "rollout/evidence.h"
 #include "store/store.h"
 
 #define MAX_SERIES           4096
 #define SHUTDOWN_DEADLINE_MS 30000
 #define ENGINE_TICK_MS       100
+#define JOB_THREADS          2
+#define JOB_QUEUE            256
+#define MAX_NOTIFY_PENDING   256
 
 struct daemon {
 	const char *config_path;
@@ -43,6 +50,13 @@ struct daemon {
 	struct rollout_backend rollout_be;
 	struct loop_timer tick;
 	uint64_t published_rev; /* of the last routing table published */
+	struct jobs *jobs;      /* hooks and notifications */
+	struct {
+		uint64_t id;
+		char rollout[128], kind[64], url[512];
+	} notify_pending[MAX_NOTIFY_PENDING];
+	size_t nnotify_pending;
+	char evidence_dir[1024];
 	struct store *store;
 	struct loop *loop;
 	struct api api;
@@ -384,13 +398,275 @@ static const char *engine_owner(void *ctx, const char *service)
 	return d->engine ? rollout_engine_owner(d->engine, service) : NULL;
 }
 
+/* Spins (yielding) until every worker routes with the last published table. */
+static int engine_wait_applied(void *ctx, uint64_t timeout_us)
+{
+	struct daemon *d = ctx;
+	uint64_t until = clock_mono_us() + timeout_us;
+
+	while (!proxy_applied(d->proxy, d->published_rev)) {
+		if (clock_mono_us() >= until)
+			return -ETIMEDOUT;
+		sched_yield();
+	}
+	return 0;
+}
+
+static const char *engine_stable_of(void *ctx, const char *service)
+{
+	struct daemon *d = ctx;
+	struct proxy_table *t = proxy_table_get(d->proxy);
+	const struct proxy_service *ps = t ? proxy_table_service(t, service) : NULL;
+	const struct config_service *cs = config_service_find(d->cfg, service);
+	const char *name = NULL;
+
+	/* the name is returned from the running config, which outlives the table */
+	if (ps && ps->stable >= 0 && cs)
+		for (size_t v = 0; v < cs->nversions; v++)
+			if (strcmp(cs->versions[v].name, ps->versions[ps->stable].name) == 0)
+				name = cs->versions[v].name;
+	if (t)
+		snap_obj_unref(&t->obj);
+	return name;
+}
+
+static int engine_set_stable(void *ctx, const char *service, const char *version, const char *actor)
+{
+	struct daemon *d = ctx;
+	char err[512];
+	int rc = apply_traffic(d, service, version, NULL, 0, actor, "service.promoted", err,
+	                       sizeof(err));
+
+	if (rc)
+		log_error("rollout could not make its canary stable", "service", service, "version",
+		          version, "error", err, NULL);
+	return rc ? -1 : 0;
+}
+
+static uint64_t engine_hook_start(void *ctx, const struct config_hook *h, const char *const *argv,
+                                  const char *body)
+{
+	struct daemon *d = ctx;
+
+	if (h->kind == CONFIG_HOOK_EXEC)
+		return jobs_submit_exec(d->jobs, argv, h->timeout_ms);
+	return jobs_submit_post(d->jobs, h->url, body, h->timeout_ms);
+}
+
+static int engine_hook_poll(void *ctx, uint64_t id, struct job_result *out)
+{
+	struct daemon *d = ctx;
+
+	return jobs_poll(d->jobs, id, out);
+}
+
+/* Writes the evidence bundle under evidence_dir/NAME-GEN-TIME. */
+static int engine_evidence(void *ctx, const char *name, uint32_t gen, char *path, size_t pathlen)
+{
+	struct daemon *d = ctx;
+	int64_t now = (int64_t)clock_wall_ms();
+	json_t *bundle = rollout_engine_evidence(d->engine, name, now);
+	char err[512];
+	int rc;
+
+	if (!bundle)
+		return -ENOMEM;
+	if (mkdir(d->evidence_dir, 0755) == -1 && errno != EEXIST) {
+		log_error("cannot create the evidence directory", "dir", d->evidence_dir, NULL);
+		json_decref(bundle);
+		return -errno;
+	}
+	snprintf(path, pathlen, "%s/%s-%u-%lld", d->evidence_dir, name, gen, (long long)now);
+	rc = evidence_write_dir(bundle, path, err, sizeof(err));
+	json_decref(bundle);
+	if (rc) {
+		log_error("cannot write the evidence bundle", "dir", path, "error", err, NULL);
+		return -EIO;
+	}
+	log_info("evidence bundle written", "rollout", name, "dir", path, NULL);
+	return 0;
+}
+
+/* Which notify event an engine event kind is; 0 for none. */
+static unsigned notify_event_of(const char *kind, const json_t *details)
+{
+	static const struct {
+		const char *kind;
+		unsigned ev;
+	} map[] = {
+	    {"rollout.started", CONFIG_EVENT_STARTED},
+	    {"rollout.retry", CONFIG_EVENT_STARTED},
+	    {"rollout.step", CONFIG_EVENT_STEP},
+	    {"rollout.paused", CONFIG_EVENT_PAUSED},
+	    {"rollout.resumed", CONFIG_EVENT_RESUMED},
+	    {"rollout.approval_needed", CONFIG_EVENT_APPROVAL_NEEDED},
+	    {"rollout.approved", CONFIG_EVENT_APPROVED},
+	    {"verdict", CONFIG_EVENT_VERDICT},
+	    {"rollout.rollback", CONFIG_EVENT_ROLLBACK},
+	    {"rollout.rollback.finished", CONFIG_EVENT_ROLLBACK},
+	    {"rollout.completed", CONFIG_EVENT_COMPLETED},
+	    {"rollout.failed", CONFIG_EVENT_FAILED},
+	};
+	const char *cls = json_string_value(json_object_get(details, "class"));
+
+	if (strcmp(kind, "rollout.rollback") == 0 && cls && strcmp(cls, "abort") == 0)
+		return CONFIG_EVENT_ABORTED | CONFIG_EVENT_ROLLBACK;
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(kind, map[i].kind) == 0)
+			return map[i].ev;
+	return 0;
+}
+
+/* One line for humans (Slack's "text"). */
+static void notify_text(const char *kind, const char *rollout, const json_t *det, char *out,
+                        size_t len)
+{
+	const char *reason = json_string_value(json_object_get(det, "reason"));
+
+	if (strcmp(kind, "rollout.step") == 0) {
+		const char *w = NULL;
+		json_t *v;
+		char weights[256] = "";
+		size_t off = 0;
+
+		json_object_foreach((json_t *)json_object_get(det, "weights"), w, v)
+		{
+			int n = snprintf(weights + off, sizeof(weights) - off, "%s%s=%.3g%%",
+			                 off ? ", " : "", w, json_number_value(v));
+
+			if (n < 0 || (size_t)n >= sizeof(weights) - off)
+				break;
+			off += (size_t)n;
+		}
+		snprintf(out, len, "canaryd: rollout %s started step %lld of %lld (%s)%s%s",
+		         rollout, (long long)json_integer_value(json_object_get(det, "step")) + 1,
+		         (long long)json_integer_value(json_object_get(det, "of")),
+		         json_string_value(json_object_get(det, "kind")) ?: "?", off ? ": " : "",
+		         weights);
+	} else if (strcmp(kind, "rollout.rollback") == 0) {
+		snprintf(out, len, "canaryd: rollout %s ROLLED BACK: %s", rollout,
+		         reason ? reason : "(no reason)");
+	} else if (strcmp(kind, "rollout.rollback.finished") == 0) {
+		const char *ev = json_string_value(json_object_get(det, "evidence"));
+
+		snprintf(out, len,
+		         "canaryd: rollback of %s finished: %lld hook(s) ok, %lld failed; verify "
+		         "%s; evidence %s",
+		         rollout, (long long)json_integer_value(json_object_get(det, "hooks_ok")),
+		         (long long)json_integer_value(json_object_get(det, "hooks_failed")),
+		         json_string_value(json_object_get(det, "verify")) ?: "?",
+		         ev ? ev : "not written");
+	} else if (strcmp(kind, "verdict") == 0) {
+		snprintf(out, len, "canaryd: rollout %s check %s: %s", rollout,
+		         json_string_value(json_object_get(det, "check")) ?: "?",
+		         reason ? reason : "");
+	} else {
+		const char *what = strchr(kind, '.') ? strchr(kind, '.') + 1 : kind;
+
+		snprintf(out, len, "canaryd: rollout %s %s%s%s", rollout, what, reason ? ": " : "",
+		         reason ? reason : "");
+	}
+}
+
+/* Engine events -> the rollout's Slack-compatible webhooks (fire, then checked). */
+static void engine_notify(void *ctx, const char *kind, const char *rollout, const json_t *details)
+{
+	struct daemon *d = ctx;
+	const struct config_rollout *ro = config_rollout_find(d->cfg, rollout);
+	unsigned ev = notify_event_of(kind, details);
+	char text[1024];
+
+	if (!ro || !ev || !d->jobs)
+		return;
+	notify_text(kind, rollout, details, text, sizeof(text));
+	for (size_t i = 0; i < ro->nnotify; i++) {
+		json_t *body;
+		char *s;
+		uint64_t id;
+
+		if (!(ro->notify[i].events & ev))
+			continue;
+		body = json_pack("{s:s, s:{s:s, s:s, s:O}}", "text", text, "canaryd", "event", kind,
+		                 "rollout", rollout, "details", (json_t *)details);
+		s = body ? json_dumps(body, JSON_COMPACT) : NULL;
+		json_decref(body);
+		id = s ? jobs_submit_post(d->jobs, ro->notify[i].webhook, s, 10000) : 0;
+		free(s);
+		if (!id) {
+			log_warn("notification dropped: the job queue is full", "rollout", rollout,
+			         "event", kind, NULL);
+			continue;
+		}
+		if (d->nnotify_pending == MAX_NOTIFY_PENDING) {
+			jobs_detach(d->jobs, id);
+			continue;
+		}
+		d->notify_pending[d->nnotify_pending].id = id;
+		snprintf(d->notify_pending[d->nnotify_pending].rollout,
+		         sizeof(d->notify_pending[0].rollout), "%s", rollout);
+		snprintf(d->notify_pending[d->nnotify_pending].kind,
+		         sizeof(d->notify_pending[0].kind), "%s", kind);
+		snprintf(d->notify_pending[d->nnotify_pending].url,
+		         sizeof(d->notify_pending[0].url), "%s", ro->notify[i].webhook);
+		d->nnotify_pending++;
+	}
+}
+
+/* A notification that could not be delivered is logged and audited. */
+static void notify_check(struct daemon *d)
+{
+	for (size_t i = 0; i < d->nnotify_pending;) {
+		struct job_result res;
+		int rc = jobs_poll(d->jobs, d->notify_pending[i].id, &res);
+
+		if (rc == 1) {
+			i++;
+			continue;
+		}
+		if (rc == 0 && res.status != JOB_OK) {
+			char subject[160];
+
+			log_warn("notification failed", "rollout", d->notify_pending[i].rollout,
+			         "event", d->notify_pending[i].kind, "url",
+			         d->notify_pending[i].url, "error", res.error, NULL);
+			snprintf(subject, sizeof(subject), "rollout/%s",
+			         d->notify_pending[i].rollout);
+			record_event(d, "canaryd", "notify.failed", subject,
+			             json_pack("{s:s, s:s, s:s, s:i}", "event",
+			                       d->notify_pending[i].kind, "url",
+			                       d->notify_pending[i].url, "error", res.error,
+			                       "http_status", res.http_status));
+		}
+		d->notify_pending[i] = d->notify_pending[--d->nnotify_pending];
+	}
+}
+
 static void engine_tick(struct loop *loop, struct loop_timer *t)
 {
 	struct daemon *d = t->data;
 
 	rollout_engine_tick(d->engine, (int64_t)clock_wall_ms());
+	notify_check(d);
 	if (!d->stopping)
 		loop_timer_start(loop, t, ENGINE_TICK_MS);
+}
+
+/*
+ * Evidence bundles go next to the SQLite file (DIR/evidence), or under
+ * $CANARYD_EVIDENCE_DIR when set.
+ */
+static void evidence_dir_of(const struct config *cfg, char *out, size_t len)
+{
+	const char *env = getenv("CANARYD_EVIDENCE_DIR");
+	const char *path = cfg->store.kind == CONFIG_STORE_SQLITE ? cfg->store.path : NULL;
+	const char *slash = path ? strrchr(path, '/') : NULL;
+
+	if (env && *env)
+		snprintf(out, len, "%s", env);
+	else if (slash)
+		snprintf(out, len, "%.*s/evidence", (int)(slash - path), path);
+	else
+		snprintf(out, len, "evidence");
 }
 
 /* A new engine for cfg that resumes the persisted rollouts; NULL on failure. */
@@ -412,6 +688,8 @@ static void write_metrics(void *ctx, struct buf *out)
 	struct daemon *d = ctx;
 
 	metrics_write_prometheus(d->metrics, out);
+	if (d->engine)
+		rollout_engine_write_prometheus(d->engine, out);
 }
 
 static int listener_up(void *ctx, const char *name)
@@ -469,6 +747,7 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 				             json_pack("{s:s}", "errors", msg));
 				return -1;
 			}
+			rollout_engine_adopt(e, d->engine);
 			rollout_engine_free(d->engine);
 			d->engine = e;
 			api_rollouts_set_engine(e);
@@ -620,8 +899,22 @@ int main(int argc, char **argv)
 	                                       .owner = engine_owner,
 	                                       .ctx = &d};
 	api_services_init(&d.api, &d.services);
+	d.jobs = jobs_new(JOB_THREADS, JOB_QUEUE);
+	if (!d.jobs) {
+		log_error("cannot start the hook runner", NULL);
+		proxy_stop(d.proxy, 0);
+		goto out_proxy;
+	}
+	evidence_dir_of(d.cfg, d.evidence_dir, sizeof(d.evidence_dir));
 	d.rollout_be = (struct rollout_backend){.set_weight = engine_set_weight,
 	                                        .read_cohort = engine_read_cohort,
+	                                        .notify = engine_notify,
+	                                        .wait_applied = engine_wait_applied,
+	                                        .stable_of = engine_stable_of,
+	                                        .set_stable = engine_set_stable,
+	                                        .hook_start = engine_hook_start,
+	                                        .hook_poll = engine_hook_poll,
+	                                        .evidence = engine_evidence,
 	                                        .store = d.store,
 	                                        .ctx = &d};
 	d.engine = engine_start(&d, d.cfg);
@@ -657,6 +950,8 @@ out_proxy:
 	if (d.loop && d.tick.cb) /* armed only once the engine started */
 		loop_timer_stop(d.loop, &d.tick);
 	rollout_engine_free(d.engine);
+	d.engine = NULL;
+	jobs_free(d.jobs);
 	proxy_free(d.proxy);
 	metrics_registry_free(d.metrics);
 	if (d.cref) {

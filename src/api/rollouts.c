@@ -52,6 +52,25 @@ static void h_get(struct api_call *call)
 	api_reply_json(call, 200, o);
 }
 
+static void h_evidence(struct api_call *call)
+{
+	char name[STORE_NAME_MAX + 1];
+	json_t *o;
+
+	name_of(call, name, sizeof(name));
+	if (rollout_engine_state(engine, name) < 0) {
+		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
+		return;
+	}
+	o = rollout_engine_evidence(engine, name, rollout_engine_now(engine));
+	if (!o) {
+		api_reply_error(call, 500, "internal", NULL,
+		                "the evidence of %s could not be read from the store", name);
+		return;
+	}
+	api_reply_json(call, 200, o);
+}
+
 static void control(struct api_call *call, enum rollout_control c)
 {
 	char name[STORE_NAME_MAX + 1], msg[512];
@@ -206,6 +225,7 @@ static const struct api_route routes[] = {
     {"GET", "/v1/rollouts/{name}", SCOPE_READ, h_get},
     {"GET", "/v1/rollouts/{name}/analysis", SCOPE_READ, h_analysis},
     {"GET", "/v1/rollouts/{name}/events", SCOPE_READ, h_events},
+    {"GET", "/v1/rollouts/{name}/evidence", SCOPE_READ, h_evidence},
     {"POST", "/v1/rollouts/{name}/start", SCOPE_ROLLOUTS_WRITE, h_start},
     {"POST", "/v1/rollouts/{name}/promote", SCOPE_ROLLOUTS_WRITE, h_promote},
     {"POST", "/v1/rollouts/{name}/pause", SCOPE_ROLLOUTS_WRITE, h_pause},

@@ -24,6 +24,18 @@ struct ctl {
 int ctl_call(const struct ctl *ctl, const char *method, const char *path, json_t *body,
              json_t **out);
 
+/* ctl_call_ex flags: print nothing when no answer came or the answer was a 5xx. */
+#define CTL_QUIET_TRANSIENT 1u
+
+/*
+ * ctl_call with a timeout for the whole exchange (timeout_ms <= 0: 30 s),
+ * CTL_QUIET_* flags, and the HTTP status stored in *status when status is
+ * not NULL: 0 when no answer came (connection refused, timeout), which is
+ * how `watch` tells a server that went away from one that said no.
+ */
+int ctl_call_ex(const struct ctl *ctl, const char *method, const char *path, json_t *body,
+                long timeout_ms, unsigned flags, long *status, json_t **out);
+
 /* Prints doc as indented JSON on stdout. */
 void ctl_print_json(json_t *doc);
 
@@ -35,5 +47,26 @@ struct ctl_verb {
 
 int ctl_status(const struct ctl *ctl, int argc, char **argv);
 int ctl_check_config(const struct ctl *ctl, int argc, char **argv);
+
+/*
+ * Rollout verbs (rollout.c).  Each takes argv[0] = its own name and parses
+ * the rest: NAMEs are checked against the config's name syntax
+ * ([A-Za-z0-9_.-]{1,64}) before any request, so a bad one is a usage error;
+ * "-o json" is also accepted after the verb.
+ *
+ * ctl_rollout: list | get NAME | start|promote [--full]|pause|resume|abort|
+ *              retry|approve NAME.
+ * ctl_rollback: --all (required) - POST /v1/rollback.
+ * ctl_watch: NAME [--interval-ms N] - polls the live view until the rollout,
+ *            its bake and its rollback pipeline ("post") are over; 0 when it
+ *            completed, 1 when it rolled back or failed or the server was gone
+ *            for more than 10 s.
+ * ctl_evidence: NAME --out DIR - fetches the bundle and writes it with
+ *               evidence_write_dir().
+ */
+int ctl_rollout(const struct ctl *ctl, int argc, char **argv);
+int ctl_rollback(const struct ctl *ctl, int argc, char **argv);
+int ctl_watch(const struct ctl *ctl, int argc, char **argv);
+int ctl_evidence(const struct ctl *ctl, int argc, char **argv);
 
 #endif

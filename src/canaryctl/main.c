@@ -12,6 +12,13 @@
 static const struct ctl_verb verbs[] = {
     {"status", "status", ctl_status},
     {"check-config", "check-config FILE", ctl_check_config},
+    {"rollout",
+     "rollout list\n  rollout get NAME\n  rollout start|pause|resume|abort|retry NAME\n"
+     "  rollout promote NAME [--full]\n  rollout approve NAME",
+     ctl_rollout},
+    {"rollback", "rollback --all", ctl_rollback},
+    {"watch", "watch NAME [--interval-ms 500]", ctl_watch},
+    {"evidence", "evidence NAME --out DIR", ctl_evidence},
 };
 
 static void usage(FILE *f)
@@ -39,8 +46,8 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
 	return size * n;
 }
 
-int ctl_call(const struct ctl *ctl, const char *method, const char *path, json_t *body,
-             json_t **out)
+int ctl_call_ex(const struct ctl *ctl, const char *method, const char *path, json_t *body,
+                long timeout_ms, unsigned flags, long *status_out, json_t **out)
 {
 	CURL *c = curl_easy_init();
 	struct curl_slist *hdrs = NULL;
@@ -63,7 +70,7 @@ int ctl_call(const struct ctl *ctl, const char *method, const char *path, json_t
 	curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 30L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 30000L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	if (ctl->token) {
 		buf_printf(&auth, "Authorization: Bearer %s", ctl->token);
@@ -77,7 +84,9 @@ int ctl_call(const struct ctl *ctl, const char *method, const char *path, json_t
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	cc = curl_easy_perform(c);
 	if (cc != CURLE_OK) {
-		fprintf(stderr, "canaryctl: %s: %s\n", buf_cstr(&url), curl_easy_strerror(cc));
+		if (!(flags & CTL_QUIET_TRANSIENT))
+			fprintf(stderr, "canaryctl: %s: %s\n", buf_cstr(&url),
+			        curl_easy_strerror(cc));
 		goto out;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
@@ -92,17 +101,20 @@ int ctl_call(const struct ctl *ctl, const char *method, const char *path, json_t
 		json_t *e = json_object_get(json_object_get(doc, "error"), "message");
 		json_t *f = json_object_get(json_object_get(doc, "error"), "field");
 
-		fprintf(stderr, "canaryctl: %s %s: %ld %s%s%s\n", method, path, status,
-		        e ? json_string_value(e) : "(no message)", f ? " (field " : "",
-		        f ? json_string_value(f) : "");
-		if (f)
-			fputs(")\n", stderr);
+		if (!(status / 100 == 5 && (flags & CTL_QUIET_TRANSIENT)))
+			fprintf(stderr, "canaryctl: %s %s: %ld %s%s%s%s\n", method, path, status,
+			        json_is_string(e) ? json_string_value(e) : "(no message)",
+			        json_is_string(f) ? " (field " : "",
+			        json_is_string(f) ? json_string_value(f) : "",
+			        json_is_string(f) ? ")" : "");
 		json_decref(doc);
 		goto out;
 	}
 	*out = doc;
 	rc = CTL_OK;
 out:
+	if (status_out)
+		*status_out = status;
 	free(payload);
 	curl_slist_free_all(hdrs);
 	if (c)
@@ -111,6 +123,12 @@ out:
 	buf_release(&url);
 	buf_release(&auth);
 	return rc;
+}
+
+int ctl_call(const struct ctl *ctl, const char *method, const char *path, json_t *body,
+             json_t **out)
+{
+	return ctl_call_ex(ctl, method, path, body, 0, 0, NULL, out);
 }
 
 void ctl_print_json(json_t *doc)
@@ -222,7 +240,9 @@ int main(int argc, char **argv)
 			if (strcmp(optarg, "json") == 0) {
 				ctl.json = 1;
 			} else if (strcmp(optarg, "table") != 0) {
-				fprintf(stderr, "canaryctl: -o must be table or json\n");
+				fprintf(stderr, "canaryctl: -o must be table or json, not \"%s\"\n",
+				        optarg);
+				usage(stderr);
 				return CTL_USAGE;
 			}
 			break;

@@ -24,6 +24,7 @@
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "rollout/evidence.h"
 #include "store/store.h"
 
 #define DOC_KIND      "rollout"
@@ -779,9 +780,9 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 		json_array_append_new(skipped, json_pack("{s:s, s:s}", "target", "*", "why",
 		                                         "shadow steps are not wired yet"));
 	}
-	d = json_pack("{s:I, s:I, s:s, s:o, s:o}", "step", (json_int_t)r->step, "of",
+	d = json_pack("{s:I, s:I, s:s, s:o, s:o, s:I}", "step", (json_int_t)r->step, "of",
 	              (json_int_t)ro->nsteps, "kind", step_kind_name(st->kind), "weights", weights,
-	              "skipped", skipped);
+	              "skipped", skipped, "at_ms", (json_int_t)now);
 	json_array_append_new(evs, ev("rollout.step", d));
 	if (st->kind == CONFIG_STEP_APPROVAL) {
 		json_t *req = json_array();
@@ -2226,4 +2227,41 @@ int rollout_engine_write_prometheus(const struct rollout_engine *e, struct buf *
 			                 "canaryd_time_to_mitigate_seconds{rollout=\"%s\"} %.6f\n",
 			                 e->runs[i].cfg->name, e->runs[i].ctr.last_ttm_us / 1e6);
 	return rc ? -ENOSPC : 0;
+}
+
+json_t *rollout_engine_evidence(const struct rollout_engine *e, const char *name, int64_t now_ms)
+{
+	const struct run *r = find(e, name);
+	char subject[STORE_NAME_MAX + 1];
+	json_t *all, *live, *bundle = NULL;
+	int64_t since = 0;
+
+	if (!r)
+		return NULL;
+	snprintf(subject, sizeof(subject), "rollout/%s", name);
+	all = json_array();
+	/* every event of the rollout, a page at a time */
+	for (;;) {
+		json_t *page = NULL, *x;
+		size_t i;
+
+		if (store_events_list(e->be.store, since, STORE_EVENTS_LIMIT_MAX, subject, &page)) {
+			json_decref(all);
+			return NULL;
+		}
+		json_array_foreach(page, i, x)
+		{
+			since = (int64_t)json_integer_value(json_object_get(x, "id"));
+			json_array_append(all, x);
+		}
+		i = json_array_size(page);
+		json_decref(page);
+		if (i < STORE_EVENTS_LIMIT_MAX)
+			break;
+	}
+	live = run_json(r);
+	bundle = evidence_build(name, all, live, e->cfg->source, now_ms);
+	json_decref(live);
+	json_decref(all);
+	return bundle;
 }

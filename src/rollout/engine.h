@@ -218,6 +218,13 @@ int rollout_engine_write_prometheus(const struct rollout_engine *e, struct buf *
  */
 int rollout_template(const char *tmpl, const char *const *vars, char *out, size_t outlen);
 
+/*
+ * The evidence bundle of rollout name (see rollout/evidence.h), built from
+ * its events in the store, its live view and the config text.  New
+ * object; NULL when there is no such rollout or the store cannot be read.
+ */
+json_t *rollout_engine_evidence(const struct rollout_engine *e, const char *name, int64_t now_ms);
+
 /* Every rollout's live view, in config order, as a new JSON array. */
 json_t *rollout_engine_list_json(const struct rollout_engine *e);
 

@@ -1,0 +1,975 @@
+/*
+ * rollout.c - canaryctl's rollout verbs (SPEC 8): rollout list|get|start|
+ * promote|pause|resume|abort|retry|approve, rollback --all, watch and
+ * evidence.  They only speak the admin API (SPEC 7).  What they print comes
+ * from the live view of GET /v1/rollouts/{name} (run_json() in
+ * src/rollout/engine.c); every field is read defensively, because the
+ * daemon may be older or newer than the CLI (the rollback pipeline's "post"
+ * and the "bake" objects are shown generically for that reason).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "canaryctl/ctl.h"
+#include "core/buf.h"
+#include "rollout/evidence.h"
+
+#define VIEW_CAP        (4u << 20) /* bound on one rendered view */
+#define PATH_CAP        512
+#define BAR_WIDTH       20
+#define GONE_MS         10000 /* watch gives up after this long without an answer */
+#define POLL_TIMEOUT_MS 3000  /* one watch request */
+#define EVIDENCE_MS     120000
+
+/* ------------------------------------------------------------------ */
+/* Arguments */
+
+enum { ARGS_HELP = -1 };
+
+struct arg_opt {
+	const char *name;   /* long name without "--" */
+	const char **value; /* set to the option's argument; NULL for a flag */
+	int *flag;          /* set to 1 when a flag is given */
+};
+
+struct args {
+	struct ctl ctl; /* a copy: "-o json" after the verb changes it */
+	const char *pos[4];
+	int npos;
+};
+
+/* Prints "canaryctl: WHY" and the verb's usage; returns CTL_USAGE. */
+static int usage_error(const char *usage, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int usage_error(const char *usage, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("canaryctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nusage: canaryctl %s\n", usage);
+	return CTL_USAGE;
+}
+
+static const struct arg_opt *find_opt(const struct arg_opt *opts, size_t nopts, const char *name,
+                                      size_t len)
+{
+	for (size_t i = 0; i < nopts; i++)
+		if (strlen(opts[i].name) == len && memcmp(opts[i].name, name, len) == 0)
+			return &opts[i];
+	return NULL;
+}
+
+static int set_output(struct ctl *ctl, const char *fmt, const char *usage)
+{
+	if (strcmp(fmt, "json") == 0)
+		ctl->json = 1;
+	else if (strcmp(fmt, "table") == 0)
+		ctl->json = 0;
+	else
+		return usage_error(usage, "-o must be table or json, not \"%s\"", fmt);
+	return CTL_OK;
+}
+
+/*
+ * Parses argv[first..argc): the options in opts (--name VALUE, --name=VALUE,
+ * --flag), -o/--output FORMAT, -h/--help, and at most maxpos positional
+ * arguments (options and positionals may mix; "--" ends the options).
+ * Returns CTL_OK, ARGS_HELP, or CTL_USAGE after printing why.
+ */
+static int parse_args(const struct ctl *ctl, int argc, char **argv, int first,
+                      const struct arg_opt *opts, size_t nopts, int maxpos, struct args *a,
+                      const char *usage)
+{
+	bool only_pos = false;
+
+	a->ctl = *ctl;
+	a->npos = 0;
+	for (int i = first; i < argc; i++) {
+		const char *arg = argv[i];
+
+		if (!only_pos && strcmp(arg, "--") == 0) {
+			only_pos = true;
+		} else if (!only_pos && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0)) {
+			return ARGS_HELP;
+		} else if (!only_pos && (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0)) {
+			if (i + 1 >= argc)
+				return usage_error(usage, "%s needs an argument", arg);
+			if (set_output(&a->ctl, argv[++i], usage))
+				return CTL_USAGE;
+		} else if (!only_pos && strncmp(arg, "-o", 2) == 0 && arg[2]) {
+			if (set_output(&a->ctl, arg + 2, usage))
+				return CTL_USAGE;
+		} else if (!only_pos && strncmp(arg, "--output=", 9) == 0) {
+			if (set_output(&a->ctl, arg + 9, usage))
+				return CTL_USAGE;
+		} else if (!only_pos && arg[0] == '-' && arg[1] == '-') {
+			const char *eq = strchr(arg + 2, '=');
+			size_t len = eq ? (size_t)(eq - arg - 2) : strlen(arg + 2);
+			const struct arg_opt *o = find_opt(opts, nopts, arg + 2, len);
+
+			if (!o)
+				return usage_error(usage, "unknown option \"%s\"", arg);
+			if (!o->value) {
+				if (eq)
+					return usage_error(usage, "%s takes no argument", arg);
+				*o->flag = 1;
+			} else if (eq) {
+				*o->value = eq + 1;
+			} else if (i + 1 < argc) {
+				*o->value = argv[++i];
+			} else {
+				return usage_error(usage, "%s needs an argument", arg);
+			}
+		} else if (!only_pos && arg[0] == '-' && arg[1]) {
+			return usage_error(usage, "unknown option \"%s\"", arg);
+		} else if (a->npos < maxpos &&
+		           a->npos < (int)(sizeof(a->pos) / sizeof(a->pos[0]))) {
+			a->pos[a->npos++] = arg;
+		} else {
+			return usage_error(usage, "unexpected argument \"%s\"", arg);
+		}
+	}
+	return CTL_OK;
+}
+
+/* The config's name syntax, [A-Za-z0-9_.-]{1,64}, and not "." or "..". */
+static bool valid_name(const char *s)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n > 64 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+		return false;
+	for (size_t i = 0; i < n; i++) {
+		char c = s[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '.' || c == '-'))
+			return false;
+	}
+	return true;
+}
+
+/* Checks the first positional argument is a rollout NAME; CTL_OK or CTL_USAGE. */
+static int want_name(const struct args *a, const char *usage)
+{
+	if (a->npos < 1)
+		return usage_error(usage, "%s", "missing the rollout NAME");
+	if (!valid_name(a->pos[0]))
+		return usage_error(usage, "\"%s\" is not a rollout name ([A-Za-z0-9_.-]{1,64})",
+		                   a->pos[0]);
+	return CTL_OK;
+}
+
+/* path = "/v1/rollouts/NAME" + suffix; NAME already passed valid_name(). */
+static void rollout_path(char *path, size_t len, const char *name, const char *suffix)
+{
+	snprintf(path, len, "/v1/rollouts/%s%s", name, suffix);
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading the live view */
+
+static const char *jstr(const json_t *o, const char *key, const char *dflt)
+{
+	const char *s = json_string_value(json_object_get(o, key));
+
+	return s ? s : dflt;
+}
+
+static long long jint(const json_t *o, const char *key)
+{
+	return (long long)json_integer_value(json_object_get(o, key));
+}
+
+/* A number as %g, "-" for null or anything else. */
+static const char *fmt_num(const json_t *v, char *out, size_t len)
+{
+	if (json_is_number(v))
+		snprintf(out, len, "%.6g", json_number_value(v));
+	else
+		snprintf(out, len, "-");
+	return out;
+}
+
+/* Epoch milliseconds as RFC 3339 UTC, "-" for null. */
+static const char *fmt_time(const json_t *v, char *out, size_t len)
+{
+	struct tm tm;
+	time_t t;
+
+	if (!json_is_integer(v) || len < 2) {
+		snprintf(out, len, "-");
+		return out;
+	}
+	t = (time_t)(json_integer_value(v) / 1000);
+	if (!gmtime_r(&t, &tm) || !strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, len, "-");
+	return out;
+}
+
+static bool state_is(const json_t *ro, const char *state)
+{
+	return strcmp(jstr(ro, "state", ""), state) == 0;
+}
+
+static bool terminal(const json_t *ro)
+{
+	return state_is(ro, "completed") || state_is(ro, "rolled_back") || state_is(ro, "failed");
+}
+
+struct step_pos {
+	long long cur;  /* 1-based step shown as "step cur of of" */
+	long long of;   /* number of steps */
+	long long done; /* steps passed, for the progress bar */
+	const char *kind;
+	const char *phase;
+};
+
+static void step_pos(const json_t *ro, struct step_pos *p)
+{
+	const json_t *st = json_object_get(ro, "step");
+	long long idx = jint(st, "index");
+
+	p->of = jint(st, "of");
+	if (idx < 0)
+		idx = 0;
+	p->done = state_is(ro, "completed") ? p->of : (idx < p->of ? idx : p->of);
+	p->cur = idx + 1 < p->of ? idx + 1 : p->of;
+	p->kind = jstr(st, "kind", "-");
+	p->phase = jstr(st, "phase", "-");
+	if (strcmp(p->kind, "none") == 0) {
+		p->kind = "end";
+		p->phase = "done";
+	}
+}
+
+/* "STATE — step i of N (kind, phase)" */
+static void put_state_line(struct buf *b, const json_t *ro)
+{
+	struct step_pos p;
+
+	step_pos(ro, &p);
+	buf_printf(b, "%s \xe2\x80\x94 step %lld of %lld (%s, %s)", jstr(ro, "state", "?"), p.cur,
+	           p.of, p.kind, p.phase);
+}
+
+/* "web=10%, api=0% (rolled back)" */
+static void put_targets_short(struct buf *b, const json_t *ro)
+{
+	const json_t *t;
+	size_t i;
+	char w[32];
+
+	json_array_foreach(json_object_get(ro, "targets"), i, t)
+	{
+		buf_printf(b, "%s%s=%s%%%s", i ? ", " : "", jstr(t, "name", "?"),
+		           fmt_num(json_object_get(t, "weight"), w, sizeof(w)),
+		           json_is_true(json_object_get(t, "rolled_back")) ? " (rolled back)" : "");
+	}
+	if (!json_array_size(json_object_get(ro, "targets")))
+		buf_append_lit(b, "-");
+}
+
+/* "errors:pass latency:fail", "-" when no check has a verdict yet */
+static void put_verdicts_short(struct buf *b, const json_t *ro)
+{
+	const json_t *c;
+	size_t i;
+	bool any = false;
+
+	json_array_foreach(json_object_get(ro, "checks"), i, c)
+	{
+		const json_t *v = json_object_get(c, "last_verdict");
+
+		if (!json_is_object(v))
+			continue;
+		buf_printf(b, "%s%s:%s", any ? " " : "", jstr(c, "name", "?"),
+		           jstr(v, "outcome", "?"));
+		any = true;
+	}
+	if (!any)
+		buf_append_lit(b, "-");
+}
+
+/*
+ * An object's members as "key value, key value": strings as they are,
+ * integers that look like wall-clock milliseconds (years 2001 to 5138) as
+ * RFC 3339 times, other numbers as %g, arrays and objects as compact JSON;
+ * nulls and the member named skip (may be NULL) are left out.
+ */
+static void put_object_inline(struct buf *b, const json_t *o, const char *skip)
+{
+	const char *key;
+	json_t *v;
+	char tmp[64];
+	bool first = true;
+
+	json_object_foreach((json_t *)o, key, v)
+	{
+		if (json_is_null(v) || (skip && strcmp(key, skip) == 0))
+			continue;
+		buf_printf(b, "%s%s ", first ? "" : ", ", key);
+		first = false;
+		if (json_is_string(v)) {
+			buf_append_str(b, json_string_value(v));
+		} else if (json_is_integer(v) && json_integer_value(v) > 1000000000000LL &&
+		           json_integer_value(v) < 100000000000000LL) {
+			buf_append_str(b, fmt_time(v, tmp, sizeof(tmp)));
+		} else if (json_is_number(v)) {
+			buf_append_str(b, fmt_num(v, tmp, sizeof(tmp)));
+		} else {
+			char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+
+			if (s) {
+				buf_printf(b, "%.200s", s);
+				free(s);
+			}
+		}
+	}
+}
+
+static void put_bar(struct buf *b, const struct step_pos *p)
+{
+	long long fill = p->of > 0 ? p->done * BAR_WIDTH / p->of : 0;
+
+	buf_append_lit(b, "[");
+	for (long long i = 0; i < BAR_WIDTH; i++)
+		buf_append(b, i < fill ? "#" : ".", 1);
+	buf_printf(b, "] %lld/%lld steps done", p->done, p->of);
+}
+
+static void put_names(struct buf *b, const json_t *arr)
+{
+	const json_t *v;
+	size_t i;
+
+	json_array_foreach(arr, i, v)
+	{
+		buf_printf(b, "%s%s", i ? ", " : "",
+		           json_string_value(v) ? json_string_value(v) : "?");
+	}
+	if (!json_array_size(arr))
+		buf_append_lit(b, "-");
+}
+
+static void put_approvals(struct buf *b, const json_t *ap)
+{
+	const json_t *req = json_object_get(ap, "required"), *got = json_object_get(ap, "approved");
+	const json_t *v;
+	size_t i;
+	bool first = true;
+
+	buf_append_lit(b, "  approvals   required ");
+	put_names(b, req);
+	buf_append_lit(b, "; approved ");
+	put_names(b, got);
+	json_array_foreach(req, i, v)
+	{
+		const json_t *w;
+		size_t j;
+		bool have = false;
+
+		json_array_foreach(got, j, w)
+		{
+			have = have || json_equal((json_t *)v, (json_t *)w);
+		}
+		if (have)
+			continue;
+		buf_printf(b, "%s%s", first ? "; waiting for " : ", ",
+		           json_string_value(v) ? json_string_value(v) : "?");
+		first = false;
+	}
+	buf_append_lit(b, "\n");
+}
+
+static void put_check(struct buf *b, const json_t *c)
+{
+	const json_t *v = json_object_get(c, "last_verdict");
+	char cv[32], bv[32];
+
+	buf_printf(b, "    %-16s %-14s on_fail %-8s", jstr(c, "name", "?"), jstr(c, "metric", "?"),
+	           jstr(c, "on_fail", "?"));
+	if (!json_is_object(v)) {
+		buf_append_lit(b, " no verdict yet\n");
+		return;
+	}
+	buf_printf(
+	    b, " %-12s canary %s vs baseline %s (%lld / %lld requests)", jstr(v, "outcome", "?"),
+	    fmt_num(json_object_get(json_object_get(v, "canary"), "value"), cv, sizeof(cv)),
+	    fmt_num(json_object_get(json_object_get(v, "baseline"), "value"), bv, sizeof(bv)),
+	    jint(json_object_get(v, "canary"), "requests"),
+	    jint(json_object_get(v, "baseline"), "requests"));
+	if (jint(c, "consecutive_failures"))
+		buf_printf(b, ", failing %lld in a row", jint(c, "consecutive_failures"));
+	buf_printf(b, "\n      %s\n", jstr(v, "reason", ""));
+}
+
+/*
+ * The multi-line view of `rollout get` and `watch`.  Only what the live view
+ * says goes in (no "now"), so two renderings of the same view are equal and
+ * watch can print a block only when something changed.
+ */
+static void render_view(struct buf *b, const json_t *ro)
+{
+	const json_t *st = json_object_get(ro, "step"), *t, *c, *x;
+	struct step_pos p;
+	char t1[40], t2[40], w[32], desc[160];
+	size_t i;
+
+	step_pos(ro, &p);
+	buf_printf(b, "rollout %s: ", jstr(ro, "name", "?"));
+	put_state_line(b, ro);
+	buf_append_lit(b, "\n  progress    ");
+	put_bar(b, &p);
+	buf_printf(b, "\n  generation  %lld, started %s, ended %s\n", jint(ro, "generation"),
+	           fmt_time(json_object_get(ro, "started_at"), t1, sizeof(t1)),
+	           fmt_time(json_object_get(ro, "ended_at"), t2, sizeof(t2)));
+	if (json_is_integer(json_object_get(st, "started_at")))
+		buf_printf(b, "  step since  %s\n",
+		           fmt_time(json_object_get(st, "started_at"), t1, sizeof(t1)));
+	x = json_object_get(st, "gate_at");
+	if (json_object_get(st, "gate_at"))
+		buf_printf(b, "  gate        %s\n",
+		           json_is_null(x) ? "never (no opening in the window)"
+		                           : fmt_time(x, t1, sizeof(t1)));
+	if (json_is_object(json_object_get(st, "approvals")))
+		put_approvals(b, json_object_get(st, "approvals"));
+	if (json_is_string(json_object_get(ro, "pause_reason")) ||
+	    json_is_integer(json_object_get(ro, "review_deadline"))) {
+		buf_printf(b, "  paused      %s", jstr(ro, "pause_reason", "-"));
+		if (json_is_integer(json_object_get(ro, "review_deadline")))
+			buf_printf(
+			    b, "; review deadline %s (then rolls back unless resumed or promoted)",
+			    fmt_time(json_object_get(ro, "review_deadline"), t1, sizeof(t1)));
+		buf_append_lit(b, "\n");
+	}
+	buf_append_lit(b, "  targets\n");
+	json_array_foreach(json_object_get(ro, "targets"), i, t)
+	{
+		if (strcmp(jstr(t, "kind", ""), "flag") == 0)
+			snprintf(desc, sizeof(desc), "flag %s", jstr(t, "flag", "?"));
+		else
+			snprintf(desc, sizeof(desc), "service %s -> %s", jstr(t, "service", "?"),
+			         jstr(t, "canary", "?"));
+		buf_printf(b, "    %-16s %-30s %7s%%%s\n", jstr(t, "name", "?"), desc,
+		           fmt_num(json_object_get(t, "weight"), w, sizeof(w)),
+		           json_is_true(json_object_get(t, "rolled_back")) ? "  rolled back" : "");
+	}
+	if (json_array_size(json_object_get(ro, "checks"))) {
+		buf_append_lit(b, "  checks\n");
+		json_array_foreach(json_object_get(ro, "checks"), i, c)
+		{
+			put_check(b, c);
+		}
+	} else {
+		buf_append_lit(b, "  checks      none\n");
+	}
+	if (json_is_object(json_object_get(ro, "bake"))) {
+		buf_append_lit(b, "  bake        ");
+		put_object_inline(b, json_object_get(ro, "bake"), NULL);
+		buf_append_lit(b, "\n");
+	}
+	x = json_object_get(ro, "post");
+	if (json_is_object(x)) {
+		/* the rollback pipeline: drain, hooks, verify, evidence, done */
+		buf_append_lit(b, "  rollback    ");
+		put_object_inline(b, x, "reason");
+		if (json_is_string(json_object_get(x, "reason")))
+			buf_printf(b, "\n              reason: %s", jstr(x, "reason", ""));
+		buf_append_lit(b, "\n");
+	}
+	if (json_is_integer(json_object_get(ro, "time_to_detect_ms")))
+		buf_printf(b, "  detected    %lld ms after the first failing interval began\n",
+		           jint(ro, "time_to_detect_ms"));
+	if (json_is_integer(json_object_get(ro, "time_to_mitigate_us")))
+		buf_printf(b, "  mitigated   %.3f ms after the decision\n",
+		           (double)jint(ro, "time_to_mitigate_us") / 1000.0);
+}
+
+/* ------------------------------------------------------------------ */
+/* Tables */
+
+/* Prints rows (arrays of strings) as columns two spaces apart. */
+static void print_table(const json_t *rows)
+{
+	size_t width[16] = {0}, i, j, ncol = 0;
+	const json_t *row, *cell;
+
+	json_array_foreach(rows, i, row)
+	{
+		json_array_foreach(row, j, cell)
+		{
+			size_t n = strlen(json_string_value(cell));
+
+			if (j >= sizeof(width) / sizeof(width[0]))
+				break;
+			if (n > width[j])
+				width[j] = n;
+			if (j + 1 > ncol)
+				ncol = j + 1;
+		}
+	}
+	json_array_foreach(rows, i, row)
+	{
+		json_array_foreach(row, j, cell)
+		{
+			if (j >= ncol)
+				break;
+			if (j + 1 == json_array_size(row) || j + 1 == ncol)
+				printf("%s\n", json_string_value(cell));
+			else
+				printf("%-*s  ", (int)width[j], json_string_value(cell));
+		}
+	}
+}
+
+static json_t *cell(struct buf *b)
+{
+	json_t *s = json_stringn(buf_head(b), buf_used(b));
+
+	buf_reset(b);
+	return s ? s : json_string("?");
+}
+
+static void print_rollout_table(const json_t *list)
+{
+	json_t *rows = json_array();
+	const json_t *ro;
+	struct buf b;
+	size_t i;
+
+	buf_init(&b, VIEW_CAP);
+	json_array_append_new(
+	    rows, json_pack("[s,s,s,s,s]", "NAME", "STATE", "STEP", "TARGETS", "LAST-VERDICT"));
+	json_array_foreach(list, i, ro)
+	{
+		json_t *row = json_array();
+		struct step_pos p;
+
+		step_pos(ro, &p);
+		json_array_append_new(row, json_string(jstr(ro, "name", "?")));
+		json_array_append_new(row, json_string(jstr(ro, "state", "?")));
+		buf_printf(&b, "%lld/%lld %s", p.cur, p.of, p.kind);
+		json_array_append_new(row, cell(&b));
+		put_targets_short(&b, ro);
+		json_array_append_new(row, cell(&b));
+		put_verdicts_short(&b, ro);
+		json_array_append_new(row, cell(&b));
+		json_array_append_new(rows, row);
+	}
+	print_table(rows);
+	json_decref(rows);
+	buf_release(&b);
+}
+
+/* ------------------------------------------------------------------ */
+/* rollout ... */
+
+#define ROLLOUT_USAGE                                                                           \
+	"rollout list | get NAME | start|pause|resume|abort|retry|approve NAME | promote NAME " \
+	"[--full]"
+
+static int rollout_list(const struct args *a)
+{
+	json_t *doc;
+	int rc;
+
+	if (a->npos > 0)
+		return usage_error("rollout list", "unexpected argument \"%s\"", a->pos[0]);
+	rc = ctl_call(&a->ctl, "GET", "/v1/rollouts", NULL, &doc);
+	if (rc != CTL_OK)
+		return rc;
+	if (a->ctl.json)
+		ctl_print_json(doc);
+	else
+		print_rollout_table(json_object_get(doc, "rollouts"));
+	json_decref(doc);
+	return CTL_OK;
+}
+
+static int rollout_get(const struct args *a)
+{
+	char path[PATH_CAP];
+	json_t *doc;
+	struct buf b;
+	int rc;
+
+	if (want_name(a, "rollout get NAME"))
+		return CTL_USAGE;
+	if (a->npos > 1)
+		return usage_error("rollout get NAME", "unexpected argument \"%s\"", a->pos[1]);
+	rollout_path(path, sizeof(path), a->pos[0], "");
+	rc = ctl_call(&a->ctl, "GET", path, NULL, &doc);
+	if (rc != CTL_OK)
+		return rc;
+	if (a->ctl.json) {
+		ctl_print_json(doc);
+	} else {
+		buf_init(&b, VIEW_CAP);
+		render_view(&b, doc);
+		fwrite(buf_head(&b), 1, buf_used(&b), stdout);
+		buf_release(&b);
+	}
+	json_decref(doc);
+	return CTL_OK;
+}
+
+static int rollout_control(const struct args *a, const char *verb, bool full)
+{
+	char path[PATH_CAP], usage[64], suffix[32];
+	json_t *doc, *body = NULL;
+	struct buf b;
+	int rc;
+
+	snprintf(usage, sizeof(usage), "rollout %s NAME%s", verb,
+	         strcmp(verb, "promote") == 0 ? " [--full]" : "");
+	if (want_name(a, usage))
+		return CTL_USAGE;
+	if (a->npos > 1)
+		return usage_error(usage, "unexpected argument \"%s\"", a->pos[1]);
+	snprintf(suffix, sizeof(suffix), "/%s", verb);
+	rollout_path(path, sizeof(path), a->pos[0], suffix);
+	if (full)
+		body = json_pack("{s:b}", "full", 1);
+	rc = ctl_call(&a->ctl, "POST", path, body, &doc);
+	json_decref(body);
+	if (rc != CTL_OK)
+		return rc;
+	if (a->ctl.json) {
+		ctl_print_json(doc);
+	} else {
+		buf_init(&b, VIEW_CAP);
+		buf_printf(&b, "%s\nrollout %s: ", jstr(doc, "message", "ok"), a->pos[0]);
+		put_state_line(&b, json_object_get(doc, "rollout"));
+		buf_append_lit(&b, "\n");
+		fwrite(buf_head(&b), 1, buf_used(&b), stdout);
+		buf_release(&b);
+	}
+	json_decref(doc);
+	return CTL_OK;
+}
+
+int ctl_rollout(const struct ctl *ctl, int argc, char **argv)
+{
+	static const char *const controls[] = {"start", "promote", "pause",  "resume",
+	                                       "abort", "retry",   "approve"};
+	int full = 0, rc;
+	const struct arg_opt opts[] = {{"full", NULL, &full}};
+	struct args a;
+	const char *sub;
+	size_t i = 0;
+
+	if (argc < 2)
+		return usage_error(ROLLOUT_USAGE, "%s", "rollout needs a subcommand");
+	sub = argv[1];
+	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
+		printf("usage: canaryctl %s\n", ROLLOUT_USAGE);
+		return CTL_OK;
+	}
+	if (strcmp(sub, "list") != 0 && strcmp(sub, "get") != 0) {
+		for (i = 0; i < sizeof(controls) / sizeof(controls[0]); i++)
+			if (strcmp(sub, controls[i]) == 0)
+				break;
+		if (i == sizeof(controls) / sizeof(controls[0]))
+			return usage_error(ROLLOUT_USAGE, "unknown rollout subcommand \"%s\"", sub);
+	}
+	/* --full exists for promote only */
+	rc = parse_args(ctl, argc, argv, 2, opts, strcmp(sub, "promote") == 0 ? 1 : 0, 2, &a,
+	                ROLLOUT_USAGE);
+	if (rc == ARGS_HELP) {
+		printf("usage: canaryctl %s\n", ROLLOUT_USAGE);
+		return CTL_OK;
+	}
+	if (rc != CTL_OK)
+		return rc;
+	if (strcmp(sub, "list") == 0)
+		return rollout_list(&a);
+	if (strcmp(sub, "get") == 0)
+		return rollout_get(&a);
+	return rollout_control(&a, controls[i], full);
+}
+
+/* ------------------------------------------------------------------ */
+/* rollback --all */
+
+int ctl_rollback(const struct ctl *ctl, int argc, char **argv)
+{
+	static const char usage[] = "rollback --all";
+	int all = 0, rc;
+	const struct arg_opt opts[] = {{"all", NULL, &all}};
+	struct args a;
+	json_t *doc;
+
+	rc = parse_args(ctl, argc, argv, 1, opts, 1, 0, &a, usage);
+	if (rc == ARGS_HELP) {
+		printf("usage: canaryctl %s\n  rolls back every active rollout at once\n", usage);
+		return CTL_OK;
+	}
+	if (rc != CTL_OK)
+		return rc;
+	if (!all)
+		return usage_error(usage, "%s",
+		                   "rollback rolls back every active rollout; say so with --all");
+	rc = ctl_call(&a.ctl, "POST", "/v1/rollback", NULL, &doc);
+	if (rc != CTL_OK)
+		return rc;
+	if (a.ctl.json) {
+		ctl_print_json(doc);
+	} else {
+		long long n = jint(doc, "rolled_back");
+
+		if (n)
+			printf("rolled back %lld rollout%s\n", n, n == 1 ? "" : "s");
+		else
+			printf("no rollout was active; nothing to roll back\n");
+		print_rollout_table(json_object_get(doc, "rollouts"));
+	}
+	json_decref(doc);
+	return CTL_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* watch NAME */
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int64_t ms)
+{
+	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+
+	while (ms > 0 && nanosleep(&ts, &ts) == -1 && errno == EINTR)
+		;
+}
+
+/* The rollback pipeline ("post") is over: missing, no stage, or stage done. */
+static bool post_done(const json_t *ro)
+{
+	const json_t *post = json_object_get(ro, "post");
+	const char *stage;
+
+	if (!json_is_object(post))
+		return true;
+	stage = json_string_value(json_object_get(post, "stage"));
+	return !stage || strcmp(stage, "done") == 0;
+}
+
+/*
+ * Baking is over: no "bake" object, or one that says it ended (stage
+ * "done", done: true, active: false or an ended_at time).
+ */
+static bool bake_done(const json_t *ro)
+{
+	const json_t *bake = json_object_get(ro, "bake");
+	const char *stage;
+
+	if (!json_is_object(bake))
+		return true;
+	stage = json_string_value(json_object_get(bake, "stage"));
+	return (stage && strcmp(stage, "done") == 0) ||
+	       json_is_true(json_object_get(bake, "done")) ||
+	       json_is_false(json_object_get(bake, "active")) ||
+	       json_is_integer(json_object_get(bake, "ended_at"));
+}
+
+static bool watch_over(const json_t *ro)
+{
+	return terminal(ro) && post_done(ro) && bake_done(ro);
+}
+
+static bool parse_interval(const char *s, long long *out)
+{
+	char *end;
+	long long v;
+
+	errno = 0;
+	v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < 50 || v > 3600000)
+		return false;
+	*out = v;
+	return true;
+}
+
+int ctl_watch(const struct ctl *ctl, int argc, char **argv)
+{
+	static const char usage[] = "watch NAME [--interval-ms 500]";
+	const char *interval_s = NULL;
+	const struct arg_opt opts[] = {{"interval-ms", &interval_s, NULL}};
+	long long interval = 500;
+	int64_t last_ok, gone_since = 0;
+	char path[PATH_CAP];
+	char *prev = NULL;
+	struct args a;
+	struct buf b;
+	bool tty = isatty(STDOUT_FILENO) == 1;
+	int rc;
+
+	rc = parse_args(ctl, argc, argv, 1, opts, 1, 1, &a, usage);
+	if (rc == ARGS_HELP) {
+		printf("usage: canaryctl %s\n", usage);
+		return CTL_OK;
+	}
+	if (rc != CTL_OK)
+		return rc;
+	if (want_name(&a, usage))
+		return CTL_USAGE;
+	if (interval_s && !parse_interval(interval_s, &interval))
+		return usage_error(
+		    usage, "--interval-ms must be an integer from 50 to 3600000, not \"%s\"",
+		    interval_s);
+	rollout_path(path, sizeof(path), a.pos[0], "");
+	buf_init(&b, VIEW_CAP);
+	last_ok = mono_ms();
+	for (;;) {
+		int64_t t0 = mono_ms();
+		long status = 0;
+		json_t *ro = NULL;
+		char *now_s = NULL;
+
+		rc = ctl_call_ex(&a.ctl, "GET", path, NULL, POLL_TIMEOUT_MS, CTL_QUIET_TRANSIENT,
+		                 &status, &ro);
+		if (rc != CTL_OK && status != 0 && status / 100 != 5)
+			break; /* the server said no (404, 401, ...): it said why */
+		if (rc != CTL_OK) {
+			int64_t now = mono_ms();
+
+			if (now - last_ok > GONE_MS) {
+				fprintf(
+				    stderr,
+				    "canaryctl: watch %s: no answer from %s for more than %d s; "
+				    "giving up\n",
+				    a.pos[0], a.ctl.server, GONE_MS / 1000);
+				rc = CTL_FAILED;
+				break;
+			}
+			if (!gone_since) {
+				gone_since = now;
+				fprintf(stderr,
+				        "canaryctl: watch %s: no answer from %s (%s); retrying\n",
+				        a.pos[0], a.ctl.server,
+				        status ? "server error" : "unreachable");
+			}
+		} else {
+			last_ok = mono_ms();
+			if (gone_since)
+				fprintf(stderr, "canaryctl: watch %s: the server answers again\n",
+				        a.pos[0]);
+			gone_since = 0;
+			buf_reset(&b);
+			if (a.ctl.json) {
+				char *s = json_dumps(ro, JSON_COMPACT);
+
+				if (s)
+					buf_append_str(&b, s);
+				free(s);
+				buf_append_lit(&b, "\n");
+			} else {
+				render_view(&b, ro);
+			}
+			now_s = strndup(buf_head(&b), buf_used(&b));
+			if (tty && !a.ctl.json) {
+				/* redraw in place: home, clear screen, the view, a footer */
+				fputs("\x1b[H\x1b[2J", stdout);
+				fputs(now_s ? now_s : "", stdout);
+				printf("\n(every %lld ms; Ctrl-C to stop)\n", interval);
+			} else if (!prev || !now_s || strcmp(prev, now_s) != 0) {
+				if (prev && !a.ctl.json)
+					fputs("\n", stdout);
+				fwrite(buf_head(&b), 1, buf_used(&b), stdout);
+			}
+			fflush(stdout);
+			free(prev);
+			prev = now_s;
+			if (watch_over(ro)) {
+				rc = state_is(ro, "completed") ? CTL_OK : CTL_FAILED;
+				json_decref(ro);
+				break;
+			}
+			json_decref(ro);
+		}
+		sleep_ms(t0 + interval - mono_ms());
+	}
+	free(prev);
+	buf_release(&b);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* evidence NAME --out DIR */
+
+int ctl_evidence(const struct ctl *ctl, int argc, char **argv)
+{
+	static const char usage[] = "evidence NAME --out DIR";
+	const char *out = NULL;
+	const struct arg_opt opts[] = {{"out", &out, NULL}};
+	char path[PATH_CAP], err[512];
+	const json_t *files, *v;
+	const char *file;
+	json_t *doc;
+	struct args a;
+	int rc;
+
+	rc = parse_args(ctl, argc, argv, 1, opts, 1, 1, &a, usage);
+	if (rc == ARGS_HELP) {
+		printf("usage: canaryctl %s\n", usage);
+		return CTL_OK;
+	}
+	if (rc != CTL_OK)
+		return rc;
+	if (want_name(&a, usage))
+		return CTL_USAGE;
+	if (!out || !*out)
+		return usage_error(usage, "%s", "--out DIR is required");
+	rollout_path(path, sizeof(path), a.pos[0], "/evidence");
+	rc = ctl_call_ex(&a.ctl, "GET", path, NULL, EVIDENCE_MS, 0, NULL, &doc);
+	if (rc != CTL_OK)
+		return rc;
+	files = json_object_get(doc, "files");
+	if (!json_is_object(files)) {
+		fprintf(stderr, "canaryctl: evidence %s: the server's bundle has no \"files\"\n",
+		        a.pos[0]);
+		json_decref(doc);
+		return CTL_FAILED;
+	}
+	if (evidence_write_dir(doc, out, err, sizeof(err)) != 0) {
+		fprintf(stderr, "canaryctl: evidence %s: %s\n", a.pos[0], err);
+		json_decref(doc);
+		return CTL_FAILED;
+	}
+	if (a.ctl.json) {
+		json_t *list = json_array(), *o;
+
+		json_object_foreach((json_t *)files, file, v)
+		{
+			json_array_append_new(list, json_pack("{s:s, s:I}", "name", file, "bytes",
+			                                      (json_int_t)json_string_length(v)));
+		}
+		o = json_pack("{s:s, s:s, s:o}", "rollout", a.pos[0], "dir", out, "files", list);
+		ctl_print_json(o);
+		json_decref(o);
+	} else {
+		printf("evidence of %s written to %s\n", a.pos[0], out);
+		json_object_foreach((json_t *)files, file, v)
+		{
+			printf("  %-24s %10zu bytes\n", file, json_string_length(v));
+		}
+	}
+	json_decref(doc);
+	return CTL_OK;
+}

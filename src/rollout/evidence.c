@@ -1,0 +1,2259 @@
+/*
+ * evidence.c - the evidence bundle of a rollout: a pure function of the
+ * stored events (plus the config text and the live view), rendered into a
+ * Markdown post-mortem skeleton, JSON files and two hand-written SVG
+ * charts.  Design notes: docs/evidence.md.
+ *
+ * Everything read from the events is treated as untrusted input: a missing
+ * or mistyped field is "absent", never a crash, and every string that goes
+ * into Markdown or SVG is escaped.
+ */
+#include "rollout/evidence.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/buf.h"
+
+#define TEXT_CAP      (4u << 20)  /* summary.md */
+#define SVG_CAP       (16u << 20) /* one chart */
+#define TIMELINE_MAX  1000        /* rows in the summary's timeline */
+#define CHART_TARGETS 4           /* target pairs drawn in one chart */
+#define NO_TIME       INT64_MIN
+
+/* ------------------------------------------------------------------------ */
+/* Output buffer: a capped buf that remembers its first error               */
+
+struct out {
+	struct buf b;
+	int err;
+};
+
+static void out_init(struct out *o, size_t cap)
+{
+	buf_init(&o->b, cap);
+	o->err = 0;
+}
+
+static void out_mem(struct out *o, const char *p, size_t n)
+{
+	int rc;
+
+	if (o->err)
+		return;
+	rc = buf_append(&o->b, p, n);
+	if (rc)
+		o->err = rc;
+}
+
+static void out_str(struct out *o, const char *s)
+{
+	out_mem(o, s, strlen(s));
+}
+
+__attribute__((format(printf, 2, 3))) static void out_printf(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	if (o->err)
+		return;
+	va_start(ap, fmt);
+	rc = buf_vprintf(&o->b, fmt, ap);
+	va_end(ap);
+	if (rc)
+		o->err = rc;
+}
+
+/*
+ * The contents as a JSON string, releasing the buffer.  Over the cap the
+ * file becomes `fallback` (the bundle stays usable); NULL when out of
+ * memory.
+ */
+static json_t *out_finish(struct out *o, const char *fallback)
+{
+	json_t *s = NULL;
+
+	if (!o->err)
+		s = json_stringn(buf_head(&o->b), buf_used(&o->b));
+	else if (o->err == -ENOBUFS)
+		s = json_string(fallback);
+	buf_release(&o->b);
+	return s;
+}
+
+/* Length of at most max bytes of s, cut on a UTF-8 character boundary. */
+static size_t utf8_cut(const char *s, size_t max)
+{
+	size_t n = strlen(s);
+
+	if (n <= max)
+		return n;
+	while (max > 0 && ((unsigned char)s[max] & 0xC0) == 0x80)
+		max--;
+	return max;
+}
+
+/* Text for a Markdown table cell or paragraph: no line breaks, no pipes, no HTML. */
+static void md_text(struct out *o, const char *s, size_t max)
+{
+	size_t n;
+
+	if (!s)
+		return;
+	n = utf8_cut(s, max);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		switch (c) {
+		case '|':
+			out_str(o, "\\|");
+			break;
+		case '<':
+			out_str(o, "&lt;");
+			break;
+		case '>':
+			out_str(o, "&gt;");
+			break;
+		case '&':
+			out_str(o, "&amp;");
+			break;
+		case '`':
+			out_str(o, "'");
+			break;
+		default:
+			if (c < 0x20 || c == 0x7f)
+				out_str(o, " ");
+			else
+				out_mem(o, (const char *)&s[i], 1);
+		}
+	}
+	if (n < strlen(s))
+		out_str(o, "\xE2\x80\xA6"); /* … */
+}
+
+/* Text for SVG character data or attribute values; XML-invalid controls dropped. */
+static void svg_text(struct out *o, const char *s, size_t max)
+{
+	size_t n;
+
+	if (!s)
+		return;
+	n = utf8_cut(s, max);
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+
+		switch (c) {
+		case '&':
+			out_str(o, "&amp;");
+			break;
+		case '<':
+			out_str(o, "&lt;");
+			break;
+		case '>':
+			out_str(o, "&gt;");
+			break;
+		case '"':
+			out_str(o, "&quot;");
+			break;
+		case '\'':
+			out_str(o, "&apos;");
+			break;
+		default:
+			if (c < 0x20 || c == 0x7f)
+				out_str(o, " ");
+			else
+				out_mem(o, (const char *)&s[i], 1);
+		}
+	}
+	if (n < strlen(s))
+		out_str(o, "\xE2\x80\xA6");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Reading events tolerantly                                                 */
+
+static const char *jstr(const json_t *o, const char *key)
+{
+	return json_string_value(json_object_get(o, key));
+}
+
+/* A number field as double; false when absent, not a number or not finite. */
+static bool jnum(const json_t *o, const char *key, double *out)
+{
+	const json_t *v = json_object_get(o, key);
+	double d;
+
+	if (!json_is_number(v))
+		return false;
+	d = json_number_value(v);
+	if (!isfinite(d))
+		return false;
+	*out = d;
+	return true;
+}
+
+/* An integral field (integers, or reals within range); NO_TIME when absent. */
+static int64_t jint(const json_t *o, const char *key)
+{
+	const json_t *v = json_object_get(o, key);
+
+	if (json_is_integer(v))
+		return (int64_t)json_integer_value(v);
+	if (json_is_real(v)) {
+		double d = json_real_value(v);
+
+		if (isfinite(d) && d > -9.0e18 && d < 9.0e18)
+			return (int64_t)llround(d);
+	}
+	return NO_TIME;
+}
+
+static bool jtrue(const json_t *o, const char *key)
+{
+	return json_is_true(json_object_get(o, key));
+}
+
+static const char *ev_kind(const json_t *e)
+{
+	const char *k = jstr(e, "kind");
+
+	return k ? k : "";
+}
+
+static const json_t *ev_details(const json_t *e)
+{
+	const json_t *d = json_object_get(e, "details");
+
+	return json_is_object(d) ? d : NULL;
+}
+
+static bool is_start(const json_t *e)
+{
+	const char *k = ev_kind(e);
+
+	return !strcmp(k, "rollout.started") || !strcmp(k, "rollout.retry");
+}
+
+/* "2024-05-01T12:34:56.789Z" (fraction optional) to ms since the epoch. */
+static int64_t parse_ts(const char *s)
+{
+	int y, mo, d, h, mi, sec, n = 0, digits = 0;
+	int64_t ms = 0;
+	struct tm tm;
+	time_t t;
+
+	if (!s || sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
+	    n == 0)
+		return NO_TIME;
+	s += n;
+	if (*s == '.') {
+		for (s++; isdigit((unsigned char)*s); s++, digits++)
+			if (digits < 3)
+				ms = ms * 10 + (*s - '0');
+		if (digits == 0)
+			return NO_TIME;
+		for (; digits < 3; digits++)
+			ms *= 10;
+	}
+	if ((*s != 'Z' && *s != 'z') || s[1] != '\0')
+		return NO_TIME;
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
+	    h < 0 || mi < 0 || sec < 0)
+		return NO_TIME;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = sec;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return NO_TIME;
+	return (int64_t)t * 1000 + ms;
+}
+
+/* The time an event's details name on the engine's clock, or NO_TIME. */
+static int64_t engine_time(const json_t *e)
+{
+	const char *k = ev_kind(e);
+	const json_t *d = ev_details(e);
+
+	if (!strcmp(k, "rollout.rollback"))
+		return jint(d, "decision_ms");
+	if (!strcmp(k, "rollout.interval") || !strcmp(k, "verdict"))
+		return jint(d, "interval_end_ms");
+	if (!strcmp(k, "rollout.step"))
+		return jint(d, "at_ms");
+	if (!strcmp(k, "rollout.mitigated"))
+		return jint(d, "applied_ms");
+	return NO_TIME;
+}
+
+/*
+ * How far the store's stamps ("ts") run ahead of the engine's clock over
+ * events [first, end), from the first event that carries both.  A few ms
+ * in production (one wall clock, the stamp taken at commit); it matters
+ * when the engine runs on another clock (tests with a fake clock), where
+ * mixing the two would put steps and intervals years apart.
+ */
+static int64_t clock_skew(const json_t *events, size_t first, size_t end)
+{
+	for (size_t i = first; i < end; i++) {
+		const json_t *e = json_array_get(events, i);
+		int64_t et = engine_time(e), ts;
+
+		if (et == NO_TIME)
+			continue;
+		ts = parse_ts(jstr(e, "ts"));
+		if (ts != NO_TIME)
+			return ts - et;
+	}
+	return 0;
+}
+
+/*
+ * When an event happened, on the engine's clock: the time its details name
+ * (a rollback's decision, an interval's end), else its store stamp less
+ * the skew; NO_TIME when neither is usable.
+ */
+static int64_t ev_time(const json_t *e, int64_t skew)
+{
+	int64_t t = engine_time(e);
+
+	if (t != NO_TIME)
+		return t;
+	t = parse_ts(jstr(e, "ts"));
+	return t == NO_TIME ? NO_TIME : t - skew;
+}
+
+/* The start of the run made of events [first, end): its first known time. */
+static int64_t span_start(const json_t *events, size_t first, size_t end)
+{
+	int64_t skew = clock_skew(events, first, end), t = NO_TIME;
+
+	for (size_t i = first; i < end && t == NO_TIME; i++)
+		t = ev_time(json_array_get(events, i), skew);
+	return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Formatting                                                                */
+
+/* "2024-05-01 12:34:56.789", or "?" for NO_TIME. */
+static void fmt_time(int64_t ms, char *b, size_t n)
+{
+	time_t secs;
+	struct tm tm;
+	int64_t frac;
+
+	if (ms == NO_TIME) {
+		snprintf(b, n, "?");
+		return;
+	}
+	frac = ms % 1000;
+	secs = (time_t)(ms / 1000);
+	if (frac < 0) {
+		frac += 1000;
+		secs -= 1;
+	}
+	if (!gmtime_r(&secs, &tm)) {
+		snprintf(b, n, "?");
+		return;
+	}
+	snprintf(b, n, "%04d-%02d-%02d %02d:%02d:%02d.%03d", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+}
+
+/* "850 ms", "12.3 s", "4m 05s", "2h 03m 00s". */
+static void fmt_dur(int64_t ms, char *b, size_t n)
+{
+	long long s;
+
+	if (ms < 0) {
+		snprintf(b, n, "%lld ms", (long long)ms);
+	} else if (ms < 1000) {
+		snprintf(b, n, "%lld ms", (long long)ms);
+	} else if (ms < 60000) {
+		snprintf(b, n, "%.1f s", (double)ms / 1000.0);
+	} else if (ms < 3600000) {
+		s = (long long)(ms / 1000);
+		snprintf(b, n, "%lldm %02llds", s / 60, s % 60);
+	} else {
+		s = (long long)(ms / 1000);
+		snprintf(b, n, "%lldh %02lldm %02llds", s / 3600, s / 60 % 60, s % 60);
+	}
+}
+
+/* Integers plainly, small values with 4 decimals, large with 2. */
+static void fmt_num(double v, char *b, size_t n)
+{
+	if (isnan(v))
+		snprintf(b, n, "%s", "n/a");
+	else if (isinf(v))
+		snprintf(b, n, "%s", v > 0 ? "inf" : "-inf");
+	else if (v == floor(v) && fabs(v) < 1e15)
+		snprintf(b, n, "%.0f", v);
+	else if (fabs(v) >= 100)
+		snprintf(b, n, "%.2f", v);
+	else
+		snprintf(b, n, "%.4f", v);
+}
+
+/* A field for display: a number, a string, true/false, else "n/a". */
+static void fmt_field(const json_t *o, const char *key, char *b, size_t n)
+{
+	const json_t *v = json_object_get(o, key);
+
+	if (json_is_number(v))
+		fmt_num(json_number_value(v), b, n);
+	else if (json_is_string(v))
+		snprintf(b, n, "%.*s", (int)utf8_cut(json_string_value(v), n - 1),
+		         json_string_value(v));
+	else if (json_is_boolean(v))
+		snprintf(b, n, "%s", json_is_true(v) ? "true" : "false");
+	else
+		snprintf(b, n, "%s", "n/a");
+}
+
+/* A weight in percent: "5%", "0.5%", "12.125%". */
+static void fmt_pct(double w, char *b, size_t n)
+{
+	size_t len;
+
+	snprintf(b, n, "%.3f", w);
+	len = strlen(b);
+	while (len > 0 && b[len - 1] == '0')
+		b[--len] = '\0';
+	if (len > 0 && b[len - 1] == '.')
+		b[--len] = '\0';
+	if (len + 1 < n) {
+		b[len] = '%';
+		b[len + 1] = '\0';
+	}
+}
+
+/*
+ * The weights of a rollout.step as one label: "5%" when they are all
+ * equal, else "web 5%, api 10%".  Empty when the step set no weight.
+ */
+static void fmt_weights(const json_t *weights, char *b, size_t n)
+{
+	const char *k;
+	json_t *v;
+	double first = 0;
+	bool same = true, any = false;
+	size_t len = 0;
+
+	b[0] = '\0';
+	json_object_foreach((json_t *)weights, k, v)
+	{
+		if (!json_is_number(v))
+			continue;
+		if (any && json_number_value(v) != first)
+			same = false;
+		if (!any)
+			first = json_number_value(v);
+		any = true;
+	}
+	if (!any)
+		return;
+	if (same) {
+		fmt_pct(first, b, n);
+		return;
+	}
+	json_object_foreach((json_t *)weights, k, v)
+	{
+		char pct[32];
+		int w;
+
+		if (!json_is_number(v))
+			continue;
+		fmt_pct(json_number_value(v), pct, sizeof(pct));
+		w = snprintf(b + len, n - len, "%s%s %s", len ? ", " : "", k, pct);
+		if (w < 0 || (size_t)w >= n - len) {
+			b[len] = '\0';
+			return;
+		}
+		len += (size_t)w;
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* Runs                                                                      */
+
+enum outcome {
+	OUT_NONE,
+	OUT_PROGRESSING,
+	OUT_PAUSED,
+	OUT_BAKING,
+	OUT_COMPLETED,
+	OUT_ROLLED_BACK,
+	OUT_FAILED,
+};
+
+/* The latest run: events [first, end) of the list. */
+struct run {
+	const json_t *events;
+	size_t first, end;
+	int number;       /* started/retry events up to it; 0 when there is none */
+	int64_t skew;     /* clock_skew() of the run */
+	int64_t start_ms; /* NO_TIME when unknown */
+	int64_t end_ms;   /* NO_TIME while it has not ended */
+	enum outcome outcome;
+	const json_t *start_ev; /* may be NULL */
+};
+
+static const char *outcome_text(enum outcome o)
+{
+	switch (o) {
+	case OUT_NONE:
+		return "not started";
+	case OUT_PROGRESSING:
+		return "in progress";
+	case OUT_PAUSED:
+		return "paused";
+	case OUT_BAKING:
+		return "baking";
+	case OUT_COMPLETED:
+		return "completed";
+	case OUT_ROLLED_BACK:
+		return "rolled back";
+	case OUT_FAILED:
+		return "failed";
+	}
+	return "unknown";
+}
+
+static const char *outcome_state(enum outcome o)
+{
+	switch (o) {
+	case OUT_NONE:
+		return "idle";
+	case OUT_PROGRESSING:
+		return "progressing";
+	case OUT_PAUSED:
+		return "paused";
+	case OUT_BAKING:
+		return "baking";
+	case OUT_COMPLETED:
+		return "completed";
+	case OUT_ROLLED_BACK:
+		return "rolled_back";
+	case OUT_FAILED:
+		return "failed";
+	}
+	return "unknown";
+}
+
+static void run_find(struct run *r, const json_t *events)
+{
+	size_t n = json_array_size(events);
+
+	memset(r, 0, sizeof(*r));
+	r->events = events;
+	r->end = n;
+	r->start_ms = r->end_ms = NO_TIME;
+	for (size_t i = 0; i < n; i++) {
+		if (is_start(json_array_get(events, i))) {
+			r->first = i;
+			r->number++;
+		}
+	}
+	if (r->number)
+		r->start_ev = json_array_get(events, r->first);
+	r->skew = clock_skew(events, r->first, n);
+	r->start_ms = span_start(events, r->first, n);
+	r->outcome = r->first < n ? OUT_PROGRESSING : OUT_NONE;
+	for (size_t i = r->first; i < n; i++) {
+		const json_t *e = json_array_get(events, i);
+		const char *k = ev_kind(e);
+		/* after an end only another end counts (failed after a rollback) */
+		bool ended = r->outcome == OUT_COMPLETED || r->outcome == OUT_ROLLED_BACK ||
+		             r->outcome == OUT_FAILED;
+
+		if (!strcmp(k, "rollout.paused")) {
+			if (!ended)
+				r->outcome = OUT_PAUSED;
+		} else if (!strcmp(k, "rollout.resumed") || !strcmp(k, "rollout.promoted")) {
+			if (r->outcome == OUT_PAUSED)
+				r->outcome = OUT_PROGRESSING;
+		} else if (!strcmp(k, "rollout.baking")) {
+			if (!ended)
+				r->outcome = OUT_BAKING;
+		} else if (!strcmp(k, "rollout.completed")) {
+			r->outcome = OUT_COMPLETED;
+			r->end_ms = ev_time(e, r->skew);
+		} else if (!strcmp(k, "rollout.rollback")) {
+			const json_t *all = json_object_get(ev_details(e), "all");
+
+			/* a per-target rollback leaves the others running */
+			if (!json_is_false(all)) {
+				r->outcome = OUT_ROLLED_BACK;
+				r->end_ms = ev_time(e, r->skew);
+			}
+		} else if (!strcmp(k, "rollout.failed")) {
+			r->outcome = OUT_FAILED;
+			if (r->end_ms == NO_TIME)
+				r->end_ms = ev_time(e, r->skew);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* verdicts and series                                                       */
+
+static json_t *num_or_null(const json_t *v)
+{
+	if (json_is_integer(v))
+		return json_integer(json_integer_value(v));
+	if (json_is_real(v))
+		return json_real(json_real_value(v));
+	return json_null();
+}
+
+static json_t *bool_or_null(const json_t *v)
+{
+	return json_is_boolean(v) ? json_boolean(json_is_true(v)) : json_null();
+}
+
+static json_t *ms_or_null(int64_t ms)
+{
+	return ms == NO_TIME ? json_null() : json_integer((json_int_t)ms);
+}
+
+static json_t *str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+/* Adds v (stolen) under key; records a failure in *bad. */
+static void put(json_t *o, const char *key, json_t *v, bool *bad)
+{
+	if (!v || json_object_set_new(o, key, v))
+		*bad = true;
+}
+
+/* Each run's start time, indexed by run number (0: events before any start). */
+static int64_t *run_starts(const json_t *events, int nruns)
+{
+	int64_t *starts = calloc((size_t)nruns + 1, sizeof(*starts));
+	size_t n = json_array_size(events), first = 0;
+	int run = 0;
+
+	if (!starts)
+		return NULL;
+	for (size_t i = 0; i <= n; i++) {
+		if (i < n && !is_start(json_array_get(events, i)))
+			continue;
+		if (run <= nruns)
+			starts[run] = span_start(events, first, i);
+		run++;
+		first = i;
+	}
+	return starts;
+}
+
+static json_t *verdict_entry(const json_t *e, int run)
+{
+	const json_t *d = ev_details(e);
+	json_t *v = d ? json_deep_copy(d) : json_object();
+	bool bad = false;
+
+	if (!v)
+		return NULL;
+	put(v, "id", num_or_null(json_object_get(e, "id")), &bad);
+	put(v, "ts", str_or_null(jstr(e, "ts")), &bad);
+	put(v, "run", json_integer(run), &bad);
+	if (bad) {
+		json_decref(v);
+		return NULL;
+	}
+	return v;
+}
+
+static const char *const COHORTS[] = {"canary", "baseline"};
+static const char *const FIELDS[] = {"requests", "errors", "error_rate",
+                                     "p50_ms",   "p99_ms", "mean_ms"};
+
+/* Appends one flat row per target of interval event e. */
+static int series_rows(json_t *series, const json_t *e, int run, int64_t run_start)
+{
+	const json_t *d = ev_details(e);
+	int64_t end = jint(d, "interval_end_ms"), len = jint(d, "interval_ms");
+	const char *tname;
+	json_t *tv;
+
+	json_object_foreach((json_t *)json_object_get(d, "targets"), tname, tv)
+	{
+		json_t *row = json_object();
+		bool bad = !row;
+
+		if (bad)
+			return -1;
+		put(row, "run", json_integer(run), &bad);
+		put(row, "id", num_or_null(json_object_get(e, "id")), &bad);
+		put(row, "ts", str_or_null(jstr(e, "ts")), &bad);
+		put(row, "interval_start_ms",
+		    ms_or_null(end != NO_TIME && len != NO_TIME ? end - len : NO_TIME), &bad);
+		put(row, "interval_end_ms", ms_or_null(end), &bad);
+		put(row, "interval_ms", ms_or_null(len), &bad);
+		put(row, "offset_ms",
+		    ms_or_null(end != NO_TIME && run_start != NO_TIME ? end - run_start : NO_TIME),
+		    &bad);
+		put(row, "step", num_or_null(json_object_get(d, "step")), &bad);
+		put(row, "target", json_string(tname), &bad);
+		put(row, "weight", num_or_null(json_object_get(tv, "weight")), &bad);
+		put(row, "bake", bool_or_null(json_object_get(d, "bake")), &bad);
+		put(row, "historical_baseline",
+		    bool_or_null(json_object_get(tv, "historical_baseline")), &bad);
+		for (size_t c = 0; c < 2; c++) {
+			const json_t *co = json_object_get(tv, COHORTS[c]);
+
+			for (size_t f = 0; f < sizeof(FIELDS) / sizeof(FIELDS[0]); f++) {
+				char key[40];
+
+				snprintf(key, sizeof(key), "%s_%s", COHORTS[c], FIELDS[f]);
+				put(row, key, num_or_null(json_object_get(co, FIELDS[f])), &bad);
+			}
+		}
+		if (bad || json_array_append_new(series, row))
+			return -1;
+	}
+	return 0;
+}
+
+/* "verdicts" and "series" of every run, each entry tagged with its run number. */
+static int collect(const json_t *events, int nruns, json_t *verdicts, json_t *series)
+{
+	int64_t *starts = run_starts(events, nruns);
+	size_t n = json_array_size(events);
+	int run = 0, rc = 0;
+
+	if (!starts)
+		return -1;
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		const json_t *e = json_array_get(events, i);
+		const char *k = ev_kind(e);
+
+		if (is_start(e))
+			run++;
+		if (!strcmp(k, "verdict")) {
+			json_t *v = verdict_entry(e, run);
+
+			if (!v || json_array_append_new(verdicts, v))
+				rc = -1;
+		} else if (!strcmp(k, "rollout.interval")) {
+			rc = series_rows(series, e, run, starts[run <= nruns ? run : nruns]);
+		}
+	}
+	free(starts);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* summary.md                                                                */
+
+struct check_count {
+	const char *name;
+	long n[5]; /* pass, fail, inconclusive, error, other */
+};
+
+/* "hook #0 exec on web" */
+static void hook_name(struct out *o, const json_t *d)
+{
+	char a[64];
+
+	fmt_field(d, "index", a, sizeof(a));
+	out_str(o, "hook #");
+	md_text(o, a, 20);
+	out_str(o, " ");
+	md_text(o, jstr(d, "kind") ? jstr(d, "kind") : "?", 20);
+	if (jstr(d, "target")) {
+		out_str(o, " on ");
+		md_text(o, jstr(d, "target"), 60);
+	}
+}
+
+/* "passed", "failed", "inconclusive" (the "result" field, else "passed"), or "?". */
+static const char *verify_result(const json_t *d)
+{
+	const json_t *p = json_object_get(d, "passed");
+
+	if (jstr(d, "result"))
+		return jstr(d, "result");
+	if (json_is_boolean(p))
+		return json_is_true(p) ? "passed" : "failed";
+	return "?";
+}
+
+static void timeline_detail(struct out *o, const json_t *e)
+{
+	const json_t *d = ev_details(e);
+	const char *k = ev_kind(e), *s;
+	char a[96], b[96], c[160];
+	int64_t v;
+
+	if (!strcmp(k, "rollout.started") || !strcmp(k, "rollout.retry")) {
+		fmt_field(d, "generation", a, sizeof(a));
+		fmt_field(d, "steps", b, sizeof(b));
+		out_printf(o, "generation %s, %s steps", a, b);
+	} else if (!strcmp(k, "rollout.step")) {
+		int64_t st = jint(d, "step"), of = jint(d, "of");
+		const json_t *sk = json_object_get(d, "skipped");
+		size_t i;
+		json_t *x;
+
+		if (st != NO_TIME && of != NO_TIME)
+			out_printf(o, "step %lld of %lld", (long long)st + 1, (long long)of);
+		else if (st != NO_TIME)
+			out_printf(o, "step %lld", (long long)st + 1);
+		else
+			out_str(o, "step");
+		if ((s = jstr(d, "kind"))) {
+			out_str(o, " (");
+			md_text(o, s, 40);
+			out_str(o, ")");
+		}
+		fmt_weights(json_object_get(d, "weights"), c, sizeof(c));
+		if (c[0]) {
+			out_str(o, ": ");
+			md_text(o, c, sizeof(c));
+		}
+		json_array_foreach((json_t *)sk, i, x)
+		{
+			out_str(o, i ? "; " : "; skipped ");
+			md_text(o, jstr(x, "target"), 60);
+			out_str(o, ": ");
+			md_text(o, jstr(x, "why"), 120);
+		}
+	} else if (!strcmp(k, "rollout.approval_needed")) {
+		const json_t *req = json_object_get(d, "required");
+		size_t i;
+		json_t *x;
+
+		out_str(o, "approval needed from ");
+		json_array_foreach((json_t *)req, i, x)
+		{
+			if (i)
+				out_str(o, ", ");
+			md_text(o, json_string_value(x), 60);
+		}
+	} else if (!strcmp(k, "rollout.approved")) {
+		out_str(o, "approved by ");
+		md_text(o, jstr(d, "by") ? jstr(d, "by") : jstr(e, "actor"), 60);
+		if (jtrue(d, "complete"))
+			out_str(o, " (every approver has approved)");
+	} else if (!strcmp(k, "rollout.promoted")) {
+		out_str(o, "promoted");
+		if ((s = jstr(d, "what"))) {
+			out_str(o, ": ");
+			md_text(o, s, 120);
+		}
+	} else if (!strcmp(k, "rollout.paused")) {
+		md_text(o, jstr(d, "reason"), 200);
+		if ((v = jint(d, "review_deadline")) != NO_TIME && v > 0) {
+			fmt_time(v, a, sizeof(a));
+			out_printf(o, " (rolls back at %s unless resumed)", a);
+		}
+	} else if (!strcmp(k, "rollout.resumed")) {
+		out_str(o, "resumed by ");
+		md_text(o, jstr(e, "actor"), 60);
+	} else if (!strcmp(k, "rollout.rollback")) {
+		const json_t *t = json_object_get(d, "targets");
+		size_t i;
+		json_t *x;
+
+		md_text(o, jstr(d, "reason") ? jstr(d, "reason") : "no reason recorded", 200);
+		if ((s = jstr(d, "class"))) {
+			out_str(o, " (");
+			md_text(o, s, 20);
+			out_str(o, ")");
+		}
+		if (json_array_size(t)) {
+			out_str(o, "; targets ");
+			json_array_foreach((json_t *)t, i, x)
+			{
+				if (i)
+					out_str(o, ", ");
+				md_text(o, json_string_value(x), 60);
+			}
+		}
+	} else if (!strcmp(k, "rollout.mitigated")) {
+		int64_t us = jint(d, "time_to_mitigate_us");
+		int64_t dec = jint(d, "decision_ms"), app = jint(d, "applied_ms");
+
+		out_str(o, "traffic off the canary");
+		if (us != NO_TIME)
+			out_printf(o, " (%.1f ms after the decision)", (double)us / 1000.0);
+		else if (dec != NO_TIME && app != NO_TIME)
+			out_printf(o, " (%lld ms after the decision)", (long long)(app - dec));
+		if (jtrue(d, "after_restart"))
+			out_str(o, ", after a restart");
+		if (json_is_false(json_object_get(d, "all_workers_confirmed")))
+			out_str(o, ", not every worker confirmed");
+	} else if (!strcmp(k, "rollout.drained")) {
+		if ((v = jint(d, "duration_ms")) != NO_TIME)
+			out_printf(o, "drained in %lld ms", (long long)v);
+		else
+			out_str(o, "drained");
+		if ((v = jint(d, "limit_ms")) != NO_TIME)
+			out_printf(o, " (limit %lld ms)", (long long)v);
+		if (json_is_false(json_object_get(d, "in_flight_known")))
+			out_str(o, ", requests in flight unknown");
+		else if ((v = jint(d, "in_flight_left")) != NO_TIME && v > 0)
+			out_printf(o, ", %lld requests still in flight", (long long)v);
+	} else if (!strcmp(k, "rollout.hook.started")) {
+		hook_name(o, d);
+		out_str(o, " started");
+	} else if (!strcmp(k, "rollout.hook")) {
+		hook_name(o, d);
+		out_str(o, ": ");
+		md_text(o, jstr(d, "status") ? jstr(d, "status") : "?", 20);
+		if ((v = jint(d, "duration_ms")) != NO_TIME)
+			out_printf(o, " in %lld ms", (long long)v);
+		if ((v = jint(d, "exit_code")) != NO_TIME)
+			out_printf(o, ", exit %lld", (long long)v);
+		if ((v = jint(d, "http_status")) != NO_TIME)
+			out_printf(o, ", HTTP %lld", (long long)v);
+		if ((s = jstr(d, "error"))) {
+			out_str(o, ": ");
+			md_text(o, s, 120);
+		}
+	} else if (!strcmp(k, "rollout.verified")) {
+		md_text(o, verify_result(d), 40);
+		if ((v = jint(d, "duration_ms")) != NO_TIME)
+			out_printf(o, " in %lld ms", (long long)v);
+		if ((v = jint(d, "intervals")) != NO_TIME)
+			out_printf(o, " (%lld intervals)", (long long)v);
+		if ((s = jstr(d, "reason"))) {
+			out_str(o, ": ");
+			md_text(o, s, 200);
+		}
+	} else if (!strcmp(k, "rollout.baking")) {
+		if ((v = jint(d, "bake_ms")) != NO_TIME) {
+			fmt_dur(v, a, sizeof(a));
+			out_printf(o, "baking for %s", a);
+		} else {
+			out_str(o, "baking");
+		}
+		if ((v = jint(d, "until")) != NO_TIME) {
+			fmt_time(v, b, sizeof(b));
+			out_printf(o, " (until %s)", b);
+		}
+	} else if (!strcmp(k, "rollout.completed")) {
+		const char *sep = "";
+		const char *svc;
+		json_t *x;
+
+		if ((v = jint(d, "duration_ms")) != NO_TIME) {
+			fmt_dur(v, a, sizeof(a));
+			out_printf(o, "after %s", a);
+			sep = "; ";
+		}
+		json_object_foreach(json_object_get(d, "stable"), svc, x)
+		{
+			out_str(o, sep);
+			out_str(o, "stable ");
+			md_text(o, svc, 60);
+			out_str(o, " \xE2\x86\x92 "); /* → */
+			md_text(o, json_string_value(x) ? json_string_value(x) : "?", 60);
+			sep = ", ";
+		}
+		if ((s = jstr(d, "note"))) {
+			out_str(o, sep[0] ? "; " : "");
+			md_text(o, s, 200);
+		}
+	} else if (!strcmp(k, "rollout.evidence")) {
+		if ((s = jstr(d, "path"))) {
+			out_str(o, "bundle written to ");
+			md_text(o, s, 200);
+		} else {
+			out_str(o, "bundle not written: ");
+			md_text(o, jstr(d, "error") ? jstr(d, "error") : "?", 200);
+		}
+	} else if (!strcmp(k, "rollout.rollback.finished")) {
+		out_str(o, "rollback finished");
+		if ((v = jint(d, "duration_ms")) != NO_TIME) {
+			fmt_dur(v, a, sizeof(a));
+			out_printf(o, " %s after the decision", a);
+		}
+		if (jint(d, "hooks_ok") != NO_TIME || jint(d, "hooks_failed") != NO_TIME) {
+			fmt_field(d, "hooks_ok", a, sizeof(a));
+			fmt_field(d, "hooks_failed", b, sizeof(b));
+			out_printf(o, "; hooks %s ok, %s failed", a, b);
+		}
+		if ((s = jstr(d, "verify"))) {
+			out_str(o, "; verify ");
+			md_text(o, s, 40);
+		}
+	} else if (!strcmp(k, "rollout.failed")) {
+		md_text(o, jstr(d, "reason"), 200);
+	} else if (d) {
+		/* an unknown kind: its details, compact and shortened */
+		char *text = json_dumps(d, JSON_COMPACT);
+
+		if (text)
+			md_text(o, text, 160);
+		free(text);
+	}
+}
+
+static bool in_timeline(const char *kind)
+{
+	return strcmp(kind, "verdict") && strcmp(kind, "rollout.interval") &&
+	       strcmp(kind, "rollout.step.passed");
+}
+
+static void sum_timeline(struct out *o, const struct run *r)
+{
+	size_t rows = 0, more = 0;
+
+	out_str(o, "## Timeline\n\n| time (UTC) | event | detail |\n|---|---|---|\n");
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *e = json_array_get(r->events, i);
+		char t[40];
+
+		if (!json_is_object(e) || !in_timeline(ev_kind(e)))
+			continue;
+		if (rows == TIMELINE_MAX) {
+			more++;
+			continue;
+		}
+		rows++;
+		fmt_time(ev_time(e, r->skew), t, sizeof(t));
+		out_printf(o, "| %s | ", t);
+		md_text(o, ev_kind(e)[0] ? ev_kind(e) : "(no kind)", 60);
+		out_str(o, " | ");
+		timeline_detail(o, e);
+		out_str(o, " |\n");
+	}
+	if (rows == 0)
+		out_str(o, "| — | — | no events |\n");
+	if (more)
+		out_printf(o, "\n_%zu more events are in events.json._\n", more);
+	out_str(o, "\n");
+}
+
+/* The verdict event that decided rollback `rb` (same check, at or before it). */
+static const json_t *deciding_verdict_event(const struct run *r, size_t rb, const char *check)
+{
+	for (size_t i = rb; check && i-- > r->first;) {
+		const json_t *e = json_array_get(r->events, i);
+		const char *c;
+
+		if (strcmp(ev_kind(e), "verdict"))
+			continue;
+		c = jstr(ev_details(e), "check");
+		if (c && !strcmp(c, check))
+			return e;
+	}
+	return NULL;
+}
+
+static void sum_verdict(struct out *o, const struct run *r, size_t rb, const json_t *v,
+                        const char *rb_reason)
+{
+	const json_t *ve = deciding_verdict_event(r, rb, jstr(v, "check")), *vd = ev_details(ve);
+	const json_t *ca = json_object_get(v, "canary"), *ba = json_object_get(v, "baseline");
+	char a[64], b[64], c[64];
+
+	out_str(o, "**Deciding verdict:** check `");
+	md_text(o, jstr(v, "check") ? jstr(v, "check") : "?", 80);
+	out_str(o, "` on `");
+	md_text(o, jstr(v, "metric") ? jstr(v, "metric") : "?", 60);
+	out_str(o, "`");
+	if (jstr(vd, "target")) {
+		out_str(o, " (target `");
+		md_text(o, jstr(vd, "target"), 80);
+		out_str(o, "`)");
+	}
+	out_str(o, ": ");
+	md_text(o, jstr(v, "outcome") ? jstr(v, "outcome") : "?", 20);
+	if (jint(vd, "consecutive_failures") != NO_TIME)
+		out_printf(o, ", %lld consecutive failing intervals",
+		           (long long)jint(vd, "consecutive_failures"));
+	out_str(o, ".\n\n| cohort | value | requests |\n|---|---|---|\n");
+	fmt_field(ca, "value", a, sizeof(a));
+	fmt_field(ca, "requests", b, sizeof(b));
+	out_str(o, "| canary | ");
+	md_text(o, a, 60);
+	out_str(o, " | ");
+	md_text(o, b, 60);
+	out_str(o, " |\n");
+	fmt_field(ba, "value", a, sizeof(a));
+	fmt_field(ba, "requests", b, sizeof(b));
+	out_str(o, "| baseline | ");
+	md_text(o, a, 60);
+	out_str(o, " | ");
+	md_text(o, b, 60);
+	out_str(o, " |\n\n");
+	fmt_field(v, "bound_value", a, sizeof(a));
+	fmt_field(v, "observed", b, sizeof(b));
+	out_str(o, "Bound `");
+	md_text(o, jstr(v, "bound") ? jstr(v, "bound") : "?", 40);
+	out_str(o, "` = ");
+	md_text(o, a, 60);
+	out_str(o, ", observed ");
+	md_text(o, b, 60);
+	fmt_field(v, "min_samples", a, sizeof(a));
+	fmt_field(v, "interval_ms", c, sizeof(c));
+	out_str(o, " (min_samples ");
+	md_text(o, a, 60);
+	out_str(o, ", interval ");
+	md_text(o, c, 60);
+	out_str(o, " ms).");
+	if (jtrue(v, "test_not_applied"))
+		out_str(o, " The check's statistical test was not applied (bounds only).");
+	if (jstr(v, "reason") && (!rb_reason || strcmp(jstr(v, "reason"), rb_reason))) {
+		out_str(o, " Verdict: ");
+		md_text(o, jstr(v, "reason"), 320);
+	}
+	out_str(o, "\n\n");
+}
+
+/* One row of the hooks table; status_override for a hook with no result. */
+static void hook_row(struct out *o, const json_t *h, const char *status_override)
+{
+	const char *sep = "";
+	char a[64];
+	int64_t v;
+	const char *s;
+
+	fmt_field(h, "index", a, sizeof(a));
+	out_str(o, "| ");
+	md_text(o, a, 20);
+	out_str(o, " | ");
+	md_text(o, jstr(h, "kind") ? jstr(h, "kind") : "?", 20);
+	if (jstr(h, "target")) {
+		out_str(o, " on ");
+		md_text(o, jstr(h, "target"), 60);
+	}
+	out_str(o, " | ");
+	if (status_override)
+		out_str(o, status_override);
+	else
+		md_text(o, jstr(h, "status") ? jstr(h, "status") : "?", 20);
+	out_str(o, " | ");
+	if ((v = jint(h, "duration_ms")) != NO_TIME)
+		out_printf(o, "%lld ms", (long long)v);
+	else
+		out_str(o, "—");
+	out_str(o, " | ");
+	if ((v = jint(h, "exit_code")) != NO_TIME) {
+		out_printf(o, "exit %lld", (long long)v);
+		sep = "; ";
+	}
+	if ((v = jint(h, "http_status")) != NO_TIME) {
+		out_printf(o, "%sHTTP %lld", sep, (long long)v);
+		sep = "; ";
+	}
+	if ((s = jstr(h, "error"))) {
+		out_printf(o, "%serror: ", sep);
+		md_text(o, s, 160);
+		sep = "; ";
+	}
+	if ((s = jstr(h, "why"))) {
+		out_str(o, sep);
+		md_text(o, s, 160);
+		sep = "; ";
+	}
+	if ((s = jstr(h, "output")) && s[0]) {
+		out_printf(o, "%soutput: ", sep);
+		md_text(o, s, 160);
+		sep = "; ";
+	}
+	out_str(o, sep[0] ? " |\n" : "— |\n");
+}
+
+/* Whether hook.started event at i has its rollout.hook result before `end`. */
+static bool hook_finished(const struct run *r, size_t i, size_t end)
+{
+	const json_t *d = ev_details(json_array_get(r->events, i));
+	const json_t *idx = json_object_get(d, "index");
+	const char *tg = jstr(d, "target");
+
+	for (size_t j = i + 1; j < end; j++) {
+		const json_t *f = json_array_get(r->events, j), *fd = ev_details(f);
+		const char *ft = jstr(fd, "target");
+
+		if (strcmp(ev_kind(f), "rollout.hook"))
+			continue;
+		if (json_equal(json_object_get(fd, "index"), (json_t *)idx) &&
+		    ((!tg && !ft) || (tg && ft && !strcmp(tg, ft))))
+			return true;
+	}
+	return false;
+}
+
+static void sum_mitigated(struct out *o, const json_t *mit)
+{
+	const json_t *md = ev_details(mit);
+	int64_t us = jint(md, "time_to_mitigate_us");
+	int64_t dec = jint(md, "decision_ms"), app = jint(md, "applied_ms");
+	int64_t p = jint(md, "persist_us"), pub = jint(md, "publish_us"),
+	        w = jint(md, "workers_us");
+
+	if (!mit) {
+		out_str(o, "- **Time to mitigate:** not recorded (no rollout.mitigated event).\n");
+		return;
+	}
+	if (us != NO_TIME)
+		out_printf(o,
+		           "- **Time to mitigate:** %.1f ms, from the decision until no worker "
+		           "routes new requests to the canary",
+		           (double)us / 1000.0);
+	else if (dec != NO_TIME && app != NO_TIME)
+		out_printf(o,
+		           "- **Time to mitigate:** %lld ms, from the decision until the routing "
+		           "change was published (workers not measured)",
+		           (long long)(app - dec));
+	else
+		out_str(o, "- **Time to mitigate:** not measured");
+	if (p != NO_TIME && pub != NO_TIME && w != NO_TIME)
+		out_printf(o, " (persist %.1f ms, publish %.1f ms, workers %.1f ms)",
+		           (double)p / 1000.0, (double)pub / 1000.0, (double)w / 1000.0);
+	if (json_is_false(json_object_get(md, "all_workers_confirmed")))
+		out_str(o, "; not every worker confirmed the change in time");
+	out_str(o, jtrue(md, "after_restart") ? "; applied after a restart.\n" : ".\n");
+}
+
+/*
+ * One rollback: its events are those up to the next rollback (mitigated,
+ * drained, hooks, verified, evidence, rollback.finished).
+ */
+static void sum_rollback(struct out *o, const struct run *r, size_t rb, int nth, int total)
+{
+	const json_t *e = json_array_get(r->events, rb), *d = ev_details(e);
+	const json_t *mit = NULL, *ver = NULL, *drained = NULL, *fin = NULL, *v;
+	const json_t *t = json_object_get(d, "targets"), *hooks = json_object_get(d, "hooks");
+	size_t next = r->end, rows = 0, i;
+	json_t *x;
+	char a[64], b[64];
+	int64_t ttd, start, n;
+
+	for (i = rb + 1; i < r->end; i++)
+		if (!strcmp(ev_kind(json_array_get(r->events, i)), "rollout.rollback")) {
+			next = i;
+			break;
+		}
+	for (i = rb + 1; i < next; i++) {
+		const json_t *f = json_array_get(r->events, i);
+		const char *k = ev_kind(f);
+
+		if (!mit && !strcmp(k, "rollout.mitigated"))
+			mit = f;
+		if (!ver && !strcmp(k, "rollout.verified"))
+			ver = f;
+		if (!drained && !strcmp(k, "rollout.drained"))
+			drained = f;
+		if (!fin && !strcmp(k, "rollout.rollback.finished"))
+			fin = f;
+	}
+
+	if (total > 1)
+		out_printf(o, "## Rollback %d of %d\n\n", nth, total);
+	else
+		out_str(o, "## Rollback\n\n");
+	out_str(o, "**Reason:** ");
+	md_text(o, jstr(d, "reason") ? jstr(d, "reason") : "no reason recorded", 400);
+	out_str(o, "\n\n");
+	fmt_time(ev_time(e, r->skew), a, sizeof(a));
+	out_printf(o, "Decided at %s UTC by ", a);
+	md_text(o, jstr(e, "actor") ? jstr(e, "actor") : "?", 60);
+	if (jstr(d, "class")) {
+		out_str(o, " (");
+		md_text(o, jstr(d, "class"), 20);
+		out_str(o, ")");
+	}
+	if (jint(d, "step") != NO_TIME)
+		out_printf(o, " during step %lld", (long long)jint(d, "step") + 1);
+	if (json_array_size(t)) {
+		out_str(o, "; targets ");
+		json_array_foreach((json_t *)t, i, x)
+		{
+			if (i)
+				out_str(o, ", ");
+			md_text(o, json_string_value(x), 80);
+		}
+	}
+	out_str(o, json_is_false(json_object_get(d, "all")) ? " (the others keep running).\n\n"
+	                                                    : ".\n\n");
+
+	v = json_object_get(d, "verdict");
+	if (json_is_object(v))
+		sum_verdict(o, r, rb, v, jstr(d, "reason"));
+	else
+		out_str(o, "No deciding verdict: the rollback was not decided by a check.\n\n");
+
+	ttd = jint(d, "time_to_detect_ms");
+	start = jint(d, "first_failing_interval_start_ms");
+	if (ttd != NO_TIME) {
+		fmt_dur(ttd, b, sizeof(b));
+		out_printf(o, "- **Time to detect:** %lld ms (%s)", (long long)ttd, b);
+		if (start != NO_TIME) {
+			fmt_time(start, a, sizeof(a));
+			out_printf(o, ", from the start of the first failing interval (%s UTC)", a);
+		}
+		out_str(o, " to the decision.\n");
+	} else {
+		out_str(o, "- **Time to detect:** n/a (no failing check streak recorded).\n");
+	}
+	sum_mitigated(o, mit);
+	if (drained) {
+		const json_t *dd = ev_details(drained);
+
+		out_str(o, "- **Drain:** ");
+		if ((n = jint(dd, "duration_ms")) != NO_TIME)
+			out_printf(o, "%lld ms", (long long)n);
+		else
+			out_str(o, "done");
+		if ((n = jint(dd, "limit_ms")) != NO_TIME)
+			out_printf(o, " (limit %lld ms)", (long long)n);
+		if (json_is_false(json_object_get(dd, "in_flight_known")))
+			out_str(o, "; requests in flight unknown");
+		else if ((n = jint(dd, "in_flight_left")) != NO_TIME)
+			out_printf(o, "; %lld requests still in flight", (long long)n);
+		out_str(o, ".\n");
+	} else if ((n = jint(d, "drain_ms")) != NO_TIME) {
+		out_printf(o, "- **Drain:** limit %lld ms (no rollout.drained event).\n",
+		           (long long)n);
+	}
+	if (ver) {
+		const json_t *vd = ev_details(ver);
+
+		out_str(o, "- **Verify:** ");
+		md_text(o, verify_result(vd), 40);
+		if (jint(vd, "duration_ms") != NO_TIME)
+			out_printf(o, " in %lld ms", (long long)jint(vd, "duration_ms"));
+		if (jstr(vd, "reason")) {
+			out_str(o, ": ");
+			md_text(o, jstr(vd, "reason"), 200);
+		}
+		out_str(o, ".\n");
+	}
+	if (fin && (n = jint(ev_details(fin), "duration_ms")) != NO_TIME) {
+		fmt_dur(n, b, sizeof(b));
+		out_printf(o, "- **Finished:** %s after the decision.\n", b);
+	}
+
+	out_str(o, "\n**Hooks:**\n\n");
+	for (i = rb + 1; i < next; i++) {
+		const json_t *f = json_array_get(r->events, i);
+		const char *k = ev_kind(f);
+		bool result = !strcmp(k, "rollout.hook");
+
+		if (!result && (strcmp(k, "rollout.hook.started") || hook_finished(r, i, next)))
+			continue;
+		if (rows++ == 0)
+			out_str(
+			    o,
+			    "| # | kind | status | duration | result |\n|---|---|---|---|---|\n");
+		hook_row(o, ev_details(f), result ? NULL : "started, no result");
+	}
+	if (rows == 0) {
+		/* older events list the hooks in the rollback itself */
+		json_array_foreach((json_t *)hooks, i, x)
+		{
+			if (rows++ == 0)
+				out_str(o, "| # | kind | status | duration | result |\n"
+				           "|---|---|---|---|---|\n");
+			hook_row(o, x, NULL);
+		}
+	}
+	if (rows == 0 && (n = jint(d, "hooks")) != NO_TIME && n > 0)
+		out_printf(o, "%lld configured; no results recorded.\n", (long long)n);
+	else if (rows == 0)
+		out_str(o, "No rollback hooks.\n");
+	out_str(o, "\n");
+}
+
+static int outcome_index(const char *s)
+{
+	static const char *const names[] = {"pass", "fail", "inconclusive", "error"};
+
+	for (int i = 0; s && i < 4; i++)
+		if (!strcmp(s, names[i]))
+			return i;
+	return 4;
+}
+
+static int sum_verdict_counts(struct out *o, const struct run *r)
+{
+	struct check_count *cc = NULL;
+	size_t n = 0, cap = 0;
+	bool other = false;
+
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *d = ev_details(json_array_get(r->events, i));
+		const char *name;
+		size_t k;
+
+		if (strcmp(ev_kind(json_array_get(r->events, i)), "verdict"))
+			continue;
+		name = jstr(d, "check");
+		if (!name)
+			name = "?";
+		for (k = 0; k < n && strcmp(cc[k].name, name); k++)
+			;
+		if (k == n) {
+			if (n == cap) {
+				size_t ncap = cap ? cap * 2 : 8;
+				struct check_count *p = realloc(cc, ncap * sizeof(*p));
+
+				if (!p) {
+					free(cc);
+					return -1;
+				}
+				cc = p;
+				cap = ncap;
+			}
+			memset(&cc[n], 0, sizeof(cc[n]));
+			cc[n++].name = name;
+		}
+		cc[k].n[outcome_index(jstr(d, "outcome"))]++;
+		other = other || outcome_index(jstr(d, "outcome")) == 4;
+	}
+	out_str(o, "## Verdicts\n\n");
+	if (n == 0) {
+		out_str(o, "_No verdicts in this run._\n\n");
+		free(cc);
+		return 0;
+	}
+	out_str(o, other
+	               ? "| check | pass | fail | inconclusive | error | other |\n"
+	                 "|---|---|---|---|---|---|\n"
+	               : "| check | pass | fail | inconclusive | error |\n|---|---|---|---|---|\n");
+	for (size_t k = 0; k < n; k++) {
+		out_str(o, "| ");
+		md_text(o, cc[k].name, 80);
+		out_printf(o, " | %ld | %ld | %ld | %ld", cc[k].n[0], cc[k].n[1], cc[k].n[2],
+		           cc[k].n[3]);
+		if (other)
+			out_printf(o, " | %ld", cc[k].n[4]);
+		out_str(o, " |\n");
+	}
+	out_str(o, "\n");
+	free(cc);
+	return 0;
+}
+
+/* The highest step a run reached, as "step 2 of 4 (5%)". */
+static void reached(const struct run *r, char *b, size_t n)
+{
+	int64_t best = NO_TIME, of = NO_TIME;
+	char w[96] = "";
+
+	b[0] = '\0';
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *e = json_array_get(r->events, i), *d = ev_details(e);
+		int64_t st = jint(d, "step");
+		char cur[96];
+
+		if (strcmp(ev_kind(e), "rollout.step") || st == NO_TIME)
+			continue;
+		if (best == NO_TIME || st >= best) {
+			best = st;
+			of = jint(d, "of");
+		}
+		fmt_weights(json_object_get(d, "weights"), cur, sizeof(cur));
+		if (cur[0])
+			snprintf(w, sizeof(w), "%s", cur);
+	}
+	if (best == NO_TIME)
+		return;
+	if (of != NO_TIME)
+		snprintf(b, n, "step %lld of %lld%s%s%s", (long long)best + 1, (long long)of,
+		         w[0] ? " (last weight " : "", w, w[0] ? ")" : "");
+	else
+		snprintf(b, n, "step %lld%s%s%s", (long long)best + 1, w[0] ? " (last weight " : "",
+		         w, w[0] ? ")" : "");
+}
+
+static json_t *summary_md(const char *name, const struct run *r, const json_t *live, int64_t now_ms)
+{
+	struct out o;
+	char a[64], b[64], c[64], step[200];
+	int nrb = 0, k = 0;
+	const char *live_state = jstr(live, "state");
+
+	out_init(&o, TEXT_CAP);
+	out_str(&o, "# Rollout ");
+	md_text(&o, name, 200);
+	out_printf(&o, ": %s\n\n", outcome_text(r->outcome));
+
+	out_str(&o, "## What happened\n\n");
+	if (r->outcome == OUT_NONE) {
+		out_str(&o, "The rollout has no recorded run.\n\n");
+	} else {
+		fmt_time(r->start_ms, a, sizeof(a));
+		out_str(&o, "Rollout `");
+		md_text(&o, name, 200);
+		out_str(&o, "`");
+		if (r->number > 0)
+			out_printf(&o, " (run %d)", r->number);
+		out_printf(&o, " started at %s UTC", a);
+		if (r->start_ev && jstr(r->start_ev, "actor")) {
+			out_str(&o, " by ");
+			md_text(&o, jstr(r->start_ev, "actor"), 60);
+		}
+		if (r->outcome == OUT_COMPLETED || r->outcome == OUT_ROLLED_BACK ||
+		    r->outcome == OUT_FAILED) {
+			fmt_time(r->end_ms, b, sizeof(b));
+			out_printf(&o, " and ended at %s UTC: **%s**", b, outcome_text(r->outcome));
+			if (r->start_ms != NO_TIME && r->end_ms != NO_TIME) {
+				fmt_dur(r->end_ms - r->start_ms, c, sizeof(c));
+				out_printf(&o, " after %s (%lld ms)", c,
+				           (long long)(r->end_ms - r->start_ms));
+			}
+			out_str(&o, ".");
+		} else {
+			fmt_time(now_ms, b, sizeof(b));
+			out_printf(&o, " and has not ended: **%s**", outcome_text(r->outcome));
+			if (live_state) {
+				out_str(&o, " (live state ");
+				md_text(&o, live_state, 40);
+				out_str(&o, ")");
+			}
+			out_printf(&o, " as of %s UTC", b);
+			if (r->start_ms != NO_TIME && now_ms >= r->start_ms) {
+				fmt_dur(now_ms - r->start_ms, c, sizeof(c));
+				out_printf(&o, ", %s after the start", c);
+			}
+			out_str(&o, ".");
+		}
+		reached(r, step, sizeof(step));
+		if (step[0]) {
+			out_str(&o, " It reached ");
+			md_text(&o, step, sizeof(step));
+			out_str(&o, ".");
+		}
+		for (size_t i = r->first; i < r->end; i++) {
+			const json_t *e = json_array_get(r->events, i);
+
+			if (!strcmp(ev_kind(e), "rollout.rollback")) {
+				nrb++;
+				if (nrb == 1) {
+					const char *why = jstr(ev_details(e), "reason");
+					size_t len;
+
+					if (!why || !why[0])
+						why = "no reason recorded";
+					len = strlen(why);
+					out_str(&o, " Rolled back because: ");
+					md_text(&o, why, 400);
+					if (len <= 400 && why[len - 1] != '.')
+						out_str(&o, ".");
+				}
+			}
+		}
+		if (r->number > 1)
+			out_printf(&o, " Earlier runs (%d) are only in events.json.",
+			           r->number - 1);
+		out_str(&o, "\n\n");
+	}
+
+	sum_timeline(&o, r);
+	for (size_t i = r->first; i < r->end; i++)
+		if (!strcmp(ev_kind(json_array_get(r->events, i)), "rollout.rollback"))
+			sum_rollback(&o, r, i, ++k, nrb);
+	if (sum_verdict_counts(&o, r)) {
+		buf_release(&o.b);
+		return NULL;
+	}
+	out_str(&o, "## Charts\n\n![canary vs baseline error rate](error_rate.svg)\n\n"
+	            "![canary vs baseline p99 latency](latency_p99.svg)\n\n");
+	out_str(&o, "## Impact\n\n_to be filled_\n\n"
+	            "## Root cause\n\n_to be filled_\n\n"
+	            "## Action items\n\n_to be filled_\n\n");
+	fmt_time(now_ms, a, sizeof(a));
+	out_printf(&o,
+	           "---\n\n_Generated by canaryd at %s UTC from %zu events (%zu in this run). "
+	           "Inputs: config.yaml, events.json, verdicts.json, series.json._\n",
+	           a, json_array_size(r->events), r->end - r->first);
+	return out_finish(&o, "# Summary not available\n\nThe summary is over its size cap; "
+	                      "see events.json.\n");
+}
+
+/* ------------------------------------------------------------------------ */
+/* Charts                                                                    */
+
+/* Layout (px). */
+#define SVG_W   880
+#define SVG_H   420
+#define PLOT_L  70.0
+#define PLOT_R  680.0
+#define PLOT_T  50.0
+#define PLOT_B  350.0
+#define LEGEND  695.0
+#define C_ROLLB "#d62728"
+
+static const char *const CANARY_COLOR[CHART_TARGETS] = {"#ff7f0e", "#9467bd", "#8c564b", "#e377c2"};
+static const char *const BASE_COLOR[CHART_TARGETS] = {"#1f77b4", "#2ca02c", "#17becf", "#7f7f7f"};
+
+struct line {
+	const char *target;  /* borrowed from the events */
+	double *x, *yc, *yb; /* ms since the run's start; NAN: no value */
+	size_t n, cap;
+};
+
+struct marker {
+	double x;
+	bool rollback;
+	char label[96];
+};
+
+struct chart {
+	struct line lines[CHART_TARGETS];
+	size_t nlines, ntargets;
+	struct marker *m;
+	size_t nm, mcap;
+};
+
+static void chart_release(struct chart *c)
+{
+	for (size_t i = 0; i < c->nlines; i++) {
+		free(c->lines[i].x);
+		free(c->lines[i].yc);
+		free(c->lines[i].yb);
+	}
+	free(c->m);
+}
+
+static int line_add(struct line *l, double x, double yc, double yb)
+{
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 64;
+		double *px = realloc(l->x, ncap * sizeof(double));
+
+		if (!px)
+			return -1;
+		l->x = px;
+		px = realloc(l->yc, ncap * sizeof(double));
+		if (!px)
+			return -1;
+		l->yc = px;
+		px = realloc(l->yb, ncap * sizeof(double));
+		if (!px)
+			return -1;
+		l->yb = px;
+		l->cap = ncap;
+	}
+	l->x[l->n] = x;
+	l->yc[l->n] = yc;
+	l->yb[l->n] = yb;
+	l->n++;
+	return 0;
+}
+
+static int marker_add(struct chart *c, double x, bool rollback, const char *label)
+{
+	if (c->nm == c->mcap) {
+		size_t ncap = c->mcap ? c->mcap * 2 : 16;
+		struct marker *p = realloc(c->m, ncap * sizeof(*p));
+
+		if (!p)
+			return -1;
+		c->m = p;
+		c->mcap = ncap;
+	}
+	c->m[c->nm].x = x;
+	c->m[c->nm].rollback = rollback;
+	snprintf(c->m[c->nm].label, sizeof(c->m[0].label), "%s", label);
+	c->nm++;
+	return 0;
+}
+
+static double cohort_value(const json_t *tv, const char *cohort, const char *metric, double scale)
+{
+	double v;
+
+	if (!jnum(json_object_get(tv, cohort), metric, &v))
+		return NAN;
+	return v * scale;
+}
+
+/* The latest run's points of `metric` (times scale) and its markers. */
+static int chart_collect(struct chart *c, const struct run *r, int64_t origin, const char *metric,
+                         double scale)
+{
+	json_t *seen;
+	int rc = -1;
+
+	memset(c, 0, sizeof(*c));
+	seen = json_object();
+	if (!seen)
+		return -1;
+	/* which targets: in order of first appearance, the first CHART_TARGETS drawn */
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *e = json_array_get(r->events, i);
+		const char *tn;
+		json_t *tv;
+
+		if (strcmp(ev_kind(e), "rollout.interval"))
+			continue;
+		json_object_foreach(json_object_get(ev_details(e), "targets"), tn, tv)
+		{
+			if (json_object_get(seen, tn))
+				continue;
+			if (json_object_set_new(seen, tn, json_true()))
+				goto out;
+			if (c->nlines < CHART_TARGETS)
+				c->lines[c->nlines++].target = tn;
+			c->ntargets++;
+		}
+	}
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *e = json_array_get(r->events, i), *d = ev_details(e);
+		const char *k = ev_kind(e);
+		int64_t t;
+
+		if (!strcmp(k, "rollout.interval")) {
+			const json_t *targets = json_object_get(d, "targets");
+
+			t = jint(d, "interval_end_ms");
+			if (t == NO_TIME || t < origin)
+				continue;
+			for (size_t l = 0; l < c->nlines; l++) {
+				const json_t *tv = json_object_get(targets, c->lines[l].target);
+
+				if (line_add(&c->lines[l], (double)(t - origin),
+				             cohort_value(tv, "canary", metric, scale),
+				             cohort_value(tv, "baseline", metric, scale)))
+					goto out;
+			}
+		} else if (!strcmp(k, "rollout.step")) {
+			char w[96];
+
+			fmt_weights(json_object_get(d, "weights"), w, sizeof(w));
+			t = ev_time(e, r->skew);
+			if (w[0] && t != NO_TIME && t >= origin &&
+			    marker_add(c, (double)(t - origin), false, w))
+				goto out;
+		} else if (!strcmp(k, "rollout.rollback")) {
+			t = ev_time(e, r->skew);
+			if (t != NO_TIME && t >= origin &&
+			    marker_add(c, (double)(t - origin), true, "rollback"))
+				goto out;
+		}
+	}
+	rc = 0;
+out:
+	json_decref(seen);
+	return rc;
+}
+
+/* A 1-2-5 step giving about n intervals over [0, span]. */
+static double nice_step(double span, int n)
+{
+	double raw = span / n, mag, f;
+
+	if (!(raw > 0) || !isfinite(raw))
+		return 1;
+	mag = pow(10, floor(log10(raw)));
+	f = raw / mag;
+	if (f <= 1)
+		return mag;
+	if (f <= 2)
+		return 2 * mag;
+	if (f <= 5)
+		return 5 * mag;
+	return 10 * mag;
+}
+
+static int step_decimals(double step)
+{
+	int d;
+
+	if (step >= 1)
+		return 0;
+	d = (int)ceil(-log10(step) - 1e-9);
+	return d > 6 ? 6 : d;
+}
+
+/* Data coordinates (ms since the start, metric) to pixels. */
+static double px_of(double x, double xspan)
+{
+	return PLOT_L + x / xspan * (PLOT_R - PLOT_L);
+}
+
+static double py_of(double y, double ytop)
+{
+	return PLOT_B - y / ytop * (PLOT_B - PLOT_T);
+}
+
+/* One polyline per run of values; a NAN breaks the line, a lone value is a dot. */
+static void svg_polyline(struct out *o, const struct line *l, const double *y, double xspan,
+                         double ytop, const char *cls, const char *color)
+{
+	size_t i = 0, j;
+
+	for (;;) {
+		while (i < l->n && isnan(y[i]))
+			i++;
+		for (j = i; j < l->n && !isnan(y[j]);)
+			j++;
+		if (j == i)
+			return;
+		out_printf(o, "<%s class=\"%s\" data-target=\"", j - i == 1 ? "circle" : "polyline",
+		           cls);
+		svg_text(o, l->target, 200);
+		if (j - i == 1) {
+			out_printf(o, "\" cx=\"%.2f\" cy=\"%.2f\" r=\"2.5\" fill=\"%s\"/>\n",
+			           px_of(l->x[i], xspan), py_of(y[i], ytop), color);
+		} else {
+			out_printf(o,
+			           "\" fill=\"none\" stroke=\"%s\" stroke-width=\"2\" "
+			           "stroke-linejoin=\"round\" points=\"",
+			           color);
+			for (size_t k = i; k < j; k++)
+				out_printf(o, "%s%.2f,%.2f", k > i ? " " : "",
+				           px_of(l->x[k], xspan), py_of(y[k], ytop));
+			out_str(o, "\"/>\n");
+		}
+		i = j;
+	}
+}
+
+static void svg_legend_entry(struct out *o, double y, const char *color, const char *dash,
+                             const char *label, const char *target)
+{
+	out_printf(o,
+	           "<line x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" stroke=\"%s\" "
+	           "stroke-width=\"2\"%s/>\n",
+	           LEGEND, y, LEGEND + 24, y, color, dash);
+	out_printf(o, "<text x=\"%.2f\" y=\"%.2f\">", LEGEND + 30, y + 4);
+	if (target) {
+		svg_text(o, target, 12);
+		out_str(o, " ");
+	}
+	out_str(o, label);
+	out_str(o, "</text>\n");
+}
+
+/*
+ * One chart: canary vs baseline of `metric` over the latest run.  x is time
+ * since the run's start, y starts at 0.
+ */
+static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, const char *what,
+                         const char *metric, double scale, const char *yaxis)
+{
+	struct chart c;
+	struct out o;
+	double xmax = 0, ymax = 0, xspan, ytop, ystep, xstep, xdiv;
+	const char *unit;
+	bool any = false;
+	int dec;
+
+	if (chart_collect(&c, r, origin, metric, scale)) {
+		chart_release(&c);
+		return NULL;
+	}
+	out_init(&o, SVG_CAP);
+	out_printf(&o,
+	           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
+	           "viewBox=\"0 0 %d %d\" font-family=\"sans-serif\" font-size=\"12\">\n",
+	           SVG_W, SVG_H, SVG_W, SVG_H);
+	out_printf(&o, "<rect width=\"%d\" height=\"%d\" fill=\"#ffffff\"/>\n", SVG_W, SVG_H);
+
+	/* title: which targets are drawn */
+	out_printf(&o,
+	           "<text class=\"title\" x=\"%.2f\" y=\"24\" text-anchor=\"middle\" "
+	           "font-size=\"15\">",
+	           SVG_W / 2.0);
+	svg_text(&o, name, 80);
+	out_printf(&o, ": %s, canary vs baseline", what);
+	if (c.nlines > 0) {
+		if (c.ntargets > c.nlines)
+			out_printf(&o, " (first %zu of %zu targets: ", c.nlines, c.ntargets);
+		else
+			out_str(&o, c.nlines == 1 ? " (target " : " (targets ");
+		for (size_t l = 0; l < c.nlines; l++) {
+			if (l)
+				out_str(&o, ", ");
+			svg_text(&o, c.lines[l].target, 40);
+		}
+		out_str(&o, ")");
+	}
+	out_str(&o, "</text>\n");
+	out_printf(&o,
+	           "<rect class=\"plot\" x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" "
+	           "fill=\"none\" stroke=\"#cccccc\"/>\n",
+	           PLOT_L, PLOT_T, PLOT_R - PLOT_L, PLOT_B - PLOT_T);
+
+	for (size_t l = 0; l < c.nlines; l++)
+		for (size_t i = 0; i < c.lines[l].n; i++) {
+			const struct line *ln = &c.lines[l];
+
+			if (!isnan(ln->yc[i]) || !isnan(ln->yb[i])) {
+				any = true;
+				xmax = fmax(xmax, ln->x[i]);
+			}
+			if (!isnan(ln->yc[i]))
+				ymax = fmax(ymax, ln->yc[i]);
+			if (!isnan(ln->yb[i]))
+				ymax = fmax(ymax, ln->yb[i]);
+		}
+	if (!any) {
+		out_printf(&o,
+		           "<text class=\"no-data\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\" "
+		           "fill=\"#888888\" font-size=\"16\">no data</text>\n",
+		           (PLOT_L + PLOT_R) / 2, (PLOT_T + PLOT_B) / 2);
+		goto done;
+	}
+	for (size_t i = 0; i < c.nm; i++)
+		xmax = fmax(xmax, c.m[i].x);
+	xspan = xmax > 0 ? xmax : 1;
+
+	/* y axis from 0 to a rounded top, with horizontal grid lines */
+	if (!(ymax > 0))
+		ymax = 1;
+	ystep = nice_step(ymax, 5);
+	ytop = ceil(ymax / ystep - 1e-9) * ystep;
+	dec = step_decimals(ystep);
+	for (int i = 0; i <= (int)floor(ytop / ystep + 1e-9); i++) {
+		double v = i * ystep, py = py_of(v, ytop);
+
+		out_printf(&o,
+		           "<line class=\"grid\" x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" "
+		           "stroke=\"#eeeeee\"/>\n",
+		           PLOT_L, py, PLOT_R, py);
+		out_printf(
+		    &o,
+		    "<text class=\"ytick\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"end\">%.*f</text>\n",
+		    PLOT_L - 6, py + 4, dec, v);
+	}
+	out_printf(&o,
+	           "<text class=\"ylabel\" x=\"18\" y=\"%.2f\" text-anchor=\"middle\" "
+	           "transform=\"rotate(-90 18 %.2f)\">%s</text>\n",
+	           (PLOT_T + PLOT_B) / 2, (PLOT_T + PLOT_B) / 2, yaxis);
+
+	/* x axis: seconds, minutes or hours since the start */
+	if (xspan <= 300000) {
+		xdiv = 1000, unit = "s";
+	} else if (xspan <= 300 * 60000.0) {
+		xdiv = 60000, unit = "min";
+	} else {
+		xdiv = 3600000, unit = "h";
+	}
+	xstep = nice_step(xspan / xdiv, 6);
+	dec = step_decimals(xstep);
+	for (int i = 0; i <= (int)floor(xspan / xdiv / xstep + 1e-9); i++) {
+		double v = i * xstep, px = PLOT_L + v * xdiv / xspan * (PLOT_R - PLOT_L);
+
+		out_printf(&o,
+		           "<line class=\"xtick\" x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" y2=\"%.2f\" "
+		           "stroke=\"#999999\"/>\n",
+		           px, PLOT_B, px, PLOT_B + 5);
+		out_printf(&o,
+		           "<text class=\"xtick\" x=\"%.2f\" y=\"%.2f\" "
+		           "text-anchor=\"middle\">%.*f</text>\n",
+		           px, PLOT_B + 18, dec, v);
+	}
+	out_printf(&o,
+	           "<text class=\"xlabel\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">time since "
+	           "the start (%s)</text>\n",
+	           (PLOT_L + PLOT_R) / 2, PLOT_B + 40, unit);
+
+	/* step boundaries and the rollback, under the lines */
+	for (size_t i = 0; i < c.nm; i++) {
+		const struct marker *m = &c.m[i];
+		double px = px_of(m->x, xspan);
+		bool right = px > PLOT_L + 0.85 * (PLOT_R - PLOT_L);
+
+		if (m->rollback)
+			out_printf(&o,
+			           "<line class=\"rollback\" x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" "
+			           "y2=\"%.2f\" stroke=\"" C_ROLLB "\" stroke-width=\"2\"/>\n",
+			           px, PLOT_T, px, PLOT_B);
+		else
+			out_printf(&o,
+			           "<line class=\"step\" x1=\"%.2f\" y1=\"%.2f\" x2=\"%.2f\" "
+			           "y2=\"%.2f\" stroke=\"#888888\" stroke-dasharray=\"4 3\"/>\n",
+			           px, PLOT_T, px, PLOT_B);
+		out_printf(&o,
+		           "<text class=\"%s\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"%s\" "
+		           "font-size=\"10\" fill=\"%s\">",
+		           m->rollback ? "rollback-label" : "step-label", right ? px - 3 : px + 3,
+		           PLOT_T + (m->rollback ? 26 : 12), right ? "end" : "start",
+		           m->rollback ? C_ROLLB : "#555555");
+		svg_text(&o, m->label, sizeof(m->label));
+		out_str(&o, "</text>\n");
+	}
+
+	for (size_t l = 0; l < c.nlines; l++) {
+		svg_polyline(&o, &c.lines[l], c.lines[l].yb, xspan, ytop, "baseline",
+		             BASE_COLOR[l]);
+		svg_polyline(&o, &c.lines[l], c.lines[l].yc, xspan, ytop, "canary",
+		             CANARY_COLOR[l]);
+	}
+
+	/* legend */
+	{
+		double y = PLOT_T + 8;
+		bool multi = c.nlines > 1; /* name the targets only when there are several */
+
+		for (size_t l = 0; l < c.nlines; l++) {
+			svg_legend_entry(&o, y, CANARY_COLOR[l], "", "canary",
+			                 multi ? c.lines[l].target : NULL);
+			y += 18;
+			svg_legend_entry(&o, y, BASE_COLOR[l], "", "baseline",
+			                 multi ? c.lines[l].target : NULL);
+			y += 18;
+		}
+		bool steps = false, rollbacks = false;
+
+		for (size_t i = 0; i < c.nm; i++) {
+			steps = steps || !c.m[i].rollback;
+			rollbacks = rollbacks || c.m[i].rollback;
+		}
+		if (steps) {
+			svg_legend_entry(&o, y, "#888888", " stroke-dasharray=\"4 3\"",
+			                 "step (weight)", NULL);
+			y += 18;
+		}
+		if (rollbacks)
+			svg_legend_entry(&o, y, C_ROLLB, "", "rollback decision", NULL);
+	}
+done:
+	out_str(&o, "</svg>\n");
+	chart_release(&c);
+	return out_finish(&o, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"880\" "
+	                      "height=\"420\"><text x=\"440\" y=\"210\" text-anchor=\"middle\">"
+	                      "chart over its size cap: see series.json</text></svg>\n");
+}
+
+/* ------------------------------------------------------------------------ */
+/* The bundle                                                                */
+
+static json_t *pretty(const json_t *v)
+{
+	char *text = json_dumps(v, JSON_INDENT(2) | JSON_ENCODE_ANY);
+	json_t *s;
+	size_t n;
+	char *p;
+
+	if (!text)
+		return NULL;
+	n = strlen(text);
+	p = realloc(text, n + 2);
+	if (!p) {
+		free(text);
+		return NULL;
+	}
+	p[n] = '\n';
+	p[n + 1] = '\0';
+	s = json_stringn(p, n + 1);
+	free(p);
+	return s;
+}
+
+/* Where the charts' x axis starts: the run's start, else its first interval. */
+static int64_t chart_origin(const struct run *r)
+{
+	int64_t o = r->start_ms;
+
+	for (size_t i = r->first; i < r->end && o == NO_TIME; i++) {
+		const json_t *d = ev_details(json_array_get(r->events, i));
+		int64_t end = jint(d, "interval_end_ms"), len = jint(d, "interval_ms");
+
+		if (end != NO_TIME)
+			o = len != NO_TIME ? end - len : end;
+	}
+	return o == NO_TIME ? 0 : o;
+}
+
+json_t *evidence_build(const char *name, const json_t *events, const json_t *live,
+                       const char *config_text, int64_t now_ms)
+{
+	json_t *b = json_object(), *files = json_object(), *verdicts = json_array();
+	json_t *series = json_array(), *all;
+	struct run r;
+	bool bad = false;
+	int64_t origin;
+
+	if (!name)
+		name = "";
+	if (!json_is_array(events))
+		events = NULL;
+	all = events ? json_deep_copy(events) : json_array();
+	if (!b || !files || !verdicts || !series || !all)
+		goto fail;
+	run_find(&r, all);
+	if (collect(all, r.number, verdicts, series))
+		goto fail;
+	origin = chart_origin(&r);
+
+	put(files, "summary.md", summary_md(name, &r, live, now_ms), &bad);
+	put(files, "config.yaml",
+	    json_string(config_text ? config_text : "# config not available\n"), &bad);
+	put(files, "events.json", pretty(all), &bad);
+	put(files, "verdicts.json", pretty(verdicts), &bad);
+	put(files, "series.json", pretty(series), &bad);
+	put(files, "error_rate.svg",
+	    chart_svg(name, &r, origin, "error rate", "error_rate", 100.0, "error rate (%)"), &bad);
+	put(files, "latency_p99.svg",
+	    chart_svg(name, &r, origin, "p99 latency", "p99_ms", 1.0, "p99 latency (ms)"), &bad);
+	if (bad)
+		goto fail;
+
+	put(b, "rollout", json_string(name), &bad);
+	put(b, "generated_ms", json_integer((json_int_t)now_ms), &bad);
+	put(b, "state",
+	    json_string(jstr(live, "state") ? jstr(live, "state") : outcome_state(r.outcome)),
+	    &bad);
+	put(b, "live", live ? json_deep_copy(live) : json_null(), &bad);
+	put(b, "events", all, &bad);
+	put(b, "verdicts", verdicts, &bad);
+	put(b, "series", series, &bad);
+	put(b, "files", files, &bad);
+	if (bad) {
+		json_decref(b);
+		return NULL;
+	}
+	return b;
+fail:
+	json_decref(b);
+	json_decref(files);
+	json_decref(verdicts);
+	json_decref(series);
+	json_decref(all);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Writing the directory                                                     */
+
+static void say(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(char *err, size_t errlen, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!err || errlen == 0)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(err, errlen, fmt, ap);
+	va_end(ap);
+}
+
+static bool good_name(const char *n)
+{
+	return n[0] != '\0' && n[0] != '.' && !strchr(n, '/') && strlen(n) <= 200;
+}
+
+/* Writes one file through DIR/.NAME.tmp, fsync and rename. */
+static int write_one(int dfd, const char *dir, const char *fname, const char *data, size_t len,
+                     char *err, size_t errlen)
+{
+	char tmp[256];
+	size_t off = 0;
+	int fd;
+
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", fname);
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd == -1) {
+		say(err, errlen, "%s/%s: %s", dir, tmp, strerror(errno));
+		return -1;
+	}
+	while (off < len) {
+		ssize_t w = write(fd, data + off, len - off);
+
+		if (w == -1) {
+			if (errno == EINTR)
+				continue;
+			say(err, errlen, "%s/%s: write: %s", dir, tmp, strerror(errno));
+			goto out_unlink;
+		}
+		off += (size_t)w;
+	}
+	if (fsync(fd) == -1) {
+		say(err, errlen, "%s/%s: fsync: %s", dir, tmp, strerror(errno));
+		goto out_unlink;
+	}
+	if (close(fd) == -1) {
+		fd = -1;
+		say(err, errlen, "%s/%s: close: %s", dir, tmp, strerror(errno));
+		goto out_unlink;
+	}
+	fd = -1;
+	if (renameat(dfd, tmp, dfd, fname) == -1) {
+		say(err, errlen, "%s/%s: rename: %s", dir, fname, strerror(errno));
+		goto out_unlink;
+	}
+	return 0;
+out_unlink:
+	if (fd != -1)
+		close(fd);
+	unlinkat(dfd, tmp, 0);
+	return -1;
+}
+
+int evidence_write_dir(const json_t *bundle, const char *dir, char *err, size_t errlen)
+{
+	const json_t *files = json_object_get(bundle, "files");
+	const char *fname;
+	json_t *v;
+	int dfd, rc = -1;
+
+	if (err && errlen)
+		err[0] = '\0';
+	if (!dir || !dir[0]) {
+		say(err, errlen, "no directory given");
+		return -1;
+	}
+	if (!json_is_object(files)) {
+		say(err, errlen, "the bundle has no \"files\" object");
+		return -1;
+	}
+	/* check every name before touching the disk */
+	json_object_foreach((json_t *)files, fname, v)
+	{
+		if (!good_name(fname)) {
+			say(err, errlen,
+			    "refusing file name \"%s\": it must not be empty, start "
+			    "with '.' or contain '/'",
+			    fname);
+			return -1;
+		}
+		if (!json_is_string(v)) {
+			say(err, errlen, "file \"%s\" is not a string", fname);
+			return -1;
+		}
+	}
+	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+		say(err, errlen, "%s: mkdir: %s", dir, strerror(errno));
+		return -1;
+	}
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd == -1) {
+		say(err, errlen, "%s: %s", dir, strerror(errno));
+		return -1;
+	}
+	json_object_foreach((json_t *)files, fname, v)
+	{
+		if (write_one(dfd, dir, fname, json_string_value(v), json_string_length(v), err,
+		              errlen))
+			goto out_close;
+	}
+	if (fsync(dfd) == -1) {
+		say(err, errlen, "%s: fsync: %s", dir, strerror(errno));
+		goto out_close;
+	}
+	rc = 0;
+out_close:
+	close(dfd);
+	return rc;
+}

@@ -1,0 +1,554 @@
+"""Rollouts end to end (SPEC sections 5-7, issue 4): a real canaryd with its
+proxy, demo-upstream versions and the loadgen tool on 127.0.0.1.
+
+Every rollout here uses short intervals (1s) and holds so a test takes a few
+seconds; every wait is bounded; every process is stopped by the fixtures."""
+import json
+import os
+import random
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import ADMIN_TOKEN, BASE_ADMIN, bin_path, free_port, http, http_json, wait_until
+
+TERMINAL = ("completed", "rolled_back", "failed")
+
+
+def esc(text):
+    """The canaryd fixture runs str.format(admin_port, workdir) on the body."""
+    text = text.replace("{", "{{").replace("}", "}}")
+    return text.replace("{{admin_port}}", "{admin_port}").replace("{{workdir}}", "{workdir}")
+
+
+def service(name, ports, stable="v1"):
+    out = f"  {name}:\n    versions:\n"
+    for v, p in ports.items():
+        out += f"      {v}: {{endpoints: [127.0.0.1:{p}]}}\n"
+    return out + f"    stable: {stable}\n    sticky: header:x-user-id\n    drain: 2s\n"
+
+
+RAW_ADMIN = BASE_ADMIN.replace("{{", "{").replace("}}", "}")
+
+
+def config(proxy_port, services, rollouts, routes=(("/", "web"),), admin=None):
+    """Plain YAML text ({admin_port} and {workdir} still to be filled)."""
+    text = admin or RAW_ADMIN
+    text += f"listeners:\n  - name: public\n    listen: 127.0.0.1:{proxy_port}\n    routes:\n"
+    for prefix, svc in routes:
+        text += f"      - match: {{path_prefix: {prefix}}}\n        service: {svc}\n"
+    return text + "services:\n" + services + "rollouts:\n" + rollouts
+
+
+def start(canaryd, text, **kw):
+    return canaryd(esc(text), header=False, **kw)
+
+
+def rollout(d, name):
+    st, doc = d.get(f"/v1/rollouts/{name}")
+    assert st == 200, doc
+    return doc
+
+
+def wait_state(d, name, states, timeout=30, post_done=False):
+    def ok():
+        r = rollout(d, name)
+        if r["state"] not in states:
+            return None
+        if post_done and r.get("post") and r["post"]["stage"] != "done":
+            return None
+        return r
+
+    return wait_until(ok, timeout, 0.05, what=f"{name} in {states}")
+
+
+def events(d, name, kind=None):
+    out, since = [], 0
+    while True:
+        st, doc = d.get(f"/v1/rollouts/{name}/events?since={since}&limit=1000")
+        assert st == 200, doc
+        page = doc["events"] if isinstance(doc, dict) else doc
+        out += page
+        if len(page) < 1000:
+            break
+        since = page[-1]["id"]
+    return [e for e in out if kind is None or e["kind"] == kind]
+
+
+def control(d, name, verb, token=ADMIN_TOKEN, body=None):
+    return d.post(f"/v1/rollouts/{name}/{verb}", body, token=token)
+
+
+class Load:
+    """The loadgen tool in the background; stop() returns its JSON summary."""
+
+    def __init__(self, procs, port, rate=300, path="/"):
+        self.p = procs([bin_path("loadgen"), "--url", f"http://127.0.0.1:{port}{path}",
+                        "--rate", str(rate), "--duration", "0", "--keys", "5000",
+                        "--seed", str(random.randrange(1 << 30))], name="loadgen")
+        self.result = None
+
+    def stop(self):
+        if self.result is None:
+            self.p.signal(signal.SIGTERM)
+            self.p.wait(10)
+            out = self.p.output()
+            start = out.index("{")
+            self.result = json.loads(out[start:out.rindex("}") + 1])
+        return self.result
+
+
+def upstream_stats(port):
+    st, doc = http_json("GET", f"http://127.0.0.1:{port}/_upstream/stats")
+    assert st == 200, doc
+    return doc
+
+
+def set_error_rate(port, rate):
+    st, _, body = http("POST", f"http://127.0.0.1:{port}/_upstream/config?error_rate={rate}",
+                       body=b"")
+    assert st == 200, body
+
+
+class Receiver:
+    """A loopback HTTP receiver recording every POST (path, JSON body)."""
+
+    def __init__(self, status=200):
+        self.posts = []
+        self.lock = threading.Lock()
+        recv = self
+
+        class H(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                n = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(n)
+                with recv.lock:
+                    recv.posts.append((self.path, self.headers.get("Content-Type"),
+                                       json.loads(body or b"null")))
+                code = 500 if self.path.startswith("/fail") else status
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        self.t = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.t.start()
+
+    def on(self, path):
+        with self.lock:
+            return [b for p, _, b in self.posts if p == path]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+ERRORS_CHECK = """      checks:
+        - name: errors
+          metric: error_rate
+          max_increase: 0.05
+          min_samples: 30
+          on_fail: rollback
+"""
+
+
+# --------------------------------------------------------------------------
+
+
+def test_healthy_promotion_end_to_end(canaryd, upstream, procs):
+    v1, v2 = upstream("v1"), upstream("v2")
+    port = free_port()
+    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 10
+        for: 2s
+      - weight: 50
+        for: 2s
+      - weight: 100
+    analysis:
+      interval: 1s
+""" + ERRORS_CHECK)
+    d = start(canaryd, text)
+    load = Load(procs, port, rate=300)
+    time.sleep(0.5)
+    assert control(d, "web-v2", "start")[0] == 200
+    r = wait_state(d, "web-v2", ("completed", "rolled_back"), 30)
+    assert r["state"] == "completed", r
+    wait_until(lambda: rollout(d, "web-v2").get("finalized"), 5, what="finalized")
+    steps = [(e["details"]["step"], e["details"]["weights"]) for e in events(d, "web-v2", "rollout.step")]
+    assert steps == [(0, {"web": 10.0}), (1, {"web": 50.0}), (2, {"web": 100.0})]
+    verdicts = events(d, "web-v2", "verdict")
+    assert verdicts and all(v["details"]["outcome"] in ("pass", "inconclusive") for v in verdicts)
+    assert events(d, "web-v2", "rollout.interval"), "per-interval series are recorded"
+    # the canary is now the service's stable version: everything goes to v2
+    st, svc = d.get("/v1/services/web")
+    assert st == 200 and svc["stable"] == "v2", svc
+    before = upstream_stats(v1)["requests"]
+    time.sleep(1.0)
+    res = load.stop()
+    assert upstream_stats(v1)["requests"] == before
+    assert res["by_header"].get("v2", 0) > 0
+    assert not any(k in res["status"] for k in ("502", "503", "504")), res
+    # the engine's metric families
+    st, _, body = http("GET", d.url + "/metrics", token=ADMIN_TOKEN)
+    text = body.decode()
+    assert 'canaryd_rollout_state{rollout="web-v2",state="completed"} 1' in text
+    assert 'canaryd_check_verdict_total{rollout="web-v2",check="errors",verdict="pass"}' in text
+
+
+def test_bad_canary_rolls_back_and_gets_no_new_request(canaryd, upstream, procs, tmp_path):
+    v1 = upstream("v1")
+    v2 = upstream("v2", error_rate=0.4, latency_ms=150, seed=7)
+    port = free_port()
+    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 30
+        for: 60s
+      - weight: 100
+    analysis:
+      interval: 1s
+""" + ERRORS_CHECK + """    rollback:
+      drain: 1s
+""")
+    d = start(canaryd, text, extra_env={"CANARYD_EVIDENCE_DIR": str(tmp_path / "evidence")})
+    load = Load(procs, port, rate=300)
+    time.sleep(0.3)
+    assert control(d, "web-v2", "start")[0] == 200
+    r = wait_state(d, "web-v2", TERMINAL, 30, post_done=True)
+    assert r["state"] == "rolled_back", r
+    rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
+    assert "error_rate" in rb["reason"] and rb["class"] == "check"
+    assert rb["verdict"]["outcome"] == "fail"
+    assert rb["verdict"]["canary"]["requests"] >= 30
+    assert rb["time_to_detect_ms"] >= 1000
+    mit = events(d, "web-v2", "rollout.mitigated")[-1]["details"]
+    assert mit["all_workers_confirmed"] is True and mit["time_to_mitigate_us"] > 0
+    # no new request reached the canary after every worker switched
+    last = upstream_stats(v2)["last_request_ms"]
+    assert last <= mit["applied_ms"] + 1, (last, mit)
+    count = upstream_stats(v2)["requests"]
+    time.sleep(1.0)
+    assert upstream_stats(v2)["requests"] == count
+    res = load.stop()
+    # requests in flight on the canary finished (its own 500s, never a proxy 502)
+    assert "502" not in res["status"] and "504" not in res["status"], res
+    # the pipeline ran: drained, evidence written, live view and metrics agree
+    assert events(d, "web-v2", "rollout.drained")
+    ev = events(d, "web-v2", "rollout.evidence")[-1]["details"]
+    assert os.path.exists(os.path.join(ev["path"], "summary.md"))
+    assert r["time_to_detect_ms"] == rb["time_to_detect_ms"]
+    st, _, body = http("GET", d.url + "/metrics", token=ADMIN_TOKEN)
+    assert 'canaryd_rollbacks_total{rollout="web-v2",reason="check"} 1' in body.decode()
+    assert 'canaryd_time_to_mitigate_seconds{rollout="web-v2"}' in body.decode()
+    # the bundle over the API
+    st, bundle = d.get("/v1/rollouts/web-v2/evidence")
+    assert st == 200 and "summary.md" in bundle["files"]
+
+
+def test_pause_then_review_window_rolls_back(canaryd, upstream, procs):
+    v1, v2 = upstream("v1"), upstream("v2", error_rate=0.5, seed=3)
+    port = free_port()
+    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 30
+        for: 60s
+    analysis:
+      interval: 1s
+      checks:
+        - name: errors
+          metric: error_rate
+          max_increase: 0.05
+          min_samples: 20
+          on_fail: pause
+          review: 2s
+""")
+    d = start(canaryd, text)
+    load = Load(procs, port, rate=200)
+    assert control(d, "web-v2", "start")[0] == 200
+    r = wait_state(d, "web-v2", ("paused",), 20)
+    assert "error_rate" in r["pause_reason"] and r["review_deadline"]
+    r = wait_state(d, "web-v2", ("rolled_back",), 10)
+    rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
+    assert rb["class"] == "review" and "review window" in rb["reason"]
+    load.stop()
+
+
+def test_three_approvals_and_wrong_identity(canaryd, upstream):
+    v1, v2 = upstream("v1"), upstream("v2")
+    admin = """admin:
+  listen: 127.0.0.1:{admin_port}
+  tokens:
+    - {name: ops, secret: "${E2E_ADMIN_TOKEN}", scopes: [admin]}
+    - {name: vp-eng, secret: vp-secret, scopes: [approve]}
+    - {name: infra-director, secret: infra-secret, scopes: [approve]}
+    - {name: security-lead, secret: sec-secret, scopes: [approve]}
+    - {name: intern, secret: intern-secret, scopes: [approve]}
+store: sqlite:{workdir}/canaryd.db
+workers: 1
+"""
+    text = config(free_port(), service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 5
+      - approval: {required: [vp-eng, infra-director, security-lead]}
+      - weight: 25
+      - pause: {}
+""", admin=admin)
+    d = start(canaryd, text)
+    assert control(d, "web-v2", "start")[0] == 200
+    r = wait_state(d, "web-v2", ("progressing",), 5)
+    assert r["step"]["kind"] == "approval"
+    st, doc = control(d, "web-v2", "approve", token="intern-secret")
+    assert st == 403, doc
+    st, doc = control(d, "web-v2", "approve")
+    assert st == 403  # an admin is not one of the named identities
+    for secret in ("vp-secret", "infra-secret"):
+        assert control(d, "web-v2", "approve", token=secret)[0] == 200
+        assert rollout(d, "web-v2")["step"]["kind"] == "approval"
+    assert control(d, "web-v2", "approve", token="vp-secret")[0] == 200  # repeat: no-op
+    assert control(d, "web-v2", "approve", token="sec-secret")[0] == 200
+    r = wait_until(lambda: rollout(d, "web-v2")["step"]["index"] == 3 and rollout(d, "web-v2"), 5)
+    assert r["targets"][0]["weight"] == 25.0
+    who = [e["actor"] for e in events(d, "web-v2", "rollout.approved")]
+    assert who == ["vp-eng", "infra-director", "security-lead"]
+
+
+def test_per_target_rollback_keeps_the_other_target(canaryd, upstream, procs):
+    w1, w2 = upstream("v1"), upstream("v2")
+    a1, a2 = upstream("v1"), upstream("v2", error_rate=0.5, seed=5)
+    port = free_port()
+    text = config(port, service("web", {"v1": w1, "v2": w2}) + service("api", {"v1": a1, "v2": a2}),
+                  """  both:
+    targets:
+      web: {service: web, canary: v2}
+      api: {service: api, canary: v2}
+    steps:
+      - set: {web: 30, api: 30}
+        for: 4s
+      - set: {web: 100, api: 100}
+    analysis:
+      interval: 1s
+      checks:
+        - name: api-errors
+          metric: error_rate
+          max_increase: 0.05
+          min_samples: 20
+          target: api
+          on_fail: rollback
+""", routes=(("/api", "api"), ("/", "web")))
+    d = start(canaryd, text)
+    lw, la = Load(procs, port, rate=150), Load(procs, port, rate=150, path="/api/x")
+    assert control(d, "both", "start")[0] == 200
+    r = wait_state(d, "both", TERMINAL, 30)
+    lw.stop(), la.stop()
+    assert r["state"] == "completed", r
+    t = {x["name"]: x for x in r["targets"]}
+    assert t["api"]["rolled_back"] and t["api"]["weight"] == 0
+    assert not t["web"]["rolled_back"] and t["web"]["weight"] == 100
+    rb = events(d, "both", "rollout.rollback")
+    assert len(rb) == 1 and rb[0]["details"]["targets"] == ["api"]
+    wait_until(lambda: d.get("/v1/services/web")[1]["stable"] == "v2", 5, what="web stable v2")
+    assert d.get("/v1/services/api")[1]["stable"] == "v1"
+
+
+def test_emergency_rollback_of_two_rollouts(canaryd, upstream):
+    w1, w2, a1, a2 = upstream("v1"), upstream("v2"), upstream("v1"), upstream("v2")
+    text = config(free_port(), service("web", {"v1": w1, "v2": w2}) + service("api", {"v1": a1, "v2": a2}),
+                  """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 20
+      - pause: {}
+  api-v2:
+    target: {service: api, canary: v2}
+    steps:
+      - weight: 40
+      - pause: {}
+""", routes=(("/api", "api"), ("/", "web")))
+    d = start(canaryd, text)
+    for n in ("web-v2", "api-v2"):
+        assert control(d, n, "start")[0] == 200
+    st, doc = d.post("/v1/rollback", {})
+    assert st == 200, doc
+    for n, svc in (("web-v2", "web"), ("api-v2", "api")):
+        r = rollout(d, n)
+        assert r["state"] == "rolled_back"
+        rb = events(d, n, "rollout.rollback")[-1]["details"]
+        assert rb["class"] == "emergency"
+        st, s = d.get(f"/v1/services/{svc}")
+        assert s["weight"] == 0, s
+
+
+def test_bake_failure_reverts_at_once(canaryd, upstream, procs):
+    v1, v2 = upstream("v1"), upstream("v2")
+    port = free_port()
+    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 50
+        for: 2s
+      - weight: 100
+    bake: 30s
+    analysis:
+      interval: 1s
+""" + ERRORS_CHECK)
+    d = start(canaryd, text)
+    load = Load(procs, port, rate=300)
+    assert control(d, "web-v2", "start")[0] == 200
+    r = wait_until(lambda: rollout(d, "web-v2")["bake"] and rollout(d, "web-v2"), 15, what="baking")
+    assert r["state"] == "progressing" and r["step"]["kind"] == "bake"
+    assert events(d, "web-v2", "rollout.baking")
+    set_error_rate(v2, 0.5)
+    r = wait_state(d, "web-v2", ("rolled_back",), 15)
+    rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
+    assert rb["class"] == "bake" and rb["reason"].startswith("during bake")
+    # everything is back on v1 at once; v1 stayed the stable version
+    st, s = d.get("/v1/services/web")
+    assert s["stable"] == "v1" and s["weight"] == 0, s
+    count = upstream_stats(v2)["requests"]
+    time.sleep(0.5)
+    assert upstream_stats(v2)["requests"] == count
+    load.stop()
+
+
+def test_hooks_webhooks_and_notifications_reach_a_receiver(canaryd, upstream, receiver, tmp_path):
+    v1, v2 = upstream("v1"), upstream("v2")
+    log = tmp_path / "hook.log"
+    rp = receiver.port
+    plan = """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 10
+      - pause: {}
+    rollback:
+      drain: 0s
+      hooks:
+        - exec: [sh, -c, "echo undeploy $0 $1 >> LOG", "{{target}}", "{{canary}}"]
+          timeout: 5s
+        - exec: [sh, -c, "exit 3"]
+        - webhook: http://127.0.0.1:RP/hook
+        - webhook: http://127.0.0.1:RP/fail
+    notify:
+      - webhook: http://127.0.0.1:RP/slack
+        events: [step, rollback]
+""".replace("LOG", str(log)).replace("RP", str(rp))
+    text = config(free_port(), service("web", {"v1": v1, "v2": v2}), plan)
+    d = start(canaryd, text, extra_env={"CANARYD_EVIDENCE_DIR": str(tmp_path / "ev")})
+    assert control(d, "web-v2", "start")[0] == 200
+    wait_until(lambda: receiver.on("/slack"), 5, what="step notification")
+    assert control(d, "web-v2", "abort")[0] == 200
+    r = wait_state(d, "web-v2", ("rolled_back",), 15, post_done=True)
+    assert log.read_text() == "undeploy web v2\n"
+    hooks = [e["details"] for e in events(d, "web-v2", "rollout.hook")]
+    assert [h["status"] for h in hooks] == ["ok", "failed", "ok", "failed"], hooks
+    assert hooks[1]["exit_code"] == 3 and hooks[3]["http_status"] == 500
+    body = receiver.on("/hook")[0]
+    assert body["rollout"] == "web-v2" and body["target"] == "web" and "aborted" in body["reason"]
+    slack = receiver.on("/slack")
+    assert all(isinstance(s["text"], str) and s["canaryd"]["event"] for s in slack)
+    kinds = [s["canaryd"]["event"] for s in slack]
+    assert "rollout.step" in kinds and "rollout.rollback" in kinds
+    wait_until(lambda: "rollout.rollback.finished" in [s["canaryd"]["event"] for s in receiver.on("/slack")],
+               5, what="final rollback notification")
+    assert r["post"]["hooks_failed"] == 2 and r["post"]["evidence"]
+
+
+# --------------------------------------------------------------------------
+# Crash safety: kill -9 at random moments, restart, compare with a clean run
+
+CRASH_PLAN = """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 1
+        for: 600ms
+      - weight: 5
+        for: 600ms
+      - pause: 500ms
+      - weight: 25
+        for: 600ms
+      - weight: 50
+        for: 600ms
+      - pause: 400ms
+      - weight: 75
+        for: 500ms
+      - weight: 100
+        for: 300ms
+"""
+
+
+def step_sequence(d):
+    return [(e["details"]["step"], e["details"]["weights"], e["details"]["kind"])
+            for e in events(d, "web-v2", "rollout.step")]
+
+
+def test_kill_9_at_random_moments_equals_an_uninterrupted_run(canaryd, upstream, procs, tmp_path):
+    v1, v2 = upstream("v1"), upstream("v2")
+    # the uninterrupted run
+    port = free_port()
+    clean = start(canaryd, config(port, service("web", {"v1": v1, "v2": v2}), CRASH_PLAN))
+    assert control(clean, "web-v2", "start")[0] == 200
+    wait_state(clean, "web-v2", ("completed",), 30)
+    expected = step_sequence(clean)
+    clean.proc.stop()
+    assert [s[0] for s in expected] == list(range(8))
+
+    # the same plan, killed with SIGKILL at 12 random moments
+    workdir = tmp_path / "crash"
+    workdir.mkdir()
+    admin_port = free_port()
+    text = esc(config(free_port(), service("web", {"v1": v1, "v2": v2}), CRASH_PLAN)).format(
+        admin_port=admin_port, workdir=str(workdir))
+    cfg = workdir / "canaryd.yaml"
+    cfg.write_text(text)
+    env = {"E2E_ADMIN_TOKEN": ADMIN_TOKEN, "E2E_READ_TOKEN": "r", "E2E_FLAGS_TOKEN": "f"}
+    url = f"http://127.0.0.1:{admin_port}"
+    rng = random.Random(int(time.time()))
+    kills, started = 0, False
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        p = procs([bin_path("canaryd"), "-c", str(cfg)], env=env, cwd=str(workdir), name="canaryd")
+        wait_until(lambda: http("GET", url + "/v1/health", timeout=0.5)[0] == 200, 10,
+                   what="canaryd health")
+        if not started:
+            st, _, _ = http("POST", url + "/v1/rollouts/web-v2/start", body={}, token=ADMIN_TOKEN)
+            assert st == 200
+            started = True
+        st, doc = http_json("GET", url + "/v1/rollouts/web-v2", token=ADMIN_TOKEN)
+        if doc["state"] == "completed" and kills >= 10:
+            break
+        if doc["state"] == "completed":
+            # finished before 10 kills: kill and restart anyway (a kill after the end)
+            time.sleep(rng.uniform(0, 0.05))
+        else:
+            time.sleep(rng.uniform(0.0, 0.35))
+        p.signal(signal.SIGKILL)
+        p.wait(5)
+        kills += 1
+    assert kills >= 10
+    st, final = http_json("GET", url + "/v1/rollouts/web-v2", token=ADMIN_TOKEN)
+    assert final["state"] == "completed"
+    got = []
+    st, doc = http_json("GET", url + "/v1/rollouts/web-v2/events?limit=1000", token=ADMIN_TOKEN)
+    page = doc["events"] if isinstance(doc, dict) else doc
+    got = [(e["details"]["step"], e["details"]["weights"], e["details"]["kind"])
+           for e in page if e["kind"] == "rollout.step"]
+    assert got == expected
+    wait_until(lambda: http_json("GET", url + "/v1/services/web", token=ADMIN_TOKEN)[1]["stable"] == "v2",
+               5, what="v2 stable after the crashes")
