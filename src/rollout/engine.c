@@ -1381,11 +1381,21 @@ static void post_hooks(struct rollout_engine *e, struct run *r, int64_t now)
 	for (char *c = res.error; *c; c++)
 		if ((unsigned char)*c >= 0x80 || (unsigned char)*c < 0x20)
 			*c = '?';
-	hook_end(e, r, h, t, job_status_name(res.status),
-	         json_pack("{s:I, s:i, s:i, s:i, s:s, s:s}", "duration_ms",
-	                   (json_int_t)res.duration_ms, "exit_code", res.exit_code, "signal",
-	                   res.signal, "http_status", res.http_status, "output", res.output,
-	                   "error", res.error));
+	{
+		json_t *x = json_pack("{s:I, s:s}", "duration_ms", (json_int_t)res.duration_ms,
+		                      "output", res.output);
+
+		if (r->cfg->rollback.hooks[h].kind == CONFIG_HOOK_EXEC) {
+			json_object_set_new(x, "exit_code", json_integer(res.exit_code));
+			if (res.signal)
+				json_object_set_new(x, "signal", json_integer(res.signal));
+		} else {
+			json_object_set_new(x, "http_status", json_integer(res.http_status));
+		}
+		if (res.error[0])
+			json_object_set_new(x, "error", json_string(res.error));
+		hook_end(e, r, h, t, job_status_name(res.status), x);
+	}
 }
 
 /*

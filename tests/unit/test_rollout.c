@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,8 @@
 #include "api/api.h"
 #include "api/rollouts.h"
 #include "config/config.h"
+#include "core/buf.h"
+#include "core/jobs.h"
 #include "rollout/engine.h"
 #include "store/store.h"
 
@@ -877,6 +880,266 @@ static void test_api(void **state)
 	env_close(&v);
 }
 
+/* --- hooks, pipeline, bake ---------------------------------------------------------- */
+
+static void test_template(void **state)
+{
+	const char *vars[] = {"target", "web", "canary", "v2", "reason", "a {{target}} b", NULL};
+	char out[64];
+
+	(void)state;
+	assert_int_equal(rollout_template("undeploy {{target}} {{canary}}", vars, out, sizeof(out)),
+	                 0);
+	assert_string_equal(out, "undeploy web v2");
+	/* unknown names and lone braces are kept; values are not expanded again */
+	assert_int_equal(rollout_template("{{nope}} {x} {{reason}}", vars, out, sizeof(out)), 0);
+	assert_string_equal(out, "{{nope}} {x} a {{target}} b");
+	assert_int_equal(rollout_template("{{target", vars, out, sizeof(out)), 0);
+	assert_string_equal(out, "{{target");
+	assert_int_equal(rollout_template("x{{canary}}{{canary}}", vars, out, 5), -ENOSPC);
+	assert_string_equal(out, "xv2v");
+	assert_int_equal(rollout_template("abc", NULL, out, 3), -ENOSPC);
+	assert_string_equal(out, "ab");
+}
+
+static struct hooks_fake {
+	int started, polls;
+	char argv0[8][128];
+	char body[512];
+	int pending; /* polls answered "running" before the result */
+	enum job_status status;
+	int stable_calls;
+	char stable[16];
+} H;
+
+static uint64_t fake_hook_start(void *ctx, const struct config_hook *h, const char *const *argv,
+                                const char *body)
+{
+	(void)ctx;
+	if (argv)
+		snprintf(H.argv0[H.started % 8], sizeof(H.argv0[0]), "%s %s", argv[0],
+		         argv[1] ? argv[1] : "");
+	else
+		snprintf(H.body, sizeof(H.body), "%s", body);
+	(void)h;
+	return (uint64_t)++H.started;
+}
+
+static int fake_hook_poll(void *ctx, uint64_t id, struct job_result *out)
+{
+	(void)ctx, (void)id;
+	H.polls++;
+	if (H.pending > 0) {
+		H.pending--;
+		return 1;
+	}
+	memset(out, 0, sizeof(*out));
+	out->status = H.status;
+	out->exit_code = H.status == JOB_OK ? 0 : 2;
+	snprintf(out->output, sizeof(out->output), "done\n");
+	return 0;
+}
+
+static int fake_set_stable(void *ctx, const char *svc, const char *ver, const char *actor)
+{
+	(void)ctx, (void)actor;
+	H.stable_calls++;
+	snprintf(H.stable, sizeof(H.stable), "%s/%s", svc, ver);
+	return 0;
+}
+
+static const char *pipeline_yaml = "  web-v2:\n"
+                                   "    target: {service: web, canary: v2}\n"
+                                   "    steps: [{weight: 10}, {pause: {}}]\n"
+                                   "    analysis: {interval: 10s, checks: [{name: errors, "
+                                   "metric: error_rate, max: 0.5, min_samples: 10}]}\n"
+                                   "    rollback:\n"
+                                   "      drain: 5s\n"
+                                   "      hooks:\n"
+                                   "        - exec: [undeploy, \"{{target}}\", \"{{canary}}\"]\n"
+                                   "        - webhook: http://127.0.0.1:9/hook\n"
+                                   "      verify: 20s\n";
+
+static void test_rollback_pipeline(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	memset(&H, 0, sizeof(H));
+	env_open(&v, pipeline_yaml);
+	v.be.hook_start = fake_hook_start;
+	v.be.hook_poll = fake_hook_poll;
+	env_restart(&v);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	H.pending = 3;
+	H.status = JOB_OK;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 200);
+	assert_int_equal(last_weight("web"), 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.mitigated", &d), 1);
+	assert_true(json_integer_value(json_object_get(d, "time_to_mitigate_us")) > 0);
+	json_decref(d);
+	/* drain holds the hooks back for its full 5 s (in-flight counts unknown) */
+	drive(&v, 4, NULL, 0, 0);
+	assert_int_equal(H.started, 0);
+	drive(&v, 2, NULL, 0, 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.drained", NULL), 1);
+	drive(&v, 1, NULL, 0, 0);
+	assert_int_equal(H.started, 1);
+	assert_string_equal(H.argv0[0], "undeploy web");
+	drive(&v, 6, NULL, 0, 0);
+	assert_int_equal(H.started, 2); /* one at a time, after the first ended */
+	assert_non_null(strstr(H.body, "\"target\":\"web\""));
+	assert_non_null(strstr(H.body, "aborted by ops"));
+	assert_int_equal(events(&v, "web-v2", "rollout.hook", &d), 2);
+	assert_string_equal(json_string_value(json_object_get(d, "status")), "ok");
+	json_decref(d);
+	/* verify: the stable's absolute numbers over 20 s, then evidence + finished */
+	for (int i = 0; i < 25; i++) {
+		add("web", "v1", COHORT_STABLE, 100, 0);
+		drive(&v, 1, NULL, 0, 0);
+	}
+	assert_int_equal(events(&v, "web-v2", "rollout.verified", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "result")), "passed");
+	json_decref(d);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback.finished", &d), 1);
+	assert_int_equal(json_integer_value(json_object_get(d, "hooks_ok")), 2);
+	json_decref(d);
+	/* no evidence backend here: reported, not silently skipped */
+	assert_int_equal(events(&v, "web-v2", "rollout.evidence", &d), 1);
+	assert_non_null(json_object_get(d, "error"));
+	json_decref(d);
+	env_close(&v);
+}
+
+static void test_hook_interrupted_by_restart(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	memset(&H, 0, sizeof(H));
+	env_open(&v, pipeline_yaml);
+	v.be.hook_start = fake_hook_start;
+	v.be.hook_poll = fake_hook_poll;
+	env_restart(&v);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	H.pending = 1000; /* the first hook never ends before the crash */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 200);
+	drive(&v, 8, NULL, 0, 0);
+	assert_int_equal(H.started, 1);
+	env_restart(&v); /* the job is lost with the process */
+	H.pending = 0;
+	drive(&v, 3, NULL, 0, 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.hook", &d), 2);
+	json_decref(d);
+	assert_int_equal(events(&v, "web-v2", "rollout.hook.started", NULL), 2);
+	{
+		char subject[] = "rollout/web-v2";
+		json_t *arr, *x;
+		size_t i;
+		int interrupted = 0;
+
+		assert_int_equal(store_events_list(v.st, 0, 1000, subject, &arr), 0);
+		json_array_foreach(arr, i, x)
+		{
+			const char *st = json_string_value(
+			    json_object_get(json_object_get(x, "details"), "status"));
+
+			if (st && !strcmp(st, "interrupted"))
+				interrupted++;
+		}
+		json_decref(arr);
+		assert_int_equal(interrupted, 1);
+	}
+	assert_int_equal(H.started, 2); /* the interrupted hook is not run again */
+	env_close(&v);
+}
+
+static void test_bake_revert_and_finalize(void **state)
+{
+	const char *yaml = "  web-v2:\n"
+	                   "    target: {service: web, canary: v2}\n"
+	                   "    steps: [{weight: 50}, {weight: 100}]\n"
+	                   "    bake: 30s\n"
+	                   "    analysis: {interval: 10s, checks: [{name: errors, metric: "
+	                   "error_rate, max_increase: 0.05, min_samples: 50}]}\n";
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	/* a bake that passes: the canary becomes stable after 30 s */
+	memset(&H, 0, sizeof(H));
+	env_open(&v, yaml);
+	v.be.set_stable = fake_set_stable;
+	env_restart(&v);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(last_weight("web"), 100000);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	d = rollout_engine_json(v.e, "web-v2");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(d, "step"), "kind")),
+	                    "bake");
+	json_decref(d);
+	drive(&v, 20, "web", 100, 0);
+	env_restart(&v); /* the bake timer continues from the persisted time */
+	assert_int_equal(H.stable_calls, 0);
+	drive(&v, 12, "web", 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	assert_int_equal(H.stable_calls, 1);
+	assert_string_equal(H.stable, "web/v2");
+	env_restart(&v);
+	drive(&v, 2, NULL, 0, 0);
+	assert_int_equal(H.stable_calls, 1); /* finalized once, not again after a restart */
+	env_close(&v);
+
+	/* a failure during bake reverts at once */
+	memset(&H, 0, sizeof(H));
+	env_open(&v, yaml);
+	v.be.set_stable = fake_set_stable;
+	env_restart(&v);
+	drive(&v, 1, "web", 200, 0); /* some baseline history before the start */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 10, "web", 200, 0);
+	for (int i = 0; i < 15 && rollout_engine_state(v.e, "web-v2") == ROLLOUT_PROGRESSING; i++) {
+		add("web", "v2", COHORT_CANARY, 100, 30);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(last_weight("web"), 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "class")), "bake");
+	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")), "during bake"));
+	json_decref(d);
+	assert_int_equal(H.stable_calls, 0);
+	env_close(&v);
+}
+
+static void test_metrics_families(void **state)
+{
+	struct env v;
+	struct buf b;
+
+	(void)state;
+	env_open(&v, healthy_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 30, "web", 100, 0);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 200);
+	buf_init(&b, 1 << 20);
+	assert_int_equal(rollout_engine_write_prometheus(v.e, &b), 0);
+	buf_append(&b, "", 1);
+	assert_non_null(strstr(
+	    (char *)b.data, "canaryd_rollout_state{rollout=\"web-v2\",state=\"rolled_back\"} 1"));
+	assert_non_null(strstr((char *)b.data,
+	                       "canaryd_rollbacks_total{rollout=\"web-v2\",reason=\"abort\"} 1"));
+	assert_non_null(strstr((char *)b.data, "canaryd_check_verdict_total{rollout=\"web-v2\","
+	                                       "check=\"errors\",verdict=\"pass\"} 3"));
+	assert_non_null(
+	    strstr((char *)b.data, "canaryd_time_to_mitigate_seconds{rollout=\"web-v2\"}"));
+	buf_release(&b);
+	env_close(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -894,6 +1157,11 @@ int main(void)
 	    cmocka_unit_test(test_crash_safety),
 	    cmocka_unit_test(test_owner_conflict_and_view),
 	    cmocka_unit_test(test_api),
+	    cmocka_unit_test(test_template),
+	    cmocka_unit_test(test_rollback_pipeline),
+	    cmocka_unit_test(test_hook_interrupted_by_restart),
+	    cmocka_unit_test(test_bake_revert_and_finalize),
+	    cmocka_unit_test(test_metrics_families),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
