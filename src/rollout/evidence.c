@@ -104,8 +104,35 @@ static size_t utf8_cut(const char *s, size_t max)
 	return max;
 }
 
-/* Text for a Markdown table cell or paragraph: no line breaks, no pipes, no HTML. */
-static void md_text(struct out *o, const char *s, size_t max)
+/* The replacement of byte c in Markdown (svg false) or SVG text, or NULL to keep it. */
+static const char *escape_of(unsigned char c, bool svg)
+{
+	switch (c) {
+	case '&':
+		return "&amp;";
+	case '<':
+		return "&lt;";
+	case '>':
+		return "&gt;";
+	case '|':
+		return svg ? NULL : "\\|";
+	case '`':
+		return svg ? NULL : "'";
+	case '"':
+		return svg ? "&quot;" : NULL;
+	case '\'':
+		return svg ? "&apos;" : NULL;
+	default:
+		return c < 0x20 || c == 0x7f ? " " : NULL;
+	}
+}
+
+/*
+ * Text for a Markdown table cell or paragraph (no line breaks, pipes or
+ * HTML) or for SVG character data and attribute values (XML-invalid
+ * controls dropped); cut at max bytes on a UTF-8 boundary with an ellipsis.
+ */
+static void escaped_text(struct out *o, const char *s, size_t max, bool svg)
 {
 	size_t n;
 
@@ -113,71 +140,25 @@ static void md_text(struct out *o, const char *s, size_t max)
 		return;
 	n = utf8_cut(s, max);
 	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
+		const char *rep = escape_of((unsigned char)s[i], svg);
 
-		switch (c) {
-		case '|':
-			out_str(o, "\\|");
-			break;
-		case '<':
-			out_str(o, "&lt;");
-			break;
-		case '>':
-			out_str(o, "&gt;");
-			break;
-		case '&':
-			out_str(o, "&amp;");
-			break;
-		case '`':
-			out_str(o, "'");
-			break;
-		default:
-			if (c < 0x20 || c == 0x7f)
-				out_str(o, " ");
-			else
-				out_mem(o, (const char *)&s[i], 1);
-		}
+		if (rep)
+			out_str(o, rep);
+		else
+			out_mem(o, &s[i], 1);
 	}
 	if (n < strlen(s))
 		out_str(o, "\xE2\x80\xA6"); /* … */
 }
 
-/* Text for SVG character data or attribute values; XML-invalid controls dropped. */
+static void md_text(struct out *o, const char *s, size_t max)
+{
+	escaped_text(o, s, max, false);
+}
+
 static void svg_text(struct out *o, const char *s, size_t max)
 {
-	size_t n;
-
-	if (!s)
-		return;
-	n = utf8_cut(s, max);
-	for (size_t i = 0; i < n; i++) {
-		unsigned char c = (unsigned char)s[i];
-
-		switch (c) {
-		case '&':
-			out_str(o, "&amp;");
-			break;
-		case '<':
-			out_str(o, "&lt;");
-			break;
-		case '>':
-			out_str(o, "&gt;");
-			break;
-		case '"':
-			out_str(o, "&quot;");
-			break;
-		case '\'':
-			out_str(o, "&apos;");
-			break;
-		default:
-			if (c < 0x20 || c == 0x7f)
-				out_str(o, " ");
-			else
-				out_mem(o, (const char *)&s[i], 1);
-		}
-	}
-	if (n < strlen(s))
-		out_str(o, "\xE2\x80\xA6");
+	escaped_text(o, s, max, true);
 }
 
 /* ------------------------------------------------------------------------ */
