@@ -2,7 +2,9 @@
  * check.c - threshold checks for one interval (see check.h, docs/rollout.md).
  */
 #include "analysis/check.h"
+#include "analysis/judge.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
@@ -81,22 +83,8 @@ static const char *source_name(const struct config_check *c)
 	return "metric";
 }
 
-static const char *test_name(enum config_test_method m)
-{
-	return m == CONFIG_TEST_SEQUENTIAL ? "sequential" : "mann-whitney";
-}
-
-/* Appends the "test not applied" clause when the check has a test. */
-static void finish_reason(const struct config_check *c, struct check_verdict *v, size_t len)
-{
-	if (c->test.method == CONFIG_TEST_NONE || len >= sizeof(v->reason))
-		return;
-	v->test_not_applied = true;
-	snprintf(v->reason + len, sizeof(v->reason) - len,
-	         " (the %s test is not applied yet: bounds only)", test_name(c->test.method));
-}
-
-static bool violated(const struct config_check *c, struct check_verdict *v)
+/* skip: bounds a test replaces (they are judged by the test, not per interval) */
+static bool violated_except(const struct config_check *c, struct check_verdict *v, unsigned skip)
 {
 	double ratio, diff = v->canary - v->baseline;
 
@@ -105,14 +93,14 @@ static bool violated(const struct config_check *c, struct check_verdict *v)
 	else
 		ratio = v->canary / v->baseline;
 
-#define TRY(field, kind, val, bad)                       \
-	do {                                             \
-		if (c->field.set && (bad)) {             \
-			v->bound = (kind);               \
-			v->bound_value = c->field.value; \
-			v->observed = (val);             \
-			return true;                     \
-		}                                        \
+#define TRY(field, kind, val, bad)                                     \
+	do {                                                           \
+		if (c->field.set && !(skip & 1u << (kind)) && (bad)) { \
+			v->bound = (kind);                             \
+			v->bound_value = c->field.value;               \
+			v->observed = (val);                           \
+			return true;                                   \
+		}                                                      \
 	} while (0)
 
 	TRY(min, CHECK_BOUND_MIN, v->canary, v->canary < c->min.value);
@@ -127,14 +115,33 @@ static bool violated(const struct config_check *c, struct check_verdict *v)
 	return false;
 }
 
+static bool violated(const struct config_check *c, struct check_verdict *v)
+{
+	return violated_except(c, v, 0);
+}
+
+static enum check_outcome test_evaluate(const struct config_check *c,
+                                        const struct metrics_cohort_snapshot *canary,
+                                        const struct metrics_cohort_snapshot *baseline,
+                                        const struct check_cumulative *cum, uint64_t interval_ms,
+                                        struct check_verdict *v);
+
 enum check_outcome check_evaluate(const struct config_check *c,
                                   const struct metrics_cohort_snapshot *canary,
                                   const struct metrics_cohort_snapshot *baseline,
                                   uint64_t interval_ms, struct check_verdict *out)
 {
+	return check_evaluate_cumulative(c, canary, baseline, NULL, interval_ms, out);
+}
+
+enum check_outcome check_evaluate_cumulative(const struct config_check *c,
+                                             const struct metrics_cohort_snapshot *canary,
+                                             const struct metrics_cohort_snapshot *baseline,
+                                             const struct check_cumulative *cum,
+                                             uint64_t interval_ms, struct check_verdict *out)
+{
 	struct check_verdict *v = out;
 	const char *m;
-	int n = 0;
 	bool need_baseline;
 
 	memset(v, 0, sizeof(*v));
@@ -153,35 +160,34 @@ enum check_outcome check_evaluate(const struct config_check *c,
 		         c->name);
 		return v->outcome;
 	}
+	if (c->test.method != CONFIG_TEST_NONE)
+		return test_evaluate(c, canary, baseline, cum, interval_ms, v);
 	need_baseline = relative_bounds(c);
 	if (v->canary_requests < c->min_samples ||
 	    (need_baseline && v->baseline_requests < c->min_samples)) {
 		v->outcome = CHECK_INCONCLUSIVE;
-		n = snprintf(v->reason, sizeof(v->reason),
-		             "too few requests for %s: %llu on the canary and %llu on the "
-		             "baseline, min_samples is %u",
-		             m, (unsigned long long)v->canary_requests,
-		             (unsigned long long)v->baseline_requests, c->min_samples);
-		finish_reason(c, v, n > 0 ? (size_t)n : 0);
+		snprintf(v->reason, sizeof(v->reason),
+		         "too few requests for %s: %llu on the canary and %llu on the "
+		         "baseline, min_samples is %u",
+		         m, (unsigned long long)v->canary_requests,
+		         (unsigned long long)v->baseline_requests, c->min_samples);
 		return v->outcome;
 	}
 	v->canary = check_metric_value(c->metric, canary, interval_ms);
 	v->baseline = check_metric_value(c->metric, baseline, interval_ms);
 	if (isnan(v->canary) || (need_baseline && isnan(v->baseline))) {
 		v->outcome = CHECK_ERROR;
-		n = snprintf(v->reason, sizeof(v->reason), "%s could not be computed", m);
-		finish_reason(c, v, n > 0 ? (size_t)n : 0);
+		snprintf(v->reason, sizeof(v->reason), "%s could not be computed", m);
 		return v->outcome;
 	}
 
 	if (!violated(c, v)) {
 		v->outcome = CHECK_PASS;
-		n = snprintf(v->reason, sizeof(v->reason),
-		             "%s %.4g on the canary is within bounds (baseline %.4g; %llu vs %llu "
-		             "requests)",
-		             m, v->canary, v->baseline, (unsigned long long)v->canary_requests,
-		             (unsigned long long)v->baseline_requests);
-		finish_reason(c, v, n > 0 ? (size_t)n : 0);
+		snprintf(v->reason, sizeof(v->reason),
+		         "%s %.4g on the canary is within bounds (baseline %.4g; %llu vs %llu "
+		         "requests)",
+		         m, v->canary, v->baseline, (unsigned long long)v->canary_requests,
+		         (unsigned long long)v->baseline_requests);
 		return v->outcome;
 	}
 
@@ -189,37 +195,306 @@ enum check_outcome check_evaluate(const struct config_check *c,
 	switch (v->bound) {
 	case CHECK_BOUND_MIN:
 	case CHECK_BOUND_MAX:
-		n = snprintf(v->reason, sizeof(v->reason),
-		             "%s %.4g on the canary is %s %s %.4g (baseline %.4g; %llu vs %llu "
-		             "requests)",
-		             m, v->canary, v->bound == CHECK_BOUND_MIN ? "below" : "above",
-		             check_bound_name(v->bound), v->bound_value, v->baseline,
-		             (unsigned long long)v->canary_requests,
-		             (unsigned long long)v->baseline_requests);
+		snprintf(v->reason, sizeof(v->reason),
+		         "%s %.4g on the canary is %s %s %.4g (baseline %.4g; %llu vs %llu "
+		         "requests)",
+		         m, v->canary, v->bound == CHECK_BOUND_MIN ? "below" : "above",
+		         check_bound_name(v->bound), v->bound_value, v->baseline,
+		         (unsigned long long)v->canary_requests,
+		         (unsigned long long)v->baseline_requests);
 		break;
 	case CHECK_BOUND_MIN_RATIO:
 	case CHECK_BOUND_MAX_RATIO:
-		n = snprintf(v->reason, sizeof(v->reason),
-		             "%s canary/baseline ratio %.4g is %s %s %.4g (canary %.4g, baseline "
-		             "%.4g; %llu vs %llu requests)",
-		             m, v->observed, v->bound == CHECK_BOUND_MIN_RATIO ? "below" : "above",
-		             check_bound_name(v->bound), v->bound_value, v->canary, v->baseline,
-		             (unsigned long long)v->canary_requests,
-		             (unsigned long long)v->baseline_requests);
+		snprintf(v->reason, sizeof(v->reason),
+		         "%s canary/baseline ratio %.4g is %s %s %.4g (canary %.4g, baseline "
+		         "%.4g; %llu vs %llu requests)",
+		         m, v->observed, v->bound == CHECK_BOUND_MIN_RATIO ? "below" : "above",
+		         check_bound_name(v->bound), v->bound_value, v->canary, v->baseline,
+		         (unsigned long long)v->canary_requests,
+		         (unsigned long long)v->baseline_requests);
 		break;
 	default:
-		n = snprintf(v->reason, sizeof(v->reason),
-		             "%s %s of %.4g from the baseline is above %s %.4g (canary %.4g, "
-		             "baseline %.4g; %llu vs %llu requests)",
-		             m, v->bound == CHECK_BOUND_MAX_INCREASE ? "increase" : "decrease",
-		             v->bound == CHECK_BOUND_MAX_INCREASE ? v->observed : -v->observed,
-		             check_bound_name(v->bound), v->bound_value, v->canary, v->baseline,
-		             (unsigned long long)v->canary_requests,
-		             (unsigned long long)v->baseline_requests);
+		snprintf(v->reason, sizeof(v->reason),
+		         "%s %s of %.4g from the baseline is above %s %.4g (canary %.4g, "
+		         "baseline %.4g; %llu vs %llu requests)",
+		         m, v->bound == CHECK_BOUND_MAX_INCREASE ? "increase" : "decrease",
+		         v->bound == CHECK_BOUND_MAX_INCREASE ? v->observed : -v->observed,
+		         check_bound_name(v->bound), v->bound_value, v->canary, v->baseline,
+		         (unsigned long long)v->canary_requests,
+		         (unsigned long long)v->baseline_requests);
 		break;
 	}
-	finish_reason(c, v, n > 0 ? (size_t)n : 0);
 	return v->outcome;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Statistical tests (docs/judge.md)                                          */
+
+static double margin_of(const struct config_check *c)
+{
+	if (c->test.max_increase.set)
+		return c->test.max_increase.value;
+	if (c->metric == CONFIG_METRIC_SUCCESS_RATE)
+		return c->max_decrease.set ? c->max_decrease.value : 0.0;
+	return c->max_increase.set ? c->max_increase.value : 0.0;
+}
+
+static double ratio_of(const struct config_check *c)
+{
+	if (c->test.max_ratio.set && c->test.max_ratio.value > 0)
+		return c->test.max_ratio.value;
+	if (c->max_ratio.set && c->max_ratio.value > 0)
+		return c->max_ratio.value;
+	return 1.0;
+}
+
+/* "about 1234 more requests per cohort" or "an unknown number of..." */
+static void more_text(char *buf, size_t cap, double more)
+{
+	if (isfinite(more) && more > 0)
+		snprintf(buf, cap,
+		         "about %.0f more requests per cohort are needed at the current rates",
+		         more);
+	else
+		snprintf(buf, cap,
+		         "no amount of data decides it at the current rates (the estimate sits on "
+		         "the margin)");
+}
+
+/* Absolute/other bounds on the interval's values, except those the test replaces. */
+static bool other_bound_violated(const struct config_check *c, struct check_verdict *v,
+                                 unsigned skip)
+{
+	struct check_verdict w = *v;
+
+	if (isnan(v->canary))
+		return false;
+	return violated_except(c, &w, skip);
+}
+
+static enum check_outcome sequential(const struct config_check *c,
+                                     const struct check_cumulative *cum, struct check_verdict *v)
+{
+	struct check_test_result *t = &v->test;
+	const struct metrics_cohort_snapshot *a = cum->canary, *b = cum->baseline;
+	bool success = c->metric == CONFIG_METRIC_SUCCESS_RATE;
+	double d = margin_of(c), sign = success ? -1.0 : 1.0, lo, hi;
+	const char *m = v->metric, *word = success ? "decrease" : "increase";
+	unsigned skip = success ? 1u << CHECK_BOUND_MAX_DECREASE : 1u << CHECK_BOUND_MAX_INCREASE;
+	struct judge_seq s;
+	char more[128];
+
+	judge_sequential(a->errors, a->requests, b->errors, b->requests, d, c->test.confidence, 0,
+	                 &s);
+	t->alpha = 1.0 - c->test.confidence;
+	t->canary_errors = a->errors < a->requests ? a->errors : a->requests;
+	t->baseline_errors = b->errors < b->requests ? b->errors : b->requests;
+	t->canary_value = success ? 1.0 - s.p_canary : s.p_canary;
+	t->baseline_value = success ? 1.0 - s.p_baseline : s.p_baseline;
+	/* In the metric's own terms: canary - baseline (success: -(error increase)). */
+	t->margin = d;
+	t->statistic = s.z;
+	t->p_value = s.p_value;
+	t->p_within = NAN;
+	t->estimate = sign * s.diff;
+	lo = success ? -s.upper : s.lower;
+	hi = success ? -s.lower : s.upper;
+	t->lower = lo;
+	t->upper = hi;
+	t->cles = t->shift_ms = NAN;
+	t->more_per_cohort = s.more_per_cohort;
+	v->bound = success ? CHECK_BOUND_MAX_DECREASE : CHECK_BOUND_MAX_INCREASE;
+	v->bound_value = d;
+	v->observed = t->estimate;
+
+	if (s.decision == JUDGE_BEYOND) {
+		v->outcome = CHECK_FAIL;
+		snprintf(
+		    v->reason, sizeof(v->reason),
+		    "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence (the %s is "
+		    "at least %.4g; %.4g vs %.4g over %llu vs %llu requests since the start)",
+		    m, word, s.diff, check_bound_name(v->bound), d, 100 * c->test.confidence, word,
+		    s.lower, t->canary_value, t->baseline_value,
+		    (unsigned long long)t->canary_requests,
+		    (unsigned long long)t->baseline_requests);
+		return v->outcome;
+	}
+	if (s.decision == JUDGE_WITHIN && !other_bound_violated(c, v, skip)) {
+		v->outcome = CHECK_PASS;
+		v->bound = CHECK_BOUND_NONE;
+		snprintf(v->reason, sizeof(v->reason),
+		         "%s %s on the canary is within %s %.4g with %g%% confidence (the %s is at "
+		         "most %.4g; %.4g vs %.4g over %llu vs %llu requests since the start)",
+		         m, word, success ? "max_decrease" : "max_increase", d,
+		         100 * c->test.confidence, word, s.upper, t->canary_value,
+		         t->baseline_value, (unsigned long long)t->canary_requests,
+		         (unsigned long long)t->baseline_requests);
+		return v->outcome;
+	}
+	v->outcome = CHECK_INCONCLUSIVE;
+	v->bound = CHECK_BOUND_NONE;
+	if (s.decision == JUDGE_WITHIN) {
+		struct check_verdict w = *v;
+
+		violated_except(c, &w, skip);
+		snprintf(v->reason, sizeof(v->reason),
+		         "%s is within %.4g of the baseline with %g%% confidence, but %s %.4g is "
+		         "violated in this interval (%.4g), so the check cannot pass",
+		         m, d, 100 * c->test.confidence, check_bound_name(w.bound), w.bound_value,
+		         w.observed);
+		return v->outcome;
+	}
+	more_text(more, sizeof(more), s.more_per_cohort);
+	snprintf(
+	    v->reason, sizeof(v->reason),
+	    "%s %s of %.4g (%.4g vs %.4g over %llu vs %llu requests) is not yet told apart from "
+	    "%.4g at %g%% confidence (the %s lies in [%.4g, %.4g]); %s",
+	    m, word, s.diff, t->canary_value, t->baseline_value,
+	    (unsigned long long)t->canary_requests, (unsigned long long)t->baseline_requests, d,
+	    100 * c->test.confidence, word, s.lower, s.upper, more);
+	return v->outcome;
+}
+
+static enum check_outcome mann_whitney(const struct config_check *c,
+                                       const struct check_cumulative *cum, struct check_verdict *v)
+{
+	struct check_test_result *t = &v->test;
+	double r = ratio_of(c), alpha = 1.0 - c->test.confidence, zc, zo;
+	const char *m = v->metric;
+	struct judge_mw w;
+	char more[128];
+
+	if (judge_mann_whitney(&cum->canary->hist, &cum->baseline->hist, r, &w)) {
+		v->outcome = CHECK_ERROR;
+		snprintf(v->reason, sizeof(v->reason),
+		         "out of memory while running the Mann-Whitney test for %s", m);
+		return v->outcome;
+	}
+	t->alpha = judge_alpha_spent(alpha, t->looks);
+	t->canary_value = w.median_canary_us / 1000.0;
+	t->baseline_value = w.median_baseline_us / 1000.0;
+	t->margin = r;
+	t->statistic = w.u;
+	t->p_value = w.p_greater;
+	t->p_within = w.p_less;
+	t->lower = t->upper = NAN;
+	t->estimate = w.ratio;
+	t->cles = w.cles;
+	t->shift_ms = w.shift_us / 1000.0;
+	t->more_per_cohort = 0;
+	v->bound = CHECK_BOUND_MAX_RATIO;
+	v->bound_value = r;
+	v->observed = w.ratio;
+
+	if (w.p_greater < t->alpha) {
+		v->outcome = CHECK_FAIL;
+		snprintf(
+		    v->reason, sizeof(v->reason),
+		    "latency on the canary is slower than %.4gx the baseline (Mann-Whitney "
+		    "p=%.3g < %.3g at look %u of confidence %g%%): median %.4g vs %.4g ms, shift "
+		    "%+.4g ms (ratio %.4g), CLES %.3f, over %llu vs %llu requests since the start",
+		    r, w.p_greater, t->alpha, t->looks, 100 * c->test.confidence, t->canary_value,
+		    t->baseline_value, t->shift_ms, w.ratio, w.cles,
+		    (unsigned long long)t->canary_requests,
+		    (unsigned long long)t->baseline_requests);
+		return v->outcome;
+	}
+	if (w.p_less < t->alpha && !other_bound_violated(c, v, 1u << CHECK_BOUND_MAX_RATIO)) {
+		v->outcome = CHECK_PASS;
+		v->bound = CHECK_BOUND_NONE;
+		snprintf(
+		    v->reason, sizeof(v->reason),
+		    "latency on the canary is within %.4gx the baseline (Mann-Whitney p=%.3g < "
+		    "%.3g at look %u of confidence %g%%): median %.4g vs %.4g ms, shift %+.4g ms, "
+		    "CLES %.3f, over %llu vs %llu requests since the start",
+		    r, w.p_less, t->alpha, t->looks, 100 * c->test.confidence, t->canary_value,
+		    t->baseline_value, t->shift_ms, w.cles, (unsigned long long)t->canary_requests,
+		    (unsigned long long)t->baseline_requests);
+		return v->outcome;
+	}
+	v->outcome = CHECK_INCONCLUSIVE;
+	v->bound = CHECK_BOUND_NONE;
+	if (w.p_less < t->alpha) {
+		struct check_verdict x = *v;
+
+		violated_except(c, &x, 1u << CHECK_BOUND_MAX_RATIO);
+		snprintf(
+		    v->reason, sizeof(v->reason),
+		    "latency on the canary is within %.4gx the baseline with %g%% confidence, but "
+		    "%s %.4g is violated in this interval (%.4g), so the check cannot pass",
+		    r, 100 * c->test.confidence, check_bound_name(x.bound), x.bound_value,
+		    x.observed);
+		return v->outcome;
+	}
+	/* z grows like sqrt(n): the factor on n that brings the nearer side to its critical value. */
+	zc = judge_norm_isf(t->alpha);
+	zo =
+	    fmax(judge_norm_isf(fmax(w.p_greater, 1e-300)), judge_norm_isf(fmax(w.p_less, 1e-300)));
+	t->more_per_cohort =
+	    zo > 0.01 ? ceil((zc * zc / (zo * zo) - 1.0) *
+	                     (double)(w.n_canary > w.n_baseline ? w.n_canary : w.n_baseline))
+	              : INFINITY;
+	more_text(more, sizeof(more), t->more_per_cohort);
+	snprintf(
+	    v->reason, sizeof(v->reason),
+	    "latency on the canary (median %.4g vs %.4g ms, shift %+.4g ms, CLES %.3f, over %llu "
+	    "vs %llu requests) is not yet told apart from %.4gx the baseline (Mann-Whitney p=%.3g "
+	    "slower, %.3g faster; %.3g needed at look %u); %s",
+	    t->canary_value, t->baseline_value, t->shift_ms, w.cles,
+	    (unsigned long long)t->canary_requests, (unsigned long long)t->baseline_requests, r,
+	    w.p_greater, w.p_less, t->alpha, t->looks, more);
+	(void)m;
+	return v->outcome;
+}
+
+static enum check_outcome test_evaluate(const struct config_check *c,
+                                        const struct metrics_cohort_snapshot *canary,
+                                        const struct metrics_cohort_snapshot *baseline,
+                                        const struct check_cumulative *cum, uint64_t interval_ms,
+                                        struct check_verdict *v)
+{
+	struct check_cumulative own = {canary, baseline, 1};
+	struct check_test_result *t = &v->test;
+	static const struct metrics_cohort_snapshot empty;
+
+	if (!cum || !cum->canary || !cum->baseline)
+		cum = &own;
+	if (!own.canary)
+		own.canary = &empty;
+	if (!own.baseline)
+		own.baseline = &empty;
+	t->method = c->test.method;
+	t->confidence = c->test.confidence;
+	t->looks = cum->looks ? cum->looks : 1;
+	t->canary_requests = cum->canary->requests;
+	t->baseline_requests = cum->baseline->requests;
+	t->canary_value = t->baseline_value = t->margin = t->statistic = NAN;
+	t->p_value = t->p_within = t->lower = t->upper = t->estimate = NAN;
+	t->cles = t->shift_ms = t->alpha = NAN;
+	t->more_per_cohort = INFINITY;
+	v->canary = check_metric_value(c->metric, canary, interval_ms);
+	v->baseline = check_metric_value(c->metric, baseline, interval_ms);
+
+	if (t->canary_requests < c->min_samples || t->baseline_requests < c->min_samples) {
+		uint64_t have = t->canary_requests < t->baseline_requests ? t->canary_requests
+		                                                          : t->baseline_requests;
+
+		v->outcome = CHECK_INCONCLUSIVE;
+		t->more_per_cohort = (double)(c->min_samples - have);
+		snprintf(
+		    v->reason, sizeof(v->reason),
+		    "too few requests for the %s test on %s: %llu on the canary and %llu on the "
+		    "baseline since the start, min_samples is %u (%llu more per cohort needed)",
+		    c->test.method == CONFIG_TEST_SEQUENTIAL ? "sequential" : "mann-whitney",
+		    v->metric, (unsigned long long)t->canary_requests,
+		    (unsigned long long)t->baseline_requests, c->min_samples,
+		    (unsigned long long)(c->min_samples - have));
+		return v->outcome;
+	}
+	t->applied = true;
+	if (c->test.method == CONFIG_TEST_SEQUENTIAL)
+		return sequential(c, cum, v);
+	return mann_whitney(c, cum, v);
 }
 
 static json_t *num(double d)
@@ -227,16 +502,38 @@ static json_t *num(double d)
 	return isnan(d) || isinf(d) ? json_null() : json_real(d);
 }
 
+static json_t *test_json(const struct check_verdict *v)
+{
+	const struct check_test_result *t = &v->test;
+	bool seq = t->method == CONFIG_TEST_SEQUENTIAL;
+
+	if (t->method == CONFIG_TEST_NONE)
+		return json_null();
+	return json_pack(
+	    "{s:s, s:b, s:o, s:o, s:I, s:{s:I, s:o, s:o}, s:{s:I, s:o, s:o}, s:o, s:o, s:o, s:o, "
+	    "s:o, s:o, s:o, s:o, s:o, s:o}",
+	    "method", seq ? "sequential" : "mann-whitney", "applied", (int)t->applied, "confidence",
+	    num(t->confidence), "alpha", num(t->alpha), "looks", (json_int_t)t->looks, "canary",
+	    "requests", (json_int_t)t->canary_requests, "errors",
+	    seq ? json_integer((json_int_t)t->canary_errors) : json_null(), "value",
+	    num(t->canary_value), "baseline", "requests", (json_int_t)t->baseline_requests,
+	    "errors", seq ? json_integer((json_int_t)t->baseline_errors) : json_null(), "value",
+	    num(t->baseline_value), "margin", num(t->margin), "statistic", num(t->statistic),
+	    "p_value", num(t->p_value), "p_within", num(t->p_within), "lower", num(t->lower),
+	    "upper", num(t->upper), "estimate", num(t->estimate), "cles", num(t->cles), "shift_ms",
+	    num(t->shift_ms), "more_per_cohort", num(t->more_per_cohort));
+}
+
 json_t *check_verdict_json(const struct check_verdict *v)
 {
-	return json_pack("{s:s, s:s, s:s, s:{s:o, s:I}, s:{s:o, s:I}, s:I, s:I, s:s, s:o, s:o, "
-	                 "s:b, s:s}",
-	                 "check", v->check ? v->check : "", "metric", v->metric ? v->metric : "",
-	                 "outcome", check_outcome_name(v->outcome), "canary", "value",
-	                 num(v->canary), "requests", (json_int_t)v->canary_requests, "baseline",
-	                 "value", num(v->baseline), "requests", (json_int_t)v->baseline_requests,
-	                 "min_samples", (json_int_t)v->min_samples, "interval_ms",
-	                 (json_int_t)v->interval_ms, "bound", check_bound_name(v->bound),
-	                 "bound_value", num(v->bound_value), "observed", num(v->observed),
-	                 "test_not_applied", (int)v->test_not_applied, "reason", v->reason);
+	return json_pack(
+	    "{s:s, s:s, s:s, s:{s:o, s:I}, s:{s:o, s:I}, s:I, s:I, s:s, s:o, s:o, "
+	    "s:b, s:o, s:s}",
+	    "check", v->check ? v->check : "", "metric", v->metric ? v->metric : "", "outcome",
+	    check_outcome_name(v->outcome), "canary", "value", num(v->canary), "requests",
+	    (json_int_t)v->canary_requests, "baseline", "value", num(v->baseline), "requests",
+	    (json_int_t)v->baseline_requests, "min_samples", (json_int_t)v->min_samples,
+	    "interval_ms", (json_int_t)v->interval_ms, "bound", check_bound_name(v->bound),
+	    "bound_value", num(v->bound_value), "observed", num(v->observed), "test_not_applied",
+	    (int)v->test_not_applied, "test", test_json(v), "reason", v->reason);
 }

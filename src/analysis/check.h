@@ -11,8 +11,29 @@
  * Bounds are tried in a fixed order (min, max, min_ratio, max_ratio,
  * max_increase, max_decrease); the first violated one fails the check.
  * Fewer than min_samples requests in either cohort is `inconclusive`, never
- * `pass`.  A check with a `test:` is judged on its bounds alone and its
- * reason says that the statistical test is not applied yet.  Sources other
+ * `pass`.
+ *
+ * A check with a `test:` is judged by its statistical test (analysis/judge.h,
+ * docs/judge.md) on CUMULATIVE cohorts (struct check_cumulative):
+ *  - sequential (error_rate, success_rate): a confidence sequence for the
+ *    canary's error rate minus the baseline's; the margin d is
+ *    test.max_increase, else the check's max_increase (error_rate) or
+ *    max_decrease (success_rate), else 0.  Fail when the lower bound of the
+ *    increase is above d, pass when its upper bound is below d.
+ *  - mann-whitney (latency_*): Mann-Whitney U of the canary's whole latency
+ *    histogram against the baseline's scaled by r = test.max_ratio, else the
+ *    check's max_ratio, else 1; the error spent at look k is
+ *    alpha / (k (k + 1)).  Fail when the canary is significantly slower than
+ *    r x baseline, pass when it is significantly faster than r x baseline.
+ *  - min_samples applies to the cumulative counts; below it: inconclusive.
+ *  - The relative bounds the test replaces are not checked per interval; the
+ *    others (min, max, and the other ratio/difference bounds) are checked on
+ *    the interval's values and, when violated, turn a pass into
+ *    inconclusive (a check fails only on a significant result).
+ *  - Otherwise: inconclusive, with how many more requests per cohort a
+ *    decision needs at the current rates.
+ *
+ * Sources other
  * than the built-in metrics (query, http, exec) and the shadow metrics give
  * `error` with a reason saying they are not wired yet.
  *
@@ -46,7 +67,37 @@ enum check_bound {
 	CHECK_BOUND_MAX_DECREASE,
 };
 
-#define CHECK_REASON_MAX 320
+#define CHECK_REASON_MAX 400
+
+/* What a check's statistical test computed (all zero / NAN when none ran). */
+struct check_test_result {
+	bool applied; /* the test ran (enough cumulative samples) */
+	enum config_test_method method;
+	double confidence;
+	double alpha;   /* error spent at this look (mann-whitney: spent) */
+	uint32_t looks; /* looks since the cumulative counts began (>= 1) */
+	uint64_t canary_requests, baseline_requests; /* cumulative */
+	uint64_t canary_errors, baseline_errors;     /* cumulative (sequential) */
+	double canary_value, baseline_value; /* cumulative: the metric's rate, or median ms */
+	double margin;          /* sequential: d, in the metric's terms; mann-whitney: r */
+	double statistic;       /* sequential: z = (increase - d) / se; mann-whitney: U */
+	double p_value;         /* sequential: always-valid p at this look; mann-whitney: one-sided
+	                     p that the canary is slower than r x baseline */
+	double p_within;        /* mann-whitney: one-sided p that it is faster than r x baseline */
+	double lower, upper;    /* sequential: confidence sequence of canary - baseline in the
+	                        metric's terms; NAN for mann-whitney */
+	double estimate;        /* sequential: canary - baseline; mann-whitney: shift ratio */
+	double cles;            /* mann-whitney: P(canary > baseline) + ties / 2 */
+	double shift_ms;        /* mann-whitney: Hodges-Lehmann shift, ms */
+	double more_per_cohort; /* inconclusive: extra requests per cohort needed; INFINITY
+	                           when it cannot be told; 0 when decided */
+};
+
+/* The cumulative cohorts a test judges: since the rollout's run began. */
+struct check_cumulative {
+	const struct metrics_cohort_snapshot *canary, *baseline;
+	uint32_t looks; /* intervals evaluated on them so far, this one included (>= 1) */
+};
 
 /* One verdict with every input that produced it.  A plain value. */
 struct check_verdict {
@@ -61,7 +112,8 @@ struct check_verdict {
 	enum check_bound bound;        /* the violated bound (fail), else NONE */
 	double bound_value;            /* its configured value */
 	double observed;               /* what was compared: value, ratio or difference */
-	bool test_not_applied;         /* the check has a `test:` that was not run */
+	bool test_not_applied;         /* always false now (kept for the verdict's readers) */
+	struct check_test_result test; /* the check's `test:`, if any */
 	char reason[CHECK_REASON_MAX]; /* one sentence */
 };
 
@@ -83,7 +135,9 @@ double check_metric_value(enum config_metric m, const struct metrics_cohort_snap
  * Evaluates check c for one interval: canary and baseline are the two
  * cohorts' deltas over interval_ms.  Fills *out completely (out->check
  * points into c, which must outlive the verdict) and returns out->outcome.
- * Never fails: bad inputs give CHECK_ERROR with a reason.
+ * Never fails: bad inputs give CHECK_ERROR with a reason.  A check with a
+ * `test:` treats the interval as its whole sample (one look): use
+ * check_evaluate_cumulative() when the check runs every interval.
  */
 enum check_outcome check_evaluate(const struct config_check *c,
                                   const struct metrics_cohort_snapshot *canary,
@@ -91,10 +145,25 @@ enum check_outcome check_evaluate(const struct config_check *c,
                                   uint64_t interval_ms, struct check_verdict *out);
 
 /*
+ * The same, with cum the cohorts accumulated since the test's counts began
+ * (NULL: the interval's deltas, one look).  Checks without a test ignore
+ * cum.  cum's snapshots must cover at least the interval.
+ */
+enum check_outcome check_evaluate_cumulative(const struct config_check *c,
+                                             const struct metrics_cohort_snapshot *canary,
+                                             const struct metrics_cohort_snapshot *baseline,
+                                             const struct check_cumulative *cum,
+                                             uint64_t interval_ms, struct check_verdict *out);
+
+/*
  * The verdict as a new JSON object (caller owns it) with all its inputs:
  * {"check","metric","outcome","canary":{"value","requests"},
  *  "baseline":{"value","requests"},"min_samples","interval_ms","bound",
- *  "bound_value","observed","test_not_applied","reason"}.  NAN values are null.
+ *  "bound_value","observed","test_not_applied","test","reason"}.  "test" is
+ * null without a test, else {"method","applied","confidence","alpha","looks",
+ * "canary":{"requests","errors","value"},"baseline":{...},"margin",
+ * "statistic","p_value","p_within","lower","upper","estimate","cles",
+ * "shift_ms","more_per_cohort"}.  NAN and infinite values are null.
  * NULL only when out of memory.
  */
 json_t *check_verdict_json(const struct check_verdict *v);

@@ -96,6 +96,14 @@ struct target_run {
 	struct metrics_cohort_snapshot base0;
 	bool have_prev_stable; /* verify: the stable version's last reading */
 	struct metrics_cohort_snapshot prev_stable;
+	/* Statistical tests judge cumulative counts since the run began
+	 * (docs/judge.md): the readings then, the run they belong to, and the
+	 * intervals evaluated since.  Not persisted nor adopted on reload: the
+	 * sequence then starts afresh. */
+	bool have_cum0;
+	int64_t cum_started_ms;
+	uint32_t cum_generation, cum_looks;
+	struct metrics_cohort_snapshot cum0_canary, cum0_baseline;
 };
 
 struct run {
@@ -1016,7 +1024,7 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	const struct config_rollout *ro = r->cfg;
 	uint64_t interval = ro->analysis.interval_ms, t0_us;
-	struct metrics_cohort_snapshot *dc = NULL, *db = NULL;
+	struct metrics_cohort_snapshot *dc = NULL, *db = NULL, *cc = NULL, *cb = NULL;
 	bool *have = NULL, all_pass = true, any = false, bake = baking(r);
 	json_t *evs = json_array(), *per_target = json_object();
 	int act = -1;
@@ -1024,7 +1032,9 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	dc = calloc(ro->ntargets, sizeof(*dc));
 	db = calloc(ro->ntargets, sizeof(*db));
 	have = calloc(ro->ntargets, sizeof(*have));
-	if (!dc || !db || !have)
+	cc = calloc(ro->ntargets, sizeof(*cc));
+	cb = calloc(ro->ntargets, sizeof(*cb));
+	if (!dc || !db || !have || !cc || !cb)
 		goto out;
 	for (size_t t = 0; t < ro->ntargets; t++) {
 		const struct config_target *tg = target(r, t);
@@ -1039,7 +1049,19 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			tr->have_prev = false;
 			continue;
 		}
+		if (!tr->have_cum0 || tr->cum_started_ms != r->started_ms ||
+		    tr->cum_generation != r->generation) {
+			tr->cum0_canary = tr->have_prev ? tr->prev_canary : c;
+			tr->cum0_baseline = tr->have_prev ? tr->prev_baseline : b;
+			tr->cum_started_ms = r->started_ms;
+			tr->cum_generation = r->generation;
+			tr->cum_looks = 0;
+			tr->have_cum0 = true;
+		}
 		if (tr->have_prev && tr->touched && tr->weight > 0) {
+			metrics_snapshot_delta(&tr->cum0_canary, &c, &cc[t]);
+			metrics_snapshot_delta(&tr->cum0_baseline, &b, &cb[t]);
+			tr->cum_looks++;
 			metrics_snapshot_delta(&tr->prev_canary, &c, &dc[t]);
 			if (bake && tr->have_base0)
 				metrics_snapshot_delta(&tr->base0, &b, &db[t]);
@@ -1072,9 +1094,11 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		int best_t = -1;
 
 		for (size_t t = 0; t < ro->ntargets; t++) {
+			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].cum_looks};
+
 			if (!have[t] || (c->target && c->target_index != t))
 				continue;
-			check_evaluate(c, &dc[t], &db[t], interval, &cur);
+			check_evaluate_cumulative(c, &dc[t], &db[t], &cum, interval, &cur);
 			if (best_t < 0 || rank(cur.outcome) > rank(best.outcome)) {
 				best = cur;
 				best_t = (int)t;
@@ -1150,6 +1174,8 @@ out:
 	free(dc);
 	free(db);
 	free(have);
+	free(cc);
+	free(cb);
 }
 
 /* ------------------------------------------------------------------------ */

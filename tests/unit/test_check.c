@@ -1,5 +1,6 @@
-/* Threshold checks: every bound, min_samples, tests not applied yet, sources
- * not wired, latency units, the verdict's JSON. */
+/* Threshold checks: every bound, min_samples, a check with a test (the
+ * statistics themselves are in test_judge.c), sources not wired, latency
+ * units, the verdict's JSON. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -130,7 +131,7 @@ static void test_relative_bounds(void **state)
 	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_PASS);
 }
 
-static void test_test_not_applied_and_sources(void **state)
+static void test_test_applied_and_sources(void **state)
 {
 	struct config_check c = base_check(CONFIG_METRIC_ERROR_RATE);
 	struct metrics_cohort_snapshot a, b;
@@ -140,19 +141,36 @@ static void test_test_not_applied_and_sources(void **state)
 	(void)state;
 	c.max = (struct config_bound){true, 0.03};
 	c.test.method = CONFIG_TEST_SEQUENTIAL;
+	c.test.confidence = 0.99;
 	cohort(&a, 1000, 50, 1000);
 	cohort(&b, 1000, 10, 1000);
+	/* The test decides: 5% vs 1% over 1000 requests is a significant increase. */
 	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_FAIL);
-	assert_true(v.test_not_applied);
-	assert_non_null(strstr(v.reason, "sequential test is not applied yet"));
+	assert_false(v.test_not_applied);
+	assert_true(v.test.applied);
+	assert_int_equal(v.bound, CHECK_BOUND_MAX_INCREASE);
+	assert_non_null(strstr(v.reason, "with 99% confidence"));
 
 	j = check_verdict_json(&v);
 	assert_non_null(j);
 	assert_string_equal(json_string_value(json_object_get(j, "outcome")), "fail");
-	assert_string_equal(json_string_value(json_object_get(j, "bound")), "max");
+	assert_string_equal(json_string_value(json_object_get(j, "bound")), "max_increase");
 	assert_int_equal(
 	    json_integer_value(json_object_get(json_object_get(j, "canary"), "requests")), 1000);
-	assert_true(json_is_true(json_object_get(j, "test_not_applied")));
+	assert_true(json_is_false(json_object_get(j, "test_not_applied")));
+	assert_true(json_is_object(json_object_get(j, "test")));
+	json_decref(j);
+
+	/* A bound violated without significance never fails. */
+	cohort(&a, 1000, 35, 1000);
+	cohort(&b, 1000, 30, 1000);
+	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_INCONCLUSIVE);
+
+	/* No test: "test" is null. */
+	c.test.method = CONFIG_TEST_NONE;
+	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_FAIL);
+	j = check_verdict_json(&v);
+	assert_true(json_is_null(json_object_get(j, "test")));
 	json_decref(j);
 
 	c.source = CONFIG_SOURCE_QUERY;
@@ -169,7 +187,7 @@ int main(void)
 	    cmocka_unit_test(test_max_fails_with_reason),
 	    cmocka_unit_test(test_min_samples_inconclusive_never_pass),
 	    cmocka_unit_test(test_relative_bounds),
-	    cmocka_unit_test(test_test_not_applied_and_sources),
+	    cmocka_unit_test(test_test_applied_and_sources),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
