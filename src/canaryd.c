@@ -19,6 +19,7 @@
 
 #include "api/admin.h"
 #include "api/api.h"
+#include "api/flags.h"
 #include "api/rollouts.h"
 #include "api/services.h"
 #include "config/config.h"
@@ -48,6 +49,7 @@ struct daemon {
 	struct services_backend services;
 	struct rollout_engine *engine;
 	struct rollout_backend rollout_be;
+	struct api_flags *flags; /* feature flags: API, OFREP, stream */
 	struct loop_timer tick;
 	uint64_t published_rev; /* of the last routing table published */
 	struct jobs *jobs;      /* hooks and notifications */
@@ -690,6 +692,7 @@ static void write_metrics(void *ctx, struct buf *out)
 	metrics_write_prometheus(d->metrics, out);
 	if (d->engine)
 		rollout_engine_write_prometheus(d->engine, out);
+	api_flags_write_prometheus(d->flags, out);
 }
 
 static int listener_up(void *ctx, const char *name)
@@ -716,6 +719,13 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 		          d->config_path, NULL);
 		record_event(d, actor, "config.reload_failed", d->config_path,
 		             json_pack("{s:s}", "errors", msg));
+		return -1;
+	}
+	if (api_flags_check(d->flags, cfg, msg, msglen) != 0) {
+		log_error("reload failed, keeping the running configuration", "error", msg, NULL);
+		record_event(d, actor, "config.reload_failed", d->config_path,
+		             json_pack("{s:s}", "errors", msg));
+		config_free(cfg);
 		return -1;
 	}
 	{
@@ -757,6 +767,8 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 		d->cfg = cfg;
 		apply_config_to_api(d);
 		proxy_publish(d->proxy, t);
+		if (api_flags_reload(d->flags, cfg, actor, msg, msglen) != 0)
+			log_error("flags kept from the previous configuration", "error", msg, NULL);
 	}
 	d->api.config_revision++;
 	snprintf(rev, sizeof(rev), "%llu", (unsigned long long)d->api.config_revision);
@@ -924,6 +936,12 @@ int main(int argc, char **argv)
 		goto out_proxy;
 	}
 	api_rollouts_init(&d.api, d.engine);
+	d.flags = api_flags_init(&d.api, d.loop, d.cfg, err, sizeof(err));
+	if (!d.flags) {
+		log_error("cannot load the feature flags", "error", err, NULL);
+		proxy_stop(d.proxy, 0);
+		goto out_proxy;
+	}
 	loop_timer_init(&d.tick, engine_tick, &d);
 	loop_timer_start(d.loop, &d.tick, ENGINE_TICK_MS);
 	if (apply_config_to_api(&d) != 0)
@@ -947,6 +965,8 @@ int main(int argc, char **argv)
 	log_info("canaryd stopped", NULL);
 	admin_free(d.admin);
 out_proxy:
+	api_flags_free(d.flags); /* after admin_free: its stream connections are gone */
+	d.flags = NULL;
 	if (d.loop && d.tick.cb) /* armed only once the engine started */
 		loop_timer_stop(d.loop, &d.tick);
 	rollout_engine_free(d.engine);

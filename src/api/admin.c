@@ -44,6 +44,13 @@ static void admin_on_request(struct http_conn *c, const struct http_msg *req, st
 
 	api_response_init(&resp);
 	api_handle(a->api, &ar, &resp);
+	if (resp.stream) {
+		/* the handler keeps the connection; admin_on_close tells it when it goes */
+		http_conn_set_udata(c, resp.stream);
+		resp.stream->start(resp.stream, c);
+		api_response_release(&resp);
+		return;
+	}
 	hdrs[nh++] = (struct http_header){STR_LIT("Content-Type"), str_c(resp.content_type)};
 	hdrs[nh++] = (struct http_header){STR_LIT("Cache-Control"), STR_LIT("no-store")};
 	if (resp.etag[0])
@@ -53,11 +60,19 @@ static void admin_on_request(struct http_conn *c, const struct http_msg *req, st
 	api_response_release(&resp);
 }
 
+static void admin_on_close(struct http_conn *c, void *data)
+{
+	struct api_stream *s = http_conn_udata(c);
+
+	if (s)
+		s->closed(s);
+}
+
 struct admin *admin_start(struct loop *loop, const char *addr, struct api *api, char *err,
                           size_t errlen)
 {
 	struct http_server_config cfg = {.max_body_bytes = ADMIN_MAX_BODY};
-	struct http_handler h = {.on_request = admin_on_request};
+	struct http_handler h = {.on_request = admin_on_request, .on_close = admin_on_close};
 	struct admin *a = calloc(1, sizeof(*a));
 	int fd, rc;
 

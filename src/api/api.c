@@ -19,6 +19,7 @@ void api_response_init(struct api_response *resp)
 	resp->status = 500;
 	resp->content_type = "application/json";
 	resp->etag[0] = '\0';
+	resp->stream = NULL;
 	buf_init(&resp->body, 64u << 20);
 }
 

@@ -24,6 +24,7 @@
 struct store;
 struct services_backend;
 struct rollout_engine;
+struct api_flags;
 
 struct api_request {
 	struct str method;
@@ -35,11 +36,26 @@ struct api_request {
 	struct str body;
 };
 
+struct http_conn;
+
+/*
+ * A response that keeps its connection (Server-Sent Events).  A handler sets
+ * resp->stream instead of a body; the glue (admin.c) then calls
+ * start(stream, conn) in place of sending a response, and closed(stream)
+ * exactly once when that connection has gone away (also when start failed).
+ * The handler owns the object; closed() is where it may free it.
+ */
+struct api_stream {
+	void (*start)(struct api_stream *s, struct http_conn *conn);
+	void (*closed)(struct api_stream *s);
+};
+
 struct api_response {
 	int status;
 	const char *content_type; /* static string */
 	char etag[80];            /* sent as ETag when non-empty */
 	struct buf body;
+	struct api_stream *stream; /* see struct api_stream; NULL for a plain response */
 };
 
 #define API_MAX_PARAMS 4
@@ -98,6 +114,7 @@ struct api {
 	void *reload_ctx;
 
 	struct services_backend *services; /* set by api_services_init() */
+	struct api_flags *flags;           /* set by api_flags_init() */
 
 	const struct api_route *routes[16];
 	size_t nroutes[16];

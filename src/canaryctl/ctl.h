@@ -69,4 +69,12 @@ int ctl_rollback(const struct ctl *ctl, int argc, char **argv);
 int ctl_watch(const struct ctl *ctl, int argc, char **argv);
 int ctl_evidence(const struct ctl *ctl, int argc, char **argv);
 
+/*
+ * Flag verbs (flags.c): flags list | get NAME | set NAME [--percentage P]
+ * [--enabled[=true|false]] | exclude NAME --nodes a,b | kill NAME.  set and
+ * kill use the seed-compatible POST /v1/feature-flags (set creates a missing
+ * flag; enabled is only sent when given); kill checks the flag exists first.
+ */
+int ctl_flags(const struct ctl *ctl, int argc, char **argv);
+
 #endif

@@ -19,6 +19,10 @@ static const struct ctl_verb verbs[] = {
     {"rollback", "rollback --all", ctl_rollback},
     {"watch", "watch NAME [--interval-ms 500]", ctl_watch},
     {"evidence", "evidence NAME --out DIR", ctl_evidence},
+    {"flags",
+     "flags list\n  flags get NAME\n  flags set NAME [--percentage P] [--enabled[=true|false]]\n"
+     "  flags exclude NAME --nodes a,b\n  flags kill NAME",
+     ctl_flags},
 };
 
 static void usage(FILE *f)

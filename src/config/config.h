@@ -641,4 +641,21 @@ struct config_flag *config_flag_from_json(const char *source, const char *name, 
 /* Frees a flag made by config_flag_from_json.  NULL is a no-op. */
 void config_flag_free(struct config_flag *flag);
 
+/*
+ * Validates a segment definition given as JSON (an object with the keys of a
+ * YAML segment: {"match": [{"attr", "op", "values"}, ...]}) under the same
+ * rules as the YAML loader; `name` is the segment's name (validated too).
+ * Errors go to errs like config_flag_from_json's ("match[0].op").  Returns a
+ * new segment (free with config_segment_free) when valid, NULL otherwise.
+ * The feature-flag stream sends segments in this shape (docs/api.md).
+ */
+struct config_segment *config_segment_from_json(const char *source, const char *name,
+                                                const json_t *def, struct config_errors *errs);
+
+/* Frees a segment made by config_segment_from_json.  NULL is a no-op. */
+void config_segment_free(struct config_segment *seg);
+
+/* The op's name as written in the config ("ends_with"); NULL for an unknown value. */
+const char *config_op_name(enum config_op op);
+
 #endif

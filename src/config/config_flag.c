@@ -473,3 +473,67 @@ void config_flag_free(struct config_flag *flag)
 	cfg_arena_release(own);
 	free(own);
 }
+
+/* --- segments from JSON (the flag stream, the client library) ------------------------- */
+
+/* The segment and the arena that owns it, freed together. */
+struct json_segment {
+	struct config_segment seg;
+	struct cfg_arena own;
+};
+
+struct config_segment *config_segment_from_json(const char *source, const char *name,
+                                                const json_t *def, struct config_errors *errs)
+{
+	struct cfg_arena tmp = {0};
+	struct json_segment *js = calloc(1, sizeof(*js));
+	struct cctx c = {.errs = errs,
+	                 .file = source,
+	                 .tmp = &tmp,
+	                 .out = js ? &js->own : NULL,
+	                 .nerr_start = config_errors_count(errs)};
+	const struct cnode *n;
+
+	if (!js)
+		goto out_nomem;
+	if (!config_valid_name(name)) {
+		cerr(&c, 0, "name", "invalid name \"%.70s\": use 1 to 64 of A-Z a-z 0-9 _ . -",
+		     name ? name : "");
+		goto out_fail;
+	}
+	n = cnode_from_json(&c, def);
+	if (!n)
+		goto out_nomem;
+	if (!want_map(&c, n, ""))
+		goto out_fail;
+	parse_segment(&c, name, n, "", &js->seg);
+	if (cctx_failed(&c))
+		goto out_fail;
+	cfg_arena_release(&tmp);
+	return &js->seg;
+
+out_nomem:
+	cerr(&c, 0, "", "out of memory");
+out_fail:
+	cfg_arena_release(&tmp);
+	if (js) {
+		cfg_arena_release(&js->own);
+		free(js);
+	}
+	return NULL;
+}
+
+void config_segment_free(struct config_segment *seg)
+{
+	struct json_segment *js = (struct json_segment *)seg;
+
+	if (!seg)
+		return;
+	cfg_arena_release(&js->own);
+	free(js);
+}
+
+const char *config_op_name(enum config_op op)
+{
+	return (unsigned)op < NOPS ? op_names[op] : NULL;
+}

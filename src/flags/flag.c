@@ -551,6 +551,124 @@ const char *flag_key(const struct flag *f)
 	return f->key;
 }
 
+size_t flagset_index(const struct flagset *set, const struct flag *f)
+{
+	return (size_t)(f - set->flags);
+}
+
+size_t flag_variant_count(const struct flag *f)
+{
+	return f->nvariants;
+}
+
+const char *flag_variant_name(const struct flag *f, size_t i)
+{
+	return i < f->nvariants ? f->variants[i].name : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Definitions as JSON                                                        */
+
+json_t *flag_percent_json(uint32_t thousandths)
+{
+	if (thousandths % 1000 == 0)
+		return json_integer((json_int_t)(thousandths / 1000));
+	return json_real((double)thousandths / 1000.0);
+}
+
+static json_t *strlist_json(const struct config_strlist *l)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; a && i < l->n; i++)
+		if (json_array_append_new(a, json_string(l->v[i] ? l->v[i] : "")) != 0) {
+			json_decref(a);
+			return NULL;
+		}
+	return a;
+}
+
+static json_t *split_json(const struct config_split *s)
+{
+	json_t *o = json_object();
+
+	for (size_t i = 0; o && i < s->n; i++)
+		if (json_object_set_new(o, s->v[i].variant ? s->v[i].variant : "",
+		                        flag_percent_json(s->v[i].percent)) != 0) {
+			json_decref(o);
+			return NULL;
+		}
+	return o;
+}
+
+json_t *flag_config_to_json(const struct config_flag *cf)
+{
+	json_t *o = json_object(), *variants = json_object(), *rules = json_array();
+	int bad = !o || !variants || !rules;
+
+	for (size_t i = 0; !bad && i < cf->nvariants; i++)
+		bad |= json_object_set(variants, cf->variants[i].name ? cf->variants[i].name : "",
+		                       cf->variants[i].value ? cf->variants[i].value
+		                                             : json_null()) != 0;
+	for (size_t i = 0; !bad && i < cf->nrules; i++) {
+		const struct config_flag_rule *r = &cf->rules[i];
+		json_t *rule = json_pack("{s:s}", "segment", r->segment ? r->segment : "");
+
+		if (rule && r->serve)
+			bad |= json_object_set_new(rule, "serve", json_string(r->serve)) != 0;
+		else if (rule)
+			bad |= json_object_set_new(rule, "rollout", split_json(&r->rollout)) != 0;
+		bad |= json_array_append_new(rules, rule) != 0;
+	}
+	if (bad)
+		goto out_fail;
+	bad |= json_object_set_new(o, "key", json_string(cf->name ? cf->name : "")) != 0;
+	bad |= json_object_set_new(o, "description",
+	                           json_string(cf->description ? cf->description : "")) != 0;
+	bad |= json_object_set_new(o, "enabled", json_boolean(cf->enabled)) != 0;
+	bad |= json_object_set(o, "variants", variants) != 0;
+	bad |= json_object_set_new(o, "off_variant",
+	                           json_string(cf->off_variant ? cf->off_variant : "")) != 0;
+	bad |= json_object_set_new(
+	           o, "sticky",
+	           json_string(cf->sticky && *cf->sticky ? cf->sticky : "targetingKey")) != 0;
+	bad |= json_object_set(o, "rules", rules) != 0;
+	bad |= json_object_set_new(o, "rollout", split_json(&cf->rollout)) != 0;
+	bad |= json_object_set_new(o, "exclude", strlist_json(&cf->exclude)) != 0;
+	bad |= json_object_set_new(o, "include", strlist_json(&cf->include)) != 0;
+	if (bad)
+		goto out_fail;
+	json_decref(variants);
+	json_decref(rules);
+	return o;
+out_fail:
+	json_decref(o);
+	json_decref(variants);
+	json_decref(rules);
+	return NULL;
+}
+
+json_t *flag_segment_to_json(const struct config_segment *cs)
+{
+	json_t *match = json_array();
+	int bad = !match;
+
+	for (size_t i = 0; !bad && i < cs->nconds; i++) {
+		const struct config_condition *cd = &cs->conds[i];
+		const char *op = config_op_name(cd->op);
+
+		bad |=
+		    json_array_append_new(
+		        match, json_pack("{s:s, s:s, s:o}", "attr", cd->attr ? cd->attr : "", "op",
+		                         op ? op : "", "values", strlist_json(&cd->values))) != 0;
+	}
+	if (bad) {
+		json_decref(match);
+		return NULL;
+	}
+	return json_pack("{s:s, s:o}", "name", cs->name ? cs->name : "", "match", match);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Evaluation                                                                 */
 

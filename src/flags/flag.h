@@ -106,6 +106,40 @@ const struct flag *flagset_at(const struct flagset *set, size_t i);
 /* The key of f (not NULL), NUL-terminated, owned by the set. */
 const char *flag_key(const struct flag *f);
 
+/* Position of f, which must come from set, in the order given to flagset_build. */
+size_t flagset_index(const struct flagset *set, const struct flag *f);
+
+/*
+ * f's variants in definition order: their number, and the name of the i-th
+ * (owned by the set; NULL past the end).  flag_result.variant is one of
+ * these pointers, so a caller may find the index by comparing pointers.
+ */
+size_t flag_variant_count(const struct flag *f);
+const char *flag_variant_name(const struct flag *f, size_t i);
+
+/* ------------------------------------------------------------------------ */
+/* Definitions as JSON (the admin API, the audit log, the stream)            */
+
+/*
+ * The definition of cf as a new JSON object with every key present, in this
+ * order: "key", "description", "enabled", "variants" (in definition order),
+ * "off_variant", "sticky", "rules" ([{"segment", "serve"} or {"segment",
+ * "rollout"}]), "rollout", "exclude", "include".  Percentages are numbers
+ * (integers when whole: 10, 12.345).  Without "key" the object is exactly
+ * what config_flag_from_json() accepts, and gives back an equal flag.
+ * NULL on ENOMEM.
+ */
+json_t *flag_config_to_json(const struct config_flag *cf);
+
+/*
+ * The segment as {"name", "match": [{"attr", "op", "values"}]}; without
+ * "name" it is what config_segment_from_json() accepts.  NULL on ENOMEM.
+ */
+json_t *flag_segment_to_json(const struct config_segment *cs);
+
+/* A percentage in thousandths as a JSON number: 10000 -> 10, 12345 -> 12.345. */
+json_t *flag_percent_json(uint32_t thousandths);
+
 /*
  * Evaluates f for the context seen through attr(ctx, ...) and fills *out.
  * f may be NULL (the flagset_find() miss): out then says ERROR /

@@ -1,0 +1,224 @@
+/*
+ * flags.c - canaryctl's flag verbs (SPEC 8): flags list | get NAME |
+ * set NAME [--percentage P] [--enabled[=true|false]] | exclude NAME --nodes
+ * a,b | kill NAME.  They speak the admin API's flag endpoints (docs/api.md):
+ * `set` and `kill` are the seed-compatible POST /v1/feature-flags, `exclude`
+ * is POST /v1/feature-flags/exclude.
+ */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "canaryctl/ctl.h"
+#include "config/config.h"
+
+#define FLAGS_USAGE                                                        \
+	"flags list\n  flags get NAME\n  flags set NAME [--percentage P] " \
+	"[--enabled[=true|false]]\n  flags exclude NAME --nodes a,b\n  flags kill NAME"
+#define PATH_CAP 256
+
+static int usage_error(const char *why, const char *arg)
+{
+	fprintf(stderr, "canaryctl: %s%s%s%s\nusage: canaryctl %s\n", why, arg ? " \"" : "",
+	        arg ? arg : "", arg ? "\"" : "", FLAGS_USAGE);
+	return CTL_USAGE;
+}
+
+/* A percentage as the API returns it (number), "-" otherwise. */
+static void fmt_pct(const json_t *v, char *out, size_t len)
+{
+	if (json_is_number(v))
+		snprintf(out, len, "%.6g%%", json_number_value(v));
+	else
+		snprintf(out, len, "-");
+}
+
+static void print_list_row(const json_t *f)
+{
+	char pct[32];
+	const json_t *ex = json_object_get(f, "exclude");
+
+	fmt_pct(json_object_get(f, "percentage"), pct, sizeof(pct));
+	printf("%-32s %-8s %-9s %-14s %-7s %zu\n",
+	       json_string_value(json_object_get(f, "key")) ?: "?",
+	       json_is_false(json_object_get(f, "enabled")) ? "off" : "on", pct,
+	       json_string_value(json_object_get(f, "sticky")) ?: "-",
+	       json_string_value(json_object_get(f, "source")) ?: "-", json_array_size(ex));
+}
+
+static void print_flag(const json_t *f)
+{
+	char pct[32];
+	const json_t *a;
+	size_t i;
+	json_t *v;
+
+	fmt_pct(json_object_get(f, "percentage"), pct, sizeof(pct));
+	printf("flag        %s\n", json_string_value(json_object_get(f, "key")) ?: "?");
+	printf("enabled     %s\n", json_is_false(json_object_get(f, "enabled")) ? "false" : "true");
+	printf("percentage  %s\n", pct);
+	printf("sticky      %s\n", json_string_value(json_object_get(f, "sticky")) ?: "-");
+	printf("source      %s\n", json_string_value(json_object_get(f, "source")) ?: "-");
+	printf("revision    %lld\n", (long long)json_integer_value(json_object_get(f, "revision")));
+	printf("rules       %zu\n", json_array_size(json_object_get(f, "rules")));
+	for (int l = 0; l < 2; l++) {
+		a = json_object_get(f, l ? "include" : "exclude");
+		printf("%-12s", l ? "include" : "exclude");
+		if (json_array_size(a) == 0)
+			printf("-");
+		json_array_foreach(a, i, v)
+		{
+			printf("%s%s", i ? "," : "", json_string_value(v) ?: "?");
+		}
+		printf("\n");
+	}
+}
+
+static int show(const struct ctl *ctl, json_t *doc, int list)
+{
+	if (ctl->json) {
+		ctl_print_json(doc);
+	} else if (list) {
+		size_t i;
+		json_t *f;
+
+		printf("%-32s %-8s %-9s %-14s %-7s %s\n", "FLAG", "ENABLED", "PERCENT", "STICKY",
+		       "SOURCE", "EXCLUDED");
+		json_array_foreach(json_object_get(doc, "flags"), i, f)
+		{
+			print_list_row(f);
+		}
+	} else {
+		print_flag(doc);
+	}
+	json_decref(doc);
+	return CTL_OK;
+}
+
+/* Splits "a,b,c" into a JSON array (empty items skipped). */
+static json_t *split_nodes(const char *s)
+{
+	json_t *a = json_array();
+
+	while (a && *s) {
+		const char *c = strchr(s, ',');
+		size_t n = c ? (size_t)(c - s) : strlen(s);
+
+		if (n)
+			json_array_append_new(a, json_stringn(s, n));
+		s += n + (c ? 1 : 0);
+	}
+	return a;
+}
+
+int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
+{
+	struct ctl ctl = *ctl_in;
+	const char *sub, *name = NULL, *pct = NULL, *nodes = NULL, *enabled = NULL;
+	char path[PATH_CAP];
+	json_t *doc = NULL, *body;
+	int rc;
+
+	if (argc < 2)
+		return usage_error("missing what to do", NULL);
+	sub = argv[1];
+	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
+		printf("usage: canaryctl %s\n", FLAGS_USAGE);
+		return CTL_OK;
+	}
+	for (int i = 2; i < argc; i++) {
+		const char *a = argv[i];
+
+		if (strcmp(a, "-o") == 0 && i + 1 < argc) {
+			if (strcmp(argv[i + 1], "json") != 0 && strcmp(argv[i + 1], "table") != 0)
+				return usage_error("-o must be table or json, not", argv[i + 1]);
+			ctl.json = strcmp(argv[++i], "json") == 0;
+		} else if (strcmp(a, "--percentage") == 0 && i + 1 < argc) {
+			pct = argv[++i];
+		} else if (strncmp(a, "--percentage=", 13) == 0) {
+			pct = a + 13;
+		} else if (strcmp(a, "--nodes") == 0 && i + 1 < argc) {
+			nodes = argv[++i];
+		} else if (strncmp(a, "--nodes=", 8) == 0) {
+			nodes = a + 8;
+		} else if (strcmp(a, "--enabled") == 0) {
+			enabled = "true";
+		} else if (strncmp(a, "--enabled=", 10) == 0) {
+			enabled = a + 10;
+			if (strcmp(enabled, "true") != 0 && strcmp(enabled, "false") != 0)
+				return usage_error("--enabled takes true or false, not", enabled);
+		} else if (a[0] == '-') {
+			return usage_error("unknown option or missing argument", a);
+		} else if (!name) {
+			name = a;
+		} else {
+			return usage_error("unexpected argument", a);
+		}
+	}
+	if (strcmp(sub, "list") == 0) {
+		if (name || pct || nodes || enabled)
+			return usage_error("flags list takes no arguments", NULL);
+		rc = ctl_call(&ctl, "GET", "/v1/feature-flags", NULL, &doc);
+		return rc == CTL_OK ? show(&ctl, doc, 1) : rc;
+	}
+	if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "exclude") != 0 &&
+	    strcmp(sub, "kill") != 0)
+		return usage_error("unknown flags command", sub);
+	if (!name)
+		return usage_error("missing the flag NAME", NULL);
+	if (!config_valid_name(name))
+		return usage_error("not a flag name ([A-Za-z0-9_.-]{1,64}):", name);
+	if ((pct || enabled) && strcmp(sub, "set") != 0)
+		return usage_error("--percentage and --enabled belong to flags set", NULL);
+	if (nodes && strcmp(sub, "exclude") != 0)
+		return usage_error("--nodes belongs to flags exclude", NULL);
+	snprintf(path, sizeof(path), "/v1/feature-flags/%s", name);
+	if (strcmp(sub, "get") == 0) {
+		rc = ctl_call(&ctl, "GET", path, NULL, &doc);
+		return rc == CTL_OK ? show(&ctl, doc, 0) : rc;
+	}
+	if (strcmp(sub, "set") == 0) {
+		uint32_t t;
+		char *end;
+		double p = pct ? strtod(pct, &end) : 0;
+
+		if (!pct && !enabled)
+			return usage_error("flags set needs --percentage and/or --enabled", NULL);
+		if (pct && (end == pct || *end || config_percent_from_double(p, &t) != 0))
+			return usage_error("--percentage takes 0..100 with at most 3 decimals, not",
+			                   pct);
+		body = json_pack("{s:s}", "feature", name);
+		if (pct)
+			json_object_set_new(body, "percentage",
+			                    t % 1000 ? json_real(t / 1000.0)
+			                             : json_integer(t / 1000));
+		if (enabled)
+			json_object_set_new(body, "enabled",
+			                    json_boolean(strcmp(enabled, "true") == 0));
+		rc = ctl_call(&ctl, "POST", "/v1/feature-flags", body, &doc);
+	} else if (strcmp(sub, "exclude") == 0) {
+		json_t *arr;
+
+		if (!nodes)
+			return usage_error("flags exclude needs --nodes a,b", NULL);
+		arr = split_nodes(nodes);
+		if (json_array_size(arr) == 0) {
+			json_decref(arr);
+			return usage_error("--nodes names no node", NULL);
+		}
+		body = json_pack("{s:s, s:o}", "feature", name, "nodes", arr);
+		rc = ctl_call(&ctl, "POST", "/v1/feature-flags/exclude", body, &doc);
+	} else {
+		/* kill: the flag must exist (the seed POST would create it) */
+		rc = ctl_call(&ctl, "GET", path, NULL, &doc);
+		if (rc != CTL_OK)
+			return rc;
+		json_decref(doc);
+		doc = NULL;
+		body = json_pack("{s:s, s:b}", "feature", name, "enabled", 0);
+		rc = ctl_call(&ctl, "POST", "/v1/feature-flags", body, &doc);
+	}
+	json_decref(body);
+	return rc == CTL_OK ? show(&ctl, doc, 0) : rc;
+}
