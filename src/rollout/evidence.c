@@ -496,46 +496,29 @@ struct run {
 	const json_t *start_ev; /* may be NULL */
 };
 
+/* Per outcome: the summary's words and the state name. */
+static const struct {
+	const char *text, *state;
+} outcome_names[] = {
+    [OUT_NONE] = {"not started", "idle"},
+    [OUT_PROGRESSING] = {"in progress", "progressing"},
+    [OUT_PAUSED] = {"paused", "paused"},
+    [OUT_BAKING] = {"baking", "baking"},
+    [OUT_COMPLETED] = {"completed", "completed"},
+    [OUT_ROLLED_BACK] = {"rolled back", "rolled_back"},
+    [OUT_FAILED] = {"failed", "failed"},
+};
+
 static const char *outcome_text(enum outcome o)
 {
-	switch (o) {
-	case OUT_NONE:
-		return "not started";
-	case OUT_PROGRESSING:
-		return "in progress";
-	case OUT_PAUSED:
-		return "paused";
-	case OUT_BAKING:
-		return "baking";
-	case OUT_COMPLETED:
-		return "completed";
-	case OUT_ROLLED_BACK:
-		return "rolled back";
-	case OUT_FAILED:
-		return "failed";
-	}
-	return "unknown";
+	return (size_t)o < sizeof(outcome_names) / sizeof(outcome_names[0]) ? outcome_names[o].text
+	                                                                    : "unknown";
 }
 
 static const char *outcome_state(enum outcome o)
 {
-	switch (o) {
-	case OUT_NONE:
-		return "idle";
-	case OUT_PROGRESSING:
-		return "progressing";
-	case OUT_PAUSED:
-		return "paused";
-	case OUT_BAKING:
-		return "baking";
-	case OUT_COMPLETED:
-		return "completed";
-	case OUT_ROLLED_BACK:
-		return "rolled_back";
-	case OUT_FAILED:
-		return "failed";
-	}
-	return "unknown";
+	return (size_t)o < sizeof(outcome_names) / sizeof(outcome_names[0]) ? outcome_names[o].state
+	                                                                    : "unknown";
 }
 
 static void run_find(struct run *r, const json_t *events)
