@@ -66,8 +66,8 @@ struct post {
 /* Counters for /metrics: since the process started (kept across reloads). */
 struct run_counters {
 	uint64_t rollbacks[5]; /* by enum rb_class */
-	int64_t last_ttd_ms;   /* -1: none yet */
-	int64_t last_ttm_us;
+	int64_t last_ttd_ms;   /* 0: no check-driven rollback yet */
+	int64_t last_ttm_us;   /* 0: no rollback yet */
 };
 
 enum rb_class { RB_CHECK, RB_REVIEW, RB_ABORT, RB_EMERGENCY, RB_BAKE };
@@ -86,24 +86,32 @@ struct check_run {
 	uint64_t verdicts[4]; /* by outcome, for /metrics */
 };
 
+/*
+ * What the engine knows of a target's metrics but does not persist: lost on
+ * a restart (the first interval then re-primes), carried over on a reload
+ * (rollout_engine_adopt()).
+ */
+struct readings {
+	bool have_prev; /* prev_*: the last cumulative reading */
+	struct metrics_cohort_snapshot prev_canary, prev_baseline;
+	/*
+	 * cum0_*: the readings at the run's start (or the first after a
+	 * restart).  Statistical tests judge the counts since then
+	 * (docs/judge.md), and bake compares the canary with the baseline
+	 * accumulated since then (the historical baseline).
+	 */
+	bool have_cum0;
+	uint32_t cum_looks; /* intervals evaluated since cum0 */
+	struct metrics_cohort_snapshot cum0_canary, cum0_baseline;
+	bool have_prev_stable; /* verify: the stable version's last reading */
+	struct metrics_cohort_snapshot prev_stable;
+};
+
 struct target_run {
 	uint32_t weight;  /* desired canary weight, thousandths */
 	bool touched;     /* this run has set the weight (re-applied on load) */
 	bool rolled_back; /* weight forced to 0; later steps skip it */
-	bool have_prev;   /* prev_* hold a cumulative reading */
-	struct metrics_cohort_snapshot prev_canary, prev_baseline;
-	bool have_base0; /* base0: the baseline at the run's start (bake compares to it) */
-	struct metrics_cohort_snapshot base0;
-	bool have_prev_stable; /* verify: the stable version's last reading */
-	struct metrics_cohort_snapshot prev_stable;
-	/* Statistical tests judge cumulative counts since the run began
-	 * (docs/judge.md): the readings then, the run they belong to, and the
-	 * intervals evaluated since.  Not persisted nor adopted on reload: the
-	 * sequence then starts afresh. */
-	bool have_cum0;
-	int64_t cum_started_ms;
-	uint32_t cum_generation, cum_looks;
-	struct metrics_cohort_snapshot cum0_canary, cum0_baseline;
+	struct readings rd;
 };
 
 struct run {
@@ -577,19 +585,20 @@ static void prime(struct rollout_engine *e, struct run *r, bool run_start)
 		const struct config_target *tg = target(r, t);
 		struct target_run *tr = &r->targets[t];
 
-		tr->have_prev = false;
-		if (run_start)
-			tr->have_base0 = false;
+		tr->rd.have_prev = false;
+		tr->rd.have_cum0 = false;
 		if (tg->kind != CONFIG_TARGET_SERVICE || !tg->svc)
 			continue;
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY,
-		                      &tr->prev_canary) == 0 &&
+		                      &tr->rd.prev_canary) == 0 &&
 		    e->be.read_cohort(e->be.ctx, tg->service, stable_version(e, tg),
-		                      COHORT_BASELINE, &tr->prev_baseline) == 0) {
-			tr->have_prev = true;
+		                      COHORT_BASELINE, &tr->rd.prev_baseline) == 0) {
+			tr->rd.have_prev = true;
 			if (run_start) {
-				tr->base0 = tr->prev_baseline;
-				tr->have_base0 = true;
+				tr->rd.cum0_canary = tr->rd.prev_canary;
+				tr->rd.cum0_baseline = tr->rd.prev_baseline;
+				tr->rd.cum_looks = 0;
+				tr->rd.have_cum0 = true;
 			}
 		}
 	}
@@ -1046,38 +1055,34 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY, &c) ||
 		    e->be.read_cohort(e->be.ctx, tg->service, stable_version(e, tg),
 		                      COHORT_BASELINE, &b)) {
-			tr->have_prev = false;
+			tr->rd.have_prev = false;
 			continue;
 		}
-		if (!tr->have_cum0 || tr->cum_started_ms != r->started_ms ||
-		    tr->cum_generation != r->generation) {
-			tr->cum0_canary = tr->have_prev ? tr->prev_canary : c;
-			tr->cum0_baseline = tr->have_prev ? tr->prev_baseline : b;
-			tr->cum_started_ms = r->started_ms;
-			tr->cum_generation = r->generation;
-			tr->cum_looks = 0;
-			tr->have_cum0 = true;
+		if (!tr->rd.have_cum0) { /* after a restart: count from here */
+			tr->rd.cum0_canary = tr->rd.have_prev ? tr->rd.prev_canary : c;
+			tr->rd.cum0_baseline = tr->rd.have_prev ? tr->rd.prev_baseline : b;
+			tr->rd.cum_looks = 0;
+			tr->rd.have_cum0 = true;
 		}
-		if (tr->have_prev && tr->touched && tr->weight > 0) {
-			metrics_snapshot_delta(&tr->cum0_canary, &c, &cc[t]);
-			metrics_snapshot_delta(&tr->cum0_baseline, &b, &cb[t]);
-			tr->cum_looks++;
-			metrics_snapshot_delta(&tr->prev_canary, &c, &dc[t]);
-			if (bake && tr->have_base0)
-				metrics_snapshot_delta(&tr->base0, &b, &db[t]);
+		if (tr->rd.have_prev && tr->touched && tr->weight > 0) {
+			metrics_snapshot_delta(&tr->rd.cum0_canary, &c, &cc[t]);
+			metrics_snapshot_delta(&tr->rd.cum0_baseline, &b, &cb[t]);
+			tr->rd.cum_looks++;
+			metrics_snapshot_delta(&tr->rd.prev_canary, &c, &dc[t]);
+			if (bake)
+				metrics_snapshot_delta(&tr->rd.cum0_baseline, &b, &db[t]);
 			else
-				metrics_snapshot_delta(&tr->prev_baseline, &b, &db[t]);
+				metrics_snapshot_delta(&tr->rd.prev_baseline, &b, &db[t]);
 			have[t] = true;
 			json_object_set_new(
 			    per_target, tg->name,
 			    json_pack("{s:f, s:o, s:o, s:b}", "weight", tr->weight / 1000.0,
 			              "canary", cohort_json(&dc[t], interval), "baseline",
-			              cohort_json(&db[t], interval), "historical_baseline",
-			              bake && tr->have_base0));
+			              cohort_json(&db[t], interval), "historical_baseline", bake));
 		}
-		tr->prev_canary = c;
-		tr->prev_baseline = b;
-		tr->have_prev = true;
+		tr->rd.prev_canary = c;
+		tr->rd.prev_baseline = b;
+		tr->rd.have_prev = true;
 	}
 	t0_us = clock_mono_us();
 	if (json_object_size(per_target))
@@ -1094,7 +1099,7 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		int best_t = -1;
 
 		for (size_t t = 0; t < ro->ntargets; t++) {
-			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].cum_looks};
+			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].rd.cum_looks};
 
 			if (!have[t] || (c->target && c->target_index != t))
 				continue;
@@ -1365,10 +1370,10 @@ static void post_hooks(struct rollout_engine *e, struct run *r, int64_t now)
 		for (size_t k = 0; k < r->cfg->ntargets && k < MAX_TARGETS; k++) {
 			struct target_run *tr = &r->targets[k];
 
-			tr->have_prev_stable = (r->post.mask >> k & 1) &&
-			                       target(r, k)->kind == CONFIG_TARGET_SERVICE &&
-			                       target(r, k)->svc &&
-			                       read_stable(e, r, k, &tr->prev_stable) == 0;
+			tr->rd.have_prev_stable = (r->post.mask >> k & 1) &&
+			                          target(r, k)->kind == CONFIG_TARGET_SERVICE &&
+			                          target(r, k)->svc &&
+			                          read_stable(e, r, k, &tr->rd.prev_stable) == 0;
 		}
 		persist(e, r, ENGINE_ACTOR, NULL);
 		return;
@@ -1451,13 +1456,13 @@ static void post_verify(struct rollout_engine *e, struct run *r, int64_t now)
 			if (!(p->mask >> t & 1) || target(r, t)->kind != CONFIG_TARGET_SERVICE ||
 			    !target(r, t)->svc || read_stable(e, r, t, &cur))
 				continue;
-			if (!tr->have_prev_stable) {
-				tr->prev_stable = cur;
-				tr->have_prev_stable = true;
+			if (!tr->rd.have_prev_stable) {
+				tr->rd.prev_stable = cur;
+				tr->rd.have_prev_stable = true;
 				continue;
 			}
-			metrics_snapshot_delta(&tr->prev_stable, &cur, &d);
-			tr->prev_stable = cur;
+			metrics_snapshot_delta(&tr->rd.prev_stable, &cur, &d);
+			tr->rd.prev_stable = cur;
 			for (size_t k = 0; k < ro->analysis.nchecks; k++) {
 				const struct config_check *c = &ro->analysis.checks[k];
 				struct check_verdict v;
@@ -2177,13 +2182,7 @@ void rollout_engine_adopt(struct rollout_engine *e, const struct rollout_engine 
 				    (tg->canary && og->canary &&
 				     strcmp(tg->canary, og->canary) != 0))
 					continue;
-				tr->have_prev = ot->have_prev;
-				tr->prev_canary = ot->prev_canary;
-				tr->prev_baseline = ot->prev_baseline;
-				tr->have_base0 = ot->have_base0;
-				tr->base0 = ot->base0;
-				tr->have_prev_stable = ot->have_prev_stable;
-				tr->prev_stable = ot->prev_stable;
+				tr->rd = ot->rd;
 			}
 		}
 		for (size_t k = 0; k < r->cfg->analysis.nchecks; k++)
