@@ -123,48 +123,36 @@ static int series_for(void *ctx, const char *svc, const char *version)
 
 /*
  * Builds a routing table from cref and the persisted traffic state, with
- * override (may be NULL) replacing one service's entry.  NULL + err on failure.
+ * override (may be NULL; borrowed) replacing one service's entry.  NULL +
+ * err on failure.
  */
 static struct proxy_table *build_table(struct daemon *d, struct config_ref *cref,
                                        const struct proxy_traffic *override, char *err,
                                        size_t errlen)
 {
 	struct traffic_list tl = {NULL, 0};
-	struct proxy_table *t;
-	int replaced = 0;
+	struct proxy_traffic *all = NULL;
+	struct proxy_table *t = NULL;
+	size_t n = 0;
 
 	if (store_doc_list(d->store, "traffic", traffic_collect, &tl) != 0) {
 		snprintf(err, errlen, "cannot read the traffic state from the store");
-		traffic_free(&tl);
-		return NULL;
+		goto out;
 	}
-	for (size_t i = 0; override && i < tl.n; i++) {
-		if (strcmp(tl.v[i].service, override->service) == 0) {
-			free((char *)tl.v[i].canary);
-			free((char *)tl.v[i].stable);
-			tl.v[i].canary = override->canary ? strdup(override->canary) : NULL;
-			tl.v[i].stable = override->stable ? strdup(override->stable) : NULL;
-			tl.v[i].weight = override->weight;
-			replaced = 1;
-		}
+	all = calloc(tl.n + 1, sizeof(*all));
+	if (!all) {
+		snprintf(err, errlen, "out of memory");
+		goto out;
 	}
-	if (override && !replaced) {
-		struct proxy_traffic *grown = realloc(tl.v, (tl.n + 1) * sizeof(*tl.v));
-
-		if (!grown) {
-			traffic_free(&tl);
-			snprintf(err, errlen, "out of memory");
-			return NULL;
-		}
-		tl.v = grown;
-		tl.v[tl.n].service = strdup(override->service);
-		tl.v[tl.n].stable = override->stable ? strdup(override->stable) : NULL;
-		tl.v[tl.n].canary = override->canary ? strdup(override->canary) : NULL;
-		tl.v[tl.n].weight = override->weight;
-		tl.n++;
-	}
-	t = proxy_table_build(cref, tl.v, tl.n, proxy_registry(d->proxy), series_for, d->metrics,
-	                      err, errlen);
+	for (size_t i = 0; i < tl.n; i++)
+		if (!override || strcmp(tl.v[i].service, override->service) != 0)
+			all[n++] = tl.v[i];
+	if (override)
+		all[n++] = *override;
+	t = proxy_table_build(cref, all, n, proxy_registry(d->proxy), series_for, d->metrics, err,
+	                      errlen);
+out:
+	free(all);
 	traffic_free(&tl);
 	return t;
 }
