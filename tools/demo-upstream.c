@@ -186,16 +186,6 @@ static void control_stats(struct conn *c)
 	free(s);
 }
 
-/* Copies a query value into a NUL-terminated buffer; -1 if too long. */
-static int query_value(struct str v, char *dst, size_t size)
-{
-	if (v.len == 0 || v.len >= size)
-		return -1;
-	memcpy(dst, v.p, v.len);
-	dst[v.len] = '\0';
-	return 0;
-}
-
 /* POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE */
 static void control_config(struct conn *c, struct str query)
 {
@@ -207,7 +197,6 @@ static void control_config(struct conn *c, struct str query)
 	while (i < query.len) {
 		size_t j = i, eq;
 		struct str name, val;
-		char tmp[32], *end;
 
 		while (j < query.len && query.p[j] != '&')
 			j++;
@@ -218,11 +207,8 @@ static void control_config(struct conn *c, struct str query)
 		i = j + 1;
 		if (name.len == 0)
 			continue;
-		if (query_value(val, tmp, sizeof(tmp)) != 0)
-			goto out_bad;
 		if (str_eq_c(name, "error_rate")) {
-			rate = strtod(tmp, &end);
-			if (*end || !(rate >= 0 && rate <= 1))
+			if (str_to_double(val, &rate) != 0 || rate < 0 || rate > 1)
 				goto out_bad;
 		} else if (str_eq_c(name, "latency_ms")) {
 			if (str_to_u64(val, &latency) != 0 || latency > 3600000)
@@ -494,8 +480,8 @@ int main(int argc, char **argv)
 	};
 	struct loop *loop;
 	struct loop_io lio;
+	unsigned long long u;
 	int c, fd;
-	char *end;
 
 	while ((c = getopt_long(argc, argv, "h", lopts, NULL)) != -1) {
 		switch (c) {
@@ -506,28 +492,32 @@ int main(int argc, char **argv)
 			opt.name = optarg;
 			break;
 		case 'e':
-			opt.error_rate = strtod(optarg, &end);
-			if (*end || opt.error_rate < 0 || opt.error_rate > 1) {
+			if (str_to_double(str_c(optarg), &opt.error_rate) != 0 ||
+			    opt.error_rate < 0 || opt.error_rate > 1) {
 				fputs("demo-upstream: --error-rate must be in [0,1]\n", stderr);
 				return 2;
 			}
 			break;
 		case 's':
-			opt.error_status = (unsigned)strtoul(optarg, &end, 10);
-			if (*end || opt.error_status < 100 || opt.error_status > 599) {
+			if (str_to_u64(str_c(optarg), &u) != 0 || u < 100 || u > 599) {
 				fputs("demo-upstream: --error-status must be 100..599\n", stderr);
 				return 2;
 			}
+			opt.error_status = (unsigned)u;
 			break;
 		case 'L':
-			opt.latency_ms = (unsigned)strtoul(optarg, &end, 10);
-			if (*end) {
-				fputs("demo-upstream: --latency-ms must be a number\n", stderr);
+			/* the bound POST /_upstream/config applies too */
+			if (str_to_u64(str_c(optarg), &u) != 0 || u > 3600000) {
+				fputs("demo-upstream: --latency-ms must be 0..3600000\n", stderr);
 				return 2;
 			}
+			opt.latency_ms = (unsigned)u;
 			break;
 		case 'S':
-			opt.seed = strtoull(optarg, &end, 10);
+			if (str_to_u64(str_c(optarg), &opt.seed) != 0) {
+				fputs("demo-upstream: --seed must be a number\n", stderr);
+				return 2;
+			}
 			break;
 		case 'h':
 			usage(stdout);

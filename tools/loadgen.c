@@ -626,11 +626,7 @@ static int parse_u64(const char *s, unsigned long long lo, unsigned long long hi
 
 static int parse_double(const char *s, double lo, double hi, double *out)
 {
-	char *end;
-
-	errno = 0;
-	*out = strtod(s, &end);
-	if (end == s || *end || errno || !isfinite(*out) || *out < lo || *out > hi)
+	if (str_to_double(str_c(s), out) != 0 || *out < lo || *out > hi)
 		return -1;
 	return 0;
 }

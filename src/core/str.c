@@ -1,5 +1,7 @@
 #include "core/str.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 
 struct str str_trim(struct str s)
@@ -31,6 +33,21 @@ int str_to_u64(struct str s, unsigned long long *out)
 		v = v * 10 + d;
 	}
 	*out = v;
+	return 0;
+}
+
+int str_to_double(struct str s, double *out)
+{
+	char buf[64], *end;
+
+	if (s.len == 0 || s.len >= sizeof(buf))
+		return -1;
+	memcpy(buf, s.p, s.len);
+	buf[s.len] = '\0';
+	errno = 0;
+	*out = strtod(buf, &end);
+	if (*end || errno || !isfinite(*out))
+		return -1;
 	return 0;
 }
 

@@ -63,6 +63,13 @@ struct str str_trim(struct str s);
 int str_to_u64(struct str s, unsigned long long *out);
 
 /*
+ * Parses a finite number spanning all of s, as strtod() reads it (at most 63
+ * bytes).  Returns 0 and stores it in *out, or -1 on empty input, trailing
+ * junk, overflow, NaN or infinity.
+ */
+int str_to_double(struct str s, double *out);
+
+/*
  * The value of query parameter name in q ("a=1&b=2", without '?'); not
  * percent-decoded.  A bare "name" gives an empty value; STR_NULL if absent.
  */

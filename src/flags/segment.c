@@ -1,7 +1,5 @@
 #include "flags/segment.h"
 
-#include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +8,7 @@
 struct segment_cond {
 	const char *attr;
 	enum config_op op;
-	const char **values;
+	struct str *values; /* borrowed bytes, lengths taken once at compile time */
 	size_t nvalues;
 	double num;   /* numeric ops */
 	int64_t t_ms; /* before / after */
@@ -59,21 +57,6 @@ static int parse_rfc3339(struct str s, int64_t *ms)
 	if (*p)
 		return -1;
 	*ms = ((int64_t)timegm(&tm) - (int64_t)off_min * 60) * 1000 + frac_ms;
-	return 0;
-}
-
-static int parse_number(struct str s, double *out)
-{
-	char buf[64], *end;
-
-	if (s.len == 0 || s.len >= sizeof(buf))
-		return -1;
-	memcpy(buf, s.p, s.len);
-	buf[s.len] = '\0';
-	errno = 0;
-	*out = strtod(buf, &end);
-	if (*end || errno || !isfinite(*out))
-		return -1;
 	return 0;
 }
 
@@ -131,12 +114,19 @@ int segment_compile(struct segment *seg, const struct config_segment *cs, char *
 	for (size_t i = 0; i < cs->nconds; i++) {
 		const struct config_condition *cc = &cs->conds[i];
 		struct segment_cond *c = &seg->conds[i];
-		struct str v0 = cc->values.n ? str_c(cc->values.v[0]) : STR_NULL;
+		struct str v0;
 
 		c->attr = cc->attr;
 		c->op = cc->op;
-		c->values = cc->values.v;
+		c->values = calloc(cc->values.n ? cc->values.n : 1, sizeof(*c->values));
+		if (!c->values) {
+			snprintf(err, errlen, "out of memory");
+			goto fail;
+		}
 		c->nvalues = cc->values.n;
+		for (size_t k = 0; k < cc->values.n; k++)
+			c->values[k] = str_c(cc->values.v[k]);
+		v0 = c->nvalues ? c->values[0] : STR_NULL;
 		switch (cc->op) {
 		case CONFIG_OP_MATCHES:
 			if (regcomp(&c->re, cc->values.v[0], REG_EXTENDED | REG_NOSUB) != 0) {
@@ -149,7 +139,7 @@ int segment_compile(struct segment *seg, const struct config_segment *cs, char *
 		case CONFIG_OP_LTE:
 		case CONFIG_OP_GT:
 		case CONFIG_OP_GTE:
-			if (parse_number(v0, &c->num)) {
+			if (str_to_double(v0, &c->num)) {
 				snprintf(err, errlen, "segment %s: not a number", cs->name);
 				goto fail;
 			}
@@ -173,9 +163,11 @@ fail:
 
 void segment_release(struct segment *seg)
 {
-	for (size_t i = 0; seg->conds && i < seg->nconds; i++)
+	for (size_t i = 0; seg->conds && i < seg->nconds; i++) {
 		if (seg->conds[i].has_re)
 			regfree(&seg->conds[i].re);
+		free(seg->conds[i].values);
+	}
 	free(seg->conds);
 	seg->conds = NULL;
 	seg->nconds = 0;
@@ -184,14 +176,14 @@ void segment_release(struct segment *seg)
 static int in_list(const struct segment_cond *c, struct str v)
 {
 	for (size_t i = 0; i < c->nvalues; i++)
-		if (str_eq_c(v, c->values[i]))
+		if (str_eq(v, c->values[i]))
 			return 1;
 	return 0;
 }
 
 static int cond_match(const struct segment_cond *c, struct str v)
 {
-	struct str v0 = c->nvalues ? str_c(c->values[0]) : STR_NULL;
+	struct str v0 = c->nvalues ? c->values[0] : STR_NULL;
 	double x;
 	int64_t t;
 
@@ -204,12 +196,12 @@ static int cond_match(const struct segment_cond *c, struct str v)
 		return !in_list(c, v);
 	case CONFIG_OP_STARTS_WITH:
 		for (size_t i = 0; i < c->nvalues; i++)
-			if (str_has_prefix(v, str_c(c->values[i])))
+			if (str_has_prefix(v, c->values[i]))
 				return 1;
 		return 0;
 	case CONFIG_OP_ENDS_WITH:
 		for (size_t i = 0; i < c->nvalues; i++) {
-			struct str s = str_c(c->values[i]);
+			struct str s = c->values[i];
 
 			if (v.len >= s.len && memcmp(v.p + v.len - s.len, s.p, s.len) == 0)
 				return 1;
@@ -217,29 +209,27 @@ static int cond_match(const struct segment_cond *c, struct str v)
 		return 0;
 	case CONFIG_OP_CONTAINS:
 		for (size_t i = 0; i < c->nvalues; i++) {
-			struct str s = str_c(c->values[i]);
+			struct str s = c->values[i];
 
 			if (s.len == 0 || memmem(v.p, v.len, s.p, s.len))
 				return 1;
 		}
 		return 0;
 	case CONFIG_OP_MATCHES: {
-		char buf[1024];
+		/* REG_STARTEND (glibc, the BSDs): the value is matched in place,
+		 * whatever its length, without a NUL or a copy */
+		regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)v.len};
 
-		if (v.len >= sizeof(buf))
-			return 0;
-		memcpy(buf, v.p, v.len);
-		buf[v.len] = '\0';
-		return regexec(&c->re, buf, 0, NULL, 0) == 0;
+		return regexec(&c->re, v.p ? v.p : "", 1, &m, REG_STARTEND) == 0;
 	}
 	case CONFIG_OP_LT:
-		return parse_number(v, &x) == 0 && x < c->num;
+		return str_to_double(v, &x) == 0 && x < c->num;
 	case CONFIG_OP_LTE:
-		return parse_number(v, &x) == 0 && x <= c->num;
+		return str_to_double(v, &x) == 0 && x <= c->num;
 	case CONFIG_OP_GT:
-		return parse_number(v, &x) == 0 && x > c->num;
+		return str_to_double(v, &x) == 0 && x > c->num;
 	case CONFIG_OP_GTE:
-		return parse_number(v, &x) == 0 && x >= c->num;
+		return str_to_double(v, &x) == 0 && x >= c->num;
 	case CONFIG_OP_SEMVER_LT:
 		return segment_semver_cmp(v, v0) < 0;
 	case CONFIG_OP_SEMVER_EQ:

@@ -29,7 +29,9 @@ typedef int (*segment_attr_fn)(void *ctx, const char *attr, struct str *val);
 
 /*
  * Compiles cs into seg.  Returns 0, or -1 with a message in err (a regex that
- * no longer compiles; the config validator normally caught it).
+ * no longer compiles; the config validator normally caught it).  seg borrows
+ * cs's strings (name, attributes, values): cs must outlive seg, up to
+ * segment_release().  A "matches" regex sees the whole value, of any length.
  */
 int segment_compile(struct segment *seg, const struct config_segment *cs, char *err, size_t errlen);
 void segment_release(struct segment *seg);

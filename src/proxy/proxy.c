@@ -309,8 +309,11 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 	if (m->no_body || ex->head) {
 		ex->rf = RF_NONE;
 		cl = http_msg_header(m, "content-length");
-		if (cl && ex->head)
-			buf_printf(o, "Content-Length: %.*s\r\n", (int)cl->len, cl->p);
+		if (cl && ex->head) {
+			buf_append_lit(o, "Content-Length: ");
+			buf_append(o, cl->p, cl->len);
+			buf_append_lit(o, "\r\n");
+		}
 	} else if (m->has_content_length) {
 		ex->rf = RF_LENGTH;
 		buf_append_lit(o, "Content-Length: ");
@@ -318,7 +321,7 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 		buf_append_lit(o, "\r\n");
 	} else if (!c->version10) {
 		ex->rf = RF_CHUNKED;
-		buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+		buf_append_lit(o, "Transfer-Encoding: chunked\r\n");
 	} else {
 		ex->rf = RF_EOF;
 		c->close_after = 1;
@@ -336,9 +339,9 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 	if (!ex->req_done)
 		c->close_after = 1;
 	if (c->close_after || c->w->stopping)
-		buf_append_str(o, "Connection: close\r\n");
+		buf_append_lit(o, "Connection: close\r\n");
 	else if (c->version10)
-		buf_append_str(o, "Connection: keep-alive\r\n");
+		buf_append_lit(o, "Connection: keep-alive\r\n");
 	buf_append_lit(o, "\r\n");
 	return 0;
 }
@@ -930,7 +933,7 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	ex->req_chunked = m->chunked;
 	ex->req_has_body = m->chunked || (m->has_content_length && m->content_length > 0);
 	if (http_msg_header_has_token(m, "expect", "100-continue"))
-		buf_append_str(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+		buf_append_lit(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
 	if (!w->table || c->wl->tindex < 0) {
 		ex->local = 1;
 		ex->local_status = 503;
@@ -977,7 +980,7 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	if (m->version == 10 && !m->host.len)
 		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, ex->ep)->name);
 	if (m->chunked)
-		buf_append_str(o, "Transfer-Encoding: chunked\r\n");
+		buf_append_lit(o, "Transfer-Encoding: chunked\r\n");
 	buf_append_lit(o, "X-Forwarded-For: ");
 	if (xff) {
 		buf_append(o, xff->p, xff->len);

@@ -218,6 +218,28 @@ static void test_str_helpers(void **state)
 	assert_true(str_eq_c(str_trim(STR_LIT(" \tabc \t")), "abc"));
 }
 
+static void test_str_to_double(void **state)
+{
+	char big[80];
+	double d;
+
+	assert_int_equal(str_to_double(STR_LIT("0.25"), &d), 0);
+	assert_true(d == 0.25);
+	assert_int_equal(str_to_double(STR_LIT("-1e3"), &d), 0);
+	assert_true(d == -1000.0);
+	/* only the given bytes count, not what follows them */
+	assert_int_equal(str_to_double(str_make("12x", 2), &d), 0);
+	assert_true(d == 12.0);
+	assert_int_equal(str_to_double(STR_LIT("12x"), &d), -1);
+	assert_int_equal(str_to_double(STR_LIT(""), &d), -1);
+	assert_int_equal(str_to_double(STR_LIT("nan"), &d), -1);
+	assert_int_equal(str_to_double(STR_LIT("inf"), &d), -1);
+	assert_int_equal(str_to_double(STR_LIT("1e999"), &d), -1);
+	memset(big, '1', sizeof(big));
+	assert_int_equal(str_to_double(str_make(big, 63), &d), 0);
+	assert_int_equal(str_to_double(str_make(big, 64), &d), -1);
+}
+
 struct tobj {
 	struct snap_obj o;
 	int *destroyed;
@@ -268,6 +290,7 @@ int main(void)
 	    cmocka_unit_test(test_stop_before_run_is_not_lost),
 	    cmocka_unit_test(test_buf_cap_and_consume),
 	    cmocka_unit_test(test_str_helpers),
+	    cmocka_unit_test(test_str_to_double),
 	    cmocka_unit_test(test_snapshot_swap_keeps_readers_reference),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

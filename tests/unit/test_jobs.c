@@ -619,17 +619,32 @@ static void post_one(const char *url, const char *body, uint64_t timeout_ms, str
 	jobs_free(j);
 }
 
+/*
+ * Starts a one-request server (see srv_start), posts body to it and waits for
+ * both ends.  Returns how long the post took, in ms; s->body is the caller's.
+ */
+static uint64_t srv_post(struct srv *s, int status, size_t answer_len, int listen_,
+                         const char *body, uint64_t timeout_ms, struct job_result *res)
+{
+	char url[64];
+	uint64_t start;
+
+	srv_start(s, status, answer_len, listen_);
+	srv_url(s, url, sizeof(url));
+	start = clock_mono_ms();
+	post_one(url, body, timeout_ms, res);
+	start = clock_mono_ms() - start;
+	srv_stop(s, listen_);
+	return start;
+}
+
 static void test_post_ok_sends_json(void **state)
 {
 	const char *body = "{\"event\":\"rollback\",\"service\":\"api\"}";
 	struct job_result res;
 	struct srv s;
-	char url[64];
 
-	srv_start(&s, 200, 0, 1);
-	srv_url(&s, url, sizeof(url));
-	post_one(url, body, 5000, &res);
-	srv_stop(&s, 1);
+	srv_post(&s, 200, 0, 1, body, 5000, &res);
 	assert_int_equal(res.status, JOB_OK);
 	assert_int_equal(res.http_status, 200);
 	assert_string_equal(res.output, "ok");
@@ -645,12 +660,8 @@ static void test_post_non_2xx_is_failed(void **state)
 {
 	struct job_result res;
 	struct srv s;
-	char url[64];
 
-	srv_start(&s, 500, 0, 1);
-	srv_url(&s, url, sizeof(url));
-	post_one(url, "{}", 5000, &res);
-	srv_stop(&s, 1);
+	srv_post(&s, 500, 0, 1, "{}", 5000, &res);
 	assert_int_equal(res.status, JOB_FAILED);
 	assert_int_equal(res.http_status, 500);
 	assert_string_equal(res.error, "answered 500");
@@ -662,21 +673,15 @@ static void test_post_large_body_capped_answer(void **state)
 {
 	struct job_result res;
 	struct srv s;
-	char url[64], *body = malloc(3001);
-	uint64_t start;
+	char *body = malloc(3001);
 
 	assert_non_null(body);
 	memset(body, 'a', 3000);
 	body[0] = '"';
 	body[2999] = '"';
 	body[3000] = '\0';
-	srv_start(&s, 200, 5000, 1); /* a 5000-byte answer */
-	srv_url(&s, url, sizeof(url));
-	start = clock_mono_ms();
-	post_one(url, body, 5000, &res);
-	/* no "Expect: 100-continue" wait */
-	assert_true(clock_mono_ms() - start < 900);
-	srv_stop(&s, 1);
+	/* a 5000-byte answer, and no "Expect: 100-continue" wait */
+	assert_true(srv_post(&s, 200, 5000, 1, body, 5000, &res) < 900);
 	assert_int_equal(res.status, JOB_OK);
 	assert_int_equal(strlen(res.output), JOB_OUTPUT_MAX - 1);
 	assert_int_equal(s.body_len, 3000);
@@ -690,12 +695,8 @@ static void test_post_connection_refused(void **state)
 {
 	struct job_result res;
 	struct srv s;
-	char url[64];
 
-	srv_start(&s, 200, 0, 0);
-	srv_url(&s, url, sizeof(url));
-	post_one(url, "{}", 5000, &res);
-	srv_stop(&s, 0);
+	srv_post(&s, 200, 0, 0, "{}", 5000, &res);
 	assert_int_equal(res.status, JOB_ERROR);
 	assert_int_equal(res.http_status, 0);
 	assert_string_equal(res.error, "could not post: Couldn't connect to server");
@@ -705,15 +706,8 @@ static void test_post_silent_server_times_out(void **state)
 {
 	struct job_result res;
 	struct srv s;
-	char url[64];
-	uint64_t start;
 
-	srv_start(&s, 0, 0, 1);
-	srv_url(&s, url, sizeof(url));
-	start = clock_mono_ms();
-	post_one(url, "{}", 200, &res);
-	assert_true(clock_mono_ms() - start < 2000);
-	srv_stop(&s, 1);
+	assert_true(srv_post(&s, 0, 0, 1, "{}", 200, &res) < 2000);
 	assert_int_equal(atomic_load(&s.got_request), 1);
 	assert_int_equal(res.status, JOB_TIMEOUT);
 	assert_string_equal(res.error, "did not finish within 200 ms; abandoned");
