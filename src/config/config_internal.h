@@ -14,13 +14,16 @@
 #include <stdint.h>
 
 #include "config/config.h"
+#include "core/arena.h"
 
 /* --- arena --------------------------------------------------------------- */
 
-struct cfg_arena_chunk;
-
+/*
+ * core/arena.h plus the jansson values the model points into.  A zeroed
+ * struct is ready to use (the loaders declare them with {0} or calloc).
+ */
 struct cfg_arena {
-	struct cfg_arena_chunk *head;
+	struct arena mem;
 	json_t **json; /* values to json_decref on release */
 	size_t njson, capjson;
 };

@@ -20,50 +20,22 @@
 
 #define ARENA_CHUNK (16 * 1024)
 
-struct cfg_arena_chunk {
-	struct cfg_arena_chunk *next;
-	size_t used, size;
-	_Alignas(16) unsigned char data[];
-};
+/* The bump allocator, set up on first use so that a zeroed cfg_arena is valid. */
+static struct arena *mem(struct cfg_arena *a)
+{
+	if (!a->mem.block_size)
+		arena_init(&a->mem, ARENA_CHUNK);
+	return &a->mem;
+}
 
 void *cfg_arena_alloc(struct cfg_arena *a, size_t n)
 {
-	struct cfg_arena_chunk *ch = a->head;
-	void *p;
-
-	n = (n + 15) & ~(size_t)15;
-	if (!ch || ch->size - ch->used < n) {
-		size_t size = n > ARENA_CHUNK ? n : ARENA_CHUNK;
-
-		ch = malloc(sizeof(*ch) + size);
-		if (!ch)
-			return NULL;
-		ch->size = size;
-		ch->used = 0;
-		/* A big block goes behind the current chunk so its free space stays usable. */
-		if (a->head && n > ARENA_CHUNK) {
-			ch->next = a->head->next;
-			a->head->next = ch;
-		} else {
-			ch->next = a->head;
-			a->head = ch;
-		}
-	}
-	p = ch->data + ch->used;
-	ch->used += n;
-	memset(p, 0, n);
-	return p;
+	return arena_alloc(mem(a), n);
 }
 
 char *cfg_arena_strndup(struct cfg_arena *a, const char *s, size_t n)
 {
-	char *p = cfg_arena_alloc(a, n + 1);
-
-	if (p) {
-		memcpy(p, s, n);
-		p[n] = '\0';
-	}
-	return p;
+	return arena_strndup(mem(a), s, n);
 }
 
 char *cfg_arena_strdup(struct cfg_arena *a, const char *s)
@@ -92,14 +64,7 @@ json_t *cfg_arena_keep_json(struct cfg_arena *a, json_t *v)
 
 void cfg_arena_release(struct cfg_arena *a)
 {
-	struct cfg_arena_chunk *ch = a->head;
-
-	while (ch) {
-		struct cfg_arena_chunk *next = ch->next;
-
-		free(ch);
-		ch = next;
-	}
+	arena_release(&a->mem);
 	for (size_t i = 0; i < a->njson; i++)
 		json_decref(a->json[i]);
 	free(a->json);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "core/loop.h"
 #include "store/store.h"
 #include "store/store_backend.h"
 #include "store/store_sqlite.h"
@@ -122,26 +123,16 @@ const char *store_strerror(int err)
 	return "unknown error";
 }
 
-static int64_t wall_clock_ms(void *arg)
-{
-	struct timespec ts;
-
-	(void)arg;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void store_set_clock(struct store *st, int64_t (*now_ms)(void *arg), void *arg)
 {
-	st->now_ms = now_ms ? now_ms : wall_clock_ms;
+	st->now_ms = now_ms;
 	st->now_arg = now_ms ? arg : NULL;
 }
 
+/* The injected clock, else the wall clock (st->now_ms NULL). */
 static int64_t store_now(struct store *st)
 {
-	if (!st->now_ms)
-		return wall_clock_ms(NULL);
-	return st->now_ms(st->now_arg);
+	return st->now_ms ? st->now_ms(st->now_arg) : (int64_t)clock_wall_ms();
 }
 
 /* Common entry checks; every public call starts with a clean message. */
@@ -199,21 +190,29 @@ int store_begin(struct store *st)
 	return rc;
 }
 
-int store_commit(struct store *st)
+/* Entry checks of commit and rollback (verb names the call in the message). */
+static int txn_end_check(struct store *st, const char *verb)
 {
-	int rc, lost;
-
 	st->errmsg[0] = '\0';
 	if (st->iterating) {
-		store_set_error(st, "store: commit from inside a store_doc_list callback");
+		store_set_error(st, "store: %s from inside a store_doc_list callback", verb);
 		return -EBUSY;
 	}
 	if (!st->in_txn) {
-		store_set_error(st, "store: store_commit without store_begin");
+		store_set_error(st, "store: store_%s without store_begin", verb);
 		return STORE_ERR_TXN;
 	}
-	lost = st->txn_lost;
-	if (lost) {
+	return 0;
+}
+
+int store_commit(struct store *st)
+{
+	int rc;
+
+	rc = txn_end_check(st, "commit");
+	if (rc)
+		return rc;
+	if (st->txn_lost) {
 		store_set_error(st, "store: the transaction was aborted by the database; "
 		                    "nothing was committed");
 		rc = STORE_ERR_TXN;
@@ -227,17 +226,11 @@ int store_commit(struct store *st)
 
 int store_rollback(struct store *st)
 {
-	int rc = 0;
+	int rc;
 
-	st->errmsg[0] = '\0';
-	if (st->iterating) {
-		store_set_error(st, "store: rollback from inside a store_doc_list callback");
-		return -EBUSY;
-	}
-	if (!st->in_txn) {
-		store_set_error(st, "store: store_rollback without store_begin");
-		return STORE_ERR_TXN;
-	}
+	rc = txn_end_check(st, "rollback");
+	if (rc)
+		return rc;
 	if (!st->txn_lost)
 		rc = st->ops->rollback(st);
 	st->in_txn = 0;
@@ -405,6 +398,17 @@ out_decref:
 	return rc;
 }
 
+/* The (kind, name) key every document call takes. */
+static int check_doc_key(struct store *st, const char *kind, const char *name)
+{
+	int rc;
+
+	rc = check_name(st, "document kind", kind, 0);
+	if (rc)
+		return rc;
+	return check_name(st, "document name", name, 0);
+}
+
 static int check_expect(struct store *st, int64_t expect_rev)
 {
 	if (expect_rev < STORE_REV_ANY) {
@@ -425,10 +429,7 @@ int store_doc_put(struct store *st, const char *kind, const char *name, const ch
 	rc = enter(st, 1);
 	if (rc)
 		return rc;
-	rc = check_name(st, "document kind", kind, 0);
-	if (rc)
-		return rc;
-	rc = check_name(st, "document name", name, 0);
+	rc = check_doc_key(st, kind, name);
 	if (rc)
 		return rc;
 	rc = check_expect(st, expect_rev);
@@ -459,10 +460,7 @@ int store_doc_get(struct store *st, const char *kind, const char *name, char **j
 	rc = enter(st, 0);
 	if (rc)
 		return rc;
-	rc = check_name(st, "document kind", kind, 0);
-	if (rc)
-		return rc;
-	rc = check_name(st, "document name", name, 0);
+	rc = check_doc_key(st, kind, name);
 	if (rc)
 		return rc;
 	return st->ops->doc_get(st, kind, name, json_out, rev_out);
@@ -476,10 +474,7 @@ int store_doc_delete(struct store *st, const char *kind, const char *name, int64
 	rc = enter(st, 1);
 	if (rc)
 		return rc;
-	rc = check_name(st, "document kind", kind, 0);
-	if (rc)
-		return rc;
-	rc = check_name(st, "document name", name, 0);
+	rc = check_doc_key(st, kind, name);
 	if (rc)
 		return rc;
 	rc = check_expect(st, expect_rev);

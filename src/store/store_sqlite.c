@@ -7,10 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
 #include <sqlite3.h>
 
+#include "core/loop.h"
+#include "core/str.h"
 #include "store/store_backend.h"
 #include "store/store_sqlite.h"
 
@@ -124,14 +124,6 @@ static const struct store_ops sqlite_ops;
 static struct sqlite_store *to_sqlite(struct store *st)
 {
 	return (struct sqlite_store *)st;
-}
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Maps an SQLite result code to our errors; the message is set by the caller. */
@@ -259,6 +251,18 @@ static int query_int(struct sqlite_store *s, sqlite3_stmt *q, const char *what, 
 	return rc;
 }
 
+/* Steps a bound statement that returns no rows, then resets it for the next use. */
+static int step_done(struct sqlite_store *s, sqlite3_stmt *q, const char *what)
+{
+	int rc;
+
+	rc = sqlite3_step(q);
+	rc = rc == SQLITE_DONE ? 0 : db_fail(s, rc, what);
+	sqlite3_reset(q);
+	sqlite3_clear_bindings(q);
+	return rc;
+}
+
 static int sqlite_begin(struct store *st)
 {
 	return stmt_exec(to_sqlite(st), ST_BEGIN);
@@ -320,16 +324,9 @@ static int sqlite_event_append(struct store *st, int64_t ts_ms, const char *acto
 	bind_text(q, 3, kind);
 	bind_text(q, 4, subject);
 	bind_text(q, 5, details);
-	rc = sqlite3_step(q);
-	if (rc == SQLITE_DONE) {
-		rc = 0;
-		if (id_out)
-			*id_out = sqlite3_last_insert_rowid(s->db);
-	} else {
-		rc = db_fail(s, rc, "append event");
-	}
-	sqlite3_reset(q);
-	sqlite3_clear_bindings(q);
+	rc = step_done(s, q, "append event");
+	if (rc == 0 && id_out)
+		*id_out = sqlite3_last_insert_rowid(s->db);
 out_end:
 	return op_end(s, rc);
 }
@@ -431,25 +428,41 @@ static int conflict(struct sqlite_store *s, const char *kind, const char *name, 
 	return STORE_ERR_CONFLICT;
 }
 
+/*
+ * The checks every document write makes inside its op: (kind, name) must
+ * exist when must_exist, be at expect_rev unless STORE_REV_ANY; then the
+ * global revision is bumped and the new value returned in *rev.
+ */
+static int doc_next_rev(struct sqlite_store *s, const char *kind, const char *name,
+                        int64_t expect_rev, int must_exist, int64_t *rev)
+{
+	int64_t cur;
+	int rc;
+
+	rc = doc_rev(s, kind, name, &cur);
+	if (rc)
+		return rc;
+	if (must_exist && cur == 0) {
+		store_set_error(&s->base, "store: document %s/%s not found", kind, name);
+		return STORE_ERR_NOTFOUND;
+	}
+	if (expect_rev != STORE_REV_ANY && expect_rev != cur)
+		return conflict(s, kind, name, expect_rev, cur);
+	return rev_bump(s, rev);
+}
+
 static int sqlite_doc_put(struct store *st, int64_t ts_ms, const char *kind, const char *name,
                           const char *json, size_t json_len, int64_t expect_rev, int64_t *new_rev)
 {
 	struct sqlite_store *s = to_sqlite(st);
-	int64_t cur, rev;
+	int64_t rev;
 	sqlite3_stmt *q;
 	int rc;
 
 	rc = op_begin(s);
 	if (rc)
 		return rc;
-	rc = doc_rev(s, kind, name, &cur);
-	if (rc)
-		goto out_end;
-	if (expect_rev != STORE_REV_ANY && expect_rev != cur) {
-		rc = conflict(s, kind, name, expect_rev, cur);
-		goto out_end;
-	}
-	rc = rev_bump(s, &rev);
+	rc = doc_next_rev(s, kind, name, expect_rev, 0, &rev);
 	if (rc)
 		goto out_end;
 	q = stmt_get(s, ST_DOC_UPSERT);
@@ -462,10 +475,7 @@ static int sqlite_doc_put(struct store *st, int64_t ts_ms, const char *kind, con
 	sqlite3_bind_text64(q, 3, json, json_len, SQLITE_STATIC, SQLITE_UTF8);
 	sqlite3_bind_int64(q, 4, rev);
 	sqlite3_bind_int64(q, 5, ts_ms);
-	rc = sqlite3_step(q);
-	rc = rc == SQLITE_DONE ? 0 : db_fail(s, rc, "write document");
-	sqlite3_reset(q);
-	sqlite3_clear_bindings(q);
+	rc = step_done(s, q, "write document");
 	if (rc == 0 && new_rev)
 		*new_rev = rev;
 out_end:
@@ -477,9 +487,9 @@ static int sqlite_doc_get(struct store *st, const char *kind, const char *name, 
 {
 	struct sqlite_store *s = to_sqlite(st);
 	sqlite3_stmt *q;
-	const void *body;
+	const char *body;
 	char *copy;
-	int rc, n;
+	int rc;
 
 	q = stmt_get(s, ST_DOC_GET);
 	if (!q)
@@ -498,16 +508,13 @@ static int sqlite_doc_get(struct store *st, const char *kind, const char *name, 
 	}
 	rc = 0;
 	if (json_out) {
-		body = sqlite3_column_text(q, 0);
-		n = sqlite3_column_bytes(q, 0);
-		copy = malloc((size_t)n + 1);
+		/* text before bytes: the length is of the UTF-8 form just fetched */
+		body = (const char *)sqlite3_column_text(q, 0);
+		copy = str_dup(str_make(body, (size_t)sqlite3_column_bytes(q, 0)));
 		if (!copy) {
 			rc = -ENOMEM;
 			goto out_reset;
 		}
-		if (n > 0)
-			memcpy(copy, body, (size_t)n);
-		copy[n] = '\0';
 		*json_out = copy;
 	}
 	if (rev_out)
@@ -522,26 +529,14 @@ static int sqlite_doc_delete(struct store *st, const char *kind, const char *nam
                              int64_t expect_rev, int64_t *new_rev)
 {
 	struct sqlite_store *s = to_sqlite(st);
-	int64_t cur, rev;
+	int64_t rev;
 	sqlite3_stmt *q;
 	int rc;
 
 	rc = op_begin(s);
 	if (rc)
 		return rc;
-	rc = doc_rev(s, kind, name, &cur);
-	if (rc)
-		goto out_end;
-	if (cur == 0) {
-		store_set_error(st, "store: document %s/%s not found", kind, name);
-		rc = STORE_ERR_NOTFOUND;
-		goto out_end;
-	}
-	if (expect_rev != STORE_REV_ANY && expect_rev != cur) {
-		rc = conflict(s, kind, name, expect_rev, cur);
-		goto out_end;
-	}
-	rc = rev_bump(s, &rev);
+	rc = doc_next_rev(s, kind, name, expect_rev, 1, &rev);
 	if (rc)
 		goto out_end;
 	q = stmt_get(s, ST_DOC_DELETE);
@@ -551,10 +546,7 @@ static int sqlite_doc_delete(struct store *st, const char *kind, const char *nam
 	}
 	bind_text(q, 1, kind);
 	bind_text(q, 2, name);
-	rc = sqlite3_step(q);
-	rc = rc == SQLITE_DONE ? 0 : db_fail(s, rc, "delete document");
-	sqlite3_reset(q);
-	sqlite3_clear_bindings(q);
+	rc = step_done(s, q, "delete document");
 	if (rc == 0 && new_rev)
 		*new_rev = rev;
 out_end:
@@ -688,7 +680,7 @@ static int record_migration(sqlite3 *db, const struct migration *m, char *err, s
 		goto out_fail;
 	sqlite3_bind_int(q, 1, m->version);
 	sqlite3_bind_text(q, 2, m->name, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(q, 3, now_ms());
+	sqlite3_bind_int64(q, 3, (int64_t)clock_wall_ms());
 	rc = sqlite3_step(q);
 	if (rc != SQLITE_DONE)
 		goto out_fail;

@@ -3,8 +3,10 @@
  * File databases live in a fresh mkdtemp() directory per test, removed after.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -716,10 +718,29 @@ static void test_transaction_misuse(void **state)
 	assert_int_equal(store_commit(f->st), STORE_ERR_TXN);
 }
 
+/* A write on its own handle and thread, as a second process would make it. */
+struct writer {
+	struct store *st;
+	int rc;
+	int64_t rev;
+	atomic_int done;
+};
+
+static void *writer_main(void *arg)
+{
+	struct writer *w = arg;
+
+	w->rc = store_doc_put(w->st, "flag", "c", "{}", STORE_REV_ANY, &w->rev);
+	atomic_store(&w->done, 1);
+	return NULL;
+}
+
 static void test_second_writer_waits_for_the_lock(void **state)
 {
 	struct fixture *f = *state;
+	struct writer w = {0};
 	struct store *other;
+	pthread_t tid;
 	int64_t rev = 0;
 
 	/* Two handles on one file (two processes): writes serialise, revisions stay unique. */
@@ -732,6 +753,21 @@ static void test_second_writer_waits_for_the_lock(void **state)
 	assert_int_equal(store_doc_put(f->st, "flag", "b", "{}", 2, &rev), 0);
 	assert_int_equal(rev, 3);
 	assert_int_equal(revision(other), 3);
+
+	/* While one handle holds the write lock, the other's write blocks (busy
+	 * timeout), then goes through after the commit with the next revision. */
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_doc_put(f->st, "flag", "held", "{}", STORE_REV_ANY, &rev), 0);
+	assert_int_equal(rev, 4);
+	w.st = other;
+	assert_int_equal(pthread_create(&tid, NULL, writer_main, &w), 0);
+	usleep(200 * 1000);
+	assert_int_equal(atomic_load(&w.done), 0);
+	assert_int_equal(store_commit(f->st), 0);
+	assert_int_equal(pthread_join(tid, NULL), 0);
+	assert_int_equal(w.rc, 0);
+	assert_int_equal(w.rev, 5);
+	assert_int_equal(revision(f->st), 5);
 	store_close(other);
 }
 
