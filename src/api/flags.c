@@ -108,33 +108,19 @@ struct api_flags {
 /* ------------------------------------------------------------------------ */
 /* Definitions                                                                */
 
-/*
- * Compact JSON text of o with reals written in 15 significant digits when
- * that reads back as the same document (12.345, not 12.345000000000001),
- * else in 17.  malloc'd; NULL on ENOMEM.
- */
-static char *dumps(const json_t *o)
+static void reply_nomem(struct api_call *call)
 {
-	const size_t base = JSON_COMPACT | JSON_ENCODE_ANY;
-	char *s = json_dumps(o, base | JSON_REAL_PRECISION(15));
-	json_t *back = s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
-
-	if (s && (!back || !json_equal(back, (json_t *)o))) {
-		free(s);
-		s = json_dumps(o, base);
-	}
-	json_decref(back);
-	return s;
+	api_reply_error(call, 500, "internal", NULL, "out of memory");
 }
 
-/* api_reply_json with dumps() (obj stolen). */
+/* api_reply_json with flag_json_text()'s reals (obj stolen). */
 static void reply_json(struct api_call *call, int status, json_t *obj)
 {
-	char *s = obj ? dumps(obj) : NULL;
+	char *s = obj ? flag_json_text(obj) : NULL;
 
 	json_decref(obj);
 	if (!s) {
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		return;
 	}
 	call->resp->status = status;
@@ -491,7 +477,7 @@ static const char *ruleset_text(struct api_flags_snap *s)
 		json_t *o = json_pack("{s:I, s:O, s:O}", "revision", (json_int_t)s->revision,
 		                      "flags", s->defs, "segments", s->segments);
 
-		s->ruleset_text = o ? dumps(o) : NULL;
+		s->ruleset_text = o ? flag_json_text(o) : NULL;
 		json_decref(o);
 	}
 	return s->ruleset_text;
@@ -572,7 +558,7 @@ static void stream_change(struct api_flags *fl, uint64_t rev, const char *key, j
 {
 	json_t *o = json_pack("{s:I, s:s, s:O}", "revision", (json_int_t)rev, "key", key, "flag",
 	                      def ? def : json_null());
-	char *text = o ? dumps(o) : NULL;
+	char *text = o ? flag_json_text(o) : NULL;
 	struct ring_entry *e;
 
 	json_decref(o);
@@ -613,7 +599,7 @@ static void h_stream(struct api_call *call)
 	unsigned long long last;
 
 	if (!s) {
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		return;
 	}
 	s->hooks.start = sub_start;
@@ -686,7 +672,7 @@ static void reply_errors(struct api_call *call, const struct config_errors *errs
 	const struct config_error *e = config_errors_get(errs, 0);
 
 	if (!e) {
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		return;
 	}
 	api_reply_error(call, 422, "invalid", e->path[0] ? e->path : NULL, "%s%s%s", e->path,
@@ -730,7 +716,7 @@ static void reply_flag(struct api_call *call, int status, const char *key)
 	json_t *o = def ? flag_view(def, source) : NULL;
 
 	if (!o) {
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		return;
 	}
 	json_object_set_new(o, "revision", json_integer((json_int_t)call->api->flags->revision));
@@ -756,9 +742,9 @@ static int persist(struct api_flags *fl, const char *actor, const char *kind, co
 		return -ENOMEM;
 	json_object_set(details, "before", before ? before : json_null());
 	json_object_set(details, "after", after ? after : json_null());
-	dt = dumps(details);
+	dt = flag_json_text(details);
 	if (ne)
-		doc = dumps(ne->def);
+		doc = flag_json_text(ne->def);
 	if (!dt || (ne && !doc)) {
 		rc = -ENOMEM;
 		goto out;
@@ -830,7 +816,7 @@ static void apply_change(struct api_call *call, const char *key, const json_t *b
 	/* the candidate overlay: over with key replaced, added (sorted) or removed */
 	cand.v = calloc(fl->over.n + 2, sizeof(*cand.v));
 	if (!cand.v) {
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		goto out;
 	}
 	for (size_t i = 0, inserted = 0; i <= fl->over.n; i++) {
@@ -846,11 +832,13 @@ static void apply_change(struct api_call *call, const char *key, const json_t *b
 		api_reply_error(call, 422, "invalid", NULL, "%s", err);
 		goto out;
 	}
-	after = NULL;
-	if (ne)
+	if (ne) {
 		after = ne->def;
-	else if (flist_find(&fl->conf.flags, key) >= 0)
-		after = fl->conf.flags.v[flist_find(&fl->conf.flags, key)]->def;
+	} else {
+		long c = flist_find(&fl->conf.flags, key); /* dropping the API's version */
+
+		after = c >= 0 ? fl->conf.flags.v[c]->def : NULL;
+	}
 	rc = persist(fl, call->actor, kind, key, ne, before, after, extra, &rev);
 	if (rc) {
 		api_reply_error(call, 500, "store_error", NULL, "cannot persist the change: %s",
@@ -902,12 +890,32 @@ static void h_list(struct api_call *call)
 	           json_pack("{s:I, s:o}", "revision", (json_int_t)fl->revision, "flags", arr));
 }
 
+static void reply_no_flag(struct api_call *call, struct str key)
+{
+	api_reply_error(call, 404, "not_found", NULL, "no flag named \"%.*s\"",
+	                (int)(key.len > 100 ? 100 : key.len), key.p);
+}
+
+/* A flag key that can be written: a config name, not the "stream" route. */
+static int writable_key(const char *key)
+{
+	return config_valid_name(key) && strcmp(key, "stream") != 0;
+}
+
+/* A "percentage" member into *t (thousandths); 0, or -1 after replying 422. */
+static int percentage_of(struct api_call *call, const json_t *v, uint32_t *t)
+{
+	if (json_is_number(v) && config_percent_from_double(json_number_value(v), t) == 0)
+		return 0;
+	api_reply_error(call, 422, "invalid", "percentage",
+	                "percentage must be a number between 0 and 100 with at most 3 decimals");
+	return -1;
+}
+
 static int key_param(struct api_call *call, char *key, size_t len)
 {
 	if (param(call, 0, key, len) != 0 || !current_def(call->api->flags, key, NULL)) {
-		api_reply_error(call, 404, "not_found", NULL, "no flag named \"%.*s\"",
-		                (int)(call->params[0].len > 100 ? 100 : call->params[0].len),
-		                call->params[0].p);
+		reply_no_flag(call, call->params[0]);
 		return -1;
 	}
 	return 0;
@@ -944,7 +952,7 @@ static json_t *full_body(struct api_call *call, const json_t *in, const char *ke
 	}
 	b = json_copy((json_t *)in);
 	if (!b) {
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		return NULL;
 	}
 	*percentage = json_incref(json_object_get(b, "percentage"));
@@ -967,12 +975,8 @@ static int check_percentage(struct api_call *call, struct api_flags *fl, const c
 
 	if (!pct)
 		return 0;
-	if (!json_is_number(pct) || config_percent_from_double(json_number_value(pct), &want)) {
-		api_reply_error(call, 422, "invalid", "percentage",
-		                "percentage must be a number between 0 and 100 with at most 3 "
-		                "decimals");
+	if (percentage_of(call, pct, &want) != 0)
 		return -1;
-	}
 	config_errors_init(&errs);
 	e = fentry_parse("request", key, body, &fl->conf, &errs);
 	if (e && def_percentage(e->def) != want) {
@@ -994,7 +998,7 @@ static void put_full(struct api_call *call, const char *key, const json_t *in)
 	json_t *pct = NULL, *body;
 	int exists = current_def(fl, key, NULL) != NULL;
 
-	if (!config_valid_name(key) || strcmp(key, "stream") == 0) {
+	if (!writable_key(key)) {
 		api_reply_error(call, 422, "invalid", "key",
 		                "invalid flag key \"%.70s\": use 1 to 64 of A-Z a-z 0-9 _ . - "
 		                "(not \"stream\")",
@@ -1052,21 +1056,15 @@ static void post_seed(struct api_call *call, const json_t *in)
 	const char *key, *on;
 	uint32_t pct = 0;
 
-	if (!json_is_string(jf) || !config_valid_name(json_string_value(jf)) ||
-	    strcmp(json_string_value(jf), "stream") == 0) {
+	if (!json_is_string(jf) || !writable_key(json_string_value(jf))) {
 		api_reply_error(call, 422, "invalid", "feature",
 		                "feature must be a flag key: 1 to 64 of A-Z a-z 0-9 _ . - (not "
 		                "\"stream\")");
 		return;
 	}
 	key = json_string_value(jf);
-	if (jp &&
-	    (!json_is_number(jp) || config_percent_from_double(json_number_value(jp), &pct) != 0)) {
-		api_reply_error(call, 422, "invalid", "percentage",
-		                "percentage must be a number between 0 and 100 with at most 3 "
-		                "decimals");
+	if (jp && percentage_of(call, jp, &pct) != 0)
 		return;
-	}
 	if (je && !json_is_boolean(je)) {
 		api_reply_error(call, 422, "invalid", "enabled", "enabled must be true or false");
 		return;
@@ -1079,7 +1077,7 @@ static void post_seed(struct api_call *call, const json_t *in)
 	cur = current_def(fl, key, NULL);
 	body = cur ? def_body(cur) : json_pack("{s:s}", "sticky", SEED_STICKY);
 	if (!body) {
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		return;
 	}
 	if (je)
@@ -1233,8 +1231,7 @@ static void h_exclude(struct api_call *call)
 	}
 	cur = current_def(fl, json_string_value(jf), NULL);
 	if (!cur) {
-		api_reply_error(call, 404, "not_found", NULL, "no flag named \"%.100s\"",
-		                json_string_value(jf));
+		reply_no_flag(call, str_c(json_string_value(jf)));
 		goto out;
 	}
 	body = def_body(cur);
@@ -1243,7 +1240,7 @@ static void h_exclude(struct api_call *call)
 	if (!ex || !inc) {
 		json_decref(ex);
 		json_decref(inc);
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		goto out;
 	}
 	json_array_foreach(jn, i, v)
@@ -1281,7 +1278,7 @@ static void h_unexclude(struct api_call *call)
 	ex = body ? json_deep_copy(json_object_get(body, "exclude")) : NULL;
 	if (!ex) {
 		json_decref(body);
-		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		reply_nomem(call);
 		return;
 	}
 	if (!array_remove(ex, node)) {
@@ -1409,41 +1406,58 @@ static void ofrep_reply(struct api_call *call, int status)
 	buf_append(&call->resp->body, "\n", 1);
 }
 
-/* The snapshot OFREP evaluates against (the control thread's reference). */
-static struct api_flags_snap *ofrep_snap(struct api_flags *fl)
+/*
+ * The start of both OFREP handlers: parses the body into *body and jc and
+ * takes the published set (the control thread's reference) into *snap.  0,
+ * or -1 after replying with the counted error ({"key", ...} when key is not
+ * NULL: the single evaluation).
+ */
+static int ofrep_begin(struct api_call *call, const struct str *key, json_t **body,
+                       struct flag_json_ctx *jc, struct api_flags_snap **snap)
 {
-	return fl ? fl->cur : NULL;
+	struct api_flags *fl = call->api->flags;
+	struct buf *b = &call->resp->body;
+	enum flag_error pe;
+	char why[256];
+
+	buf_reset(b);
+	*snap = fl->cur;
+	pe = ofrep_parse(call, body, jc, why, sizeof(why));
+	if (pe == FLAG_ERROR_NONE && *snap && (*snap)->set)
+		return 0;
+	if (pe == FLAG_ERROR_NONE) {
+		pe = FLAG_ERROR_GENERAL;
+		snprintf(why, sizeof(why), "no flag state is loaded");
+	}
+	json_decref(*body);
+	*body = NULL;
+	atomic_fetch_add_explicit(&fl->errors[pe], 1, memory_order_relaxed);
+	buf_append_str(b, "{");
+	if (key) {
+		buf_append_str(b, "\"key\":");
+		json_str(b, key->p, key->len);
+		buf_append_str(b, ",");
+	}
+	buf_printf(b, "\"errorCode\":\"%s\",\"errorDetails\":", flag_error_name(pe));
+	json_str(b, why, strlen(why));
+	buf_append_str(b, "}");
+	ofrep_reply(call, pe == FLAG_ERROR_GENERAL ? 500 : 400);
+	return -1;
 }
 
 static void h_ofrep_one(struct api_call *call)
 {
 	struct api_flags *fl = call->api->flags;
-	struct api_flags_snap *s = ofrep_snap(fl);
+	struct api_flags_snap *s;
 	struct buf *b = &call->resp->body;
 	struct str key = call->params[0];
 	struct flag_json_ctx jc;
 	struct flag_result r;
 	const struct flag *f;
-	enum flag_error pe;
 	json_t *body = NULL;
-	char why[256];
 
-	buf_reset(b);
-	pe = ofrep_parse(call, &body, &jc, why, sizeof(why));
-	if (pe != FLAG_ERROR_NONE || !s || !s->set) {
-		if (pe == FLAG_ERROR_NONE) {
-			pe = FLAG_ERROR_GENERAL;
-			snprintf(why, sizeof(why), "no flag state is loaded");
-		}
-		atomic_fetch_add_explicit(&fl->errors[pe], 1, memory_order_relaxed);
-		buf_append_str(b, "{\"key\":");
-		json_str(b, key.p, key.len);
-		buf_printf(b, ",\"errorCode\":\"%s\",\"errorDetails\":", flag_error_name(pe));
-		json_str(b, why, strlen(why));
-		buf_append_str(b, "}");
-		ofrep_reply(call, pe == FLAG_ERROR_GENERAL ? 500 : 400);
-		goto out;
-	}
+	if (ofrep_begin(call, &key, &body, &jc, &s) != 0)
+		return;
 	f = flagset_find(s->set, key.p, key.len);
 	flag_eval(f, flag_ctx_json_attr, &jc, &r);
 	if (r.error != FLAG_ERROR_NONE) {
@@ -1457,7 +1471,6 @@ static void h_ofrep_one(struct api_call *call)
 	ofrep_reply(call, r.error == FLAG_ERROR_NONE             ? 200
 	                  : r.error == FLAG_ERROR_FLAG_NOT_FOUND ? 404
 	                                                         : 400);
-out:
 	json_decref(body);
 }
 
@@ -1486,28 +1499,14 @@ static int etag_matches(struct str inm, const char *etag)
 static void h_ofrep_bulk(struct api_call *call)
 {
 	struct api_flags *fl = call->api->flags;
-	struct api_flags_snap *s = ofrep_snap(fl);
+	struct api_flags_snap *s;
 	struct buf *b = &call->resp->body;
 	struct flag_json_ctx jc;
-	enum flag_error pe;
 	json_t *body = NULL;
 	size_t n;
-	char why[256];
 
-	buf_reset(b);
-	pe = ofrep_parse(call, &body, &jc, why, sizeof(why));
-	if (pe != FLAG_ERROR_NONE || !s || !s->set) {
-		if (pe == FLAG_ERROR_NONE) {
-			pe = FLAG_ERROR_GENERAL;
-			snprintf(why, sizeof(why), "no flag state is loaded");
-		}
-		atomic_fetch_add_explicit(&fl->errors[pe], 1, memory_order_relaxed);
-		buf_printf(b, "{\"errorCode\":\"%s\",\"errorDetails\":", flag_error_name(pe));
-		json_str(b, why, strlen(why));
-		buf_append_str(b, "}");
-		ofrep_reply(call, pe == FLAG_ERROR_GENERAL ? 500 : 400);
-		goto out;
-	}
+	if (ofrep_begin(call, NULL, &body, &jc, &s) != 0)
+		return;
 	n = flagset_count(s->set);
 	buf_append_str(b, "{\"flags\":[");
 	for (size_t i = 0; i < n; i++) {
@@ -1609,7 +1608,7 @@ static int load_doc(void *arg, const char *name, const char *json, int64_t rev)
 static int record_digest(struct api_flags *fl, const struct conf_state *conf, const char *actor,
                          int *changed)
 {
-	char *old = NULL, doc[96], details[160];
+	char *old = NULL, doc[96];
 	int rc = store_doc_get(fl->store, DIGEST_KIND, DIGEST_NAME, &old, NULL);
 	int same;
 
@@ -1621,12 +1620,11 @@ static int record_digest(struct api_flags *fl, const struct conf_state *conf, co
 	free(old);
 	if (same)
 		return 0;
-	snprintf(details, sizeof(details), "{\"digest\":\"%s\"}", conf->digest);
 	rc = store_begin(fl->store);
 	if (!rc)
 		rc = store_doc_put(fl->store, DIGEST_KIND, DIGEST_NAME, doc, STORE_REV_ANY, NULL);
 	if (!rc)
-		rc = store_event_append(fl->store, actor, "flags.config_changed", "flags", details,
+		rc = store_event_append(fl->store, actor, "flags.config_changed", "flags", doc,
 		                        NULL);
 	if (!rc)
 		rc = store_commit(fl->store);

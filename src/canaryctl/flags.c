@@ -12,6 +12,7 @@
 
 #include "canaryctl/ctl.h"
 #include "config/config.h"
+#include "flags/flag.h"
 
 #define FLAGS_USAGE                                                        \
 	"flags list\n  flags get NAME\n  flags set NAME [--percentage P] " \
@@ -190,9 +191,7 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 			                   pct);
 		body = json_pack("{s:s}", "feature", name);
 		if (pct)
-			json_object_set_new(body, "percentage",
-			                    t % 1000 ? json_real(t / 1000.0)
-			                             : json_integer(t / 1000));
+			json_object_set_new(body, "percentage", flag_percent_json(t));
 		if (enabled)
 			json_object_set_new(body, "enabled",
 			                    json_boolean(strcmp(enabled, "true") == 0));

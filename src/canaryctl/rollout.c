@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "canaryctl/ctl.h"
+#include "config/config.h"
 #include "core/buf.h"
 #include "rollout/evidence.h"
 
@@ -82,20 +83,19 @@ static int set_output(struct ctl *ctl, const char *fmt, const char *usage)
 }
 
 /*
- * Parses argv[first..argc): the options in opts (--name VALUE, --name=VALUE,
+ * Parses argv[1..argc): the options in opts (--name VALUE, --name=VALUE,
  * --flag), -o/--output FORMAT, -h/--help, and at most maxpos positional
  * arguments (options and positionals may mix; "--" ends the options).
  * Returns CTL_OK, ARGS_HELP, or CTL_USAGE after printing why.
  */
-static int parse_args(const struct ctl *ctl, int argc, char **argv, int first,
-                      const struct arg_opt *opts, size_t nopts, int maxpos, struct args *a,
-                      const char *usage)
+static int parse_args(const struct ctl *ctl, int argc, char **argv, const struct arg_opt *opts,
+                      size_t nopts, int maxpos, struct args *a, const char *usage)
 {
 	bool only_pos = false;
 
 	a->ctl = *ctl;
 	a->npos = 0;
-	for (int i = first; i < argc; i++) {
+	for (int i = 1; i < argc; i++) {
 		const char *arg = argv[i];
 
 		if (!only_pos && strcmp(arg, "--") == 0) {
@@ -143,21 +143,10 @@ static int parse_args(const struct ctl *ctl, int argc, char **argv, int first,
 	return CTL_OK;
 }
 
-/* The config's name syntax, [A-Za-z0-9_.-]{1,64}, and not "." or "..". */
+/* The config's name syntax, and not "." or ".." (they would change the URL path). */
 static bool valid_name(const char *s)
 {
-	size_t n = strlen(s);
-
-	if (n == 0 || n > 64 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '.' || c == '-'))
-			return false;
-	}
-	return true;
+	return config_valid_name(s) && strcmp(s, ".") != 0 && strcmp(s, "..") != 0;
 }
 
 /* Checks the first positional argument is a rollout NAME; CTL_OK or CTL_USAGE. */
@@ -168,6 +157,52 @@ static int want_name(const struct args *a, const char *usage)
 	if (!valid_name(a->pos[0]))
 		return usage_error(usage, "\"%s\" is not a rollout name ([A-Za-z0-9_.-]{1,64})",
 		                   a->pos[0]);
+	return CTL_OK;
+}
+
+/* want_name, and nothing after the NAME. */
+static int want_only_name(const struct args *a, const char *usage)
+{
+	if (want_name(a, usage))
+		return CTL_USAGE;
+	if (a->npos > 1)
+		return usage_error(usage, "unexpected argument \"%s\"", a->pos[1]);
+	return CTL_OK;
+}
+
+/*
+ * parse_args for a verb of its own (argv[0] is its name), answering -h with
+ * usage (and help, may be NULL) and, with name, checking pos[0] is a rollout
+ * NAME.  Returns CTL_OK to go on, ARGS_HELP when help was printed, CTL_USAGE.
+ */
+static int verb_args(const struct ctl *ctl, int argc, char **argv, const struct arg_opt *opts,
+                     size_t nopts, int maxpos, bool name, struct args *a, const char *usage,
+                     const char *help)
+{
+	int rc = parse_args(ctl, argc, argv, opts, nopts, maxpos, a, usage);
+
+	if (rc == ARGS_HELP)
+		printf("usage: canaryctl %s\n%s", usage, help ? help : "");
+	if (rc == CTL_OK && name && want_name(a, usage))
+		return CTL_USAGE;
+	return rc;
+}
+
+/* Prints doc as JSON (-o json) or through render; takes doc. */
+static int print_doc(const struct args *a, json_t *doc,
+                     void (*render)(struct buf *, const json_t *))
+{
+	struct buf b;
+
+	if (a->ctl.json) {
+		ctl_print_json(doc);
+	} else {
+		buf_init(&b, VIEW_CAP);
+		render(&b, doc);
+		fwrite(buf_head(&b), 1, buf_used(&b), stdout);
+		buf_release(&b);
+	}
+	json_decref(doc);
 	return CTL_OK;
 }
 
@@ -602,62 +637,42 @@ static int rollout_get(const struct args *a)
 {
 	char path[PATH_CAP];
 	json_t *doc;
-	struct buf b;
 	int rc;
 
-	if (want_name(a, "rollout get NAME"))
+	if (want_only_name(a, "rollout get NAME"))
 		return CTL_USAGE;
-	if (a->npos > 1)
-		return usage_error("rollout get NAME", "unexpected argument \"%s\"", a->pos[1]);
 	rollout_path(path, sizeof(path), a->pos[0], "");
 	rc = ctl_call(&a->ctl, "GET", path, NULL, &doc);
-	if (rc != CTL_OK)
-		return rc;
-	if (a->ctl.json) {
-		ctl_print_json(doc);
-	} else {
-		buf_init(&b, VIEW_CAP);
-		render_view(&b, doc);
-		fwrite(buf_head(&b), 1, buf_used(&b), stdout);
-		buf_release(&b);
-	}
-	json_decref(doc);
-	return CTL_OK;
+	return rc == CTL_OK ? print_doc(a, doc, render_view) : rc;
+}
+
+/* "MESSAGE\nrollout NAME: STATE — step ..." after a control. */
+static void render_control(struct buf *b, const json_t *doc)
+{
+	const json_t *ro = json_object_get(doc, "rollout");
+
+	buf_printf(b, "%s\nrollout %s: ", jstr(doc, "message", "ok"), jstr(ro, "name", "?"));
+	put_state_line(b, ro);
+	buf_append_lit(b, "\n");
 }
 
 static int rollout_control(const struct args *a, const char *verb, bool full)
 {
 	char path[PATH_CAP], usage[64], suffix[32];
 	json_t *doc, *body = NULL;
-	struct buf b;
 	int rc;
 
 	snprintf(usage, sizeof(usage), "rollout %s NAME%s", verb,
 	         strcmp(verb, "promote") == 0 ? " [--full]" : "");
-	if (want_name(a, usage))
+	if (want_only_name(a, usage))
 		return CTL_USAGE;
-	if (a->npos > 1)
-		return usage_error(usage, "unexpected argument \"%s\"", a->pos[1]);
 	snprintf(suffix, sizeof(suffix), "/%s", verb);
 	rollout_path(path, sizeof(path), a->pos[0], suffix);
 	if (full)
 		body = json_pack("{s:b}", "full", 1);
 	rc = ctl_call(&a->ctl, "POST", path, body, &doc);
 	json_decref(body);
-	if (rc != CTL_OK)
-		return rc;
-	if (a->ctl.json) {
-		ctl_print_json(doc);
-	} else {
-		buf_init(&b, VIEW_CAP);
-		buf_printf(&b, "%s\nrollout %s: ", jstr(doc, "message", "ok"), a->pos[0]);
-		put_state_line(&b, json_object_get(doc, "rollout"));
-		buf_append_lit(&b, "\n");
-		fwrite(buf_head(&b), 1, buf_used(&b), stdout);
-		buf_release(&b);
-	}
-	json_decref(doc);
-	return CTL_OK;
+	return rc == CTL_OK ? print_doc(a, doc, render_control) : rc;
 }
 
 int ctl_rollout(const struct ctl *ctl, int argc, char **argv)
@@ -684,15 +699,11 @@ int ctl_rollout(const struct ctl *ctl, int argc, char **argv)
 		if (i == sizeof(controls) / sizeof(controls[0]))
 			return usage_error(ROLLOUT_USAGE, "unknown rollout subcommand \"%s\"", sub);
 	}
-	/* --full exists for promote only */
-	rc = parse_args(ctl, argc, argv, 2, opts, strcmp(sub, "promote") == 0 ? 1 : 0, 2, &a,
-	                ROLLOUT_USAGE);
-	if (rc == ARGS_HELP) {
-		printf("usage: canaryctl %s\n", ROLLOUT_USAGE);
-		return CTL_OK;
-	}
+	/* --full exists for promote only; the subcommand is the verb's argv[0] */
+	rc = verb_args(ctl, argc - 1, argv + 1, opts, strcmp(sub, "promote") == 0 ? 1 : 0, 2, false,
+	               &a, ROLLOUT_USAGE, NULL);
 	if (rc != CTL_OK)
-		return rc;
+		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (strcmp(sub, "list") == 0)
 		return rollout_list(&a);
 	if (strcmp(sub, "get") == 0)
@@ -711,13 +722,10 @@ int ctl_rollback(const struct ctl *ctl, int argc, char **argv)
 	struct args a;
 	json_t *doc;
 
-	rc = parse_args(ctl, argc, argv, 1, opts, 1, 0, &a, usage);
-	if (rc == ARGS_HELP) {
-		printf("usage: canaryctl %s\n  rolls back every active rollout at once\n", usage);
-		return CTL_OK;
-	}
+	rc = verb_args(ctl, argc, argv, opts, 1, 0, false, &a, usage,
+	               "  rolls back every active rollout at once\n");
 	if (rc != CTL_OK)
-		return rc;
+		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (!all)
 		return usage_error(usage, "%s",
 		                   "rollback rolls back every active rollout; say so with --all");
@@ -820,15 +828,9 @@ int ctl_watch(const struct ctl *ctl, int argc, char **argv)
 	bool tty = isatty(STDOUT_FILENO) == 1;
 	int rc;
 
-	rc = parse_args(ctl, argc, argv, 1, opts, 1, 1, &a, usage);
-	if (rc == ARGS_HELP) {
-		printf("usage: canaryctl %s\n", usage);
-		return CTL_OK;
-	}
+	rc = verb_args(ctl, argc, argv, opts, 1, 1, true, &a, usage, NULL);
 	if (rc != CTL_OK)
-		return rc;
-	if (want_name(&a, usage))
-		return CTL_USAGE;
+		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (interval_s && !parse_interval(interval_s, &interval))
 		return usage_error(
 		    usage, "--interval-ms must be an integer from 50 to 3600000, not \"%s\"",
@@ -925,15 +927,9 @@ int ctl_evidence(const struct ctl *ctl, int argc, char **argv)
 	struct args a;
 	int rc;
 
-	rc = parse_args(ctl, argc, argv, 1, opts, 1, 1, &a, usage);
-	if (rc == ARGS_HELP) {
-		printf("usage: canaryctl %s\n", usage);
-		return CTL_OK;
-	}
+	rc = verb_args(ctl, argc, argv, opts, 1, 1, true, &a, usage, NULL);
 	if (rc != CTL_OK)
-		return rc;
-	if (want_name(&a, usage))
-		return CTL_USAGE;
+		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (!out || !*out)
 		return usage_error(usage, "%s", "--out DIR is required");
 	rollout_path(path, sizeof(path), a.pos[0], "/evidence");

@@ -222,24 +222,25 @@ static int variant_find(const struct config_flag *cf, const char *name)
 	return -1;
 }
 
-/*
- * The value's compact JSON text.  Reals are written with 15 significant
- * digits when that reads back exactly ("0.1", not "0.10000000000000001").
- */
-static int render_value(struct arena *a, const json_t *v, const char **out, size_t *len)
+char *flag_json_text(const json_t *v)
 {
 	const size_t base = JSON_ENCODE_ANY | JSON_COMPACT;
 	char *s = json_dumps(v, base | JSON_REAL_PRECISION(15));
-	json_t *back;
+	json_t *back = s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
 
-	if (!s)
-		return -ENOMEM;
-	back = json_loads(s, JSON_DECODE_ANY, NULL);
-	if (!back || !json_equal(back, (json_t *)v)) {
+	if (s && (!back || !json_equal(back, (json_t *)v))) {
 		free(s);
 		s = json_dumps(v, base);
 	}
 	json_decref(back);
+	return s;
+}
+
+/* The value's flag_json_text(), copied into the set's arena. */
+static int render_value(struct arena *a, const json_t *v, const char **out, size_t *len)
+{
+	char *s = flag_json_text(v);
+
 	if (!s)
 		return -ENOMEM;
 	*len = strlen(s);

@@ -137,6 +137,14 @@ json_t *flag_config_to_json(const struct config_flag *cf);
  */
 json_t *flag_segment_to_json(const struct config_segment *cs);
 
+/*
+ * v (any JSON value) as compact text, reals in 15 significant digits when
+ * that reads back as the same value (0.1, 12.345), else in 17: the text of
+ * a variant's value_json and of what the admin API sends.  malloc'd (the
+ * caller frees); NULL on ENOMEM.
+ */
+char *flag_json_text(const json_t *v);
+
 /* A percentage in thousandths as a JSON number: 10000 -> 10, 12345 -> 12.345. */
 json_t *flag_percent_json(uint32_t thousandths);
 

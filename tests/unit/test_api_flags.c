@@ -128,7 +128,7 @@ static void test_definition_round_trip(void **state)
 	char *s;
 
 	assert_non_null(j);
-	s = dumps(j);
+	s = flag_json_text(j);
 	assert_string_equal(
 	    s, "{\"key\":\"f1\",\"description\":\"one\",\"enabled\":true,"
 	       "\"variants\":{\"blue\":{\"hex\":\"#00f\"},\"red\":0.1,\"off\":null},"
@@ -237,6 +237,16 @@ static void test_ofrep_codes(void **state)
 	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_GENERAL]), 2);
 }
 
+/* Evaluations counted so far, over every (flag, variant). */
+static uint64_t counted(const struct fx *f)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < f->fl->nctr; i++)
+		n += atomic_load(&f->fl->ctr[i].n);
+	return n;
+}
+
 static void test_bulk_etag_and_change(void **state)
 {
 	struct fx *f = *state;
@@ -250,11 +260,13 @@ static void test_bulk_etag_and_change(void **state)
 	                 200);
 	assert_int_equal(json_array_size(json_object_get(o, "flags")), 2);
 	json_decref(o);
+	assert_int_equal(counted(f), 2); /* both flags delivered: both counted */
 	assert_int_equal(call(f, "POST", "/ofrep/v1/evaluate/flags",
 	                      "{\"context\":{\"nodeId\":\"n-2\",\"targetingKey\":\"k\"}}", etag, &o,
 	                      NULL),
 	                 304);
 	assert_null(o);
+	assert_int_equal(counted(f), 2); /* a 304 delivers no value: not counted */
 	assert_int_equal(call(f, "POST", "/v1/feature-flags",
 	                      "{\"feature\":\"f1\",\"percentage\":50,\"enabled\":false}", NULL, &o,
 	                      NULL),
@@ -277,6 +289,7 @@ static void test_bulk_etag_and_change(void **state)
 	                 200);
 	assert_string_not_equal(etag, etag2);
 	json_decref(o);
+	assert_int_equal(counted(f), 4);
 	assert_int_equal(store_events_list(f->st, 0, 100, "flag/f2", &ev), 0);
 	assert_int_equal(json_array_size(ev), 1);
 	o = json_object_get(json_array_get(ev, 0), "details");

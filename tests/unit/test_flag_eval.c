@@ -1106,6 +1106,17 @@ static void test_eval_does_not_allocate(void **state)
 	const char *flags[] = {"dwcp_v3_hde", "colors",     "static_flag",
 	                       "killed",      "rules_only", "nope"};
 
+	/* the counter itself works, so a zero below means something */
+	nallocs = 0;
+	counting = 1;
+	{
+		void *volatile p = malloc(16); /* volatile: the pair cannot be elided */
+
+		free(p);
+	}
+	counting = 0;
+	assert_int_equal(nallocs, 1);
+
 	for (size_t i = 0; i < sizeof(ctxs) / sizeof(ctxs[0]); i++) {
 		json_t *obj = json_loads(ctxs[i], 0, NULL);
 		struct flag_json_ctx c;
