@@ -748,7 +748,7 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 			rollout_engine_adopt(e, d->engine);
 			rollout_engine_free(d->engine);
 			d->engine = e;
-			api_rollouts_set_engine(e);
+			api_rollouts_set_engine(&d->api, e);
 		}
 		snap_obj_unref(&d->cref->obj);
 		d->cref = cref;

@@ -115,6 +115,7 @@ struct api {
 
 	struct services_backend *services; /* set by api_services_init() */
 	struct api_flags *flags;           /* set by api_flags_init() */
+	struct rollout_engine *rollouts;   /* set by api_rollouts_init() */
 
 	const struct api_route *routes[16];
 	size_t nroutes[16];

@@ -1,6 +1,6 @@
 /*
  * rollouts.c - the rollout endpoints (see rollouts.h).  Thin: parse, call
- * the engine, map its status to the SPEC 7 error body.
+ * the call->api->rollouts, map its status to the SPEC 7 error body.
  */
 #include "api/rollouts.h"
 
@@ -9,8 +9,6 @@
 
 #include "rollout/engine.h"
 #include "store/store.h"
-
-static struct rollout_engine *engine;
 
 static void name_of(const struct api_call *call, char *buf, size_t len)
 {
@@ -35,7 +33,9 @@ static const char *code_name(int status)
 
 static void h_list(struct api_call *call)
 {
-	api_reply_json(call, 200, json_pack("{s:o}", "rollouts", rollout_engine_list_json(engine)));
+	api_reply_json(
+	    call, 200,
+	    json_pack("{s:o}", "rollouts", rollout_engine_list_json(call->api->rollouts)));
 }
 
 static void h_get(struct api_call *call)
@@ -44,7 +44,7 @@ static void h_get(struct api_call *call)
 	json_t *o;
 
 	name_of(call, name, sizeof(name));
-	o = rollout_engine_json(engine, name);
+	o = rollout_engine_json(call->api->rollouts, name);
 	if (!o) {
 		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
 		return;
@@ -58,11 +58,12 @@ static void h_evidence(struct api_call *call)
 	json_t *o;
 
 	name_of(call, name, sizeof(name));
-	if (rollout_engine_state(engine, name) < 0) {
+	if (rollout_engine_state(call->api->rollouts, name) < 0) {
 		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
 		return;
 	}
-	o = rollout_engine_evidence(engine, name, rollout_engine_now(engine));
+	o = rollout_engine_evidence(call->api->rollouts, name,
+	                            rollout_engine_now(call->api->rollouts));
 	if (!o) {
 		api_reply_error(call, 500, "internal", NULL,
 		                "the evidence of %s could not be read from the store", name);
@@ -101,15 +102,15 @@ static void control(struct api_call *call, enum rollout_control c)
 		if (json_is_true(full))
 			c = ROLLOUT_PROMOTE_FULL;
 	}
-	status = rollout_engine_control(engine, name, c, call->actor, rollout_engine_now(engine),
-	                                msg, sizeof(msg));
+	status = rollout_engine_control(call->api->rollouts, name, c, call->actor,
+	                                rollout_engine_now(call->api->rollouts), msg, sizeof(msg));
 	if (status != 200) {
 		api_reply_error(call, status, code_name(status), NULL, "%s", msg);
 		goto out;
 	}
-	api_reply_json(
-	    call, 200,
-	    json_pack("{s:s, s:o}", "message", msg, "rollout", rollout_engine_json(engine, name)));
+	api_reply_json(call, 200,
+	               json_pack("{s:s, s:o}", "message", msg, "rollout",
+	                         rollout_engine_json(call->api->rollouts, name)));
 out:
 	json_decref(body);
 }
@@ -151,11 +152,12 @@ static void h_approve(struct api_call *call)
 
 static void h_rollback_all(struct api_call *call)
 {
-	int n = rollout_engine_rollback_all(engine, call->actor, rollout_engine_now(engine));
+	int n = rollout_engine_rollback_all(call->api->rollouts, call->actor,
+	                                    rollout_engine_now(call->api->rollouts));
 
 	api_reply_json(call, 200,
 	               json_pack("{s:i, s:o}", "rolled_back", n, "rollouts",
-	                         rollout_engine_list_json(engine)));
+	                         rollout_engine_list_json(call->api->rollouts)));
 }
 
 /* The rollout's events with id > ?since, only kind `only` when not NULL. */
@@ -169,7 +171,7 @@ static void events(struct api_call *call, const char *only)
 	int rc;
 
 	name_of(call, name, sizeof(name));
-	view = rollout_engine_json(engine, name);
+	view = rollout_engine_json(call->api->rollouts, name);
 	if (!view) {
 		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
 		return;
@@ -181,8 +183,8 @@ static void events(struct api_call *call, const char *only)
 		return;
 	}
 	snprintf(subject, sizeof(subject), "rollout/%s", name);
-	rc = store_events_list(rollout_engine_store(engine), (int64_t)since, STORE_EVENTS_LIMIT_MAX,
-	                       subject, &arr);
+	rc = store_events_list(rollout_engine_store(call->api->rollouts), (int64_t)since,
+	                       STORE_EVENTS_LIMIT_MAX, subject, &arr);
 	if (rc) {
 		api_reply_error(call, 500, "internal", NULL, "store: %s", store_strerror(rc));
 		json_decref(view);
@@ -238,11 +240,11 @@ static const struct api_route routes[] = {
 
 int api_rollouts_init(struct api *api, struct rollout_engine *e)
 {
-	engine = e;
+	api->rollouts = e;
 	return api_add_routes(api, routes, sizeof(routes) / sizeof(routes[0]));
 }
 
-void api_rollouts_set_engine(struct rollout_engine *e)
+void api_rollouts_set_engine(struct api *api, struct rollout_engine *e)
 {
-	engine = e;
+	api->rollouts = e;
 }

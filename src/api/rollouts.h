@@ -29,6 +29,6 @@ struct rollout_engine;
 int api_rollouts_init(struct api *api, struct rollout_engine *engine);
 
 /* Points the already registered routes at another engine (config reload). */
-void api_rollouts_set_engine(struct rollout_engine *engine);
+void api_rollouts_set_engine(struct api *api, struct rollout_engine *engine);
 
 #endif
