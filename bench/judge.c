@@ -199,6 +199,7 @@ static void draw_hist(struct rng *r, const struct latdist *d, uint64_t n, struct
 	double rest = 1.0;
 
 	hist_init(h);
+	h->n = n; /* every draw lands in a bucket */
 	for (unsigned i = d->lo; i <= d->hi && n > 0; i++) {
 		uint64_t k;
 
@@ -211,8 +212,6 @@ static void draw_hist(struct rng *r, const struct latdist *d, uint64_t n, struct
 	}
 	if (n) /* rounding residue: the last bucket with mass */
 		h->counts[d->hi] += n;
-	for (unsigned i = 0; i < HIST_BUCKETS; i++)
-		h->n += h->counts[i];
 }
 
 static double p99_ms(const struct hist *h)

@@ -261,15 +261,17 @@ static void more_text(char *buf, size_t cap, double more)
 		         "the margin)");
 }
 
-/* Absolute/other bounds on the interval's values, except those the test replaces. */
-static bool other_bound_violated(const struct config_check *c, struct check_verdict *v,
-                                 unsigned skip)
+/*
+ * Absolute/other bounds on the interval's values, except those the test
+ * replaces.  The violated bound is recorded in *w (a copy of v), not in v.
+ */
+static bool other_bound_violated(const struct config_check *c, const struct check_verdict *v,
+                                 unsigned skip, struct check_verdict *w)
 {
-	struct check_verdict w = *v;
-
+	*w = *v;
 	if (isnan(v->canary))
 		return false;
-	return violated_except(c, &w, skip);
+	return violated_except(c, w, skip);
 }
 
 static enum check_outcome sequential(const struct config_check *c,
@@ -282,6 +284,7 @@ static enum check_outcome sequential(const struct config_check *c,
 	const char *m = v->metric, *word = success ? "decrease" : "increase";
 	unsigned skip = success ? 1u << CHECK_BOUND_MAX_DECREASE : 1u << CHECK_BOUND_MAX_INCREASE;
 	struct judge_seq s;
+	struct check_verdict w;
 	char more[128];
 
 	judge_sequential(a->errors, a->requests, b->errors, b->requests, d, c->test.confidence, 0,
@@ -319,7 +322,7 @@ static enum check_outcome sequential(const struct config_check *c,
 		    (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
-	if (s.decision == JUDGE_WITHIN && !other_bound_violated(c, v, skip)) {
+	if (s.decision == JUDGE_WITHIN && !other_bound_violated(c, v, skip, &w)) {
 		v->outcome = CHECK_PASS;
 		v->bound = CHECK_BOUND_NONE;
 		snprintf(v->reason, sizeof(v->reason),
@@ -334,9 +337,6 @@ static enum check_outcome sequential(const struct config_check *c,
 	v->outcome = CHECK_INCONCLUSIVE;
 	v->bound = CHECK_BOUND_NONE;
 	if (s.decision == JUDGE_WITHIN) {
-		struct check_verdict w = *v;
-
-		violated_except(c, &w, skip);
 		snprintf(v->reason, sizeof(v->reason),
 		         "%s is within %.4g of the baseline with %g%% confidence, but %s %.4g is "
 		         "violated in this interval (%.4g), so the check cannot pass",
@@ -362,6 +362,7 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 	double r = ratio_of(c), alpha = 1.0 - c->test.confidence, zc, zo;
 	const char *m = v->metric;
 	struct judge_mw w;
+	struct check_verdict x;
 	char more[128];
 
 	if (judge_mann_whitney(&cum->canary->hist, &cum->baseline->hist, r, &w)) {
@@ -399,7 +400,7 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 		    (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
-	if (w.p_less < t->alpha && !other_bound_violated(c, v, 1u << CHECK_BOUND_MAX_RATIO)) {
+	if (w.p_less < t->alpha && !other_bound_violated(c, v, 1u << CHECK_BOUND_MAX_RATIO, &x)) {
 		v->outcome = CHECK_PASS;
 		v->bound = CHECK_BOUND_NONE;
 		snprintf(
@@ -415,9 +416,6 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 	v->outcome = CHECK_INCONCLUSIVE;
 	v->bound = CHECK_BOUND_NONE;
 	if (w.p_less < t->alpha) {
-		struct check_verdict x = *v;
-
-		violated_except(c, &x, 1u << CHECK_BOUND_MAX_RATIO);
 		snprintf(
 		    v->reason, sizeof(v->reason),
 		    "latency on the canary is within %.4gx the baseline with %g%% confidence, but "
@@ -443,7 +441,6 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 	    t->canary_value, t->baseline_value, t->shift_ms, w.cles,
 	    (unsigned long long)t->canary_requests, (unsigned long long)t->baseline_requests, r,
 	    w.p_greater, w.p_less, t->alpha, t->looks, more);
-	(void)m;
 	return v->outcome;
 }
 
@@ -526,14 +523,14 @@ static json_t *test_json(const struct check_verdict *v)
 
 json_t *check_verdict_json(const struct check_verdict *v)
 {
-	return json_pack(
-	    "{s:s, s:s, s:s, s:{s:o, s:I}, s:{s:o, s:I}, s:I, s:I, s:s, s:o, s:o, "
-	    "s:b, s:o, s:s}",
-	    "check", v->check ? v->check : "", "metric", v->metric ? v->metric : "", "outcome",
-	    check_outcome_name(v->outcome), "canary", "value", num(v->canary), "requests",
-	    (json_int_t)v->canary_requests, "baseline", "value", num(v->baseline), "requests",
-	    (json_int_t)v->baseline_requests, "min_samples", (json_int_t)v->min_samples,
-	    "interval_ms", (json_int_t)v->interval_ms, "bound", check_bound_name(v->bound),
-	    "bound_value", num(v->bound_value), "observed", num(v->observed), "test_not_applied",
-	    (int)v->test_not_applied, "test", test_json(v), "reason", v->reason);
+	return json_pack("{s:s, s:s, s:s, s:{s:o, s:I}, s:{s:o, s:I}, s:I, s:I, s:s, s:o, s:o, "
+	                 "s:o, s:s}",
+	                 "check", v->check ? v->check : "", "metric", v->metric ? v->metric : "",
+	                 "outcome", check_outcome_name(v->outcome), "canary", "value",
+	                 num(v->canary), "requests", (json_int_t)v->canary_requests, "baseline",
+	                 "value", num(v->baseline), "requests", (json_int_t)v->baseline_requests,
+	                 "min_samples", (json_int_t)v->min_samples, "interval_ms",
+	                 (json_int_t)v->interval_ms, "bound", check_bound_name(v->bound),
+	                 "bound_value", num(v->bound_value), "observed", num(v->observed), "test",
+	                 test_json(v), "reason", v->reason);
 }

@@ -112,7 +112,6 @@ struct check_verdict {
 	enum check_bound bound;        /* the violated bound (fail), else NONE */
 	double bound_value;            /* its configured value */
 	double observed;               /* what was compared: value, ratio or difference */
-	bool test_not_applied;         /* always false now (kept for the verdict's readers) */
 	struct check_test_result test; /* the check's `test:`, if any */
 	char reason[CHECK_REASON_MAX]; /* one sentence */
 };
@@ -159,7 +158,7 @@ enum check_outcome check_evaluate_cumulative(const struct config_check *c,
  * The verdict as a new JSON object (caller owns it) with all its inputs:
  * {"check","metric","outcome","canary":{"value","requests"},
  *  "baseline":{"value","requests"},"min_samples","interval_ms","bound",
- *  "bound_value","observed","test_not_applied","test","reason"}.  "test" is
+ *  "bound_value","observed","test","reason"}.  "test" is
  * null without a test, else {"method","applied","confidence","alpha","looks",
  * "canary":{"requests","errors","value"},"baseline":{...},"margin",
  * "statistic","p_value","p_within","lower","upper","estimate","cles",

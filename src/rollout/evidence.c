@@ -161,6 +161,30 @@ static void svg_text(struct out *o, const char *s, size_t max)
 	escaped_text(o, s, max, true);
 }
 
+/* " (s)" when s is not NULL. */
+static void md_paren(struct out *o, const char *s, size_t max)
+{
+	if (!s)
+		return;
+	out_str(o, " (");
+	md_text(o, s, max);
+	out_str(o, ")");
+}
+
+/* The strings of array a, each cut at max, joined by ", ". */
+static void md_list(struct out *o, const json_t *a, size_t max)
+{
+	size_t i;
+	json_t *x;
+
+	json_array_foreach((json_t *)a, i, x)
+	{
+		if (i)
+			out_str(o, ", ");
+		md_text(o, json_string_value(x), max);
+	}
+}
+
 /* ------------------------------------------------------------------------ */
 /* Reading events tolerantly                                                 */
 
@@ -203,6 +227,14 @@ static int64_t jint(const json_t *o, const char *key)
 static bool jtrue(const json_t *o, const char *key)
 {
 	return json_is_true(json_object_get(o, key));
+}
+
+/* A string field, or dflt when absent or not a string. */
+static const char *jstr_or(const json_t *o, const char *key, const char *dflt)
+{
+	const char *s = jstr(o, key);
+
+	return s ? s : dflt;
 }
 
 static const char *ev_kind(const json_t *e)
@@ -362,9 +394,7 @@ static void fmt_dur(int64_t ms, char *b, size_t n)
 {
 	long long s;
 
-	if (ms < 0) {
-		snprintf(b, n, "%lld ms", (long long)ms);
-	} else if (ms < 1000) {
+	if (ms < 1000) {
 		snprintf(b, n, "%lld ms", (long long)ms);
 	} else if (ms < 60000) {
 		snprintf(b, n, "%.1f s", (double)ms / 1000.0);
@@ -734,6 +764,16 @@ struct check_count {
 	long n[5]; /* pass, fail, inconclusive, error, other */
 };
 
+/* "exec on web" */
+static void hook_what(struct out *o, const json_t *d)
+{
+	md_text(o, jstr_or(d, "kind", "?"), 20);
+	if (jstr(d, "target")) {
+		out_str(o, " on ");
+		md_text(o, jstr(d, "target"), 60);
+	}
+}
+
 /* "hook #0 exec on web" */
 static void hook_name(struct out *o, const json_t *d)
 {
@@ -743,11 +783,7 @@ static void hook_name(struct out *o, const json_t *d)
 	out_str(o, "hook #");
 	md_text(o, a, 20);
 	out_str(o, " ");
-	md_text(o, jstr(d, "kind") ? jstr(d, "kind") : "?", 20);
-	if (jstr(d, "target")) {
-		out_str(o, " on ");
-		md_text(o, jstr(d, "target"), 60);
-	}
+	hook_what(o, d);
 }
 
 /* "passed", "failed", "inconclusive" (the "result" field, else "passed"), or "?". */
@@ -785,11 +821,7 @@ static void timeline_detail(struct out *o, const json_t *e)
 			out_printf(o, "step %lld", (long long)st + 1);
 		else
 			out_str(o, "step");
-		if ((s = jstr(d, "kind"))) {
-			out_str(o, " (");
-			md_text(o, s, 40);
-			out_str(o, ")");
-		}
+		md_paren(o, jstr(d, "kind"), 40);
 		fmt_weights(json_object_get(d, "weights"), c, sizeof(c));
 		if (c[0]) {
 			out_str(o, ": ");
@@ -803,17 +835,8 @@ static void timeline_detail(struct out *o, const json_t *e)
 			md_text(o, jstr(x, "why"), 120);
 		}
 	} else if (!strcmp(k, "rollout.approval_needed")) {
-		const json_t *req = json_object_get(d, "required");
-		size_t i;
-		json_t *x;
-
 		out_str(o, "approval needed from ");
-		json_array_foreach((json_t *)req, i, x)
-		{
-			if (i)
-				out_str(o, ", ");
-			md_text(o, json_string_value(x), 60);
-		}
+		md_list(o, json_object_get(d, "required"), 60);
 	} else if (!strcmp(k, "rollout.approved")) {
 		out_str(o, "approved by ");
 		md_text(o, jstr(d, "by") ? jstr(d, "by") : jstr(e, "actor"), 60);
@@ -836,23 +859,12 @@ static void timeline_detail(struct out *o, const json_t *e)
 		md_text(o, jstr(e, "actor"), 60);
 	} else if (!strcmp(k, "rollout.rollback")) {
 		const json_t *t = json_object_get(d, "targets");
-		size_t i;
-		json_t *x;
 
-		md_text(o, jstr(d, "reason") ? jstr(d, "reason") : "no reason recorded", 200);
-		if ((s = jstr(d, "class"))) {
-			out_str(o, " (");
-			md_text(o, s, 20);
-			out_str(o, ")");
-		}
+		md_text(o, jstr_or(d, "reason", "no reason recorded"), 200);
+		md_paren(o, jstr(d, "class"), 20);
 		if (json_array_size(t)) {
 			out_str(o, "; targets ");
-			json_array_foreach((json_t *)t, i, x)
-			{
-				if (i)
-					out_str(o, ", ");
-				md_text(o, json_string_value(x), 60);
-			}
+			md_list(o, t, 60);
 		}
 	} else if (!strcmp(k, "rollout.mitigated")) {
 		int64_t us = jint(d, "time_to_mitigate_us");
@@ -884,7 +896,7 @@ static void timeline_detail(struct out *o, const json_t *e)
 	} else if (!strcmp(k, "rollout.hook")) {
 		hook_name(o, d);
 		out_str(o, ": ");
-		md_text(o, jstr(d, "status") ? jstr(d, "status") : "?", 20);
+		md_text(o, jstr_or(d, "status", "?"), 20);
 		if ((v = jint(d, "duration_ms")) != NO_TIME)
 			out_printf(o, " in %lld ms", (long long)v);
 		if ((v = jint(d, "exit_code")) != NO_TIME)
@@ -945,7 +957,7 @@ static void timeline_detail(struct out *o, const json_t *e)
 			md_text(o, s, 200);
 		} else {
 			out_str(o, "bundle not written: ");
-			md_text(o, jstr(d, "error") ? jstr(d, "error") : "?", 200);
+			md_text(o, jstr_or(d, "error", "?"), 200);
 		}
 	} else if (!strcmp(k, "rollout.rollback.finished")) {
 		out_str(o, "rollback finished");
@@ -1026,17 +1038,30 @@ static const json_t *deciding_verdict_event(const struct run *r, size_t rb, cons
 	return NULL;
 }
 
+/* "| canary | 0.05 | 1200 |" of a verdict's cohort object. */
+static void cohort_row(struct out *o, const char *label, const json_t *co)
+{
+	char a[64], b[64];
+
+	fmt_field(co, "value", a, sizeof(a));
+	fmt_field(co, "requests", b, sizeof(b));
+	out_printf(o, "| %s | ", label);
+	md_text(o, a, 60);
+	out_str(o, " | ");
+	md_text(o, b, 60);
+	out_str(o, " |\n");
+}
+
 static void sum_verdict(struct out *o, const struct run *r, size_t rb, const json_t *v,
                         const char *rb_reason)
 {
 	const json_t *ve = deciding_verdict_event(r, rb, jstr(v, "check")), *vd = ev_details(ve);
-	const json_t *ca = json_object_get(v, "canary"), *ba = json_object_get(v, "baseline");
 	char a[64], b[64], c[64];
 
 	out_str(o, "**Deciding verdict:** check `");
-	md_text(o, jstr(v, "check") ? jstr(v, "check") : "?", 80);
+	md_text(o, jstr_or(v, "check", "?"), 80);
 	out_str(o, "` on `");
-	md_text(o, jstr(v, "metric") ? jstr(v, "metric") : "?", 60);
+	md_text(o, jstr_or(v, "metric", "?"), 60);
 	out_str(o, "`");
 	if (jstr(vd, "target")) {
 		out_str(o, " (target `");
@@ -1044,29 +1069,18 @@ static void sum_verdict(struct out *o, const struct run *r, size_t rb, const jso
 		out_str(o, "`)");
 	}
 	out_str(o, ": ");
-	md_text(o, jstr(v, "outcome") ? jstr(v, "outcome") : "?", 20);
+	md_text(o, jstr_or(v, "outcome", "?"), 20);
 	if (jint(vd, "consecutive_failures") != NO_TIME)
 		out_printf(o, ", %lld consecutive failing intervals",
 		           (long long)jint(vd, "consecutive_failures"));
 	out_str(o, ".\n\n| cohort | value | requests |\n|---|---|---|\n");
-	fmt_field(ca, "value", a, sizeof(a));
-	fmt_field(ca, "requests", b, sizeof(b));
-	out_str(o, "| canary | ");
-	md_text(o, a, 60);
-	out_str(o, " | ");
-	md_text(o, b, 60);
-	out_str(o, " |\n");
-	fmt_field(ba, "value", a, sizeof(a));
-	fmt_field(ba, "requests", b, sizeof(b));
-	out_str(o, "| baseline | ");
-	md_text(o, a, 60);
-	out_str(o, " | ");
-	md_text(o, b, 60);
-	out_str(o, " |\n\n");
+	cohort_row(o, "canary", json_object_get(v, "canary"));
+	cohort_row(o, "baseline", json_object_get(v, "baseline"));
+	out_str(o, "\n");
 	fmt_field(v, "bound_value", a, sizeof(a));
 	fmt_field(v, "observed", b, sizeof(b));
 	out_str(o, "Bound `");
-	md_text(o, jstr(v, "bound") ? jstr(v, "bound") : "?", 40);
+	md_text(o, jstr_or(v, "bound", "?"), 40);
 	out_str(o, "` = ");
 	md_text(o, a, 60);
 	out_str(o, ", observed ");
@@ -1078,14 +1092,14 @@ static void sum_verdict(struct out *o, const struct run *r, size_t rb, const jso
 	out_str(o, ", interval ");
 	md_text(o, c, 60);
 	out_str(o, " ms).");
-	if (jtrue(v, "test_not_applied"))
-		out_str(o, " The check's statistical test was not applied (bounds only).");
 	if (jstr(v, "reason") && (!rb_reason || strcmp(jstr(v, "reason"), rb_reason))) {
 		out_str(o, " Verdict: ");
 		md_text(o, jstr(v, "reason"), 320);
 	}
 	out_str(o, "\n\n");
 }
+
+#define HOOKS_HEAD "| # | kind | status | duration | result |\n|---|---|---|---|---|\n"
 
 /* One row of the hooks table; status_override for a hook with no result. */
 static void hook_row(struct out *o, const json_t *h, const char *status_override)
@@ -1099,16 +1113,12 @@ static void hook_row(struct out *o, const json_t *h, const char *status_override
 	out_str(o, "| ");
 	md_text(o, a, 20);
 	out_str(o, " | ");
-	md_text(o, jstr(h, "kind") ? jstr(h, "kind") : "?", 20);
-	if (jstr(h, "target")) {
-		out_str(o, " on ");
-		md_text(o, jstr(h, "target"), 60);
-	}
+	hook_what(o, h);
 	out_str(o, " | ");
 	if (status_override)
 		out_str(o, status_override);
 	else
-		md_text(o, jstr(h, "status") ? jstr(h, "status") : "?", 20);
+		md_text(o, jstr_or(h, "status", "?"), 20);
 	out_str(o, " | ");
 	if ((v = jint(h, "duration_ms")) != NO_TIME)
 		out_printf(o, "%lld ms", (long long)v);
@@ -1231,26 +1241,17 @@ static void sum_rollback(struct out *o, const struct run *r, size_t rb, int nth,
 	else
 		out_str(o, "## Rollback\n\n");
 	out_str(o, "**Reason:** ");
-	md_text(o, jstr(d, "reason") ? jstr(d, "reason") : "no reason recorded", 400);
+	md_text(o, jstr_or(d, "reason", "no reason recorded"), 400);
 	out_str(o, "\n\n");
 	fmt_time(ev_time(e, r->skew), a, sizeof(a));
 	out_printf(o, "Decided at %s UTC by ", a);
-	md_text(o, jstr(e, "actor") ? jstr(e, "actor") : "?", 60);
-	if (jstr(d, "class")) {
-		out_str(o, " (");
-		md_text(o, jstr(d, "class"), 20);
-		out_str(o, ")");
-	}
+	md_text(o, jstr_or(e, "actor", "?"), 60);
+	md_paren(o, jstr(d, "class"), 20);
 	if (jint(d, "step") != NO_TIME)
 		out_printf(o, " during step %lld", (long long)jint(d, "step") + 1);
 	if (json_array_size(t)) {
 		out_str(o, "; targets ");
-		json_array_foreach((json_t *)t, i, x)
-		{
-			if (i)
-				out_str(o, ", ");
-			md_text(o, json_string_value(x), 80);
-		}
+		md_list(o, t, 80);
 	}
 	out_str(o, json_is_false(json_object_get(d, "all")) ? " (the others keep running).\n\n"
 	                                                    : ".\n\n");
@@ -1321,9 +1322,7 @@ static void sum_rollback(struct out *o, const struct run *r, size_t rb, int nth,
 		if (!result && (strcmp(k, "rollout.hook.started") || hook_finished(r, i, next)))
 			continue;
 		if (rows++ == 0)
-			out_str(
-			    o,
-			    "| # | kind | status | duration | result |\n|---|---|---|---|---|\n");
+			out_str(o, HOOKS_HEAD);
 		hook_row(o, ev_details(f), result ? NULL : "started, no result");
 	}
 	if (rows == 0) {
@@ -1331,8 +1330,7 @@ static void sum_rollback(struct out *o, const struct run *r, size_t rb, int nth,
 		json_array_foreach((json_t *)hooks, i, x)
 		{
 			if (rows++ == 0)
-				out_str(o, "| # | kind | status | duration | result |\n"
-				           "|---|---|---|---|---|\n");
+				out_str(o, HOOKS_HEAD);
 			hook_row(o, x, NULL);
 		}
 	}
@@ -1417,7 +1415,7 @@ static int sum_verdict_counts(struct out *o, const struct run *r)
 static void reached(const struct run *r, char *b, size_t n)
 {
 	int64_t best = NO_TIME, of = NO_TIME;
-	char w[96] = "";
+	char w[96] = "", ofs[32] = "";
 
 	b[0] = '\0';
 	for (size_t i = r->first; i < r->end; i++) {
@@ -1438,11 +1436,9 @@ static void reached(const struct run *r, char *b, size_t n)
 	if (best == NO_TIME)
 		return;
 	if (of != NO_TIME)
-		snprintf(b, n, "step %lld of %lld%s%s%s", (long long)best + 1, (long long)of,
-		         w[0] ? " (last weight " : "", w, w[0] ? ")" : "");
-	else
-		snprintf(b, n, "step %lld%s%s%s", (long long)best + 1, w[0] ? " (last weight " : "",
-		         w, w[0] ? ")" : "");
+		snprintf(ofs, sizeof(ofs), " of %lld", (long long)of);
+	snprintf(b, n, "step %lld%s%s%s%s", (long long)best + 1, ofs, w[0] ? " (last weight " : "",
+	         w, w[0] ? ")" : "");
 }
 
 static json_t *summary_md(const char *name, const struct run *r, const json_t *live, int64_t now_ms)

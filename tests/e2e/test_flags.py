@@ -14,28 +14,17 @@ import time
 
 import pytest
 
-from conftest import ADMIN_TOKEN, FLAGS_TOKEN, READ_TOKEN, bin_path, http, wait_until
+from conftest import (ADMIN_TOKEN, BASE_ADMIN, FLAGS_TOKEN, READ_TOKEN, bin_path, http,
+                      wait_until)
 
 EVAL_TOKEN = "e2e-eval-secret"
 
-HEADER = """admin:
-  listen: 127.0.0.1:{admin_port}
-  tokens:
-    - name: ops
-      secret: ${{E2E_ADMIN_TOKEN}}
-      scopes: [admin]
-    - name: viewer
-      secret: ${{E2E_READ_TOKEN}}
-      scopes: [read]
-    - name: flagger
-      secret: ${{E2E_FLAGS_TOKEN}}
-      scopes: [read, flags:write]
-    - name: app
+# conftest's BASE_ADMIN with an evaluate-only token, and room for more admin lines
+HEADER = BASE_ADMIN.replace("store:", """    - name: app
       secret: ${{E2E_EVAL_TOKEN}}
       scopes: [evaluate]
-{extra_admin}store: sqlite:{workdir}/canaryd.db
-workers: 1
-"""
+{extra_admin}store:""", 1)
+assert "{extra_admin}" in HEADER
 
 BODY = """segments:
   internal: {{match: [{{attr: email, op: ends_with, values: ["@novacron.io"]}}]}}

@@ -13,7 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import ADMIN_TOKEN, BASE_ADMIN, bin_path, free_port, http, http_json, wait_until
+from conftest import (ADMIN_TOKEN, BASE_ADMIN, Daemon, bin_path, free_port, http, http_json,
+                      wait_until)
 
 TERMINAL = ("completed", "rolled_back", "failed")
 
@@ -41,6 +42,13 @@ def config(proxy_port, services, rollouts, routes=(("/", "web"),), admin=None):
     for prefix, svc in routes:
         text += f"      - match: {{path_prefix: {prefix}}}\n        service: {svc}\n"
     return text + "services:\n" + services + "rollouts:\n" + rollouts
+
+
+def web_v2(port, v1, v2, plan, **kw):
+    """config() of the usual rollout web-v2: service web with v1 stable and v2 the
+    canary; plan is the rollout's lines after its target (steps:, analysis:...)."""
+    return config(port, service("web", {"v1": v1, "v2": v2}),
+                  "  web-v2:\n    target: {service: web, canary: v2}\n" + plan, **kw)
 
 
 def start(canaryd, text, **kw):
@@ -80,6 +88,11 @@ def events(d, name, kind=None):
 
 def control(d, name, verb, token=ADMIN_TOKEN, body=None):
     return d.post(f"/v1/rollouts/{name}/{verb}", body, token=token)
+
+
+def begin(d, name="web-v2"):
+    st, doc = control(d, name, "start")
+    assert st == 200, doc
 
 
 class Load:
@@ -172,9 +185,7 @@ ERRORS_CHECK = """      checks:
 def test_healthy_promotion_end_to_end(canaryd, upstream, procs):
     v1, v2 = upstream("v1"), upstream("v2")
     port = free_port()
-    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
-    target: {service: web, canary: v2}
-    steps:
+    text = web_v2(port, v1, v2, """    steps:
       - weight: 10
         for: 2s
       - weight: 50
@@ -186,7 +197,7 @@ def test_healthy_promotion_end_to_end(canaryd, upstream, procs):
     d = start(canaryd, text)
     load = Load(procs, port, rate=300)
     time.sleep(0.5)
-    assert control(d, "web-v2", "start")[0] == 200
+    begin(d)
     r = wait_state(d, "web-v2", ("completed", "rolled_back"), 30)
     assert r["state"] == "completed", r
     wait_until(lambda: rollout(d, "web-v2").get("finalized"), 5, what="finalized")
@@ -215,9 +226,7 @@ def test_bad_canary_rolls_back_and_gets_no_new_request(canaryd, upstream, procs,
     v1 = upstream("v1")
     v2 = upstream("v2", error_rate=0.4, latency_ms=150, seed=7)
     port = free_port()
-    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
-    target: {service: web, canary: v2}
-    steps:
+    text = web_v2(port, v1, v2, """    steps:
       - weight: 30
         for: 60s
       - weight: 100
@@ -229,7 +238,7 @@ def test_bad_canary_rolls_back_and_gets_no_new_request(canaryd, upstream, procs,
     d = start(canaryd, text, extra_env={"CANARYD_EVIDENCE_DIR": str(tmp_path / "evidence")})
     load = Load(procs, port, rate=300)
     time.sleep(0.3)
-    assert control(d, "web-v2", "start")[0] == 200
+    begin(d)
     r = wait_state(d, "web-v2", TERMINAL, 30, post_done=True)
     assert r["state"] == "rolled_back", r
     rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
@@ -264,9 +273,7 @@ def test_bad_canary_rolls_back_and_gets_no_new_request(canaryd, upstream, procs,
 def test_pause_then_review_window_rolls_back(canaryd, upstream, procs):
     v1, v2 = upstream("v1"), upstream("v2", error_rate=0.5, seed=3)
     port = free_port()
-    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
-    target: {service: web, canary: v2}
-    steps:
+    text = web_v2(port, v1, v2, """    steps:
       - weight: 30
         for: 60s
     analysis:
@@ -281,7 +288,7 @@ def test_pause_then_review_window_rolls_back(canaryd, upstream, procs):
 """)
     d = start(canaryd, text)
     load = Load(procs, port, rate=200)
-    assert control(d, "web-v2", "start")[0] == 200
+    begin(d)
     r = wait_state(d, "web-v2", ("paused",), 20)
     assert "error_rate" in r["pause_reason"] and r["review_deadline"]
     r = wait_state(d, "web-v2", ("rolled_back",), 10)
@@ -303,16 +310,14 @@ def test_three_approvals_and_wrong_identity(canaryd, upstream):
 store: sqlite:{workdir}/canaryd.db
 workers: 1
 """
-    text = config(free_port(), service("web", {"v1": v1, "v2": v2}), """  web-v2:
-    target: {service: web, canary: v2}
-    steps:
+    text = web_v2(free_port(), v1, v2, """    steps:
       - weight: 5
       - approval: {required: [vp-eng, infra-director, security-lead]}
       - weight: 25
       - pause: {}
 """, admin=admin)
     d = start(canaryd, text)
-    assert control(d, "web-v2", "start")[0] == 200
+    begin(d)
     r = wait_state(d, "web-v2", ("progressing",), 5)
     assert r["step"]["kind"] == "approval"
     st, doc = control(d, "web-v2", "approve", token="intern-secret")
@@ -355,7 +360,7 @@ def test_per_target_rollback_keeps_the_other_target(canaryd, upstream, procs):
 """, routes=(("/api", "api"), ("/", "web")))
     d = start(canaryd, text)
     lw, la = Load(procs, port, rate=150), Load(procs, port, rate=150, path="/api/x")
-    assert control(d, "both", "start")[0] == 200
+    begin(d, "both")
     r = wait_state(d, "both", TERMINAL, 30)
     lw.stop(), la.stop()
     assert r["state"] == "completed", r
@@ -384,7 +389,7 @@ def test_emergency_rollback_of_two_rollouts(canaryd, upstream):
 """, routes=(("/api", "api"), ("/", "web")))
     d = start(canaryd, text)
     for n in ("web-v2", "api-v2"):
-        assert control(d, n, "start")[0] == 200
+        begin(d, n)
     st, doc = d.post("/v1/rollback", {})
     assert st == 200, doc
     for n, svc in (("web-v2", "web"), ("api-v2", "api")):
@@ -399,9 +404,7 @@ def test_emergency_rollback_of_two_rollouts(canaryd, upstream):
 def test_bake_failure_reverts_at_once(canaryd, upstream, procs):
     v1, v2 = upstream("v1"), upstream("v2")
     port = free_port()
-    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
-    target: {service: web, canary: v2}
-    steps:
+    text = web_v2(port, v1, v2, """    steps:
       - weight: 50
         for: 2s
       - weight: 100
@@ -411,7 +414,7 @@ def test_bake_failure_reverts_at_once(canaryd, upstream, procs):
 """ + ERRORS_CHECK)
     d = start(canaryd, text)
     load = Load(procs, port, rate=300)
-    assert control(d, "web-v2", "start")[0] == 200
+    begin(d)
     r = wait_until(lambda: rollout(d, "web-v2")["bake"] and rollout(d, "web-v2"), 15, what="baking")
     assert r["state"] == "progressing" and r["step"]["kind"] == "bake"
     assert events(d, "web-v2", "rollout.baking")
@@ -432,9 +435,7 @@ def test_hooks_webhooks_and_notifications_reach_a_receiver(canaryd, upstream, re
     v1, v2 = upstream("v1"), upstream("v2")
     log = tmp_path / "hook.log"
     rp = receiver.port
-    plan = """  web-v2:
-    target: {service: web, canary: v2}
-    steps:
+    plan = """    steps:
       - weight: 10
       - pause: {}
     rollback:
@@ -449,9 +450,9 @@ def test_hooks_webhooks_and_notifications_reach_a_receiver(canaryd, upstream, re
       - webhook: http://127.0.0.1:RP/slack
         events: [step, rollback]
 """.replace("LOG", str(log)).replace("RP", str(rp))
-    text = config(free_port(), service("web", {"v1": v1, "v2": v2}), plan)
+    text = web_v2(free_port(), v1, v2, plan)
     d = start(canaryd, text, extra_env={"CANARYD_EVIDENCE_DIR": str(tmp_path / "ev")})
-    assert control(d, "web-v2", "start")[0] == 200
+    begin(d)
     wait_until(lambda: receiver.on("/slack"), 5, what="step notification")
     assert control(d, "web-v2", "abort")[0] == 200
     r = wait_state(d, "web-v2", ("rolled_back",), 15, post_done=True)
@@ -473,9 +474,7 @@ def test_hooks_webhooks_and_notifications_reach_a_receiver(canaryd, upstream, re
 # --------------------------------------------------------------------------
 # Crash safety: kill -9 at random moments, restart, compare with a clean run
 
-CRASH_PLAN = """  web-v2:
-    target: {service: web, canary: v2}
-    steps:
+CRASH_PLAN = """    steps:
       - weight: 1
         for: 600ms
       - weight: 5
@@ -502,8 +501,8 @@ def test_kill_9_at_random_moments_equals_an_uninterrupted_run(canaryd, upstream,
     v1, v2 = upstream("v1"), upstream("v2")
     # the uninterrupted run
     port = free_port()
-    clean = start(canaryd, config(port, service("web", {"v1": v1, "v2": v2}), CRASH_PLAN))
-    assert control(clean, "web-v2", "start")[0] == 200
+    clean = start(canaryd, web_v2(port, v1, v2, CRASH_PLAN))
+    begin(clean)
     wait_state(clean, "web-v2", ("completed",), 30)
     expected = step_sequence(clean)
     clean.proc.stop()
@@ -513,24 +512,24 @@ def test_kill_9_at_random_moments_equals_an_uninterrupted_run(canaryd, upstream,
     workdir = tmp_path / "crash"
     workdir.mkdir()
     admin_port = free_port()
-    text = esc(config(free_port(), service("web", {"v1": v1, "v2": v2}), CRASH_PLAN)).format(
+    text = esc(web_v2(free_port(), v1, v2, CRASH_PLAN)).format(
         admin_port=admin_port, workdir=str(workdir))
     cfg = workdir / "canaryd.yaml"
     cfg.write_text(text)
     env = {"E2E_ADMIN_TOKEN": ADMIN_TOKEN, "E2E_READ_TOKEN": "r", "E2E_FLAGS_TOKEN": "f"}
-    url = f"http://127.0.0.1:{admin_port}"
+    crash = Daemon(None, admin_port, str(workdir), str(cfg))
     rng = random.Random(int(time.time()))
     kills, started = 0, False
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         p = procs([bin_path("canaryd"), "-c", str(cfg)], env=env, cwd=str(workdir), name="canaryd")
-        wait_until(lambda: http("GET", url + "/v1/health", timeout=0.5)[0] == 200, 10,
+        crash.proc = p
+        wait_until(lambda: http("GET", crash.url + "/v1/health", timeout=0.5)[0] == 200, 10,
                    what="canaryd health")
         if not started:
-            st, _, _ = http("POST", url + "/v1/rollouts/web-v2/start", body={}, token=ADMIN_TOKEN)
-            assert st == 200
+            begin(crash)
             started = True
-        st, doc = http_json("GET", url + "/v1/rollouts/web-v2", token=ADMIN_TOKEN)
+        doc = rollout(crash, "web-v2")
         if doc["state"] == "completed" and kills >= 10:
             break
         if doc["state"] == "completed":
@@ -542,13 +541,8 @@ def test_kill_9_at_random_moments_equals_an_uninterrupted_run(canaryd, upstream,
         p.wait(5)
         kills += 1
     assert kills >= 10
-    st, final = http_json("GET", url + "/v1/rollouts/web-v2", token=ADMIN_TOKEN)
-    assert final["state"] == "completed"
-    got = []
-    st, doc = http_json("GET", url + "/v1/rollouts/web-v2/events?limit=1000", token=ADMIN_TOKEN)
-    page = doc["events"] if isinstance(doc, dict) else doc
-    got = [(e["details"]["step"], e["details"]["weights"], e["details"]["kind"])
-           for e in page if e["kind"] == "rollout.step"]
-    assert got == expected
-    wait_until(lambda: http_json("GET", url + "/v1/services/web", token=ADMIN_TOKEN)[1]["stable"] == "v2",
+    final = rollout(crash, "web-v2")
+    assert final["state"] == "completed", final
+    assert step_sequence(crash) == expected
+    wait_until(lambda: crash.get("/v1/services/web")[1]["stable"] == "v2",
                5, what="v2 stable after the crashes")

@@ -107,14 +107,13 @@ static json_t *verdict_json(const char *outcome, double cv, int64_t creq, double
                             const char *reason)
 {
 	return json_pack("{s:s, s:s, s:s, s:{s:o, s:I}, s:{s:o, s:I}, s:i, s:I, s:s, s:o, s:o, "
-	                 "s:b, s:s}",
+	                 "s:s}",
 	                 "check", "error-rate", "metric", "error_rate", "outcome", outcome,
 	                 "canary", "value", num(cv), "requests", (json_int_t)creq, "baseline",
 	                 "value", num(bv), "requests", (json_int_t)breq, "min_samples", 200,
 	                 "interval_ms", (json_int_t)60000, "bound", bound, "bound_value",
 	                 bound_value < 0 ? json_null() : json_real(bound_value), "observed",
-	                 observed < 0 ? json_null() : json_real(observed), "test_not_applied", 0,
-	                 "reason", reason);
+	                 observed < 0 ? json_null() : json_real(observed), "reason", reason);
 }
 
 static void verdict(json_t *evs, int64_t end, int step, const char *outcome, double cv,
