@@ -6,14 +6,13 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "http/sock.h"
 
 #define CL_IN_CAP     (64 * 1024)
 #define CL_READ_CHUNK (16 * 1024 - 1) /* + buf's hidden NUL = one 16 KiB block */
@@ -98,62 +97,17 @@ static void cl_timer_cb(struct loop *loop, struct loop_timer *t)
 
 /* --- output ---------------------------------------------------------- */
 
-static int cl_flush(struct http_client *c)
-{
-	while (buf_used(&c->out) > 0) {
-		ssize_t w = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
-
-		if (w == -1) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -errno;
-		}
-		buf_consume(&c->out, (size_t)w);
-	}
-	return 0;
-}
-
+/* Sends or queues iov (queued only while connecting).  Closes on failure. */
 static int cl_sendv(struct http_client *c, struct iovec *iov, int n)
 {
-	int i = 0;
+	int rc;
 
 	if (c->closed)
 		return -EPIPE;
-	if (c->state != ST_CONNECTING && buf_used(&c->out) == 0) {
-		struct msghdr mh;
-		ssize_t w;
-
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = iov;
-		mh.msg_iovlen = (size_t)n;
-		do {
-			w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-		} while (w == -1 && errno == EINTR);
-		if (w == -1) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				cl_close(c, -ECONNRESET);
-				return -EPIPE;
-			}
-			w = 0;
-		}
-		while (i < n && (size_t)w >= iov[i].iov_len) {
-			w -= (ssize_t)iov[i].iov_len;
-			i++;
-		}
-		if (i < n) {
-			iov[i].iov_base = (char *)iov[i].iov_base + w;
-			iov[i].iov_len -= (size_t)w;
-		}
-	}
-	for (; i < n; i++) {
-		if (buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) != 0) {
-			cl_close(c, -ENOBUFS);
-			return -ENOBUFS;
-		}
-	}
-	return 0;
+	rc = sock_sendv(c->state != ST_CONNECTING ? c->fd : -1, &c->out, iov, n);
+	if (rc != 0)
+		cl_close(c, rc == -ENOBUFS ? -ENOBUFS : -ECONNRESET);
+	return rc;
 }
 
 static int cl_send(struct http_client *c, const void *p, size_t len)
@@ -285,14 +239,11 @@ static int cl_parse(struct http_client *c)
 static void cl_drive(struct http_client *c)
 {
 	for (;;) {
-		size_t space;
-		char *dst;
 		ssize_t n;
-		int rc;
 
 		if (c->closed || c->state == ST_CONNECTING)
 			return;
-		if ((rc = cl_flush(c)) != 0) {
+		if (sock_flush(c->fd, &c->out) != 0) {
 			cl_close(c, -ECONNRESET);
 			return;
 		}
@@ -302,21 +253,8 @@ static void cl_drive(struct http_client *c)
 			continue;
 		if (c->closed || !c->can_read)
 			return;
-		space = c->in.cap - buf_used(&c->in);
-		if (space == 0)
-			return;
-		if (space > CL_READ_CHUNK)
-			space = CL_READ_CHUNK;
-		dst = buf_reserve(&c->in, space);
-		if (!dst) {
-			cl_close(c, -ENOMEM);
-			return;
-		}
-		do {
-			n = read(c->fd, dst, space);
-		} while (n == -1 && errno == EINTR);
+		n = sock_read(c->fd, &c->in, CL_READ_CHUNK);
 		if (n > 0) {
-			buf_commit(&c->in, (size_t)n);
 			if (c->resp_headers_seen)
 				loop_timer_start(c->loop, &c->timer, c->cfg.response_timeout_ms);
 			continue;
@@ -325,11 +263,12 @@ static void cl_drive(struct http_client *c)
 			cl_read_eof(c);
 			return;
 		}
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		if (n == -EAGAIN)
 			c->can_read = 0;
-			return;
-		}
-		cl_close(c, -ECONNRESET);
+		else if (n == -ENOMEM)
+			cl_close(c, -ENOMEM);
+		else if (n != -ENOBUFS) /* full: wait for the parser to make room */
+			cl_close(c, -ECONNRESET);
 		return;
 	}
 }
@@ -370,30 +309,12 @@ static void cl_io(struct loop *loop, struct loop_io *io, uint32_t events)
 static int parse_numeric(const char *hp, struct sockaddr_storage *ss, socklen_t *len)
 {
 	char host[64];
-	const char *colon, *h = hp, *hend;
+	struct str ps;
 	unsigned long long port;
-	size_t hl;
 
-	if (!hp)
+	if (!hp || sock_split_hostport(hp, host, sizeof(host), &ps) != 0 || host[0] == 0)
 		return -EINVAL;
-	if (hp[0] == '[') {
-		hend = strchr(hp, ']');
-		if (!hend || hend[1] != ':')
-			return -EINVAL;
-		h = hp + 1;
-		colon = hend + 1;
-	} else {
-		colon = strrchr(hp, ':');
-		if (!colon)
-			return -EINVAL;
-		hend = colon;
-	}
-	hl = (size_t)(hend - h);
-	if (hl == 0 || hl >= sizeof(host))
-		return -EINVAL;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	if (str_to_u64(str_c(colon + 1), &port) != 0 || port == 0 || port > 65535)
+	if (str_to_u64(ps, &port) != 0 || port == 0 || port > 65535)
 		return -EINVAL;
 	memset(ss, 0, sizeof(*ss));
 	if (inet_pton(AF_INET, host, &((struct sockaddr_in *)ss)->sin_addr) == 1) {
@@ -428,18 +349,12 @@ struct http_client *http_client_connect(struct loop *loop, const char *hostport,
 static void format_host(struct http_client *c, const struct sockaddr *sa)
 {
 	char ip[INET6_ADDRSTRLEN];
+	int port = sock_addr_port(sa);
 
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-
-		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
-		snprintf(c->host, sizeof(c->host), "%s:%u", ip, ntohs(in->sin_port));
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-
-		inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof(ip));
-		snprintf(c->host, sizeof(c->host), "[%s]:%u", ip, ntohs(in6->sin6_port));
-	}
+	sock_addr_ip(sa, ip, sizeof(ip));
+	if (port >= 0)
+		snprintf(c->host, sizeof(c->host), sa->sa_family == AF_INET6 ? "[%s]:%d" : "%s:%d",
+		         ip, port);
 }
 
 struct http_client *http_client_connect_sa(struct loop *loop, const struct sockaddr *sa,
@@ -448,7 +363,7 @@ struct http_client *http_client_connect_sa(struct loop *loop, const struct socka
 {
 	struct http_client *c = calloc(1, sizeof(*c));
 	struct http_limits lim;
-	int one = 1, err;
+	int err;
 
 	if (!c) {
 		errno = ENOMEM;
@@ -475,7 +390,7 @@ struct http_client *http_client_connect_sa(struct loop *loop, const struct socka
 	c->fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (c->fd == -1)
 		goto out_free;
-	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	sock_nodelay(c->fd);
 	if (connect(c->fd, sa, salen) == -1 && errno != EINPROGRESS)
 		goto out_close_fd;
 	err = loop_io_add(loop, &c->io, c->fd, cl_io, c);
@@ -516,7 +431,10 @@ static int method_wants_length(struct str m)
 	return str_eq_c(m, "POST") || str_eq_c(m, "PUT") || str_eq_c(m, "PATCH");
 }
 
-/* Serializes the request head into out (queued; flushed by the caller). */
+/*
+ * Serializes the request head into b.  clen: a Content-Length >= 0, or
+ * HTTP_FRAMING_CHUNKED / HTTP_FRAMING_NONE.
+ */
 static int build_request(struct http_client *c, struct buf *b, struct str method, struct str target,
                          const struct http_header *hdrs, size_t nhdrs, int64_t clen)
 {
@@ -532,25 +450,15 @@ static int build_request(struct http_client *c, struct buf *b, struct str method
 			continue;
 		if (str_caseeq_c(hdrs[i].name, "host"))
 			has_host = 1;
-		if (str_caseeq_c(hdrs[i].name, "connection")) {
-			const char *v = hdrs[i].value.p;
-			size_t l = hdrs[i].value.len;
-
-			if (l >= 5 && memmem(v, l, "close", 5))
-				c->req_close = 1;
-		}
-		rc |= buf_append(b, hdrs[i].name.p, hdrs[i].name.len);
-		rc |= buf_append(b, ": ", 2);
-		rc |= buf_append(b, hdrs[i].value.p, hdrs[i].value.len);
-		rc |= buf_append(b, "\r\n", 2);
+		if (str_caseeq_c(hdrs[i].name, "connection") &&
+		    http_token_list_has(hdrs[i].value, STR_LIT("close")))
+			c->req_close = 1;
+		rc |= http_head_add(b, hdrs[i].name, hdrs[i].value);
 	}
 	if (!has_host)
-		rc |= buf_printf(b, "Host: %s\r\n", c->host);
-	if (clen >= 0)
-		rc |= buf_printf(b, "Content-Length: %lld\r\n", (long long)clen);
-	else if (clen == -1)
-		rc |= buf_append_str(b, "Transfer-Encoding: chunked\r\n");
-	rc |= buf_append(b, "\r\n", 2);
+		rc |= http_head_add(b, STR_LIT("Host"), str_c(c->host));
+	rc |= http_head_framing(b, clen);
+	rc |= buf_append_lit(b, "\r\n");
 	return rc ? -ENOBUFS : 0;
 }
 
@@ -565,7 +473,8 @@ static int begin_request(struct http_client *c, struct str method, struct str ta
 	if (method.len == 0 || target.len == 0)
 		return -EINVAL;
 	c->req_close = 0;
-	if (build_request(c, head, method, target, hdrs, nhdrs, clen) != 0)
+	if (build_request(c, head, method, target, hdrs, nhdrs, clen) != 0 ||
+	    buf_used(head) > c->cfg.max_output_bytes)
 		return -ENOBUFS;
 	if (http_parser_is_done(&c->parser))
 		http_parser_next(&c->parser);
@@ -573,7 +482,7 @@ static int begin_request(struct http_client *c, struct str method, struct str ta
 		http_parser_expect_no_body(&c->parser);
 	c->req_started = 1;
 	c->req_ended = 0;
-	c->req_chunked = clen == -1;
+	c->req_chunked = clen == HTTP_FRAMING_CHUNKED;
 	c->req_left = clen >= 0 ? clen : -1;
 	c->resp_headers_seen = 0;
 	if (c->state == ST_IDLE) {
@@ -586,21 +495,19 @@ static int begin_request(struct http_client *c, struct str method, struct str ta
 int http_client_request(struct http_client *c, struct str method, struct str target,
                         const struct http_header *hdrs, size_t nhdrs, const void *body, size_t len)
 {
-	int64_t clen = len > 0 || method_wants_length(method) ? (int64_t)len : -2;
-	struct buf head;
+	int64_t clen = len > 0 || method_wants_length(method) ? (int64_t)len : HTTP_FRAMING_NONE;
+	struct buf *head = http_scratch();
 	struct iovec iov[2];
 	int rc;
 
-	buf_init(&head, c->cfg.max_output_bytes);
-	rc = begin_request(c, method, target, hdrs, nhdrs, clen, &head);
+	rc = begin_request(c, method, target, hdrs, nhdrs, clen, head);
 	if (rc == 0) {
-		iov[0] = (struct iovec){buf_head(&head), buf_used(&head)};
+		iov[0] = (struct iovec){buf_head(head), buf_used(head)};
 		iov[1] = (struct iovec){(void *)body, len};
 		c->req_ended = 1;
 		c->req_left = 0;
 		rc = cl_sendv(c, iov, len ? 2 : 1);
 	}
-	buf_release(&head);
 	if (rc == 0 && !c->closed)
 		cl_kick(c); /* the response may already be buffered (never for a new request) */
 	return rc;
@@ -609,15 +516,13 @@ int http_client_request(struct http_client *c, struct str method, struct str tar
 int http_client_request_start(struct http_client *c, struct str method, struct str target,
                               const struct http_header *hdrs, size_t nhdrs, int64_t content_length)
 {
-	struct buf head;
+	struct buf *head = http_scratch();
 	int rc;
 
-	buf_init(&head, c->cfg.max_output_bytes);
-	rc = begin_request(c, method, target, hdrs, nhdrs, content_length < 0 ? -1 : content_length,
-	                   &head);
+	rc = begin_request(c, method, target, hdrs, nhdrs,
+	                   content_length < 0 ? HTTP_FRAMING_CHUNKED : content_length, head);
 	if (rc == 0)
-		rc = cl_send(c, buf_head(&head), buf_used(&head));
-	buf_release(&head);
+		rc = cl_send(c, buf_head(head), buf_used(head));
 	return rc;
 }
 
@@ -630,14 +535,10 @@ int http_client_write(struct http_client *c, const void *p, size_t len)
 	if (len == 0)
 		return 0;
 	if (c->req_chunked) {
-		char hex[24];
+		char hex[20];
 		struct iovec iov[3];
-		int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
 
-		iov[0] = (struct iovec){hex, (size_t)n};
-		iov[1] = (struct iovec){(void *)p, len};
-		iov[2] = (struct iovec){"\r\n", 2};
-		return cl_sendv(c, iov, 3);
+		return cl_sendv(c, iov, http_chunk_iov(iov, hex, p, len));
 	}
 	if ((uint64_t)len > (uint64_t)c->req_left)
 		return -EINVAL;

@@ -104,13 +104,19 @@ static struct http_parser *P(llhttp_t *ll)
 	return ll->data;
 }
 
-/* Records an error from inside a callback; llhttp then stops with HPE_USER. */
-static int cb_fail(struct http_parser *p, int status, const char *reason)
+/* Records an error (the first one wins). */
+static void note_error(struct http_parser *p, int status, const char *reason)
 {
 	if (p->status == 0) {
 		p->status = status;
 		p->reason = reason;
 	}
+}
+
+/* Records an error from inside a callback; llhttp then stops with HPE_USER. */
+static int cb_fail(struct http_parser *p, int status, const char *reason)
+{
+	note_error(p, status, reason);
 	return HPE_USER;
 }
 
@@ -118,12 +124,6 @@ static int hbuf_add(struct http_parser *p, const char *at, size_t len)
 {
 	if (buf_append(&p->hbuf, at, len) != 0)
 		return cb_fail(p, 431, "header section too large");
-	return 0;
-}
-
-static int on_message_begin(llhttp_t *ll)
-{
-	P(ll)->started = 1;
 	return 0;
 }
 
@@ -229,32 +229,28 @@ static int on_header_value(llhttp_t *ll, const char *at, size_t len)
 	return hbuf_add(p, at, len);
 }
 
-static int name_is(const struct http_parser *p, const struct http_hoff *o, const char *name)
-{
-	size_t n = strlen(name);
-
-	return o->nl == n && strncasecmp(p->hbuf.data + o->no, name, n) == 0;
-}
-
 static int on_header_value_complete(llhttp_t *ll)
 {
 	struct http_parser *p = P(ll);
 	struct http_hoff *o;
+	struct str name;
 
 	if (p->phase != HP_HEADERS)
 		return check_trailers(p);
 	if (p->nhdr == 0)
 		return 0;
 	o = &p->offs[p->nhdr - 1];
+	name = str_make(p->hbuf.data + o->no, o->nl);
 	/* llhttp skips leading OWS; drop the trailing one. */
 	while (o->vl > 0 &&
 	       (p->hbuf.data[o->vo + o->vl - 1] == ' ' || p->hbuf.data[o->vo + o->vl - 1] == '\t'))
 		o->vl--;
-	if (name_is(p, o, "host"))
+	if (str_caseeq(name, STR_LIT("host"))) {
 		p->n_host++;
-	else if (name_is(p, o, "content-length"))
+		p->host_idx = (uint32_t)(p->nhdr - 1);
+	} else if (str_caseeq(name, STR_LIT("content-length"))) {
 		p->n_cl++;
-	else if (name_is(p, o, "transfer-encoding")) {
+	} else if (str_caseeq(name, STR_LIT("transfer-encoding"))) {
 		p->n_te++;
 		p->te_idx = (uint32_t)(p->nhdr - 1);
 	}
@@ -382,11 +378,8 @@ static int on_headers_complete(llhttp_t *ll)
 			return cb_fail(p, 400, "more than one Host");
 		if (p->n_host == 0 && m->version == 11)
 			return cb_fail(p, 400, "missing Host");
-		if (p->n_host == 1) {
-			const struct str *h = http_msg_header(m, "host");
-
-			m->host = *h;
-		}
+		if (p->n_host == 1)
+			m->host = p->hdrs[p->host_idx].value;
 		if (m->method_id == HTTP_M_CONNECT)
 			return cb_fail(p, 501, "CONNECT is not supported");
 	} else {
@@ -451,7 +444,6 @@ static int on_message_complete(llhttp_t *ll)
 }
 
 static const llhttp_settings_t settings = {
-    .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_status = on_status,
     .on_header_field = on_header_field,
@@ -470,7 +462,7 @@ static void reset_message(struct http_parser *p)
 	p->url_off = p->url_len = p->reason_off = p->reason_len = 0;
 	p->in_field = 0;
 	p->n_host = p->n_cl = p->n_te = 0;
-	p->te_idx = 0;
+	p->te_idx = p->host_idx = 0;
 	memset(&p->msg, 0, sizeof(p->msg));
 	p->phase = HP_HEADERS;
 	p->pause_why = PAUSE_NONE;
@@ -510,22 +502,13 @@ void http_parser_release(struct http_parser *p)
 
 void http_parser_shrink(struct http_parser *p)
 {
-	if (p->phase != HP_HEADERS || p->started)
-		return;
-	buf_release(&p->hbuf);
-	free(p->offs);
-	free(p->hdrs);
-	p->offs = NULL;
-	p->hdrs = NULL;
-	p->hdr_cap = p->nhdr = 0;
+	if (p->phase == HP_HEADERS && !p->started)
+		http_parser_release(p);
 }
 
 static int set_error(struct http_parser *p, int status, const char *reason)
 {
-	if (p->status == 0) {
-		p->status = status;
-		p->reason = reason;
-	}
+	note_error(p, status, reason);
 	p->phase = HP_ERROR;
 	return HTTP_PARSE_ERROR;
 }
@@ -534,6 +517,7 @@ static int set_error(struct http_parser *p, int status, const char *reason)
 static int map_llhttp_error(struct http_parser *p, llhttp_errno_t e)
 {
 	const char *why = llhttp_get_error_reason(&p->ll);
+	const char *reason;
 
 	if (p->status)
 		return set_error(p, p->status, p->reason);
@@ -542,31 +526,44 @@ static int map_llhttp_error(struct http_parser *p, llhttp_errno_t e)
 		/* "HTTP/3.0": well-formed but unsupported; "HTTP/1.x": malformed */
 		if (why && strcmp(why, "Invalid HTTP version") == 0)
 			return set_error(p, 505, "HTTP version not supported");
-		return set_error(p, 400, "malformed HTTP version");
+		reason = "malformed HTTP version";
+		break;
 	case HPE_INVALID_METHOD:
-		return set_error(p, 400, "invalid or unknown method");
+		reason = "invalid or unknown method";
+		break;
 	case HPE_INVALID_CHUNK_SIZE:
-		return set_error(p, 400, "invalid chunk size");
+		reason = "invalid chunk size";
+		break;
 	case HPE_UNEXPECTED_CONTENT_LENGTH:
-		return set_error(p, 400, "conflicting Content-Length / Transfer-Encoding");
+		reason = "conflicting Content-Length / Transfer-Encoding";
+		break;
 	case HPE_INVALID_CONTENT_LENGTH:
-		return set_error(p, 400, "invalid Content-Length");
+		reason = "invalid Content-Length";
+		break;
 	case HPE_INVALID_TRANSFER_ENCODING:
-		return set_error(p, 400, "invalid Transfer-Encoding");
+		reason = "invalid Transfer-Encoding";
+		break;
 	case HPE_CR_EXPECTED:
 	case HPE_LF_EXPECTED:
-		return set_error(p, 400, "bad line ending");
+		reason = "bad line ending";
+		break;
 	case HPE_INVALID_HEADER_TOKEN:
-		return set_error(p, 400, "invalid header");
+		reason = "invalid header";
+		break;
 	case HPE_INVALID_URL:
-		return set_error(p, 400, "invalid request-target");
+		reason = "invalid request-target";
+		break;
 	case HPE_INVALID_STATUS:
-		return set_error(p, 400, "invalid status line");
+		reason = "invalid status line";
+		break;
 	case HPE_CLOSED_CONNECTION:
-		return set_error(p, 400, "data after Connection: close");
+		reason = "data after Connection: close";
+		break;
 	default:
-		return set_error(p, 400, "malformed message");
+		reason = "malformed message";
+		break;
 	}
+	return set_error(p, 400, reason);
 }
 
 int http_parser_feed(struct http_parser *p, const char *data, size_t len, size_t *consumed)
@@ -730,27 +727,30 @@ const struct str *http_msg_header(const struct http_msg *m, const char *name)
 	return NULL;
 }
 
+int http_token_list_has(struct str list, struct str token)
+{
+	const char *s = list.p, *e = list.p + list.len;
+
+	while (s < e) {
+		const char *c = memchr(s, ',', (size_t)(e - s));
+		const char *end = c ? c : e;
+
+		if (str_caseeq(str_trim(str_make(s, (size_t)(end - s))), token))
+			return 1;
+		s = c ? c + 1 : e;
+	}
+	return 0;
+}
+
 int http_msg_header_has_token(const struct http_msg *m, const char *name, const char *token)
 {
 	struct str n = str_c(name), t = str_c(token);
 	size_t i;
 
-	for (i = 0; i < m->nheaders; i++) {
-		const char *s, *e;
-
-		if (!str_caseeq(m->headers[i].name, n))
-			continue;
-		s = m->headers[i].value.p;
-		e = s + m->headers[i].value.len;
-		while (s < e) {
-			const char *c = memchr(s, ',', (size_t)(e - s));
-			const char *end = c ? c : e;
-
-			if (str_caseeq(str_trim(str_make(s, (size_t)(end - s))), t))
-				return 1;
-			s = c ? c + 1 : e;
-		}
-	}
+	for (i = 0; i < m->nheaders; i++)
+		if (str_caseeq(m->headers[i].name, n) &&
+		    http_token_list_has(m->headers[i].value, t))
+			return 1;
 	return 0;
 }
 

@@ -135,7 +135,7 @@ struct http_parser {
 	uint32_t url_off, url_len, reason_off, reason_len;
 	int in_field;
 	unsigned n_host, n_cl, n_te;
-	uint32_t te_idx;
+	uint32_t te_idx, host_idx; /* the (last) Transfer-Encoding / Host line */
 
 	struct http_msg msg;
 	int phase;        /* HP_* in parser.c */
@@ -217,6 +217,8 @@ void http_parser_shrink(struct http_parser *p);
 const struct str *http_msg_header(const struct http_msg *m, const char *name);
 /* 1 if the comma-separated header name contains token (case-insensitive). */
 int http_msg_header_has_token(const struct http_msg *m, const char *name, const char *token);
+/* 1 if the comma-separated list (one header value) holds token, OWS and case ignored. */
+int http_token_list_has(struct str list, struct str token);
 
 /* The reason phrase for a status code ("Not Found"), "Unknown" if unknown. */
 const char *http_status_text(int status);

@@ -6,18 +6,16 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "http/sock.h"
 
 #define IN_CAP          (64 * 1024)
 #define READ_CHUNK      (16 * 1024 - 1) /* + buf's hidden NUL = one 16 KiB block */
@@ -63,8 +61,7 @@ struct http_conn {
 
 	int state;
 	int timer_kind;
-	int body_mode;
-	size_t body_cap;
+	int body_mode; /* BODY_BUFFER caps at body.cap */
 	int resp;
 	int resp_chunked, resp_sse, resp_head, resp_nobody;
 	int64_t resp_left; /* Content-Length responses: bytes still due; -1 otherwise */
@@ -86,48 +83,23 @@ static void conn_close(struct http_conn *c);
 
 /* --- listening ------------------------------------------------------- */
 
-static int split_hostport(const char *addr, char *host, size_t hcap, char *port, size_t pcap)
-{
-	const char *colon, *h = addr, *hend;
-	size_t hl, pl;
-
-	if (addr[0] == '[') {
-		hend = strchr(addr, ']');
-		if (!hend || hend[1] != ':')
-			return -EINVAL;
-		h = addr + 1;
-		colon = hend + 1;
-	} else {
-		colon = strrchr(addr, ':');
-		if (!colon)
-			return -EINVAL;
-		hend = colon;
-	}
-	hl = (size_t)(hend - h);
-	pl = strlen(colon + 1);
-	if (hl >= hcap || pl == 0 || pl >= pcap)
-		return -EINVAL;
-	memcpy(host, h, hl);
-	host[hl] = 0;
-	memcpy(port, colon + 1, pl + 1);
-	if (hl == 1 && host[0] == '*')
-		host[0] = 0;
-	return 0;
-}
-
 int http_listen(const char *addr, int reuseport)
 {
-	char host[256], port[16];
+	char host[256];
+	struct str port;
 	struct addrinfo hints, *res = NULL, *ai;
 	int fd = -1, one = 1, rc;
 
-	if (!addr || split_hostport(addr, host, sizeof(host), port, sizeof(port)) != 0)
+	if (!addr || sock_split_hostport(addr, host, sizeof(host), &port) != 0 || port.len == 0 ||
+	    port.len >= 16)
 		return -EINVAL;
+	if (strcmp(host, "*") == 0)
+		host[0] = 0;
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &res);
+	rc = getaddrinfo(host[0] ? host : NULL, port.p, &hints, &res);
 	if (rc != 0)
 		return -EINVAL;
 	rc = -EADDRNOTAVAIL;
@@ -159,32 +131,10 @@ int http_local_port(int fd)
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) == -1)
 		return -errno;
-	if (ss.ss_family == AF_INET)
-		return ntohs(((struct sockaddr_in *)&ss)->sin_port);
-	if (ss.ss_family == AF_INET6)
-		return ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-	return -EAFNOSUPPORT;
+	return sock_addr_port((struct sockaddr *)&ss);
 }
 
 /* --- output ---------------------------------------------------------- */
-
-/* Writes queued output until EAGAIN.  Returns 0, or -1 when the peer is gone. */
-static int conn_flush(struct http_conn *c)
-{
-	while (buf_used(&c->out) > 0) {
-		ssize_t w = send(c->fd, buf_head(&c->out), buf_used(&c->out), MSG_NOSIGNAL);
-
-		if (w == -1) {
-			if (errno == EINTR)
-				continue;
-			if (errno == EAGAIN || errno == EWOULDBLOCK)
-				return 0;
-			return -1;
-		}
-		buf_consume(&c->out, (size_t)w);
-	}
-	return 0;
-}
 
 /*
  * Sends iov: straight to the socket when nothing is queued, the rest into
@@ -192,44 +142,16 @@ static int conn_flush(struct http_conn *c)
  */
 static int conn_sendv(struct http_conn *c, struct iovec *iov, int n)
 {
-	int i = 0;
+	int rc;
 
 	if (c->closed)
 		return -EPIPE;
-	if (buf_used(&c->out) == 0) {
-		struct msghdr mh;
-		ssize_t w;
-
-		memset(&mh, 0, sizeof(mh));
-		mh.msg_iov = iov;
-		mh.msg_iovlen = (size_t)n;
-		do {
-			w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
-		} while (w == -1 && errno == EINTR);
-		if (w == -1) {
-			if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				conn_close(c);
-				return -EPIPE;
-			}
-			w = 0;
-		}
-		while (i < n && (size_t)w >= iov[i].iov_len) {
-			w -= (ssize_t)iov[i].iov_len;
-			i++;
-		}
-		if (i < n) {
-			iov[i].iov_base = (char *)iov[i].iov_base + w;
-			iov[i].iov_len -= (size_t)w;
-		}
-	}
-	for (; i < n; i++) {
-		if (buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) != 0) {
-			log_warn("http output cap reached, closing", "peer", c->peer, NULL);
-			conn_close(c);
-			return -ENOBUFS;
-		}
-	}
-	return 0;
+	rc = sock_sendv(c->fd, &c->out, iov, n);
+	if (rc == -ENOBUFS)
+		log_warn("http output cap reached, closing", "peer", c->peer, NULL);
+	if (rc != 0)
+		conn_close(c);
+	return rc;
 }
 
 static int conn_send(struct http_conn *c, const void *p, size_t len)
@@ -237,20 +159,6 @@ static int conn_send(struct http_conn *c, const void *p, size_t len)
 	struct iovec iov = {(void *)p, len};
 
 	return conn_sendv(c, &iov, 1);
-}
-
-/* A per-thread scratch buffer for response heads and SSE events. */
-static struct buf *scratch(void)
-{
-	static __thread struct buf b;
-	static __thread int init;
-
-	if (!init) {
-		buf_init(&b, 64u << 20);
-		init = 1;
-	}
-	buf_reset(&b);
-	return &b;
 }
 
 static const char *http_date(struct loop *loop)
@@ -276,8 +184,8 @@ static int is_framing(struct str name)
 }
 
 /*
- * Builds the status line and headers.  mode: content_length >= 0, -1
- * chunked, -2 no framing (close-delimited or no body allowed).
+ * Builds the status line and headers.  clen: a Content-Length >= 0, or
+ * HTTP_FRAMING_CHUNKED / HTTP_FRAMING_NONE (close-delimited or no body allowed).
  */
 static int build_head(struct http_conn *c, struct buf *b, int status,
                       const struct http_header *hdrs, size_t nhdrs, int64_t clen)
@@ -289,23 +197,15 @@ static int build_head(struct http_conn *c, struct buf *b, int status,
 	rc |= buf_printf(b, "HTTP/1.1 %d %s\r\n", status, http_status_text(status));
 	if (c->srv->cfg.send_date)
 		rc |= buf_printf(b, "Date: %s\r\n", http_date(c->srv->loop));
-	for (i = 0; i < nhdrs; i++) {
-		if (is_framing(hdrs[i].name))
-			continue;
-		rc |= buf_append(b, hdrs[i].name.p, hdrs[i].name.len);
-		rc |= buf_append(b, ": ", 2);
-		rc |= buf_append(b, hdrs[i].value.p, hdrs[i].value.len);
-		rc |= buf_append(b, "\r\n", 2);
-	}
-	if (clen >= 0)
-		rc |= buf_printf(b, "Content-Length: %lld\r\n", (long long)clen);
-	else if (clen == -1)
-		rc |= buf_append_str(b, "Transfer-Encoding: chunked\r\n");
+	for (i = 0; i < nhdrs; i++)
+		if (!is_framing(hdrs[i].name))
+			rc |= http_head_add(b, hdrs[i].name, hdrs[i].value);
+	rc |= http_head_framing(b, clen);
 	if (!c->keep_alive)
-		rc |= buf_append_str(b, "Connection: close\r\n");
+		rc |= buf_append_lit(b, "Connection: close\r\n");
 	else if (req->version == 10)
-		rc |= buf_append_str(b, "Connection: keep-alive\r\n");
-	rc |= buf_append(b, "\r\n", 2);
+		rc |= buf_append_lit(b, "Connection: keep-alive\r\n");
+	rc |= buf_append_lit(b, "\r\n");
 	return rc ? -ENOBUFS : 0;
 }
 
@@ -354,8 +254,8 @@ int http_conn_respond(struct http_conn *c, int status, const struct http_header 
 		return rc;
 	nobody = !status_has_body(status);
 	c->resp_head = http_parser_msg(&c->parser)->method_id == HTTP_M_HEAD;
-	b = scratch();
-	if (build_head(c, b, status, hdrs, nhdrs, nobody ? -2 : (int64_t)len) != 0)
+	b = http_scratch();
+	if (build_head(c, b, status, hdrs, nhdrs, nobody ? HTTP_FRAMING_NONE : (int64_t)len) != 0)
 		return -ENOBUFS;
 	iov[0] = (struct iovec){buf_head(b), buf_used(b)};
 	iov[1] = (struct iovec){(void *)body, len};
@@ -414,16 +314,16 @@ int http_conn_start(struct http_conn *c, int status, const struct http_header *h
 	c->resp_chunked = 0;
 	c->resp_left = -1;
 	if (c->resp_nobody) {
-		framing = -2;
+		framing = HTTP_FRAMING_NONE;
 	} else if (content_length >= 0) {
 		c->resp_left = content_length;
 	} else if (req->version >= 11) {
 		c->resp_chunked = 1;
 	} else {
-		framing = -2; /* HTTP/1.0: delimited by closing */
+		framing = HTTP_FRAMING_NONE; /* HTTP/1.0: delimited by closing */
 		c->keep_alive = 0;
 	}
-	b = scratch();
+	b = http_scratch();
 	if (build_head(c, b, status, hdrs, nhdrs, framing) != 0)
 		return -ENOBUFS;
 	c->resp = RESP_STARTED;
@@ -445,14 +345,10 @@ int http_conn_write(struct http_conn *c, const void *p, size_t len)
 	if (len == 0 || c->resp_head || c->resp_nobody)
 		return 0;
 	if (c->resp_chunked) {
-		char hex[24];
+		char hex[20];
 		struct iovec iov[3];
-		int n = snprintf(hex, sizeof(hex), "%zx\r\n", len);
 
-		iov[0] = (struct iovec){hex, (size_t)n};
-		iov[1] = (struct iovec){(void *)p, len};
-		iov[2] = (struct iovec){"\r\n", 2};
-		return conn_sendv(c, iov, 3);
+		return conn_sendv(c, iov, http_chunk_iov(iov, hex, p, len));
 	}
 	if (c->resp_left >= 0) {
 		if ((uint64_t)len > (uint64_t)c->resp_left)
@@ -536,7 +432,7 @@ int http_conn_sse_send(struct http_conn *c, struct str id, struct str event, str
 		return -EINVAL;
 	if (has_newline(id) || has_newline(event))
 		return -EINVAL;
-	b = scratch();
+	b = http_scratch();
 	if (id.len) {
 		rc |= buf_append_str(b, "id: ");
 		rc |= buf_append(b, id.p, id.len);
@@ -576,7 +472,7 @@ int http_conn_sse_comment(struct http_conn *c, struct str text)
 		return -EINVAL;
 	if (has_newline(text))
 		return -EINVAL;
-	b = scratch();
+	b = http_scratch();
 	rc |= buf_append(b, ": ", 2);
 	rc |= buf_append(b, text.p, text.len);
 	rc |= buf_append(b, "\n\n", 2);
@@ -667,7 +563,6 @@ static int p_on_headers(struct http_parser *p, struct http_msg *msg, void *data)
 	c->state = CS_BODY;
 	c->keep_alive = msg->keep_alive && !s->shutting_down;
 	c->body_mode = BODY_BUFFER;
-	c->body_cap = s->cfg.max_body_bytes;
 	c->body.cap = s->cfg.max_body_bytes;
 	timer_arm(c, TK_BODY, s->cfg.idle_timeout_ms);
 	if (s->h.on_headers)
@@ -675,11 +570,11 @@ static int p_on_headers(struct http_parser *p, struct http_msg *msg, void *data)
 	if (c->closed)
 		return 400;
 	if (c->body_mode == BODY_BUFFER && c->resp == RESP_NONE)
-		http_parser_set_body_limit(p, c->body_cap);
+		http_parser_set_body_limit(p, c->body.cap);
 	if (c->resp == RESP_NONE && !msg->no_body && msg->version == 11 &&
 	    http_msg_header_has_token(msg, "expect", "100-continue") &&
 	    !(msg->has_content_length && c->body_mode == BODY_BUFFER &&
-	      msg->content_length > c->body_cap))
+	      msg->content_length > c->body.cap))
 		conn_send(c, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	return c->closed ? 400 : 0;
 }
@@ -783,34 +678,14 @@ static void linger_read(struct http_conn *c)
 	}
 }
 
-/* Reads once into the input buffer.  Returns >0 bytes, 0 EOF, -1 EAGAIN/full, -2 error. */
+/* Reads once into the input buffer; see sock_read().  Notes EAGAIN. */
 static ssize_t conn_read(struct http_conn *c)
 {
-	size_t space = c->in.cap - buf_used(&c->in);
-	char *dst;
-	ssize_t n;
+	ssize_t n = sock_read(c->fd, &c->in, READ_CHUNK);
 
-	if (space == 0)
-		return -1;
-	if (space > READ_CHUNK)
-		space = READ_CHUNK;
-	dst = buf_reserve(&c->in, space);
-	if (!dst)
-		return -2;
-	do {
-		n = read(c->fd, dst, space);
-	} while (n == -1 && errno == EINTR);
-	if (n > 0) {
-		buf_commit(&c->in, (size_t)n);
-		return n;
-	}
-	if (n == 0)
-		return 0;
-	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+	if (n == -EAGAIN)
 		c->can_read = 0;
-		return -1;
-	}
-	return -2;
+	return n;
 }
 
 /* One pass of parsing.  Returns 1 if progress was made. */
@@ -851,7 +726,7 @@ static void conn_drive(struct http_conn *c)
 		c->rerun = 0;
 		if (c->closed)
 			return;
-		if (buf_used(&c->out) > 0 && conn_flush(c) != 0) {
+		if (sock_flush(c->fd, &c->out) != 0) {
 			conn_close(c);
 			return;
 		}
@@ -881,8 +756,8 @@ static void conn_drive(struct http_conn *c)
 				n = conn_read(c);
 				if (n > 0)
 					continue;
-				if (n == 0 || n == -2) {
-					if (c->resp_sse || n == -2) {
+				if (n == 0 || (n != -EAGAIN && n != -ENOBUFS)) {
+					if (c->resp_sse || n != 0) {
 						conn_close(c);
 						return;
 					}
@@ -904,13 +779,11 @@ static void conn_drive(struct http_conn *c)
 		n = conn_read(c);
 		if (n > 0 && c->state == CS_BODY && c->timer_kind == TK_BODY)
 			timer_arm(c, TK_BODY, s->cfg.idle_timeout_ms);
-		if (n > 0 || n == -1) {
-			if (n == -1 && !c->can_read)
-				return;
-			if (n == -1) /* input full: the parser must make room */
-				return;
+		if (n > 0)
 			continue;
-		}
+		if (n == -EAGAIN ||
+		    n == -ENOBUFS) /* drained, or full until the parser makes room */
+			return;
 		/* EOF or error */
 		if (n == 0 && c->state == CS_HEADERS && !http_parser_in_message(&c->parser)) {
 			conn_close(c);
@@ -983,15 +856,21 @@ static void conn_free_cb(struct loop *loop, struct loop_defer *d)
 	conn_free(d->data);
 }
 
-static void conn_close(struct http_conn *c)
+/* Unregisters and closes the socket; the memory stays until conn_free(). */
+static void conn_detach(struct http_conn *c)
 {
-	if (c->closed)
-		return;
 	c->closed = 1;
 	loop_io_del(c->srv->loop, &c->io);
 	loop_timer_stop(c->srv->loop, &c->timer);
 	close(c->fd);
 	c->fd = -1;
+}
+
+static void conn_close(struct http_conn *c)
+{
+	if (c->closed)
+		return;
+	conn_detach(c);
 	loop_defer(c->srv->loop, &c->defer, conn_free_cb, c);
 }
 
@@ -1004,7 +883,6 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
 {
 	struct http_conn *c = calloc(1, sizeof(*c));
 	struct http_limits lim = {s->cfg.max_header_bytes, s->cfg.max_headers};
-	int one = 1;
 
 	if (!c) {
 		close(fd);
@@ -1013,13 +891,8 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
 	c->srv = s;
 	c->fd = fd;
 	c->resp_left = -1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (ss->ss_family == AF_INET)
-		inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, c->peer,
-		          sizeof(c->peer));
-	else if (ss->ss_family == AF_INET6)
-		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, c->peer,
-		          sizeof(c->peer));
+	sock_nodelay(fd);
+	sock_addr_ip((const struct sockaddr *)ss, c->peer, sizeof(c->peer));
 	http_parser_init(&c->parser, HTTP_PARSE_REQUEST, &lim, &conn_parser_cbs, c);
 	buf_init(&c->in, IN_CAP);
 	buf_init(&c->out, s->cfg.max_output_bytes);
@@ -1135,7 +1008,6 @@ size_t http_server_conn_count(const struct http_server *s)
 void http_conn_buffer_body(struct http_conn *c, size_t cap)
 {
 	c->body_mode = BODY_BUFFER;
-	c->body_cap = cap;
 	c->body.cap = cap;
 }
 
@@ -1229,12 +1101,8 @@ void http_server_free(struct http_server *s)
 		return;
 	close_listeners(s);
 	while ((c = s->conns) != NULL) {
-		if (!c->closed) {
-			c->closed = 1;
-			loop_io_del(s->loop, &c->io);
-			loop_timer_stop(s->loop, &c->timer);
-			close(c->fd);
-		}
+		if (!c->closed)
+			conn_detach(c);
 		s->shutting_down = 0; /* no done callback from here */
 		conn_free(c);
 	}

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -26,6 +27,7 @@ struct env {
 	char addr[64];
 	/* client side observations */
 	int connected, responses, completes, closed, close_err;
+	int reusable_at_complete; /* http_client_reusable() inside on_complete */
 	int status;
 	struct buf body;
 	int server_requests;
@@ -90,6 +92,7 @@ static int c_body(struct http_client *c, const char *p, size_t len, void *d)
 static void c_complete(struct http_client *c, const struct http_msg *m, void *d)
 {
 	E.completes++;
+	E.reusable_at_complete = http_client_reusable(c);
 }
 
 static void c_close(struct http_client *c, int err, void *d)
@@ -237,7 +240,10 @@ static void t_head_and_close(void **st)
 	assert_int_equal(http_client_request(c, STR_LIT("HEAD"), STR_LIT("/h"), NULL, 0, NULL, 0),
 	                 0);
 	run_until(&E.completes, 1);
+	assert_int_equal(E.responses, 1);
+	assert_int_equal(E.status, 200);
 	assert_int_equal(buf_used(&E.body), 0);
+	assert_true(E.reusable_at_complete);
 	assert_true(http_client_reusable(c));
 	/* Connection: close: the client closes after the response, err 0 */
 	assert_int_equal(
@@ -247,8 +253,65 @@ static void t_head_and_close(void **st)
 	    0);
 	run_until(&E.closed, 1);
 	assert_int_equal(E.completes, 2);
+	assert_false(E.reusable_at_complete); /* closing as soon as it completed */
 	assert_true(body_is("bye"));
 	assert_int_equal(E.close_err, 0);
+	stop();
+}
+
+/*
+ * A request that says Connection: close (any case, inside a list) is not
+ * reused even when the peer answers as if it were keep-alive.  The peer is
+ * a raw socket here: our server would honour the close itself.
+ */
+static void t_request_close_token(void **st)
+{
+	static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+	const char *values[] = {"keep-alive", "te, Close"};
+	size_t i;
+
+	start();
+	for (i = 0; i < 2; i++) {
+		struct http_client *c;
+		char addr[64], req[1024];
+		size_t got = 0;
+		uint64_t end = clock_mono_ms() + WAIT_MS;
+		int lfd = http_listen("127.0.0.1:0", 0), fd = -1;
+
+		assert_true(lfd >= 0);
+		snprintf(addr, sizeof(addr), "127.0.0.1:%d", http_local_port(lfd));
+		c = http_client_connect(E.loop, addr, NULL, &ops, NULL);
+		assert_non_null(c);
+		assert_int_equal(http_client_request(
+		                     c, STR_LIT("GET"), STR_LIT("/"),
+		                     &(struct http_header){STR_LIT("Connection"), str_c(values[i])},
+		                     1, NULL, 0),
+		                 0);
+		while (!memmem(req, got, "\r\n\r\n", 4)) {
+			ssize_t n;
+
+			if (clock_mono_ms() > end)
+				fail_msg("timed out waiting for the request");
+			loop_run_once(E.loop, 5);
+			if (fd < 0)
+				fd = accept(lfd, NULL, NULL);
+			if (fd >= 0 &&
+			    (n = recv(fd, req + got, sizeof(req) - got, MSG_DONTWAIT)) > 0)
+				got += (size_t)n;
+		}
+		assert_int_equal(send(fd, resp, sizeof(resp) - 1, 0), (ssize_t)(sizeof(resp) - 1));
+		run_until(&E.completes, (int)i + 1);
+		assert_true(body_is("ok"));
+		assert_int_equal(E.reusable_at_complete, i == 0);
+		if (i == 0) {
+			assert_true(http_client_reusable(c));
+			http_client_close(c);
+		} /* else it closed itself at once: c is gone */
+		run_until(&E.closed, (int)i + 1);
+		assert_int_equal(E.close_err, 0);
+		close(fd);
+		close(lfd);
+	}
 	stop();
 }
 
@@ -314,6 +377,7 @@ int main(void)
 	    cmocka_unit_test(t_request_and_reuse),
 	    cmocka_unit_test(t_streamed_chunked_request_and_response),
 	    cmocka_unit_test(t_head_and_close),
+	    cmocka_unit_test(t_request_close_token),
 	    cmocka_unit_test(t_refused),
 	    cmocka_unit_test(t_response_timeout),
 	    cmocka_unit_test(t_upstream_goes_away),

@@ -512,6 +512,7 @@ static void t_all_splits(void **st)
 		assert_int_equal(
 		    http_parse_buffer(HTTP_PARSE_REQUEST, NULL, in, len, step, 0, visit, &s, &n),
 		    0);
+		assert_int_equal(n, 2);
 		assert_memory_equal(&s, &ref, sizeof(s));
 	}
 }
@@ -609,7 +610,12 @@ static void t_header_helpers(void **st)
 	assert_non_null(http_msg_header(m, "UPGRADE"));
 	assert_null(http_msg_header(m, "x-none"));
 	assert_true(http_msg_header_has_token(m, "connection", "upgrade"));
+	assert_true(http_msg_header_has_token(m, "CONNECTION", "keep-alive"));
 	assert_false(http_msg_header_has_token(m, "connection", "close"));
+	assert_false(http_msg_header_has_token(m, "connection", "keep"));
+	assert_true(http_token_list_has(STR_LIT(" a ,\tClose "), STR_LIT("close")));
+	assert_false(http_token_list_has(STR_LIT("closed, unclose"), STR_LIT("close")));
+	assert_false(http_token_list_has(STR_LIT(""), STR_LIT("close")));
 	assert_int_equal(m->method_id, HTTP_M_GET);
 	http_parser_next(&p);
 	/* upgrade is ignored: the next request is still HTTP */

@@ -234,10 +234,41 @@ static int raw_has(struct rx *rx, const char *s)
 	       NULL;
 }
 
-static void rx_init(struct rx *rx)
+/* Connects a test client; its received bytes go to rx. */
+static int open_rx(struct rx *rx)
 {
 	buf_init(&rx->raw, 16 << 20);
 	rx->eof = 0;
+	return connect_client();
+}
+
+static void close_rx(int fd, struct rx *rx)
+{
+	close(fd);
+	buf_release(&rx->raw);
+}
+
+/*
+ * Sends len bytes of req on a new connection and expects exactly one JSON
+ * error answer with status and code, Connection: close, then the close.
+ */
+static void expect_rejected(const char *req, size_t len, int status, const char *code)
+{
+	char want[128];
+	struct rx rx;
+	struct resp r;
+	int fd = open_rx(&rx);
+
+	send_all(fd, req, len);
+	r = wait_responses(fd, &rx, 1);
+	assert_int_equal(r.status[0], status);
+	assert_true(raw_has(&rx, "Content-Type: application/json\r\n"));
+	assert_true(raw_has(&rx, "Connection: close\r\n"));
+	snprintf(want, sizeof(want), "{\"error\":{\"code\":\"%s\",\"message\":\"", code);
+	assert_true(raw_has(&rx, want));
+	wait_eof(fd, &rx);
+	assert_int_equal(wait_responses(fd, &rx, 1).n, 1);
+	close_rx(fd, &rx);
 }
 
 /* --- tests ------------------------------------------------------------ */
@@ -249,8 +280,7 @@ static void t_simple(void **st)
 	int fd;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "GET /hi?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
 	assert_int_equal(r.status[0], 200);
@@ -258,8 +288,7 @@ static void t_simple(void **st)
 	assert_int_equal(r.keep_alive[0], 1);
 	assert_true(raw_has(&rx, "Content-Length: 13\r\n"));
 	assert_int_equal(http_server_conn_count(E.srv), 1);
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -270,8 +299,7 @@ static void t_pipelined_in_order(void **st)
 	int fd, i;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n"
 	             "GET /b HTTP/1.1\r\nHost: t\r\n\r\n"
 	             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\nxyz");
@@ -284,8 +312,7 @@ static void t_pipelined_in_order(void **st)
 	assert_string_equal(r.body[0], "first");
 	assert_string_equal(r.body[1], "hello /b?");
 	assert_string_equal(r.body[2], "xyz");
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -296,8 +323,7 @@ static void t_keep_alive(void **st)
 	int fd;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "GET /1 HTTP/1.1\r\nHost: t\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
 	send_str(fd, "GET /2 HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -310,12 +336,10 @@ static void t_keep_alive(void **st)
 	assert_int_equal(r.keep_alive[2], 0);
 	assert_true(raw_has(&rx, "Connection: close\r\n"));
 	wait_eof(fd, &rx);
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 
 	/* HTTP/1.0 without keep-alive closes; with it stays */
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "GET /a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
 	assert_true(raw_has(&rx, "Connection: keep-alive\r\n"));
@@ -323,8 +347,7 @@ static void t_keep_alive(void **st)
 	r = wait_responses(fd, &rx, 2);
 	assert_string_equal(r.body[1], "hello /b?");
 	wait_eof(fd, &rx);
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -337,8 +360,7 @@ static void t_header_timeout_408(void **st)
 	int fd;
 
 	start(&cfg);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	t0 = clock_mono_ms();
 	send_str(fd, "GET / HTTP/1.1\r\nHost: t\r\nX-Slow: ");
 	r = wait_responses(fd, &rx, 1);
@@ -347,8 +369,7 @@ static void t_header_timeout_408(void **st)
 	assert_true(raw_has(&rx, "\"code\":\"request_timeout\""));
 	assert_true(raw_has(&rx, "Connection: close\r\n"));
 	wait_eof(fd, &rx);
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -359,14 +380,15 @@ static void t_idle_timeout(void **st)
 	int fd;
 
 	start(&cfg);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "GET / HTTP/1.1\r\nHost: t\r\n\r\n");
 	wait_responses(fd, &rx, 1);
 	wait_eof(fd, &rx); /* closed quietly, no 408 */
 	assert_false(raw_has(&rx, "408"));
-	close(fd);
-	buf_release(&rx.raw);
+	assert_int_equal(wait_responses(fd, &rx, 1).n, 1);
+	assert_int_equal(E.closes, 1);
+	assert_int_equal(http_server_conn_count(E.srv), 0);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -374,24 +396,14 @@ static void t_oversized_header_431(void **st)
 {
 	size_t big = 40 * 1024;
 	char *req = malloc(big + 64);
-	struct rx rx;
-	struct resp r;
-	int fd, n;
+	int n;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
 	n = snprintf(req, 64, "GET / HTTP/1.1\r\nHost: t\r\nX: ");
 	memset(req + n, 'a', big);
 	memcpy(req + n + big, "\r\n\r\n", 4);
-	send_all(fd, req, (size_t)n + big + 4);
-	r = wait_responses(fd, &rx, 1);
-	assert_int_equal(r.status[0], 431);
-	assert_true(raw_has(&rx, "{\"error\":{\"code\":\"header_too_large\""));
-	wait_eof(fd, &rx);
-	close(fd);
+	expect_rejected(req, (size_t)n + big + 4, 431, "header_too_large");
 	free(req);
-	buf_release(&rx.raw);
 	stop();
 }
 
@@ -406,40 +418,17 @@ static void t_malformed_400(void **st)
 	size_t i;
 
 	start(NULL);
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct rx rx;
-		struct resp r;
-		int fd;
-
-		rx_init(&rx);
-		fd = connect_client();
-		send_str(fd, bad[i]);
-		r = wait_responses(fd, &rx, 1);
-		assert_int_equal(r.status[0], 400);
-		assert_true(raw_has(&rx, "Content-Type: application/json\r\n"));
-		assert_true(raw_has(&rx, "{\"error\":{\"code\":\"bad_request\",\"message\":\""));
-		wait_eof(fd, &rx);
-		close(fd);
-		buf_release(&rx.raw);
-	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		expect_rejected(bad[i], strlen(bad[i]), 400, "bad_request");
 	stop();
 }
 
 static void t_version_505(void **st)
 {
-	struct rx rx;
-	struct resp r;
-	int fd;
+	const char *req = "GET / HTTP/2.0\r\nHost: t\r\n\r\n";
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
-	send_str(fd, "GET / HTTP/2.0\r\nHost: t\r\n\r\n");
-	r = wait_responses(fd, &rx, 1);
-	assert_int_equal(r.status[0], 505);
-	wait_eof(fd, &rx);
-	close(fd);
-	buf_release(&rx.raw);
+	expect_rejected(req, strlen(req), 505, "version_not_supported");
 	stop();
 }
 
@@ -469,8 +458,7 @@ static void t_chunked_response(void **st)
 	int fd;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd,
 	         "GET /chunked HTTP/1.1\r\nHost: t\r\n\r\nGET /after HTTP/1.1\r\nHost: t\r\n\r\n");
 	r = wait_responses(fd, &rx, 2);
@@ -480,18 +468,15 @@ static void t_chunked_response(void **st)
 	assert_true(raw_has(&rx,
 	                    "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n"
 	                    "HTTP/1.1 200 OK\r\n"));
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 
 	/* an HTTP/1.0 peer gets a close-delimited body */
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "GET /chunked HTTP/1.0\r\n\r\n");
 	wait_eof(fd, &rx);
 	assert_false(raw_has(&rx, "chunked"));
 	assert_true(raw_has(&rx, "\r\n\r\nabcdefg"));
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -506,8 +491,7 @@ static void t_sse(void **st)
 	int fd;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
 	while (!E.sse && clock_mono_ms() < end)
 		rx_pump(fd, &rx, 5);
@@ -547,11 +531,9 @@ static void t_sse_slow_subscriber(void **st)
 	struct http_server_config cfg = {.sse_backlog_bytes = 64 * 1024};
 	uint64_t end = clock_mono_ms() + WAIT_MS;
 	char data[1024];
-	struct rx rx;
 	int fd, i, rc = 0, rcvbuf = 4096;
 
 	start(&cfg);
-	rx_init(&rx);
 	fd = connect_client();
 	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf));
 	send_str(fd, "GET /sse HTTP/1.1\r\nHost: t\r\n\r\n");
@@ -570,40 +552,25 @@ static void t_sse_slow_subscriber(void **st)
 	assert_null(E.sse);
 	assert_int_equal(E.closes, 1);
 	close(fd);
-	buf_release(&rx.raw);
 	stop();
 }
 
 static void t_body_cap_413(void **st)
 {
+	const char *cl = "POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n"
+	                 "01234567890123456789";
+	const char *ch = "POST /small HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                 "8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n";
 	struct rx rx;
 	struct resp r;
 	int fd;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
-	send_str(fd, "POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 20\r\n\r\n"
-	             "01234567890123456789");
-	r = wait_responses(fd, &rx, 1);
-	assert_int_equal(r.status[0], 413);
-	wait_eof(fd, &rx);
-	close(fd);
-	buf_release(&rx.raw);
-
-	rx_init(&rx);
-	fd = connect_client();
-	send_str(fd, "POST /small HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
-	             "8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n");
-	r = wait_responses(fd, &rx, 1);
-	assert_int_equal(r.status[0], 413);
-	wait_eof(fd, &rx);
-	close(fd);
-	buf_release(&rx.raw);
+	expect_rejected(cl, strlen(cl), 413, "payload_too_large");
+	expect_rejected(ch, strlen(ch), 413, "payload_too_large");
 
 	/* within the cap it is echoed */
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "POST /small HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\n0123456789");
 	r = wait_responses(fd, &rx, 1);
 	assert_int_equal(r.status[0], 200);
@@ -614,8 +581,7 @@ static void t_body_cap_413(void **st)
 	r = wait_responses(fd, &rx, 2);
 	assert_int_equal(r.status[1], 200);
 	assert_string_equal(r.body[1], "01234567890123456789");
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -626,8 +592,7 @@ static void t_echo_continue_head(void **st)
 	int fd;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
 	             "Expect: 100-continue\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
@@ -636,12 +601,10 @@ static void t_echo_continue_head(void **st)
 	r = wait_responses(fd, &rx, 2);
 	assert_int_equal(r.status[1], 200);
 	assert_string_equal(r.body[1], "hello");
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 
 	/* HEAD: Content-Length of the would-be body, no body bytes */
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "HEAD /h HTTP/1.1\r\nHost: t\r\n\r\nGET /g HTTP/1.1\r\nHost: t\r\n\r\n");
 	{
 		uint64_t end = clock_mono_ms() + WAIT_MS;
@@ -651,8 +614,7 @@ static void t_echo_continue_head(void **st)
 	}
 	assert_true(raw_has(&rx, "Content-Length: 9\r\n\r\nHTTP/1.1 200 OK\r\n"));
 	assert_false(raw_has(&rx, "hello /h"));
-	close(fd);
-	buf_release(&rx.raw);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -663,8 +625,7 @@ static void t_stream_body_and_early_response(void **st)
 	int fd;
 
 	start(NULL);
-	rx_init(&rx);
-	fd = connect_client();
+	fd = open_rx(&rx);
 	send_str(fd, "POST /stream HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
 	             "5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n");
 	r = wait_responses(fd, &rx, 1);
@@ -674,9 +635,12 @@ static void t_stream_body_and_early_response(void **st)
 	             "GET /next HTTP/1.1\r\nHost: t\r\n\r\n");
 	r = wait_responses(fd, &rx, 3);
 	assert_int_equal(r.status[1], 403);
+	assert_string_equal(r.body[1], "no");
+	assert_int_equal(r.keep_alive[1], 1);
+	assert_int_equal(r.status[2], 200);
 	assert_string_equal(r.body[2], "hello /next?");
-	close(fd);
-	buf_release(&rx.raw);
+	assert_int_equal(http_server_conn_count(E.srv), 1);
+	close_rx(fd, &rx);
 	stop();
 }
 
@@ -693,10 +657,8 @@ static void t_graceful_shutdown(void **st)
 	int idle, busy;
 
 	start(NULL);
-	rx_init(&rx1);
-	rx_init(&rx2);
-	idle = connect_client();
-	busy = connect_client();
+	idle = open_rx(&rx1);
+	busy = open_rx(&rx2);
 	send_str(busy, "GET /later HTTP/1.1\r\nHost: t\r\n\r\n");
 	while ((!E.later || http_server_conn_count(E.srv) < 2) && clock_mono_ms() < end)
 		loop_run_once(E.loop, 5);
@@ -714,10 +676,8 @@ static void t_graceful_shutdown(void **st)
 		loop_run_once(E.loop, 5);
 	assert_true(E.done);
 	assert_int_equal(http_server_conn_count(E.srv), 0);
-	close(idle);
-	close(busy);
-	buf_release(&rx1.raw);
-	buf_release(&rx2.raw);
+	close_rx(idle, &rx1);
+	close_rx(busy, &rx2);
 	stop();
 }
 
@@ -727,12 +687,27 @@ static void t_listen_addresses(void **st)
 
 	assert_int_equal(http_listen("nonsense", 0), -EINVAL);
 	assert_int_equal(http_listen("127.0.0.1:", 0), -EINVAL);
+	assert_int_equal(http_listen(":", 0), -EINVAL);
+	assert_int_equal(http_listen("[::1:80", 0), -EINVAL);
+	assert_int_equal(http_listen(NULL, 0), -EINVAL);
 	fd = http_listen("127.0.0.1:0", 1);
 	assert_true(fd >= 0);
+	assert_true(http_local_port(fd) > 0);
+	close(fd);
+	/* ":port" and "*:port" bind any address */
+	fd = http_listen(":0", 0);
+	assert_true(fd >= 0);
+	assert_true(http_local_port(fd) > 0);
+	close(fd);
+	fd = http_listen("*:0", 0);
+	assert_true(fd >= 0);
+	assert_true(http_local_port(fd) > 0);
 	close(fd);
 	fd = http_listen("[::1]:0", 0);
-	if (fd >= 0) /* IPv6 may be disabled */
+	if (fd >= 0) { /* IPv6 may be disabled */
+		assert_true(http_local_port(fd) > 0);
 		close(fd);
+	}
 }
 
 int main(void)
