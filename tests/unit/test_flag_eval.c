@@ -34,8 +34,12 @@
 extern void *__libc_malloc(size_t n);
 extern void *__libc_calloc(size_t n, size_t size);
 extern void *__libc_realloc(void *p, size_t n);
-static __thread int counting;
-static __thread size_t nallocs;
+/*
+ * volatile: the compiler assumes malloc leaves the program's own variables
+ * alone, so without it -O2 folds the counter to 0 around every call.
+ */
+static __thread volatile int counting;
+static __thread volatile size_t nallocs;
 
 void *malloc(size_t n)
 {
