@@ -420,6 +420,35 @@ static const char *engine_stable_of(void *ctx, const char *service)
 	return name;
 }
 
+static json_t *engine_flag_save(void *ctx, const char *flag)
+{
+	struct daemon *d = ctx;
+
+	return api_flags_save(d->flags, flag);
+}
+
+static int engine_flag_set(void *ctx, const char *flag, uint32_t weight, const char *actor)
+{
+	struct daemon *d = ctx;
+	char err[512];
+
+	if (api_flags_set_percent(d->flags, flag, weight, actor, err, sizeof(err)) == 0)
+		return 0;
+	log_error("rollout could not set a flag's percentage", "flag", flag, "error", err, NULL);
+	return -1;
+}
+
+static int engine_flag_restore(void *ctx, const char *flag, const json_t *saved, const char *actor)
+{
+	struct daemon *d = ctx;
+	char err[512];
+
+	if (api_flags_restore(d->flags, flag, saved, actor, err, sizeof(err)) == 0)
+		return 0;
+	log_error("rollout could not restore a flag", "flag", flag, "error", err, NULL);
+	return -1;
+}
+
 static int engine_set_stable(void *ctx, const char *service, const char *version, const char *actor)
 {
 	struct daemon *d = ctx;
@@ -905,6 +934,13 @@ int main(int argc, char **argv)
 		proxy_stop(d.proxy, 0);
 		goto out_proxy;
 	}
+	/* before the engine: resuming a rollout may set a flag's percentage */
+	d.flags = api_flags_init(&d.api, d.loop, d.cfg, err, sizeof(err));
+	if (!d.flags) {
+		log_error("cannot load the feature flags", "error", err, NULL);
+		proxy_stop(d.proxy, 0);
+		goto out_proxy;
+	}
 	evidence_dir_of(d.cfg, d.evidence_dir, sizeof(d.evidence_dir));
 	d.rollout_be = (struct rollout_backend){.set_weight = engine_set_weight,
 	                                        .read_cohort = engine_read_cohort,
@@ -915,6 +951,9 @@ int main(int argc, char **argv)
 	                                        .hook_start = engine_hook_start,
 	                                        .hook_poll = engine_hook_poll,
 	                                        .evidence = engine_evidence,
+	                                        .flag_save = engine_flag_save,
+	                                        .flag_set = engine_flag_set,
+	                                        .flag_restore = engine_flag_restore,
 	                                        .store = d.store,
 	                                        .ctx = &d};
 	d.engine = engine_start(&d, d.cfg);
@@ -924,12 +963,6 @@ int main(int argc, char **argv)
 		goto out_proxy;
 	}
 	api_rollouts_init(&d.api, d.engine);
-	d.flags = api_flags_init(&d.api, d.loop, d.cfg, err, sizeof(err));
-	if (!d.flags) {
-		log_error("cannot load the feature flags", "error", err, NULL);
-		proxy_stop(d.proxy, 0);
-		goto out_proxy;
-	}
 	loop_timer_init(&d.tick, engine_tick, &d);
 	loop_timer_start(d.loop, &d.tick, ENGINE_TICK_MS);
 	if (apply_config_to_api(&d) != 0)

@@ -8,7 +8,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "api/flags.h"
 #include "core/loop.h"
+#include "rollout/engine.h"
 #include "store/store.h"
 
 static const struct api_route builtin_routes[];
@@ -234,10 +236,33 @@ static void h_health(struct api_call *call)
 	api_reply_json(call, 200, json_pack("{s:s}", "status", "ok"));
 }
 
+/* The rollouts component: each rollout's state and step, and how many are active. */
+static json_t *rollouts_health(const struct rollout_engine *e)
+{
+	json_t *list = rollout_engine_list_json(e), *out = json_object(), *r, *brief = json_array();
+	size_t i, nactive = 0;
+
+	json_array_foreach(list, i, r)
+	{
+		const char *st = json_string_value(json_object_get(r, "state"));
+
+		nactive += st && (!strcmp(st, "progressing") || !strcmp(st, "paused"));
+		json_array_append_new(brief, json_pack("{s:O*, s:O*, s:O*}", "name",
+		                                       json_object_get(r, "name"), "state",
+		                                       json_object_get(r, "state"), "step",
+		                                       json_object_get(r, "step")));
+	}
+	json_object_set_new(out, "status", json_string("ok"));
+	json_object_set_new(out, "active", json_integer((json_int_t)nactive));
+	json_object_set_new(out, "rollouts", brief);
+	json_decref(list);
+	return out;
+}
+
 static void h_health_detailed(struct api_call *call)
 {
 	struct api *api = call->api;
-	json_t *listeners = json_array(), *store;
+	json_t *listeners = json_array(), *store, *components;
 	int all_ok = 1, ver;
 	char started[40];
 
@@ -258,14 +283,18 @@ static void h_health_detailed(struct api_call *call)
 		if (!up)
 			all_ok = 0;
 	}
+	components = json_pack("{s:o, s:o}", "store", store, "listeners", listeners);
+	if (api->flags)
+		json_object_set_new(components, "flags", api_flags_health(api->flags));
+	if (api->rollouts)
+		json_object_set_new(components, "rollouts", rollouts_health(api->rollouts));
 	api_format_time(api->start_wall_ms, started, sizeof(started));
-	api_reply_json(call, 200,
-	               json_pack("{s:s, s:s, s:s, s:I, s:s, s:{s:o, s:o}}", "status",
-	                         all_ok ? "ok" : "degraded", "version", CANARYD_VERSION,
-	                         "started_at", started, "config_revision",
-	                         (json_int_t)api->config_revision, "config",
-	                         api->config_path ? api->config_path : "", "components", "store",
-	                         store, "listeners", listeners));
+	api_reply_json(
+	    call, 200,
+	    json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "status", all_ok ? "ok" : "degraded",
+	              "version", CANARYD_VERSION, "started_at", started, "config_revision",
+	              (json_int_t)api->config_revision, "config",
+	              api->config_path ? api->config_path : "", "components", components));
 }
 
 static long read_rss_bytes(void)

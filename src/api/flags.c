@@ -27,6 +27,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "http/server.h"
+#include "rollout/engine.h"
 #include "store/store.h"
 
 #define DOC_KIND     "flag"
@@ -781,42 +782,45 @@ out:
 }
 
 /*
- * Applies a change of key: body is the new definition without "key" (NULL:
+ * Commits a change of key: body is the new definition without "key" (NULL:
  * remove the API's version), kind the audit event kind, extra more event
- * details (may be NULL).  Replies: status_ok with the flag's view (or a
- * deletion body), 200 without writing when nothing changes, 422, 500.
+ * details (may be NULL).  Persists it with its audit event, then publishes
+ * the new set and streams the change.  Returns 0 committed, 1 nothing
+ * changes (no write, no event), 422 with errs (or err) filled, 500 with err
+ * (store), or -ENOMEM.
  */
-static void apply_change(struct api_call *call, const char *key, const json_t *body,
-                         const char *kind, json_t *extra, int status_ok)
+static int commit_change(struct api_flags *fl, const char *actor, const char *key,
+                         const json_t *body, const char *kind, json_t *extra,
+                         struct config_errors *errs, char *err, size_t errlen)
 {
-	struct api_flags *fl = call->api->flags;
-	struct config_errors errs;
 	struct fentry *ne = NULL;
 	struct flist cand = {NULL, 0};
 	struct api_flags_snap *snap = NULL;
 	json_t *before = current_def(fl, key, NULL), *after;
 	long at = flist_find(&fl->over, key);
-	char err[512];
 	int64_t rev = 0;
 	int rc;
 
-	config_errors_init(&errs);
+	err[0] = '\0';
 	json_incref(before);
 	if (body) {
-		ne = fentry_parse("request", key, body, &fl->conf, &errs);
+		ne = fentry_parse("request", key, body, &fl->conf, errs);
 		if (!ne) {
-			reply_errors(call, &errs);
+			rc = errs->n ? 422 : -ENOMEM;
 			goto out;
 		}
 		if (before && json_equal(before, ne->def)) {
-			reply_flag(call, 200, key); /* nothing changes: no write, no event */
+			rc = 1;
 			goto out;
 		}
+	} else if (at < 0) {
+		rc = 1; /* no API version to drop */
+		goto out;
 	}
 	/* the candidate overlay: over with key replaced, added (sorted) or removed */
 	cand.v = calloc(fl->over.n + 2, sizeof(*cand.v));
 	if (!cand.v) {
-		reply_nomem(call);
+		rc = -ENOMEM;
 		goto out;
 	}
 	for (size_t i = 0, inserted = 0; i <= fl->over.n; i++) {
@@ -827,9 +831,9 @@ static void apply_change(struct api_call *call, const char *key, const json_t *b
 		if (i < fl->over.n && (long)i != at)
 			cand.v[cand.n++] = fl->over.v[i];
 	}
-	snap = snap_build(fl, &fl->conf, &cand, err, sizeof(err));
+	snap = snap_build(fl, &fl->conf, &cand, err, errlen);
 	if (!snap) {
-		api_reply_error(call, 422, "invalid", NULL, "%s", err);
+		rc = 422;
 		goto out;
 	}
 	if (ne) {
@@ -839,10 +843,10 @@ static void apply_change(struct api_call *call, const char *key, const json_t *b
 
 		after = c >= 0 ? fl->conf.flags.v[c]->def : NULL;
 	}
-	rc = persist(fl, call->actor, kind, key, ne, before, after, extra, &rev);
+	rc = persist(fl, actor, kind, key, ne, before, after, extra, &rev);
 	if (rc) {
-		api_reply_error(call, 500, "store_error", NULL, "cannot persist the change: %s",
-		                store_strerror(rc));
+		snprintf(err, errlen, "cannot persist the change: %s", store_strerror(rc));
+		rc = 500;
 		goto out;
 	}
 	/* committed: the new state becomes the running one */
@@ -855,20 +859,57 @@ static void apply_change(struct api_call *call, const char *key, const json_t *b
 	snap_publish(fl, snap, (uint64_t)rev);
 	snap = NULL;
 	stream_change(fl, (uint64_t)rev, key, after);
-	log_info("flag changed", "flag", key, "kind", kind, "actor", call->actor, NULL);
-	if (after) {
-		reply_flag(call, status_ok, key);
-	} else {
-		reply_json(call, status_ok,
-		           json_pack("{s:s, s:b, s:I}", "key", key, "deleted", 1, "revision",
-		                     (json_int_t)fl->revision));
-	}
+	log_info("flag changed", "flag", key, "kind", kind, "actor", actor, NULL);
 out:
 	if (snap)
 		snap_obj_unref(&snap->obj);
 	free(cand.v);
 	fentry_free(ne);
 	json_decref(before);
+	return rc;
+}
+
+/*
+ * Applies a change of key (see commit_change) for an API call and replies:
+ * status_ok with the flag's view (or a deletion body), 200 without writing
+ * when nothing changes, 409 when a rollout drives the flag, 422, 500.
+ */
+static void apply_change(struct api_call *call, const char *key, const json_t *body,
+                         const char *kind, json_t *extra, int status_ok)
+{
+	struct api_flags *fl = call->api->flags;
+	const char *owner =
+	    call->api->rollouts ? rollout_engine_flag_owner(call->api->rollouts, key) : NULL;
+	struct config_errors errs;
+	char err[512];
+	int rc;
+
+	/* node exclusions stay possible while a rollout drives the flag */
+	if (owner && strcmp(kind, "flag.excluded") != 0 && strcmp(kind, "flag.unexcluded") != 0) {
+		api_reply_error(call, 409, "conflict", NULL,
+		                "flag %s is driven by rollout %s; control the rollout instead "
+		                "(POST /v1/rollouts/%s/abort, or /v1/rollback)",
+		                key, owner, owner);
+		return;
+	}
+	config_errors_init(&errs);
+	rc = commit_change(fl, call->actor, key, body, kind, extra, &errs, err, sizeof(err));
+	if (rc == 0 && !current_def(fl, key, NULL))
+		reply_json(call, status_ok,
+		           json_pack("{s:s, s:b, s:I}", "key", key, "deleted", 1, "revision",
+		                     (json_int_t)fl->revision));
+	else if (rc == 0)
+		reply_flag(call, status_ok, key);
+	else if (rc == 1)
+		reply_flag(call, 200, key);
+	else if (rc == 422 && errs.n)
+		reply_errors(call, &errs);
+	else if (rc == 422)
+		api_reply_error(call, 422, "invalid", NULL, "%s", err);
+	else if (rc == 500)
+		api_reply_error(call, 500, "store_error", NULL, "%s", err);
+	else
+		reply_nomem(call);
 	config_errors_release(&errs);
 }
 
@@ -1776,6 +1817,94 @@ int api_flags_reload(struct api_flags *fl, const struct config *cfg, const char 
 	ring_clear(fl, fl->revision);
 	broadcast(fl, fl->revision, "ruleset", ruleset_text(fl->cur));
 	return 0;
+}
+
+json_t *api_flags_health(struct api_flags *fl)
+{
+	return json_pack("{s:s, s:I, s:I, s:I, s:I}", "status", "ok", "flags",
+	                 (json_int_t)json_array_size(fl->cur->defs), "revision",
+	                 (json_int_t)fl->revision, "subscribers", (json_int_t)fl->nsubs,
+	                 "dropped_subscribers", (json_int_t)fl->dropped);
+}
+
+json_t *api_flags_save(struct api_flags *fl, const char *key)
+{
+	long at;
+
+	if (!fl || !current_def(fl, key, NULL))
+		return NULL;
+	at = flist_find(&fl->over, key);
+	return json_pack("{s:O?}", "api", at >= 0 ? fl->over.v[at]->def : NULL);
+}
+
+/* commit_change's result as 0 / -1 with err filled. */
+static int engine_result(int rc, const struct config_errors *errs, char *err, size_t errlen)
+{
+	if (rc == 0 || rc == 1)
+		return 0;
+	if (rc == 422 && errs->n)
+		first_error(errs, err, errlen);
+	else if (rc == -ENOMEM)
+		snprintf(err, errlen, "out of memory");
+	return -1;
+}
+
+int api_flags_set_percent(struct api_flags *fl, const char *key, uint32_t percent,
+                          const char *actor, char *err, size_t errlen)
+{
+	json_t *cur = fl ? current_def(fl, key, NULL) : NULL, *body, *split, *extra;
+	const char *on;
+	struct config_errors errs;
+	int rc;
+
+	if (!cur) {
+		snprintf(err, errlen, "no flag named %s", key);
+		return -1;
+	}
+	on = on_variant(cur);
+	if (!on) {
+		snprintf(err, errlen, "flag %s has no variant besides its off_variant", key);
+		return -1;
+	}
+	body = def_body(cur);
+	split = json_pack("{s:o}", on, flag_percent_json(percent));
+	extra = json_pack("{s:o}", "percentage", flag_percent_json(percent));
+	if (!body || !split || !extra) {
+		json_decref(body);
+		json_decref(split);
+		json_decref(extra);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	json_object_set_new(body, "rollout", split);
+	config_errors_init(&errs);
+	rc = commit_change(fl, actor, key, body, "flag.updated", extra, &errs, err, errlen);
+	rc = engine_result(rc, &errs, err, errlen);
+	config_errors_release(&errs);
+	json_decref(extra);
+	json_decref(body);
+	return rc;
+}
+
+int api_flags_restore(struct api_flags *fl, const char *key, const json_t *saved, const char *actor,
+                      char *err, size_t errlen)
+{
+	const json_t *def = json_object_get(saved, "api");
+	json_t *body = json_is_object(def) ? def_body(def) : NULL;
+	struct config_errors errs;
+	int rc;
+
+	if (!fl || !json_is_object(saved) || (json_is_object(def) && !body)) {
+		json_decref(body);
+		snprintf(err, errlen, "nothing to restore flag %s from", key);
+		return -1;
+	}
+	config_errors_init(&errs);
+	rc = commit_change(fl, actor, key, body, "flag.restored", NULL, &errs, err, errlen);
+	rc = engine_result(rc, &errs, err, errlen);
+	config_errors_release(&errs);
+	json_decref(body);
+	return rc;
 }
 
 struct snapshot *api_flags_snapshot(struct api_flags *fl)

@@ -101,6 +101,36 @@ struct snapshot *api_flags_snapshot(struct api_flags *fl);
 void api_flags_write_prometheus(struct api_flags *fl, struct buf *out);
 
 /*
+ * The flags component of GET /v1/health/detailed: status, flag count,
+ * revision, stream subscribers and dropped subscribers.  New reference.
+ */
+json_t *api_flags_health(struct api_flags *fl);
+
+/*
+ * For the rollout engine (flag targets).  These change flags directly, on
+ * the control thread, with the same persistence, audit event and stream
+ * change as the API, but without the API's rollout-ownership check.
+ *
+ * api_flags_save: the flag's state before a rollout, to restore it exactly:
+ * {"api": DEF} (the API's version of the flag) or {"api": null} (only the
+ * configuration file's).  New reference; NULL when there is no such flag.
+ *
+ * api_flags_set_percent: sets the fallthrough rollout to `percent`
+ * (thousandths) of the flag's first non-off variant and the rest to the off
+ * variant, as POST /v1/feature-flags {"feature","percentage"} does; rules,
+ * include/exclude and enabled are kept.
+ *
+ * api_flags_restore: puts back what api_flags_save returned.
+ *
+ * Both return 0 (also when nothing changes) or -1 with a message in err.
+ */
+json_t *api_flags_save(struct api_flags *fl, const char *key);
+int api_flags_set_percent(struct api_flags *fl, const char *key, uint32_t percent,
+                          const char *actor, char *err, size_t errlen);
+int api_flags_restore(struct api_flags *fl, const char *key, const json_t *saved, const char *actor,
+                      char *err, size_t errlen);
+
+/*
  * Frees the module.  Call after the admin listener is freed (its stream
  * connections are closed then); a subscriber still open is detached.  NULL
  * is a no-op.

@@ -111,6 +111,7 @@ struct target_run {
 	uint32_t weight;  /* desired canary weight, thousandths */
 	bool touched;     /* this run has set the weight (re-applied on load) */
 	bool rolled_back; /* weight forced to 0; later steps skip it */
+	json_t *saved;    /* flag target: its state before the run (flag_save) */
 	struct readings rd;
 };
 
@@ -316,11 +317,11 @@ static json_t *run_doc(const struct run *r)
 	json_t *targets = json_array(), *checks = json_array(), *appr = json_array();
 
 	for (size_t i = 0; i < ro->ntargets; i++)
-		json_array_append_new(targets,
-		                      json_pack("{s:s, s:I, s:b, s:b}", "name", ro->targets[i].name,
-		                                "weight", (json_int_t)r->targets[i].weight,
-		                                "touched", r->targets[i].touched, "rolled_back",
-		                                r->targets[i].rolled_back));
+		json_array_append_new(
+		    targets, json_pack("{s:s, s:I, s:b, s:b, s:O*}", "name", ro->targets[i].name,
+		                       "weight", (json_int_t)r->targets[i].weight, "touched",
+		                       r->targets[i].touched, "rolled_back",
+		                       r->targets[i].rolled_back, "saved", r->targets[i].saved));
 	for (size_t i = 0; i < ro->analysis.nchecks; i++)
 		json_array_append_new(
 		    checks, json_pack("{s:s, s:I, s:I}", "name", ro->analysis.checks[i].name,
@@ -373,6 +374,8 @@ static void run_reset(struct run *r)
 	for (size_t i = 0; i < r->cfg->ntargets; i++) {
 		r->targets[i].weight = 0;
 		r->targets[i].touched = r->targets[i].rolled_back = false;
+		json_decref(r->targets[i].saved);
+		r->targets[i].saved = NULL;
 	}
 	for (size_t i = 0; i < r->cfg->analysis.nchecks; i++) {
 		r->checks[i].fails = 0;
@@ -429,6 +432,7 @@ static int run_parse(struct run *r, const char *text)
 			r->targets[t].weight = (uint32_t)jint(v, "weight");
 			r->targets[t].touched = json_is_true(json_object_get(v, "touched"));
 			r->targets[t].rolled_back = json_is_true(json_object_get(v, "rolled_back"));
+			r->targets[t].saved = json_incref(json_object_get(v, "saved"));
 		}
 	}
 	json_array_foreach(json_object_get(o, "checks"), i, v)
@@ -557,11 +561,37 @@ static const struct config_target *target(const struct run *r, size_t t)
 	return &r->cfg->targets[t];
 }
 
+static bool flags_wired(const struct rollout_engine *e)
+{
+	return e->be.flag_save && e->be.flag_set && e->be.flag_restore;
+}
+
+/*
+ * A flag target's state before the run is taken once, before the flag first
+ * changes, and persisted with that change.  False when the flag is gone.
+ */
+static bool save_flag(struct rollout_engine *e, struct run *r, size_t t)
+{
+	if (target(r, t)->kind != CONFIG_TARGET_FLAG || r->targets[t].saved)
+		return true;
+	r->targets[t].saved = e->be.flag_save(e->be.ctx, target(r, t)->flag);
+	return r->targets[t].saved != NULL;
+}
+
 /* Applies target t's desired weight.  Returns 0 or the backend's error. */
 static int apply_weight(struct rollout_engine *e, struct run *r, size_t t, const char *actor)
 {
 	const struct config_target *tg = target(r, t);
+	const struct target_run *tr = &r->targets[t];
 
+	if (tg->kind == CONFIG_TARGET_FLAG) {
+		if (!flags_wired(e))
+			return 0;
+		if (tr->rolled_back) /* put the flag back exactly as it was */
+			return tr->saved ? e->be.flag_restore(e->be.ctx, tg->flag, tr->saved, actor)
+			                 : 0;
+		return e->be.flag_set(e->be.ctx, tg->flag, tr->weight, actor);
+	}
 	if (tg->kind != CONFIG_TARGET_SERVICE)
 		return 0;
 	return e->be.set_weight(e->be.ctx, tg->service, tg->canary, r->targets[t].weight, actor);
@@ -747,7 +777,7 @@ static int apply_step(struct rollout_engine *e, struct run *r, const char *actor
 		size_t t = st->sets[i].index;
 		int rc;
 
-		if (target(r, t)->kind != CONFIG_TARGET_SERVICE || r->targets[t].rolled_back)
+		if (r->targets[t].rolled_back)
 			continue;
 		rc = apply_weight(e, r, t, actor);
 		if (rc) {
@@ -776,16 +806,24 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 		for (size_t i = 0; i < st->nsets; i++) {
 			size_t t = st->sets[i].index;
 
-			if (target(r, t)->kind != CONFIG_TARGET_SERVICE) {
+			if (target(r, t)->kind == CONFIG_TARGET_FLAG && !flags_wired(e)) {
 				json_array_append_new(
 				    skipped, json_pack("{s:s, s:s}", "target", target(r, t)->name,
-				                       "why", "flag targets are not wired yet"));
+				                       "why", "this engine has no flags backend"));
 				continue;
 			}
 			if (r->targets[t].rolled_back) {
 				json_array_append_new(
 				    skipped, json_pack("{s:s, s:s}", "target", target(r, t)->name,
 				                       "why", "the target was rolled back"));
+				continue;
+			}
+			if (!save_flag(e, r, t)) {
+				json_array_append_new(
+				    skipped,
+				    json_pack(
+				        "{s:s, s:s}", "target", target(r, t)->name, "why",
+				        "the flag does not exist (deleted through the API?)"));
 				continue;
 			}
 			r->targets[t].weight = st->sets[i].percent;
@@ -1649,6 +1687,8 @@ void rollout_engine_free(struct rollout_engine *e)
 	if (!e)
 		return;
 	for (size_t i = 0; e->runs && i < e->nruns; i++) {
+		for (size_t t = 0; e->runs[i].targets && t < e->runs[i].cfg->ntargets; t++)
+			json_decref(e->runs[i].targets[t].saved);
 		free(e->runs[i].targets);
 		free(e->runs[i].checks);
 	}
@@ -1757,9 +1797,10 @@ static const char *conflict(const struct rollout_engine *e, const struct run *r)
 		const struct config_target *tg = target(r, t);
 		const char *o;
 
-		if (tg->kind != CONFIG_TARGET_SERVICE)
-			continue;
-		o = rollout_engine_owner(e, tg->service);
+		if (tg->kind == CONFIG_TARGET_FLAG)
+			o = rollout_engine_flag_owner(e, tg->flag);
+		else
+			o = rollout_engine_owner(e, tg->service);
 		if (o && strcmp(o, r->cfg->name) != 0)
 			return o;
 	}
@@ -1867,8 +1908,9 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 			goto wrong_state;
 		evs = json_array();
 		for (size_t t = 0; t < r->cfg->ntargets; t++) {
-			if (target(r, t)->kind != CONFIG_TARGET_SERVICE ||
-			    r->targets[t].rolled_back)
+			if (r->targets[t].rolled_back ||
+			    (target(r, t)->kind == CONFIG_TARGET_FLAG &&
+			     (!flags_wired(e) || !save_flag(e, r, t))))
 				continue;
 			r->targets[t].weight = 100000;
 			r->targets[t].touched = true;
@@ -2000,6 +2042,21 @@ const char *rollout_engine_owner(const struct rollout_engine *e, const char *ser
 			if (target(r, t)->kind == CONFIG_TARGET_SERVICE &&
 			    !r->targets[t].rolled_back &&
 			    strcmp(target(r, t)->service, service) == 0)
+				return r->cfg->name;
+	}
+	return NULL;
+}
+
+const char *rollout_engine_flag_owner(const struct rollout_engine *e, const char *flag)
+{
+	for (size_t i = 0; e && flag && i < e->nruns; i++) {
+		const struct run *r = &e->runs[i];
+
+		if (!active(r))
+			continue;
+		for (size_t t = 0; t < r->cfg->ntargets; t++)
+			if (target(r, t)->kind == CONFIG_TARGET_FLAG &&
+			    !r->targets[t].rolled_back && strcmp(target(r, t)->flag, flag) == 0)
 				return r->cfg->name;
 	}
 	return NULL;

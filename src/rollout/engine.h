@@ -115,6 +115,17 @@ struct rollout_backend {
 	 * and puts its directory in path.  0 or a negative error.
 	 */
 	int (*evidence)(void *ctx, const char *name, uint32_t gen, char *path, size_t pathlen);
+	/*
+	 * Optional (flag targets): flag_save returns the flag's state before the
+	 * rollout (a new reference, opaque to the engine, persisted in the
+	 * rollout's document; NULL when there is no such flag), flag_set sets
+	 * the flag's fallthrough percentage (thousandths), flag_restore puts a
+	 * saved state back (rollback).  0 or a negative error.  Without them
+	 * flag targets are skipped with an event.
+	 */
+	json_t *(*flag_save)(void *ctx, const char *flag);
+	int (*flag_set)(void *ctx, const char *flag, uint32_t weight, const char *actor);
+	int (*flag_restore)(void *ctx, const char *flag, const json_t *saved, const char *actor);
 	struct store *store; /* required; the control thread's handle */
 	void *ctx;
 };
@@ -173,6 +184,9 @@ int rollout_engine_rollback_all(struct rollout_engine *e, const char *actor, int
  * rolled back), or NULL.  The string lives as long as the config.
  */
 const char *rollout_engine_owner(const struct rollout_engine *e, const char *service);
+
+/* The same for a flag target: the active rollout driving flag, or NULL. */
+const char *rollout_engine_flag_owner(const struct rollout_engine *e, const char *flag);
 
 /* The state of rollout name, or -1 when the config has no such rollout. */
 int rollout_engine_state(const struct rollout_engine *e, const char *name);
