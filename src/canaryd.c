@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "analysis/source.h"
 #include "api/admin.h"
 #include "api/api.h"
 #include "api/flags.h"
@@ -477,6 +478,23 @@ static int engine_hook_poll(void *ctx, uint64_t id, struct job_result *out)
 	struct daemon *d = ctx;
 
 	return jobs_poll(d->jobs, id, out);
+}
+
+/* query/http checks are GETs; an exec check's stdout is its value. */
+static uint64_t engine_source_start(void *ctx, const struct source_request *req)
+{
+	struct daemon *d = ctx;
+
+	if (req->kind == CONFIG_SOURCE_EXEC)
+		return jobs_submit_exec_stdout(d->jobs, req->argv, req->timeout_ms);
+	return jobs_submit_get(d->jobs, req->url, req->timeout_ms);
+}
+
+static void engine_source_forget(void *ctx, uint64_t id)
+{
+	struct daemon *d = ctx;
+
+	jobs_detach(d->jobs, id);
 }
 
 /* Writes the evidence bundle under evidence_dir/NAME-GEN-TIME. */
@@ -950,6 +968,9 @@ int main(int argc, char **argv)
 	                                        .set_stable = engine_set_stable,
 	                                        .hook_start = engine_hook_start,
 	                                        .hook_poll = engine_hook_poll,
+	                                        .source_start = engine_source_start,
+	                                        .source_poll = engine_hook_poll,
+	                                        .source_forget = engine_source_forget,
 	                                        .evidence = engine_evidence,
 	                                        .flag_save = engine_flag_save,
 	                                        .flag_set = engine_flag_set,

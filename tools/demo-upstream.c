@@ -22,9 +22,15 @@
  *        requests received and not answered yet (delayed by --latency-ms).
  *   POST /_upstream/reset   zeroes requests, errors, first/last_request_ms
  *                           (in_flight is a gauge and stays); answers stats.
- *   POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE
+ *   POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE&quality=Q
  *        changes any of these at runtime (all or none: a bad value is a 400);
  *        answers stats.
+ *   GET  /metrics           Prometheus text format (a custom metric source for
+ *                           `query:` checks), every series labelled
+ *                           version="NAME":
+ *                           demo_requests_total, demo_errors_total (counters,
+ *                           as in stats) and demo_quality (a gauge, 1 unless
+ *                           set with quality=Q, any finite number).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -52,9 +58,10 @@ struct opts {
 	unsigned latency_ms;
 	unsigned error_status;
 	unsigned long long seed;
+	double quality;
 };
 
-static struct opts opt = {"127.0.0.1:7001", "v1", 0.0, 0, 500, 1};
+static struct opts opt = {"127.0.0.1:7001", "v1", 0.0, 0, 500, 1, 1.0};
 static unsigned long long rng_state;
 
 /* What GET /_upstream/stats reports. */
@@ -180,16 +187,41 @@ static void control_stats(struct conn *c)
 	json_object_set_new(o, "error_rate", json_real(opt.error_rate));
 	json_object_set_new(o, "latency_ms", json_integer(opt.latency_ms));
 	json_object_set_new(o, "error_status", json_integer(opt.error_status));
+	json_object_set_new(o, "quality", json_real(opt.quality));
 	s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
 	json_decref(o);
 	control_respond(c, s ? 200 : 500, s ? s : "{\"error\":\"out of memory\"}");
 	free(s);
 }
 
-/* POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE */
+/* GET /metrics: the counters and the quality gauge in Prometheus text format. */
+static void control_metrics(struct conn *c)
+{
+	char body[1024];
+	int n = snprintf(body, sizeof(body),
+	                 "# TYPE demo_requests_total counter\n"
+	                 "demo_requests_total{version=\"%s\"} %llu\n"
+	                 "# TYPE demo_errors_total counter\n"
+	                 "demo_errors_total{version=\"%s\"} %llu\n"
+	                 "# TYPE demo_quality gauge\n"
+	                 "demo_quality{version=\"%s\"} %.17g\n",
+	                 opt.name, stats.requests, opt.name, stats.errors, opt.name, opt.quality);
+
+	if (n < 0 || (size_t)n >= sizeof(body)) {
+		control_respond(c, 500, "{\"error\":\"the name is too long\"}");
+		return;
+	}
+	buf_printf(&c->out,
+	           "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\n"
+	           "Cache-Control: no-store\r\nX-Upstream-Version: %s\r\n"
+	           "Content-Length: %d\r\n%s\r\n%s",
+	           opt.name, n, c->close_after ? "Connection: close\r\n" : "", body);
+}
+
+/* POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE&quality=Q */
 static void control_config(struct conn *c, struct str query)
 {
-	double rate = opt.error_rate;
+	double rate = opt.error_rate, quality = opt.quality;
 	unsigned long long latency = opt.latency_ms, status = opt.error_status;
 	size_t i = 0;
 	int any = 0;
@@ -216,6 +248,9 @@ static void control_config(struct conn *c, struct str query)
 		} else if (str_eq_c(name, "error_status")) {
 			if (str_to_u64(val, &status) != 0 || status < 100 || status > 599)
 				goto out_bad;
+		} else if (str_eq_c(name, "quality")) {
+			if (str_to_double(val, &quality) != 0)
+				goto out_bad;
 		} else {
 			goto out_bad;
 		}
@@ -226,13 +261,14 @@ static void control_config(struct conn *c, struct str query)
 	opt.error_rate = rate;
 	opt.latency_ms = (unsigned)latency;
 	opt.error_status = (unsigned)status;
+	opt.quality = quality;
 	control_stats(c);
 	return;
 
 out_bad:
 	control_respond(c, 400,
-	                "{\"error\":\"want error_rate=0..1, latency_ms=0..3600000 and/or "
-	                "error_status=100..599\"}");
+	                "{\"error\":\"want error_rate=0..1, latency_ms=0..3600000, "
+	                "error_status=100..599 and/or quality=NUMBER\"}");
 }
 
 /* A request under /_upstream/: stats, reset, config. */
@@ -343,8 +379,12 @@ static void conn_parse(struct loop *loop, struct conn *c)
 		c->body_left = vl > 0 ? strtoull(v, NULL, 10) : 0;
 		vl = find_header(head, hlen, "connection", &v);
 		c->close_after = vl == 5 && strncasecmp(v, "close", 5) == 0;
-		if (str_has_prefix(target, STR_LIT("/_upstream/"))) {
-			control(c, method, target); /* before target's bytes are consumed */
+		if (str_has_prefix(target, STR_LIT("/_upstream/")) ||
+		    (str_eq_c(method, "GET") && str_eq_c(target, "/metrics"))) {
+			if (str_eq_c(target, "/metrics"))
+				control_metrics(c);
+			else
+				control(c, method, target); /* before target's bytes are consumed */
 			buf_consume(&c->in, hlen);
 			continue;
 		}
@@ -462,7 +502,10 @@ static void usage(FILE *f)
 	fputs("usage: demo-upstream [--listen ADDR] [--name NAME] [--error-rate R]\n"
 	      "                     [--error-status CODE] [--latency-ms MS] [--seed N]\n"
 	      "control: GET /_upstream/stats, POST /_upstream/reset,\n"
-	      "         POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE\n",
+	      "         POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE&"
+	      "quality=Q\n"
+	      "metrics: GET /metrics (Prometheus text: demo_requests_total, demo_errors_total,\n"
+	      "         demo_quality)\n",
 	      f);
 }
 

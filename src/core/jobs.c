@@ -12,7 +12,7 @@
  * readable; every worker waiting on a child's pipe or inside curl polls it
  * too, and on seeing it kills its command's group (it still owns the
  * unreaped pid, so the group id cannot have been reused) or abandons its
- * POST, then exits.
+ * POST or GET, then exits.
  *
  * Workers block every signal: SIGTERM/SIGHUP/SIGINT belong to the main
  * thread's signalfd, and children are reaped with waitpid on their own pid,
@@ -48,7 +48,7 @@ extern char **environ;
 /* After the leader's pipe closed, how often we look whether it has exited. */
 #define EXIT_CHECK_MS 5
 
-enum job_kind { JOB_KIND_EXEC, JOB_KIND_POST };
+enum job_kind { JOB_KIND_EXEC, JOB_KIND_POST, JOB_KIND_GET };
 
 enum job_state { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
 
@@ -58,10 +58,11 @@ struct job {
 	uint64_t id;
 	enum job_kind kind;
 	enum job_state state;
-	int detached; /* nobody will poll: free it when it ends */
+	int detached;    /* nobody will poll: free it when it ends */
+	int stdout_only; /* exec: stderr is not captured */
 	uint64_t timeout_ms;
 	char **argv; /* exec: NULL-terminated copy */
-	char *url;   /* post */
+	char *url;   /* post, get */
 	char *body;  /* post */
 	struct job_result res;
 };
@@ -127,7 +128,17 @@ static void job_free(struct job *job)
 	}
 	free(job->url);
 	free(job->body);
+	job_result_release(&job->res);
 	free(job);
+}
+
+void job_result_release(struct job_result *r)
+{
+	if (!r)
+		return;
+	free(r->body);
+	r->body = NULL;
+	r->body_len = 0;
 }
 
 /* Table and queue helpers: the caller holds j->lock. */
@@ -232,7 +243,7 @@ static void result_from_wait(struct job_result *res, int wstatus)
  * Spawns argv in its own process group with stdin from /dev/null and
  * stdout+stderr into wfd.  Returns the pid, or a negative errno.
  */
-static pid_t spawn_child(char *const *argv, int wfd)
+static pid_t spawn_child(char *const *argv, int wfd, int stdout_only)
 {
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
@@ -253,7 +264,7 @@ static pid_t spawn_child(char *const *argv, int wfd)
 	rc = posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	if (!rc)
 		rc = posix_spawn_file_actions_adddup2(&fa, wfd, 1);
-	if (!rc)
+	if (!rc && !stdout_only)
 		rc = posix_spawn_file_actions_adddup2(&fa, wfd, 2);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
 	/* fds opened without O_CLOEXEC elsewhere (libraries) must not leak either */
@@ -306,7 +317,7 @@ static void run_exec(struct jobs *j, struct job *job)
 		res->status = JOB_ERROR;
 		goto out_close;
 	}
-	pid = spawn_child(job->argv, pfd[1]);
+	pid = spawn_child(job->argv, pfd[1], job->stdout_only);
 	close(pfd[1]);
 	pfd[1] = -1;
 	if (pid < 0) {
@@ -419,12 +430,47 @@ out_close:
 		close(pfd[1]);
 }
 
-/* --- POSTs --- */
+/* --- POSTs and GETs --- */
 
 struct capture {
-	char *p;
+	char *p; /* the result's output */
 	size_t len;
+	int whole;   /* GET: keep the whole body in res->body */
+	int too_big; /* the body passed JOB_BODY_MAX: the transfer was stopped */
+	int no_mem;  /* growing the body failed: the transfer was stopped */
+	size_t bcap; /* allocated size of res->body */
+	struct job_result *res;
 };
+
+static int body_append(struct capture *c, const char *data, size_t n)
+{
+	struct job_result *res = c->res;
+
+	if (n > JOB_BODY_MAX - res->body_len) {
+		c->too_big = 1;
+		return -1;
+	}
+	if (res->body_len + n + 1 > c->bcap) {
+		size_t cap = c->bcap ? c->bcap : 4096;
+		char *p;
+
+		while (cap < res->body_len + n + 1)
+			cap *= 2;
+		if (cap > JOB_BODY_MAX + 1)
+			cap = JOB_BODY_MAX + 1;
+		p = realloc(res->body, cap);
+		if (!p) {
+			c->no_mem = 1;
+			return -1;
+		}
+		res->body = p;
+		c->bcap = cap;
+	}
+	memcpy(res->body + res->body_len, data, n);
+	res->body_len += n;
+	res->body[res->body_len] = '\0';
+	return 0;
+}
 
 static size_t capture_write(char *data, size_t size, size_t nmemb, void *userdata)
 {
@@ -436,7 +482,9 @@ static size_t capture_write(char *data, size_t size, size_t nmemb, void *userdat
 	memcpy(c->p + c->len, data, take);
 	c->len += take;
 	c->p[c->len] = '\0';
-	return n; /* past the cap the body is drained, not refused */
+	if (c->whole && body_append(c, data, n))
+		return 0; /* stops the transfer: CURLE_WRITE_ERROR */
+	return n;         /* past the cap a POST's answer is drained, not refused */
 }
 
 static curl_socket_t open_cloexec_socket(void *clientp, curlsocktype purpose,
@@ -452,10 +500,12 @@ static int is_http_url(const char *url)
 	return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
 }
 
-static void run_post(struct jobs *j, struct job *job)
+/* A POST of job->body, or a GET (get != 0) keeping the whole body. */
+static void run_http(struct jobs *j, struct job *job, int get)
 {
 	struct job_result *res = &job->res;
-	struct capture cap = {res->output, 0};
+	struct capture cap = {.p = res->output, .whole = get, .res = res};
+	const char *verb = get ? "get" : "post";
 	struct curl_slist *hdrs = NULL, *h;
 	struct curl_waitfd stopw = {.fd = j->stop_fd, .events = CURL_WAIT_POLLIN};
 	CURLcode cc = CURLE_OK;
@@ -470,19 +520,20 @@ static void run_post(struct jobs *j, struct job *job)
 	res->output[0] = '\0';
 	if (!is_http_url(job->url)) {
 		res->status = JOB_ERROR;
-		snprintf(res->error, sizeof(res->error),
-		         "only http:// and https:// URLs can be posted to");
+		snprintf(res->error, sizeof(res->error), "only http:// and https:// URLs can be %s",
+		         get ? "fetched" : "posted to");
 		return;
 	}
 	if (curl_init_rc != CURLE_OK) {
 		res->status = JOB_ERROR;
-		snprintf(res->error, sizeof(res->error), "could not post: %s",
+		snprintf(res->error, sizeof(res->error), "could not %s: %s", verb,
 		         curl_easy_strerror(curl_init_rc));
 		return;
 	}
 	easy = curl_easy_init();
 	multi = curl_multi_init();
-	h = curl_slist_append(NULL, "Content-Type: application/json");
+	h = curl_slist_append(NULL,
+	                      get ? "Accept: application/json" : "Content-Type: application/json");
 	if (h) {
 		hdrs = h;
 		/* no 100-continue round trip (and its 1 s wait) for bodies over 1 KiB */
@@ -490,7 +541,7 @@ static void run_post(struct jobs *j, struct job *job)
 	}
 	if (!easy || !multi || !h) {
 		res->status = JOB_ERROR;
-		snprintf(res->error, sizeof(res->error), "could not post: out of memory");
+		snprintf(res->error, sizeof(res->error), "could not %s: out of memory", verb);
 		goto out_free;
 	}
 	curl_easy_setopt(easy, CURLOPT_URL, job->url);
@@ -503,9 +554,13 @@ static void run_post(struct jobs *j, struct job *job)
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)job->timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "canaryd");
-	curl_easy_setopt(easy, CURLOPT_POST, 1L);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job->body);
-	curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(job->body));
+	if (get) {
+		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	} else {
+		curl_easy_setopt(easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDS, job->body);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(job->body));
+	}
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, capture_write);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &cap);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
@@ -530,7 +585,7 @@ static void run_post(struct jobs *j, struct job *job)
 	}
 	if (mc != CURLM_OK) {
 		res->status = JOB_ERROR;
-		snprintf(res->error, sizeof(res->error), "could not post: %s",
+		snprintf(res->error, sizeof(res->error), "could not %s: %s", verb,
 		         curl_multi_strerror(mc));
 		goto out_remove;
 	}
@@ -544,9 +599,16 @@ static void run_post(struct jobs *j, struct job *job)
 		res->status = JOB_TIMEOUT;
 		snprintf(res->error, sizeof(res->error), "did not finish within %llu ms; abandoned",
 		         (unsigned long long)job->timeout_ms);
+	} else if (cap.too_big) {
+		res->status = JOB_ERROR;
+		snprintf(res->error, sizeof(res->error),
+		         "the response is larger than %d bytes; abandoned", JOB_BODY_MAX);
+	} else if (cap.no_mem) {
+		res->status = JOB_ERROR;
+		snprintf(res->error, sizeof(res->error), "could not %s: out of memory", verb);
 	} else if (cc != CURLE_OK) {
 		res->status = JOB_ERROR;
-		snprintf(res->error, sizeof(res->error), "could not post: %s",
+		snprintf(res->error, sizeof(res->error), "could not %s: %s", verb,
 		         curl_easy_strerror(cc));
 	} else if (code >= 200 && code <= 299) {
 		res->status = JOB_OK;
@@ -562,6 +624,8 @@ out_free:
 	if (easy)
 		curl_easy_cleanup(easy);
 	curl_slist_free_all(hdrs);
+	if (res->status != JOB_OK && res->status != JOB_FAILED)
+		job_result_release(res); /* a partial body means nothing */
 }
 
 /* --- the pool --- */
@@ -588,7 +652,7 @@ static void *worker_main(void *arg)
 		if (job->kind == JOB_KIND_EXEC)
 			run_exec(j, job);
 		else
-			run_post(j, job);
+			run_http(j, job, job->kind == JOB_KIND_GET);
 		job->res.duration_ms = (int64_t)(now_ms() - start);
 
 		pthread_mutex_lock(&j->lock);
@@ -696,7 +760,8 @@ static struct job *job_alloc(enum job_kind kind)
 	return job;
 }
 
-uint64_t jobs_submit_exec(struct jobs *j, const char *const *argv, uint64_t timeout_ms)
+static uint64_t submit_exec(struct jobs *j, const char *const *argv, uint64_t timeout_ms,
+                            int stdout_only)
 {
 	struct job *job;
 	size_t n = 0;
@@ -717,10 +782,21 @@ uint64_t jobs_submit_exec(struct jobs *j, const char *const *argv, uint64_t time
 			goto out_free;
 	}
 	job->timeout_ms = timeout_ms;
+	job->stdout_only = stdout_only;
 	return enqueue(j, job);
 out_free:
 	job_free(job);
 	return 0;
+}
+
+uint64_t jobs_submit_exec(struct jobs *j, const char *const *argv, uint64_t timeout_ms)
+{
+	return submit_exec(j, argv, timeout_ms, 0);
+}
+
+uint64_t jobs_submit_exec_stdout(struct jobs *j, const char *const *argv, uint64_t timeout_ms)
+{
+	return submit_exec(j, argv, timeout_ms, 1);
 }
 
 uint64_t jobs_submit_post(struct jobs *j, const char *url, const char *body, uint64_t timeout_ms)
@@ -735,6 +811,24 @@ uint64_t jobs_submit_post(struct jobs *j, const char *url, const char *body, uin
 	job->url = strdup(url);
 	job->body = strdup(body ? body : "");
 	if (!job->url || !job->body) {
+		job_free(job);
+		return 0;
+	}
+	job->timeout_ms = timeout_ms;
+	return enqueue(j, job);
+}
+
+uint64_t jobs_submit_get(struct jobs *j, const char *url, uint64_t timeout_ms)
+{
+	struct job *job;
+
+	if (!j || !url)
+		return 0;
+	job = job_alloc(JOB_KIND_GET);
+	if (!job)
+		return 0;
+	job->url = strdup(url);
+	if (!job->url) {
 		job_free(job);
 		return 0;
 	}
@@ -757,8 +851,10 @@ int jobs_poll(struct jobs *j, uint64_t id, struct job_result *out)
 		rc = 1;
 		goto out_unlock;
 	}
-	if (out)
+	if (out) {
 		*out = job->res;
+		job->res.body = NULL; /* the poller owns it now */
+	}
 	table_unlink(j, job);
 	job_free(job);
 	rc = 0;

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "analysis/check.h"
+#include "analysis/source.h"
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/jobs.h"
@@ -84,6 +85,10 @@ struct check_run {
 	bool have_verdict;
 	struct check_verdict last;
 	uint64_t verdicts[4]; /* by outcome, for /metrics */
+	/* query/http/exec checks (not persisted): */
+	struct src_round *src; /* the round whose jobs are running, or NULL */
+	uint32_t src_errors;   /* consecutive `error` verdicts */
+	int64_t src_end_ms;    /* interval end of the last round judged */
 };
 
 /*
@@ -1059,6 +1064,295 @@ static bool baking(const struct run *r)
 	return r->bake_until_ms > 0 && r->step >= r->cfg->nsteps;
 }
 
+/* ------------------------------------------------------------------------ */
+/* query, http and exec sources (docs/judge.md "Sources")                    */
+
+#define SOURCE_ERRORS_PAUSE 3    /* consecutive `error` verdicts of one check that pause */
+#define SOURCE_GRACE_MS     2000 /* time a source job may wait in the queue past its timeout */
+
+/*
+ * One round of a source check: the jobs of the interval ending at end_ms,
+ * two per target (canary, baseline) or one (canary) when the source does
+ * not depend on the cohort.  Started by evaluate(), collected by
+ * source_tick() on later ticks, judged when every job answered, at its
+ * deadline, or when the next interval begins, whichever comes first.
+ */
+struct src_slot {
+	uint64_t job; /* running job; 0 when answered or never started */
+	bool used;
+	struct source_request req;
+	struct source_reading rd;
+};
+
+struct src_round {
+	int64_t end_ms, deadline_ms;
+	uint32_t generation;
+	size_t step;
+	bool bake, per_cohort;
+	struct src_slot *slots; /* [target * 2 + (0 canary | 1 baseline)] */
+};
+
+static void src_drop(struct rollout_engine *e, struct check_run *cr)
+{
+	struct src_round *rd = cr->src;
+
+	if (!rd)
+		return;
+	for (size_t i = 0; rd->slots && i < 2 * MAX_TARGETS; i++)
+		if (rd->slots[i].job && e->be.source_forget)
+			e->be.source_forget(e->be.ctx, rd->slots[i].job);
+	free(rd->slots);
+	free(rd);
+	cr->src = NULL;
+}
+
+/* A flag target's cohorts: its rollout variant (canary) and its off variant. */
+static const char *flag_cohort_variant(const struct config_flag *f, int baseline)
+{
+	const char *off = f->off_variant ? f->off_variant : "off";
+
+	if (baseline)
+		return off;
+	for (size_t i = 0; i < f->rollout.n; i++)
+		if (strcmp(f->rollout.v[i].variant, off) != 0)
+			return f->rollout.v[i].variant;
+	return "on";
+}
+
+static void src_vars(const struct rollout_engine *e, const struct run *r, size_t t, int baseline,
+                     struct source_vars *v)
+{
+	const struct config_target *tg = target(r, t);
+
+	memset(v, 0, sizeof(*v));
+	v->cohort = baseline ? "baseline" : "canary";
+	v->target = tg->name;
+	v->interval_ms = r->cfg->analysis.interval_ms;
+	if (tg->kind == CONFIG_TARGET_FLAG) {
+		v->service = tg->flag;
+		v->version = v->variant = flag_cohort_variant(tg->flg, baseline);
+	} else {
+		v->service = tg->service;
+		v->version = v->variant = baseline ? stable_version(e, tg) : tg->canary;
+	}
+}
+
+/* Starts check k's jobs for the interval ending at now (evaluate()). */
+static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t now, bool bake)
+{
+	const struct config_check *c = &r->cfg->analysis.checks[k];
+	struct check_run *cr = &r->checks[k];
+	size_t n = r->cfg->ntargets < MAX_TARGETS ? r->cfg->ntargets : MAX_TARGETS, used = 0;
+	struct src_round *rd;
+
+	src_drop(e, cr); /* source_tick() judged the last round already; this never drops one */
+	rd = calloc(1, sizeof(*rd));
+	if (rd)
+		rd->slots = calloc(2 * MAX_TARGETS, sizeof(*rd->slots));
+	if (!rd || !rd->slots) {
+		free(rd);
+		return;
+	}
+	rd->end_ms = now;
+	rd->deadline_ms = now + (int64_t)c->timeout_ms + SOURCE_GRACE_MS;
+	rd->generation = r->generation;
+	rd->step = r->step;
+	rd->bake = bake;
+	rd->per_cohort = source_per_cohort(c);
+	for (size_t t = 0; t < n; t++) {
+		const struct config_target *tg = target(r, t);
+		const struct target_run *tr = &r->targets[t];
+
+		if ((c->target && c->target_index != t) || tr->rolled_back || !tr->touched ||
+		    tr->weight == 0 || (tg->kind == CONFIG_TARGET_SERVICE ? !tg->svc : !tg->flg))
+			continue;
+		used++;
+		for (int co = 0; co < (rd->per_cohort ? 2 : 1); co++) {
+			struct src_slot *sl = &rd->slots[t * 2 + (size_t)co];
+			struct source_vars v;
+
+			sl->used = true;
+			src_vars(e, r, t, co, &v);
+			if (source_request_build(c, e->cfg->metrics.prometheus, &v, &sl->req,
+			                         sl->rd.error, sizeof(sl->rd.error)))
+				continue;
+			if (!e->be.source_start || !e->be.source_poll) {
+				snprintf(sl->rd.error, sizeof(sl->rd.error),
+				         "this process has no job runner for %s sources", c->name);
+				continue;
+			}
+			sl->job = e->be.source_start(e->be.ctx, &sl->req);
+			if (!sl->job)
+				snprintf(sl->rd.error, sizeof(sl->rd.error),
+				         "the job queue is full: the source did not run");
+		}
+	}
+	if (!used) {
+		free(rd->slots);
+		free(rd);
+		return;
+	}
+	cr->src = rd;
+}
+
+/*
+ * Judges check k's round: the worst verdict over its targets, persisted with
+ * the source's inputs; then for/on_fail like the built-in metrics, and
+ * SOURCE_ERRORS_PAUSE consecutive errors pause the rollout.
+ */
+static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_t now)
+{
+	const struct config_rollout *ro = r->cfg;
+	const struct config_check *c = &ro->analysis.checks[k];
+	struct check_run *cr = &r->checks[k];
+	struct src_round *rd = cr->src;
+	uint64_t interval = ro->analysis.interval_ms;
+	struct check_verdict best, cur;
+	json_t *d, *evs, *src = NULL;
+	int best_t = -1;
+	bool act, pause_err;
+	uint64_t t0_us = clock_mono_us();
+
+	for (size_t t = 0; t < MAX_TARGETS; t++) {
+		struct src_slot *a = &rd->slots[t * 2], *b = &rd->slots[t * 2 + 1];
+
+		if (!a->used)
+			continue;
+		for (int co = 0; co < 2; co++) {
+			struct src_slot *sl = co ? b : a;
+
+			if (!sl->job)
+				continue;
+			if (e->be.source_forget)
+				e->be.source_forget(e->be.ctx, sl->job);
+			sl->job = 0;
+			snprintf(sl->rd.error, sizeof(sl->rd.error),
+			         "no answer within %llu ms (timeout %llu ms; the job queue may be "
+			         "busy)",
+			         (unsigned long long)(now - rd->end_ms),
+			         (unsigned long long)c->timeout_ms);
+		}
+		source_evaluate(c, &a->rd, rd->per_cohort ? &b->rd : NULL, interval, &cur);
+		if (best_t < 0 || rank(cur.outcome) > rank(best.outcome)) {
+			best = cur;
+			best_t = (int)t;
+			json_decref(src);
+			src = source_json(c, &a->req, &a->rd, rd->per_cohort ? &b->req : NULL,
+			                  rd->per_cohort ? &b->rd : NULL);
+		}
+	}
+	cr->src = NULL;
+	if (best_t < 0)
+		goto out;
+	cr->last = best;
+	cr->have_verdict = true;
+	cr->src_end_ms = rd->end_ms;
+	if ((unsigned)best.outcome < 4)
+		cr->verdicts[best.outcome]++;
+	if (best.outcome == CHECK_FAIL) {
+		if (cr->fails++ == 0)
+			cr->first_fail_ms = rd->end_ms;
+	} else {
+		cr->fails = 0;
+		cr->first_fail_ms = 0;
+	}
+	cr->src_errors = best.outcome == CHECK_ERROR ? cr->src_errors + 1 : 0;
+	d = check_verdict_json(&best);
+	json_object_set_new(d, "target", json_string(ro->targets[best_t].name));
+	json_object_set_new(d, "step", json_integer((json_int_t)rd->step));
+	json_object_set_new(d, "interval_end_ms", json_integer(rd->end_ms));
+	json_object_set_new(d, "consecutive_failures", json_integer(cr->fails));
+	json_object_set_new(d, "consecutive_errors", json_integer(cr->src_errors));
+	json_object_set_new(d, "bake", json_boolean(rd->bake));
+	json_object_set_new(d, "source", src ? src : json_null());
+	src = NULL;
+	evs = one("verdict", d);
+	act = best.outcome == CHECK_FAIL && (uint64_t)cr->fails * interval >= c->for_ms;
+	pause_err = best.outcome == CHECK_ERROR && cr->src_errors >= SOURCE_ERRORS_PAUSE;
+	if (act && c->on_fail == CONFIG_ON_FAIL_ROLLBACK) {
+		int only = c->target ? (int)c->target_index : -1;
+		char why[CHECK_REASON_MAX + 32];
+
+		snprintf(why, sizeof(why), "%s%s", rd->bake ? "during bake: " : "",
+		         cr->last.reason);
+		do_rollback(e, r, only, ENGINE_ACTOR, now, why, &cr->last, cr->first_fail_ms,
+		            rd->bake ? RB_BAKE : RB_CHECK, evs, t0_us);
+		goto out;
+	}
+	if (pause_err)
+		cr->src_errors = 0; /* a resume gets SOURCE_ERRORS_PAUSE more tries */
+	if (persist(e, r, ENGINE_ACTOR, evs) || r->state != ROLLOUT_PROGRESSING)
+		goto out;
+	if (act) {
+		json_t *x = json_pack("{s:s, s:o}", "check", c->name, "verdict",
+		                      check_verdict_json(&cr->last));
+
+		do_pause(e, r, ENGINE_ACTOR, now, cr->last.reason, c->review_ms,
+		         c->target ? (int)c->target_index : -1, x);
+	} else if (pause_err) {
+		char why[CHECK_REASON_MAX + 96];
+		json_t *x = json_pack("{s:s, s:o}", "check", c->name, "verdict",
+		                      check_verdict_json(&cr->last));
+
+		snprintf(why, sizeof(why), "check %s: %d consecutive source errors (last: %s)",
+		         c->name, SOURCE_ERRORS_PAUSE, cr->last.reason);
+		do_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, x);
+	}
+out:
+	json_decref(src);
+	free(rd->slots);
+	free(rd);
+}
+
+/*
+ * Collects the answers of r's running source rounds without blocking and
+ * judges the rounds that are complete, past their deadline, or due to be
+ * replaced by the interval ending at the next boundary.
+ */
+static void source_tick(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	const struct config_rollout *ro = r->cfg;
+
+	for (size_t k = 0; k < ro->analysis.nchecks; k++) {
+		const struct config_check *c = &ro->analysis.checks[k];
+		struct check_run *cr = &r->checks[k];
+		struct src_round *rd = cr->src;
+		bool pending = false;
+
+		if (!rd)
+			continue;
+		if (!active(r) || rd->generation != r->generation) {
+			src_drop(e, cr);
+			continue;
+		}
+		for (size_t i = 0; i < 2 * MAX_TARGETS; i++) {
+			struct src_slot *sl = &rd->slots[i];
+			struct job_result res;
+			int rc;
+
+			if (!sl->job)
+				continue;
+			memset(&res, 0, sizeof(res));
+			rc = e->be.source_poll(e->be.ctx, sl->job, &res);
+			if (rc == 1) {
+				pending = true;
+				continue;
+			}
+			sl->job = 0;
+			if (rc == 0)
+				source_read_result(c, &res, &sl->rd);
+			else
+				snprintf(sl->rd.error, sizeof(sl->rd.error),
+				         "the job runner lost the source's job");
+			job_result_release(&res);
+		}
+		if (pending && now < rd->deadline_ms &&
+		    !(ro->analysis.interval_ms && now >= r->next_interval_ms))
+			continue;
+		src_finish(e, r, k, now);
+	}
+}
+
 /*
  * One analysis interval ending at now: per-target numbers, verdicts,
  * counters, decisions.  While baking the canary (at 100%) is compared with
@@ -1136,6 +1430,18 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		struct check_verdict best, cur;
 		int best_t = -1;
 
+		if (c->source != CONFIG_SOURCE_METRIC) {
+			/* judged when its jobs answer (source_tick()): the last round counts */
+			if (cr->have_verdict && cr->src_end_ms > r->step_started_ms) {
+				any = true;
+				if (cr->last.outcome != CHECK_PASS)
+					all_pass = false;
+			} else {
+				all_pass = false;
+			}
+			src_begin(e, r, k, now, bake);
+			continue;
+		}
 		for (size_t t = 0; t < ro->ntargets; t++) {
 			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].rd.cum_looks};
 
@@ -1689,6 +1995,8 @@ void rollout_engine_free(struct rollout_engine *e)
 	for (size_t i = 0; e->runs && i < e->nruns; i++) {
 		for (size_t t = 0; e->runs[i].targets && t < e->runs[i].cfg->ntargets; t++)
 			json_decref(e->runs[i].targets[t].saved);
+		for (size_t k = 0; e->runs[i].checks && k < e->runs[i].cfg->analysis.nchecks; k++)
+			src_drop(e, &e->runs[i].checks[k]);
 		free(e->runs[i].targets);
 		free(e->runs[i].checks);
 	}
@@ -1779,6 +2087,9 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 			}
 			continue;
 		}
+		source_tick(e, r, now_ms);
+		if (!active(r))
+			continue;
 		if (interval && now_ms >= r->next_interval_ms) {
 			r->next_interval_ms += (int64_t)interval;
 			if (r->next_interval_ms <= now_ms)

@@ -37,6 +37,7 @@ struct buf;
 struct config;
 struct config_hook;
 struct job_result;
+struct source_request;
 struct store;
 
 enum rollout_state {
@@ -110,6 +111,18 @@ struct rollout_backend {
 	uint64_t (*hook_start)(void *ctx, const struct config_hook *h, const char *const *argv,
 	                       const char *body);
 	int (*hook_poll)(void *ctx, uint64_t id, struct job_result *out);
+	/*
+	 * Optional: runs one cohort's request of a query, http or exec check
+	 * (analysis/source.h) as a job: a GET of req->url, or req->argv with
+	 * only stdout captured, within req->timeout_ms; returns a job id > 0,
+	 * or 0 when it could not be queued.  source_poll as jobs_poll (the
+	 * engine releases a GET's body); source_forget drops a job whose result
+	 * nobody will poll.  Without source_start and source_poll such checks
+	 * give `error` verdicts.
+	 */
+	uint64_t (*source_start)(void *ctx, const struct source_request *req);
+	int (*source_poll)(void *ctx, uint64_t id, struct job_result *out);
+	void (*source_forget)(void *ctx, uint64_t id);
 	/*
 	 * Optional: writes the evidence bundle of rollout name (generation gen)
 	 * and puts its directory in path.  0 or a negative error.

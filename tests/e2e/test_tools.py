@@ -333,3 +333,41 @@ def test_upstream_runtime_error_rate(upstream):
     status, st = post(port, "/_upstream/config?error_rate=0")
     assert status == 200
     assert http("GET", f"http://127.0.0.1:{port}/y")[0] == 200
+
+
+def metrics(port):
+    status, hdrs, body = http("GET", f"http://127.0.0.1:{port}/metrics")
+    assert status == 200, body
+    assert hdrs["Content-Type"].startswith("text/plain; version=0.0.4")
+    out = {}
+    for line in body.decode().splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            out[name] = float(value)
+    return out
+
+
+def test_upstream_prometheus_metrics_and_quality(upstream):
+    port = upstream("v7", seed=5)
+    assert metrics(port) == {'demo_requests_total{version="v7"}': 0,
+                             'demo_errors_total{version="v7"}': 0,
+                             'demo_quality{version="v7"}': 1}
+    status, st = post(port, "/_upstream/config?error_rate=1")
+    assert status == 200
+    for path in ("/a", "/b", "/c"):
+        assert http("GET", f"http://127.0.0.1:{port}{path}")[0] == 500
+    status, st = post(port, "/_upstream/config?error_rate=0&quality=0.25")
+    assert status == 200 and st["quality"] == 0.25
+    assert http("GET", f"http://127.0.0.1:{port}/d")[0] == 200
+    # scrapes are not requests: the counters only see the four above
+    assert metrics(port) == {'demo_requests_total{version="v7"}': 4,
+                             'demo_errors_total{version="v7"}': 3,
+                             'demo_quality{version="v7"}': 0.25}
+    assert stats(port)["requests"] == 4
+    for bad in ("quality=", "quality=abc", "quality=nan", "quality=inf"):
+        status, _ = post(port, "/_upstream/config?" + bad)
+        assert status == 400, bad
+    assert stats(port)["quality"] == 0.25
+    # POST /metrics is an ordinary request
+    status, _, body = http("POST", f"http://127.0.0.1:{port}/metrics", body=b"")
+    assert status == 200 and json.loads(body)["path"] == "/metrics"

@@ -1,7 +1,7 @@
 /* Unit tests for src/core/jobs: commands (output, status, timeout kills the
  * group, spawn errors, output cap), the queue and the table (full queue,
- * unknown ids, detach, free while running), and POSTs against a loopback
- * server run by the test itself. */
+ * unknown ids, detach, free while running), and POSTs and GETs against a
+ * loopback server run by the test itself. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -748,6 +748,154 @@ static void test_free_abandons_running_post(void **state)
 	free(s.body);
 }
 
+/* --- GETs --- */
+
+static void get_one(const char *url, uint64_t timeout_ms, struct job_result *res)
+{
+	struct jobs *j = jobs_new(1, 4);
+	uint64_t id;
+
+	assert_non_null(j);
+	id = jobs_submit_get(j, url, timeout_ms);
+	assert_true(id > 0);
+	assert_int_equal(wait_job(j, id, res, 10000), 0);
+	jobs_free(j);
+}
+
+static void srv_get(struct srv *s, int status, size_t answer_len, int listen_, uint64_t timeout_ms,
+                    struct job_result *res)
+{
+	char url[64];
+
+	srv_start(s, status, answer_len, listen_);
+	srv_url(s, url, sizeof(url));
+	get_one(url, timeout_ms, res);
+	srv_stop(s, listen_);
+}
+
+static void test_get_keeps_the_whole_body(void **state)
+{
+	struct job_result res;
+	struct srv s;
+
+	/* larger than output: the whole of it is in body */
+	srv_get(&s, 200, 100000, 1, 5000, &res);
+	assert_int_equal(res.status, JOB_OK);
+	assert_int_equal(res.http_status, 200);
+	assert_int_equal(strncmp(s.head, "GET /hook HTTP/1.1\r\n", 20), 0);
+	assert_non_null(strcasestr(s.head, "\r\nAccept: application/json\r\n"));
+	assert_null(strcasestr(s.head, "\r\nContent-Length:"));
+	assert_non_null(res.body);
+	assert_int_equal(res.body_len, 100000);
+	assert_int_equal(strlen(res.body), 100000);
+	assert_int_equal(res.body[0], 'b');
+	assert_int_equal(res.body[99999], 'b');
+	assert_int_equal(strlen(res.output), JOB_OUTPUT_MAX - 1);
+	job_result_release(&res);
+	assert_null(res.body);
+	assert_int_equal(res.body_len, 0);
+	job_result_release(&res); /* twice is harmless */
+	free(s.body);
+}
+
+static void test_get_non_2xx_keeps_body(void **state)
+{
+	struct job_result res;
+	struct srv s;
+
+	srv_get(&s, 400, 0, 1, 5000, &res);
+	assert_int_equal(res.status, JOB_FAILED);
+	assert_int_equal(res.http_status, 400);
+	assert_string_equal(res.error, "answered 400");
+	assert_non_null(res.body);
+	assert_string_equal(res.body, "ok");
+	job_result_release(&res);
+	free(s.body);
+}
+
+static void test_get_too_large_is_an_error(void **state)
+{
+	void (*old)(int) = signal(SIGPIPE, SIG_IGN); /* the server writes into a closed socket */
+	struct job_result res;
+	struct srv s;
+
+	srv_get(&s, 200, JOB_BODY_MAX + 1, 1, 5000, &res);
+	signal(SIGPIPE, old);
+	assert_int_equal(res.status, JOB_ERROR);
+	assert_null(res.body);
+	assert_int_equal(res.body_len, 0);
+	assert_string_equal(res.error, "the response is larger than 262144 bytes; abandoned");
+	free(s.body);
+
+	/* exactly the cap is fine */
+	srv_get(&s, 200, JOB_BODY_MAX, 1, 5000, &res);
+	assert_int_equal(res.status, JOB_OK);
+	assert_int_equal(res.body_len, JOB_BODY_MAX);
+	job_result_release(&res);
+	free(s.body);
+}
+
+static void test_get_refused_timeout_and_bad_urls(void **state)
+{
+	const char *bad[] = {"ftp://127.0.0.1/x", "file:///etc/passwd", ""};
+	struct job_result res;
+	struct srv s;
+
+	srv_get(&s, 200, 0, 0, 5000, &res);
+	assert_int_equal(res.status, JOB_ERROR);
+	assert_null(res.body);
+	assert_string_equal(res.error, "could not get: Couldn't connect to server");
+
+	srv_get(&s, 0, 0, 1, 200, &res);
+	assert_int_equal(res.status, JOB_TIMEOUT);
+	assert_null(res.body);
+	assert_string_equal(res.error, "did not finish within 200 ms; abandoned");
+	free(s.body);
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		get_one(bad[i], 1000, &res);
+		assert_int_equal(res.status, JOB_ERROR);
+		assert_string_equal(res.error, "only http:// and https:// URLs can be fetched");
+	}
+}
+
+static void test_detached_get_frees_its_body(void **state)
+{
+	struct jobs *j = jobs_new(1, 4);
+	struct job_result res;
+	struct srv s;
+	char url[64];
+	uint64_t id;
+
+	assert_non_null(j);
+	srv_start(&s, 200, 5000, 1);
+	srv_url(&s, url, sizeof(url));
+	id = jobs_submit_get(j, url, 5000);
+	assert_true(id > 0);
+	jobs_detach(j, id);
+	srv_stop(&s, 1);
+	assert_int_equal(jobs_poll(j, id, &res), -ENOENT);
+	jobs_free(j); /* leak checkers see the body freed */
+	free(s.body);
+}
+
+static void test_exec_stdout_only(void **state)
+{
+	const char *const argv[] = {"/bin/sh", "-c", "echo 0.25; echo warning >&2", NULL};
+	struct jobs *j = jobs_new(1, 4);
+	struct job_result res;
+	uint64_t id;
+
+	assert_non_null(j);
+	id = jobs_submit_exec_stdout(j, argv, 5000);
+	assert_true(id > 0);
+	assert_int_equal(wait_job(j, id, &res, 10000), 0);
+	assert_int_equal(res.status, JOB_OK);
+	assert_string_equal(res.output, "0.25\n");
+	assert_null(res.body);
+	jobs_free(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -772,6 +920,12 @@ int main(void)
 	    cmocka_unit_test(test_post_silent_server_times_out),
 	    cmocka_unit_test(test_post_only_http),
 	    cmocka_unit_test(test_free_abandons_running_post),
+	    cmocka_unit_test(test_get_keeps_the_whole_body),
+	    cmocka_unit_test(test_get_non_2xx_keeps_body),
+	    cmocka_unit_test(test_get_too_large_is_an_error),
+	    cmocka_unit_test(test_get_refused_timeout_and_bad_urls),
+	    cmocka_unit_test(test_detached_get_frees_its_body),
+	    cmocka_unit_test(test_exec_stdout_only),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis/source.h"
 #include "api/api.h"
 #include "api/rollouts.h"
 #include "config/config.h"
@@ -1140,6 +1141,203 @@ static void test_metrics_families(void **state)
 	env_close(&v);
 }
 
+/* --- query/http/exec sources through a fake job runner ------------------------------ */
+
+static struct sources_fake {
+	int started, polls, forgotten;
+	char text[16][256]; /* each request's shown text (query / URL / command line) */
+	char url[16][512];
+	int pending; /* polls answered "running" before any result */
+	bool never;  /* never answer */
+	enum job_status status;
+	double canary, baseline; /* the values answered for each cohort */
+	uint64_t ids[16];
+} S;
+
+static uint64_t fake_source_start(void *ctx, const struct source_request *req)
+{
+	int i = S.started % 16;
+
+	(void)ctx;
+	snprintf(S.text[i], sizeof(S.text[0]), "%.200s", req->text);
+	snprintf(S.url[i], sizeof(S.url[0]), "%.400s", req->url);
+	S.ids[i] = (uint64_t)(S.started + 100);
+	S.started++;
+	return S.ids[i];
+}
+
+static int fake_source_poll(void *ctx, uint64_t id, struct job_result *out)
+{
+	const char *text = S.text[(id - 100) % 16];
+	double v = strstr(text, "canary") ? S.canary : S.baseline;
+	char body[256];
+
+	(void)ctx;
+	S.polls++;
+	if (S.never)
+		return 1;
+	if (S.pending > 0) {
+		S.pending--;
+		return 1;
+	}
+	memset(out, 0, sizeof(*out));
+	out->status = S.status;
+	out->duration_ms = 7;
+	if (S.status != JOB_OK) {
+		out->exit_code = 1;
+		snprintf(out->error, sizeof(out->error), "exited with status 1");
+		return 0;
+	}
+	out->http_status = 200;
+	snprintf(out->output, sizeof(out->output), "%g\n", v); /* exec: stdout */
+	snprintf(body, sizeof(body),
+	         "{\"status\":\"success\",\"data\":{\"resultType\":\"vector\",\"result\":"
+	         "[{\"metric\":{},\"value\":[1,\"%g\"]}]}}",
+	         v);
+	out->body = strdup(body); /* the engine releases it */
+	out->body_len = strlen(body);
+	return 0;
+}
+
+static void fake_source_forget(void *ctx, uint64_t id)
+{
+	(void)ctx, (void)id;
+	S.forgotten++;
+}
+
+static void env_sources(struct env *v, const char *yaml)
+{
+	memset(&S, 0, sizeof(S));
+	S.status = JOB_OK;
+	S.canary = S.baseline = 1.0;
+	env_open(v, yaml);
+	v->be.source_start = fake_source_start;
+	v->be.source_poll = fake_source_poll;
+	v->be.source_forget = fake_source_forget;
+	env_restart(v);
+}
+
+static const char *query_yaml =
+    "  web-v2:\n"
+    "    target: {service: web, canary: v2}\n"
+    "    steps: [{weight: 10}, {pause: {}}]\n"
+    "    analysis: {interval: 10s, checks: [{name: quality, query: "
+    "'q{version=\"{{version}}\",cohort=\"{{cohort}}\"}', min: 0.9, max_decrease: 0.2, "
+    "timeout: 2s}]}\n"
+    "metrics: {prometheus: \"http://prom.test:9090\"}\n";
+
+static void test_source_query_async(void **state)
+{
+	struct env v;
+	json_t *d, *src;
+
+	(void)state;
+	env_sources(&v, query_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	S.pending = 4;
+	drive(&v, 10, NULL, 0, 0); /* the interval boundary: both cohorts' queries start */
+	assert_int_equal(S.started, 2);
+	assert_string_equal(S.text[0], "q{version=\"v2\",cohort=\"canary\"}");
+	assert_string_equal(S.text[1], "q{version=\"v1\",cohort=\"baseline\"}");
+	assert_string_equal(S.url[0], "http://prom.test:9090/api/v1/query?query="
+	                              "q%7Bversion%3D%22v2%22%2Ccohort%3D%22canary%22%7D");
+	/* nothing blocks: no verdict until the jobs answered on later ticks */
+	assert_int_equal(events(&v, "web-v2", "verdict", NULL), 0);
+	drive(&v, 3, NULL, 0, 0);
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
+	assert_string_equal(json_string_value(json_object_get(d, "metric")), "query");
+	src = json_object_get(d, "source");
+	assert_true(json_is_true(json_object_get(src, "per_cohort")));
+	assert_true(json_real_value(json_object_get(json_object_get(src, "canary"), "value")) ==
+	            1.0);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(src, "baseline"), "request")),
+	    "q{version=\"v1\",cohort=\"baseline\"}");
+	assert_int_equal(json_integer_value(json_object_get(d, "interval_end_ms")), T0 + 10000);
+	json_decref(d);
+	assert_int_equal(S.forgotten, 0);
+	/* the canary's value drops below min and 0.2 under the baseline: rollback */
+	S.canary = 0.5;
+	drive(&v, 10, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(last_weight("web"), 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
+	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")),
+	                       "query value 0.5 on the canary is below min 0.9"));
+	json_decref(d);
+	env_close(&v);
+}
+
+static const char *exec_yaml = "  web-v2:\n"
+                               "    target: {service: web, canary: v2}\n"
+                               "    steps: [{weight: 10}, {pause: {}}]\n"
+                               "    analysis: {interval: 10s, checks: [{name: probe, exec: "
+                               "[probe, \"{{target}}\"], max: 5, timeout: 2s}]}\n";
+
+static void test_source_errors_pause(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_sources(&v, exec_yaml);
+	S.status = JOB_FAILED;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 11, NULL, 0, 0);
+	assert_int_equal(S.started, 1); /* no cohort variable: runs once */
+	assert_string_equal(S.text[0], "probe web");
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "error");
+	assert_string_equal(json_string_value(json_object_get(d, "reason")),
+	                    "the exec source failed for the canary: the command failed: exited "
+	                    "with status 1");
+	json_decref(d);
+	drive(&v, 10, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	drive(&v, 10, NULL, 0, 0); /* the third error in a row pauses */
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 3);
+	assert_int_equal(json_integer_value(json_object_get(d, "consecutive_errors")), 3);
+	json_decref(d);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(events(&v, "web-v2", "rollout.paused", &d), 1);
+	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")),
+	                       "check probe: 3 consecutive source errors"));
+	json_decref(d);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", NULL), 0);
+	/* a working source passes again after the resume */
+	S.status = JOB_OK;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	drive(&v, 10, NULL, 0, 0);
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 4);
+	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
+	assert_int_equal(json_integer_value(json_object_get(d, "consecutive_errors")), 0);
+	json_decref(d);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	env_close(&v);
+}
+
+static void test_source_timeout_is_an_error(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_sources(&v, query_yaml);
+	S.never = true;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 13, NULL, 0, 0);
+	assert_int_equal(events(&v, "web-v2", "verdict", NULL), 0);
+	drive(&v, 2, NULL, 0, 0); /* timeout 2 s + the queueing allowance */
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "error");
+	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")),
+	                       "no answer within 4000 ms (timeout 2000 ms"));
+	json_decref(d);
+	assert_int_equal(S.forgotten, 2); /* nobody polls those jobs again */
+	env_close(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1162,6 +1360,9 @@ int main(void)
 	    cmocka_unit_test(test_hook_interrupted_by_restart),
 	    cmocka_unit_test(test_bake_revert_and_finalize),
 	    cmocka_unit_test(test_metrics_families),
+	    cmocka_unit_test(test_source_query_async),
+	    cmocka_unit_test(test_source_errors_pause),
+	    cmocka_unit_test(test_source_timeout_is_an_error),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

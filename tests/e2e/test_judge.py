@@ -1,0 +1,232 @@
+"""The judge end to end (SPEC 5, issue 6): the sequential test on a real
+canaryd's proxy counts, power awareness at low traffic, a `query:` check
+against a real Prometheus scraping demo-upstream's /metrics, and sources that
+fail.  Intervals are 1s; every wait is bounded; the fixtures stop every
+process by pid."""
+import shutil
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import free_port, http, http_json, wait_until
+from test_rollout import RAW_ADMIN, Load, begin, config, events, rollout, service, start, \
+    wait_state, web_v2
+
+TERMINAL = ("completed", "rolled_back", "failed")
+
+
+def verdicts(d, name, check=None):
+    st, doc = d.get(f"/v1/rollouts/{name}/analysis?limit=1000")
+    assert st == 200, doc
+    out = [e["details"] for e in doc["verdicts"]]
+    return [v for v in out if check is None or v["check"] == check]
+
+
+def test_sequential_test_rolls_back_a_canary_2pp_worse(canaryd, upstream, procs):
+    v1 = upstream("v1", error_rate=0.01, seed=11)
+    v2 = upstream("v2", error_rate=0.03, seed=12)
+    port = free_port()
+    text = web_v2(port, v1, v2, """    steps:
+      - weight: 50
+        for: 120s
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - name: errors-vs-baseline
+          metric: error_rate
+          test: {method: sequential, confidence: 0.95, max_increase: 0.005}
+          on_fail: rollback
+    rollback:
+      drain: 1s
+""")
+    d = start(canaryd, text)
+    load = Load(procs, port, rate=800)
+    time.sleep(0.3)
+    begin(d)
+    r = wait_state(d, "web-v2", TERMINAL, 90)
+    load.stop()
+    assert r["state"] == "rolled_back", r
+    rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
+    assert rb["class"] == "check" and "error_rate" in rb["reason"]
+    # the verdict that rolled back, as GET /v1/rollouts/{name}/analysis shows it
+    fail = [v for v in verdicts(d, "web-v2", "errors-vs-baseline") if v["outcome"] == "fail"]
+    assert fail, verdicts(d, "web-v2")
+    v = fail[-1]
+    t = v["test"]
+    assert t["method"] == "sequential" and t["applied"] is True
+    assert t["confidence"] == 0.95 and t["margin"] == 0.005
+    for cohort in ("canary", "baseline"):
+        assert t[cohort]["requests"] >= 200, t
+        assert 0 <= t[cohort]["errors"] <= t[cohort]["requests"]
+        assert t[cohort]["value"] == pytest.approx(t[cohort]["errors"] / t[cohort]["requests"])
+    assert t["canary"]["value"] > t["baseline"]["value"]
+    # significant: the lower confidence bound of the increase is above the margin
+    assert t["lower"] > 0.005 and t["lower"] <= t["estimate"] <= t["upper"]
+    assert t["p_value"] is not None and t["p_value"] < 0.05
+    assert "with 95% confidence" in v["reason"] and "error_rate" in v["reason"]
+    # before it was significant the check never failed on noise
+    earlier = verdicts(d, "web-v2", "errors-vs-baseline")
+    assert all(x["outcome"] in ("inconclusive", "fail") for x in earlier), earlier
+
+
+def test_healthy_canary_at_low_traffic_is_inconclusive_never_pass(canaryd, upstream, procs):
+    v1, v2 = upstream("v1"), upstream("v2")
+    port = free_port()
+    text = web_v2(port, v1, v2, """    steps:
+      - weight: 50
+      - analysis: {for: 4s}
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - name: errors-vs-baseline
+          metric: error_rate
+          test: {method: sequential, confidence: 0.99, max_increase: 0.005}
+          on_fail: rollback
+""")
+    d = start(canaryd, text)
+    load = Load(procs, port, rate=30)  # ~15 requests per cohort per second
+    time.sleep(0.3)
+    begin(d)
+    # the analysis step ends inconclusive: the rollout pauses, it does not advance
+    r = wait_state(d, "web-v2", ("paused",) + TERMINAL, 30)
+    load.stop()
+    assert r["state"] == "paused", r
+    assert "inconclusive" in r["pause_reason"], r
+    vs = verdicts(d, "web-v2", "errors-vs-baseline")
+    assert len(vs) >= 3, vs
+    assert all(v["outcome"] == "inconclusive" for v in vs), vs
+    last = vs[-1]
+    assert last["test"]["canary"]["requests"] < 200 or last["test"]["baseline"]["requests"] < 200
+    assert last["test"]["more_per_cohort"] > 0
+    assert "more per cohort needed" in last["reason"]
+
+
+# --- sources -------------------------------------------------------------------------------
+
+def prometheus_start(procs, tmp_path, targets):
+    """A real Prometheus scraping targets every second; returns its base URL."""
+    binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+    port = free_port()
+    cfg = tmp_path / "prometheus.yml"
+    listed = ", ".join(f"'127.0.0.1:{p}'" for p in targets)
+    cfg.write_text("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+                   "scrape_configs:\n  - job_name: demo\n"
+                   f"    static_configs:\n      - targets: [{listed}]\n")
+    p = procs([binary, f"--config.file={cfg}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+               f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+              name="prometheus")
+    url = f"http://127.0.0.1:{port}"
+
+    def ready():
+        if not p.alive():
+            raise AssertionError("prometheus exited:\n" + p.output())
+        return http("GET", url + "/-/ready", timeout=0.5)[0] == 200
+
+    wait_until(ready, 30, 0.1, what="prometheus ready")
+    return url
+
+
+def prom_query(url, q):
+    st, doc = http_json("GET", url + "/api/v1/query?query=" + urllib.parse.quote(q))
+    assert st == 200, doc
+    return doc["data"]["result"]
+
+
+def test_query_check_against_prometheus_rolls_back(canaryd, upstream, procs, tmp_path):
+    v1, v2 = upstream("v1"), upstream("v2")
+    prom = prometheus_start(procs, tmp_path, [v1, v2])
+    # both versions scraped before the rollout starts
+    wait_until(lambda: len(prom_query(prom, "demo_quality")) == 2, 30, 0.2,
+               what="both upstreams scraped")
+    port = free_port()
+    admin = RAW_ADMIN + f"metrics:\n  prometheus: {prom}\n"
+    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 20
+        for: 120s
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - name: quality
+          query: 'max(demo_quality{version="{{version}}"})'
+          min: 0.9
+          max_decrease: 0.2
+          timeout: 2s
+          on_fail: rollback
+    rollback:
+      drain: 1s
+""", admin=admin)
+    d = start(canaryd, text)
+    load = Load(procs, port, rate=50)
+    time.sleep(0.3)
+    begin(d)
+    # healthy first: passes, with both cohorts' queries and values in the verdict
+    ok = wait_until(lambda: [v for v in verdicts(d, "web-v2", "quality") if v["outcome"] == "pass"],
+                    20, 0.1, what="a passing query verdict")[-1]
+    src = ok["source"]
+    assert ok["metric"] == "query" and src["kind"] == "query" and src["per_cohort"] is True
+    assert src["canary"]["request"] == 'max(demo_quality{version="v2"})'
+    assert src["baseline"]["request"] == 'max(demo_quality{version="v1"})'
+    assert src["canary"]["value"] == 1 and src["baseline"]["value"] == 1
+    assert ok["canary"]["value"] == 1 and ok["baseline"]["value"] == 1
+    assert rollout(d, "web-v2")["state"] == "progressing"
+    # the canary's metric goes bad: Prometheus scrapes it, the check fails, rollback
+    st, _ = http_json("POST", f"http://127.0.0.1:{v2}/_upstream/config?quality=0.5", body=b"")
+    assert st == 200
+    r = wait_state(d, "web-v2", TERMINAL, 30)
+    load.stop()
+    assert r["state"] == "rolled_back", r
+    rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
+    assert rb["class"] == "check" and rb["verdict"]["check"] == "quality"
+    assert rb["verdict"]["outcome"] == "fail" and rb["verdict"]["metric"] == "query"
+    assert rb["verdict"]["bound"] == "min" and rb["verdict"]["canary"]["value"] == 0.5
+    assert "query value 0.5 on the canary is below min 0.9" in rb["reason"]
+    fails = [v for v in verdicts(d, "web-v2", "quality") if v["outcome"] == "fail"]
+    assert fails[-1]["source"]["canary"]["value"] == 0.5
+    assert fails[-1]["source"]["baseline"]["value"] == 1
+
+
+def test_failing_sources_give_errors_and_pause(canaryd, upstream, procs):
+    v1, v2 = upstream("v1"), upstream("v2")
+    port = free_port()
+    dead = free_port()  # nothing listens there
+    admin = RAW_ADMIN + f"metrics:\n  prometheus: http://127.0.0.1:{dead}\n"
+    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 20
+        for: 120s
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - name: unreachable
+          query: 'sum(up{version="{{version}}"})'
+          min: 1
+          timeout: 1s
+        - name: broken-probe
+          exec: [sh, -c, "echo 1; exit 1"]
+          max: 5
+          timeout: 2s
+""", admin=admin)
+    d = start(canaryd, text)
+    begin(d)
+    r = wait_state(d, "web-v2", ("paused",) + TERMINAL, 30)
+    assert r["state"] == "paused", r
+    assert "3 consecutive source errors" in r["pause_reason"], r
+    for name, why in (("unreachable", "Couldn't connect to server"),
+                      ("broken-probe", "exited with status 1")):
+        vs = wait_until(lambda: verdicts(d, "web-v2", name), 5, what=f"{name} verdicts")
+        assert vs and all(v["outcome"] == "error" for v in vs), vs
+        assert why in vs[-1]["reason"], vs[-1]
+        assert vs[-1]["source"]["canary"]["error"], vs[-1]
+    # errors are counted apart: never a pass, never a fail, never a rollback
+    st, _, body = http("GET", d.url + "/metrics", token="e2e-admin-secret")
+    assert 'check="broken-probe",verdict="error"' in body.decode()
+    assert not events(d, "web-v2", "rollout.rollback")
+    assert rollout(d, "web-v2")["state"] == "paused"
