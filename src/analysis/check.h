@@ -33,9 +33,8 @@
  *  - Otherwise: inconclusive, with how many more requests per cohort a
  *    decision needs at the current rates.
  *
- * Sources other
- * than the built-in metrics (query, http, exec) and the shadow metrics give
- * `error` with a reason saying they are not wired yet.
+ * Checks with query/http/exec sources are judged by analysis/source.h on
+ * the values their jobs return; here they give `error`.
  *
  * Pure functions on caller-owned values; any thread.
  */

@@ -5,7 +5,8 @@ is bounded; the fixtures stop every process."""
 import signal
 
 from conftest import ADMIN_TOKEN, FLAGS_TOKEN, http_json, wait_until
-from test_rollout import RAW_ADMIN, start, wait_state
+from test_judge import prom_query, prometheus_start, verdicts
+from test_rollout import RAW_ADMIN, events, start, wait_state
 
 FLAGS = """flags:
   dwcp_v3_hde:
@@ -143,3 +144,50 @@ def test_two_rollouts_cannot_drive_one_flag(canaryd):
     st, doc = d.post("/v1/rollouts/hde-v3-again/start")
     assert st == 409 and "hde-v3" in doc["error"]["message"]
 
+
+
+def test_query_check_compares_variants_and_rolls_the_flag_back(canaryd, upstream, procs,
+                                                               tmp_path):
+    # two demo upstreams stand for the application's two variants: each exports
+    # demo_quality{version="on"|"off"} the way an app would label a metric by variant
+    on, off = upstream("on"), upstream("off")
+    prom = prometheus_start(procs, tmp_path, [on, off])
+    wait_until(lambda: len(prom_query(prom, "demo_quality")) == 2, 30, 0.2,
+               what="both variants scraped")
+    plan = """    steps:
+      - weight: 10
+        for: 120s
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - name: quality
+          query: 'max(demo_quality{version="{{variant}}"})'
+          min: 0.9
+          max_decrease: 0.2
+          timeout: 2s
+          on_fail: rollback
+    rollback:
+      drain: 1s
+"""
+    text = (RAW_ADMIN + f"metrics:\n  prometheus: {prom}\n" + FLAGS
+            + "rollouts:\n  hde-v3:\n    target: {flag: dwcp_v3_hde}\n" + plan)
+    d = start(canaryd, text)
+    before = flag(d)
+    st, doc = d.post("/v1/rollouts/hde-v3/start")
+    assert st == 200, doc
+    ok = wait_until(lambda: [v for v in verdicts(d, "hde-v3", "quality")
+                             if v["outcome"] == "pass"], 20, 0.1, what="a passing verdict")[-1]
+    assert ok["source"]["canary"]["request"] == 'max(demo_quality{version="on"})'
+    assert ok["source"]["baseline"]["request"] == 'max(demo_quality{version="off"})'
+    assert flag(d)["percentage"] == 10
+    # the "on" variant's metric goes bad: rollback, and the flag is as before
+    st, _ = http_json("POST", f"http://127.0.0.1:{on}/_upstream/config?quality=0.5", body=b"")
+    assert st == 200
+    r = wait_state(d, "hde-v3", ("rolled_back", "completed", "failed"), 30)
+    assert r["state"] == "rolled_back", r
+    rb = events(d, "hde-v3", "rollout.rollback")[-1]["details"]
+    assert rb["verdict"]["check"] == "quality" and rb["verdict"]["canary"]["value"] == 0.5
+    after = flag(d)
+    for k in ("percentage", "rollout", "exclude", "source"):
+        assert after.get(k) == before.get(k), k
