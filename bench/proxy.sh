@@ -1,6 +1,9 @@
 #!/bin/bash
 # Proxy benchmark (SPEC 10): canaryd vs nginx vs HAProxy on the same loopback
 # upstreams, one worker each, 90/10 sticky split, wrk -t1 -c50, median of 3.
+# Mirror rows: the same split plus 100% of requests mirrored to a third
+# upstream (canaryd's mirror: vs nginx's `mirror` directive), and canaryd with
+# a shadow 200 ms slower (its primary p99 must not move by 10% or more).
 #   bench/proxy.sh [BUILD_DIR]     env: DURATION (s, default 5), RUNS (default 3)
 set -euo pipefail
 build=${1:-build}
@@ -22,10 +25,14 @@ for t in wrk nginx haproxy strace; do
 done
 
 UP1=17101 UP2=17102 CAN=18101 NGX=18102 HAP=18103 CAN2=18104 ADMIN=19101 ADMIN2=19102
+UP3=17103 UP4=17104 CANM=18105 CANMS=18106 NGXM=18107 ADMINM=19103 ADMINMS=19104
 "$build/demo-upstream" --listen 127.0.0.1:$UP1 --name v1 2>/dev/null & pids+=($!)
 "$build/demo-upstream" --listen 127.0.0.1:$UP2 --name v2 2>/dev/null & pids+=($!)
+"$build/demo-upstream" --listen 127.0.0.1:$UP3 --name v3 2>/dev/null & pids+=($!)
+"$build/demo-upstream" --listen 127.0.0.1:$UP4 --name v3 --latency-ms 200 2>/dev/null & pids+=($!)
 
-canaryd_conf() { # port admin workers
+canaryd_conf() { # port admin workers [shadow_port]
+	local shadow=${4:-}
 	cat <<CONF
 admin:
   listen: 127.0.0.1:$2
@@ -41,12 +48,14 @@ services:
     versions:
       v1: {endpoints: [127.0.0.1:$UP1]}
       v2: {endpoints: [127.0.0.1:$UP2]}
+$([ -n "$shadow" ] && echo "      v3: {endpoints: [127.0.0.1:$shadow]}")
     stable: v1
     sticky: header:x-user-id
+$([ -n "$shadow" ] && echo "    mirror: {version: v3, percent: 100}")
 CONF
 }
-start_canaryd() { # port admin workers
-	canaryd_conf "$1" "$2" "$3" >"$work/canaryd-$1.yaml"
+start_canaryd() { # port admin workers [shadow_port]
+	canaryd_conf "$1" "$2" "$3" "${4:-}" >"$work/canaryd-$1.yaml"
 	"$build/canaryd" -c "$work/canaryd-$1.yaml" 2>"$work/canaryd-$1.log" &
 	pids+=($!)
 	for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$2/v1/health" && break; sleep 0.05; done
@@ -56,6 +65,8 @@ start_canaryd() { # port admin workers
 start_canaryd $CAN $ADMIN 1
 CANPID=${pids[-1]}
 start_canaryd $CAN2 $ADMIN2 2
+start_canaryd $CANM $ADMINM 1 $UP3
+start_canaryd $CANMS $ADMINMS 1 $UP4
 
 cat >"$work/nginx.conf" <<CONF
 worker_processes 1;
@@ -81,6 +92,12 @@ http {
 CONF
 nginx -c "$work/nginx.conf" -e "$work/nginx-error.log" 2>/dev/null & pids+=($!)
 NGXPID=${pids[-1]}
+# the same split, every request mirrored to v3 with nginx's mirror module
+sed -e "s/$NGX reuseport/$NGXM reuseport/" -e "s|$work/nginx.pid|$work/nginx-m.pid|" \
+	-e "s|upstream v2 {|upstream v3 { server 127.0.0.1:$UP3; keepalive 64; }\n  upstream v2 {|" \
+	-e "s|    location / {|    location = /_mirror { internal; proxy_pass http://v3\$request_uri; proxy_http_version 1.1; proxy_set_header Connection \"\"; }\n    location / {\n      mirror /_mirror;|" \
+	"$work/nginx.conf" >"$work/nginx-m.conf"
+nginx -c "$work/nginx-m.conf" -e "$work/nginx-error.log" 2>/dev/null & pids+=($!)
 
 cat >"$work/haproxy.cfg" <<CONF
 global
@@ -142,7 +159,9 @@ median3() { # reads lines "rps p50 p99", prints the line with the median rps
 declare -A RES
 for target in "direct:http://127.0.0.1:$UP1/bench" "canaryd:http://127.0.0.1:$CAN/bench" \
 	"nginx:http://127.0.0.1:$NGX/bench" "haproxy:http://127.0.0.1:$HAP/bench" \
-	"canaryd-2w:http://127.0.0.1:$CAN2/bench"; do
+	"canaryd-2w:http://127.0.0.1:$CAN2/bench" "canaryd-mirror:http://127.0.0.1:$CANM/bench" \
+	"nginx-mirror:http://127.0.0.1:$NGXM/bench" \
+	"canaryd-mirror-slow:http://127.0.0.1:$CANMS/bench"; do
 	name=${target%%:*}
 	url=${target#*:}
 	measure "$url" >/dev/null # warm-up
@@ -171,12 +190,12 @@ read -r n_rps n_p50 n_p99 <<<"${RES[nginx]}"
 read -r h_rps h_p50 h_p99 <<<"${RES[haproxy]}"
 echo
 echo "Proxy benchmark: 90/10 sticky split, 1 worker, wrk -t1 -c50 -d${DURATION}s, median of $RUNS"
-printf '%-12s %10s %9s %9s %9s %9s %9s %10s\n' target req/s p50_ms p99_ms vs_direct vs_nginx vs_haproxy syscalls/req
-for name in direct canaryd nginx haproxy canaryd-2w; do
+printf '%-20s %10s %9s %9s %9s %9s %9s %10s\n' target req/s p50_ms p99_ms vs_direct vs_nginx vs_haproxy syscalls/req
+for name in direct canaryd nginx haproxy canaryd-2w canaryd-mirror nginx-mirror canaryd-mirror-slow; do
 	read -r rps p50 p99 <<<"${RES[$name]}"
 	sc=""
 	case $name in canaryd) sc=$SC_CAN ;; nginx) sc=$SC_NGX ;; haproxy) sc=$SC_HAP ;; esac
-	printf '%-12s %10.0f %9s %9s %9.2f %9.2f %10.2f %10s\n' "$name" "$rps" "$p50" "$p99" \
+	printf '%-20s %10.0f %9s %9s %9.2f %9.2f %10.2f %10s\n' "$name" "$rps" "$p50" "$p99" \
 		"$(echo "$rps $d_rps" | awk '{print $1/$2}')" \
 		"$(echo "$rps $n_rps" | awk '{print $1/$2}')" \
 		"$(echo "$rps $h_rps" | awk '{print $1/$2}')" "$sc"
@@ -188,3 +207,15 @@ awk -v c="$c_rps" -v n="$n_rps" -v h="$h_rps" -v cp="$c_p99" -v np="$n_p99" -v h
 	printf "  vs HAProxy %.2fx (%s)  vs nginx %.2fx (%s)  p99 %s ms vs %s / %s (%s)  syscalls %s (%s)\n",
 		c/h, (c/h >= 1.2 ? "met" : "NOT met"), c/n, (c/n >= 1.0 ? "met" : "NOT met"),
 		cp, np, hp, (cp <= np && cp <= hp ? "met" : "NOT met"), s, (s <= 4.5 ? "met" : "NOT met") }'
+read -r m_rps m_p50 m_p99 <<<"${RES[canaryd-mirror]}"
+read -r nm_rps nm_p50 nm_p99 <<<"${RES[nginx-mirror]}"
+read -r ms_rps ms_p50 ms_p99 <<<"${RES[canaryd-mirror-slow]}"
+echo
+echo "SPEC 10 target: 100% mirror >= 0.6x the no-mirror req/s; a shadow 200 ms slower moves primary p99 by < 10%"
+awk -v c="$c_rps" -v m="$m_rps" -v n="$n_rps" -v nm="$nm_rps" -v cp="$c_p99" -v mp="$m_p99" -v sp="$ms_p99" 'BEGIN {
+	printf "  canaryd mirror %.2fx its split (%s)  nginx mirror %.2fx its split  canaryd mirror / nginx mirror %.2fx\n",
+		m/c, (m/c >= 0.6 ? "met" : "NOT met"), nm/n, m/nm
+	printf "  p99 with a 200 ms slower shadow %s ms vs %s ms with a fast one (%+.0f%%, %s)\n",
+		sp, mp, (sp/mp - 1) * 100, (sp/mp - 1 < 0.10 ? "met" : "NOT met") }'
+curl -sf -H 'Authorization: Bearer bench-token' "http://127.0.0.1:$ADMINMS/v1/services/web/shadow" |
+	python3 -c 'import json,sys; c=json.load(sys.stdin)["counts"]; print("  slow shadow: mirrored %d, dropped %d (bounded queue)" % (c["mirrored"], c["dropped"]))' || true

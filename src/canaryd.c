@@ -28,6 +28,7 @@
 #include "core/log.h"
 #include "core/loop.h"
 #include "metrics/stats.h"
+#include "proxy/mirror.h"
 #include "proxy/proxy.h"
 #include "proxy/table.h"
 #include "rollout/engine.h"
@@ -93,6 +94,7 @@ static int traffic_collect(void *arg, const char *name, const char *json, int64_
 		return -1;
 	}
 	tl->v = grown;
+	memset(&tl->v[tl->n], 0, sizeof(tl->v[0]));
 	c = json_object_get(doc, "canary");
 	w = json_object_get(doc, "weight_thousandths");
 	s = json_object_get(doc, "stable");
@@ -105,12 +107,125 @@ static int traffic_collect(void *arg, const char *name, const char *json, int64_
 	return 0;
 }
 
+/* The entry of service in tl, added (no canary, no mirror) when absent. */
+static struct proxy_traffic *traffic_entry(struct traffic_list *tl, const char *service)
+{
+	struct proxy_traffic *grown;
+
+	for (size_t i = 0; i < tl->n; i++)
+		if (strcmp(tl->v[i].service, service) == 0)
+			return &tl->v[i];
+	grown = realloc(tl->v, (tl->n + 1) * sizeof(*tl->v));
+	if (!grown)
+		return NULL;
+	tl->v = grown;
+	memset(&tl->v[tl->n], 0, sizeof(tl->v[0]));
+	tl->v[tl->n].service = strdup(service);
+	if (!tl->v[tl->n].service)
+		return NULL;
+	return &tl->v[tl->n++];
+}
+
+/* A "mirror" document: {"version": V, "percent_thousandths": P} (runtime mirror). */
+static int mirror_collect(void *arg, const char *name, const char *json, int64_t rev)
+{
+	json_t *doc = json_loads(json, 0, NULL);
+	struct proxy_traffic *e;
+	json_t *v, *pc;
+
+	if (!doc)
+		return 0;
+	e = traffic_entry(arg, name);
+	if (!e) {
+		json_decref(doc);
+		return -1;
+	}
+	v = json_object_get(doc, "version");
+	pc = json_object_get(doc, "percent_thousandths");
+	e->mirror_set = 1;
+	e->mirror_version = json_is_string(v) ? strdup(json_string_value(v)) : NULL;
+	e->mirror_percent = json_is_integer(pc) ? (uint32_t)json_integer_value(pc) : 0;
+	json_decref(doc);
+	return 0;
+}
+
+/* The JSON form of a fault, as persisted and as the API shows it. */
+static json_t *fault_json(const struct config_fault *f)
+{
+	json_t *o = json_object();
+
+	if (f->has_delay)
+		json_object_set_new(o, "delay",
+		                    json_pack("{s:I, s:I}", "ms", (json_int_t)f->delay_ms,
+		                              "percent_thousandths", (json_int_t)f->delay_percent));
+	if (f->has_abort)
+		json_object_set_new(o, "abort",
+		                    json_pack("{s:I, s:I}", "status", (json_int_t)f->abort_status,
+		                              "percent_thousandths", (json_int_t)f->abort_percent));
+	return o;
+}
+
+static void fault_from_json(json_t *o, struct config_fault *f)
+{
+	json_t *d = json_object_get(o, "delay"), *a = json_object_get(o, "abort");
+
+	memset(f, 0, sizeof(*f));
+	if (json_is_object(d)) {
+		f->has_delay = true;
+		f->delay_ms = (uint32_t)json_integer_value(json_object_get(d, "ms"));
+		f->delay_percent =
+		    (uint32_t)json_integer_value(json_object_get(d, "percent_thousandths"));
+	}
+	if (json_is_object(a)) {
+		f->has_abort = true;
+		f->abort_status = (uint32_t)json_integer_value(json_object_get(a, "status"));
+		f->abort_percent =
+		    (uint32_t)json_integer_value(json_object_get(a, "percent_thousandths"));
+	}
+}
+
+/* A "faults" document: {VERSION: {delay: {...}, abort: {...}}} (runtime faults). */
+static int faults_collect(void *arg, const char *name, const char *json, int64_t rev)
+{
+	json_t *doc = json_loads(json, 0, NULL), *v;
+	struct proxy_traffic *e;
+	struct proxy_fault_set *fs;
+	const char *ver;
+	size_t n = 0;
+
+	if (!doc)
+		return 0;
+	e = traffic_entry(arg, name);
+	fs = calloc(json_object_size(doc) + 1, sizeof(*fs));
+	if (!e || !fs) {
+		free(fs);
+		json_decref(doc);
+		return -1;
+	}
+	json_object_foreach(doc, ver, v)
+	{
+		fs[n].version = strdup(ver);
+		if (!fs[n].version)
+			break;
+		fault_from_json(v, &fs[n].fault);
+		n++;
+	}
+	e->faults = fs;
+	e->nfaults = n;
+	json_decref(doc);
+	return 0;
+}
+
 static void traffic_free(struct traffic_list *tl)
 {
 	for (size_t i = 0; i < tl->n; i++) {
 		free((char *)tl->v[i].service);
 		free((char *)tl->v[i].stable);
 		free((char *)tl->v[i].canary);
+		free((char *)tl->v[i].mirror_version);
+		for (size_t k = 0; k < tl->v[i].nfaults; k++)
+			free((char *)tl->v[i].faults[k].version);
+		free((struct proxy_fault_set *)tl->v[i].faults);
 	}
 	free(tl->v);
 	tl->v = NULL;
@@ -136,7 +251,9 @@ static struct proxy_table *build_table(struct daemon *d, struct config_ref *cref
 	struct proxy_table *t = NULL;
 	size_t n = 0;
 
-	if (store_doc_list(d->store, "traffic", traffic_collect, &tl) != 0) {
+	if (store_doc_list(d->store, "traffic", traffic_collect, &tl) != 0 ||
+	    store_doc_list(d->store, "mirror", mirror_collect, &tl) != 0 ||
+	    store_doc_list(d->store, "faults", faults_collect, &tl) != 0) {
 		snprintf(err, errlen, "cannot read the traffic state from the store");
 		goto out;
 	}
@@ -145,9 +262,21 @@ static struct proxy_table *build_table(struct daemon *d, struct config_ref *cref
 		snprintf(err, errlen, "out of memory");
 		goto out;
 	}
-	for (size_t i = 0; i < tl.n; i++)
-		if (!override || strcmp(tl.v[i].service, override->service) != 0)
+	for (size_t i = 0; i < tl.n; i++) {
+		if (!override || strcmp(tl.v[i].service, override->service) != 0) {
 			all[n++] = tl.v[i];
+			continue;
+		}
+		/* the override changes the weights; the service keeps its mirror and faults */
+		all[n] = *override;
+		all[n].mirror_set = tl.v[i].mirror_set;
+		all[n].mirror_version = tl.v[i].mirror_version;
+		all[n].mirror_percent = tl.v[i].mirror_percent;
+		all[n].faults = tl.v[i].faults;
+		all[n].nfaults = tl.v[i].nfaults;
+		n++;
+		override = NULL;
+	}
 	if (override)
 		all[n++] = *override;
 	t = proxy_table_build(cref, all, n, proxy_registry(d->proxy), series_for, d->metrics, err,
@@ -170,7 +299,8 @@ static int apply_traffic(struct daemon *d, const char *service, const char *stab
                          const char *canary, uint32_t weight, const char *actor, const char *kind,
                          char *err, size_t errlen)
 {
-	struct proxy_traffic pt = {service, stable, canary, weight};
+	struct proxy_traffic pt = {
+	    .service = service, .stable = stable, .canary = canary, .weight = weight};
 	const struct config_service *cs = config_service_find(d->cfg, service);
 	struct proxy_table *t, *old;
 	const struct proxy_service *before;
@@ -242,6 +372,104 @@ static int set_traffic(void *ctx, const char *service, const char *canary, uint3
 {
 	return apply_traffic(ctx, service, NULL, canary, weight, actor, "service.traffic", err,
 	                     errlen);
+}
+
+/*
+ * Persists (kind, name) = doc (NULL: deletes it) with its event, then
+ * rebuilds and publishes the routing table.  The caller validated the
+ * change.  Returns 0, or an HTTP status with a message in err.
+ */
+static int apply_doc(struct daemon *d, const char *kind, const char *name, json_t *doc,
+                     const char *actor, const char *event, json_t *details, char *err,
+                     size_t errlen)
+{
+	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+	char *dt = json_dumps(details, JSON_COMPACT);
+	struct proxy_table *t;
+	int rc;
+
+	rc = store_begin(d->store);
+	if (!rc) {
+		if (text)
+			rc = store_doc_put(d->store, kind, name, text, STORE_REV_ANY, NULL);
+		else if ((rc = store_doc_delete(d->store, kind, name, STORE_REV_ANY, NULL)) ==
+		         STORE_ERR_NOTFOUND)
+			rc = 0;
+	}
+	if (!rc)
+		rc = store_event_append(d->store, actor, event, name, dt, NULL);
+	if (!rc)
+		rc = store_commit(d->store);
+	else
+		store_rollback(d->store);
+	free(text);
+	free(dt);
+	json_decref(details);
+	if (rc) {
+		snprintf(err, errlen, "cannot persist the change: %s", store_strerror(rc));
+		return 500;
+	}
+	t = build_table(d, d->cref, NULL, err, errlen);
+	if (!t)
+		return 500;
+	d->published_rev = proxy_publish(d->proxy, t);
+	return 0;
+}
+
+/*
+ * Sets service's runtime mirror to {version, percent} (thousandths);
+ * version NULL or percent 0 removes it (the config's mirror applies again).
+ */
+static int set_mirror(void *ctx, const char *service, const char *version, uint32_t percent,
+                      const char *actor, char *err, size_t errlen)
+{
+	struct daemon *d = ctx;
+	json_t *doc = NULL;
+	int rc;
+
+	if (version && percent)
+		doc = json_pack("{s:s, s:I, s:f}", "version", version, "percent_thousandths",
+		                (json_int_t)percent, "percent", percent / 1000.0);
+	rc = apply_doc(d, "mirror", service, doc, actor, "service.mirror",
+	               json_pack("{s:o, s:f}", "version", doc ? json_string(version) : json_null(),
+	                         "percent", doc ? percent / 1000.0 : 0.0),
+	               err, errlen);
+	json_decref(doc);
+	if (!rc)
+		log_info("mirror changed", "service", service, "version", doc ? version : "",
+		         "actor", actor, NULL);
+	return rc;
+}
+
+/* Sets (f) or clears (f NULL) the runtime faults of service's version. */
+static int set_fault(void *ctx, const char *service, const char *version,
+                     const struct config_fault *f, const char *actor, char *err, size_t errlen)
+{
+	struct daemon *d = ctx;
+	char *text = NULL;
+	json_t *doc = NULL;
+	int rc;
+
+	if (store_doc_get(d->store, "faults", service, &text, NULL) == 0)
+		doc = json_loads(text, 0, NULL);
+	free(text);
+	if (!json_is_object(doc)) {
+		json_decref(doc);
+		doc = json_object();
+	}
+	if (f)
+		json_object_set_new(doc, version, fault_json(f));
+	else
+		json_object_del(doc, version);
+	rc = apply_doc(
+	    d, "faults", service, json_object_size(doc) ? doc : NULL, actor, "service.faults",
+	    json_pack("{s:s, s:o}", "version", version, "fault", f ? fault_json(f) : json_null()),
+	    err, errlen);
+	json_decref(doc);
+	if (!rc)
+		log_info(f ? "fault set" : "fault cleared", "service", service, "version", version,
+		         "actor", actor, NULL);
+	return rc;
 }
 
 static void usage(FILE *f)
@@ -367,6 +595,35 @@ static int engine_set_weight(void *ctx, const char *service, const char *canary,
 	if (rc)
 		log_error("rollout could not set a weight", "service", service, "error", err, NULL);
 	return rc ? -1 : 0;
+}
+
+/*
+ * The rollout engine's shadow step: mirror percent (thousandths) of the
+ * service's traffic to version; 0 stops the runtime mirror (the config's
+ * applies again).  Wired into struct rollout_backend by the engine.
+ */
+__attribute__((unused)) static int engine_set_shadow(void *ctx, const char *service,
+                                                     const char *version,
+                                                     uint32_t percent_thousandths,
+                                                     const char *actor)
+{
+	char err[512];
+	int rc = set_mirror(ctx, service, percent_thousandths ? version : NULL, percent_thousandths,
+	                    actor, err, sizeof(err));
+
+	if (rc)
+		log_error("rollout could not set the mirror", "service", service, "error", err,
+		          NULL);
+	return rc ? -1 : 0;
+}
+
+/* The shadow's cumulative comparison counters (proxy/mirror.h). */
+__attribute__((unused)) static int engine_read_shadow(void *ctx, const char *service,
+                                                      struct mirror_snapshot *out)
+{
+	struct daemon *d = ctx;
+
+	return proxy_mirror_read(d->proxy, service, out);
 }
 
 static int engine_read_cohort(void *ctx, const char *service, const char *version,
@@ -725,6 +982,7 @@ static void write_metrics(void *ctx, struct buf *out)
 	struct daemon *d = ctx;
 
 	metrics_write_prometheus(d->metrics, out);
+	proxy_mirror_write_prometheus(d->proxy, out);
 	if (d->engine)
 		rollout_engine_write_prometheus(d->engine, out);
 	api_flags_write_prometheus(d->flags, out);
@@ -943,6 +1201,8 @@ int main(int argc, char **argv)
 	d.services = (struct services_backend){.proxy = d.proxy,
 	                                       .metrics = d.metrics,
 	                                       .set_traffic = set_traffic,
+	                                       .set_mirror = set_mirror,
+	                                       .set_fault = set_fault,
 	                                       .owner = engine_owner,
 	                                       .ctx = &d};
 	api_services_init(&d.api, &d.services);

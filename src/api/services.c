@@ -7,6 +7,7 @@
 #include "config/config.h"
 #include "core/loop.h"
 #include "metrics/stats.h"
+#include "proxy/mirror.h"
 #include "proxy/proxy.h"
 
 static json_t *percent_json(uint32_t thousandths)
@@ -28,6 +29,44 @@ static json_t *cohort_json(const struct metrics_cohort_snapshot *s)
 		json_object_set_new(o, "latency_mean_ms",
 		                    json_real(metrics_latency_mean_us(s) / 1000.0));
 	}
+	return o;
+}
+
+/* The mirror in effect for svc: {version, percent, source, methods, body_cap, compare_body}. */
+static json_t *mirror_json(const struct proxy_service *svc)
+{
+	const struct proxy_mirror *m = &svc->mirror;
+	json_t *methods = json_array();
+
+	for (size_t i = 0; m->methods && i < m->methods->n; i++)
+		json_array_append_new(methods, json_string(m->methods->v[i]));
+	return json_pack("{s:o, s:o, s:s, s:o, s:I, s:b}", "version",
+	                 m->version >= 0 ? json_string(svc->versions[m->version].name)
+	                                 : json_null(),
+	                 "percent", percent_json(m->version >= 0 ? m->percent : 0), "source",
+	                 m->version < 0 ? "none"
+	                 : m->runtime   ? "runtime"
+	                                : "config",
+	                 "methods", methods, "body_cap", (json_int_t)m->body_cap, "compare_body",
+	                 m->compare_body);
+}
+
+/* A version's faults, or null. */
+static json_t *fault_json(const struct proxy_fault *f)
+{
+	json_t *o;
+
+	if (!f->delay_percent && !f->abort_percent)
+		return json_null();
+	o = json_pack("{s:s}", "source", f->runtime ? "runtime" : "config");
+	if (f->delay_percent)
+		json_object_set_new(o, "delay",
+		                    json_pack("{s:I, s:o}", "ms", (json_int_t)f->delay_ms,
+		                              "percent", percent_json(f->delay_percent)));
+	if (f->abort_percent)
+		json_object_set_new(o, "abort",
+		                    json_pack("{s:I, s:o}", "status", (json_int_t)f->abort_status,
+		                              "percent", percent_json(f->abort_percent)));
 	return o;
 }
 
@@ -58,8 +97,9 @@ static json_t *service_json(const struct services_backend *backend, const struct
 			                   (json_int_t)atomic_load(&ep->failures)));
 		}
 		json_array_append_new(versions,
-		                      json_pack("{s:s, s:s, s:b, s:o}", "name", pv->name, "role",
-		                                role, "draining", pv->draining, "endpoints", eps));
+		                      json_pack("{s:s, s:s, s:b, s:o, s:o}", "name", pv->name,
+		                                "role", role, "draining", pv->draining, "endpoints",
+		                                eps, "faults", fault_json(&pv->fault)));
 		if (backend->metrics && pv->series >= 0) {
 			for (int c = 0; c < COHORT_COUNT; c++) {
 				struct metrics_cohort_snapshot s;
@@ -83,6 +123,7 @@ static json_t *service_json(const struct services_backend *backend, const struct
 	if (svc->sticky.name)
 		json_object_set_new(o, "sticky_key", json_string(svc->sticky.name));
 	json_object_set_new(o, "owner", owner ? json_string(owner) : json_null());
+	json_object_set_new(o, "mirror", mirror_json(svc));
 	return o;
 }
 
@@ -210,10 +251,375 @@ out:
 		snap_obj_unref(&t->obj);
 }
 
+static void svc_not_found(struct api_call *call)
+{
+	api_reply_error(call, 404, "not_found", NULL, "no service named \"%.*s\"",
+	                (int)call->params[0].len, call->params[0].p);
+}
+
+/* A fraction, or null when there is nothing to divide. */
+static json_t *ratio_json(uint64_t num, uint64_t den)
+{
+	return den ? json_real((double)num / (double)den) : json_null();
+}
+
+static json_t *side_json(const struct hist *h)
+{
+	if (!h->n)
+		return json_pack("{s:I}", "count", (json_int_t)0);
+	return json_pack("{s:I, s:f, s:f, s:f}", "count", (json_int_t)h->n, "p50_ms",
+	                 hist_quantile(h, 0.50) / 1000.0, "p99_ms", hist_quantile(h, 0.99) / 1000.0,
+	                 "mean_ms", hist_mean(h) / 1000.0);
+}
+
+static void h_shadow(struct api_call *call)
+{
+	struct services_backend *backend = call->api->services;
+	struct proxy_table *t = proxy_table_get(backend->proxy);
+	struct proxy_service *svc = find(t, call->params[0]);
+	struct mirror_snapshot *snap = NULL;
+	struct mirror_mismatch *mm = NULL;
+	size_t nmm = 0;
+	uint64_t compared;
+	json_t *o, *list;
+
+	if (!svc) {
+		svc_not_found(call);
+		goto out;
+	}
+	snap = malloc(sizeof(*snap));
+	mm = calloc(MIRROR_RING, sizeof(*mm));
+	if (!snap || !mm) {
+		api_reply_error(call, 500, "internal", NULL, "out of memory");
+		goto out;
+	}
+	proxy_mirror_read_full(backend->proxy, svc->name, snap, mm, MIRROR_RING, &nmm);
+	compared = snap->matched + snap->status_mismatch + snap->body_mismatch + snap->shadow_error;
+	list = json_array();
+	for (size_t i = 0; i < nmm; i++)
+		json_array_append_new(
+		    list,
+		    json_pack("{s:I, s:s, s:s, s:s, s:i, s:o, s:f, s:o}", "time_ms",
+		              (json_int_t)mm[i].time_ms, "result", mirror_result_name(mm[i].result),
+		              "method", mm[i].method, "path", mm[i].path, "primary_status",
+		              mm[i].primary_status, "shadow_status",
+		              mm[i].shadow_status ? json_integer(mm[i].shadow_status) : json_null(),
+		              "primary_ms", mm[i].primary_us / 1000.0, "shadow_ms",
+		              mm[i].shadow_status ? json_real(mm[i].shadow_us / 1000.0)
+		                                  : json_null()));
+	o = json_pack(
+	    "{s:s, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}, "
+	    "s:{s:o, s:o, s:o, s:o, s:o}, s:{s:o, s:o, s:o}, s:o}",
+	    "service", svc->name, "mirror", mirror_json(svc), "counts", "mirrored",
+	    (json_int_t)snap->mirrored, "compared", (json_int_t)compared, "matched",
+	    (json_int_t)snap->matched, "status_mismatch", (json_int_t)snap->status_mismatch,
+	    "body_mismatch", (json_int_t)snap->body_mismatch, "shadow_error",
+	    (json_int_t)snap->shadow_error, "dropped", (json_int_t)snap->dropped, "too_large",
+	    (json_int_t)snap->too_large, "method", (json_int_t)snap->method, "rates",
+	    "mismatch_rate",
+	    ratio_json(snap->status_mismatch + snap->body_mismatch + snap->shadow_error, compared),
+	    "status_mismatch_rate", ratio_json(snap->status_mismatch, compared),
+	    "body_mismatch_rate", ratio_json(snap->body_mismatch, compared), "shadow_error_rate",
+	    ratio_json(snap->shadow_error, compared), "drop_rate",
+	    ratio_json(snap->dropped, snap->mirrored + snap->dropped), "latency", "primary",
+	    side_json(&snap->primary), "shadow", side_json(&snap->shadow), "p99_ratio",
+	    snap->primary.n && snap->shadow.n && hist_quantile(&snap->primary, 0.99)
+	        ? json_real((double)hist_quantile(&snap->shadow, 0.99) /
+	                    (double)hist_quantile(&snap->primary, 0.99))
+	        : json_null(),
+	    "mismatches", list);
+	api_reply_json(call, 200, o);
+out:
+	free(snap);
+	free(mm);
+	if (t)
+		snap_obj_unref(&t->obj);
+}
+
+/* body[key] as a percentage in thousandths: 0 ok, -1 after replying 422 naming field. */
+static int body_percent(struct api_call *call, json_t *obj, const char *key, const char *field,
+                        uint32_t *out)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!v || !json_is_number(v) ||
+	    config_percent_from_double(json_number_value(v), out) != 0) {
+		api_reply_error(call, 422, "invalid", field,
+		                "%s must be a number between 0 and 100 with at most 3 decimals",
+		                field);
+		return -1;
+	}
+	return 0;
+}
+
+/* Replies 422 and returns -1 when obj has a key outside allowed[]. */
+static int only_keys(struct api_call *call, json_t *obj, const char *prefix,
+                     const char *const *allowed, size_t n)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(obj, key, v)
+	{
+		size_t i;
+		char field[128];
+
+		for (i = 0; i < n && strcmp(key, allowed[i]) != 0; i++)
+			;
+		if (i < n)
+			continue;
+		snprintf(field, sizeof(field), "%s%s", prefix, key);
+		api_reply_error(call, 422, "invalid", field, "unknown field \"%s\"", field);
+		return -1;
+	}
+	return 0;
+}
+
+static void h_mirror_put(struct api_call *call)
+{
+	static const char *const keys[] = {"version", "percent"};
+	struct services_backend *backend = call->api->services;
+	struct proxy_table *t = proxy_table_get(backend->proxy);
+	struct proxy_service *svc = find(t, call->params[0]);
+	json_t *body = NULL, *jv;
+	const char *owner, *version;
+	uint32_t percent = 0;
+	char err[512];
+	int rc, vi;
+
+	if (!svc) {
+		svc_not_found(call);
+		goto out;
+	}
+	body = api_body_json(call);
+	if (!body || only_keys(call, body, "", keys, 2) != 0)
+		goto out;
+	jv = json_object_get(body, "version");
+	if (!json_is_string(jv)) {
+		api_reply_error(call, 422, "invalid", "version", "version must be a string");
+		goto out;
+	}
+	version = json_string_value(jv);
+	vi = proxy_service_version(svc, version);
+	if (vi < 0) {
+		api_reply_error(call, 422, "invalid", "version",
+		                "version \"%s\" is not defined for service %s", version, svc->name);
+		goto out;
+	}
+	if (vi == svc->stable) {
+		api_reply_error(call, 422, "invalid", "version",
+		                "\"%s\" is the stable version: requests already go there", version);
+		goto out;
+	}
+	if (body_percent(call, body, "percent", "percent", &percent) != 0)
+		goto out;
+	if (percent == 0) {
+		api_reply_error(call, 422, "invalid", "percent",
+		                "percent must be above 0 (DELETE removes the mirror)");
+		goto out;
+	}
+	owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
+	if (owner) {
+		api_reply_error(call, 409, "conflict", NULL,
+		                "service %s is owned by rollout %s; use the rollout's controls",
+		                svc->name, owner);
+		goto out;
+	}
+	rc = backend->set_mirror(backend->ctx, svc->name, version, percent, call->actor, err,
+	                         sizeof(err));
+	if (rc) {
+		api_reply_error(call, rc, rc == 409 ? "conflict" : "internal", NULL, "%s", err);
+		goto out;
+	}
+	snap_obj_unref(&t->obj);
+	t = proxy_table_get(backend->proxy);
+	svc = find(t, call->params[0]);
+	api_reply_json(call, 200, svc ? mirror_json(svc) : json_object());
+out:
+	json_decref(body);
+	if (t)
+		snap_obj_unref(&t->obj);
+}
+
+static void h_mirror_delete(struct api_call *call)
+{
+	struct services_backend *backend = call->api->services;
+	struct proxy_table *t = proxy_table_get(backend->proxy);
+	struct proxy_service *svc = find(t, call->params[0]);
+	const char *owner;
+	char err[512];
+	int rc;
+
+	if (!svc) {
+		svc_not_found(call);
+		goto out;
+	}
+	owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
+	if (owner) {
+		api_reply_error(call, 409, "conflict", NULL,
+		                "service %s is owned by rollout %s; use the rollout's controls",
+		                svc->name, owner);
+		goto out;
+	}
+	rc = backend->set_mirror(backend->ctx, svc->name, NULL, 0, call->actor, err, sizeof(err));
+	if (rc) {
+		api_reply_error(call, rc, "internal", NULL, "%s", err);
+		goto out;
+	}
+	snap_obj_unref(&t->obj);
+	t = proxy_table_get(backend->proxy);
+	svc = find(t, call->params[0]);
+	api_reply_json(call, 200, svc ? mirror_json(svc) : json_object());
+out:
+	if (t)
+		snap_obj_unref(&t->obj);
+}
+
+/* The {version} parameter as a version of svc: its index, or -1 after a 404. */
+static int fault_version(struct api_call *call, const struct proxy_service *svc, char *name,
+                         size_t len)
+{
+	int vi;
+
+	snprintf(name, len, "%.*s", (int)call->params[1].len, call->params[1].p);
+	vi = proxy_service_version(svc, name);
+	if (vi < 0)
+		api_reply_error(call, 404, "not_found", NULL, "service %s has no version \"%s\"",
+		                svc->name, name);
+	return vi;
+}
+
+static void h_faults_put(struct api_call *call)
+{
+	static const char *const top[] = {"delay", "abort"};
+	static const char *const dkeys[] = {"ms", "percent"};
+	static const char *const akeys[] = {"status", "percent"};
+	struct services_backend *backend = call->api->services;
+	struct proxy_table *t = proxy_table_get(backend->proxy);
+	struct proxy_service *svc = find(t, call->params[0]);
+	struct config_fault f = {0};
+	json_t *body = NULL, *jd, *ja, *x;
+	char version[128], err[512];
+	int rc;
+
+	if (!svc) {
+		svc_not_found(call);
+		goto out;
+	}
+	if (fault_version(call, svc, version, sizeof(version)) < 0)
+		goto out;
+	body = api_body_json(call);
+	if (!body || only_keys(call, body, "", top, 2) != 0)
+		goto out;
+	jd = json_object_get(body, "delay");
+	ja = json_object_get(body, "abort");
+	if (!jd && !ja) {
+		api_reply_error(call, 422, "invalid", "delay",
+		                "give delay {ms, percent}, abort {status, percent}, or both");
+		goto out;
+	}
+	if (jd) {
+		if (!json_is_object(jd)) {
+			api_reply_error(call, 422, "invalid", "delay",
+			                "delay must be an object {ms, percent}");
+			goto out;
+		}
+		if (only_keys(call, jd, "delay.", dkeys, 2) != 0)
+			goto out;
+		x = json_object_get(jd, "ms");
+		if (!json_is_integer(x) || json_integer_value(x) < 0 ||
+		    json_integer_value(x) > 3600000) {
+			api_reply_error(call, 422, "invalid", "delay.ms",
+			                "delay.ms must be an integer between 0 and 3600000");
+			goto out;
+		}
+		f.has_delay = true;
+		f.delay_ms = (uint32_t)json_integer_value(x);
+		if (body_percent(call, jd, "percent", "delay.percent", &f.delay_percent) != 0)
+			goto out;
+	}
+	if (ja) {
+		if (!json_is_object(ja)) {
+			api_reply_error(call, 422, "invalid", "abort",
+			                "abort must be an object {status, percent}");
+			goto out;
+		}
+		if (only_keys(call, ja, "abort.", akeys, 2) != 0)
+			goto out;
+		x = json_object_get(ja, "status");
+		if (!json_is_integer(x) || json_integer_value(x) < 100 ||
+		    json_integer_value(x) > 599) {
+			api_reply_error(call, 422, "invalid", "abort.status",
+			                "abort.status must be an HTTP status between 100 and 599");
+			goto out;
+		}
+		f.has_abort = true;
+		f.abort_status = (uint32_t)json_integer_value(x);
+		if (body_percent(call, ja, "percent", "abort.percent", &f.abort_percent) != 0)
+			goto out;
+	}
+	rc =
+	    backend->set_fault(backend->ctx, svc->name, version, &f, call->actor, err, sizeof(err));
+	if (rc) {
+		api_reply_error(call, rc, "internal", NULL, "%s", err);
+		goto out;
+	}
+	snap_obj_unref(&t->obj);
+	t = proxy_table_get(backend->proxy);
+	svc = find(t, call->params[0]);
+	rc = svc ? proxy_service_version(svc, version) : -1;
+	api_reply_json(call, 200,
+	               json_pack("{s:s, s:s, s:o}", "service", svc ? svc->name : "", "version",
+	                         version, "faults",
+	                         rc >= 0 ? fault_json(&svc->versions[rc].fault) : json_null()));
+out:
+	json_decref(body);
+	if (t)
+		snap_obj_unref(&t->obj);
+}
+
+static void h_faults_delete(struct api_call *call)
+{
+	struct services_backend *backend = call->api->services;
+	struct proxy_table *t = proxy_table_get(backend->proxy);
+	struct proxy_service *svc = find(t, call->params[0]);
+	char version[128], err[512];
+	int rc;
+
+	if (!svc) {
+		svc_not_found(call);
+		goto out;
+	}
+	if (fault_version(call, svc, version, sizeof(version)) < 0)
+		goto out;
+	rc = backend->set_fault(backend->ctx, svc->name, version, NULL, call->actor, err,
+	                        sizeof(err));
+	if (rc) {
+		api_reply_error(call, rc, "internal", NULL, "%s", err);
+		goto out;
+	}
+	snap_obj_unref(&t->obj);
+	t = proxy_table_get(backend->proxy);
+	svc = find(t, call->params[0]);
+	rc = svc ? proxy_service_version(svc, version) : -1;
+	api_reply_json(call, 200,
+	               json_pack("{s:s, s:s, s:o}", "service", svc ? svc->name : "", "version",
+	                         version, "faults",
+	                         rc >= 0 ? fault_json(&svc->versions[rc].fault) : json_null()));
+out:
+	if (t)
+		snap_obj_unref(&t->obj);
+}
+
 static const struct api_route routes[] = {
     {"GET", "/v1/services", SCOPE_READ, h_list},
     {"GET", "/v1/services/{name}", SCOPE_READ, h_get},
     {"PUT", "/v1/services/{name}/traffic", SCOPE_ROLLOUTS_WRITE, h_traffic},
+    {"GET", "/v1/services/{name}/shadow", SCOPE_READ, h_shadow},
+    {"PUT", "/v1/services/{name}/mirror", SCOPE_ROLLOUTS_WRITE, h_mirror_put},
+    {"DELETE", "/v1/services/{name}/mirror", SCOPE_ROLLOUTS_WRITE, h_mirror_delete},
+    {"PUT", "/v1/services/{name}/faults/{version}", SCOPE_ROLLOUTS_WRITE, h_faults_put},
+    {"DELETE", "/v1/services/{name}/faults/{version}", SCOPE_ROLLOUTS_WRITE, h_faults_delete},
 };
 
 int api_services_init(struct api *api, struct services_backend *be)

@@ -1,6 +1,8 @@
 /*
  * services.h - the service endpoints of the admin API (SPEC 7):
- *   GET /v1/services, GET /v1/services/{name}, PUT /v1/services/{name}/traffic
+ *   GET /v1/services, GET /v1/services/{name}, PUT /v1/services/{name}/traffic,
+ *   GET /v1/services/{name}/shadow, PUT|DELETE /v1/services/{name}/mirror,
+ *   PUT|DELETE /v1/services/{name}/faults/{version}
  *
  * The daemon supplies the backend: where to read the live table and metrics,
  * and how to apply a traffic change (persist, rebuild the table, publish,
@@ -16,6 +18,7 @@
 
 struct proxy;
 struct metrics_registry;
+struct config_fault;
 
 struct services_backend {
 	struct proxy *proxy;
@@ -26,6 +29,18 @@ struct services_backend {
 	 */
 	int (*set_traffic)(void *ctx, const char *service, const char *canary, uint32_t weight,
 	                   const char *actor, char *err, size_t errlen);
+	/*
+	 * Sets service's runtime mirror (version NULL or percent 0: removes it,
+	 * the config's applies).  Persisted and audited.  0 or an HTTP status.
+	 */
+	int (*set_mirror)(void *ctx, const char *service, const char *version, uint32_t percent,
+	                  const char *actor, char *err, size_t errlen);
+	/*
+	 * Sets (f) or clears (f NULL) the runtime faults of service's version
+	 * (they replace the config's for that version).  Persisted and audited.
+	 */
+	int (*set_fault)(void *ctx, const char *service, const char *version,
+	                 const struct config_fault *f, const char *actor, char *err, size_t errlen);
 	/* The rollout that owns service, or NULL (manual changes are then 409). */
 	const char *(*owner)(void *ctx, const char *service);
 	void *ctx;

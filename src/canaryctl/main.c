@@ -9,6 +9,10 @@
 #include "config/config.h"
 #include "core/buf.h"
 
+/* shadow.c, faults.c */
+int ctl_shadow(const struct ctl *ctl, int argc, char **argv);
+int ctl_faults(const struct ctl *ctl, int argc, char **argv);
+
 static const struct ctl_verb verbs[] = {
     {"status", "status", ctl_status},
     {"check-config", "check-config FILE", ctl_check_config},
@@ -23,6 +27,11 @@ static const struct ctl_verb verbs[] = {
      "flags list\n  flags get NAME\n  flags set NAME [--percentage P] [--enabled[=true|false]]\n"
      "  flags exclude NAME --nodes a,b\n  flags kill NAME",
      ctl_flags},
+    {"shadow", "shadow SERVICE", ctl_shadow},
+    {"faults",
+     "faults set SERVICE VERSION [--abort STATUS:PCT] [--delay DURATION:PCT]\n"
+     "  faults clear SERVICE VERSION",
+     ctl_faults},
 };
 
 static void usage(FILE *f)

@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +29,7 @@
 #include "http/parser.h"
 #include "http/server.h"
 #include "metrics/stats.h"
+#include "proxy/mirror.h"
 
 #define READ_CHUNK      16384
 #define CONN_BUF_CAP    (1u << 20)   /* input/output cap per connection */
@@ -35,8 +37,15 @@
 #define MAX_IDLE_PER_EP 128
 #define MAX_LISTENERS   32
 
+/* Per worker bounds of shadow traffic and faults (docs/proxy.md). */
+#define MIRROR_MAX_PENDING  256  /* mirrored requests alive (building, queued, in flight) */
+#define MIRROR_MAX_INFLIGHT 64   /* shadow requests on the wire at once */
+#define MIRROR_KEEP_BUF     4096 /* request buffers larger than this are not kept for reuse */
+#define MAX_DELAYED         1024 /* requests held by a delay fault at once */
+
 struct worker;
 struct cconn;
+struct mreq;
 
 struct uconn {
 	struct loop_io io;
@@ -87,6 +96,9 @@ struct exchange {
 	int head; /* HEAD request: the response has no body */
 	enum resp_framing rf;
 	int retried;
+	int fault;            /* answered by an abort fault */
+	int delayed;          /* held by a delay fault: head_copy also collects the body */
+	struct mreq *mreq;    /* the shadow copy of this request, or NULL */
 	struct buf head_copy; /* the request head, for one retry on a stale pooled conn */
 };
 
@@ -106,9 +118,56 @@ struct cconn {
 	int close_after; /* close once the output is flushed */
 	int paused;      /* request parsing paused: upstream output full */
 	int version10;
-	int read_blocked;       /* stopped reading with data possibly left in the socket */
-	struct loop_defer kick; /* resumes reading at the end of the turn (no recursion) */
+	int read_blocked;        /* stopped reading with data possibly left in the socket */
+	struct loop_defer kick;  /* resumes reading at the end of the turn (no recursion) */
+	struct loop_timer delay; /* a delay fault */
 	struct cconn *next, *prev;
+};
+
+/* A connection to a shadow endpoint: the response is read and discarded. */
+struct mconn {
+	struct loop_io io;
+	struct loop_defer d;
+	struct loop_timer timer;
+	struct worker *w;
+	uint32_t ep;
+	struct mreq *r; /* NULL while idle in the pool */
+	struct buf in, out;
+	struct http_parser parser;
+	struct mconn *pool_next, *pool_prev;
+	uint64_t idle_ms;
+	int connecting;
+	int closed;
+	int in_pool;
+	int reused;
+	int got_bytes;
+};
+
+enum mstate { M_BUILDING, M_QUEUED, M_INFLIGHT, M_SHADOW_DONE };
+
+/* One mirrored request: the copy, then the two sides' results. */
+struct mreq {
+	struct mreq *next, *prev; /* the worker's live list */
+	struct mreq *qnext;       /* the worker's queue, or its free list */
+	struct worker *w;
+	enum mstate state;
+	int slot;
+	uint32_t ep;
+	uint64_t connect_ms, response_ms, idle_ms;
+	uint64_t body_cap;
+	int compare_body;
+	int head_req;
+	int has_body; /* sent with a Content-Length (the body was read whole) */
+	int retried;
+	int primary_done, primary_gone;
+	int shadow_failed;
+	int primary_status, shadow_status;
+	uint64_t primary_us, shadow_us, shadow_start_us;
+	uint64_t ph, sh, ph_n, sh_n; /* bounded body hashes */
+	struct mconn *conn;
+	char method[16];
+	char path[MIRROR_PATH_MAX];
+	struct buf head, body; /* last: kept (with their storage) on the free list */
 };
 
 struct pool {
@@ -125,6 +184,13 @@ struct worker {
 	struct wlistener ls[MAX_LISTENERS];
 	unsigned nls;
 	struct pool pools[PROXY_MAX_ENDPOINTS];
+	struct mconn *mpools[PROXY_MAX_ENDPOINTS]; /* idle shadow connections */
+	unsigned mpool_n[PROXY_MAX_ENDPOINTS];
+	struct mreq *mlive;             /* every mirrored request alive */
+	struct mreq *mq_head, *mq_tail; /* waiting for an in-flight slot */
+	struct mreq *mfree;             /* reusable */
+	unsigned nmfree, m_pending, m_inflight;
+	unsigned ndelayed;
 	uint32_t rr;
 	uint64_t rng;
 	struct cconn *conns;
@@ -143,6 +209,7 @@ struct proxy {
 	unsigned nworkers;
 	struct worker *workers;
 	uint64_t seed;
+	struct mirror_stats *mstats;
 	int started;
 };
 
@@ -155,6 +222,7 @@ static void up_close(struct uconn *u);
 static void exchange_fail(struct cconn *c, int status, enum metrics_err kind);
 static void client_kick(struct cconn *c);
 static void up_kick(struct uconn *u);
+static void mirror_primary_done(struct mreq *r, int status, uint64_t latency_us, int gone);
 
 static uint64_t rng_next(struct worker *w)
 {
@@ -354,6 +422,13 @@ static int up_on_body(struct http_parser *p, const char *at, size_t len, void *d
 
 	if (!c || c->ex.rf == RF_NONE)
 		return 0;
+	if (c->ex.mreq && c->ex.mreq->compare_body && c->ex.mreq->ph_n < c->ex.mreq->body_cap) {
+		struct mreq *r = c->ex.mreq;
+		size_t n = len < r->body_cap - r->ph_n ? len : (size_t)(r->body_cap - r->ph_n);
+
+		r->ph = mirror_hash(r->ph, at, n);
+		r->ph_n += n;
+	}
 	if (c->ex.rf == RF_CHUNKED) {
 		rc = buf_append_hex(&c->out, len);
 		if (!rc)
@@ -418,8 +493,15 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 			metrics_record(w->p->metrics, w->id,
 			               ex->svc->versions[ex->dec.version].series, ex->dec.cohort,
 			               status, lat, kind);
-		if (!ex->local || kind != METRICS_ERR_NO_ENDPOINT)
+		if (!ex->fault && (!ex->local || kind != METRICS_ERR_NO_ENDPOINT))
 			outlier_note(w, ex, status >= 500 || kind != METRICS_ERR_NONE);
+		if (ex->mreq)
+			mirror_primary_done(ex->mreq, status, lat, 0);
+		ex->mreq = NULL;
+	}
+	if (ex->delayed) {
+		loop_timer_stop(w->loop, &c->delay);
+		w->ndelayed--;
 	}
 	snap_obj_unref(ex->table ? &ex->table->obj : NULL);
 	buf_release(&ex->head_copy);
@@ -718,6 +800,470 @@ static struct uconn *up_get(struct worker *w, uint32_t ep, int *err)
 	return up_connect(w, ep, err);
 }
 
+/* ---- shadow (mirror) requests: fire-and-forget on their own connections ---- */
+
+static void mreq_shadow_done(struct mreq *r, int failed);
+static int mreq_send(struct mreq *r);
+
+static void mconn_free(struct loop *loop, struct loop_defer *d)
+{
+	struct mconn *m = d->data;
+
+	close(m->io.fd);
+	buf_release(&m->in);
+	buf_release(&m->out);
+	http_parser_release(&m->parser);
+	free(m);
+}
+
+static void mpool_remove(struct mconn *m)
+{
+	struct worker *w = m->w;
+
+	if (!m->in_pool)
+		return;
+	if (m->pool_prev)
+		m->pool_prev->pool_next = m->pool_next;
+	else
+		w->mpools[m->ep] = m->pool_next;
+	if (m->pool_next)
+		m->pool_next->pool_prev = m->pool_prev;
+	m->pool_next = m->pool_prev = NULL;
+	m->in_pool = 0;
+	w->mpool_n[m->ep]--;
+}
+
+static void mconn_close(struct mconn *m)
+{
+	if (m->closed)
+		return;
+	m->closed = 1;
+	mpool_remove(m);
+	loop_timer_stop(m->w->loop, &m->timer);
+	loop_io_del(m->w->loop, &m->io);
+	loop_defer(m->w->loop, &m->d, mconn_free, m);
+}
+
+static void mconn_release(struct mconn *m)
+{
+	struct worker *w = m->w;
+
+	m->r = NULL;
+	if (w->mpool_n[m->ep] >= MAX_IDLE_PER_EP || w->stopping || buf_used(&m->in)) {
+		mconn_close(m);
+		return;
+	}
+	http_parser_next(&m->parser);
+	http_parser_shrink(&m->parser);
+	buf_release(&m->in);
+	buf_release(&m->out);
+	m->reused = 1;
+	m->in_pool = 1;
+	m->pool_prev = NULL;
+	m->pool_next = w->mpools[m->ep];
+	if (m->pool_next)
+		m->pool_next->pool_prev = m;
+	w->mpools[m->ep] = m;
+	w->mpool_n[m->ep]++;
+	loop_timer_start(w->loop, &m->timer, m->idle_ms);
+}
+
+/* The shadow failed: retry once on a new connection when a pooled one had
+ * been closed by the upstream, else it is a shadow_error. */
+static void mconn_fail(struct mconn *m)
+{
+	struct mreq *r = m->r;
+	int stale = m->reused && !m->got_bytes;
+
+	m->r = NULL;
+	mconn_close(m);
+	if (!r)
+		return;
+	r->conn = NULL;
+	if (stale && !r->retried) {
+		r->retried = 1;
+		if (mreq_send(r) == 0)
+			return;
+	}
+	mreq_shadow_done(r, 1);
+}
+
+static int m_on_headers(struct http_parser *p, struct http_msg *msg, void *data)
+{
+	struct mconn *m = data;
+
+	if (!m->r)
+		return 502;
+	if (msg->status >= 200)
+		m->r->shadow_status = msg->status;
+	return 0;
+}
+
+static int m_on_body(struct http_parser *p, const char *at, size_t len, void *data)
+{
+	struct mconn *m = data;
+	struct mreq *r = m->r;
+
+	if (r && r->compare_body && r->sh_n < r->body_cap) {
+		size_t n = len < r->body_cap - r->sh_n ? len : (size_t)(r->body_cap - r->sh_n);
+
+		r->sh = mirror_hash(r->sh, at, n);
+		r->sh_n += n;
+	}
+	return 0;
+}
+
+static const struct http_parser_cbs m_cbs = {m_on_headers, m_on_body, NULL};
+
+static void mconn_process(struct mconn *m)
+{
+	while (!m->closed && m->r && buf_used(&m->in)) {
+		size_t used = 0;
+		int rc = http_parser_feed(&m->parser, buf_head(&m->in), buf_used(&m->in), &used);
+		struct mreq *r;
+		int keep;
+
+		buf_consume(&m->in, used);
+		if (rc == HTTP_PARSE_AGAIN || rc == HTTP_PARSE_PAUSED)
+			break;
+		if (rc == HTTP_PARSE_ERROR) {
+			mconn_fail(m);
+			return;
+		}
+		if (http_parser_msg(&m->parser)->status < 200) {
+			http_parser_next(&m->parser);
+			continue;
+		}
+		keep = http_parser_msg(&m->parser)->keep_alive;
+		r = m->r;
+		r->conn = NULL;
+		if (keep)
+			mconn_release(m);
+		else
+			mconn_close(m);
+		mreq_shadow_done(r, 0);
+		return;
+	}
+}
+
+static void mconn_read(struct mconn *m)
+{
+	for (;;) {
+		char *p = buf_reserve(&m->in, READ_CHUNK);
+		ssize_t n;
+
+		if (!p) {
+			mconn_fail(m);
+			return;
+		}
+		n = read(m->io.fd, p, READ_CHUNK);
+		if (n > 0) {
+			buf_commit(&m->in, (size_t)n);
+			m->got_bytes = 1;
+			mconn_process(m); /* the body is hashed and dropped as it comes */
+			if (m->closed || !m->r)
+				return;
+			if ((size_t)n < READ_CHUNK)
+				return;
+			continue;
+		}
+		if (n == -1 && errno == EAGAIN)
+			return;
+		if (n == -1 && errno == EINTR)
+			continue;
+		if (!m->r) {
+			mconn_close(m);
+			return;
+		}
+		if (n == 0 && http_parser_finish(&m->parser) == HTTP_PARSE_DONE) {
+			struct mreq *r = m->r;
+
+			m->r = NULL;
+			r->conn = NULL;
+			mconn_close(m);
+			mreq_shadow_done(r, 0);
+			return;
+		}
+		mconn_fail(m);
+		return;
+	}
+}
+
+static void mconn_flush(struct mconn *m)
+{
+	while (buf_used(&m->out)) {
+		ssize_t n = write(m->io.fd, buf_head(&m->out), buf_used(&m->out));
+
+		if (n == -1) {
+			if (errno == EAGAIN)
+				return;
+			if (errno == EINTR)
+				continue;
+			mconn_fail(m);
+			return;
+		}
+		m->connecting = 0;
+		buf_consume(&m->out, (size_t)n);
+	}
+}
+
+static void mconn_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
+{
+	struct mconn *m = io->data;
+
+	if (m->connecting && (ev & (LOOP_WRITE | LOOP_ERROR))) {
+		int err = 0;
+		socklen_t l = sizeof(err);
+
+		getsockopt(io->fd, SOL_SOCKET, SO_ERROR, &err, &l);
+		if (err) {
+			mconn_fail(m);
+			return;
+		}
+		m->connecting = 0;
+		if (m->r)
+			loop_timer_start(loop, &m->timer, m->r->response_ms);
+	}
+	if ((ev & LOOP_WRITE) && !m->closed)
+		mconn_flush(m);
+	if ((ev & LOOP_READ) && !m->closed)
+		mconn_read(m);
+}
+
+static void mconn_timeout(struct loop *loop, struct loop_timer *t)
+{
+	struct mconn *m = t->data;
+
+	if (!m->r) {
+		mconn_close(m); /* idle in the pool */
+		return;
+	}
+	m->got_bytes = 1; /* a timeout is not a stale connection: no retry */
+	mconn_fail(m);
+}
+
+static struct mconn *mconn_get(struct worker *w, uint32_t ep)
+{
+	struct proxy_endpoint *e = proxy_registry_get(w->p->reg, ep);
+	struct mconn *m = w->mpools[ep];
+	int fd, one = 1;
+
+	if (m) {
+		mpool_remove(m);
+		loop_timer_stop(w->loop, &m->timer);
+		m->got_bytes = 0;
+		return m;
+	}
+	fd = socket(e->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd == -1)
+		return NULL;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	if (connect(fd, (struct sockaddr *)&e->sa, e->salen) == -1 && errno != EINPROGRESS) {
+		close(fd);
+		return NULL;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m) {
+		close(fd);
+		return NULL;
+	}
+	m->w = w;
+	m->ep = ep;
+	m->connecting = 1;
+	buf_init(&m->in, CONN_BUF_CAP);
+	buf_init(&m->out, CONN_BUF_CAP);
+	http_parser_init(&m->parser, HTTP_PARSE_RESPONSE, NULL, &m_cbs, m);
+	loop_timer_init(&m->timer, mconn_timeout, m);
+	if (loop_io_add(w->loop, &m->io, fd, mconn_cb, m) != 0) {
+		close(fd);
+		http_parser_release(&m->parser);
+		free(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* Puts r on a shadow connection.  0, or -1 (no connection: r is untouched). */
+static int mreq_send(struct mreq *r)
+{
+	struct worker *w = r->w;
+	struct mconn *m = mconn_get(w, r->ep);
+	int rc;
+
+	if (!m)
+		return -1;
+	m->idle_ms = r->idle_ms;
+	rc = buf_append(&m->out, buf_head(&r->head), buf_used(&r->head));
+	if (!rc && r->has_body) {
+		if (!(rc = buf_append_lit(&m->out, "Content-Length: ")) &&
+		    !(rc = buf_append_u64(&m->out, buf_used(&r->body))))
+			rc = buf_append_lit(&m->out, "\r\n");
+	}
+	if (!rc)
+		rc = buf_append_lit(&m->out, "\r\n");
+	if (!rc)
+		rc = buf_append(&m->out, buf_head(&r->body), buf_used(&r->body));
+	if (rc) {
+		mconn_close(m);
+		return -1;
+	}
+	m->r = r;
+	r->conn = m;
+	if (r->head_req)
+		http_parser_expect_no_body(&m->parser);
+	if (!m->connecting) {
+		loop_timer_start(w->loop, &m->timer, r->response_ms);
+		mconn_flush(m);
+	} else {
+		loop_timer_start(w->loop, &m->timer, r->connect_ms);
+	}
+	return 0;
+}
+
+static void mreq_free(struct mreq *r)
+{
+	struct worker *w = r->w;
+
+	if (r->conn) {
+		r->conn->r = NULL;
+		mconn_close(r->conn);
+		r->conn = NULL;
+	}
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		w->mlive = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	w->m_pending--;
+	if (w->nmfree >= MIRROR_MAX_PENDING) {
+		buf_release(&r->head);
+		buf_release(&r->body);
+		free(r);
+		return;
+	}
+	/* kept for the next mirrored request: no allocation in the steady state */
+	if (r->head.size > MIRROR_KEEP_BUF)
+		buf_release(&r->head);
+	if (r->body.size > MIRROR_KEEP_BUF)
+		buf_release(&r->body);
+	buf_reset(&r->head);
+	buf_reset(&r->body);
+	r->qnext = w->mfree;
+	w->mfree = r;
+	w->nmfree++;
+}
+
+/* Both sides are over: compare and count, then free r. */
+static void mreq_maybe_finish(struct mreq *r)
+{
+	struct worker *w = r->w;
+	struct mirror_mismatch mm;
+
+	if (r->state != M_SHADOW_DONE || !r->primary_done)
+		return;
+	if (!r->primary_gone) {
+		mm.result = mirror_classify(r->primary_status, r->shadow_status, r->shadow_failed,
+		                            r->compare_body, r->ph, r->sh);
+		mm.primary_status = r->primary_status;
+		mm.shadow_status = r->shadow_failed ? 0 : r->shadow_status;
+		mm.primary_us = r->primary_us;
+		mm.shadow_us = r->shadow_us;
+		if (mm.result != MIRROR_MATCHED) {
+			mm.time_ms = (int64_t)loop_wall_ms(w->loop);
+			memcpy(mm.method, r->method, sizeof(mm.method));
+			memcpy(mm.path, r->path, sizeof(mm.path));
+		}
+		mirror_stats_compared(w->p->mstats, r->slot, w->id, &mm);
+	}
+	mreq_free(r);
+}
+
+/* Starts queued shadow requests while in-flight slots are free. */
+static void mirror_pump(struct worker *w)
+{
+	while (w->mq_head && w->m_inflight < MIRROR_MAX_INFLIGHT) {
+		struct mreq *r = w->mq_head;
+
+		w->mq_head = r->qnext;
+		if (!w->mq_head)
+			w->mq_tail = NULL;
+		r->qnext = NULL;
+		r->state = M_INFLIGHT;
+		r->shadow_start_us = clock_mono_us();
+		w->m_inflight++;
+		if (mreq_send(r) != 0) {
+			w->m_inflight--;
+			r->state = M_SHADOW_DONE;
+			r->shadow_failed = 1;
+			mreq_maybe_finish(r);
+		}
+	}
+}
+
+static void mreq_shadow_done(struct mreq *r, int failed)
+{
+	struct worker *w = r->w;
+
+	r->shadow_failed = failed || r->shadow_status == 0;
+	r->shadow_us = clock_mono_us() - r->shadow_start_us;
+	r->state = M_SHADOW_DONE;
+	w->m_inflight--;
+	mreq_maybe_finish(r);
+	mirror_pump(w);
+}
+
+/* The request was read completely: queue its copy for the shadow. */
+static void mirror_dispatch(struct mreq *r)
+{
+	struct worker *w = r->w;
+
+	r->state = M_QUEUED;
+	r->qnext = NULL;
+	mirror_stats_sent(w->p->mstats, r->slot, w->id);
+	if (w->mq_tail)
+		w->mq_tail->qnext = r;
+	else
+		w->mq_head = r;
+	w->mq_tail = r;
+	mirror_pump(w);
+}
+
+/* The primary is over (status 0 and gone: the client left). */
+static void mirror_primary_done(struct mreq *r, int status, uint64_t latency_us, int gone)
+{
+	if (r->state == M_BUILDING) {
+		/* answered (or abandoned) before the request was read: nothing was sent */
+		mreq_free(r);
+		return;
+	}
+	r->primary_done = 1;
+	r->primary_gone = gone;
+	r->primary_status = status;
+	r->primary_us = latency_us;
+	mreq_maybe_finish(r);
+}
+
+/* Closes every shadow connection and frees every mirrored request (worker end). */
+static void mirror_shutdown(struct worker *w)
+{
+	w->mq_head = w->mq_tail = NULL;
+	while (w->mlive)
+		mreq_free(w->mlive);
+	for (uint32_t e = 0; e < PROXY_MAX_ENDPOINTS; e++)
+		while (w->mpools[e])
+			mconn_close(w->mpools[e]);
+	while (w->mfree) {
+		struct mreq *r = w->mfree;
+
+		w->mfree = r->qnext;
+		buf_release(&r->head);
+		buf_release(&r->body);
+		free(r);
+	}
+	w->nmfree = 0;
+}
+
 /* ---- client connections ---- */
 
 static void client_free(struct loop *loop, struct loop_defer *d)
@@ -744,6 +1290,14 @@ static void client_close(struct cconn *c)
 		c->ex.up->client = NULL;
 		up_close(c->ex.up);
 		c->ex.up = NULL;
+	}
+	if (c->ex.mreq)
+		mirror_primary_done(c->ex.mreq, 0, 0, 1);
+	c->ex.mreq = NULL;
+	if (c->ex.delayed) {
+		loop_timer_stop(w->loop, &c->delay);
+		w->ndelayed--;
+		c->ex.delayed = 0;
 	}
 	if (c->ex.table)
 		snap_obj_unref(&c->ex.table->obj);
@@ -912,6 +1466,132 @@ static int exchange_retry(struct cconn *c)
 	return exchange_send(c);
 }
 
+static int method_listed(const struct config_strlist *l, struct str method)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (str_eq_c(method, l->v[i]))
+			return 1;
+	return 0;
+}
+
+/*
+ * Samples the request for the service's mirror and, when taken, starts its
+ * copy: the head as the shadow will get it (rid: the X-Request-Id line the
+ * primary got, if the proxy added one).  The body is copied as it comes
+ * (client_on_body) and the copy leaves when the request is complete.
+ */
+static void mirror_begin(struct cconn *c, const struct http_msg *m, struct str rid)
+{
+	struct worker *w = c->w;
+	struct exchange *ex = &c->ex;
+	const struct proxy_service *svc = ex->svc;
+	const struct proxy_mirror *mi = &svc->mirror;
+	struct mirror_stats *ms = w->p->mstats;
+	const struct proxy_version *v;
+	struct mreq *r;
+	struct buf *o;
+	const struct str *xff;
+	size_t n;
+
+	if (mi->version < 0 || mi->version == ex->dec.version ||
+	    rng_next(w) % BUCKET_COUNT >= mi->percent)
+		return;
+	if (!method_listed(mi->methods, m->method)) {
+		mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_METHOD);
+		return;
+	}
+	if (m->has_content_length && m->content_length > mi->body_cap) {
+		mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_TOO_LARGE);
+		return;
+	}
+	v = &svc->versions[mi->version];
+	if (w->m_pending >= MIRROR_MAX_PENDING || v->neps == 0) {
+		mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_DROPPED);
+		return;
+	}
+	r = w->mfree;
+	if (r) {
+		w->mfree = r->qnext;
+		w->nmfree--;
+	} else {
+		r = calloc(1, sizeof(*r));
+		if (!r) {
+			mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_DROPPED);
+			return;
+		}
+		buf_init(&r->head, 64 << 10);
+		buf_init(&r->body, mi->body_cap);
+	}
+	memset(r, 0, offsetof(struct mreq, head));
+	r->head.cap = 64 << 10;
+	r->body.cap = mi->body_cap;
+	r->w = w;
+	r->state = M_BUILDING;
+	r->slot = svc->stats_slot;
+	r->ep = pick_endpoint(w, v);
+	r->connect_ms = svc->timeouts.connect_ms;
+	r->response_ms = svc->timeouts.response_ms;
+	r->idle_ms = svc->timeouts.idle_ms;
+	r->body_cap = mi->body_cap;
+	r->compare_body = mi->compare_body;
+	r->head_req = ex->head;
+	r->has_body = ex->req_has_body;
+	r->ph = r->sh = MIRROR_HASH_INIT;
+	n = m->method.len < sizeof(r->method) - 1 ? m->method.len : sizeof(r->method) - 1;
+	memcpy(r->method, m->method.p, n);
+	r->method[n] = '\0';
+	n = m->path.len < sizeof(r->path) - 1 ? m->path.len : sizeof(r->path) - 1;
+	memcpy(r->path, m->path.p, n);
+	r->path[n] = '\0';
+
+	o = &r->head;
+	buf_append(o, m->method.p, m->method.len);
+	buf_append_lit(o, " ");
+	buf_append(o, m->target.p, m->target.len);
+	buf_append_lit(o, " HTTP/1.1\r\n");
+	xff = http_msg_header(m, "x-forwarded-for");
+	for (size_t i = 0; i < m->nheaders; i++) {
+		const struct http_header *h = &m->headers[i];
+
+		if (is_hop_by_hop(h->name) || str_caseeq_c(h->name, "x-forwarded-for") ||
+		    str_caseeq_c(h->name, "x-forwarded-proto") || str_caseeq_c(h->name, "expect") ||
+		    str_caseeq_c(h->name, "content-length") ||
+		    str_caseeq_c(h->name, "x-canary-shadow") || in_connection_tokens(m, h->name))
+			continue;
+		buf_append(o, h->name.p, h->name.len);
+		buf_append_lit(o, ": ");
+		buf_append(o, h->value.p, h->value.len);
+		buf_append_lit(o, "\r\n");
+	}
+	if (m->version == 10 && !m->host.len)
+		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, r->ep)->name);
+	buf_append_lit(o, "X-Forwarded-For: ");
+	if (xff) {
+		buf_append(o, xff->p, xff->len);
+		buf_append_lit(o, ", ");
+	}
+	buf_append(o, c->peer, c->peer_len);
+	buf_append_lit(o, "\r\nX-Forwarded-Proto: http\r\n");
+	buf_append(o, rid.p, rid.len);
+	if (buf_append_lit(o, "X-Canary-Shadow: 1\r\n")) {
+		/* the head did not fit its cap: not mirrored */
+		mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_TOO_LARGE);
+		buf_release(&r->head);
+		buf_release(&r->body);
+		free(r);
+		return;
+	}
+	r->prev = NULL;
+	r->next = w->mlive;
+	if (w->mlive)
+		w->mlive->prev = r;
+	w->mlive = r;
+	w->m_pending++;
+	ex->mreq = r;
+}
+
+static void client_delay_done(struct loop *loop, struct loop_timer *t);
+
 static int client_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 {
 	struct cconn *c = data;
@@ -921,6 +1601,7 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	const struct proxy_version *v;
 	struct buf *o;
 	const struct str *xff, *rid;
+	size_t rid_off;
 	int rc;
 
 	loop_timer_stop(w->loop, &c->timer);
@@ -949,6 +1630,25 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	}
 	proxy_decide(ex->svc, m, str_make(c->peer, c->peer_len), rng_next(w), &ex->dec);
 	v = &ex->svc->versions[ex->dec.version];
+	/* faults (SPEC 4): drawn from the worker's seeded generator */
+	if (v->fault.abort_percent && rng_next(w) % BUCKET_COUNT < v->fault.abort_percent) {
+		ex->local = 1;
+		ex->fault = 1;
+		ex->local_status = (int)v->fault.abort_status;
+		mirror_stats_fault(w->p->mstats, ex->svc->stats_slot, w->id, MIRROR_FAULT_ABORT);
+		return 0;
+	}
+	if (v->fault.delay_percent && rng_next(w) % BUCKET_COUNT < v->fault.delay_percent) {
+		if (w->ndelayed < MAX_DELAYED) {
+			ex->delayed = 1;
+			w->ndelayed++;
+			mirror_stats_fault(w->p->mstats, ex->svc->stats_slot, w->id,
+			                   MIRROR_FAULT_DELAY);
+		} else {
+			mirror_stats_fault(w->p->mstats, ex->svc->stats_slot, w->id,
+			                   MIRROR_FAULT_DELAY_OVERCAP);
+		}
+	}
 	if (v->neps == 0) {
 		ex->local = 1;
 		ex->local_status = 503;
@@ -988,6 +1688,7 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	}
 	buf_append(o, c->peer, c->peer_len);
 	buf_append_lit(o, "\r\nX-Forwarded-Proto: http\r\n");
+	rid_off = buf_used(o);
 	if (!rid) {
 		/* 32 hex digits; the top bit set keeps both halves 16 digits wide */
 		buf_append_lit(o, "X-Request-Id: ");
@@ -998,6 +1699,14 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	rc = buf_append_lit(o, "\r\n");
 	if (rc)
 		return 431;
+	if (ex->svc->mirror.version >= 0)
+		mirror_begin(c, m, str_make(buf_head(o) + rid_off, buf_used(o) - rid_off - 2));
+	if (ex->delayed) {
+		/* held on a timer; the body collects in head_copy meanwhile */
+		o->cap = CONN_BUF_CAP;
+		loop_timer_start(w->loop, &c->delay, v->fault.delay_ms);
+		return 0;
+	}
 	rc = exchange_send(c);
 	if (rc) {
 		enum metrics_err kind = METRICS_ERR_CONNECT_REFUSED;
@@ -1018,21 +1727,38 @@ static int client_on_body(struct http_parser *p, const char *at, size_t len, voi
 {
 	struct cconn *c = data;
 	struct uconn *u = c->ex.up;
+	struct buf *o;
 	int rc = 0;
 
-	if (c->ex.local || !u)
+	if (c->ex.mreq && c->ex.mreq->state == M_BUILDING &&
+	    buf_append(&c->ex.mreq->body, at, len) != 0) {
+		/* over mirror.body_cap: this request is not mirrored */
+		mirror_stats_count(c->w->p->mstats, c->ex.mreq->slot, c->w->id, MIRROR_TOO_LARGE);
+		mreq_free(c->ex.mreq);
+		c->ex.mreq = NULL;
+	}
+	if (c->ex.local || (!u && !c->ex.delayed))
 		return 0; /* answered locally: the body is read and dropped */
+	o = u ? &u->out : &c->ex.head_copy;
 	if (c->ex.req_chunked) {
-		rc = buf_append_hex(&u->out, len);
+		rc = buf_append_hex(o, len);
 		if (!rc)
-			rc = buf_append_lit(&u->out, "\r\n");
+			rc = buf_append_lit(o, "\r\n");
 	}
 	if (!rc)
-		rc = buf_append(&u->out, at, len);
+		rc = buf_append(o, at, len);
 	if (!rc && c->ex.req_chunked)
-		rc = buf_append_lit(&u->out, "\r\n");
+		rc = buf_append_lit(o, "\r\n");
 	if (rc)
 		return 413;
+	if (!u) {
+		/* delayed: hold the rest in the socket until the delay is over */
+		if (buf_used(o) > HIGH_WATER) {
+			c->paused = 1;
+			return HTTP_PARSER_PAUSE;
+		}
+		return 0;
+	}
 	if (!u->connecting)
 		up_flush(u);
 	if (!u->closed && buf_used(&u->out) > HIGH_WATER) {
@@ -1053,12 +1779,47 @@ static int client_on_complete(struct http_parser *p, struct http_msg *m, void *d
 		buf_append_lit(&u->out, "0\r\n\r\n");
 		if (!u->connecting)
 			up_flush(u);
+	} else if (!u && c->ex.delayed && c->ex.req_chunked) {
+		buf_append_lit(&c->ex.head_copy, "0\r\n\r\n");
 	}
+	if (c->ex.mreq && c->ex.mreq->state == M_BUILDING)
+		mirror_dispatch(c->ex.mreq);
 	return 0;
 }
 
 static const struct http_parser_cbs client_cbs = {client_on_headers, client_on_body,
                                                   client_on_complete};
+
+/* A delay fault is over: forward what was held (head and any body so far). */
+static void client_delay_done(struct loop *loop, struct loop_timer *t)
+{
+	struct cconn *c = t->data;
+	struct exchange *ex = &c->ex;
+
+	if (c->closed || !ex->delayed)
+		return;
+	ex->delayed = 0;
+	c->w->ndelayed--;
+	if (exchange_send(c) != 0) {
+		if (ex->req_done) {
+			exchange_fail(c, 502, METRICS_ERR_CONNECT_REFUSED);
+			return;
+		}
+		if (ex->up) {
+			ex->up->client = NULL;
+			up_close(ex->up);
+			ex->up = NULL;
+		}
+		ex->local = 1;
+		ex->local_status = 502;
+		ex->local_kind = METRICS_ERR_CONNECT_REFUSED;
+	}
+	if (c->paused) {
+		c->paused = 0;
+		http_parser_resume(&c->parser);
+		client_kick(c);
+	}
+}
 
 static void client_cb(struct loop *loop, struct loop_io *io, uint32_t ev);
 
@@ -1138,8 +1899,10 @@ static void client_process(struct cconn *c)
 		/* DONE: the request is complete */
 		c->state = C_WAIT;
 		if (c->ex.local) {
-			client_local_response(c, c->ex.local_status,
-			                      local_message(c->ex.local_status, c->ex.local_kind));
+			client_local_response(
+			    c, c->ex.local_status,
+			    c->ex.fault ? "fault injected (abort)"
+			                : local_message(c->ex.local_status, c->ex.local_kind));
 			if (c->ex.svc) {
 				exchange_finish(c, c->ex.local_kind);
 			} else {
@@ -1273,6 +2036,7 @@ static void accept_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
 			http_parser_init(&c->parser, HTTP_PARSE_REQUEST, &lim, &client_cbs, c);
 		}
 		loop_timer_init(&c->timer, client_header_timeout, c);
+		loop_timer_init(&c->delay, client_delay_done, c);
 		if (loop_io_add(loop, &c->io, fd, client_cb, c) != 0) {
 			close(fd);
 			http_parser_release(&c->parser);
@@ -1450,6 +2214,7 @@ static void *worker_main(void *arg)
 	/* whatever is left (deadline passed) is closed here */
 	while (w->conns)
 		client_close(w->conns);
+	mirror_shutdown(w);
 	for (uint32_t e = 0; e < PROXY_MAX_ENDPOINTS; e++)
 		if (w->pools[e].head)
 			pool_close_all(w, e);
@@ -1471,12 +2236,15 @@ struct proxy *proxy_new(unsigned nworkers, struct metrics_registry *metrics, uin
 		nworkers = PROXY_MAX_WORKERS;
 	p->reg = proxy_registry_new();
 	p->workers = calloc(nworkers, sizeof(*p->workers));
-	if (!p->reg || !p->workers) {
+	p->mstats = mirror_stats_new(nworkers);
+	if (!p->reg || !p->workers || !p->mstats) {
+		mirror_stats_free(p->mstats);
 		proxy_registry_free(p->reg);
 		free(p->workers);
 		free(p);
 		return NULL;
 	}
+	p->reg->mirror = p->mstats;
 	snapshot_init(&p->snap);
 	p->nworkers = nworkers;
 	p->metrics = metrics;
@@ -1610,6 +2378,7 @@ void proxy_free(struct proxy *p)
 	}
 	snapshot_release(&p->snap);
 	proxy_registry_free(p->reg);
+	mirror_stats_free(p->mstats);
 	free(p->workers);
 	free(p);
 }
@@ -1621,4 +2390,37 @@ uint64_t proxy_client_conns(struct proxy *p)
 	for (unsigned i = 0; i < p->nworkers; i++)
 		n += atomic_load(&p->workers[i].nconns);
 	return n;
+}
+
+int proxy_mirror_read_full(struct proxy *p, const char *service, struct mirror_snapshot *out,
+                           struct mirror_mismatch *mm, size_t max, size_t *nmm)
+{
+	int slot = mirror_stats_find(p->mstats, service);
+
+	if (nmm)
+		*nmm = 0;
+	if (slot < 0 || mirror_stats_read(p->mstats, slot, out) != 0) {
+		memset(out, 0, sizeof(*out));
+		return -ENOENT;
+	}
+	if (mm && nmm)
+		*nmm = mirror_stats_mismatches(p->mstats, slot, mm, max);
+	return 0;
+}
+
+int proxy_mirror_read(struct proxy *p, const char *service, struct mirror_snapshot *out)
+{
+	int rc = proxy_mirror_read_full(p, service, out, NULL, 0, NULL);
+
+	if (rc == 0 && out->mirrored == 0 && out->dropped == 0 && out->too_large == 0 &&
+	    out->method == 0) {
+		memset(out, 0, sizeof(*out));
+		return -ENOENT; /* the service never mirrored anything */
+	}
+	return rc;
+}
+
+int proxy_mirror_write_prometheus(struct proxy *p, struct buf *out)
+{
+	return mirror_stats_write_prometheus(p->mstats, out);
 }

@@ -29,8 +29,13 @@ struct proxy_endpoint {
 	_Atomic uint64_t failures;
 };
 
+struct mirror_stats;
+
 struct proxy_registry {
 	struct proxy_endpoint eps[PROXY_MAX_ENDPOINTS];
+	/* mirror/fault statistics (proxy/mirror.h), set by proxy_new(); NULL
+	 * for a registry used without a proxy (nothing recorded) */
+	struct mirror_stats *mirror;
 	atomic_uint n;
 	pthread_mutex_t lock; /* control thread only, around creation */
 };

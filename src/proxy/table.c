@@ -6,7 +6,60 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/mirror.h"
 #include "proxy/registry.h"
+
+/* mirror.methods when the config has no mirror: the idempotent ones */
+static const char *const default_methods_v[] = {"GET", "HEAD", "OPTIONS"};
+static const struct config_strlist default_methods = {(const char **)default_methods_v, 3};
+
+static void fault_from_config(struct proxy_fault *pf, const struct config_fault *cf)
+{
+	memset(pf, 0, sizeof(*pf));
+	if (cf->has_delay) {
+		pf->delay_ms = cf->delay_ms;
+		pf->delay_percent = cf->delay_percent;
+	}
+	if (cf->has_abort) {
+		pf->abort_status = cf->abort_status;
+		pf->abort_percent = cf->abort_percent;
+	}
+}
+
+/*
+ * The service's mirror: the runtime one when set, else the config's.  The
+ * config's version NULL means "the canary", so there is no mirror without
+ * one.  A version the config lacks, or the one requests already go to as
+ * stable, means no mirror.
+ */
+static void build_mirror(struct proxy_service *ps, const struct config_service *cs,
+                         const struct proxy_traffic *tr)
+{
+	struct proxy_mirror *m = &ps->mirror;
+	const char *version = cs->mirror.version;
+
+	m->version = -1;
+	m->percent = cs->mirror.enabled ? cs->mirror.percent : 0;
+	m->methods =
+	    cs->mirror.enabled && cs->mirror.methods.n ? &cs->mirror.methods : &default_methods;
+	m->body_cap = cs->mirror.enabled ? cs->mirror.body_cap : 64u << 10;
+	m->compare_body = cs->mirror.enabled && cs->mirror.compare_body;
+	if (tr && tr->mirror_set) {
+		m->runtime = 1;
+		version = tr->mirror_version;
+		m->percent = tr->mirror_percent;
+		if (!version)
+			return;
+	} else if (!cs->mirror.enabled) {
+		return;
+	}
+	if (version)
+		m->version = proxy_service_version(ps, version);
+	else
+		m->version = ps->canary;
+	if (m->version == ps->stable || m->percent == 0)
+		m->version = -1;
+}
 
 static void config_ref_destroy(struct snap_obj *o)
 {
@@ -103,6 +156,12 @@ static int build_service(struct proxy_table *t, struct proxy_service *ps,
 			pv->eps[e] = (uint32_t)id;
 		}
 		pv->series = series_fn ? series_fn(series_ctx, cs->name, cv->name) : -1;
+		fault_from_config(&pv->fault, &cv->fault);
+		for (size_t k = 0; tr && k < tr->nfaults; k++)
+			if (strcmp(tr->faults[k].version, cv->name) == 0) {
+				fault_from_config(&pv->fault, &tr->faults[k].fault);
+				pv->fault.runtime = 1;
+			}
 		if (strcmp(cv->name, cs->stable) == 0)
 			ps->stable = (int)v;
 	}
@@ -131,6 +190,10 @@ static int build_service(struct proxy_table *t, struct proxy_service *ps,
 	ps->outlier = cs->outlier;
 	ps->drain_ms = cs->drain_ms;
 	ps->max_header_bytes = cs->max_header_bytes;
+	build_mirror(ps, cs, tr);
+	ps->stats_slot = reg->mirror ? mirror_stats_slot(reg->mirror, cs->name) : -1;
+	if (ps->stats_slot < 0)
+		ps->stats_slot = -1;
 	ps->noverrides = (uint32_t)cs->noverrides;
 	ps->overrides = arena_alloc(&t->arena, (cs->noverrides + 1) * sizeof(*ps->overrides));
 	if (!ps->overrides)

@@ -25,8 +25,16 @@
 
 struct proxy_registry;
 
+/* Faults injected on requests routed to a version (SPEC 4); percents in thousandths. */
+struct proxy_fault {
+	uint32_t delay_ms, delay_percent;     /* delay_percent 0: no delay */
+	uint32_t abort_status, abort_percent; /* abort_percent 0: no abort */
+	int runtime;                          /* set through the API (else from the config) */
+};
+
 struct proxy_version {
 	const char *name;
+	struct proxy_fault fault;
 	uint32_t *eps; /* endpoint registry ids */
 	uint32_t neps;
 	int series;   /* metrics series id of (service, version) */
@@ -40,6 +48,20 @@ struct proxy_override {
 	struct segment *segment; /* compiled, owned by the table */
 	enum config_override_action action;
 	int version; /* CONFIG_OVERRIDE_VERSION: index; else -1 */
+};
+
+/*
+ * The service's mirror (shadow traffic): copies of percent of the requests
+ * whose method is listed go to version, unless the request itself went
+ * there.  version -1: no mirroring.
+ */
+struct proxy_mirror {
+	int version;
+	uint32_t percent; /* thousandths */
+	const struct config_strlist *methods;
+	uint64_t body_cap;
+	int compare_body;
+	int runtime; /* set through the API or a rollout's shadow step */
 };
 
 struct proxy_service {
@@ -60,7 +82,9 @@ struct proxy_service {
 	struct config_outlier outlier;
 	uint64_t drain_ms;
 	uint32_t max_header_bytes;
-	int index; /* in the table */
+	struct proxy_mirror mirror;
+	int stats_slot; /* mirror/fault statistics slot (mirror.h); -1: none */
+	int index;      /* in the table */
 };
 
 struct proxy_route {
@@ -92,12 +116,26 @@ struct proxy_table {
 	size_t nsegments;
 };
 
+/* A runtime fault of one version; replaces the config's faults for it. */
+struct proxy_fault_set {
+	const char *version;
+	struct config_fault fault;
+};
+
 /* Runtime traffic state of one service (persisted by the daemon). */
 struct proxy_traffic {
 	const char *service;
 	const char *stable; /* NULL: the config's; set when a rollout completed */
 	const char *canary; /* NULL: no canary */
 	uint32_t weight;    /* thousandths */
+	/* runtime mirror: when mirror_set, {mirror_version, mirror_percent}
+	 * replace the config's version and percent (methods, body_cap and
+	 * compare_body stay the config's, or the defaults) */
+	int mirror_set;
+	const char *mirror_version;
+	uint32_t mirror_percent;
+	const struct proxy_fault_set *faults; /* runtime faults, [nfaults] */
+	size_t nfaults;
 };
 
 /*
