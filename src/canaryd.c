@@ -602,10 +602,8 @@ static int engine_set_weight(void *ctx, const char *service, const char *canary,
  * service's traffic to version; 0 stops the runtime mirror (the config's
  * applies again).  Wired into struct rollout_backend by the engine.
  */
-__attribute__((unused)) static int engine_set_shadow(void *ctx, const char *service,
-                                                     const char *version,
-                                                     uint32_t percent_thousandths,
-                                                     const char *actor)
+static int engine_set_shadow(void *ctx, const char *service, const char *version,
+                             uint32_t percent_thousandths, const char *actor)
 {
 	char err[512];
 	int rc = set_mirror(ctx, service, percent_thousandths ? version : NULL, percent_thousandths,
@@ -618,8 +616,7 @@ __attribute__((unused)) static int engine_set_shadow(void *ctx, const char *serv
 }
 
 /* The shadow's cumulative comparison counters (proxy/mirror.h). */
-__attribute__((unused)) static int engine_read_shadow(void *ctx, const char *service,
-                                                      struct mirror_snapshot *out)
+static int engine_read_shadow(void *ctx, const char *service, struct mirror_snapshot *out)
 {
 	struct daemon *d = ctx;
 
@@ -1235,6 +1232,8 @@ int main(int argc, char **argv)
 	                                        .flag_save = engine_flag_save,
 	                                        .flag_set = engine_flag_set,
 	                                        .flag_restore = engine_flag_restore,
+	                                        .set_shadow = engine_set_shadow,
+	                                        .read_shadow = engine_read_shadow,
 	                                        .store = d.store,
 	                                        .ctx = &d};
 	d.engine = engine_start(&d, d.cfg);

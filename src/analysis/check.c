@@ -43,6 +43,8 @@ double check_metric_value(enum config_metric m, const struct metrics_cohort_snap
 	case CONFIG_METRIC_REQUEST_RATE:
 		return metrics_request_rate(s, (double)interval_ms / 1000.0);
 	case CONFIG_METRIC_ERROR_RATE:
+	case CONFIG_METRIC_SHADOW_MISMATCH_RATE: /* the engine passes the mirror's comparisons */
+	case CONFIG_METRIC_SHADOW_ERROR_RATE:    /* as cohorts: errors = mismatches / failures */
 		return metrics_error_rate(s);
 	case CONFIG_METRIC_SUCCESS_RATE:
 		return metrics_success_rate(s);
@@ -53,6 +55,7 @@ double check_metric_value(enum config_metric m, const struct metrics_cohort_snap
 	case CONFIG_METRIC_LATENCY_P95:
 		return metrics_latency_quantile_us(s, 0.95) / 1000.0;
 	case CONFIG_METRIC_LATENCY_P99:
+	case CONFIG_METRIC_SHADOW_LATENCY_P99: /* shadow (canary) vs primary (baseline) */
 		return metrics_latency_quantile_us(s, 0.99) / 1000.0;
 	case CONFIG_METRIC_LATENCY_MEAN:
 		return metrics_latency_mean_us(s) / 1000.0;
@@ -153,11 +156,12 @@ enum check_outcome check_evaluate_cumulative(const struct config_check *c,
 	v->canary_requests = canary ? canary->requests : 0;
 	v->baseline_requests = baseline ? baseline->requests : 0;
 
-	if (c->source != CONFIG_SOURCE_METRIC || c->metric >= CONFIG_METRIC_SHADOW_MISMATCH_RATE) {
+	if (c->source != CONFIG_SOURCE_METRIC) {
 		v->outcome = CHECK_ERROR;
 		snprintf(v->reason, sizeof(v->reason),
-		         "%s checks are not wired yet, so check %s cannot be evaluated", m,
-		         c->name);
+		         "%s checks are judged on their source's values (analysis/source.h), not "
+		         "here, so check %s cannot be evaluated",
+		         m, c->name);
 		return v->outcome;
 	}
 	if (c->test.method != CONFIG_TEST_NONE)

@@ -34,7 +34,9 @@
  *    decision needs at the current rates.
  *
  * Checks with query/http/exec sources are judged by analysis/source.h on
- * the values their jobs return; here they give `error`.
+ * the values their jobs return; here they give `error`.  The shadow_*
+ * metrics are judged on cohorts the engine builds from the mirror's
+ * comparisons (shadow as canary, primary as baseline).
  *
  * Pure functions on caller-owned values; any thread.
  */

@@ -25,6 +25,7 @@
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "proxy/mirror.h"
 #include "rollout/evidence.h"
 #include "store/store.h"
 
@@ -110,6 +111,10 @@ struct readings {
 	struct metrics_cohort_snapshot cum0_canary, cum0_baseline;
 	bool have_prev_stable; /* verify: the stable version's last reading */
 	struct metrics_cohort_snapshot prev_stable;
+	/* shadow steps: the mirror's last and first cumulative comparison counters */
+	bool have_prev_sh, have_cum0_sh;
+	uint32_t sh_looks;
+	struct mirror_snapshot prev_sh, cum0_sh;
 };
 
 struct target_run {
@@ -117,6 +122,7 @@ struct target_run {
 	bool touched;     /* this run has set the weight (re-applied on load) */
 	bool rolled_back; /* weight forced to 0; later steps skip it */
 	json_t *saved;    /* flag target: its state before the run (flag_save) */
+	uint32_t shadow;  /* mirror percent a shadow step set and has not stopped yet */
 	struct readings rd;
 };
 
@@ -322,11 +328,13 @@ static json_t *run_doc(const struct run *r)
 	json_t *targets = json_array(), *checks = json_array(), *appr = json_array();
 
 	for (size_t i = 0; i < ro->ntargets; i++)
-		json_array_append_new(
-		    targets, json_pack("{s:s, s:I, s:b, s:b, s:O*}", "name", ro->targets[i].name,
-		                       "weight", (json_int_t)r->targets[i].weight, "touched",
-		                       r->targets[i].touched, "rolled_back",
-		                       r->targets[i].rolled_back, "saved", r->targets[i].saved));
+		json_array_append_new(targets, json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I}", "name",
+		                                         ro->targets[i].name, "weight",
+		                                         (json_int_t)r->targets[i].weight,
+		                                         "touched", r->targets[i].touched,
+		                                         "rolled_back", r->targets[i].rolled_back,
+		                                         "saved", r->targets[i].saved, "shadow",
+		                                         (json_int_t)r->targets[i].shadow));
 	for (size_t i = 0; i < ro->analysis.nchecks; i++)
 		json_array_append_new(
 		    checks, json_pack("{s:s, s:I, s:I}", "name", ro->analysis.checks[i].name,
@@ -438,6 +446,7 @@ static int run_parse(struct run *r, const char *text)
 			r->targets[t].touched = json_is_true(json_object_get(v, "touched"));
 			r->targets[t].rolled_back = json_is_true(json_object_get(v, "rolled_back"));
 			r->targets[t].saved = json_incref(json_object_get(v, "saved"));
+			r->targets[t].shadow = (uint32_t)jint(v, "shadow");
 		}
 	}
 	json_array_foreach(json_object_get(o, "checks"), i, v)
@@ -560,6 +569,9 @@ static json_t *one(const char *kind, json_t *details)
 
 /* ------------------------------------------------------------------------ */
 /* Actions                                                                   */
+
+static int apply_shadow(struct rollout_engine *e, struct run *r, const char *actor, int64_t now);
+static void stop_shadow(struct rollout_engine *e, struct run *r, uint64_t mask, const char *actor);
 
 static const struct config_target *target(const struct run *r, size_t t)
 {
@@ -689,7 +701,7 @@ static int do_rollback(struct rollout_engine *e, struct run *r, int only, const 
 	const struct config_rollout *ro = r->cfg;
 	json_t *names = json_array(), *d, *evs = pre_events ? pre_events : json_array();
 	bool all = true, failed = false;
-	uint64_t mask = 0, t_persisted, t_set;
+	uint64_t mask = 0, t_persisted, t_set, t1_us;
 	char why[256] = "";
 	int rc, applied;
 
@@ -747,6 +759,8 @@ static int do_rollback(struct rollout_engine *e, struct run *r, int only, const 
 	}
 	t_set = clock_mono_us();
 	applied = e->be.wait_applied ? e->be.wait_applied(e->be.ctx, APPLY_WAIT_US) : 0;
+	t1_us = clock_mono_us();
+	stop_shadow(e, r, only < 0 ? ~UINT64_C(0) : UINT64_C(1) << only, actor);
 	if (failed) {
 		r->state = ROLLOUT_FAILED;
 		r->ended_ms = now;
@@ -754,7 +768,7 @@ static int do_rollback(struct rollout_engine *e, struct run *r, int only, const 
 		               one("rollout.failed", json_pack("{s:s}", "reason", why)));
 	}
 	{
-		uint64_t t1 = clock_mono_us();
+		uint64_t t1 = t1_us;
 
 		r->ctr.last_ttm_us = (int64_t)(t1 - t0_us);
 		if (all)
@@ -793,6 +807,46 @@ static int apply_step(struct rollout_engine *e, struct run *r, const char *actor
 		}
 	}
 	return 0;
+}
+
+/* Starts the current shadow step's mirrors (persisted by the caller). */
+static int apply_shadow(struct rollout_engine *e, struct run *r, const char *actor, int64_t now)
+{
+	for (size_t t = 0; t < r->cfg->ntargets; t++) {
+		const struct config_target *tg = target(r, t);
+		char why[256];
+
+		if (!r->targets[t].shadow || !e->be.set_shadow)
+			continue;
+		if (e->be.set_shadow(e->be.ctx, tg->service, tg->canary, r->targets[t].shadow,
+		                     actor)) {
+			snprintf(why, sizeof(why), "mirroring %.3f%% of %s to %s failed",
+			         r->targets[t].shadow / 1000.0, tg->service, tg->canary);
+			do_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, NULL);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/*
+ * Stops the mirrors of the targets in mask that a shadow step started.  A
+ * target's `shadow` is cleared only once its mirror is off, so after a
+ * crash in between rollout_engine_load() stops it again.
+ */
+static void stop_shadow(struct rollout_engine *e, struct run *r, uint64_t mask, const char *actor)
+{
+	for (size_t t = 0; t < r->cfg->ntargets && t < MAX_TARGETS; t++) {
+		const struct config_target *tg = target(r, t);
+
+		if (!(mask >> t & 1) || !r->targets[t].shadow || !e->be.set_shadow)
+			continue;
+		if (e->be.set_shadow(e->be.ctx, tg->service, tg->canary, 0, actor) == 0)
+			r->targets[t].shadow = 0;
+		else
+			log_warn("could not stop a shadow step's mirror", "rollout", r->cfg->name,
+			         "service", tg->service, NULL);
+	}
 }
 
 /* Begins step r->step: persist, then apply.  Gates were checked by the caller. */
@@ -837,8 +891,27 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 			                    json_real(st->sets[i].percent / 1000.0));
 		}
 	} else if (st->kind == CONFIG_STEP_SHADOW) {
-		json_array_append_new(skipped, json_pack("{s:s, s:s}", "target", "*", "why",
-		                                         "shadow steps are not wired yet"));
+		for (size_t t = 0; t < ro->ntargets; t++) {
+			const char *why = NULL;
+
+			if (target(r, t)->kind != CONFIG_TARGET_SERVICE)
+				why = "a flag target has no traffic to mirror";
+			else if (r->targets[t].rolled_back)
+				why = "the target was rolled back";
+			else if (!e->be.set_shadow)
+				why = "this engine has no mirror backend";
+			if (why) {
+				json_array_append_new(skipped,
+				                      json_pack("{s:s, s:s}", "target",
+				                                target(r, t)->name, "why", why));
+				continue;
+			}
+			r->targets[t].shadow = st->shadow_percent;
+			r->targets[t].rd.have_prev_sh = r->targets[t].rd.have_cum0_sh = false;
+			json_object_set_new(
+			    weights, target(r, t)->name,
+			    json_pack("{s:f}", "shadow", st->shadow_percent / 1000.0));
+		}
 	}
 	d = json_pack("{s:I, s:I, s:s, s:o, s:o, s:I}", "step", (json_int_t)r->step, "of",
 	              (json_int_t)ro->nsteps, "kind", step_kind_name(st->kind), "weights", weights,
@@ -858,6 +931,8 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 		return rc;
 	if (st->kind == CONFIG_STEP_SET)
 		return apply_step(e, r, actor, now);
+	if (st->kind == CONFIG_STEP_SHADOW)
+		return apply_shadow(e, r, actor, now);
 	return 0;
 }
 
@@ -947,6 +1022,8 @@ static int pass_step(struct rollout_engine *e, struct run *r, const char *actor,
 	json_t *evs = json_array();
 	size_t done = r->step;
 
+	if (r->cfg->steps[done].kind == CONFIG_STEP_SHADOW)
+		stop_shadow(e, r, ~UINT64_C(0), actor);
 	json_array_append_new(evs,
 	                      ev("rollout.step.passed",
 	                         json_pack("{s:I, s:s, s:s}", "step", (json_int_t)done, "kind",
@@ -1361,13 +1438,106 @@ static void source_tick(struct rollout_engine *e, struct run *r, int64_t now)
  * that made it, so nothing stands between the verdict and the weights but
  * one commit.
  */
+static bool shadow_metric(const struct config_check *c)
+{
+	return c->source == CONFIG_SOURCE_METRIC &&
+	       (c->metric == CONFIG_METRIC_SHADOW_MISMATCH_RATE ||
+	        c->metric == CONFIG_METRIC_SHADOW_ERROR_RATE ||
+	        c->metric == CONFIG_METRIC_SHADOW_LATENCY_P99);
+}
+
+static void mirror_delta(const struct mirror_snapshot *prev, const struct mirror_snapshot *cur,
+                         struct mirror_snapshot *out)
+{
+#define D(f) out->f = cur->f >= prev->f ? cur->f - prev->f : 0
+	D(mirrored);
+	D(matched);
+	D(status_mismatch);
+	D(body_mismatch);
+	D(shadow_error);
+	D(dropped);
+	D(too_large);
+	D(method);
+#undef D
+	hist_delta(&out->primary, &prev->primary, &cur->primary);
+	hist_delta(&out->shadow, &prev->shadow, &cur->shadow);
+}
+
+/*
+ * The shadow metrics as two cohorts (docs/rollout.md, Shadow steps): the
+ * "canary" is the shadow and the "baseline" the primary, over the compared
+ * requests.  Errors: mismatches (shadow_mismatch_rate) or requests the
+ * shadow did not answer (shadow_error_rate); the primary has none.
+ */
+static void shadow_cohorts(enum config_metric m, const struct mirror_snapshot *d,
+                           struct metrics_cohort_snapshot *canary,
+                           struct metrics_cohort_snapshot *base)
+{
+	uint64_t compared = d->matched + d->status_mismatch + d->body_mismatch + d->shadow_error;
+
+	memset(canary, 0, sizeof(*canary));
+	memset(base, 0, sizeof(*base));
+	canary->requests = base->requests = compared;
+	canary->errors = m == CONFIG_METRIC_SHADOW_ERROR_RATE
+	                     ? d->shadow_error
+	                     : d->status_mismatch + d->body_mismatch + d->shadow_error;
+	canary->hist = d->shadow;
+	base->hist = d->primary;
+}
+
+static json_t *shadow_json(const struct mirror_snapshot *d)
+{
+	uint64_t compared = d->matched + d->status_mismatch + d->body_mismatch + d->shadow_error;
+
+	return json_pack(
+	    "{s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}", "compared", (json_int_t)compared, "matched",
+	    (json_int_t)d->matched, "status_mismatch", (json_int_t)d->status_mismatch,
+	    "body_mismatch", (json_int_t)d->body_mismatch, "shadow_error",
+	    (json_int_t)d->shadow_error, "dropped", (json_int_t)d->dropped, "primary_p99_ms",
+	    num_or_null(d->primary.n ? hist_quantile(&d->primary, 0.99) / 1000.0 : NAN),
+	    "shadow_p99_ms",
+	    num_or_null(d->shadow.n ? hist_quantile(&d->shadow, 0.99) / 1000.0 : NAN));
+}
+
+/*
+ * Target t's mirror comparisons over the last interval (*d) and since its
+ * shadow step began (*cum).  False when the target is not shadowing or it
+ * is the first reading (which only primes).
+ */
+static bool read_shadow_interval(struct rollout_engine *e, struct run *r, size_t t,
+                                 struct mirror_snapshot *d, struct mirror_snapshot *cum)
+{
+	const struct config_target *tg = target(r, t);
+	struct target_run *tr = &r->targets[t];
+	struct mirror_snapshot cur;
+	int rc;
+
+	if (!tr->shadow || !e->be.read_shadow || tg->kind != CONFIG_TARGET_SERVICE)
+		return false;
+	rc = e->be.read_shadow(e->be.ctx, tg->service, &cur);
+	if (rc && rc != -ENOENT)
+		return false;
+	if (!tr->rd.have_prev_sh) {
+		tr->rd.prev_sh = tr->rd.cum0_sh = cur;
+		tr->rd.have_prev_sh = tr->rd.have_cum0_sh = true;
+		tr->rd.sh_looks = 0;
+		return false;
+	}
+	mirror_delta(&tr->rd.prev_sh, &cur, d);
+	mirror_delta(&tr->rd.cum0_sh, &cur, cum);
+	tr->rd.prev_sh = cur;
+	tr->rd.sh_looks++;
+	return true;
+}
+
 static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	const struct config_rollout *ro = r->cfg;
 	uint64_t interval = ro->analysis.interval_ms, t0_us;
 	struct metrics_cohort_snapshot *dc = NULL, *db = NULL, *cc = NULL, *cb = NULL;
-	bool *have = NULL, all_pass = true, any = false, bake = baking(r);
-	json_t *evs = json_array(), *per_target = json_object();
+	struct mirror_snapshot *sd = NULL, *sc = NULL;
+	bool *have = NULL, *have_sh = NULL, all_pass = true, any = false, bake = baking(r);
+	json_t *evs = json_array(), *per_target = json_object(), *shadow = json_object();
 	int act = -1;
 
 	dc = calloc(ro->ntargets, sizeof(*dc));
@@ -1375,8 +1545,16 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	have = calloc(ro->ntargets, sizeof(*have));
 	cc = calloc(ro->ntargets, sizeof(*cc));
 	cb = calloc(ro->ntargets, sizeof(*cb));
-	if (!dc || !db || !have || !cc || !cb)
+	sd = calloc(ro->ntargets, sizeof(*sd));
+	sc = calloc(ro->ntargets, sizeof(*sc));
+	have_sh = calloc(ro->ntargets, sizeof(*have_sh));
+	if (!dc || !db || !have || !cc || !cb || !sd || !sc || !have_sh)
 		goto out;
+	for (size_t t = 0; t < ro->ntargets; t++)
+		if (read_shadow_interval(e, r, t, &sd[t], &sc[t])) {
+			have_sh[t] = true;
+			json_object_set_new(shadow, target(r, t)->name, shadow_json(&sd[t]));
+		}
 	for (size_t t = 0; t < ro->ntargets; t++) {
 		const struct config_target *tg = target(r, t);
 		struct target_run *tr = &r->targets[t];
@@ -1417,12 +1595,13 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		tr->rd.have_prev = true;
 	}
 	t0_us = clock_mono_us();
-	if (json_object_size(per_target))
+	if (json_object_size(per_target) || json_object_size(shadow))
 		json_array_append_new(
 		    evs, ev("rollout.interval",
-		            json_pack("{s:I, s:I, s:I, s:b, s:O}", "interval_end_ms",
+		            json_pack("{s:I, s:I, s:I, s:b, s:O, s:O}", "interval_end_ms",
 		                      (json_int_t)now, "interval_ms", (json_int_t)interval, "step",
-		                      (json_int_t)r->step, "bake", bake, "targets", per_target)));
+		                      (json_int_t)r->step, "bake", bake, "targets", per_target,
+		                      "shadow", shadow)));
 
 	for (size_t k = 0; k < ro->analysis.nchecks; k++) {
 		const struct config_check *c = &ro->analysis.checks[k];
@@ -1442,7 +1621,26 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			src_begin(e, r, k, now, bake);
 			continue;
 		}
-		for (size_t t = 0; t < ro->ntargets; t++) {
+		if (shadow_metric(c)) {
+			/* judged on the mirror's comparisons, only while a shadow step runs */
+			for (size_t t = 0; t < ro->ntargets; t++) {
+				struct metrics_cohort_snapshot ic, ib, kc, kb;
+				struct check_cumulative cum = {&kc, &kb, r->targets[t].rd.sh_looks};
+
+				if (!have_sh[t] || (c->target && c->target_index != t))
+					continue;
+				shadow_cohorts(c->metric, &sd[t], &ic, &ib);
+				shadow_cohorts(c->metric, &sc[t], &kc, &kb);
+				check_evaluate_cumulative(c, &ic, &ib, &cum, interval, &cur);
+				if (best_t < 0 || rank(cur.outcome) > rank(best.outcome)) {
+					best = cur;
+					best_t = (int)t;
+				}
+			}
+			if (best_t < 0)
+				continue; /* no shadow step: not applicable */
+		}
+		for (size_t t = 0; t < ro->ntargets && !shadow_metric(c); t++) {
 			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].rd.cum_looks};
 
 			if (!have[t] || (c->target && c->target_index != t))
@@ -1520,6 +1718,10 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 out:
 	json_decref(evs);
 	json_decref(per_target);
+	json_decref(shadow);
+	free(sd);
+	free(sc);
+	free(have_sh);
 	free(dc);
 	free(db);
 	free(have);
@@ -2045,6 +2247,19 @@ int rollout_engine_load(struct rollout_engine *e, int64_t now_ms)
 			if (apply_weight(e, r, t, ENGINE_ACTOR))
 				log_warn("re-applying a rollout weight failed", "rollout",
 				         r->cfg->name, "target", r->cfg->targets[t].name, NULL);
+		}
+		if (active(r) && r->step < r->cfg->nsteps && r->phase == PHASE_RUNNING &&
+		    r->cfg->steps[r->step].kind == CONFIG_STEP_SHADOW) {
+			apply_shadow(e, r, ENGINE_ACTOR, now_ms);
+		} else {
+			bool had = false;
+
+			for (size_t t = 0; t < r->cfg->ntargets; t++)
+				had = had || r->targets[t].shadow;
+			if (had) { /* a crash before a stopped mirror was persisted */
+				stop_shadow(e, r, ~UINT64_C(0), ENGINE_ACTOR);
+				persist(e, r, ENGINE_ACTOR, NULL);
+			}
 		}
 		if (r->state == ROLLOUT_ROLLED_BACK && !r->mitigated) {
 			r->mitigated = true;

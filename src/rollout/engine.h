@@ -37,6 +37,7 @@ struct buf;
 struct config;
 struct config_hook;
 struct job_result;
+struct mirror_snapshot;
 struct source_request;
 struct store;
 
@@ -139,6 +140,16 @@ struct rollout_backend {
 	json_t *(*flag_save)(void *ctx, const char *flag);
 	int (*flag_set)(void *ctx, const char *flag, uint32_t weight, const char *actor);
 	int (*flag_restore)(void *ctx, const char *flag, const json_t *saved, const char *actor);
+	/*
+	 * Optional (shadow steps): set_shadow mirrors percent (thousandths; 0
+	 * stops the rollout's mirror) of service's traffic to version and
+	 * publishes the table; read_shadow fills the service's CUMULATIVE mirror
+	 * comparison counters (proxy/mirror.h; -ENOENT = nothing mirrored yet).
+	 * 0 or a negative error.  Without them shadow steps are skipped.
+	 */
+	int (*set_shadow)(void *ctx, const char *service, const char *version, uint32_t percent,
+	                  const char *actor);
+	int (*read_shadow)(void *ctx, const char *service, struct mirror_snapshot *out);
 	struct store *store; /* required; the control thread's handle */
 	void *ctx;
 };

@@ -174,10 +174,28 @@ static void test_test_applied_and_sources(void **state)
 
 	c.source = CONFIG_SOURCE_QUERY;
 	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_ERROR);
-	assert_non_null(strstr(v.reason, "not wired yet"));
+	assert_non_null(strstr(v.reason, "judged on their source's values"));
 	j = check_verdict_json(&v);
 	assert_true(json_is_null(json_object_get(json_object_get(j, "canary"), "value")));
 	json_decref(j);
+
+	/*
+	 * Shadow metrics: the engine passes the mirror's comparisons as cohorts
+	 * (shadow = canary with its mismatches as errors, primary = baseline).
+	 */
+	c.source = CONFIG_SOURCE_METRIC;
+	c.metric = CONFIG_METRIC_SHADOW_MISMATCH_RATE;
+	c.max = (struct config_bound){true, 0.05};
+	c.max_increase = (struct config_bound){false, 0};
+	cohort(&a, 1000, 200, 1000); /* 20% mismatches */
+	cohort(&b, 1000, 0, 1000);
+	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_FAIL);
+	assert_string_equal(v.metric, "shadow_mismatch_rate");
+	assert_true(fabs(v.canary - 0.2) < 1e-9);
+	cohort(&a, 1000, 10, 1000); /* 1% */
+	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_PASS);
+	c.metric = CONFIG_METRIC_SHADOW_LATENCY_P99;
+	assert_true(check_metric_value(c.metric, &a, 10000) > 0);
 }
 
 int main(void)
