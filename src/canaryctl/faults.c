@@ -58,6 +58,13 @@ static long long duration_ms(const char *s)
 	return -1;
 }
 
+/* usage_error() for `faults set` once its body exists (freed here). */
+static int set_error(json_t *body, const char *what, const char *arg)
+{
+	json_decref(body);
+	return usage_error(what, arg);
+}
+
 static void print_faults(const json_t *doc)
 {
 	const json_t *f = json_object_get(doc, "faults");
@@ -145,11 +152,13 @@ int ctl_faults(const struct ctl *ctl_in, int argc, char **argv)
 			long st;
 
 			if (split_pct(abort_s, head, sizeof(head), &pct) != 0)
-				return usage_error("--abort takes STATUS:PERCENT (e.g. 503:5), not",
-				                   abort_s);
+				return set_error(body,
+				                 "--abort takes STATUS:PERCENT (e.g. 503:5), not",
+				                 abort_s);
 			st = strtol(head, &end, 10);
 			if (*end || st < 100 || st > 599)
-				return usage_error("--abort STATUS must be 100..599, not", head);
+				return set_error(body, "--abort STATUS must be 100..599, not",
+				                 head);
 			json_object_set_new(
 			    body, "abort",
 			    json_pack("{s:i, s:f}", "status", (int)st, "percent", pct));
@@ -158,12 +167,13 @@ int ctl_faults(const struct ctl *ctl_in, int argc, char **argv)
 			long long ms;
 
 			if (split_pct(delay_s, head, sizeof(head), &pct) != 0)
-				return usage_error(
-				    "--delay takes DURATION:PERCENT (e.g. 200ms:10), not", delay_s);
+				return set_error(
+				    body, "--delay takes DURATION:PERCENT (e.g. 200ms:10), not",
+				    delay_s);
 			ms = duration_ms(head);
 			if (ms < 0 || ms > 3600000)
-				return usage_error("--delay DURATION must be like 200ms or 2s, not",
-				                   head);
+				return set_error(
+				    body, "--delay DURATION must be like 200ms or 2s, not", head);
 			json_object_set_new(
 			    body, "delay",
 			    json_pack("{s:I, s:f}", "ms", (json_int_t)ms, "percent", pct));
