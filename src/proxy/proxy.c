@@ -744,23 +744,33 @@ static void up_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
 		up_read(u);
 }
 
-static struct uconn *up_connect(struct worker *w, uint32_t ep, int *err)
+/* A non-blocking TCP connect to e (TCP_NODELAY): the fd, or -1 with *err. */
+static int connect_nb(const struct proxy_endpoint *e, int *err)
 {
-	struct proxy_endpoint *e = proxy_registry_get(w->p->reg, ep);
-	struct uconn *u;
-	int fd, one = 1;
+	int fd = socket(e->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
 
-	fd = socket(e->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd == -1) {
 		*err = errno;
-		return NULL;
+		return -1;
 	}
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (connect(fd, (struct sockaddr *)&e->sa, e->salen) == -1 && errno != EINPROGRESS) {
 		*err = errno;
 		close(fd);
-		return NULL;
+		return -1;
 	}
+	return fd;
+}
+
+static struct uconn *up_connect(struct worker *w, uint32_t ep, int *err)
+{
+	struct proxy_endpoint *e = proxy_registry_get(w->p->reg, ep);
+	struct uconn *u;
+	int fd;
+
+	fd = connect_nb(e, err);
+	if (fd == -1)
+		return NULL;
 	u = calloc(1, sizeof(*u));
 	if (!u) {
 		*err = ENOMEM;
@@ -1046,7 +1056,7 @@ static struct mconn *mconn_get(struct worker *w, uint32_t ep)
 {
 	struct proxy_endpoint *e = proxy_registry_get(w->p->reg, ep);
 	struct mconn *m = w->mpools[ep];
-	int fd, one = 1;
+	int fd, err;
 
 	if (m) {
 		mpool_remove(m);
@@ -1054,14 +1064,9 @@ static struct mconn *mconn_get(struct worker *w, uint32_t ep)
 		m->got_bytes = 0;
 		return m;
 	}
-	fd = socket(e->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	fd = connect_nb(e, &err);
 	if (fd == -1)
 		return NULL;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	if (connect(fd, (struct sockaddr *)&e->sa, e->salen) == -1 && errno != EINPROGRESS) {
-		close(fd);
-		return NULL;
-	}
 	m = calloc(1, sizeof(*m));
 	if (!m) {
 		close(fd);
