@@ -337,6 +337,22 @@ out:
 }
 
 /* body[key] as a percentage in thousandths: 0 ok, -1 after replying 422 naming field. */
+/* An integer member in [lo, hi] into *out; 0, or -1 after replying 422 naming field. */
+static int int_member(struct api_call *call, const json_t *obj, const char *key, const char *field,
+                      json_int_t lo, json_int_t hi, uint32_t *out)
+{
+	const json_t *x = json_object_get(obj, key);
+
+	if (!json_is_integer(x) || json_integer_value(x) < lo || json_integer_value(x) > hi) {
+		api_reply_error(call, 422, "invalid", field,
+		                "%s must be an integer from %lld to %lld", field, (long long)lo,
+		                (long long)hi);
+		return -1;
+	}
+	*out = (uint32_t)json_integer_value(x);
+	return 0;
+}
+
 static int body_percent(struct api_call *call, json_t *obj, const char *key, const char *field,
                         uint32_t *out)
 {
@@ -498,7 +514,7 @@ static void h_faults_put(struct api_call *call)
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
 	struct config_fault f = {0};
-	json_t *body = NULL, *jd, *ja, *x;
+	json_t *body = NULL, *jd, *ja;
 	char version[128], err[512];
 	int rc;
 
@@ -524,17 +540,10 @@ static void h_faults_put(struct api_call *call)
 			                "delay must be an object {ms, percent}");
 			goto out;
 		}
-		if (only_keys(call, jd, "delay.", dkeys, 2) != 0)
+		if (only_keys(call, jd, "delay.", dkeys, 2) != 0 ||
+		    int_member(call, jd, "ms", "delay.ms", 0, 3600000, &f.delay_ms) != 0)
 			goto out;
-		x = json_object_get(jd, "ms");
-		if (!json_is_integer(x) || json_integer_value(x) < 0 ||
-		    json_integer_value(x) > 3600000) {
-			api_reply_error(call, 422, "invalid", "delay.ms",
-			                "delay.ms must be an integer between 0 and 3600000");
-			goto out;
-		}
 		f.has_delay = true;
-		f.delay_ms = (uint32_t)json_integer_value(x);
 		if (body_percent(call, jd, "percent", "delay.percent", &f.delay_percent) != 0)
 			goto out;
 	}
@@ -544,17 +553,10 @@ static void h_faults_put(struct api_call *call)
 			                "abort must be an object {status, percent}");
 			goto out;
 		}
-		if (only_keys(call, ja, "abort.", akeys, 2) != 0)
+		if (only_keys(call, ja, "abort.", akeys, 2) != 0 ||
+		    int_member(call, ja, "status", "abort.status", 100, 599, &f.abort_status) != 0)
 			goto out;
-		x = json_object_get(ja, "status");
-		if (!json_is_integer(x) || json_integer_value(x) < 100 ||
-		    json_integer_value(x) > 599) {
-			api_reply_error(call, 422, "invalid", "abort.status",
-			                "abort.status must be an HTTP status between 100 and 599");
-			goto out;
-		}
 		f.has_abort = true;
-		f.abort_status = (uint32_t)json_integer_value(x);
 		if (body_percent(call, ja, "percent", "abort.percent", &f.abort_percent) != 0)
 			goto out;
 	}
