@@ -740,7 +740,7 @@ static void test_legacy_rollback(void **state)
 	    json_pack("{s:s, s:[s], s:b, s:I, s:[{s:i, s:s, s:s, s:s}], s:I}", "reason",
 	              "target api rolled back", "targets", "api", "all", 0, "decision_ms",
 	              (json_int_t)(T0 + 10 * SEC), "hooks", "index", 0, "kind", "exec", "status",
-	              "not_run", "why", "rollback hooks are not implemented yet", "drain_ms",
+	              "not_run", "why", "no hook runner was configured", "drain_ms",
 	              (json_int_t)30000));
 	add(evs, T0 + 20 * SEC, "rollout.rollback",
 	    json_pack("{s:s, s:[s], s:b, s:I, s:i}", "reason", "aborted", "targets", "web", "all",
@@ -754,7 +754,7 @@ static void test_legacy_rollback(void **state)
 	contains(md, "ended at 2024-05-01 10:00:20.000 UTC: **rolled back** after 20.0 s");
 	contains(md, "## Rollback 1 of 2\n\n**Reason:** target api rolled back\n");
 	contains(md, "targets api (the others keep running).\n");
-	contains(md, "| 0 | exec | not_run | — | rollback hooks are not implemented yet |\n");
+	contains(md, "| 0 | exec | not_run | — | no hook runner was configured |\n");
 	contains(md, "- **Drain:** limit 30000 ms (no rollout.drained event).\n");
 	contains(md, "- **Time to mitigate:** not recorded (no rollout.mitigated event).\n");
 	contains(md, "## Rollback 2 of 2\n\n**Reason:** aborted\n");
