@@ -517,15 +517,14 @@ static void *stream_main(void *arg)
 /* ------------------------------------------------------------------------ */
 /* Lifecycle                                                                  */
 
-static char *cat3(const char *a, const char *b, const char *d)
+static char *cat2(const char *a, const char *b)
 {
-	size_t la = strlen(a), lb = strlen(b), ld = strlen(d);
-	char *s = malloc(la + lb + ld + 1);
+	size_t la = strlen(a), lb = strlen(b);
+	char *s = malloc(la + lb + 1);
 
 	if (s) {
 		memcpy(s, a, la);
-		memcpy(s + la, b, lb);
-		memcpy(s + la + lb, d, ld + 1);
+		memcpy(s + la, b, lb + 1);
 	}
 	return s;
 }
@@ -568,8 +567,8 @@ struct canary_client *canary_client_new(const struct canary_options *o)
 	while (blen > 0 && o->base_url[blen - 1] == '/')
 		blen--;
 	c->base_url = strndup(o->base_url, blen);
-	c->stream_url = c->base_url ? cat3(c->base_url, STREAM_PATH, "") : NULL;
-	c->auth_header = o->token ? cat3("Authorization: Bearer ", o->token, "") : NULL;
+	c->stream_url = c->base_url ? cat2(c->base_url, STREAM_PATH) : NULL;
+	c->auth_header = o->token ? cat2("Authorization: Bearer ", o->token) : NULL;
 	c->cache_path = o->cache_path ? strdup(o->cache_path) : NULL;
 	c->multi = curl_multi_init();
 	if (!c->stream_url || (o->token && !c->auth_header) || (o->cache_path && !c->cache_path) ||

@@ -157,99 +157,81 @@ static int eval(struct canary_client *c, const char *key, const struct canary_co
 	return rc;
 }
 
+/* Copies s[0..n) into buf[0..size), NUL-terminated and truncated to fit, as snprintf does. */
+static void copy_out(char *buf, size_t size, const char *s, size_t n)
+{
+	if (!buf || !size)
+		return;
+	if (n >= size)
+		n = size - 1;
+	memcpy(buf, s, n);
+	buf[n] = '\0';
+}
+
 int canary_eval(struct canary_client *c, const char *key, const struct canary_context *ctx,
                 struct canary_result *res, char *value, size_t value_size)
 {
 	struct flag_result fr;
 	int rc = eval(c, key, ctx, &fr, res);
 
-	if (value && value_size) {
-		size_t n = fr.value_json && fr.value_json_len < value_size ? fr.value_json_len
-		           : fr.value_json                                 ? value_size - 1
-		                                                           : 0;
-
-		if (n)
-			memcpy(value, fr.value_json, n);
-		value[n] = '\0';
-	}
-	if (!fr.value_json)
-		res->value_len = 0;
+	/* value_json_len is 0 when no value was resolved */
+	copy_out(value, value_size, fr.value_json ? fr.value_json : "", fr.value_json_len);
 	return rc;
 }
 
-/* The resolved value when usable (no error), else NULL with res->error set. */
+#define TYPE_BOOL   (1u << JSON_TRUE | 1u << JSON_FALSE)
+#define TYPE_NUMBER (1u << JSON_INTEGER | 1u << JSON_REAL)
+#define TYPE_STRING (1u << JSON_STRING)
+
+/*
+ * The resolved value when usable (no error) and of one of the json_types in
+ * the mask, else NULL with res->error set.  res may be NULL.
+ */
 static const json_t *typed(struct canary_client *c, const char *key,
-                           const struct canary_context *ctx, struct canary_result *res,
-                           struct flag_result *fr)
+                           const struct canary_context *ctx, unsigned types,
+                           struct canary_result *res, struct flag_result *fr)
 {
+	struct canary_result tmp;
+
+	if (!res)
+		res = &tmp;
 	if (eval(c, key, ctx, fr, res) != 0)
 		return NULL;
+	if (!(types & 1u << json_typeof(fr->value))) {
+		fail(res, CANARY_ERROR_TYPE_MISMATCH);
+		return NULL;
+	}
 	return fr->value;
 }
 
 int canary_eval_bool(struct canary_client *c, const char *key, const struct canary_context *ctx,
                      int def, struct canary_result *res)
 {
-	struct canary_result tmp;
 	struct flag_result fr;
-	const json_t *v;
+	const json_t *v = typed(c, key, ctx, TYPE_BOOL, res, &fr);
 
-	if (!res)
-		res = &tmp;
-	v = typed(c, key, ctx, res, &fr);
-	if (!v)
-		return def;
-	if (!json_is_boolean(v)) {
-		fail(res, CANARY_ERROR_TYPE_MISMATCH);
-		return def;
-	}
-	return json_is_true(v);
+	return v ? json_is_true(v) : def;
 }
 
 double canary_eval_double(struct canary_client *c, const char *key,
                           const struct canary_context *ctx, double def, struct canary_result *res)
 {
-	struct canary_result tmp;
 	struct flag_result fr;
-	const json_t *v;
+	const json_t *v = typed(c, key, ctx, TYPE_NUMBER, res, &fr);
 
-	if (!res)
-		res = &tmp;
-	v = typed(c, key, ctx, res, &fr);
-	if (!v)
-		return def;
-	if (!json_is_number(v)) {
-		fail(res, CANARY_ERROR_TYPE_MISMATCH);
-		return def;
-	}
-	return json_number_value(v);
+	return v ? json_number_value(v) : def;
 }
 
 size_t canary_eval_string(struct canary_client *c, const char *key,
                           const struct canary_context *ctx, const char *def, char *buf, size_t size,
                           struct canary_result *res)
 {
-	struct canary_result tmp;
 	struct flag_result fr;
-	const json_t *v;
-	const char *s;
-	size_t n;
+	const json_t *v = typed(c, key, ctx, TYPE_STRING, res, &fr);
+	const char *s = v ? json_string_value(v) : def ? def : "";
+	size_t n = v ? json_string_length(v) : strlen(s);
 
-	if (!res)
-		res = &tmp;
-	v = typed(c, key, ctx, res, &fr);
-	if (v && !json_is_string(v)) {
-		fail(res, CANARY_ERROR_TYPE_MISMATCH);
-		v = NULL;
-	}
-	s = v ? json_string_value(v) : def ? def : "";
-	n = v ? json_string_length(v) : strlen(s);
-	if (buf && size) {
-		size_t k = n < size ? n : size - 1;
-
-		memcpy(buf, s, k);
-		buf[k] = '\0';
-	}
+	copy_out(buf, size, s, n);
 	return n;
 }
 

@@ -97,14 +97,13 @@ static int flag_parse(const struct ruleset *rs, const char *key, json_t *def, st
 }
 
 /*
- * Compiles flags[0..n) (with flags[skip] replaced by repl when repl is not
- * NULL, and left out when skip >= 0 and repl is NULL) under rs's segments.
+ * Compiles rs's flags under its segments, with flags[at] replaced by nf, or
+ * left out when nf is NULL; with at < 0, nf (when not NULL) is added.
  */
-static struct flagset *compile(const struct ruleset *rs, const struct rs_flag *flags, size_t n,
-                               long skip, const struct rs_flag *repl, const struct rs_flag *add,
+static struct flagset *compile(const struct ruleset *rs, long at, const struct rs_flag *nf,
                                char *err, size_t errlen)
 {
-	struct config_flag *cfs = calloc(n + 2, sizeof(*cfs));
+	struct config_flag *cfs = calloc(rs->nflags + 1, sizeof(*cfs));
 	struct flagset *set;
 	size_t k = 0;
 
@@ -112,16 +111,14 @@ static struct flagset *compile(const struct ruleset *rs, const struct rs_flag *f
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if ((long)i == skip) {
-			if (repl)
-				cfs[k++] = *repl->cf;
-			continue;
-		}
-		cfs[k++] = *flags[i].cf;
+	for (size_t i = 0; i < rs->nflags; i++) {
+		if ((long)i != at)
+			cfs[k++] = *rs->flags[i].cf;
+		else if (nf)
+			cfs[k++] = *nf->cf;
 	}
-	if (add)
-		cfs[k++] = *add->cf;
+	if (at < 0 && nf)
+		cfs[k++] = *nf->cf;
 	set = flagset_build(cfs, k, rs->segv, rs->nsegs, err, errlen);
 	free(cfs);
 	return set;
@@ -242,7 +239,7 @@ int ruleset_parse(struct ruleset *rs, const char *text, size_t len, struct flags
 			goto out_fail;
 		rs->nflags++;
 	}
-	*set = compile(rs, rs->flags, rs->nflags, -1, NULL, NULL, err, errlen);
+	*set = compile(rs, -1, NULL, err, errlen);
 	if (!*set)
 		goto out_fail;
 	json_decref(root);
@@ -289,8 +286,7 @@ int ruleset_apply_change(struct ruleset *rs, const char *text, size_t len, struc
 		snprintf(err, errlen, "out of memory");
 		goto out_fail;
 	}
-	*set = compile(rs, rs->flags, rs->nflags, at, *deleted ? NULL : &nf,
-	               at < 0 && !*deleted ? &nf : NULL, err, errlen);
+	*set = compile(rs, at, *deleted ? NULL : &nf, err, errlen);
 	if (!*set)
 		goto out_fail;
 	/* compiled: commit */

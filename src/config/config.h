@@ -613,6 +613,9 @@ int config_parse_size(const char *s, uint64_t *bytes);
 /* RFC 3339 date-time ("2024-05-01T06:00:00Z", "...+02:00", fractions) -> epoch seconds. */
 int config_parse_rfc3339(const char *s, int64_t *epoch_s);
 
+/* The same, to epoch milliseconds (fractions past the third digit are dropped). */
+int config_parse_rfc3339_ms(const char *s, int64_t *epoch_ms);
+
 /* "06:00Z" -> minute of the UTC day. */
 int config_parse_time_of_day(const char *s, uint32_t *minute_of_day);
 

@@ -331,9 +331,9 @@ static unsigned days_in_month(unsigned y, unsigned m)
 	return m == 2 && leap ? 29 : dm[m - 1];
 }
 
-int config_parse_rfc3339(const char *s, int64_t *epoch_s)
+int config_parse_rfc3339_ms(const char *s, int64_t *epoch_ms)
 {
-	unsigned y, mo, d, h, mi, sec, oh = 0, om = 0;
+	unsigned y, mo, d, h, mi, sec, oh = 0, om = 0, ms = 0, scale = 100;
 	int sign = 0;
 
 	if (!s)
@@ -351,8 +351,8 @@ int config_parse_rfc3339(const char *s, int64_t *epoch_s)
 		s++;
 		if (!isdigit((unsigned char)*s))
 			return -1;
-		while (isdigit((unsigned char)*s))
-			s++;
+		for (; isdigit((unsigned char)*s); s++, scale /= 10)
+			ms += (unsigned)(*s - '0') * scale; /* past the third digit scale is 0 */
 	}
 	if (*s == 'Z' || *s == 'z') {
 		s++;
@@ -367,8 +367,21 @@ int config_parse_rfc3339(const char *s, int64_t *epoch_s)
 	if (*s || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || h > 23 || mi > 59 ||
 	    sec > 60 || oh > 23 || om > 59)
 		return -1;
-	*epoch_s = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
-	           sign * (int64_t)(oh * 3600 + om * 60);
+	*epoch_ms = (days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec -
+	             sign * (int64_t)(oh * 3600 + om * 60)) *
+	                1000 +
+	            ms;
+	return 0;
+}
+
+int config_parse_rfc3339(const char *s, int64_t *epoch_s)
+{
+	int64_t ms;
+
+	if (config_parse_rfc3339_ms(s, &ms) != 0)
+		return -1;
+	/* the fraction only adds: flooring drops it, also before 1970 */
+	*epoch_s = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
 	return 0;
 }
 

@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 struct segment_cond {
 	const char *attr;
@@ -16,48 +15,19 @@ struct segment_cond {
 	int has_re;
 };
 
-/* RFC 3339 -> ms since the epoch; -1 on error. */
+/*
+ * RFC 3339 -> ms since the epoch; -1 on error.  The config's parser, so a
+ * time the validator accepted compiles, and a context's value reads alike.
+ */
 static int parse_rfc3339(struct str s, int64_t *ms)
 {
-	char buf[64], *end;
-	struct tm tm = {0};
-	long frac_ms = 0;
-	int off_min = 0;
-	const char *p;
+	char buf[64];
 
 	if (s.len == 0 || s.len >= sizeof(buf))
 		return -1;
 	memcpy(buf, s.p, s.len);
 	buf[s.len] = '\0';
-	p = strptime(buf, "%Y-%m-%dT%H:%M:%S", &tm);
-	if (!p)
-		return -1;
-	if (*p == '.') {
-		long scale = 100;
-
-		for (p++; *p >= '0' && *p <= '9'; p++) {
-			frac_ms += (*p - '0') * scale;
-			scale /= 10;
-		}
-	}
-	if (*p == 'Z' || *p == 'z') {
-		p++;
-	} else if (*p == '+' || *p == '-') {
-		int sign = *p == '-' ? -1 : 1;
-		long hh = strtol(p + 1, &end, 10), mm = 0;
-
-		if (*end != ':')
-			return -1;
-		mm = strtol(end + 1, &end, 10);
-		off_min = sign * (int)(hh * 60 + mm);
-		p = end;
-	} else {
-		return -1;
-	}
-	if (*p)
-		return -1;
-	*ms = ((int64_t)timegm(&tm) - (int64_t)off_min * 60) * 1000 + frac_ms;
-	return 0;
+	return config_parse_rfc3339_ms(buf, ms);
 }
 
 int segment_semver_cmp(struct str a, struct str b)

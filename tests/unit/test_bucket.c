@@ -62,12 +62,16 @@ static void test_raising_weight_keeps_canary_units(void **state)
 		uint32_t b = bucket_of("svc", 3, key, (size_t)kl);
 		int was_canary = 0;
 
+		assert_true(b < BUCKET_COUNT);
 		for (uint32_t w = 0; w <= 100000; w += 2500) {
 			int c = bucket_cohort(b, w) == COHORT_CANARY;
 
 			assert_false(was_canary && !c);
+			/* the canary is exactly the buckets [0, w) */
+			assert_int_equal(c, b < w);
 			was_canary = c;
 		}
+		assert_true(was_canary); /* at 100% every unit is on the canary */
 	}
 }
 

@@ -627,6 +627,11 @@ static void test_same_as_server_core(void **state)
 	const char *plans[] = {"gold", "free", NULL};
 	const char *emails[] = {"a@novacron.io", "b@example.com"};
 	const char *ages[] = {"17", "18", "30.5"};
+	unsigned reasons = 0, on = 0;
+	struct canary_attr internal[] = {{"email", "ops@novacron.io"}};
+	struct canary_context ictx = {NULL, internal, 1};
+	struct canary_result r;
+	char buf[16];
 
 	assert_true(fd >= 0);
 	assert_int_equal(write(fd, text, sizeof(text) - 1), (ssize_t)(sizeof(text) - 1));
@@ -637,7 +642,6 @@ static void test_same_as_server_core(void **state)
 		char node[32];
 		struct canary_attr a[4];
 		struct canary_context ctx;
-		struct canary_result r;
 		struct flag_result fr;
 		struct flag_json_ctx jc;
 		json_t *obj;
@@ -664,9 +668,34 @@ static void test_same_as_server_core(void **state)
 		rc = flag_eval(flagset_find(set, "dwcp_v3_hde", 11), flag_ctx_json_attr, &jc, &fr);
 		assert_int_equal(canary_eval(c, "dwcp_v3_hde", &ctx, &r, NULL, 0), rc);
 		assert_int_equal((int)r.reason, (int)fr.reason);
+		assert_int_equal((int)r.error, (int)fr.error);
 		assert_string_equal(r.variant, fr.variant);
+		assert_int_equal(r.value_len, fr.value_json_len);
+		reasons |= 1u << r.reason;
+		on += strcmp(r.variant, "on") == 0;
 		json_decref(obj);
 	}
+	/* the contexts went through rules and the split, both ways */
+	assert_int_equal(reasons, 1u << CANARY_REASON_SPLIT | 1u << CANARY_REASON_TARGETING_MATCH);
+	assert_in_range(on, 30, 570);
+
+	/* typed calls: def on any error, off variant given by canary_eval */
+	assert_int_equal(canary_eval_bool(c, "dwcp_v3_hde", NULL, 1, &r), 1);
+	assert_int_equal(r.error, CANARY_ERROR_TARGETING_KEY_MISSING);
+	assert_string_equal(r.variant, "off");
+	assert_int_equal(canary_eval(c, "dwcp_v3_hde", NULL, &r, buf, sizeof(buf)), -1);
+	assert_string_equal(buf, "false");
+	assert_int_equal(r.value_len, 5);
+	assert_int_equal(canary_eval_bool(c, "dwcp_v3_hde", &ictx, 0, NULL), 1);
+	assert_true(canary_eval_double(c, "dwcp_v3_hde", &ictx, 2.5, &r) == 2.5);
+	assert_int_equal(r.error, CANARY_ERROR_TYPE_MISMATCH);
+	assert_int_equal(r.reason, CANARY_REASON_ERROR);
+	assert_int_equal(canary_eval_string(c, "dwcp_v3_hde", &ictx, "default", buf, 4, &r), 7);
+	assert_string_equal(buf, "def");
+	assert_int_equal(r.error, CANARY_ERROR_TYPE_MISMATCH);
+	assert_int_equal(canary_eval_string(c, "dwcp_v3_hde", &ictx, NULL, buf, sizeof(buf), NULL),
+	                 0);
+	assert_string_equal(buf, "");
 	canary_client_free(c);
 	flagset_free(set);
 	ruleset_release(&rs);

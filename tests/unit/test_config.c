@@ -1124,6 +1124,18 @@ static void test_other_validators(void **state)
 	assert_int_equal(config_parse_rfc3339("2024-05-01T06:00:00", &t), -1);
 	assert_int_equal(config_parse_rfc3339("2024-05-01", &t), -1);
 	assert_int_equal(config_parse_rfc3339("2024-13-01T00:00:00Z", &t), -1);
+	/* milliseconds: fractions past the third digit dropped; seconds floor before 1970 */
+	assert_int_equal(config_parse_rfc3339_ms("2024-02-29T23:59:59.123Z", &t), 0);
+	assert_int_equal(t, 1709251199123LL);
+	assert_int_equal(config_parse_rfc3339_ms("1970-01-01T00:00:00.5Z", &t), 0);
+	assert_int_equal(t, 500);
+	assert_int_equal(config_parse_rfc3339_ms("1970-01-01T00:00:00.0019z", &t), 0);
+	assert_int_equal(t, 1);
+	assert_int_equal(config_parse_rfc3339_ms("1969-12-31T23:59:59.250Z", &t), 0);
+	assert_int_equal(t, -750);
+	assert_int_equal(config_parse_rfc3339("1969-12-31T23:59:59.250Z", &t), 0);
+	assert_int_equal(t, -1);
+	assert_int_equal(config_parse_rfc3339_ms("1970-01-01T00:00:00.Z", &t), -1);
 
 	assert_int_equal(config_parse_time_of_day("06:00Z", &m), 0);
 	assert_int_equal(m, 360);

@@ -794,6 +794,9 @@ static void test_segment_operators(void **state)
 	    {"{\"signup\": \"2023-06-01T00:00:00Z\"}", "c", 2},
 	    {"{\"signup\": \"2024-01-01T01:00:00+02:00\"}", "c", 2},
 	    {"{\"signup\": \"2024-06-01T00:00:00Z\"}", "off", -1},
+	    /* to the millisecond */
+	    {"{\"signup\": \"2023-12-31T23:59:59.999Z\"}", "c", 2},
+	    {"{\"signup\": \"2024-01-01T00:00:00.001Z\"}", "off", -1},
 	    /* matches (POSIX ERE) */
 	    {"{\"host\": \"hv-eu-12\"}", "d", 3},
 	    {"{\"host\": \"hv-asia-1\"}", "off", -1},
@@ -1091,6 +1094,51 @@ static void test_flag_from_json(void **state)
 	flagset_free(set);
 }
 
+/* A time the config validator accepts compiles, and contexts read times the same way. */
+static void test_times_compile_as_validated(void **state)
+{
+	static const char yaml[] =
+	    "segments:\n"
+	    "  early: {match: [{attr: t, op: before, values: [\"2024-01-01 00:00:00.5z\"]}]}\n"
+	    "flags:\n"
+	    "  f: {rules: [{segment: early, serve: on}]}\n";
+	static const struct {
+		const char *ctx;
+		const char *variant;
+	} cases[] = {
+	    {"{\"t\": \"2024-01-01T00:00:00.499Z\"}", "on"},
+	    {"{\"t\": \"2024-01-01t00:00:00.5z\"}", "off"},
+	    {"{\"t\": \"2023-12-31T23:00:00-01:00\"}", "on"},
+	    {"{\"t\": \"2023-12-31 23:59:59Z\"}", "on"},
+	    /* not RFC 3339: no match */
+	    {"{\"t\": \"2023-1-1T00:00:00Z\"}", "off"},
+	    {"{\"t\": \"2023-12-31T23:59:59\"}", "off"},
+	    {"{\"t\": \"2023-12-31T23:59:59.Z\"}", "off"},
+	    {"{\"t\": \"2023-02-30T00:00:00Z\"}", "off"},
+	};
+	struct config_errors errs = {0};
+	struct config *cfg = config_load_string("t.yaml", yaml, strlen(yaml), &errs);
+	struct flagset *set;
+	char err[128];
+
+	if (!cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(cfg);
+	set =
+	    flagset_build(cfg->flags, cfg->nflags, cfg->segments, cfg->nsegments, err, sizeof(err));
+	if (!set)
+		fail_msg("%s", err);
+	config_free(cfg);
+	config_errors_release(&errs);
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct flag_result r = ev(set, "f", cases[i].ctx);
+
+		if (strcmp(r.variant, cases[i].variant) != 0)
+			fail_msg("%s: got %s, want %s", cases[i].ctx, r.variant, cases[i].variant);
+	}
+	flagset_free(set);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Allocation-free, thread-safe                                               */
 
@@ -1230,6 +1278,7 @@ int main(void)
 	    cmocka_unit_test(test_find_many),
 	    cmocka_unit_test(test_build_errors),
 	    cmocka_unit_test(test_flag_from_json),
+	    cmocka_unit_test(test_times_compile_as_validated),
 	    cmocka_unit_test(test_eval_does_not_allocate),
 	    cmocka_unit_test(test_concurrent_eval),
 	};
