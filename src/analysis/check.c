@@ -64,7 +64,7 @@ double check_metric_value(enum config_metric m, const struct metrics_cohort_snap
 	}
 }
 
-static bool relative_bounds(const struct config_check *c)
+bool check_has_relative_bounds(const struct config_check *c)
 {
 	return c->min_ratio.set || c->max_ratio.set || c->max_increase.set || c->max_decrease.set;
 }
@@ -118,7 +118,7 @@ static bool violated_except(const struct config_check *c, struct check_verdict *
 	return false;
 }
 
-static bool violated(const struct config_check *c, struct check_verdict *v)
+bool check_bounds_violated(const struct config_check *c, struct check_verdict *v)
 {
 	return violated_except(c, v, 0);
 }
@@ -166,7 +166,7 @@ enum check_outcome check_evaluate_cumulative(const struct config_check *c,
 	}
 	if (c->test.method != CONFIG_TEST_NONE)
 		return test_evaluate(c, canary, baseline, cum, interval_ms, v);
-	need_baseline = relative_bounds(c);
+	need_baseline = check_has_relative_bounds(c);
 	if (v->canary_requests < c->min_samples ||
 	    (need_baseline && v->baseline_requests < c->min_samples)) {
 		v->outcome = CHECK_INCONCLUSIVE;
@@ -185,7 +185,7 @@ enum check_outcome check_evaluate_cumulative(const struct config_check *c,
 		return v->outcome;
 	}
 
-	if (!violated(c, v)) {
+	if (!check_bounds_violated(c, v)) {
 		v->outcome = CHECK_PASS;
 		snprintf(v->reason, sizeof(v->reason),
 		         "%s %.4g on the canary is within bounds (baseline %.4g; %llu vs %llu "

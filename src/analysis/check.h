@@ -131,6 +131,20 @@ const char *check_bound_name(enum check_bound b);
 double check_metric_value(enum config_metric m, const struct metrics_cohort_snapshot *s,
                           uint64_t interval_ms);
 
+/* True when c has a bound relative to the baseline (min_ratio, max_ratio,
+ * max_increase or max_decrease). */
+bool check_has_relative_bounds(const struct config_check *c);
+
+/*
+ * Judges the values v->canary and v->baseline against c's bounds in the
+ * order above; the relative ones only when v->baseline is not NAN (a ratio
+ * over a zero baseline is 1 when the canary is 0 too, else infinite).  On
+ * the first violated bound sets v->bound, v->bound_value and v->observed
+ * (the value, ratio or difference compared) and returns true; false when
+ * none is violated.  Shared by check_evaluate() and source_evaluate().
+ */
+bool check_bounds_violated(const struct config_check *c, struct check_verdict *v);
+
 /*
  * Evaluates check c for one interval: canary and baseline are the two
  * cohorts' deltas over interval_ms.  Fills *out completely (out->check

@@ -13,7 +13,6 @@
 
 #include "core/jobs.h"
 #include "core/str.h"
-#include "rollout/engine.h"
 
 static void say(char *err, size_t len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void say(char *err, size_t len, const char *fmt, ...)
@@ -127,7 +126,7 @@ int source_request_build(const struct config_check *c, const char *prometheus,
 			say(err, errlen, "query checks need metrics.prometheus");
 			return -1;
 		}
-		if (rollout_template(c->query, vars, out->text, sizeof(out->text))) {
+		if (str_template(c->query, vars, out->text, sizeof(out->text))) {
 			say(err, errlen, "the expanded query is longer than %d bytes",
 			    SOURCE_TEXT_MAX - 1);
 			return -1;
@@ -145,7 +144,7 @@ int source_request_build(const struct config_check *c, const char *prometheus,
 		return 0;
 	}
 	case CONFIG_SOURCE_HTTP:
-		if (rollout_template(c->http_url, vars, out->url, SOURCE_TEXT_MAX)) {
+		if (str_template(c->http_url, vars, out->url, SOURCE_TEXT_MAX)) {
 			say(err, errlen, "the expanded URL is longer than %d bytes",
 			    SOURCE_TEXT_MAX - 1);
 			return -1;
@@ -162,7 +161,7 @@ int source_request_build(const struct config_check *c, const char *prometheus,
 			size_t n;
 
 			if (used >= sizeof(out->pool) ||
-			    rollout_template(c->exec.v[i], vars, arg, sizeof(out->pool) - used)) {
+			    str_template(c->exec.v[i], vars, arg, sizeof(out->pool) - used)) {
 				say(err, errlen, "the expanded command is longer than %d bytes",
 				    SOURCE_TEXT_MAX - 1);
 				return -1;
@@ -430,41 +429,6 @@ void source_read_result(const struct config_check *c, const struct job_result *r
 /* ------------------------------------------------------------------------ */
 /* Judging                                                                    */
 
-static bool relative(const struct config_check *c)
-{
-	return c->min_ratio.set || c->max_ratio.set || c->max_increase.set || c->max_decrease.set;
-}
-
-/* The first violated bound, in check.h's order; false when none. */
-static bool violated(const struct config_check *c, struct check_verdict *v)
-{
-	double ratio, diff = v->canary - v->baseline;
-
-	if (v->baseline == 0)
-		ratio = v->canary == 0 ? 1.0 : INFINITY;
-	else
-		ratio = v->canary / v->baseline;
-#define TRY(field, kind, val, bad)                       \
-	do {                                             \
-		if (c->field.set && (bad)) {             \
-			v->bound = (kind);               \
-			v->bound_value = c->field.value; \
-			v->observed = (val);             \
-			return true;                     \
-		}                                        \
-	} while (0)
-	TRY(min, CHECK_BOUND_MIN, v->canary, v->canary < c->min.value);
-	TRY(max, CHECK_BOUND_MAX, v->canary, v->canary > c->max.value);
-	if (!isnan(v->baseline)) {
-		TRY(min_ratio, CHECK_BOUND_MIN_RATIO, ratio, ratio < c->min_ratio.value);
-		TRY(max_ratio, CHECK_BOUND_MAX_RATIO, ratio, ratio > c->max_ratio.value);
-		TRY(max_increase, CHECK_BOUND_MAX_INCREASE, diff, diff > c->max_increase.value);
-		TRY(max_decrease, CHECK_BOUND_MAX_DECREASE, diff, -diff > c->max_decrease.value);
-	}
-#undef TRY
-	return false;
-}
-
 enum check_outcome source_evaluate(const struct config_check *c,
                                    const struct source_reading *canary,
                                    const struct source_reading *baseline, uint64_t interval_ms,
@@ -489,19 +453,19 @@ enum check_outcome source_evaluate(const struct config_check *c,
 		         canary ? canary->error : "it did not run");
 		return v->outcome;
 	}
-	if (relative(c) && !baseline) {
+	if (check_has_relative_bounds(c) && !baseline) {
 		snprintf(v->reason, sizeof(v->reason),
 		         "check %s has a bound relative to the baseline, but its %s source runs "
 		         "once: mention {{cohort}}, {{version}} or {{variant}} in it",
 		         c->name, m);
 		return v->outcome;
 	}
-	if (relative(c) && !baseline->ok) {
+	if (check_has_relative_bounds(c) && !baseline->ok) {
 		snprintf(v->reason, sizeof(v->reason), "the %s source failed for the baseline: %s",
 		         m, baseline->error);
 		return v->outcome;
 	}
-	if (!violated(c, v)) {
+	if (!check_bounds_violated(c, v)) {
 		v->outcome = CHECK_PASS;
 		if (isnan(v->baseline))
 			snprintf(v->reason, sizeof(v->reason),

@@ -37,8 +37,9 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
+
+#include "core/loop.h"
 
 extern char **environ;
 
@@ -87,14 +88,6 @@ static CURLcode curl_init_rc = CURLE_FAILED_INIT;
 static void curl_init_once(void)
 {
 	curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-}
-
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static int ms_until(uint64_t deadline, uint64_t now)
@@ -296,7 +289,7 @@ out_fa:
 static void run_exec(struct jobs *j, struct job *job)
 {
 	struct job_result *res = &job->res;
-	uint64_t deadline = now_ms() + job->timeout_ms;
+	uint64_t deadline = clock_mono_ms() + job->timeout_ms;
 	size_t kept = 0;
 	int pfd[2], wstatus = 0, reaped = 1, wait_err = 0, timed_out = 0, stopped = 0;
 	int pipe_open = 1;
@@ -332,7 +325,7 @@ static void run_exec(struct jobs *j, struct job *job)
 	while (pipe_open) {
 		struct pollfd p[2] = {{.fd = pfd[0], .events = POLLIN},
 		                      {.fd = j->stop_fd, .events = POLLIN}};
-		uint64_t now = now_ms();
+		uint64_t now = clock_mono_ms();
 		ssize_t n;
 
 		if (now >= deadline) {
@@ -378,7 +371,7 @@ static void run_exec(struct jobs *j, struct job *job)
 			break; /* waitpid below reports it */
 		if (si.si_pid == pid)
 			break;
-		now = now_ms();
+		now = clock_mono_ms();
 		if (now >= deadline) {
 			timed_out = 1;
 			break;
@@ -648,12 +641,12 @@ static void *worker_main(void *arg)
 		job->state = JOB_RUNNING;
 		pthread_mutex_unlock(&j->lock);
 
-		start = now_ms();
+		start = clock_mono_ms();
 		if (job->kind == JOB_KIND_EXEC)
 			run_exec(j, job);
 		else
 			run_http(j, job, job->kind == JOB_KIND_GET);
-		job->res.duration_ms = (int64_t)(now_ms() - start);
+		job->res.duration_ms = (int64_t)(clock_mono_ms() - start);
 
 		pthread_mutex_lock(&j->lock);
 		if (job->detached) {

@@ -80,3 +80,44 @@ struct str str_query_param(struct str q, const char *name)
 	}
 	return STR_NULL;
 }
+
+int str_template(const char *tmpl, const char *const *vars, char *out, size_t outlen)
+{
+	size_t o = 0;
+	int rc = 0;
+
+	if (!outlen)
+		return -ENOSPC;
+	for (const char *p = tmpl; *p;) {
+		const char *val = NULL, *end;
+		size_t n;
+
+		if (p[0] == '{' && p[1] == '{' && (end = strstr(p + 2, "}}")) != NULL) {
+			size_t klen = (size_t)(end - p - 2);
+
+			for (size_t i = 0; vars && vars[i] && vars[i + 1]; i += 2)
+				if (strlen(vars[i]) == klen && memcmp(vars[i], p + 2, klen) == 0)
+					val = vars[i + 1];
+			if (val) {
+				n = strlen(val);
+				if (o + n >= outlen) {
+					n = outlen - 1 - o;
+					rc = -ENOSPC;
+				}
+				memcpy(out + o, val, n);
+				o += n;
+				p = end + 2;
+				if (rc)
+					break;
+				continue;
+			}
+		}
+		if (o + 1 >= outlen) {
+			rc = -ENOSPC;
+			break;
+		}
+		out[o++] = *p++;
+	}
+	out[o] = '\0';
+	return rc;
+}

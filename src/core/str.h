@@ -78,4 +78,14 @@ struct str str_query_param(struct str q, const char *name);
 /* Copies s into a newly malloc'd NUL-terminated string; NULL on ENOMEM. */
 char *str_dup(struct str s);
 
+/*
+ * Copies tmpl into out, replacing each {{name}} found in vars (NULL or
+ * NULL-terminated name/value pairs) by its value, which is not expanded
+ * again; an unknown {{name}} and lone braces are kept as written.  Returns
+ * 0, or -ENOSPC when out is too small (out then holds a truncated,
+ * NUL-terminated string).  Rollback hooks' argv and metric sources' queries,
+ * URLs and commands are templated with it.
+ */
+int str_template(const char *tmpl, const char *const *vars, char *out, size_t outlen);
+
 #endif

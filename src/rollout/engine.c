@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "analysis/check.h"
 #include "analysis/source.h"
@@ -25,6 +24,7 @@
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/str.h"
 #include "proxy/mirror.h"
 #include "rollout/evidence.h"
 #include "store/store.h"
@@ -1166,7 +1166,8 @@ struct src_round {
 	uint32_t generation;
 	size_t step;
 	bool bake, per_cohort;
-	struct src_slot *slots; /* [target * 2 + (0 canary | 1 baseline)] */
+	size_t ntargets;         /* the rollout's targets, at most MAX_TARGETS */
+	struct src_slot slots[]; /* [target * 2 + (0 canary | 1 baseline)] */
 };
 
 static void src_drop(struct rollout_engine *e, struct check_run *cr)
@@ -1175,10 +1176,9 @@ static void src_drop(struct rollout_engine *e, struct check_run *cr)
 
 	if (!rd)
 		return;
-	for (size_t i = 0; rd->slots && i < 2 * MAX_TARGETS; i++)
+	for (size_t i = 0; i < 2 * rd->ntargets; i++)
 		if (rd->slots[i].job && e->be.source_forget)
 			e->be.source_forget(e->be.ctx, rd->slots[i].job);
-	free(rd->slots);
 	free(rd);
 	cr->src = NULL;
 }
@@ -1223,13 +1223,10 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 	struct src_round *rd;
 
 	src_drop(e, cr); /* source_tick() judged the last round already; this never drops one */
-	rd = calloc(1, sizeof(*rd));
-	if (rd)
-		rd->slots = calloc(2 * MAX_TARGETS, sizeof(*rd->slots));
-	if (!rd || !rd->slots) {
-		free(rd);
+	rd = calloc(1, sizeof(*rd) + 2 * n * sizeof(rd->slots[0]));
+	if (!rd)
 		return;
-	}
+	rd->ntargets = n;
 	rd->end_ms = now;
 	rd->deadline_ms = now + (int64_t)c->timeout_ms + SOURCE_GRACE_MS;
 	rd->generation = r->generation;
@@ -1265,7 +1262,6 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 		}
 	}
 	if (!used) {
-		free(rd->slots);
 		free(rd);
 		return;
 	}
@@ -1290,7 +1286,7 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 	bool act, pause_err;
 	uint64_t t0_us = clock_mono_us();
 
-	for (size_t t = 0; t < MAX_TARGETS; t++) {
+	for (size_t t = 0; t < rd->ntargets; t++) {
 		struct src_slot *a = &rd->slots[t * 2], *b = &rd->slots[t * 2 + 1];
 
 		if (!a->used)
@@ -1377,7 +1373,6 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 	}
 out:
 	json_decref(src);
-	free(rd->slots);
 	free(rd);
 }
 
@@ -1402,7 +1397,7 @@ static void source_tick(struct rollout_engine *e, struct run *r, int64_t now)
 			src_drop(e, cr);
 			continue;
 		}
-		for (size_t i = 0; i < 2 * MAX_TARGETS; i++) {
+		for (size_t i = 0; i < 2 * rd->ntargets; i++) {
 			struct src_slot *sl = &rd->slots[i];
 			struct job_result res;
 			int rc;
@@ -1732,47 +1727,6 @@ out:
 /* ------------------------------------------------------------------------ */
 /* Rollback pipeline: drain, hooks, verify, evidence                         */
 
-int rollout_template(const char *tmpl, const char *const *vars, char *out, size_t outlen)
-{
-	size_t o = 0;
-	int rc = 0;
-
-	if (!outlen)
-		return -ENOSPC;
-	for (const char *p = tmpl; *p;) {
-		const char *val = NULL, *end;
-		size_t n;
-
-		if (p[0] == '{' && p[1] == '{' && (end = strstr(p + 2, "}}")) != NULL) {
-			size_t klen = (size_t)(end - p - 2);
-
-			for (size_t i = 0; vars && vars[i] && vars[i + 1]; i += 2)
-				if (strlen(vars[i]) == klen && memcmp(vars[i], p + 2, klen) == 0)
-					val = vars[i + 1];
-			if (val) {
-				n = strlen(val);
-				if (o + n >= outlen) {
-					n = outlen - 1 - o;
-					rc = -ENOSPC;
-				}
-				memcpy(out + o, val, n);
-				o += n;
-				p = end + 2;
-				if (rc)
-					break;
-				continue;
-			}
-		}
-		if (o + 1 >= outlen) {
-			rc = -ENOSPC;
-			break;
-		}
-		out[o++] = *p++;
-	}
-	out[o] = '\0';
-	return rc;
-}
-
 static void post_set_stage(struct run *r, enum post_stage st, int64_t now)
 {
 	r->post.stage = st;
@@ -1831,7 +1785,7 @@ static void hook_begin(struct rollout_engine *e, struct run *r, size_t h, size_t
 		for (size_t i = 0; argv && i < hk->argv.n; i++) {
 			argv[i] = malloc(4096);
 			if (argv[i])
-				rollout_template(hk->argv.v[i], vars, argv[i], 4096);
+				str_template(hk->argv.v[i], vars, argv[i], 4096);
 			else
 				goto out;
 		}
@@ -2557,35 +2511,34 @@ int rollout_engine_rollback_all(struct rollout_engine *e, const char *actor, int
 	return n;
 }
 
-const char *rollout_engine_owner(const struct rollout_engine *e, const char *service)
+/* The active rollout with a not rolled back target of kind driving name. */
+static const char *owner(const struct rollout_engine *e, enum config_target_kind kind,
+                         const char *name)
 {
-	for (size_t i = 0; e && service && i < e->nruns; i++) {
+	for (size_t i = 0; e && name && i < e->nruns; i++) {
 		const struct run *r = &e->runs[i];
 
 		if (!active(r))
 			continue;
-		for (size_t t = 0; t < r->cfg->ntargets; t++)
-			if (target(r, t)->kind == CONFIG_TARGET_SERVICE &&
-			    !r->targets[t].rolled_back &&
-			    strcmp(target(r, t)->service, service) == 0)
+		for (size_t t = 0; t < r->cfg->ntargets; t++) {
+			const struct config_target *tg = target(r, t);
+
+			if (tg->kind == kind && !r->targets[t].rolled_back &&
+			    strcmp(kind == CONFIG_TARGET_FLAG ? tg->flag : tg->service, name) == 0)
 				return r->cfg->name;
+		}
 	}
 	return NULL;
 }
 
+const char *rollout_engine_owner(const struct rollout_engine *e, const char *service)
+{
+	return owner(e, CONFIG_TARGET_SERVICE, service);
+}
+
 const char *rollout_engine_flag_owner(const struct rollout_engine *e, const char *flag)
 {
-	for (size_t i = 0; e && flag && i < e->nruns; i++) {
-		const struct run *r = &e->runs[i];
-
-		if (!active(r))
-			continue;
-		for (size_t t = 0; t < r->cfg->ntargets; t++)
-			if (target(r, t)->kind == CONFIG_TARGET_FLAG &&
-			    !r->targets[t].rolled_back && strcmp(target(r, t)->flag, flag) == 0)
-				return r->cfg->name;
-	}
-	return NULL;
+	return owner(e, CONFIG_TARGET_FLAG, flag);
 }
 
 int rollout_engine_state(const struct rollout_engine *e, const char *name)
@@ -2604,12 +2557,9 @@ int rollout_engine_step(const struct rollout_engine *e, const char *name)
 
 int64_t rollout_engine_now(const struct rollout_engine *e)
 {
-	struct timespec ts;
-
 	if (e->be.now_ms)
 		return e->be.now_ms(e->be.ctx);
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)clock_wall_ms();
 }
 
 struct store *rollout_engine_store(const struct rollout_engine *e)

@@ -249,14 +249,6 @@ void rollout_engine_adopt(struct rollout_engine *e, const struct rollout_engine 
 int rollout_engine_write_prometheus(const struct rollout_engine *e, struct buf *out);
 
 /*
- * Replaces {{rollout}}, {{target}}, {{service}}, {{canary}}, {{stable}},
- * {{reason}} in tmpl (vars: NULL-terminated name/value pairs); an unknown
- * {{name}} is kept as written.  Returns 0, or -ENOSPC when out is too
- * small (out then holds a truncated, NUL-terminated string).  Pure.
- */
-int rollout_template(const char *tmpl, const char *const *vars, char *out, size_t outlen);
-
-/*
  * The evidence bundle of rollout name (see rollout/evidence.h), built from
  * its events in the store, its live view and the config text.  New
  * object; NULL when there is no such rollout or the store cannot be read.

@@ -129,6 +129,58 @@ static void test_relative_bounds(void **state)
 	cohort(&a, 1000, 1, 1000);
 	cohort(&b, 1000, 0, 1000);
 	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_PASS);
+	c.max_ratio = (struct config_bound){true, 2.0};
+	assert_int_equal(check_evaluate(&c, &a, &b, 10000, &v), CHECK_FAIL);
+	assert_int_equal(v.bound, CHECK_BOUND_MAX_RATIO);
+	assert_true(isinf(v.observed) && v.observed > 0);
+}
+
+/* The bound evaluation source checks share: order, NAN and zero baselines. */
+static void test_bounds_on_plain_values(void **state)
+{
+	struct config_check c = base_check(CONFIG_METRIC_ERROR_RATE);
+	struct check_verdict v;
+
+	(void)state;
+	assert_false(check_has_relative_bounds(&c));
+	c.max = (struct config_bound){true, 10};
+	assert_false(check_has_relative_bounds(&c));
+	c.max_decrease = (struct config_bound){true, 1};
+	assert_true(check_has_relative_bounds(&c));
+
+	/* min and max come first: 12 breaks max before max_decrease is looked at */
+	memset(&v, 0, sizeof(v));
+	v.canary = 12;
+	v.baseline = 20;
+	assert_true(check_bounds_violated(&c, &v));
+	assert_int_equal(v.bound, CHECK_BOUND_MAX);
+	assert_true(v.bound_value == 10 && v.observed == 12);
+	/* max_decrease: observed is canary - baseline */
+	v.canary = 5;
+	assert_true(check_bounds_violated(&c, &v));
+	assert_int_equal(v.bound, CHECK_BOUND_MAX_DECREASE);
+	assert_true(v.bound_value == 1 && v.observed == -15);
+	/* a NAN baseline skips every relative bound */
+	v.bound = CHECK_BOUND_NONE;
+	v.baseline = NAN;
+	assert_false(check_bounds_violated(&c, &v));
+	assert_int_equal(v.bound, CHECK_BOUND_NONE);
+
+	/* min_ratio over a zero baseline: 0/0 is 1, x/0 is infinite */
+	c = base_check(CONFIG_METRIC_ERROR_RATE);
+	c.min_ratio = (struct config_bound){true, 1.5};
+	v.canary = 0;
+	v.baseline = 0;
+	assert_true(check_bounds_violated(&c, &v));
+	assert_int_equal(v.bound, CHECK_BOUND_MIN_RATIO);
+	assert_true(v.observed == 1.0);
+	v.canary = 3;
+	assert_false(check_bounds_violated(&c, &v));
+	v.baseline = 2;
+	assert_false(check_bounds_violated(&c, &v));
+	v.baseline = 2.5;
+	assert_true(check_bounds_violated(&c, &v));
+	assert_true(fabs(v.observed - 1.2) < 1e-12);
 }
 
 static void test_test_applied_and_sources(void **state)
@@ -204,6 +256,7 @@ int main(void)
 	    cmocka_unit_test(test_max_fails_with_reason),
 	    cmocka_unit_test(test_min_samples_inconclusive_never_pass),
 	    cmocka_unit_test(test_relative_bounds),
+	    cmocka_unit_test(test_bounds_on_plain_values),
 	    cmocka_unit_test(test_test_applied_and_sources),
 	};
 

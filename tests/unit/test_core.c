@@ -240,6 +240,25 @@ static void test_str_to_double(void **state)
 	assert_int_equal(str_to_double(str_make(big, 64), &d), -1);
 }
 
+static void test_str_template(void **state)
+{
+	const char *vars[] = {"target", "web", "canary", "v2", "reason", "a {{target}} b", NULL};
+	char out[64];
+
+	(void)state;
+	assert_int_equal(str_template("undeploy {{target}} {{canary}}", vars, out, sizeof(out)), 0);
+	assert_string_equal(out, "undeploy web v2");
+	/* unknown names and lone braces are kept; values are not expanded again */
+	assert_int_equal(str_template("{{nope}} {x} {{reason}}", vars, out, sizeof(out)), 0);
+	assert_string_equal(out, "{{nope}} {x} a {{target}} b");
+	assert_int_equal(str_template("{{target", vars, out, sizeof(out)), 0);
+	assert_string_equal(out, "{{target");
+	assert_int_equal(str_template("x{{canary}}{{canary}}", vars, out, 5), -ENOSPC);
+	assert_string_equal(out, "xv2v");
+	assert_int_equal(str_template("abc", NULL, out, 3), -ENOSPC);
+	assert_string_equal(out, "ab");
+}
+
 struct tobj {
 	struct snap_obj o;
 	int *destroyed;
@@ -291,6 +310,7 @@ int main(void)
 	    cmocka_unit_test(test_buf_cap_and_consume),
 	    cmocka_unit_test(test_str_helpers),
 	    cmocka_unit_test(test_str_to_double),
+	    cmocka_unit_test(test_str_template),
 	    cmocka_unit_test(test_snapshot_swap_keeps_readers_reference),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -883,26 +883,6 @@ static void test_api(void **state)
 
 /* --- hooks, pipeline, bake ---------------------------------------------------------- */
 
-static void test_template(void **state)
-{
-	const char *vars[] = {"target", "web", "canary", "v2", "reason", "a {{target}} b", NULL};
-	char out[64];
-
-	(void)state;
-	assert_int_equal(rollout_template("undeploy {{target}} {{canary}}", vars, out, sizeof(out)),
-	                 0);
-	assert_string_equal(out, "undeploy web v2");
-	/* unknown names and lone braces are kept; values are not expanded again */
-	assert_int_equal(rollout_template("{{nope}} {x} {{reason}}", vars, out, sizeof(out)), 0);
-	assert_string_equal(out, "{{nope}} {x} a {{target}} b");
-	assert_int_equal(rollout_template("{{target", vars, out, sizeof(out)), 0);
-	assert_string_equal(out, "{{target");
-	assert_int_equal(rollout_template("x{{canary}}{{canary}}", vars, out, 5), -ENOSPC);
-	assert_string_equal(out, "xv2v");
-	assert_int_equal(rollout_template("abc", NULL, out, 3), -ENOSPC);
-	assert_string_equal(out, "ab");
-}
-
 static struct hooks_fake {
 	int started, polls;
 	char argv0[8][128];
@@ -1355,7 +1335,6 @@ int main(void)
 	    cmocka_unit_test(test_crash_safety),
 	    cmocka_unit_test(test_owner_conflict_and_view),
 	    cmocka_unit_test(test_api),
-	    cmocka_unit_test(test_template),
 	    cmocka_unit_test(test_rollback_pipeline),
 	    cmocka_unit_test(test_hook_interrupted_by_restart),
 	    cmocka_unit_test(test_bake_revert_and_finalize),

@@ -364,6 +364,27 @@ static void test_evaluate_bounds(void **state)
 	assert_int_equal(source_evaluate(&c, &a, &b, 60000, &v), CHECK_FAIL);
 	assert_int_equal(v.bound, CHECK_BOUND_MAX_INCREASE);
 	assert_true(v.observed == 1.0);
+	/* min_ratio and max_decrease, with the reasons they give */
+	c.max_increase.set = false;
+	c.min_ratio.set = true;
+	c.min_ratio.value = 0.5;
+	a = ok(1.0);
+	b = ok(4.0);
+	assert_int_equal(source_evaluate(&c, &a, &b, 60000, &v), CHECK_FAIL);
+	assert_int_equal(v.bound, CHECK_BOUND_MIN_RATIO);
+	assert_true(v.observed == 0.25);
+	assert_string_equal(v.reason, "query canary/baseline ratio 0.25 is below min_ratio 0.5 "
+	                              "(canary 1, baseline 4)");
+	c.min_ratio.set = false;
+	c.max_decrease.set = true;
+	c.max_decrease.value = 2;
+	assert_int_equal(source_evaluate(&c, &a, &b, 60000, &v), CHECK_FAIL);
+	assert_int_equal(v.bound, CHECK_BOUND_MAX_DECREASE);
+	assert_true(v.observed == -3.0);
+	assert_string_equal(v.reason, "query decrease of 3 from the baseline is above max_decrease "
+	                              "2 (canary 1, baseline 4)");
+	c.max_decrease.set = false;
+	c.max_increase.set = true;
 	b = ok(0);
 	a = ok(0);
 	assert_int_equal(source_evaluate(&c, &a, &b, 60000, &v), CHECK_PASS);
