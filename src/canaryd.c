@@ -291,6 +291,33 @@ static void record_event(struct daemon *d, const char *actor, const char *kind, 
                          json_t *details);
 
 /*
+ * Writes (kind, name) = text (NULL: deletes it, absent is fine) and its
+ * audit event in one transaction.  0 or a store error.
+ */
+static int persist_doc(struct daemon *d, const char *kind, const char *name, const char *text,
+                       const char *actor, const char *event, const json_t *details)
+{
+	char *dt = json_dumps(details, JSON_COMPACT);
+	int rc = store_begin(d->store);
+
+	if (!rc) {
+		if (text)
+			rc = store_doc_put(d->store, kind, name, text, STORE_REV_ANY, NULL);
+		else if ((rc = store_doc_delete(d->store, kind, name, STORE_REV_ANY, NULL)) ==
+		         STORE_ERR_NOTFOUND)
+			rc = 0;
+	}
+	if (!rc)
+		rc = store_event_append(d->store, actor, event, name, dt, NULL);
+	if (!rc)
+		rc = store_commit(d->store);
+	else
+		store_rollback(d->store);
+	free(dt);
+	return rc;
+}
+
+/*
  * Sets service's traffic: stable (NULL: keep the current one), canary and
  * weight.  Persisted with its event (kind) before it is published.
  * Returns 0, or an HTTP status with a message in err.
@@ -340,19 +367,7 @@ static int apply_traffic(struct daemon *d, const char *service, const char *stab
 	if (old)
 		snap_obj_unref(&old->obj);
 	/* persisted (with its event) before it is applied and acknowledged */
-	rc = store_begin(d->store);
-	if (!rc)
-		rc = store_doc_put(d->store, "traffic", service, text, STORE_REV_ANY, NULL);
-	if (!rc) {
-		char *dt = json_dumps(details, JSON_COMPACT);
-
-		rc = store_event_append(d->store, actor, kind, service, dt, NULL);
-		free(dt);
-	}
-	if (!rc)
-		rc = store_commit(d->store);
-	else
-		store_rollback(d->store);
+	rc = text ? persist_doc(d, "traffic", service, text, actor, kind, details) : -ENOMEM;
 	free(text);
 	json_decref(doc);
 	json_decref(details);
@@ -384,26 +399,11 @@ static int apply_doc(struct daemon *d, const char *kind, const char *name, json_
                      size_t errlen)
 {
 	char *text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
-	char *dt = json_dumps(details, JSON_COMPACT);
 	struct proxy_table *t;
 	int rc;
 
-	rc = store_begin(d->store);
-	if (!rc) {
-		if (text)
-			rc = store_doc_put(d->store, kind, name, text, STORE_REV_ANY, NULL);
-		else if ((rc = store_doc_delete(d->store, kind, name, STORE_REV_ANY, NULL)) ==
-		         STORE_ERR_NOTFOUND)
-			rc = 0;
-	}
-	if (!rc)
-		rc = store_event_append(d->store, actor, event, name, dt, NULL);
-	if (!rc)
-		rc = store_commit(d->store);
-	else
-		store_rollback(d->store);
+	rc = doc && !text ? -ENOMEM : persist_doc(d, kind, name, text, actor, event, details);
 	free(text);
-	free(dt);
 	json_decref(details);
 	if (rc) {
 		snprintf(err, errlen, "cannot persist the change: %s", store_strerror(rc));
@@ -992,74 +992,63 @@ static int listener_up(void *ctx, const char *name)
 	return proxy_listener_up(d->proxy, name);
 }
 
+/* Logs and audits a reload that changed nothing; returns -1 for reload(). */
+static int reload_failed(struct daemon *d, const char *actor, const char *msg)
+{
+	log_error("reload failed, keeping the running configuration", "config", d->config_path,
+	          "error", msg, NULL);
+	record_event(d, actor, "config.reload_failed", d->config_path,
+	             json_pack("{s:s}", "errors", msg));
+	return -1;
+}
+
 static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 {
 	struct daemon *d = ctx;
-	/* the actor may be a token name of the configuration being replaced */
-	char actor[128];
-
-	snprintf(actor, sizeof(actor), "%s", actor_in);
+	char actor[128], rev[32];
 	struct config *cfg;
-	char rev[32];
+	struct config_ref *cref;
+	struct proxy_table *t;
+	struct rollout_engine *e;
 
+	/* the actor may be a token name of the configuration being replaced */
+	snprintf(actor, sizeof(actor), "%s", actor_in);
 	msg[0] = '\0';
 	cfg = load_config(d->config_path, msg, msglen);
-	if (!cfg) {
-		log_error("reload failed, keeping the running configuration", "config",
-		          d->config_path, NULL);
-		record_event(d, actor, "config.reload_failed", d->config_path,
-		             json_pack("{s:s}", "errors", msg));
-		return -1;
-	}
+	if (!cfg)
+		return reload_failed(d, actor, msg);
 	if (api_flags_check(d->flags, cfg, msg, msglen) != 0) {
-		log_error("reload failed, keeping the running configuration", "error", msg, NULL);
-		record_event(d, actor, "config.reload_failed", d->config_path,
-		             json_pack("{s:s}", "errors", msg));
 		config_free(cfg);
-		return -1;
+		return reload_failed(d, actor, msg);
 	}
-	{
-		struct config_ref *cref = config_ref_new(cfg);
-		struct proxy_table *t;
-
-		if (!cref) {
-			snprintf(msg, msglen, "out of memory");
-			return -1;
-		}
-		t = build_table(d, cref, NULL, msg, msglen);
-		if (!t) {
-			snap_obj_unref(&cref->obj);
-			log_error("reload failed, keeping the running configuration", "error", msg,
-			          NULL);
-			record_event(d, actor, "config.reload_failed", d->config_path,
-			             json_pack("{s:s}", "errors", msg));
-			return -1;
-		}
-		{
-			struct rollout_engine *e = engine_start(d, cfg);
-
-			if (!e) {
-				snap_obj_unref(&t->obj);
-				snap_obj_unref(&cref->obj);
-				snprintf(msg, msglen,
-				         "cannot resume the rollouts with the new configuration");
-				record_event(d, actor, "config.reload_failed", d->config_path,
-				             json_pack("{s:s}", "errors", msg));
-				return -1;
-			}
-			rollout_engine_adopt(e, d->engine);
-			rollout_engine_free(d->engine);
-			d->engine = e;
-			api_rollouts_set_engine(&d->api, e);
-		}
-		snap_obj_unref(&d->cref->obj);
-		d->cref = cref;
-		d->cfg = cfg;
-		apply_config_to_api(d);
-		proxy_publish(d->proxy, t);
-		if (api_flags_reload(d->flags, cfg, actor, msg, msglen) != 0)
-			log_error("flags kept from the previous configuration", "error", msg, NULL);
+	cref = config_ref_new(cfg); /* owns cfg from here on, even on failure */
+	if (!cref) {
+		snprintf(msg, msglen, "out of memory");
+		return reload_failed(d, actor, msg);
 	}
+	t = build_table(d, cref, NULL, msg, msglen);
+	if (!t) {
+		snap_obj_unref(&cref->obj);
+		return reload_failed(d, actor, msg);
+	}
+	e = engine_start(d, cfg);
+	if (!e) {
+		snap_obj_unref(&t->obj);
+		snap_obj_unref(&cref->obj);
+		snprintf(msg, msglen, "cannot resume the rollouts with the new configuration");
+		return reload_failed(d, actor, msg);
+	}
+	rollout_engine_adopt(e, d->engine);
+	rollout_engine_free(d->engine);
+	d->engine = e;
+	api_rollouts_set_engine(&d->api, e);
+	snap_obj_unref(&d->cref->obj);
+	d->cref = cref;
+	d->cfg = cfg;
+	apply_config_to_api(d);
+	proxy_publish(d->proxy, t);
+	if (api_flags_reload(d->flags, cfg, actor, msg, msglen) != 0)
+		log_error("flags kept from the previous configuration", "error", msg, NULL);
 	d->api.config_revision++;
 	snprintf(rev, sizeof(rev), "%llu", (unsigned long long)d->api.config_revision);
 	log_info("configuration reloaded", "config", d->config_path, "revision", rev, NULL);
@@ -1245,14 +1234,18 @@ int main(int argc, char **argv)
 	api_rollouts_init(&d.api, d.engine);
 	loop_timer_init(&d.tick, engine_tick, &d);
 	loop_timer_start(d.loop, &d.tick, ENGINE_TICK_MS);
-	if (apply_config_to_api(&d) != 0)
+	if (apply_config_to_api(&d) != 0) {
+		log_error("out of memory", NULL);
+		proxy_stop(d.proxy, 0);
 		goto out_proxy;
+	}
 	addr_format(&d.cfg->admin.listen, admin_addr, sizeof(admin_addr));
 	d.admin = admin_start(d.loop, admin_addr, &d.api, err, sizeof(err));
 	if (!d.admin) {
 		log_error("cannot start the admin listener", "listen", admin_addr, "error", err,
 		          NULL);
-		goto out_store;
+		proxy_stop(d.proxy, 0);
+		goto out_proxy;
 	}
 	config_summary(d.cfg, summary, sizeof(summary));
 	record_event(&d, "canaryd", "config.loaded", d.config_path,

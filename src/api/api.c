@@ -119,9 +119,30 @@ json_t *api_body_json(struct api_call *call)
 	return obj;
 }
 
-struct str api_query_param(struct str query, const char *name)
+int api_only_keys(struct api_call *call, const json_t *obj, const char *prefix,
+                  const char *const *allowed, size_t n)
 {
-	return str_query_param(query, name);
+	const char *key;
+	json_t *v;
+
+	json_object_foreach((json_t *)obj, key, v)
+	{
+		size_t i;
+		char field[128];
+		const char *name = key;
+
+		for (i = 0; i < n && strcmp(key, allowed[i]) != 0; i++)
+			;
+		if (i < n)
+			continue;
+		if (prefix[0]) {
+			snprintf(field, sizeof(field), "%s%s", prefix, key);
+			name = field;
+		}
+		api_reply_error(call, 422, "invalid", name, "unknown field \"%s\"", name);
+		return -1;
+	}
+	return 0;
 }
 
 /* Matches path against pattern; captures {x} segments.  1 on match. */
@@ -344,8 +365,8 @@ static void h_metrics(struct api_call *call)
 
 static void h_events(struct api_call *call)
 {
-	struct str since_s = api_query_param(call->req->query, "since");
-	struct str limit_s = api_query_param(call->req->query, "limit");
+	struct str since_s = str_query_param(call->req->query, "since");
+	struct str limit_s = str_query_param(call->req->query, "limit");
 	unsigned long long since = 0, limit = STORE_EVENTS_LIMIT_DEFAULT;
 	json_t *events = NULL;
 	int rc;

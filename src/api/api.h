@@ -153,8 +153,13 @@ void api_reply_error(struct api_call *call, int status, const char *code, const 
  */
 json_t *api_body_json(struct api_call *call);
 
-/* Looks up a query parameter (not decoded beyond %XX); STR_NULL if absent. */
-struct str api_query_param(struct str query, const char *name);
+/*
+ * Checks that every member of obj is named in allowed[0..n).  0, or -1 after
+ * replying 422 "unknown field" naming prefix + the member ("" at the top of
+ * a body, "delay." inside a nested object).
+ */
+int api_only_keys(struct api_call *call, const json_t *obj, const char *prefix,
+                  const char *const *allowed, size_t n);
 
 /* Formats a wall-clock ms value as RFC 3339 UTC with milliseconds. */
 void api_format_time(uint64_t wall_ms, char *out, size_t outlen);

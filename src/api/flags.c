@@ -1231,20 +1231,15 @@ static int array_remove(json_t *a, const char *s)
 
 static void h_exclude(struct api_call *call)
 {
+	static const char *const keys[] = {"feature", "nodes"};
 	struct api_flags *fl = call->api->flags;
 	json_t *in = api_body_json(call), *jf, *jn, *v, *cur, *body = NULL, *ex, *inc, *extra;
-	const char *k;
 	size_t i;
 
 	if (!in)
 		return;
-	json_object_foreach(in, k, v)
-	{
-		if (strcmp(k, "feature") != 0 && strcmp(k, "nodes") != 0) {
-			api_reply_error(call, 422, "invalid", k, "unknown field \"%s\"", k);
-			goto out;
-		}
-	}
+	if (api_only_keys(call, in, "", keys, 2) != 0)
+		goto out;
 	jf = json_object_get(in, "feature");
 	jn = json_object_get(in, "nodes");
 	if (!json_is_string(jf)) {

@@ -80,20 +80,13 @@ static void control(struct api_call *call, enum rollout_control c)
 
 	name_of(call, name, sizeof(name));
 	if (call->req->body.len) {
-		const char *key;
-		json_t *v;
+		static const char *const keys[] = {"full"}; /* promote only */
 
 		body = api_body_json(call);
 		if (!body)
 			return;
-		json_object_foreach(body, key, v)
-		{
-			if (!(c == ROLLOUT_PROMOTE && strcmp(key, "full") == 0)) {
-				api_reply_error(call, 422, "invalid", key, "unknown field \"%s\"",
-				                key);
-				goto out;
-			}
-		}
+		if (api_only_keys(call, body, "", keys, c == ROLLOUT_PROMOTE ? 1 : 0) != 0)
+			goto out;
 		full = json_object_get(body, "full");
 		if (full && !json_is_boolean(full)) {
 			api_reply_error(call, 422, "invalid", "full", "full must be a boolean");
@@ -163,7 +156,7 @@ static void h_rollback_all(struct api_call *call)
 /* The rollout's events with id > ?since, only kind `only` when not NULL. */
 static void events(struct api_call *call, const char *only)
 {
-	struct str since_s = api_query_param(call->req->query, "since");
+	struct str since_s = str_query_param(call->req->query, "since");
 	unsigned long long since = 0;
 	char name[STORE_NAME_MAX + 1], subject[STORE_NAME_MAX + 16];
 	json_t *arr = NULL, *out, *x, *view;

@@ -149,6 +149,42 @@ static struct proxy_service *find(struct proxy_table *t, struct str name)
 	return NULL;
 }
 
+static void svc_not_found(struct api_call *call)
+{
+	api_reply_error(call, 404, "not_found", NULL, "no service named \"%.*s\"",
+	                (int)call->params[0].len, call->params[0].p);
+}
+
+/* 1 after replying 409 when a rollout owns svc (manual changes would fight it), else 0. */
+static int owned(struct api_call *call, const struct services_backend *backend,
+                 const struct proxy_service *svc)
+{
+	const char *owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
+
+	if (!owner)
+		return 0;
+	api_reply_error(call, 409, "conflict", NULL,
+	                "service %s is owned by rollout %s; use the rollout's controls", svc->name,
+	                owner);
+	return 1;
+}
+
+/* body[key] as a percentage in thousandths: 0 ok, -1 after replying 422 naming field. */
+static int body_percent(struct api_call *call, json_t *obj, const char *key, const char *field,
+                        uint32_t *out)
+{
+	json_t *v = json_object_get(obj, key);
+
+	if (!v || !json_is_number(v) ||
+	    config_percent_from_double(json_number_value(v), out) != 0) {
+		api_reply_error(call, 422, "invalid", field,
+		                "%s must be a number between 0 and 100 with at most 3 decimals",
+		                field);
+		return -1;
+	}
+	return 0;
+}
+
 static void h_get(struct api_call *call)
 {
 	struct services_backend *backend = call->api->services;
@@ -157,8 +193,7 @@ static void h_get(struct api_call *call)
 	struct proxy_service *svc = find(t, call->params[0]);
 
 	if (!svc)
-		api_reply_error(call, 404, "not_found", NULL, "no service named \"%.*s\"",
-		                (int)call->params[0].len, call->params[0].p);
+		svc_not_found(call);
 	else
 		api_reply_json(call, 200, service_json(backend, svc));
 	if (t)
@@ -167,34 +202,24 @@ static void h_get(struct api_call *call)
 
 static void h_traffic(struct api_call *call)
 {
+	static const char *const keys[] = {"canary", "weight"};
 	struct services_backend *backend = call->api->services;
-
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
-	json_t *body = NULL, *jc, *jw;
-	const char *canary = NULL, *owner, *key;
+	json_t *body = NULL, *jc;
+	const char *canary = NULL;
 	uint32_t weight = 0;
 	char err[512];
-	json_t *v;
 	int rc;
 
 	if (!svc) {
-		api_reply_error(call, 404, "not_found", NULL, "no service named \"%.*s\"",
-		                (int)call->params[0].len, call->params[0].p);
+		svc_not_found(call);
 		goto out;
 	}
 	body = api_body_json(call);
-	if (!body)
+	if (!body || api_only_keys(call, body, "", keys, 2) != 0)
 		goto out;
-	json_object_foreach(body, key, v)
-	{
-		if (strcmp(key, "canary") != 0 && strcmp(key, "weight") != 0) {
-			api_reply_error(call, 422, "invalid", key, "unknown field \"%s\"", key);
-			goto out;
-		}
-	}
 	jc = json_object_get(body, "canary");
-	jw = json_object_get(body, "weight");
 	if (jc && !json_is_null(jc)) {
 		if (!json_is_string(jc)) {
 			api_reply_error(call, 422, "invalid", "canary", "canary must be a string");
@@ -215,25 +240,15 @@ static void h_traffic(struct api_call *call)
 	} else if (!jc && svc->canary >= 0) {
 		canary = svc->versions[svc->canary].name; /* keep the current canary */
 	}
-	if (!jw || !json_is_number(jw) ||
-	    config_percent_from_double(json_number_value(jw), &weight) != 0) {
-		api_reply_error(call, 422, "invalid", "weight",
-		                "weight must be a number between 0 and 100 with at most 3 "
-		                "decimals");
+	if (body_percent(call, body, "weight", "weight", &weight) != 0)
 		goto out;
-	}
 	if (!canary && weight > 0) {
 		api_reply_error(call, 422, "invalid", "canary",
 		                "a canary version is needed for a weight above 0");
 		goto out;
 	}
-	owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
-	if (owner) {
-		api_reply_error(call, 409, "conflict", NULL,
-		                "service %s is owned by rollout %s; use the rollout's controls",
-		                svc->name, owner);
+	if (owned(call, backend, svc))
 		goto out;
-	}
 	rc = backend->set_traffic(backend->ctx, svc->name, canary, weight, call->actor, err,
 	                          sizeof(err));
 	if (rc) {
@@ -249,12 +264,6 @@ out:
 	json_decref(body);
 	if (t)
 		snap_obj_unref(&t->obj);
-}
-
-static void svc_not_found(struct api_call *call)
-{
-	api_reply_error(call, 404, "not_found", NULL, "no service named \"%.*s\"",
-	                (int)call->params[0].len, call->params[0].p);
 }
 
 /* A fraction, or null when there is nothing to divide. */
@@ -336,7 +345,6 @@ out:
 		snap_obj_unref(&t->obj);
 }
 
-/* body[key] as a percentage in thousandths: 0 ok, -1 after replying 422 naming field. */
 /* An integer member in [lo, hi] into *out; 0, or -1 after replying 422 naming field. */
 static int int_member(struct api_call *call, const json_t *obj, const char *key, const char *field,
                       json_int_t lo, json_int_t hi, uint32_t *out)
@@ -353,44 +361,6 @@ static int int_member(struct api_call *call, const json_t *obj, const char *key,
 	return 0;
 }
 
-static int body_percent(struct api_call *call, json_t *obj, const char *key, const char *field,
-                        uint32_t *out)
-{
-	json_t *v = json_object_get(obj, key);
-
-	if (!v || !json_is_number(v) ||
-	    config_percent_from_double(json_number_value(v), out) != 0) {
-		api_reply_error(call, 422, "invalid", field,
-		                "%s must be a number between 0 and 100 with at most 3 decimals",
-		                field);
-		return -1;
-	}
-	return 0;
-}
-
-/* Replies 422 and returns -1 when obj has a key outside allowed[]. */
-static int only_keys(struct api_call *call, json_t *obj, const char *prefix,
-                     const char *const *allowed, size_t n)
-{
-	const char *key;
-	json_t *v;
-
-	json_object_foreach(obj, key, v)
-	{
-		size_t i;
-		char field[128];
-
-		for (i = 0; i < n && strcmp(key, allowed[i]) != 0; i++)
-			;
-		if (i < n)
-			continue;
-		snprintf(field, sizeof(field), "%s%s", prefix, key);
-		api_reply_error(call, 422, "invalid", field, "unknown field \"%s\"", field);
-		return -1;
-	}
-	return 0;
-}
-
 static void h_mirror_put(struct api_call *call)
 {
 	static const char *const keys[] = {"version", "percent"};
@@ -398,7 +368,7 @@ static void h_mirror_put(struct api_call *call)
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
 	json_t *body = NULL, *jv;
-	const char *owner, *version;
+	const char *version;
 	uint32_t percent = 0;
 	char err[512];
 	int rc, vi;
@@ -408,7 +378,7 @@ static void h_mirror_put(struct api_call *call)
 		goto out;
 	}
 	body = api_body_json(call);
-	if (!body || only_keys(call, body, "", keys, 2) != 0)
+	if (!body || api_only_keys(call, body, "", keys, 2) != 0)
 		goto out;
 	jv = json_object_get(body, "version");
 	if (!json_is_string(jv)) {
@@ -434,13 +404,8 @@ static void h_mirror_put(struct api_call *call)
 		                "percent must be above 0 (DELETE removes the mirror)");
 		goto out;
 	}
-	owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
-	if (owner) {
-		api_reply_error(call, 409, "conflict", NULL,
-		                "service %s is owned by rollout %s; use the rollout's controls",
-		                svc->name, owner);
+	if (owned(call, backend, svc))
 		goto out;
-	}
 	rc = backend->set_mirror(backend->ctx, svc->name, version, percent, call->actor, err,
 	                         sizeof(err));
 	if (rc) {
@@ -462,7 +427,6 @@ static void h_mirror_delete(struct api_call *call)
 	struct services_backend *backend = call->api->services;
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
-	const char *owner;
 	char err[512];
 	int rc;
 
@@ -470,13 +434,8 @@ static void h_mirror_delete(struct api_call *call)
 		svc_not_found(call);
 		goto out;
 	}
-	owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
-	if (owner) {
-		api_reply_error(call, 409, "conflict", NULL,
-		                "service %s is owned by rollout %s; use the rollout's controls",
-		                svc->name, owner);
+	if (owned(call, backend, svc))
 		goto out;
-	}
 	rc = backend->set_mirror(backend->ctx, svc->name, NULL, 0, call->actor, err, sizeof(err));
 	if (rc) {
 		api_reply_error(call, rc, "internal", NULL, "%s", err);
@@ -505,6 +464,25 @@ static int fault_version(struct api_call *call, const struct proxy_service *svc,
 	return vi;
 }
 
+/*
+ * Replies 200 with version's faults as the table published by the change
+ * shows them; *t (the table before it) is swapped for that table.
+ */
+static void reply_faults(struct api_call *call, struct proxy_table **t, const char *version)
+{
+	const struct proxy_service *svc;
+	int vi;
+
+	snap_obj_unref(&(*t)->obj);
+	*t = proxy_table_get(call->api->services->proxy);
+	svc = find(*t, call->params[0]);
+	vi = svc ? proxy_service_version(svc, version) : -1;
+	api_reply_json(call, 200,
+	               json_pack("{s:s, s:s, s:o}", "service", svc ? svc->name : "", "version",
+	                         version, "faults",
+	                         vi >= 0 ? fault_json(&svc->versions[vi].fault) : json_null()));
+}
+
 static void h_faults_put(struct api_call *call)
 {
 	static const char *const top[] = {"delay", "abort"};
@@ -525,7 +503,7 @@ static void h_faults_put(struct api_call *call)
 	if (fault_version(call, svc, version, sizeof(version)) < 0)
 		goto out;
 	body = api_body_json(call);
-	if (!body || only_keys(call, body, "", top, 2) != 0)
+	if (!body || api_only_keys(call, body, "", top, 2) != 0)
 		goto out;
 	jd = json_object_get(body, "delay");
 	ja = json_object_get(body, "abort");
@@ -540,7 +518,7 @@ static void h_faults_put(struct api_call *call)
 			                "delay must be an object {ms, percent}");
 			goto out;
 		}
-		if (only_keys(call, jd, "delay.", dkeys, 2) != 0 ||
+		if (api_only_keys(call, jd, "delay.", dkeys, 2) != 0 ||
 		    int_member(call, jd, "ms", "delay.ms", 0, 3600000, &f.delay_ms) != 0)
 			goto out;
 		f.has_delay = true;
@@ -553,7 +531,7 @@ static void h_faults_put(struct api_call *call)
 			                "abort must be an object {status, percent}");
 			goto out;
 		}
-		if (only_keys(call, ja, "abort.", akeys, 2) != 0 ||
+		if (api_only_keys(call, ja, "abort.", akeys, 2) != 0 ||
 		    int_member(call, ja, "status", "abort.status", 100, 599, &f.abort_status) != 0)
 			goto out;
 		f.has_abort = true;
@@ -566,14 +544,7 @@ static void h_faults_put(struct api_call *call)
 		api_reply_error(call, rc, "internal", NULL, "%s", err);
 		goto out;
 	}
-	snap_obj_unref(&t->obj);
-	t = proxy_table_get(backend->proxy);
-	svc = find(t, call->params[0]);
-	rc = svc ? proxy_service_version(svc, version) : -1;
-	api_reply_json(call, 200,
-	               json_pack("{s:s, s:s, s:o}", "service", svc ? svc->name : "", "version",
-	                         version, "faults",
-	                         rc >= 0 ? fault_json(&svc->versions[rc].fault) : json_null()));
+	reply_faults(call, &t, version);
 out:
 	json_decref(body);
 	if (t)
@@ -600,14 +571,7 @@ static void h_faults_delete(struct api_call *call)
 		api_reply_error(call, rc, "internal", NULL, "%s", err);
 		goto out;
 	}
-	snap_obj_unref(&t->obj);
-	t = proxy_table_get(backend->proxy);
-	svc = find(t, call->params[0]);
-	rc = svc ? proxy_service_version(svc, version) : -1;
-	api_reply_json(call, 200,
-	               json_pack("{s:s, s:s, s:o}", "service", svc ? svc->name : "", "version",
-	                         version, "faults",
-	                         rc >= 0 ? fault_json(&svc->versions[rc].fault) : json_null()));
+	reply_faults(call, &t, version);
 out:
 	if (t)
 		snap_obj_unref(&t->obj);

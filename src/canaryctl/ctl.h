@@ -39,6 +39,15 @@ int ctl_call_ex(const struct ctl *ctl, const char *method, const char *path, jso
 /* Prints doc as indented JSON on stdout. */
 void ctl_print_json(json_t *doc);
 
+/*
+ * Prints "canaryctl: WHY" (printf-formatted) and "usage: canaryctl USAGE" on
+ * stderr; returns CTL_USAGE.
+ */
+int ctl_usage_error(const char *usage, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ctl_usage_error() with WHY = why, followed by arg in quotes when not NULL. */
+int ctl_usage_arg(const char *usage, const char *why, const char *arg);
+
 struct ctl_verb {
 	const char *name;
 	const char *usage;
@@ -76,5 +85,14 @@ int ctl_evidence(const struct ctl *ctl, int argc, char **argv);
  * flag; enabled is only sent when given); kill checks the flag exists first.
  */
 int ctl_flags(const struct ctl *ctl, int argc, char **argv);
+
+/* shadow.c: shadow SERVICE - GET /v1/services/{name}/shadow, as a table or JSON. */
+int ctl_shadow(const struct ctl *ctl, int argc, char **argv);
+
+/*
+ * faults.c: faults set SERVICE VERSION [--abort STATUS:PCT] [--delay DURATION:PCT]
+ * | faults clear SERVICE VERSION - PUT / DELETE /v1/services/{name}/faults/{version}.
+ */
+int ctl_faults(const struct ctl *ctl, int argc, char **argv);
 
 #endif

@@ -15,15 +15,6 @@
 	"faults set SERVICE VERSION [--abort STATUS:PERCENT] [--delay DURATION:PERCENT]\n" \
 	"  faults clear SERVICE VERSION"
 
-int ctl_faults(const struct ctl *ctl_in, int argc, char **argv);
-
-static int usage_error(const char *why, const char *arg)
-{
-	fprintf(stderr, "canaryctl: %s%s%s%s\nusage: canaryctl %s\n", why, arg ? " \"" : "",
-	        arg ? arg : "", arg ? "\"" : "", FAULTS_USAGE);
-	return CTL_USAGE;
-}
-
 /* "X:PCT" -> the part before ':' in head (NUL-terminated) and the percentage. */
 static int split_pct(const char *s, char *head, size_t len, double *pct)
 {
@@ -58,11 +49,11 @@ static long long duration_ms(const char *s)
 	return -1;
 }
 
-/* usage_error() for `faults set` once its body exists (freed here). */
+/* ctl_usage_arg(FAULTS_USAGE, ) for `faults set` once its body exists (freed here). */
 static int set_error(json_t *body, const char *what, const char *arg)
 {
 	json_decref(body);
-	return usage_error(what, arg);
+	return ctl_usage_arg(FAULTS_USAGE, what, arg);
 }
 
 static void print_faults(const json_t *doc)
@@ -96,20 +87,21 @@ int ctl_faults(const struct ctl *ctl_in, int argc, char **argv)
 	int rc;
 
 	if (argc < 2)
-		return usage_error("missing what to do", NULL);
+		return ctl_usage_arg(FAULTS_USAGE, "missing what to do", NULL);
 	sub = argv[1];
 	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
 		printf("usage: canaryctl %s\n", FAULTS_USAGE);
 		return CTL_OK;
 	}
 	if (strcmp(sub, "set") != 0 && strcmp(sub, "clear") != 0)
-		return usage_error("unknown faults command", sub);
+		return ctl_usage_arg(FAULTS_USAGE, "unknown faults command", sub);
 	for (int i = 2; i < argc; i++) {
 		const char *a = argv[i];
 
 		if (strcmp(a, "-o") == 0 && i + 1 < argc) {
 			if (strcmp(argv[i + 1], "json") != 0 && strcmp(argv[i + 1], "table") != 0)
-				return usage_error("-o takes table or json, not", argv[i + 1]);
+				return ctl_usage_arg(FAULTS_USAGE, "-o takes table or json, not",
+				                     argv[i + 1]);
 			ctl.json = strcmp(argv[++i], "json") == 0;
 		} else if (strcmp(a, "--abort") == 0 && i + 1 < argc) {
 			abort_s = argv[++i];
@@ -120,32 +112,36 @@ int ctl_faults(const struct ctl *ctl_in, int argc, char **argv)
 		} else if (strncmp(a, "--delay=", 8) == 0) {
 			delay_s = a + 8;
 		} else if (a[0] == '-') {
-			return usage_error("unknown option or missing argument", a);
+			return ctl_usage_arg(FAULTS_USAGE, "unknown option or missing argument", a);
 		} else if (!svc) {
 			svc = a;
 		} else if (!ver) {
 			ver = a;
 		} else {
-			return usage_error("unexpected argument", a);
+			return ctl_usage_arg(FAULTS_USAGE, "unexpected argument", a);
 		}
 	}
 	if (!svc || !ver)
-		return usage_error("missing SERVICE and VERSION", NULL);
+		return ctl_usage_arg(FAULTS_USAGE, "missing SERVICE and VERSION", NULL);
 	if (!config_valid_name(svc))
-		return usage_error("not a service name ([A-Za-z0-9_.-]{1,64}):", svc);
+		return ctl_usage_arg(FAULTS_USAGE,
+		                     "not a service name ([A-Za-z0-9_.-]{1,64}):", svc);
 	if (!config_valid_name(ver))
-		return usage_error("not a version name ([A-Za-z0-9_.-]{1,64}):", ver);
+		return ctl_usage_arg(FAULTS_USAGE,
+		                     "not a version name ([A-Za-z0-9_.-]{1,64}):", ver);
 	snprintf(path, sizeof(path), "/v1/services/%s/faults/%s", svc, ver);
 	if (strcmp(sub, "clear") == 0) {
 		if (abort_s || delay_s)
-			return usage_error("faults clear takes no --abort/--delay", NULL);
+			return ctl_usage_arg(FAULTS_USAGE, "faults clear takes no --abort/--delay",
+			                     NULL);
 		rc = ctl_call(&ctl, "DELETE", path, NULL, &doc);
 	} else {
 		char head[64];
 		double pct;
 
 		if (!abort_s && !delay_s)
-			return usage_error("faults set needs --abort and/or --delay", NULL);
+			return ctl_usage_arg(FAULTS_USAGE,
+			                     "faults set needs --abort and/or --delay", NULL);
 		body = json_object();
 		if (abort_s) {
 			char *end;

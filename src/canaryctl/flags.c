@@ -19,13 +19,6 @@
 	"[--enabled[=true|false]]\n  flags exclude NAME --nodes a,b\n  flags kill NAME"
 #define PATH_CAP 256
 
-static int usage_error(const char *why, const char *arg)
-{
-	fprintf(stderr, "canaryctl: %s%s%s%s\nusage: canaryctl %s\n", why, arg ? " \"" : "",
-	        arg ? arg : "", arg ? "\"" : "", FLAGS_USAGE);
-	return CTL_USAGE;
-}
-
 /* A percentage as the API returns it (number), "-" otherwise. */
 static void fmt_pct(const json_t *v, char *out, size_t len)
 {
@@ -122,7 +115,7 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 	int rc;
 
 	if (argc < 2)
-		return usage_error("missing what to do", NULL);
+		return ctl_usage_arg(FLAGS_USAGE, "missing what to do", NULL);
 	sub = argv[1];
 	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
 		printf("usage: canaryctl %s\n", FLAGS_USAGE);
@@ -133,7 +126,8 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 
 		if (strcmp(a, "-o") == 0 && i + 1 < argc) {
 			if (strcmp(argv[i + 1], "json") != 0 && strcmp(argv[i + 1], "table") != 0)
-				return usage_error("-o must be table or json, not", argv[i + 1]);
+				return ctl_usage_arg(FLAGS_USAGE, "-o must be table or json, not",
+				                     argv[i + 1]);
 			ctl.json = strcmp(argv[++i], "json") == 0;
 		} else if (strcmp(a, "--percentage") == 0 && i + 1 < argc) {
 			pct = argv[++i];
@@ -148,32 +142,34 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 		} else if (strncmp(a, "--enabled=", 10) == 0) {
 			enabled = a + 10;
 			if (strcmp(enabled, "true") != 0 && strcmp(enabled, "false") != 0)
-				return usage_error("--enabled takes true or false, not", enabled);
+				return ctl_usage_arg(FLAGS_USAGE,
+				                     "--enabled takes true or false, not", enabled);
 		} else if (a[0] == '-') {
-			return usage_error("unknown option or missing argument", a);
+			return ctl_usage_arg(FLAGS_USAGE, "unknown option or missing argument", a);
 		} else if (!name) {
 			name = a;
 		} else {
-			return usage_error("unexpected argument", a);
+			return ctl_usage_arg(FLAGS_USAGE, "unexpected argument", a);
 		}
 	}
 	if (strcmp(sub, "list") == 0) {
 		if (name || pct || nodes || enabled)
-			return usage_error("flags list takes no arguments", NULL);
+			return ctl_usage_arg(FLAGS_USAGE, "flags list takes no arguments", NULL);
 		rc = ctl_call(&ctl, "GET", "/v1/feature-flags", NULL, &doc);
 		return rc == CTL_OK ? show(&ctl, doc, 1) : rc;
 	}
 	if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "exclude") != 0 &&
 	    strcmp(sub, "kill") != 0)
-		return usage_error("unknown flags command", sub);
+		return ctl_usage_arg(FLAGS_USAGE, "unknown flags command", sub);
 	if (!name)
-		return usage_error("missing the flag NAME", NULL);
+		return ctl_usage_arg(FLAGS_USAGE, "missing the flag NAME", NULL);
 	if (!config_valid_name(name))
-		return usage_error("not a flag name ([A-Za-z0-9_.-]{1,64}):", name);
+		return ctl_usage_arg(FLAGS_USAGE, "not a flag name ([A-Za-z0-9_.-]{1,64}):", name);
 	if ((pct || enabled) && strcmp(sub, "set") != 0)
-		return usage_error("--percentage and --enabled belong to flags set", NULL);
+		return ctl_usage_arg(FLAGS_USAGE, "--percentage and --enabled belong to flags set",
+		                     NULL);
 	if (nodes && strcmp(sub, "exclude") != 0)
-		return usage_error("--nodes belongs to flags exclude", NULL);
+		return ctl_usage_arg(FLAGS_USAGE, "--nodes belongs to flags exclude", NULL);
 	snprintf(path, sizeof(path), "/v1/feature-flags/%s", name);
 	if (strcmp(sub, "get") == 0) {
 		rc = ctl_call(&ctl, "GET", path, NULL, &doc);
@@ -185,10 +181,12 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 		double p = pct ? strtod(pct, &end) : 0;
 
 		if (!pct && !enabled)
-			return usage_error("flags set needs --percentage and/or --enabled", NULL);
+			return ctl_usage_arg(FLAGS_USAGE,
+			                     "flags set needs --percentage and/or --enabled", NULL);
 		if (pct && (end == pct || *end || config_percent_from_double(p, &t) != 0))
-			return usage_error("--percentage takes 0..100 with at most 3 decimals, not",
-			                   pct);
+			return ctl_usage_arg(
+			    FLAGS_USAGE, "--percentage takes 0..100 with at most 3 decimals, not",
+			    pct);
 		body = json_pack("{s:s}", "feature", name);
 		if (pct)
 			json_object_set_new(body, "percentage", flag_percent_json(t));
@@ -200,11 +198,11 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 		json_t *arr;
 
 		if (!nodes)
-			return usage_error("flags exclude needs --nodes a,b", NULL);
+			return ctl_usage_arg(FLAGS_USAGE, "flags exclude needs --nodes a,b", NULL);
 		arr = split_nodes(nodes);
 		if (json_array_size(arr) == 0) {
 			json_decref(arr);
-			return usage_error("--nodes names no node", NULL);
+			return ctl_usage_arg(FLAGS_USAGE, "--nodes names no node", NULL);
 		}
 		body = json_pack("{s:s, s:o}", "feature", name, "nodes", arr);
 		rc = ctl_call(&ctl, "POST", "/v1/feature-flags/exclude", body, &doc);

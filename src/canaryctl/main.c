@@ -1,6 +1,7 @@
 /* canaryctl - the command-line client of canaryd (SPEC 8). */
 #include <curl/curl.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,10 +9,6 @@
 #include "canaryctl/ctl.h"
 #include "config/config.h"
 #include "core/buf.h"
-
-/* shadow.c, faults.c */
-int ctl_shadow(const struct ctl *ctl, int argc, char **argv);
-int ctl_faults(const struct ctl *ctl, int argc, char **argv);
 
 static const struct ctl_verb verbs[] = {
     {"status", "status", ctl_status},
@@ -152,6 +149,24 @@ void ctl_print_json(json_t *doc)
 		puts(s);
 		free(s);
 	}
+}
+
+int ctl_usage_error(const char *usage, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("canaryctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nusage: canaryctl %s\n", usage);
+	return CTL_USAGE;
+}
+
+int ctl_usage_arg(const char *usage, const char *why, const char *arg)
+{
+	return ctl_usage_error(usage, "%s%s%s%s", why, arg ? " \"" : "", arg ? arg : "",
+	                       arg ? "\"" : "");
 }
 
 int ctl_status(const struct ctl *ctl, int argc, char **argv)

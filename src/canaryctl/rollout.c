@@ -8,7 +8,6 @@
  * and the "bake" objects are shown generically for that reason).
  */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -46,22 +45,6 @@ struct args {
 	int npos;
 };
 
-/* Prints "canaryctl: WHY" and the verb's usage; returns CTL_USAGE. */
-static int usage_error(const char *usage, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int usage_error(const char *usage, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("canaryctl: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "\nusage: canaryctl %s\n", usage);
-	return CTL_USAGE;
-}
-
 static const struct arg_opt *find_opt(const struct arg_opt *opts, size_t nopts, const char *name,
                                       size_t len)
 {
@@ -78,7 +61,7 @@ static int set_output(struct ctl *ctl, const char *fmt, const char *usage)
 	else if (strcmp(fmt, "table") == 0)
 		ctl->json = 0;
 	else
-		return usage_error(usage, "-o must be table or json, not \"%s\"", fmt);
+		return ctl_usage_error(usage, "-o must be table or json, not \"%s\"", fmt);
 	return CTL_OK;
 }
 
@@ -104,7 +87,7 @@ static int parse_args(const struct ctl *ctl, int argc, char **argv, const struct
 			return ARGS_HELP;
 		} else if (!only_pos && (strcmp(arg, "-o") == 0 || strcmp(arg, "--output") == 0)) {
 			if (i + 1 >= argc)
-				return usage_error(usage, "%s needs an argument", arg);
+				return ctl_usage_error(usage, "%s needs an argument", arg);
 			if (set_output(&a->ctl, argv[++i], usage))
 				return CTL_USAGE;
 		} else if (!only_pos && strncmp(arg, "-o", 2) == 0 && arg[2]) {
@@ -119,25 +102,25 @@ static int parse_args(const struct ctl *ctl, int argc, char **argv, const struct
 			const struct arg_opt *o = find_opt(opts, nopts, arg + 2, len);
 
 			if (!o)
-				return usage_error(usage, "unknown option \"%s\"", arg);
+				return ctl_usage_error(usage, "unknown option \"%s\"", arg);
 			if (!o->value) {
 				if (eq)
-					return usage_error(usage, "%s takes no argument", arg);
+					return ctl_usage_error(usage, "%s takes no argument", arg);
 				*o->flag = 1;
 			} else if (eq) {
 				*o->value = eq + 1;
 			} else if (i + 1 < argc) {
 				*o->value = argv[++i];
 			} else {
-				return usage_error(usage, "%s needs an argument", arg);
+				return ctl_usage_error(usage, "%s needs an argument", arg);
 			}
 		} else if (!only_pos && arg[0] == '-' && arg[1]) {
-			return usage_error(usage, "unknown option \"%s\"", arg);
+			return ctl_usage_error(usage, "unknown option \"%s\"", arg);
 		} else if (a->npos < maxpos &&
 		           a->npos < (int)(sizeof(a->pos) / sizeof(a->pos[0]))) {
 			a->pos[a->npos++] = arg;
 		} else {
-			return usage_error(usage, "unexpected argument \"%s\"", arg);
+			return ctl_usage_error(usage, "unexpected argument \"%s\"", arg);
 		}
 	}
 	return CTL_OK;
@@ -153,10 +136,10 @@ static bool valid_name(const char *s)
 static int want_name(const struct args *a, const char *usage)
 {
 	if (a->npos < 1)
-		return usage_error(usage, "%s", "missing the rollout NAME");
+		return ctl_usage_error(usage, "%s", "missing the rollout NAME");
 	if (!valid_name(a->pos[0]))
-		return usage_error(usage, "\"%s\" is not a rollout name ([A-Za-z0-9_.-]{1,64})",
-		                   a->pos[0]);
+		return ctl_usage_error(usage, "\"%s\" is not a rollout name ([A-Za-z0-9_.-]{1,64})",
+		                       a->pos[0]);
 	return CTL_OK;
 }
 
@@ -166,7 +149,7 @@ static int want_only_name(const struct args *a, const char *usage)
 	if (want_name(a, usage))
 		return CTL_USAGE;
 	if (a->npos > 1)
-		return usage_error(usage, "unexpected argument \"%s\"", a->pos[1]);
+		return ctl_usage_error(usage, "unexpected argument \"%s\"", a->pos[1]);
 	return CTL_OK;
 }
 
@@ -621,7 +604,7 @@ static int rollout_list(const struct args *a)
 	int rc;
 
 	if (a->npos > 0)
-		return usage_error("rollout list", "unexpected argument \"%s\"", a->pos[0]);
+		return ctl_usage_error("rollout list", "unexpected argument \"%s\"", a->pos[0]);
 	rc = ctl_call(&a->ctl, "GET", "/v1/rollouts", NULL, &doc);
 	if (rc != CTL_OK)
 		return rc;
@@ -686,7 +669,7 @@ int ctl_rollout(const struct ctl *ctl, int argc, char **argv)
 	size_t i = 0;
 
 	if (argc < 2)
-		return usage_error(ROLLOUT_USAGE, "%s", "rollout needs a subcommand");
+		return ctl_usage_error(ROLLOUT_USAGE, "%s", "rollout needs a subcommand");
 	sub = argv[1];
 	if (strcmp(sub, "-h") == 0 || strcmp(sub, "--help") == 0) {
 		printf("usage: canaryctl %s\n", ROLLOUT_USAGE);
@@ -697,7 +680,8 @@ int ctl_rollout(const struct ctl *ctl, int argc, char **argv)
 			if (strcmp(sub, controls[i]) == 0)
 				break;
 		if (i == sizeof(controls) / sizeof(controls[0]))
-			return usage_error(ROLLOUT_USAGE, "unknown rollout subcommand \"%s\"", sub);
+			return ctl_usage_error(ROLLOUT_USAGE, "unknown rollout subcommand \"%s\"",
+			                       sub);
 	}
 	/* --full exists for promote only; the subcommand is the verb's argv[0] */
 	rc = verb_args(ctl, argc - 1, argv + 1, opts, strcmp(sub, "promote") == 0 ? 1 : 0, 2, false,
@@ -727,8 +711,8 @@ int ctl_rollback(const struct ctl *ctl, int argc, char **argv)
 	if (rc != CTL_OK)
 		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (!all)
-		return usage_error(usage, "%s",
-		                   "rollback rolls back every active rollout; say so with --all");
+		return ctl_usage_error(
+		    usage, "%s", "rollback rolls back every active rollout; say so with --all");
 	rc = ctl_call(&a.ctl, "POST", "/v1/rollback", NULL, &doc);
 	if (rc != CTL_OK)
 		return rc;
@@ -832,7 +816,7 @@ int ctl_watch(const struct ctl *ctl, int argc, char **argv)
 	if (rc != CTL_OK)
 		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (interval_s && !parse_interval(interval_s, &interval))
-		return usage_error(
+		return ctl_usage_error(
 		    usage, "--interval-ms must be an integer from 50 to 3600000, not \"%s\"",
 		    interval_s);
 	rollout_path(path, sizeof(path), a.pos[0], "");
@@ -931,7 +915,7 @@ int ctl_evidence(const struct ctl *ctl, int argc, char **argv)
 	if (rc != CTL_OK)
 		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (!out || !*out)
-		return usage_error(usage, "%s", "--out DIR is required");
+		return ctl_usage_error(usage, "%s", "--out DIR is required");
 	rollout_path(path, sizeof(path), a.pos[0], "/evidence");
 	rc = ctl_call_ex(&a.ctl, "GET", path, NULL, EVIDENCE_MS, 0, NULL, &doc);
 	if (rc != CTL_OK)

@@ -12,15 +12,6 @@
 
 #define SHADOW_USAGE "shadow SERVICE"
 
-int ctl_shadow(const struct ctl *ctl_in, int argc, char **argv);
-
-static int usage_error(const char *why, const char *arg)
-{
-	fprintf(stderr, "canaryctl: %s%s%s%s\nusage: canaryctl %s\n", why, arg ? " \"" : "",
-	        arg ? arg : "", arg ? "\"" : "", SHADOW_USAGE);
-	return CTL_USAGE;
-}
-
 static long long num(const json_t *o, const char *k)
 {
 	return (long long)json_integer_value(json_object_get(o, k));
@@ -112,20 +103,22 @@ int ctl_shadow(const struct ctl *ctl_in, int argc, char **argv)
 			return CTL_OK;
 		} else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
 			if (strcmp(argv[i + 1], "json") != 0 && strcmp(argv[i + 1], "table") != 0)
-				return usage_error("-o takes table or json, not", argv[i + 1]);
+				return ctl_usage_arg(SHADOW_USAGE, "-o takes table or json, not",
+				                     argv[i + 1]);
 			ctl.json = strcmp(argv[++i], "json") == 0;
 		} else if (a[0] == '-') {
-			return usage_error("unknown option or missing argument", a);
+			return ctl_usage_arg(SHADOW_USAGE, "unknown option or missing argument", a);
 		} else if (!name) {
 			name = a;
 		} else {
-			return usage_error("unexpected argument", a);
+			return ctl_usage_arg(SHADOW_USAGE, "unexpected argument", a);
 		}
 	}
 	if (!name)
-		return usage_error("missing the SERVICE", NULL);
+		return ctl_usage_arg(SHADOW_USAGE, "missing the SERVICE", NULL);
 	if (!config_valid_name(name))
-		return usage_error("not a service name ([A-Za-z0-9_.-]{1,64}):", name);
+		return ctl_usage_arg(SHADOW_USAGE,
+		                     "not a service name ([A-Za-z0-9_.-]{1,64}):", name);
 	snprintf(path, sizeof(path), "/v1/services/%s/shadow", name);
 	rc = ctl_call(&ctl, "GET", path, NULL, &doc);
 	if (rc != CTL_OK)

@@ -187,6 +187,8 @@ def test_validation_errors_name_the_field(start):
         assert st == 422, (body, doc)
         assert doc["error"]["field"] == field, (body, doc)
         assert doc["error"]["message"]
+        if field == "x":
+            assert doc["error"]["message"] == 'unknown field "x"', doc
     assert d.get("/v1/feature-flags/f")[0] == 404  # nothing was written
     st, doc = d.post("/v1/feature-flags", b"{not json", headers={"Content-Type": "x"})
     assert st == 400
@@ -593,8 +595,14 @@ def test_canaryctl_flags_verbs(start):
     assert d.get("/v1/feature-flags/nope")[0] == 404
     rc, _, err = ctl(d, "flags", "set", "x", "--percentage", "1", token=READ_TOKEN)
     assert rc == 1 and "403" in err
-    assert ctl(d, "flags", "set", "x")[0] == 2
-    assert ctl(d, "flags", "set", "x", "--percentage", "101")[0] == 2
+    rc, _, err = ctl(d, "flags", "set", "x")
+    assert rc == 2
+    assert err.startswith("canaryctl: flags set needs --percentage and/or --enabled\n"), err
+    assert "usage: canaryctl flags list\n  flags get NAME" in err
+    rc, _, err = ctl(d, "flags", "set", "x", "--percentage", "101")
+    assert rc == 2
+    assert err.startswith('canaryctl: --percentage takes 0..100 with at most 3 decimals, '
+                          'not "101"\n'), err
     assert ctl(d, "flags", "exclude", "x")[0] == 2
     assert ctl(d, "flags", "get", "bad name")[0] == 2
     assert ctl(d, "flags", "frobnicate", "x")[0] == 2

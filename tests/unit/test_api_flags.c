@@ -4,8 +4,8 @@
  * (flag_config_to_json, config_segment_from_json), derived percentages,
  * If-None-Match matching, percent-decoding, reals in replies, and the OFREP
  * handlers through api_handle() with an in-memory store: success, each error
- * code (GENERAL by taking the published state away), bulk ETag / 304, and a
- * change through the API with its audit event.
+ * code (GENERAL by taking the published state away) and its counter, bulk
+ * ETag / 304, a change through the API with its audit event, and exclusions.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -197,6 +197,16 @@ static void test_etag_and_decoding(void **state)
 	assert_int_equal(pct_decode(STR_LIT("0123456789abcdefg"), out, sizeof(out)), -1);
 }
 
+/* Evaluations counted so far, over every (flag, variant). */
+static uint64_t counted(const struct fx *f)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < f->fl->nctr; i++)
+		n += atomic_load(&f->fl->ctr[i].n);
+	return n;
+}
+
 static void test_ofrep_codes(void **state)
 {
 	struct fx *f = *state;
@@ -234,17 +244,40 @@ static void test_ofrep_codes(void **state)
 	assert_string_equal(json_string_value(json_object_get(o, "errorCode")), "GENERAL");
 	json_decref(o);
 	f->fl->cur = saved;
+	/* each error counted once under its own code; only the success is a variant count */
 	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_GENERAL]), 2);
+	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_FLAG_NOT_FOUND]), 1);
+	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_TARGETING_KEY_MISSING]), 1);
+	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_INVALID_CONTEXT]), 1);
+	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_PARSE_ERROR]), 1);
+	assert_int_equal(counted(f), 1);
 }
 
-/* Evaluations counted so far, over every (flag, variant). */
-static uint64_t counted(const struct fx *f)
+/* POST /v1/feature-flags/exclude: unknown fields are refused, an exclusion leaves include. */
+static void test_exclude(void **state)
 {
-	uint64_t n = 0;
+	struct fx *f = *state;
+	uint64_t rev0 = f->fl->revision;
+	json_t *o, *ex;
 
-	for (size_t i = 0; i < f->fl->nctr; i++)
-		n += atomic_load(&f->fl->ctr[i].n);
-	return n;
+	assert_int_equal(call(f, "POST", "/v1/feature-flags/exclude",
+	                      "{\"feature\":\"f1\",\"nodes\":[\"n-2\"],\"bogus\":1}", NULL, &o,
+	                      NULL),
+	                 422);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(o, "error"), "field")), "bogus");
+	json_decref(o);
+	assert_int_equal(f->fl->revision, rev0); /* refused: nothing written */
+	assert_int_equal(call(f, "POST", "/v1/feature-flags/exclude",
+	                      "{\"feature\":\"f1\",\"nodes\":[\"n-2\"]}", NULL, &o, NULL),
+	                 200);
+	ex = json_object_get(o, "exclude");
+	assert_int_equal(json_array_size(ex), 2);
+	assert_string_equal(json_string_value(json_array_get(ex, 0)), "n-1");
+	assert_string_equal(json_string_value(json_array_get(ex, 1)), "n-2");
+	assert_int_equal(json_array_size(json_object_get(o, "include")), 0);
+	json_decref(o);
+	assert_true(f->fl->revision > rev0);
 }
 
 static void test_bulk_etag_and_change(void **state)
@@ -307,6 +340,7 @@ int main(void)
 	    cmocka_unit_test(test_etag_and_decoding),
 	    cmocka_unit_test_setup_teardown(test_ofrep_codes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bulk_etag_and_change, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_exclude, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
