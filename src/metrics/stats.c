@@ -369,8 +369,7 @@ static const struct {
 static const char *const class_codes[METRICS_CLASSES] = {"other", "1xx", "2xx",
                                                          "3xx",   "4xx", "5xx"};
 
-/* A label value with \, " and newline escaped. */
-static int put_label_value(struct buf *out, const char *s)
+int metrics_prom_label(struct buf *out, const char *s)
 {
 	const char *run = s;
 	int rc;
@@ -397,9 +396,9 @@ static int put_series(struct buf *out, const char *name, const struct series *s,
 	int rc;
 
 	if ((rc = buf_append_str(out, name)) || (rc = buf_append_str(out, "{service=\"")) ||
-	    (rc = put_label_value(out, s->service)) ||
+	    (rc = metrics_prom_label(out, s->service)) ||
 	    (rc = buf_append_str(out, "\",version=\"")) ||
-	    (rc = put_label_value(out, s->version)) || (rc = buf_append_str(out, "\"")))
+	    (rc = metrics_prom_label(out, s->version)) || (rc = buf_append_str(out, "\"")))
 		return rc;
 	if (cohort >= 0)
 		rc = buf_printf(out, ",cohort=\"%s\"", cohort_name((enum cohort)cohort));
@@ -421,27 +420,38 @@ static int put_requests(struct buf *out, const struct series *s, int c,
 	return rc;
 }
 
+int metrics_prom_hist(struct buf *out, const char *name, struct str labels, const struct hist *h)
+{
+	const char *lp = labels.p ? labels.p : "";
+	int ll = (int)labels.len, rc = 0;
+
+	for (size_t b = 0; b <= sizeof(le_bounds) / sizeof(le_bounds[0]) && !rc; b++) {
+		int last = b == sizeof(le_bounds) / sizeof(le_bounds[0]);
+
+		rc = buf_printf(out, "%s_bucket{%.*s,le=\"%s\"} %" PRIu64 "\n", name, ll, lp,
+		                last ? "+Inf" : le_bounds[b].text,
+		                last ? h->n : hist_count_le(h, le_bounds[b].us));
+	}
+	if (rc || (rc = buf_printf(out, "%s_sum{%.*s} %" PRIu64 ".%06" PRIu64 "\n", name, ll, lp,
+	                           h->sum_us / 1000000, h->sum_us % 1000000)))
+		return rc;
+	return buf_printf(out, "%s_count{%.*s} %" PRIu64 "\n", name, ll, lp, h->n);
+}
+
 static int put_duration(struct buf *out, const struct series *s, int c,
                         const struct metrics_cohort_snapshot *snap)
 {
-	const struct hist *h = &snap->hist;
-	int rc = 0;
+	struct buf lb;
+	int rc;
 
-	for (size_t b = 0; b < sizeof(le_bounds) / sizeof(le_bounds[0]) && !rc; b++) {
-		if (!(rc = put_series(out, "canaryd_request_duration_seconds_bucket", s, c)))
-			rc = buf_printf(out, ",le=\"%s\"} %" PRIu64 "\n", le_bounds[b].text,
-			                hist_count_le(h, le_bounds[b].us));
-	}
-	if (rc || (rc = put_series(out, "canaryd_request_duration_seconds_bucket", s, c)) ||
-	    (rc = buf_printf(out, ",le=\"+Inf\"} %" PRIu64 "\n", h->n)))
-		return rc;
-	if ((rc = put_series(out, "canaryd_request_duration_seconds_sum", s, c)) ||
-	    (rc = buf_printf(out, "} %" PRIu64 ".%06" PRIu64 "\n", h->sum_us / 1000000,
-	                     h->sum_us % 1000000)))
-		return rc;
-	if ((rc = put_series(out, "canaryd_request_duration_seconds_count", s, c)))
-		return rc;
-	return buf_printf(out, "} %" PRIu64 "\n", h->n);
+	/* the series' labels once: put_series() with no name gives `{labels` */
+	buf_init(&lb, out->cap);
+	rc = put_series(&lb, "", s, c);
+	if (!rc)
+		rc = metrics_prom_hist(out, "canaryd_request_duration_seconds",
+		                       str_make(buf_head(&lb) + 1, buf_used(&lb) - 1), &snap->hist);
+	buf_release(&lb);
+	return rc;
 }
 
 static int put_upstream(struct buf *out, const struct series *s,

@@ -28,6 +28,7 @@
 
 #include "core/bucket.h"
 #include "core/buf.h"
+#include "core/str.h"
 #include "metrics/hist.h"
 
 /* Why the proxy, not the upstream, produced (or cut short) a response. */
@@ -168,5 +169,18 @@ double metrics_latency_mean_us(const struct metrics_cohort_snapshot *s);
  * Any non-worker thread.
  */
 int metrics_write_prometheus(const struct metrics_registry *reg, struct buf *out);
+
+/* Prometheus text pieces shared with the mirror families (proxy/mirror.c). */
+
+/* Appends s as a label value, with \, " and newline escaped.  0 or the buf error. */
+int metrics_prom_label(struct buf *out, const char *s);
+
+/*
+ * Appends one histogram series: name_bucket{labels,le="..."} for each of the
+ * fixed bounds (0.0005 s .. 10 s) and +Inf, name_sum{labels} in seconds and
+ * name_count{labels}.  labels: the label pairs, already escaped, without the
+ * braces (not NUL-terminated).  0, or the buf error with out truncated.
+ */
+int metrics_prom_hist(struct buf *out, const char *name, struct str labels, const struct hist *h);
 
 #endif

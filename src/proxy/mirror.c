@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metrics/stats.h"
+
 /* One worker's counters of one slot: a single writer. */
 struct mslot_w {
 	_Atomic uint64_t results[MIRROR_RESULTS];
@@ -289,54 +291,19 @@ static int snap_empty(const struct mirror_snapshot *s)
 	return !s->mirrored && !s->dropped && !s->too_large && !s->method && !f;
 }
 
-static const struct {
-	uint64_t us;
-	const char *text;
-} le_bounds[] = {
-    {500, "0.0005"},  {1000, "0.001"},  {2500, "0.0025"}, {5000, "0.005"},  {10000, "0.01"},
-    {25000, "0.025"}, {50000, "0.05"},  {100000, "0.1"},  {250000, "0.25"}, {500000, "0.5"},
-    {1000000, "1"},   {2500000, "2.5"}, {5000000, "5"},   {10000000, "10"},
-};
-
-/* A label value with \, " and newline escaped. */
-static int put_label(struct buf *out, const char *s)
-{
-	int rc = 0;
-
-	for (; *s && !rc; s++) {
-		if (*s == '\\')
-			rc = buf_append_lit(out, "\\\\");
-		else if (*s == '"')
-			rc = buf_append_lit(out, "\\\"");
-		else if (*s == '\n')
-			rc = buf_append_lit(out, "\\n");
-		else
-			rc = buf_append(out, s, 1);
-	}
-	return rc;
-}
-
 static int put_hist(struct buf *out, const char *service, const char *side, const struct hist *h)
 {
-	static const char name[] = "canaryd_mirror_duration_seconds";
-	int rc = 0;
+	struct buf lb;
+	int rc;
 
-	for (size_t b = 0; b <= sizeof(le_bounds) / sizeof(le_bounds[0]) && !rc; b++) {
-		int last = b == sizeof(le_bounds) / sizeof(le_bounds[0]);
-
-		if (!(rc = buf_printf(out, "%s_bucket{service=\"", name)) &&
-		    !(rc = put_label(out, service)))
-			rc = buf_printf(out, "\",side=\"%s\",le=\"%s\"} %" PRIu64 "\n", side,
-			                last ? "+Inf" : le_bounds[b].text,
-			                last ? h->n : hist_count_le(h, le_bounds[b].us));
-	}
-	if (rc || (rc = buf_printf(out, "%s_sum{service=\"", name)) ||
-	    (rc = put_label(out, service)) ||
-	    (rc = buf_printf(out, "\",side=\"%s\"} %" PRIu64 ".%06" PRIu64 "\n", side,
-	                     h->sum_us / 1000000, h->sum_us % 1000000)) ||
-	    (rc = buf_printf(out, "%s_count{service=\"", name)) || (rc = put_label(out, service)))
-		return rc;
-	return buf_printf(out, "\",side=\"%s\"} %" PRIu64 "\n", side, h->n);
+	buf_init(&lb, out->cap);
+	if (!(rc = buf_append_lit(&lb, "service=\"")) && !(rc = metrics_prom_label(&lb, service)) &&
+	    !(rc = buf_append_lit(&lb, "\",side=\"")) && !(rc = buf_append_str(&lb, side)) &&
+	    !(rc = buf_append_lit(&lb, "\"")))
+		rc = metrics_prom_hist(out, "canaryd_mirror_duration_seconds",
+		                       str_make(buf_head(&lb), buf_used(&lb)), h);
+	buf_release(&lb);
+	return rc;
 }
 
 int mirror_stats_write_prometheus(const struct mirror_stats *ms, struct buf *out)
@@ -368,7 +335,7 @@ int mirror_stats_write_prometheus(const struct mirror_stats *ms, struct buf *out
 		v[MIRROR_METHOD] = snap->method;
 		for (unsigned r = 0; r < MIRROR_RESULTS && !rc; r++) {
 			if (!(rc = buf_append_str(out, "canaryd_mirror_total{service=\"")) &&
-			    !(rc = put_label(out, s->service)))
+			    !(rc = metrics_prom_label(out, s->service)))
 				rc = buf_printf(out, "\",result=\"%s\"} %" PRIu64 "\n",
 				                result_names[r], v[r]);
 		}
@@ -398,7 +365,7 @@ int mirror_stats_write_prometheus(const struct mirror_stats *ms, struct buf *out
 			continue;
 		for (unsigned k = 0; k < MIRROR_FAULT_KINDS && !rc; k++) {
 			if (!(rc = buf_append_str(out, "canaryd_faults_total{service=\"")) &&
-			    !(rc = put_label(out, s->service)))
+			    !(rc = metrics_prom_label(out, s->service)))
 				rc = buf_printf(out, "\",kind=\"%s\"} %" PRIu64 "\n",
 				                fault_names[k], snap->faults[k]);
 		}

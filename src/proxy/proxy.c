@@ -36,6 +36,7 @@
 #define HIGH_WATER      (256u << 10) /* stop reading the other side above this */
 #define MAX_IDLE_PER_EP 128
 #define MAX_LISTENERS   32
+#define HEAD_CAP        (64u << 10) /* a forwarded request head (primary or shadow) */
 
 /* Per worker bounds of shadow traffic and faults (docs/proxy.md). */
 #define MIRROR_MAX_PENDING  256  /* mirrored requests alive (building, queued, in flight) */
@@ -257,13 +258,39 @@ static int is_hop_by_hop(struct str name)
 /* A header named in the Connection header's tokens is hop-by-hop too. */
 static int in_connection_tokens(const struct http_msg *m, struct str name)
 {
-	char tok[64];
+	for (size_t i = 0; i < m->nheaders; i++)
+		if (str_caseeq_c(m->headers[i].name, "connection") &&
+		    http_token_list_has(m->headers[i].value, name))
+			return 1;
+	return 0;
+}
 
-	if (name.len >= sizeof(tok))
-		return 0;
-	memcpy(tok, name.p, name.len);
-	tok[name.len] = '\0';
-	return http_msg_header_has_token(m, "connection", tok);
+/*
+ * Appends m's end-to-end headers to o as "Name: value" lines: not the
+ * hop-by-hop ones, not those a Connection header names, not those listed in
+ * skip (lower-case names).  0, or the first append error (o then holds a
+ * partial head the caller must not send).
+ */
+static int headers_forward(struct buf *o, const struct http_msg *m, const char *const *skip,
+                           size_t nskip)
+{
+	int conn = http_msg_header(m, "connection") != NULL, rc = 0;
+
+	for (size_t i = 0; i < m->nheaders && !rc; i++) {
+		const struct http_header *h = &m->headers[i];
+		size_t k = 0;
+
+		while (k < nskip && !str_caseeq_c(h->name, skip[k]))
+			k++;
+		if (k < nskip || is_hop_by_hop(h->name) ||
+		    (conn && in_connection_tokens(m, h->name)))
+			continue;
+		if (!(rc = buf_append(o, h->name.p, h->name.len)) &&
+		    !(rc = buf_append_lit(o, ": ")) &&
+		    !(rc = buf_append(o, h->value.p, h->value.len)))
+			rc = buf_append_lit(o, "\r\n");
+	}
+	return rc;
 }
 
 /* ---- upstream connections ---- */
@@ -343,6 +370,7 @@ static void pool_close_all(struct worker *w, uint32_t ep)
 /* Response parser callbacks: they write the client's output. */
 static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 {
+	static const char *const resp_skip[] = {"content-length"};
 	struct uconn *u = data;
 	struct cconn *c = u->client;
 	struct exchange *ex;
@@ -363,17 +391,7 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 	buf_append_lit(o, " ");
 	buf_append(o, m->reason.p, m->reason.len);
 	buf_append_lit(o, "\r\n");
-	for (size_t i = 0; i < m->nheaders; i++) {
-		const struct http_header *h = &m->headers[i];
-
-		if (is_hop_by_hop(h->name) || str_caseeq_c(h->name, "content-length") ||
-		    in_connection_tokens(m, h->name))
-			continue;
-		buf_append(o, h->name.p, h->name.len);
-		buf_append_lit(o, ": ");
-		buf_append(o, h->value.p, h->value.len);
-		buf_append_lit(o, "\r\n");
-	}
+	headers_forward(o, m, resp_skip, sizeof(resp_skip) / sizeof(resp_skip[0]));
 	if (m->no_body || ex->head) {
 		ex->rf = RF_NONE;
 		cl = http_msg_header(m, "content-length");
@@ -479,6 +497,19 @@ static void outlier_note(struct worker *w, const struct exchange *ex, int failed
 	}
 }
 
+/* Back to a fresh exchange (the table reference dropped, head_copy empty
+ * with its cap restored) for the connection's next request. */
+static void exchange_reset(struct cconn *c)
+{
+	struct exchange *ex = &c->ex;
+
+	snap_obj_unref(ex->table ? &ex->table->obj : NULL);
+	buf_release(&ex->head_copy);
+	memset(ex, 0, sizeof(*ex));
+	buf_init(&ex->head_copy, HEAD_CAP);
+	c->state = C_IDLE;
+}
+
 /* The exchange is over (response fully queued or failed): account and reset. */
 static void exchange_finish(struct cconn *c, enum metrics_err kind)
 {
@@ -503,11 +534,7 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 		loop_timer_stop(w->loop, &c->delay);
 		w->ndelayed--;
 	}
-	snap_obj_unref(ex->table ? &ex->table->obj : NULL);
-	buf_release(&ex->head_copy);
-	memset(ex, 0, sizeof(*ex));
-	buf_init(&ex->head_copy, 64 << 10);
-	c->state = C_IDLE;
+	exchange_reset(c);
 	if (c->close_after || w->stopping) {
 		c->close_after = 1;
 		client_flush(c);
@@ -1487,6 +1514,9 @@ static int method_listed(const struct config_strlist *l, struct str method)
  */
 static void mirror_begin(struct cconn *c, const struct http_msg *m, struct str rid)
 {
+	/* the body goes de-chunked with its own Content-Length */
+	static const char *const shadow_skip[] = {"x-forwarded-for", "x-forwarded-proto", "expect",
+	                                          "content-length", "x-canary-shadow"};
 	struct worker *w = c->w;
 	struct exchange *ex = &c->ex;
 	const struct proxy_service *svc = ex->svc;
@@ -1497,6 +1527,7 @@ static void mirror_begin(struct cconn *c, const struct http_msg *m, struct str r
 	struct buf *o;
 	const struct str *xff;
 	size_t n;
+	int rc;
 
 	if (mi->version < 0 || mi->version == ex->dec.version ||
 	    rng_next(w) % BUCKET_COUNT >= mi->percent)
@@ -1524,11 +1555,11 @@ static void mirror_begin(struct cconn *c, const struct http_msg *m, struct str r
 			mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_DROPPED);
 			return;
 		}
-		buf_init(&r->head, 64 << 10);
+		buf_init(&r->head, HEAD_CAP);
 		buf_init(&r->body, mi->body_cap);
 	}
 	memset(r, 0, offsetof(struct mreq, head));
-	r->head.cap = 64 << 10;
+	r->head.cap = HEAD_CAP;
 	r->body.cap = mi->body_cap;
 	r->w = w;
 	r->state = M_BUILDING;
@@ -1555,19 +1586,7 @@ static void mirror_begin(struct cconn *c, const struct http_msg *m, struct str r
 	buf_append(o, m->target.p, m->target.len);
 	buf_append_lit(o, " HTTP/1.1\r\n");
 	xff = http_msg_header(m, "x-forwarded-for");
-	for (size_t i = 0; i < m->nheaders; i++) {
-		const struct http_header *h = &m->headers[i];
-
-		if (is_hop_by_hop(h->name) || str_caseeq_c(h->name, "x-forwarded-for") ||
-		    str_caseeq_c(h->name, "x-forwarded-proto") || str_caseeq_c(h->name, "expect") ||
-		    str_caseeq_c(h->name, "content-length") ||
-		    str_caseeq_c(h->name, "x-canary-shadow") || in_connection_tokens(m, h->name))
-			continue;
-		buf_append(o, h->name.p, h->name.len);
-		buf_append_lit(o, ": ");
-		buf_append(o, h->value.p, h->value.len);
-		buf_append_lit(o, "\r\n");
-	}
+	rc = headers_forward(o, m, shadow_skip, sizeof(shadow_skip) / sizeof(shadow_skip[0]));
 	if (m->version == 10 && !m->host.len)
 		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, r->ep)->name);
 	buf_append_lit(o, "X-Forwarded-For: ");
@@ -1578,7 +1597,7 @@ static void mirror_begin(struct cconn *c, const struct http_msg *m, struct str r
 	buf_append(o, c->peer, c->peer_len);
 	buf_append_lit(o, "\r\nX-Forwarded-Proto: http\r\n");
 	buf_append(o, rid.p, rid.len);
-	if (buf_append_lit(o, "X-Canary-Shadow: 1\r\n")) {
+	if (buf_append_lit(o, "X-Canary-Shadow: 1\r\n") || rc) {
 		/* the head did not fit its cap: not mirrored */
 		mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_TOO_LARGE);
 		buf_release(&r->head);
@@ -1599,6 +1618,8 @@ static void client_delay_done(struct loop *loop, struct loop_timer *t);
 
 static int client_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 {
+	/* replaced by the proxy's own (expect: answered here) */
+	static const char *const req_skip[] = {"x-forwarded-for", "x-forwarded-proto", "expect"};
 	struct cconn *c = data;
 	struct worker *w = c->w;
 	struct exchange *ex = &c->ex;
@@ -1670,18 +1691,8 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	buf_append_lit(o, " HTTP/1.1\r\n");
 	xff = http_msg_header(m, "x-forwarded-for");
 	rid = http_msg_header(m, "x-request-id");
-	for (size_t i = 0; i < m->nheaders; i++) {
-		const struct http_header *h = &m->headers[i];
-
-		if (is_hop_by_hop(h->name) || str_caseeq_c(h->name, "x-forwarded-for") ||
-		    str_caseeq_c(h->name, "x-forwarded-proto") || str_caseeq_c(h->name, "expect") ||
-		    in_connection_tokens(m, h->name))
-			continue;
-		buf_append(o, h->name.p, h->name.len);
-		buf_append_lit(o, ": ");
-		buf_append(o, h->value.p, h->value.len);
-		buf_append_lit(o, "\r\n");
-	}
+	if (headers_forward(o, m, req_skip, sizeof(req_skip) / sizeof(req_skip[0])))
+		return 431;
 	if (m->version == 10 && !m->host.len)
 		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, ex->ep)->name);
 	if (m->chunked)
@@ -1912,9 +1923,7 @@ static void client_process(struct cconn *c)
 				exchange_finish(c, c->ex.local_kind);
 			} else {
 				/* no service: nothing to account */
-				snap_obj_unref(c->ex.table ? &c->ex.table->obj : NULL);
-				memset(&c->ex, 0, sizeof(c->ex));
-				c->state = C_IDLE;
+				exchange_reset(c);
 				if (c->close_after) {
 					client_flush(c);
 					return;
@@ -2033,7 +2042,7 @@ static void accept_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
 		c->peer_len = strlen(c->peer);
 		buf_init(&c->in, CONN_BUF_CAP);
 		buf_init(&c->out, CONN_BUF_CAP);
-		buf_init(&c->ex.head_copy, 64 << 10);
+		buf_init(&c->ex.head_copy, HEAD_CAP);
 		{
 			struct http_limits lim = {.max_header_bytes =
 			                              w->table ? w->table->max_header_bytes : 0};

@@ -26,6 +26,7 @@ class PyUpstream:
 
     def __init__(self, name):
         self.seen = []
+        self.heads = []  # every request's headers, [(lower-case name, value)]
         self.lock = threading.Lock()
         up = self
 
@@ -38,6 +39,7 @@ class PyUpstream:
                 with up.lock:
                     up.seen.append((self.command, self.path,
                                     self.headers.get("X-Canary-Shadow"), body))
+                    up.heads.append([(k.lower(), v) for k, v in self.headers.items()])
                 code = 500 if self.path.startswith("/bad") else 200
                 out = json.dumps({"version": name, "path": self.path}).encode()
                 self.send_response(code)
@@ -235,6 +237,31 @@ def test_post_mirrored_when_listed_body_copied_up_to_cap(canaryd, upstream, pyup
     seen = sh.requests()
     assert [(m, p, b) for m, p, _, b in seen] == [("POST", "/s", small)]
     assert upstream_stats(v1)["requests"] == 2
+
+
+def test_shadow_head_strips_hop_by_hop_and_adds_forwarding(canaryd, upstream, pyup):
+    """The shadow gets the request's end-to-end headers only: no hop-by-hop
+    ones, none the Connection header names, the client's X-Canary-Shadow
+    replaced, the forwarding headers extended as for the primary."""
+    v1 = upstream("v1")
+    sh = pyup("v2")
+    port = free_port()
+    d = start(canaryd, config(port, web(v1, sh.port, "{version: v2, percent: 100}"), ""))
+    keepalive_get(port, ["/h"], headers={
+        "Connection": "keep-alive, X-Secret-Hop", "X-Secret-Hop": "1", "Keep-Alive": "300",
+        "Proxy-Authorization": "x", "X-End-To-End": "kept", "X-Forwarded-For": "10.1.2.3",
+        "X-Forwarded-Proto": "https", "X-Request-Id": "rid-7", "X-Canary-Shadow": "0"})
+    wait_compared(d, 1)
+    assert len(sh.heads) == 1
+    h = sh.heads[0]
+    names = [n for n, _ in h]
+    for hop in ("connection", "keep-alive", "proxy-authorization", "x-secret-hop"):
+        assert hop not in names, (hop, h)
+    assert ("x-end-to-end", "kept") in h
+    assert [v for n, v in h if n == "x-forwarded-for"] == ["10.1.2.3, 127.0.0.1"]
+    assert [v for n, v in h if n == "x-forwarded-proto"] == ["http"]
+    assert [v for n, v in h if n == "x-request-id"] == ["rid-7"]
+    assert [v for n, v in h if n == "x-canary-shadow"] == ["1"]
 
 
 def test_mirror_api_validation_persistence_and_audit(canaryd, upstream, pyup):

@@ -1180,6 +1180,23 @@ def test_pipelined_requests_answered_in_order(canaryd, upstream):
     assert [json.loads(b)["path"] for _, _, b in resps] == ["/a", "/b", "/c"]
 
 
+def test_routed_request_after_local_404_on_same_connection(canaryd, upstream):
+    """A request the proxy answers itself without a service (404: no route)
+    leaves the connection ready for a proxied one: the next request's head
+    is forwarded whole, not refused as too large."""
+    d = start_proxy(canaryd, "  web:\n    versions:\n"
+                    f"      v1: {{endpoints: [127.0.0.1:{upstream('v1')}]}}\n    stable: v1\n",
+                    routes=[("/api", "web")])
+    data = (b"GET /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /api/b HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /nope2 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /api/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    raw = raw_exchange(d.proxy_port, data)
+    resps = parse_responses(raw)
+    assert [s for s, _, _ in resps] == [404, 200, 404, 200], raw
+    assert [json.loads(b)["path"] for s, _, b in resps if s == 200] == ["/api/b", "/api/d"]
+
+
 # --------------------------------------------------------------------------
 # Big bodies: streamed, bounded memory
 

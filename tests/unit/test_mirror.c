@@ -145,6 +145,15 @@ static void test_prometheus(void **state)
 	                          "\"shadow\",le=\"0.5\"} 1\n"));
 	assert_non_null(strstr(t, "canaryd_mirror_duration_seconds_count{service=\"we\\\"b\",side="
 	                          "\"primary\"} 1\n"));
+	/* the whole series: the shadow's 301 ms is above 0.25, below 0.5, counted in +Inf */
+	assert_non_null(strstr(t, "canaryd_mirror_duration_seconds_bucket{service=\"we\\\"b\",side="
+	                          "\"shadow\",le=\"0.25\"} 0\n"));
+	assert_non_null(strstr(t, "canaryd_mirror_duration_seconds_bucket{service=\"we\\\"b\",side="
+	                          "\"shadow\",le=\"+Inf\"} 1\n"));
+	assert_non_null(strstr(t, "canaryd_mirror_duration_seconds_sum{service=\"we\\\"b\",side="
+	                          "\"shadow\"} 0.301000\n"));
+	assert_non_null(strstr(t, "canaryd_mirror_duration_seconds_sum{service=\"we\\\"b\",side="
+	                          "\"primary\"} 0.001000\n"));
 	assert_non_null(strstr(t, "canaryd_faults_total{service=\"we\\\"b\",kind=\"abort\"} 0\n"));
 	assert_null(strstr(t, "idle"));
 	buf_release(&out);
