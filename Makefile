@@ -2,10 +2,11 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
+COV_BUILD  ?= build-coverage
 JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test test-fast check-source demo bench fuzz clean
+.PHONY: all deps build test test-fast check-source demo bench fuzz coverage clean
 
 all: build
 
@@ -38,10 +39,16 @@ bench: build
 	@scripts/install-deps --bench
 	@bench/run $(BUILD)
 
+# Every libFuzzer target for FUZZ_SECONDS each, one at a time; a table of
+# execs, coverage and crashes; non-zero on a crash (docs/fuzzing.md).
 fuzz: deps
 	@cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug -DCANARYD_FUZZ=ON >/dev/null
-	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz-targets
 	@scripts/fuzz $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
+# Line and branch coverage of the unit + e2e suites per module (docs/testing.md).
+coverage: deps
+	@scripts/coverage $(COV_BUILD)
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD) $(COV_BUILD)

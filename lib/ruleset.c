@@ -253,7 +253,7 @@ out_fail:
 int ruleset_apply_change(struct ruleset *rs, const char *text, size_t len, struct flagset **set,
                          char **key_out, int *deleted, char *err, size_t errlen)
 {
-	json_t *root = load(text, len, err, errlen), *def;
+	json_t *root = load(text, len, err, errlen), *def, *kdef = NULL;
 	struct rs_flag nf;
 	const char *key;
 	uint64_t rev;
@@ -279,8 +279,18 @@ int ruleset_apply_change(struct ruleset *rs, const char *text, size_t len, struc
 		}
 	}
 	*deleted = json_is_null(def);
-	if (!*deleted && flag_parse(rs, key, def, &nf, err, errlen) != 0)
-		goto out_fail;
+	if (!*deleted) {
+		/* kept under the change's key whatever the body's "key" says, so
+		 * ruleset_render() gives what ruleset_parse() reads back */
+		kdef = json_copy(def);
+		if (!kdef || (json_is_object(kdef) &&
+		              json_object_set_new(kdef, "key", json_string(key)) != 0)) {
+			snprintf(err, errlen, "out of memory");
+			goto out_fail;
+		}
+		if (flag_parse(rs, key, kdef, &nf, err, errlen) != 0)
+			goto out_fail;
+	}
 	*key_out = strdup(key);
 	if (!*key_out) {
 		snprintf(err, errlen, "out of memory");
@@ -315,12 +325,14 @@ int ruleset_apply_change(struct ruleset *rs, const char *text, size_t len, struc
 		rs->flags[rs->nflags++] = nf;
 	}
 	rs->revision = rev;
+	json_decref(kdef);
 	json_decref(root);
 	return 0;
 out_fail:
 	rs_flag_release(&nf);
 	free(*key_out);
 	*key_out = NULL;
+	json_decref(kdef);
 	json_decref(root);
 	return -1;
 }

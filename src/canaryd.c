@@ -636,6 +636,42 @@ static int engine_read_cohort(void *ctx, const char *service, const char *versio
 	return metrics_read(d->metrics, series, cohort, out);
 }
 
+/* The sample-ratio guard's counts (metrics_split_*); see struct rollout_backend. */
+static void engine_split_reset(void *ctx, const char *service, const char *version)
+{
+	struct daemon *d = ctx;
+	int series = metrics_series_find(d->metrics, service, version);
+
+	if (series >= 0)
+		metrics_split_reset(d->metrics, series);
+}
+
+static int engine_read_split(void *ctx, const char *service, const char *version,
+                             enum cohort cohort, struct metrics_split_snapshot *out)
+{
+	struct daemon *d = ctx;
+	int series = metrics_series_find(d->metrics, service, version);
+
+	if (series < 0) {
+		memset(out, 0, sizeof(*out));
+		return 0; /* no request recorded yet: an empty count */
+	}
+	return metrics_split_read(d->metrics, series, cohort, out);
+}
+
+/* Requests in flight to (service, version), for the rollback's drain. */
+static long engine_inflight(void *ctx, const char *service, const char *version)
+{
+	struct daemon *d = ctx;
+	int series = metrics_series_find(d->metrics, service, version);
+	long n;
+
+	if (series < 0)
+		return 0; /* never routed to: nothing in flight */
+	n = proxy_inflight(d->proxy, series);
+	return n < 0 ? -1 : n; /* -1: not counted (series id over the proxy's bound) */
+}
+
 static const char *engine_owner(void *ctx, const char *service)
 {
 	struct daemon *d = ctx;
@@ -762,7 +798,7 @@ static int engine_evidence(void *ctx, const char *name, uint32_t gen, char *path
 
 	if (!bundle)
 		return -ENOMEM;
-	if (mkdir(d->evidence_dir, 0755) == -1 && errno != EEXIST) {
+	if (mkdir(d->evidence_dir, 0700) == -1 && errno != EEXIST) {
 		log_error("cannot create the evidence directory", "dir", d->evidence_dir, NULL);
 		json_decref(bundle);
 		return -errno;
@@ -897,8 +933,9 @@ static void engine_notify(void *ctx, const char *kind, const char *rollout, cons
 		         sizeof(d->notify_pending[0].rollout), "%s", rollout);
 		snprintf(d->notify_pending[d->nnotify_pending].kind,
 		         sizeof(d->notify_pending[0].kind), "%s", kind);
-		snprintf(d->notify_pending[d->nnotify_pending].url,
-		         sizeof(d->notify_pending[0].url), "%s", ro->notify[i].webhook);
+		/* kept for the failure log and event: without its password */
+		config_url_redact(ro->notify[i].webhook, d->notify_pending[d->nnotify_pending].url,
+		                  sizeof(d->notify_pending[0].url));
 		d->nnotify_pending++;
 	}
 }
@@ -1130,6 +1167,12 @@ int main(int argc, char **argv)
 	if (!d.cfg)
 		return 1;
 	if (check) {
+		struct config_errors warns;
+
+		config_errors_init(&warns); /* settings that advance without evidence */
+		config_evidence_warnings(d.cfg, &warns);
+		config_errors_print(&warns, stderr);
+		config_errors_release(&warns);
 		config_summary(d.cfg, summary, sizeof(summary));
 		puts(summary);
 		config_free(d.cfg);
@@ -1143,7 +1186,11 @@ int main(int argc, char **argv)
 	}
 	d.store = store_open(d.cfg->store.url, err, sizeof(err));
 	if (!d.store) {
-		log_error("cannot open the store", "store", d.cfg->store.url, "error", err, NULL);
+		char shown[512];
+
+		/* the URL may carry a password: never log one (store.h) */
+		config_url_redact(d.cfg->store.url, shown, sizeof(shown));
+		log_error("cannot open the store", "store", shown, "error", err, NULL);
 		goto out_loop;
 	}
 	d.cref = config_ref_new(d.cfg); /* owns d.cfg from here on, even on failure */
@@ -1208,6 +1255,7 @@ int main(int argc, char **argv)
 	evidence_dir_of(d.cfg, d.evidence_dir, sizeof(d.evidence_dir));
 	d.rollout_be = (struct rollout_backend){.set_weight = engine_set_weight,
 	                                        .read_cohort = engine_read_cohort,
+	                                        .inflight = engine_inflight,
 	                                        .notify = engine_notify,
 	                                        .wait_applied = engine_wait_applied,
 	                                        .stable_of = engine_stable_of,
@@ -1223,6 +1271,8 @@ int main(int argc, char **argv)
 	                                        .flag_restore = engine_flag_restore,
 	                                        .set_shadow = engine_set_shadow,
 	                                        .read_shadow = engine_read_shadow,
+	                                        .split_reset = engine_split_reset,
+	                                        .read_split = engine_read_split,
 	                                        .store = d.store,
 	                                        .ctx = &d};
 	d.engine = engine_start(&d, d.cfg);

@@ -11,6 +11,14 @@
  * pipelining are supported; request bodies with a Content-Length are read
  * and discarded.  This is a test tool: its parsing is lenient.
  *
+ * Misbehaving on request (the hostile-upstream tests): a request header
+ *   X-Upstream-Misbehave: MODE N      MODE = reset | close | silent
+ * makes the answer send its head (with the full Content-Length) and only the
+ * first N body bytes, then: reset = close with a TCP RST (SO_LINGER 0),
+ * close = close with a FIN in the same turn (the FIN usually arrives with the
+ * data), silent = send nothing more and keep the connection open (the request
+ * stays in in_flight until the peer closes).  A malformed value is ignored.
+ *
  * Control endpoints (answered at once: no latency, no injected error, not
  * counted as requests; other paths under /_upstream/ get 404):
  *   GET  /_upstream/stats   {"name","requests","errors","first_request_ms",
@@ -25,6 +33,11 @@
  *   POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE&quality=Q
  *        changes any of these at runtime (all or none: a bad value is a 400);
  *        answers stats.
+ *   POST /_upstream/hold     from now on, normal requests are held unanswered
+ *                           (counted in in_flight and in "held") until ...
+ *   POST /_upstream/release  answers every held request at once and stops
+ *                           holding; both answer stats.  For tests that need a
+ *                           request in flight for as long as they say.
  *   GET  /metrics           Prometheus text format (a custom metric source for
  *                           `query:` checks), every series labelled
  *                           version="NAME":
@@ -46,6 +59,8 @@
 
 #include <jansson.h>
 
+enum misbehave { MIS_NONE = 0, MIS_RESET, MIS_CLOSE, MIS_SILENT };
+
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/loop.h"
@@ -63,11 +78,13 @@ struct opts {
 
 static struct opts opt = {"127.0.0.1:7001", "v1", 0.0, 0, 500, 1, 1.0};
 static unsigned long long rng_state;
+static int holding; /* POST /_upstream/hold until POST /_upstream/release */
 
 /* What GET /_upstream/stats reports. */
 static struct {
 	unsigned long long requests, errors, in_flight;
 	unsigned long long first_request_ms, last_request_ms;
+	unsigned long long held; /* requests held by /_upstream/hold now */
 } stats;
 
 /* xorshift64*: deterministic for a given --seed */
@@ -86,7 +103,11 @@ struct conn {
 	struct buf in, out;
 	int closed;
 	int waiting; /* a delayed response is pending; do not parse further */
+	int held;    /* waiting for POST /_upstream/release (no timer) */
 	int close_after;
+	int reset_after;    /* close with an RST once the output is written */
+	enum misbehave mis; /* X-Upstream-Misbehave of the current request */
+	unsigned long long mis_bytes;
 	size_t body_left;
 	char path[256];
 	int status;
@@ -118,6 +139,8 @@ static void conn_close(struct loop *loop, struct conn *c)
 	c->closed = 1;
 	if (c->waiting) /* a delayed request that will never be answered */
 		stats.in_flight--;
+	if (c->held)
+		stats.held--;
 	loop_timer_stop(loop, &c->delay);
 	loop_io_del(loop, &c->io);
 	loop_defer(loop, &c->d, conn_free, c);
@@ -136,6 +159,11 @@ static void conn_flush(struct loop *loop, struct conn *c)
 		}
 		buf_consume(&c->out, (size_t)n);
 	}
+	if (c->reset_after) {
+		struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+		setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	}
 	if (c->close_after)
 		conn_close(loop, c);
 }
@@ -145,7 +173,8 @@ static void conn_respond(struct conn *c)
 	char body[512];
 	int blen;
 
-	stats.in_flight--;
+	if (c->mis != MIS_SILENT) /* a silent answer stays in flight until the close */
+		stats.in_flight--;
 	if (c->status != 200)
 		stats.errors++;
 	if (c->status == 200)
@@ -154,11 +183,39 @@ static void conn_respond(struct conn *c)
 	else
 		blen =
 		    snprintf(body, sizeof(body), "{\"version\":\"%s\",\"error\":true}\n", opt.name);
+	if (blen < 0 || (size_t)blen >= sizeof(body))
+		blen = 0;
 	buf_printf(&c->out,
 	           "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\n"
-	           "X-Upstream-Version: %s\r\nContent-Length: %d\r\n%s\r\n%s",
+	           "X-Upstream-Version: %s\r\nContent-Length: %d\r\n%s\r\n",
 	           c->status, c->status == 200 ? "OK" : "Error", opt.name, blen,
-	           c->close_after ? "Connection: close\r\n" : "", body);
+	           c->close_after ? "Connection: close\r\n" : "");
+	if (c->mis == MIS_NONE) {
+		buf_append(&c->out, body, (size_t)blen);
+		return;
+	}
+	/* the head promised blen bytes: send only the first mis_bytes */
+	buf_append(&c->out, body, c->mis_bytes < (size_t)blen ? c->mis_bytes : (size_t)blen);
+	if (c->mis == MIS_SILENT) {
+		c->waiting = 1; /* nothing more on this connection */
+		return;
+	}
+	c->close_after = 1;
+	c->reset_after = c->mis == MIS_RESET;
+}
+
+/* Parses "MODE N" of X-Upstream-Misbehave; MIS_NONE when malformed. */
+static enum misbehave parse_misbehave(struct str v, unsigned long long *bytes)
+{
+	static const char *const modes[] = {"reset", "close", "silent"};
+	const char *sp = memchr(v.p, ' ', v.len);
+
+	if (!sp || str_to_u64(str_make(sp + 1, v.len - (size_t)(sp - v.p) - 1), bytes) != 0)
+		return MIS_NONE;
+	for (size_t i = 0; i < sizeof(modes) / sizeof(modes[0]); i++)
+		if (str_eq_c(str_make(v.p, (size_t)(sp - v.p)), modes[i]))
+			return (enum misbehave)(i + 1);
+	return MIS_NONE;
 }
 
 /* Answers a control request with a JSON body (or a plain error). */
@@ -184,6 +241,7 @@ static void control_stats(struct conn *c)
 	                    json_integer((json_int_t)stats.first_request_ms));
 	json_object_set_new(o, "last_request_ms", json_integer((json_int_t)stats.last_request_ms));
 	json_object_set_new(o, "in_flight", json_integer((json_int_t)stats.in_flight));
+	json_object_set_new(o, "held", json_integer((json_int_t)stats.held));
 	json_object_set_new(o, "error_rate", json_real(opt.error_rate));
 	json_object_set_new(o, "latency_ms", json_integer(opt.latency_ms));
 	json_object_set_new(o, "error_status", json_integer(opt.error_status));
@@ -271,8 +329,28 @@ out_bad:
 	                "error_status=100..599 and/or quality=NUMBER\"}");
 }
 
-/* A request under /_upstream/: stats, reset, config. */
-static void control(struct conn *c, struct str method, struct str target)
+static void conn_parse(struct loop *loop, struct conn *c);
+
+/* POST /_upstream/release: answers every held request, stops holding. */
+static void release_held(struct loop *loop)
+{
+	holding = 0;
+	/* closing is deferred (conn_free), so the list stays whole while we walk it */
+	for (struct conn *h = conns; h; h = h->next) {
+		if (!h->held || h->closed)
+			continue;
+		h->held = 0;
+		h->waiting = 0;
+		stats.held--;
+		conn_respond(h);
+		conn_flush(loop, h);
+		if (!h->closed)
+			conn_parse(loop, h);
+	}
+}
+
+/* A request under /_upstream/: stats, reset, config, hold, release. */
+static void control(struct loop *loop, struct conn *c, struct str method, struct str target)
 {
 	const char *q = memchr(target.p, '?', target.len);
 	struct str path = q ? str_make(target.p, (size_t)(q - target.p)) : target;
@@ -293,6 +371,14 @@ static void control(struct conn *c, struct str method, struct str target)
 		if (!post)
 			goto out_method;
 		control_config(c, query);
+	} else if (str_eq_c(path, "/_upstream/hold") || str_eq_c(path, "/_upstream/release")) {
+		if (!post)
+			goto out_method;
+		if (str_eq_c(path, "/_upstream/hold"))
+			holding = 1;
+		else
+			release_held(loop);
+		control_stats(c);
 	} else {
 		control_respond(c, 404, "{\"error\":\"not found\"}");
 	}
@@ -301,8 +387,6 @@ static void control(struct conn *c, struct str method, struct str target)
 out_method:
 	control_respond(c, 405, "{\"error\":\"method not allowed\"}");
 }
-
-static void conn_parse(struct loop *loop, struct conn *c);
 
 static void delay_cb(struct loop *loop, struct loop_timer *t)
 {
@@ -379,12 +463,16 @@ static void conn_parse(struct loop *loop, struct conn *c)
 		c->body_left = vl > 0 ? strtoull(v, NULL, 10) : 0;
 		vl = find_header(head, hlen, "connection", &v);
 		c->close_after = vl == 5 && strncasecmp(v, "close", 5) == 0;
+		vl = find_header(head, hlen, "x-upstream-misbehave", &v);
+		c->mis =
+		    vl > 0 ? parse_misbehave(str_make(v, (size_t)vl), &c->mis_bytes) : MIS_NONE;
 		if (str_has_prefix(target, STR_LIT("/_upstream/")) ||
 		    (str_eq_c(method, "GET") && str_eq_c(target, "/metrics"))) {
 			if (str_eq_c(target, "/metrics"))
 				control_metrics(c);
 			else
-				control(c, method, target); /* before target's bytes are consumed */
+				/* before target's bytes are consumed */
+				control(loop, c, method, target);
 			buf_consume(&c->in, hlen);
 			continue;
 		}
@@ -397,6 +485,11 @@ static void conn_parse(struct loop *loop, struct conn *c)
 		c->status = (opt.error_rate > 0 && rng_next() < opt.error_rate)
 		                ? (int)opt.error_status
 		                : 200;
+		if (holding) {
+			c->waiting = c->held = 1;
+			stats.held++;
+			return;
+		}
 		if (opt.latency_ms) {
 			c->waiting = 1;
 			loop_timer_start(loop, &c->delay, opt.latency_ms);
@@ -503,9 +596,11 @@ static void usage(FILE *f)
 	      "                     [--error-status CODE] [--latency-ms MS] [--seed N]\n"
 	      "control: GET /_upstream/stats, POST /_upstream/reset,\n"
 	      "         POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE&"
-	      "quality=Q\n"
+	      "quality=Q, POST /_upstream/hold, POST /_upstream/release\n"
 	      "metrics: GET /metrics (Prometheus text: demo_requests_total, demo_errors_total,\n"
-	      "         demo_quality)\n",
+	      "         demo_quality)\n"
+	      "misbehave: request header X-Upstream-Misbehave: reset|close|silent N (head and\n"
+	      "         N body bytes, then an RST, a FIN, or silence)\n",
 	      f);
 }
 

@@ -538,3 +538,53 @@ json_t *check_verdict_json(const struct check_verdict *v)
 	                 "bound_value", num(v->bound_value), "observed", num(v->observed), "test",
 	                 test_json(v), "reason", v->reason);
 }
+
+void check_evidence_shortfall(const struct config_check *c, const struct check_verdict *v,
+                              bool brief, char *out, size_t len)
+{
+	bool baseline = c->test.method != CONFIG_TEST_NONE || check_has_relative_bounds(c);
+
+	if (!out || len == 0)
+		return;
+	if (!v) {
+		snprintf(out, len, brief ? "%s no data yet" : "check %s has no data from this step yet",
+		         c->name);
+		return;
+	}
+	switch (v->outcome) {
+	case CHECK_INCONCLUSIVE:
+		if (c->source == CONFIG_SOURCE_METRIC && v->canary_requests < c->min_samples) {
+			snprintf(out, len,
+			         brief ? "%s %llu/%u canary requests"
+			               : "check %s has %llu of %u requests on the canary",
+			         c->name, (unsigned long long)v->canary_requests, c->min_samples);
+		} else if (c->source == CONFIG_SOURCE_METRIC && baseline &&
+		           v->baseline_requests < c->min_samples) {
+			snprintf(out, len,
+			         brief ? "%s %llu/%u baseline requests"
+			               : "check %s has %llu of %u requests on the baseline",
+			         c->name, (unsigned long long)v->baseline_requests, c->min_samples);
+		} else if (brief) {
+			snprintf(out, len, "%s inconclusive on %llu/%llu requests", c->name,
+			         (unsigned long long)v->canary_requests,
+			         (unsigned long long)v->baseline_requests);
+		} else {
+			snprintf(out, len, "check %s is inconclusive: %s", c->name, v->reason);
+		}
+		return;
+	case CHECK_PASS: /* passing now, but a failing interval since reset the evidence */
+		snprintf(out, len,
+		         brief ? "%s failed since its last pass"
+		               : "check %s failed an interval after it passed; it must pass again",
+		         c->name);
+		return;
+	case CHECK_FAIL:
+		snprintf(out, len, brief ? "%s failing" : "check %s fails: %s", c->name, v->reason);
+		return;
+	case CHECK_ERROR:
+		snprintf(out, len, brief ? "%s error" : "check %s gives errors: %s", c->name,
+		         v->reason);
+		return;
+	}
+	snprintf(out, len, "%s", c->name);
+}

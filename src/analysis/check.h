@@ -44,6 +44,7 @@
 #define ANALYSIS_CHECK_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -168,6 +169,16 @@ enum check_outcome check_evaluate_cumulative(const struct config_check *c,
                                              const struct metrics_cohort_snapshot *baseline,
                                              const struct check_cumulative *cum,
                                              uint64_t interval_ms, struct check_verdict *out);
+
+/*
+ * Why check c has no evidence yet, for a pause reason and the live view
+ * (docs/rollout.md, Evidence).  v is the check's last judgement on the
+ * step's accumulated data, or NULL when there is none yet.  brief: "errors
+ * 37/200 canary requests"; else "check errors has 37 of 200 requests on
+ * the canary".  Always NUL-terminates out (when len > 0).
+ */
+void check_evidence_shortfall(const struct config_check *c, const struct check_verdict *v,
+                              bool brief, char *out, size_t len);
 
 /*
  * The verdict as a new JSON object (caller owns it) with all its inputs:

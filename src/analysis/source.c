@@ -149,7 +149,8 @@ int source_request_build(const struct config_check *c, const char *prometheus,
 			    SOURCE_TEXT_MAX - 1);
 			return -1;
 		}
-		memcpy(out->text, out->url, strlen(out->url) + 1);
+		/* the text shows in verdicts: never with the URL's password */
+		config_url_redact(out->url, out->text, sizeof(out->text));
 		return 0;
 	case CONFIG_SOURCE_EXEC:
 		if (c->exec.n > SOURCE_ARGV_MAX) {

@@ -1,7 +1,9 @@
 #include "api/api.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +97,7 @@ void api_reply_error(struct api_call *call, int status, const char *code, const 
 
 json_t *api_body_json(struct api_call *call)
 {
+	char field[256], num[64];
 	json_error_t jerr;
 	json_t *obj;
 
@@ -116,7 +119,129 @@ json_t *api_body_json(struct api_call *call)
 		                "request body must be a JSON object");
 		return NULL;
 	}
+	if (api_json_numbers_check(call->req->body.p, call->req->body.len, field, sizeof(field),
+	                           num, sizeof(num)) != 0) {
+		json_decref(obj);
+		api_reply_error(call, 422, "invalid", field, "%s: the number %s is out of range",
+		                field, num);
+		return NULL;
+	}
 	return obj;
+}
+
+/* --- numbers a double cannot hold ------------------------------------------------ */
+
+#define NUMSCAN_DEPTH 32 /* path kept this deep; deeper values are named by their prefix */
+
+struct numscan_frame {
+	bool object, want_key;
+	size_t index;
+	char key[96];
+};
+
+/* Skips a JSON string starting at p[i] == '"'; returns the index past its closing quote. */
+static size_t skip_string(const char *p, size_t len, size_t i, char *key, size_t keylen)
+{
+	size_t k = 0;
+
+	for (i++; i < len && p[i] != '"'; i++) {
+		if (p[i] == '\\' && i + 1 < len)
+			i++;
+		if (key && k + 1 < keylen)
+			key[k++] = p[i];
+	}
+	if (key && keylen)
+		key[k] = '\0';
+	return i + 1;
+}
+
+static void numscan_path(const struct numscan_frame *st, size_t depth, char *field, size_t flen)
+{
+	size_t o = 0;
+
+	if (flen)
+		field[0] = '\0';
+	for (size_t d = 0; d < depth && d < NUMSCAN_DEPTH && o + 1 < flen; d++) {
+		int n = st[d].object
+		            ? snprintf(field + o, flen - o, "%s%s", o ? "." : "", st[d].key)
+		            : snprintf(field + o, flen - o, "[%zu]", st[d].index);
+
+		if (n < 0)
+			break;
+		o += (size_t)n;
+		if (o >= flen)
+			break;
+	}
+}
+
+/* True when the number's text reads back as a normal double (or is exactly 0). */
+static bool number_fits(const char *t)
+{
+	bool nonzero = false;
+	double d;
+
+	for (const char *q = t; *q && *q != 'e' && *q != 'E'; q++)
+		if (*q >= '1' && *q <= '9')
+			nonzero = true;
+	errno = 0;
+	d = strtod(t, NULL);
+	if (errno == ERANGE || !isfinite(d))
+		return false;
+	return nonzero ? isnormal(d) : d == 0;
+}
+
+int api_json_numbers_check(const char *p, size_t len, char *field, size_t flen, char *num,
+                           size_t numlen)
+{
+	struct numscan_frame st[NUMSCAN_DEPTH];
+	size_t depth = 0, i = 0;
+
+	while (i < len) {
+		char ch = p[i];
+		struct numscan_frame *top = depth && depth <= NUMSCAN_DEPTH ? &st[depth - 1] : NULL;
+
+		if (ch == '{' || ch == '[') {
+			if (depth < NUMSCAN_DEPTH)
+				st[depth] = (struct numscan_frame){.object = ch == '{',
+				                                   .want_key = ch == '{'};
+			depth++;
+			i++;
+		} else if (ch == '}' || ch == ']') {
+			depth -= depth > 0;
+			i++;
+		} else if (ch == ',') {
+			if (top && top->object)
+				top->want_key = true;
+			else if (top)
+				top->index++;
+			i++;
+		} else if (ch == '"') {
+			bool key = top && top->object && top->want_key;
+
+			i = skip_string(p, len, i, key ? top->key : NULL, sizeof(top->key));
+			if (key)
+				top->want_key = false;
+		} else if (ch == '-' || (ch >= '0' && ch <= '9')) {
+			char t[512];
+			size_t n = 0, tl;
+
+			/* the body carries its length: no NUL to stop at */
+			while (i + n < len && memchr("+-.0123456789eE", p[i + n], 15))
+				n++;
+			tl = n < sizeof(t) ? n : sizeof(t) - 1;
+			memcpy(t, p + i, tl);
+			t[tl] = '\0';
+			if (!number_fits(t)) {
+				numscan_path(st, depth, field, flen);
+				snprintf(num, numlen, "%s", t);
+				return -1;
+			}
+			i += n;
+		} else {
+			i++; /* whitespace, ':', true, false, null */
+		}
+	}
+	return 0;
 }
 
 int api_only_keys(struct api_call *call, const json_t *obj, const char *prefix,

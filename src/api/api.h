@@ -149,9 +149,21 @@ void api_reply_error(struct api_call *call, int status, const char *code, const 
 
 /*
  * Parses the request body as a JSON object.  On failure replies 400 (naming
- * the line/column) and returns NULL.  The caller owns the result.
+ * the line/column), or 422 naming the field of a number that a double cannot
+ * hold (api_json_numbers_check), and returns NULL.  The caller owns the result.
  */
 json_t *api_body_json(struct api_call *call);
+
+/*
+ * Checks the numbers of a JSON text that jansson accepted: a number whose
+ * value underflows a double (1e-400 would silently become 0, 1e-310 a
+ * subnormal) is refused, as nothing here can tell it from what was meant.
+ * 0 when all are fine; -1 with the number's field path written to field
+ * ("rollout.on", "exclude[2]", "" for a top-level value; cut to flen) and
+ * its text to num (cut to numlen).
+ */
+int api_json_numbers_check(const char *p, size_t len, char *field, size_t flen, char *num,
+                           size_t numlen);
 
 /*
  * Checks that every member of obj is named in allowed[0..n).  0, or -1 after

@@ -1041,8 +1041,7 @@ static void put_full(struct api_call *call, const char *key, const json_t *in)
 
 	if (!writable_key(key)) {
 		api_reply_error(call, 422, "invalid", "key",
-		                "invalid flag key \"%.70s\": use 1 to 64 of A-Z a-z 0-9 _ . - "
-		                "(not \"stream\")",
+		                "invalid flag key \"%.70s\": " CONFIG_NAME_RULE " (not \"stream\")",
 		                key);
 		return;
 	}
@@ -1099,8 +1098,8 @@ static void post_seed(struct api_call *call, const json_t *in)
 
 	if (!json_is_string(jf) || !writable_key(json_string_value(jf))) {
 		api_reply_error(call, 422, "invalid", "feature",
-		                "feature must be a flag key: 1 to 64 of A-Z a-z 0-9 _ . - (not "
-		                "\"stream\")");
+		                "feature must be a flag key: " CONFIG_NAME_RULE
+		                " (not \"stream\")");
 		return;
 	}
 	key = json_string_value(jf);
@@ -1334,7 +1333,38 @@ static void h_unexclude(struct api_call *call)
 /* ------------------------------------------------------------------------ */
 /* OFREP                                                                      */
 
-/* Appends s as a JSON string. */
+/*
+ * Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
+ * overlongs, surrogates or code points past U+10FFFF), or 0.
+ */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
+	unsigned char lo = 0x80, hi = 0xBF;
+
+	if (s[0] < 0xC2 || s[0] > 0xF4 || n < len)
+		return 0;
+	if (s[0] == 0xE0)
+		lo = 0xA0;
+	else if (s[0] == 0xED)
+		hi = 0x9F;
+	else if (s[0] == 0xF0)
+		lo = 0x90;
+	else if (s[0] == 0xF4)
+		hi = 0x8F;
+	if (s[1] < lo || s[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (s[i] < 0x80 || s[i] > 0xBF)
+			return 0;
+	return len;
+}
+
+/*
+ * Appends s as a JSON string.  s may be request bytes (a path's key) that
+ * are not UTF-8: each byte outside a well-formed sequence becomes U+FFFD, so
+ * the body is always valid JSON.
+ */
 static void json_str(struct buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -1343,7 +1373,16 @@ static void json_str(struct buf *b, const char *s, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 
-		if (c == '"' || c == '\\') {
+		if (c >= 0x80) {
+			size_t u = utf8_len((const unsigned char *)s + i, n - i);
+
+			if (u) {
+				buf_append(b, &s[i], u);
+				i += u - 1;
+			} else {
+				buf_append(b, "\\ufffd", 6);
+			}
+		} else if (c == '"' || c == '\\') {
 			char e[2] = {'\\', (char)c};
 
 			buf_append(b, e, 2);
@@ -1403,6 +1442,7 @@ static void ofrep_result(struct buf *b, const char *key, size_t keylen, const st
 static enum flag_error ofrep_parse(const struct api_call *call, json_t **body,
                                    struct flag_json_ctx *jc, char *why, size_t len)
 {
+	char field[256], num[64];
 	json_error_t jerr;
 	json_t *ctx = NULL, *tk;
 
@@ -1419,6 +1459,11 @@ static enum flag_error ofrep_parse(const struct api_call *call, json_t **body,
 	if (!json_is_object(*body)) {
 		snprintf(why, len, "the request body must be a JSON object {\"context\": {...}}");
 		return FLAG_ERROR_PARSE_ERROR;
+	}
+	if (api_json_numbers_check(call->req->body.p, call->req->body.len, field, sizeof(field),
+	                           num, sizeof(num)) != 0) {
+		snprintf(why, len, "%.120s: the number %.60s is out of range", field, num);
+		return FLAG_ERROR_INVALID_CONTEXT;
 	}
 	ctx = json_object_get(*body, "context");
 	if (ctx && json_is_null(ctx))

@@ -1,19 +1,25 @@
 /*
  * ctl.h - shared plumbing of canaryctl's verbs: options, the HTTP call,
- * output in table or JSON form.  Exit codes: 0 ok, 1 failed, 2 usage.
+ * output in table, JSON or YAML form.  Exit codes: 0 ok, 1 failed, 2 usage.
  */
 #ifndef CANARYCTL_CTL_H
 #define CANARYCTL_CTL_H
 
 #include <jansson.h>
 
+struct buf;
+
 enum { CTL_OK = 0, CTL_FAILED = 1, CTL_USAGE = 2 };
 
 struct ctl {
 	const char *server; /* base URL, default http://127.0.0.1:9901 */
 	const char *token;  /* --token or $CANARYD_TOKEN; may be NULL */
-	int json;           /* -o json */
+	int json;           /* -o json or -o yaml: the server's document, not a table */
+	int yaml;           /* -o yaml: that document as YAML (ctl_print) */
 };
+
+/* Output cap of one YAML document, like the cap on an answer's body. */
+#define CTL_YAML_CAP (64u << 20)
 
 /*
  * Performs METHOD server+path with an optional JSON body (borrowed).  On a
@@ -38,6 +44,23 @@ int ctl_call_ex(const struct ctl *ctl, const char *method, const char *path, jso
 
 /* Prints doc as indented JSON on stdout. */
 void ctl_print_json(json_t *doc);
+
+/*
+ * Sets ctl->json and ctl->yaml from an -o FORMAT (table, json or yaml);
+ * returns 0, or -1 when FORMAT is none of them (ctl unchanged).
+ */
+int ctl_set_output(struct ctl *ctl, const char *fmt);
+
+/* Prints doc (borrowed) on stdout: as YAML with -o yaml, else as indented JSON. */
+void ctl_print(const struct ctl *ctl, json_t *doc);
+
+/*
+ * yaml.c: appends doc (borrowed; NULL prints null) to b as one block-style
+ * YAML document that parses back to a value equal to doc: keys in doc's
+ * order, strings double-quoted unless plainly strings, reals with a '.'.
+ * Returns 0, or -1 when b's cap is reached or doc nests deeper than 128.
+ */
+int ctl_yaml_append(struct buf *b, const json_t *doc);
 
 /*
  * Prints "canaryctl: WHY" (printf-formatted) and "usage: canaryctl USAGE" on

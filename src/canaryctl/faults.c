@@ -99,10 +99,9 @@ int ctl_faults(const struct ctl *ctl_in, int argc, char **argv)
 		const char *a = argv[i];
 
 		if (strcmp(a, "-o") == 0 && i + 1 < argc) {
-			if (strcmp(argv[i + 1], "json") != 0 && strcmp(argv[i + 1], "table") != 0)
-				return ctl_usage_arg(FAULTS_USAGE, "-o takes table or json, not",
-				                     argv[i + 1]);
-			ctl.json = strcmp(argv[++i], "json") == 0;
+			if (ctl_set_output(&ctl, argv[++i]) != 0)
+				return ctl_usage_arg(FAULTS_USAGE,
+				                     "-o takes table, json or yaml, not", argv[i]);
 		} else if (strcmp(a, "--abort") == 0 && i + 1 < argc) {
 			abort_s = argv[++i];
 		} else if (strncmp(a, "--abort=", 8) == 0) {
@@ -180,7 +179,7 @@ int ctl_faults(const struct ctl *ctl_in, int argc, char **argv)
 	if (rc != CTL_OK)
 		return rc;
 	if (ctl.json)
-		ctl_print_json(doc);
+		ctl_print(&ctl, doc);
 	else
 		print_faults(doc);
 	json_decref(doc);

@@ -72,7 +72,7 @@ static void print_flag(const json_t *f)
 static int show(const struct ctl *ctl, json_t *doc, int list)
 {
 	if (ctl->json) {
-		ctl_print_json(doc);
+		ctl_print(ctl, doc);
 	} else if (list) {
 		size_t i;
 		json_t *f;
@@ -125,10 +125,9 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 		const char *a = argv[i];
 
 		if (strcmp(a, "-o") == 0 && i + 1 < argc) {
-			if (strcmp(argv[i + 1], "json") != 0 && strcmp(argv[i + 1], "table") != 0)
-				return ctl_usage_arg(FLAGS_USAGE, "-o must be table or json, not",
-				                     argv[i + 1]);
-			ctl.json = strcmp(argv[++i], "json") == 0;
+			if (ctl_set_output(&ctl, argv[++i]) != 0)
+				return ctl_usage_arg(FLAGS_USAGE,
+				                     "-o takes table, json or yaml, not", argv[i]);
 		} else if (strcmp(a, "--percentage") == 0 && i + 1 < argc) {
 			pct = argv[++i];
 		} else if (strncmp(a, "--percentage=", 13) == 0) {

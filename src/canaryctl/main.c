@@ -33,12 +33,12 @@ static const struct ctl_verb verbs[] = {
 
 static void usage(FILE *f)
 {
-	fputs("usage: canaryctl [--server URL] [--token T] [-o table|json] VERB ...\n"
+	fputs("usage: canaryctl [--server URL] [--token T] [-o table|json|yaml] VERB ...\n"
 	      "\n"
 	      "  --server URL   admin API of canaryd (default $CANARYD_SERVER or\n"
 	      "                 http://127.0.0.1:9901)\n"
 	      "  --token T      bearer token (default $CANARYD_TOKEN)\n"
-	      "  -o FORMAT      table (default) or json\n"
+	      "  -o FORMAT      table (default), json or yaml\n"
 	      "\n"
 	      "verbs:\n",
 	      f);
@@ -169,22 +169,28 @@ int ctl_usage_arg(const char *usage, const char *why, const char *arg)
 	                       arg ? "\"" : "");
 }
 
-int ctl_status(const struct ctl *ctl, int argc, char **argv)
+int ctl_status(const struct ctl *ctl_in, int argc, char **argv)
 {
+	struct ctl c = *ctl_in, *ctl = &c;
 	json_t *doc, *comp, *v;
 	const char *k;
 	size_t i;
 	int rc;
 
-	if (argc != 1) {
-		fputs("usage: canaryctl status\n", stderr);
+	/* "-o FORMAT" after the verb, as the other verbs take it */
+	if (argc == 3 && strcmp(argv[1], "-o") == 0) {
+		if (ctl_set_output(ctl, argv[2]) != 0)
+			return ctl_usage_arg("status [-o table|json|yaml]",
+			                     "-o takes table, json or yaml, not", argv[2]);
+	} else if (argc != 1) {
+		fputs("usage: canaryctl status [-o table|json|yaml]\n", stderr);
 		return CTL_USAGE;
 	}
 	rc = ctl_call(ctl, "GET", "/v1/health/detailed", NULL, &doc);
 	if (rc != CTL_OK)
 		return rc;
 	if (ctl->json) {
-		ctl_print_json(doc);
+		ctl_print(ctl, doc);
 		json_decref(doc);
 		return CTL_OK;
 	}
@@ -250,7 +256,7 @@ int main(int argc, char **argv)
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
-	struct ctl ctl = {getenv("CANARYD_SERVER"), getenv("CANARYD_TOKEN"), 0};
+	struct ctl ctl = {getenv("CANARYD_SERVER"), getenv("CANARYD_TOKEN"), 0, 0};
 	int c, rc;
 
 	if (!ctl.server || !*ctl.server)
@@ -265,10 +271,9 @@ int main(int argc, char **argv)
 			ctl.token = optarg;
 			break;
 		case 'o':
-			if (strcmp(optarg, "json") == 0) {
-				ctl.json = 1;
-			} else if (strcmp(optarg, "table") != 0) {
-				fprintf(stderr, "canaryctl: -o must be table or json, not \"%s\"\n",
+			if (ctl_set_output(&ctl, optarg) != 0) {
+				fprintf(stderr,
+				        "canaryctl: -o must be table, json or yaml, not \"%s\"\n",
 				        optarg);
 				usage(stderr);
 				return CTL_USAGE;

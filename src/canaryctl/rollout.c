@@ -56,12 +56,8 @@ static const struct arg_opt *find_opt(const struct arg_opt *opts, size_t nopts, 
 
 static int set_output(struct ctl *ctl, const char *fmt, const char *usage)
 {
-	if (strcmp(fmt, "json") == 0)
-		ctl->json = 1;
-	else if (strcmp(fmt, "table") == 0)
-		ctl->json = 0;
-	else
-		return ctl_usage_error(usage, "-o must be table or json, not \"%s\"", fmt);
+	if (ctl_set_output(ctl, fmt) != 0)
+		return ctl_usage_error(usage, "-o must be table, json or yaml, not \"%s\"", fmt);
 	return CTL_OK;
 }
 
@@ -171,14 +167,14 @@ static int verb_args(const struct ctl *ctl, int argc, char **argv, const struct 
 	return rc;
 }
 
-/* Prints doc as JSON (-o json) or through render; takes doc. */
+/* Prints doc as JSON or YAML (-o json|yaml) or through render; takes doc. */
 static int print_doc(const struct args *a, json_t *doc,
                      void (*render)(struct buf *, const json_t *))
 {
 	struct buf b;
 
 	if (a->ctl.json) {
-		ctl_print_json(doc);
+		ctl_print(&a->ctl, doc);
 	} else {
 		buf_init(&b, VIEW_CAP);
 		render(&b, doc);
@@ -463,6 +459,8 @@ static void render_view(struct buf *b, const json_t *ro)
 		                           : fmt_time(x, t1, sizeof(t1)));
 	if (json_is_object(json_object_get(st, "approvals")))
 		put_approvals(b, json_object_get(st, "approvals"));
+	if (json_is_string(json_object_get(st, "waiting_for"))) /* time and evidence gates */
+		buf_printf(b, "  waiting     %s\n", jstr(st, "waiting_for", ""));
 	if (json_is_string(json_object_get(ro, "pause_reason")) ||
 	    json_is_integer(json_object_get(ro, "review_deadline"))) {
 		buf_printf(b, "  paused      %s", jstr(ro, "pause_reason", "-"));
@@ -609,7 +607,7 @@ static int rollout_list(const struct args *a)
 	if (rc != CTL_OK)
 		return rc;
 	if (a->ctl.json)
-		ctl_print_json(doc);
+		ctl_print(&a->ctl, doc);
 	else
 		print_rollout_table(json_object_get(doc, "rollouts"));
 	json_decref(doc);
@@ -717,7 +715,7 @@ int ctl_rollback(const struct ctl *ctl, int argc, char **argv)
 	if (rc != CTL_OK)
 		return rc;
 	if (a.ctl.json) {
-		ctl_print_json(doc);
+		ctl_print(&a.ctl, doc);
 	} else {
 		long long n = jint(doc, "rolled_back");
 
@@ -858,7 +856,11 @@ int ctl_watch(const struct ctl *ctl, int argc, char **argv)
 				        a.pos[0]);
 			gone_since = 0;
 			buf_reset(&b);
-			if (a.ctl.json) {
+			if (a.ctl.yaml) {
+				/* one YAML document per change, like one JSON line */
+				buf_append_lit(&b, "---\n");
+				ctl_yaml_append(&b, ro);
+			} else if (a.ctl.json) {
 				char *s = json_dumps(ro, JSON_COMPACT);
 
 				if (s)
@@ -941,7 +943,7 @@ int ctl_evidence(const struct ctl *ctl, int argc, char **argv)
 			                                      (json_int_t)json_string_length(v)));
 		}
 		o = json_pack("{s:s, s:s, s:o}", "rollout", a.pos[0], "dir", out, "files", list);
-		ctl_print_json(o);
+		ctl_print(&a.ctl, o);
 		json_decref(o);
 	} else {
 		printf("evidence of %s written to %s\n", a.pos[0], out);

@@ -102,10 +102,9 @@ int ctl_shadow(const struct ctl *ctl_in, int argc, char **argv)
 			printf("usage: canaryctl %s\n", SHADOW_USAGE);
 			return CTL_OK;
 		} else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
-			if (strcmp(argv[i + 1], "json") != 0 && strcmp(argv[i + 1], "table") != 0)
-				return ctl_usage_arg(SHADOW_USAGE, "-o takes table or json, not",
-				                     argv[i + 1]);
-			ctl.json = strcmp(argv[++i], "json") == 0;
+			if (ctl_set_output(&ctl, argv[++i]) != 0)
+				return ctl_usage_arg(SHADOW_USAGE,
+				                     "-o takes table, json or yaml, not", argv[i]);
 		} else if (a[0] == '-') {
 			return ctl_usage_arg(SHADOW_USAGE, "unknown option or missing argument", a);
 		} else if (!name) {
@@ -124,7 +123,7 @@ int ctl_shadow(const struct ctl *ctl_in, int argc, char **argv)
 	if (rc != CTL_OK)
 		return rc;
 	if (ctl.json)
-		ctl_print_json(doc);
+		ctl_print(&ctl, doc);
 	else
 		print_shadow(doc);
 	json_decref(doc);

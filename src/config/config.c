@@ -106,12 +106,25 @@ static bool token_secret_file(struct cctx *c, const struct cnode *n, const char 
 		return false;
 	}
 	t->secret = cfg_arena_strndup(c->out, buf, len);
+	if (t->secret)
+		cnode_redact_secret(c, NULL, t->secret);
 	return t->secret != NULL;
+}
+
+/* An inline secret: never shown in config snapshots. */
+static bool token_secret(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_token *t = obj;
+
+	if (!get_str(c, n, path, &t->secret))
+		return false;
+	cnode_redact_secret(c, n, t->secret);
+	return true;
 }
 
 static const struct field token_fields[] = {
     FLD_REQ("name", FK_NAME, struct config_token, name),
-    FLD("secret", FK_STR, struct config_token, secret),
+    FLD_FN("secret", token_secret),
     FLD_FN("secret_file", token_secret_file),
     FLD_FN("scopes", token_scopes),
 };
@@ -178,10 +191,12 @@ static bool parse_store(struct cctx *c, const struct cnode *n, const char *path,
                         struct config_store *st)
 {
 	const char *t = get_text(c, n, path);
+	char shown[512];
 
 	if (!t)
 		return false;
 	st->line = n->line;
+	cnode_redact_url(c, n, t);
 	if (strncmp(t, "sqlite:", 7) == 0 && t[7]) {
 		st->kind = CONFIG_STORE_SQLITE;
 		st->url = cfg_arena_strdup(c->out, t);
@@ -195,7 +210,8 @@ static bool parse_store(struct cctx *c, const struct cnode *n, const char *path,
 		st->path = st->url;
 		return st->url != NULL;
 	}
-	cerr(c, n->line, path, "expected sqlite:PATH or postgres://..., got \"%.100s\"", t);
+	config_url_redact(t, shown, sizeof(shown)); /* it may carry a password */
+	cerr(c, n->line, path, "expected sqlite:PATH or postgres://..., got \"%.100s\"", shown);
 	return false;
 }
 
@@ -962,6 +978,8 @@ static struct config *load(const char *name, const char *base_dir, const char *y
 	                 .nerr_start = config_errors_count(errs)};
 	struct config *cfg = calloc(1, sizeof(*cfg));
 	struct cnode *root;
+	char *redacted;
+	size_t rlen;
 
 	if (!cfg)
 		goto out_nomem;
@@ -981,11 +999,19 @@ static struct config *load(const char *name, const char *base_dir, const char *y
 	if (root)
 		parse_root(&c, root);
 	sort_by_line(errs, c.nerr_start);
-	cfg_arena_release(&tmp);
 	if (cctx_failed(&c)) {
+		cfg_arena_release(&tmp);
 		config_free(cfg);
 		return NULL;
 	}
+	/* the snapshot kept for evidence bundles never holds a secret */
+	redacted = cnode_redacted_source(&c, cfg->source, len, &rlen);
+	cfg_arena_release(&tmp);
+	if (!redacted)
+		goto out_nomem;
+	free(cfg->source);
+	cfg->source = redacted;
+	cfg->source_len = rlen;
 	return cfg;
 
 out_nomem:

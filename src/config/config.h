@@ -384,6 +384,9 @@ struct config_step {
 	uint64_t analysis_for_ms;        /* CONFIG_STEP_ANALYSIS; 0 = until decided */
 	struct config_strlist approvers; /* CONFIG_STEP_APPROVAL: token names */
 	uint64_t for_ms;                 /* option: hold the step this long */
+	uint64_t max_wait_ms;            /* option: pause without evidence by then; 0 = default */
+	bool time_only;                  /* require_evidence: false (set/weight/shadow) */
+	int time_only_line;              /* its line, for the --check warning */
 	struct config_not_before not_before;
 	struct config_window window;
 	int line;
@@ -450,6 +453,8 @@ struct config_check {
 	uint64_t review_ms;          /* on_fail: pause only; 0 = wait forever */
 	const char *target;          /* NULL: all targets */
 	size_t target_index;
+	bool time_only;     /* require_evidence: false: no step waits for this check */
+	int time_only_line; /* its line, for the --check warning */
 	int line;
 };
 
@@ -495,6 +500,7 @@ struct config_rollout {
 	size_t nsteps;
 	struct {
 		uint64_t interval_ms; /* default 1m */
+		uint64_t max_wait_ms; /* steps' and bake's max_wait; 0 = 4 x for (1h without) */
 		struct config_check *checks;
 		size_t nchecks;
 		int line;
@@ -514,7 +520,7 @@ struct config_rollout {
 
 struct config {
 	const char *file; /* the name errors are reported under */
-	char *source;     /* the YAML text as loaded (for evidence bundles) */
+	char *source;     /* the YAML text as loaded, every secret "<redacted>" (evidence) */
 	size_t source_len;
 	struct config_admin admin;
 	struct config_store store;
@@ -565,6 +571,15 @@ void config_free(struct config *cfg);
  */
 int config_summary(const struct config *cfg, char *buf, size_t n);
 
+/*
+ * Appends to warns (caller owns) one entry per setting that lets a rollout
+ * advance without evidence (docs/rollout.md, Evidence): `require_evidence:
+ * false` on a step or check, a rollout without checks, a traffic step no
+ * check can judge.  Warnings, not errors: `canaryd --check` prints them and
+ * still exits 0.  Returns how many were added.
+ */
+size_t config_evidence_warnings(const struct config *cfg, struct config_errors *warns);
+
 /* Lookups by name; NULL when absent. */
 struct config_service *config_service_find(const struct config *cfg, const char *name);
 struct config_version *config_version_find(const struct config_service *svc, const char *name);
@@ -604,8 +619,14 @@ int config_parse_addr(const char *s, struct config_addr *out, const char **why);
 /* Formats an address as "host:port" or "[v6]:port". */
 int config_addr_format(const struct config_addr *a, char *buf, size_t n);
 
-/* Names of services, versions, flags, segments, ...: [A-Za-z0-9_.-]{1,64}. */
+/*
+ * Names of services, versions, flags, segments, rollouts, targets, checks:
+ * [A-Za-z0-9_-][A-Za-z0-9_.-]*, 1 to 64 bytes.  A name never starts with
+ * '.', so "." and ".." (which would be path segments) are never names.
+ */
 bool config_valid_name(const char *s);
+/* What config_valid_name accepts, for error messages. */
+#define CONFIG_NAME_RULE "use 1 to 64 of A-Z a-z 0-9 _ . -, not starting with \".\""
 
 /* "64KiB", "1MiB", "512", "2k" (k/K/KiB = 1024) -> bytes. */
 int config_parse_size(const char *s, uint64_t *bytes);
@@ -627,6 +648,17 @@ bool config_valid_semver(const char *s);
 
 /* An http:// or https:// URL with a non-empty host. */
 bool config_valid_url(const char *s);
+
+/*
+ * Copies url into out (n bytes, always NUL-terminated when n > 0, cut when
+ * too long) with its secrets hidden, for logs, events and messages: the
+ * userinfo's password ("user:<redacted>@"; userinfo without a colon, which
+ * may be a token, becomes "<redacted>@"), and the value of any query
+ * parameter whose name contains "password", "secret" or "token"
+ * (case-insensitive).  Works on any "scheme://..." text; other text is
+ * copied as is.  Returns true when something was hidden.
+ */
+bool config_url_redact(const char *url, char *out, size_t n);
 
 /*
  * Validates a flag definition given as JSON (an object with the keys of a

@@ -344,7 +344,9 @@ static void check_node_lists(struct cctx *c, const struct config_flag *f, const 
 
 	for (size_t i = 0; i < f->include.n; i++) {
 		for (size_t j = 0; j < f->exclude.n; j++) {
-			if (strcmp(f->include.v[i], f->exclude.v[j]) != 0)
+			/* an entry of the wrong type was reported and left NULL */
+			if (!f->include.v[i] || !f->exclude.v[j] ||
+			    strcmp(f->include.v[i], f->exclude.v[j]) != 0)
 				continue;
 			const struct cnode *in = n->items[ii];
 

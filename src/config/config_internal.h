@@ -49,8 +49,11 @@ struct cnode {
 	enum cnode_type type;
 	int line;         /* 1-based; 0 for JSON */
 	bool quoted;      /* scalar written quoted (YAML) or a JSON string: never a number/bool */
+	bool json;        /* built from JSON: types are strict (a number is never a string) */
 	const char *text; /* scalar text, NUL-terminated, not yet ${ENV}-expanded */
 	size_t len;
+	size_t start, end;    /* YAML scalars: byte span in the source (end > start); else 0 */
+	unsigned char style;  /* CNODE_PLAIN / CNODE_QUOTED / CNODE_BLOCK: how the span reads */
 	size_t n;             /* items of a sequence / pairs of a mapping */
 	struct cnode **items; /* sequence items, or mapping values */
 	struct cnode **keys;  /* mapping keys (scalars) */
@@ -68,7 +71,36 @@ struct cctx {
 	struct config *cfg;    /* the config being built, or the reference config for JSON */
 	size_t json_nodes;     /* built by cnode_to_json: aliases must not blow up a variant */
 	size_t nerr_start;     /* error count when this load began */
+	struct cfg_redaction *redact; /* spans of the source to hide in config snapshots */
+	size_t nredact, capredact;
 };
+
+enum { CNODE_PLAIN, CNODE_QUOTED, CNODE_BLOCK };
+
+/* A span of the YAML source replaced by `with` (a YAML double-quoted scalar) in snapshots. */
+struct cfg_redaction {
+	size_t start, end;
+	unsigned char style; /* of the node: a quoted span excludes its quotes, a block is lines */
+	const char *with;    /* in c->tmp */
+	const char *secret; /* the value itself (in c->tmp), also hidden wherever else it appears */
+};
+
+/*
+ * Records that scalar n holds a secret: config snapshots (struct config's
+ * `source`, served in evidence bundles) show it as "<redacted>".  secret is
+ * the value as used (after ${ENV}); it is also hidden in comments and other
+ * places of the text.  n may be NULL (a secret read from a file: hidden
+ * wherever it appears).  Nodes from JSON are ignored.
+ */
+void cnode_redact_secret(struct cctx *c, const struct cnode *n, const char *secret);
+/* The same for a URL scalar: only its password (config_url_redact) is hidden. */
+void cnode_redact_url(struct cctx *c, const struct cnode *n, const char *url);
+/*
+ * The source text with every recorded span replaced, and every recorded
+ * secret of 4 bytes or more hidden elsewhere too.  Returns a malloc'ed,
+ * NUL-terminated copy (length in *outlen), or NULL when out of memory.
+ */
+char *cnode_redacted_source(struct cctx *c, const char *src, size_t len, size_t *outlen);
 
 void cerr(struct cctx *c, int line, const char *path, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

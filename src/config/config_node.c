@@ -288,6 +288,22 @@ out_fail:
 	return NULL;
 }
 
+/* The scalar's byte span in the source, for redacting it from config snapshots. */
+static void scalar_span(struct fy_token *tok, struct cnode *n)
+{
+	const struct fy_mark *a = fy_token_start_mark(tok), *z = fy_token_end_mark(tok);
+
+	enum fy_scalar_style st = fy_token_scalar_style(tok);
+
+	if (a && z && z->input_pos > a->input_pos) {
+		n->start = a->input_pos;
+		n->end = z->input_pos;
+		n->style = st == FYSS_LITERAL || st == FYSS_FOLDED ? CNODE_BLOCK
+		           : st == FYSS_PLAIN                      ? CNODE_PLAIN
+		                                                   : CNODE_QUOTED;
+	}
+}
+
 /* Builds the node that starts with ev (which it frees). */
 static struct cnode *yb_node(struct ybuild *b, struct fy_event *ev)
 {
@@ -312,6 +328,7 @@ static struct cnode *yb_node(struct ybuild *b, struct fy_event *ev)
 			n->type = CN_NULL;
 		n->text = cfg_arena_strndup(b->c->tmp, t, len);
 		n->len = len;
+		scalar_span(ev->scalar.value, n);
 		if (!n->text)
 			n = NULL;
 		break;
@@ -438,6 +455,7 @@ static struct cnode *json_scalar(struct cctx *c, const char *text, bool quoted)
 	if (!n)
 		return NULL;
 	n->quoted = quoted;
+	n->json = true;
 	n->text = cfg_arena_strdup(c->tmp, text);
 	n->len = strlen(text);
 	return n->text ? n : NULL;
@@ -457,6 +475,7 @@ struct cnode *cnode_from_json(struct cctx *c, const json_t *v)
 		n = node_new(c, CN_MAP, 0);
 		if (!n)
 			return NULL;
+		n->json = true;
 		n->items = cfg_arena_alloc(c->tmp, (cnt ? cnt : 1) * sizeof(*n->items));
 		n->keys = cfg_arena_alloc(c->tmp, (cnt ? cnt : 1) * sizeof(*n->keys));
 		if (!n->items || !n->keys)
@@ -478,6 +497,7 @@ struct cnode *cnode_from_json(struct cctx *c, const json_t *v)
 		n = node_new(c, CN_SEQ, 0);
 		if (!n)
 			return NULL;
+		n->json = true;
 		n->items = cfg_arena_alloc(c->tmp, (cnt ? cnt : 1) * sizeof(*n->items));
 		if (!n->items)
 			return NULL;
@@ -511,8 +531,10 @@ struct cnode *cnode_from_json(struct cctx *c, const json_t *v)
 		return json_scalar(c, "false", false);
 	case JSON_NULL:
 		n = node_new(c, CN_NULL, 0);
-		if (n)
+		if (n) {
 			n->text = "null";
+			n->json = true;
+		}
 		return n;
 	}
 	return NULL;
@@ -561,6 +583,9 @@ static bool yaml_bool(const char *s, bool *out)
 
 #define CNODE_JSON_MAX 100000
 
+static const char *scalar_text(struct cctx *c, const struct cnode *n, const char *path,
+                               const char *what);
+
 json_t *cnode_to_json(struct cctx *c, const struct cnode *n, const char *path)
 {
 	char sub[PATH_MAX_LEN];
@@ -577,7 +602,7 @@ json_t *cnode_to_json(struct cctx *c, const struct cnode *n, const char *path)
 	case CN_NULL:
 		return json_null();
 	case CN_SCALAR: {
-		const char *t = get_text(c, n, path);
+		const char *t = scalar_text(c, n, path, "a value");
 
 		if (!t)
 			return NULL;
@@ -649,13 +674,18 @@ static const char *type_name(const struct cnode *n)
 	case CN_SCALAR:
 		break;
 	}
+	if (n->json && !n->quoted)
+		return strcmp(n->text, "true") == 0 || strcmp(n->text, "false") == 0 ? "the boolean"
+		                                                                     : "the number";
 	return n->quoted ? "a string" : "a scalar";
 }
 
 static void err_expected(struct cctx *c, const struct cnode *n, const char *path, const char *what,
                          const char *text)
 {
-	if (n->type == CN_SCALAR && text)
+	if (n->type == CN_SCALAR && n->json && !n->quoted)
+		cerr(c, n->line, path, "expected %s, got %s %.60s", what, type_name(n), n->text);
+	else if (n->type == CN_SCALAR && text)
 		cerr(c, n->line, path, "expected %s, got %s\"%.60s%s\"", what,
 		     n->quoted ? "the string " : "", text, strlen(text) > 60 ? "..." : "");
 	else
@@ -729,7 +759,8 @@ static const char *expand_env(struct cctx *c, const struct cnode *n, const char 
 		}
 		end = strchr(s + 2, '}');
 		if (!end) {
-			cerr(c, n->line, path, "unterminated ${ in \"%s\"", n->text);
+			/* the text itself may be a secret: the path says where */
+			cerr(c, n->line, path, "unterminated ${");
 			return NULL;
 		}
 		nl = 0;
@@ -781,9 +812,20 @@ static const char *scalar_text(struct cctx *c, const struct cnode *n, const char
 	return c->expand_env ? expand_env(c, n, path) : n->text;
 }
 
+/* A string: from JSON only a JSON string (5 or true is never coerced to "5"). */
+static const char *string_text(struct cctx *c, const struct cnode *n, const char *path,
+                               const char *what)
+{
+	if (n->type == CN_SCALAR && n->json && !n->quoted) {
+		err_expected(c, n, path, what, n->text);
+		return NULL;
+	}
+	return scalar_text(c, n, path, what);
+}
+
 const char *get_text(struct cctx *c, const struct cnode *n, const char *path)
 {
-	return scalar_text(c, n, path, "a string");
+	return string_text(c, n, path, "a string");
 }
 
 bool get_str(struct cctx *c, const struct cnode *n, const char *path, const char **out)
@@ -798,13 +840,12 @@ bool get_str(struct cctx *c, const struct cnode *n, const char *path, const char
 
 bool get_name(struct cctx *c, const struct cnode *n, const char *path, const char **out)
 {
-	const char *t = scalar_text(c, n, path, "a name");
+	const char *t = string_text(c, n, path, "a name");
 
 	if (!t)
 		return false;
 	if (!config_valid_name(t)) {
-		cerr(c, n->line, path, "invalid name \"%.70s\": use 1 to 64 of A-Z a-z 0-9 _ . -",
-		     t);
+		cerr(c, n->line, path, "invalid name \"%.70s\": " CONFIG_NAME_RULE, t);
 		return false;
 	}
 	*out = cfg_arena_strdup(c->out, t);
@@ -882,7 +923,7 @@ bool get_double(struct cctx *c, const struct cnode *n, const char *path, double 
 
 bool get_duration(struct cctx *c, const struct cnode *n, const char *path, uint64_t *out)
 {
-	const char *t = scalar_text(c, n, path, "a duration");
+	const char *t = string_text(c, n, path, "a duration");
 
 	if (!t)
 		return false;
@@ -915,7 +956,7 @@ bool get_percent(struct cctx *c, const struct cnode *n, const char *path, uint32
 
 bool get_addr(struct cctx *c, const struct cnode *n, const char *path, struct config_addr *out)
 {
-	const char *t = scalar_text(c, n, path, "an address host:port");
+	const char *t = string_text(c, n, path, "an address host:port");
 	const char *why;
 
 	if (!t)
@@ -929,14 +970,18 @@ bool get_addr(struct cctx *c, const struct cnode *n, const char *path, struct co
 
 bool get_url(struct cctx *c, const struct cnode *n, const char *path, const char **out)
 {
-	const char *t = scalar_text(c, n, path, "a URL");
+	const char *t = string_text(c, n, path, "a URL");
+	char shown[512];
 
 	if (!t)
 		return false;
+	/* a URL may carry a password: messages and snapshots show it redacted */
+	config_url_redact(t, shown, sizeof(shown));
 	if (!config_valid_url(t)) {
-		err_expected(c, n, path, "an http:// or https:// URL", t);
+		err_expected(c, n, path, "an http:// or https:// URL", shown);
 		return false;
 	}
+	cnode_redact_url(c, n, t);
 	*out = cfg_arena_strdup(c->out, t);
 	return *out != NULL;
 }
@@ -1036,7 +1081,7 @@ static bool store_field(struct cctx *c, const struct field *f, const struct cnod
 		return get_percent(c, v, path, p);
 	case FK_SIZE:
 	case FK_SIZE32: {
-		const char *t = scalar_text(c, v, path, "a size");
+		const char *t = string_text(c, v, path, "a size");
 		uint64_t bytes;
 
 		if (!t)
@@ -1116,9 +1161,183 @@ size_t walk_named(struct cctx *c, const struct cnode *n, const char *path)
 		if (dup_key(c, n, i, sub))
 			continue;
 		if (!config_valid_name(n->keys[i]->text))
-			cerr(c, n->keys[i]->line, sub,
-			     "invalid name \"%.70s\": use 1 to 64 of A-Z a-z 0-9 _ . -",
+			cerr(c, n->keys[i]->line, sub, "invalid name \"%.70s\": " CONFIG_NAME_RULE,
 			     n->keys[i]->text);
 	}
 	return n->n;
+}
+
+/* --- redaction of config snapshots ----------------------------------------------------- */
+
+static void redact_add(struct cctx *c, const struct cnode *n, const char *with, const char *secret)
+{
+	struct cfg_redaction *r;
+
+	if (n && (n->json || n->type != CN_SCALAR || n->end <= n->start))
+		return;
+	if (!n && !secret)
+		return;
+	if (c->nredact == c->capredact) {
+		size_t cap = c->capredact ? c->capredact * 2 : 8;
+
+		r = cfg_arena_alloc(c->tmp, cap * sizeof(*r));
+		if (!r)
+			return; /* out of memory: cnode_redacted_source fails too */
+		if (c->nredact)
+			memcpy(r, c->redact, c->nredact * sizeof(*r));
+		c->redact = r;
+		c->capredact = cap;
+	}
+	r = &c->redact[c->nredact++];
+	r->start = n ? n->start : 0;
+	r->end = n ? n->end : 0;
+	r->style = n ? n->style : CNODE_PLAIN;
+	r->with = n ? with : NULL; /* no node: only hidden wherever it appears */
+	r->secret = secret;
+}
+
+void cnode_redact_secret(struct cctx *c, const struct cnode *n, const char *secret)
+{
+	redact_add(c, n, "\"<redacted>\"", secret ? cfg_arena_strdup(c->tmp, secret) : NULL);
+}
+
+/* The password part of a URL's userinfo (or the whole userinfo), or NULL. */
+static char *url_password(struct cctx *c, const char *url)
+{
+	const char *sep = strstr(url, "://"), *auth, *at = NULL, *colon;
+	size_t alen;
+
+	if (!sep)
+		return NULL;
+	auth = sep + 3;
+	alen = strcspn(auth, "/?#");
+	for (size_t i = alen; i > 0 && !at; i--)
+		if (auth[i - 1] == '@')
+			at = auth + i - 1;
+	if (!at)
+		return NULL;
+	colon = memchr(auth, ':', (size_t)(at - auth));
+	if (colon)
+		auth = colon + 1;
+	return cfg_arena_strndup(c->tmp, auth, (size_t)(at - auth));
+}
+
+void cnode_redact_url(struct cctx *c, const struct cnode *n, const char *url)
+{
+	char shown[4096], *q, *o;
+
+	if (n->json || !config_url_redact(url, shown, sizeof(shown)))
+		return;
+	/* as a YAML double-quoted scalar */
+	q = cfg_arena_alloc(c->tmp, 2 * strlen(shown) + 3);
+	if (!q)
+		return;
+	o = q;
+	*o++ = '"';
+	for (const char *p = shown; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			*o++ = '\\';
+		*o++ = *p;
+	}
+	*o++ = '"';
+	*o = '\0';
+	redact_add(c, n, q, url_password(c, url));
+}
+
+static int redaction_cmp(const void *a, const void *b)
+{
+	const struct cfg_redaction *x = a, *y = b;
+
+	return x->start < y->start ? -1 : x->start > y->start;
+}
+
+/* Replaces every occurrence of secret in buf (of *len bytes, cap bytes) with "<redacted>". */
+static char *hide_everywhere(char *buf, size_t *len, const char *secret)
+{
+	static const char hidden[] = "<redacted>";
+	size_t sl = strlen(secret), hl = sizeof(hidden) - 1, o = 0, cnt = 0;
+	char *out;
+
+	for (const char *p = buf; (p = memmem(p, *len - (size_t)(p - buf), secret, sl)); p += sl)
+		cnt++;
+	if (cnt == 0)
+		return buf;
+	out = malloc(*len + cnt * hl + 1);
+	if (!out) {
+		free(buf);
+		return NULL;
+	}
+	for (size_t i = 0; i < *len;) {
+		if (i + sl <= *len && memcmp(buf + i, secret, sl) == 0) {
+			memcpy(out + o, hidden, hl);
+			o += hl;
+			i += sl;
+		} else {
+			out[o++] = buf[i++];
+		}
+	}
+	out[o] = '\0';
+	free(buf);
+	*len = o;
+	return out;
+}
+
+char *cnode_redacted_source(struct cctx *c, const char *src, size_t len, size_t *outlen)
+{
+	size_t cap = len + 1, o = 0, at = 0;
+	char *out;
+
+	/* an alias repeats no text: spans are unique, but may come in any order */
+	if (c->nredact) /* qsort(NULL, 0, ...) is undefined */
+		qsort(c->redact, c->nredact, sizeof(*c->redact), redaction_cmp);
+	for (size_t i = 0; i < c->nredact; i++)
+		cap += c->redact[i].with
+		           ? strlen(c->redact[i].with) + c->redact[i].end - c->redact[i].start + 1
+		           : 0;
+	out = malloc(cap);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < c->nredact; i++) {
+		struct cfg_redaction r = c->redact[i];
+		size_t wl, indent = 0, tail = 0;
+
+		if (!r.with || r.start < at || r.end > len)
+			continue; /* no span, or the same node reached twice (an alias) */
+		wl = strlen(r.with);
+		if (r.style == CNODE_QUOTED && r.start > 0 && r.end < len &&
+		    (src[r.start - 1] == '"' || src[r.start - 1] == '\'') &&
+		    src[r.end] == src[r.start - 1]) {
+			r.start--; /* the span holds what is inside the quotes */
+			r.end++;
+		}
+		memcpy(out + o, src + at, r.start - at);
+		o += r.start - at;
+		if (r.style == CNODE_BLOCK) {
+			/* lines after a | or > header: one line at the same indentation */
+			while (r.start + indent < r.end && src[r.start + indent] == ' ')
+				indent++;
+			while (tail < r.end - r.start && src[r.end - tail - 1] == ' ')
+				tail++;
+			memcpy(out + o, src + r.start, indent);
+			o += indent;
+			memcpy(out + o, r.with + 1, wl - 2); /* without its quotes */
+			o += wl - 2;
+			out[o++] = '\n';
+			memcpy(out + o, src + r.end - tail, tail);
+			o += tail;
+		} else {
+			memcpy(out + o, r.with, wl);
+			o += wl;
+		}
+		at = r.end;
+	}
+	memcpy(out + o, src + at, len - at);
+	o += len - at;
+	out[o] = '\0';
+	for (size_t i = 0; out && i < c->nredact; i++)
+		if (c->redact[i].secret && strlen(c->redact[i].secret) >= 4)
+			out = hide_everywhere(out, &o, c->redact[i].secret);
+	if (out)
+		*outlen = o;
+	return out;
 }

@@ -3,6 +3,7 @@
  * bake and notifications.  Admin tokens, services and flags are parsed
  * before this runs, so every reference is checked against c->cfg here.
  */
+#include <inttypes.h>
 #include <string.h>
 
 #include "config/config_internal.h"
@@ -325,6 +326,20 @@ static bool step_window(struct cctx *c, const struct cnode *n, const char *path,
 	return true;
 }
 
+/* require_evidence: false opts a step out of evidence gating (a --check warning). */
+static bool step_require_evidence(struct cctx *c, const struct cnode *n, const char *path,
+                                  void *obj)
+{
+	struct config_step *s = &((struct step_ctx *)obj)->s;
+	bool v;
+
+	if (!get_bool(c, n, path, &v))
+		return false;
+	s->time_only = !v;
+	s->time_only_line = n->line;
+	return true;
+}
+
 /* The first six are the step kinds: exactly one of them per step. */
 static const struct field step_fields[] = {
     FLD_FN("set", step_set),
@@ -336,8 +351,11 @@ static const struct field step_fields[] = {
     FLD("for", FK_DURATION, struct step_ctx, s.for_ms),
     FLD_FN("not_before", step_not_before),
     FLD_FN("window", step_window),
+    FLD("max_wait", FK_DURATION, struct step_ctx, s.max_wait_ms),
+    FLD_FN("require_evidence", step_require_evidence),
 };
 #define STEP_KINDS (BIT(6) - 1)
+#define STEP_EVIDENCE_OPTS (BIT(9) | BIT(10)) /* max_wait, require_evidence */
 
 static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
                         struct config_rollout *r)
@@ -378,6 +396,19 @@ static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
 				     kinds & BIT(3)   ? " (use pause: DURATION)"
 				     : kinds & BIT(4) ? " (use analysis: {for: DURATION})"
 				                      : "");
+			}
+			if ((seen & STEP_EVIDENCE_OPTS) && !(kinds & (BIT(0) | BIT(1) | BIT(2)))) {
+				const char *k = seen & BIT(9) ? "max_wait" : "require_evidence";
+
+				path_key(fp, sub, k);
+				cerr(c, key_line(sn, k), fp,
+				     "only set, weight and shadow steps take \"%s\"%s", k,
+				     kinds & BIT(4) ? " (an analysis step pauses when its for ends)"
+				                    : "");
+			} else if ((seen & BIT(9)) && sc.s.max_wait_ms < sc.s.for_ms) {
+				path_key(fp, sub, "max_wait");
+				cerr(c, key_line(sn, "max_wait"), fp,
+				     "must be at least the step's for (%" PRIu64 " ms)", sc.s.for_ms);
 			}
 			if ((kinds & BIT(4)) && r->analysis.line == 0) {
 				path_key(fp, sub, "analysis");
@@ -542,6 +573,20 @@ static bool check_on_fail(struct cctx *c, const struct cnode *n, const char *pat
 	return true;
 }
 
+/* require_evidence: false: steps do not wait for this check (a --check warning). */
+static bool check_require_evidence(struct cctx *c, const struct cnode *n, const char *path,
+                                   void *obj)
+{
+	struct config_check *k = obj;
+	bool v;
+
+	if (!get_bool(c, n, path, &v))
+		return false;
+	k->time_only = !v;
+	k->time_only_line = n->line;
+	return true;
+}
+
 /* Bits 1..4 are the sources and 6..11 the bounds; the code below relies on this order. */
 static const struct field check_fields[] = {
     FLD_REQ("name", FK_NAME, struct config_check, name),
@@ -562,6 +607,7 @@ static const struct field check_fields[] = {
     FLD_FN("on_fail", check_on_fail),
     FLD("review", FK_DURATION, struct config_check, review_ms),
     FLD("target", FK_NAME, struct config_check, target),
+    FLD_FN("require_evidence", check_require_evidence),
 };
 #define CHECK_SOURCES (BIT(1) | BIT(2) | BIT(3) | BIT(4))
 #define CHECK_BOUNDS  (BIT(6) | BIT(7) | BIT(8) | BIT(9) | BIT(10) | BIT(11))
@@ -675,6 +721,7 @@ static bool analysis_interval(struct cctx *c, const struct cnode *n, const char 
 
 static const struct field analysis_fields[] = {
     FLD_FN("interval", analysis_interval),
+    FLD("max_wait", FK_DURATION, struct config_rollout, analysis.max_wait_ms),
     FLD_FN_REQ("checks", field_later),
 };
 
@@ -861,4 +908,91 @@ bool parse_rollout(struct cctx *c, const char *name, const struct cnode *n, cons
 		parse_steps(c, n->items[i], sub, r);
 	}
 	return true;
+}
+
+/* --- evidence warnings (canaryd --check) ------------------------------------------------ */
+
+static bool shadow_check(const struct config_check *k)
+{
+	return k->source == CONFIG_SOURCE_METRIC && k->metric >= CONFIG_METRIC_SHADOW_MISMATCH_RATE;
+}
+
+/*
+ * Can some check that requires evidence judge a step of this kind?  Shadow
+ * steps are judged by the shadow_* metrics; set steps by the proxy metrics
+ * (service targets) and by query/http/exec sources (any target).  The
+ * engine decides on the live weights; this is the config's view of it.
+ */
+static bool step_judged(const struct config_rollout *r, const struct config_step *st)
+{
+	for (size_t i = 0; i < r->analysis.nchecks; i++) {
+		const struct config_check *k = &r->analysis.checks[i];
+
+		if (k->time_only)
+			continue;
+		if (st->kind == CONFIG_STEP_SHADOW) {
+			if (shadow_check(k))
+				return true;
+			continue;
+		}
+		if (shadow_check(k))
+			continue;
+		for (size_t t = 0; t < r->ntargets; t++) {
+			if (k->target && k->target_index != t)
+				continue;
+			if (k->source != CONFIG_SOURCE_METRIC ||
+			    r->targets[t].kind == CONFIG_TARGET_SERVICE)
+				return true;
+		}
+	}
+	return false;
+}
+
+size_t config_evidence_warnings(const struct config *cfg, struct config_errors *warns)
+{
+	size_t before = config_errors_count(warns);
+	char path[PATH_MAX_LEN];
+
+	for (size_t i = 0; cfg && i < cfg->nrollouts; i++) {
+		const struct config_rollout *r = &cfg->rollouts[i];
+
+		if (r->analysis.nchecks == 0) {
+			snprintf(path, sizeof(path), "rollouts.%s", r->name);
+			config_errors_add(warns, cfg->file, r->line, path,
+			                  "no analysis checks: every step advances on time alone");
+			continue;
+		}
+		for (size_t k = 0; k < r->analysis.nchecks; k++) {
+			const struct config_check *ck = &r->analysis.checks[k];
+
+			if (!ck->time_only)
+				continue;
+			snprintf(path, sizeof(path), "rollouts.%s.analysis.checks[%zu].require_evidence",
+			         r->name, k);
+			config_errors_add(warns, cfg->file, ck->time_only_line, path,
+			                  "false: no step waits for check %s to pass", ck->name);
+		}
+		for (size_t s = 0; s < r->nsteps; s++) {
+			const struct config_step *st = &r->steps[s];
+
+			if (st->kind != CONFIG_STEP_SET && st->kind != CONFIG_STEP_SHADOW)
+				continue;
+			if (st->time_only) {
+				snprintf(path, sizeof(path), "rollouts.%s.steps[%zu].require_evidence",
+				         r->name, s);
+				config_errors_add(warns, cfg->file, st->time_only_line, path,
+				                  "false: this step advances on time alone");
+			} else if (!step_judged(r, st)) {
+				snprintf(path, sizeof(path), "rollouts.%s.steps[%zu]", r->name, s);
+				config_errors_add(
+				    warns, cfg->file, st->line, path,
+				    "no check can judge this step (%s): it advances on time alone",
+				    st->kind == CONFIG_STEP_SHADOW
+				        ? "a shadow step needs a shadow_* metric check"
+				        : "proxy metrics do not see flag targets; add a query, http "
+				          "or exec check");
+			}
+		}
+	}
+	return config_errors_count(warns) - before;
 }

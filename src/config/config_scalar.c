@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 #include "config/config.h"
@@ -136,7 +137,12 @@ int config_percent_from_double(double v, uint32_t *thousandths)
 		return -1;
 	t = v * 1000.0;
 	r = nearbyint(t);
-	if (fabs(t - r) > 1e-6)
+	/*
+	 * Exact round trip: v must be the double nearest to r/1000, so 0.0005,
+	 * 1e-10 or a subnormal never pass as 0 (an underflow to exactly 0 is
+	 * caught on the JSON text, see api_body_json).
+	 */
+	if (r / 1000.0 != v || (v != 0 && fpclassify(v) != FP_NORMAL))
 		return -1;
 	*thousandths = (uint32_t)r;
 	return 0;
@@ -247,7 +253,7 @@ bool config_valid_name(const char *s)
 {
 	size_t n = s ? strlen(s) : 0;
 
-	if (n == 0 || n > 64)
+	if (n == 0 || n > 64 || s[0] == '.')
 		return false;
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)s[i];
@@ -525,4 +531,96 @@ bool config_valid_url(const char *s)
 		}
 	}
 	return hl > 0 && s[0] != ':';
+}
+
+/* True for query parameter names that carry a secret. */
+static bool secret_param(const char *k, size_t len)
+{
+	static const char *const words[] = {"password", "secret", "token"};
+
+	for (size_t w = 0; w < sizeof(words) / sizeof(words[0]); w++) {
+		size_t wl = strlen(words[w]);
+
+		for (size_t i = 0; i + wl <= len; i++)
+			if (strncasecmp(k + i, words[w], wl) == 0)
+				return true;
+	}
+	return false;
+}
+
+/* Appends len bytes of s to out[*o..n-1], cutting at the end; keeps out NUL-terminated. */
+static void put(char *out, size_t n, size_t *o, const char *s, size_t len)
+{
+	if (*o + 1 >= n)
+		return;
+	if (len > n - 1 - *o)
+		len = n - 1 - *o;
+	memcpy(out + *o, s, len);
+	*o += len;
+	out[*o] = '\0';
+}
+
+bool config_url_redact(const char *url, char *out, size_t n)
+{
+	static const char hidden[] = "<redacted>";
+	const char *sep, *auth, *at = NULL, *p;
+	size_t alen, o = 0;
+	bool did = false;
+
+	if (n == 0)
+		return false;
+	out[0] = '\0';
+	if (!url)
+		return false;
+	sep = strstr(url, "://");
+	if (!sep || strcspn(url, "/?#@") < (size_t)(sep - url)) {
+		put(out, n, &o, url, strlen(url));
+		return false;
+	}
+	auth = sep + 3;
+	alen = strcspn(auth, "/?#");
+	for (size_t i = alen; i > 0; i--) {
+		if (auth[i - 1] == '@') {
+			at = auth + i - 1;
+			break;
+		}
+	}
+	put(out, n, &o, url, (size_t)(auth - url));
+	if (at) {
+		const char *colon = memchr(auth, ':', (size_t)(at - auth));
+
+		if (colon)
+			put(out, n, &o, auth, (size_t)(colon + 1 - auth));
+		put(out, n, &o, hidden, sizeof(hidden) - 1);
+		did = true;
+		p = at;
+	} else {
+		p = auth;
+	}
+	/* the host and path as they are, then the query parameter by parameter */
+	alen = strcspn(p, "?#");
+	put(out, n, &o, p, alen);
+	p += alen;
+	if (*p != '?') {
+		put(out, n, &o, p, strlen(p));
+		return did;
+	}
+	put(out, n, &o, p, 1);
+	p++;
+	while (*p && *p != '#') {
+		size_t plen = strcspn(p, "&#"), klen = strcspn(p, "=&#");
+
+		if (klen < plen && secret_param(p, klen)) {
+			put(out, n, &o, p, klen + 1);
+			put(out, n, &o, hidden, sizeof(hidden) - 1);
+			did = true;
+		} else {
+			put(out, n, &o, p, plen);
+		}
+		p += plen;
+		if (*p == '&')
+			put(out, n, &o, p++, 1);
+	}
+	put(out, n, &o, p, strlen(p));
+	return did;
 }

@@ -83,14 +83,19 @@ uint32_t murmur3_x86_32(const void *data, size_t len, uint32_t seed)
 	return mm_final(&s);
 }
 
-uint32_t bucket_of(const char *salt, size_t salt_len, const char *key, size_t key_len)
+uint32_t bucket_hash(const char *salt, size_t salt_len, const char *key, size_t key_len)
 {
 	struct mm_state s = {0, 0, 0, 0};
 
 	mm_update(&s, (const unsigned char *)salt, salt_len);
 	mm_update(&s, (const unsigned char *)":", 1);
 	mm_update(&s, (const unsigned char *)key, key_len);
-	return (uint32_t)(((uint64_t)mm_final(&s) * BUCKET_COUNT) >> 32);
+	return mm_final(&s);
+}
+
+uint32_t bucket_of(const char *salt, size_t salt_len, const char *key, size_t key_len)
+{
+	return bucket_from_hash(bucket_hash(salt, salt_len, key, key_len));
 }
 
 const char *cohort_name(enum cohort c)

@@ -21,6 +21,19 @@ uint32_t murmur3_x86_32(const void *data, size_t len, uint32_t seed);
 /* The bucket of key under salt: hashes salt ":" key without allocating. */
 uint32_t bucket_of(const char *salt, size_t salt_len, const char *key, size_t key_len);
 
+/*
+ * The 32-bit hash behind bucket_of(): murmur3_x86_32(salt ":" key, 0), for
+ * callers that need a key's identity beyond its bucket (the split guard's
+ * distinct-key sketch, metrics/hll.h).  bucket_of() is
+ * bucket_from_hash(bucket_hash(...)).
+ */
+uint32_t bucket_hash(const char *salt, size_t salt_len, const char *key, size_t key_len);
+
+static inline uint32_t bucket_from_hash(uint32_t h)
+{
+	return (uint32_t)(((uint64_t)h * BUCKET_COUNT) >> 32);
+}
+
 enum cohort {
 	COHORT_STABLE = 0,
 	COHORT_CANARY = 1,

@@ -34,7 +34,8 @@ static inline size_t buf_used(const struct buf *b)
 
 static inline char *buf_head(const struct buf *b)
 {
-	return b->data + b->off;
+	/* an empty buffer may have no storage yet: NULL + 0 is undefined */
+	return b->data ? b->data + b->off : b->data;
 }
 
 /* Appends n bytes.  Returns 0, or -ENOBUFS past the cap, or -ENOMEM. */

@@ -415,6 +415,8 @@ int loop_run_once(struct loop *loop, int timeout_ms)
 
 		if (evs[i].events & (EPOLLIN | EPOLLRDHUP))
 			e |= LOOP_READ;
+		if (evs[i].events & EPOLLRDHUP)
+			e |= LOOP_RDHUP;
 		if (evs[i].events & EPOLLOUT)
 			e |= LOOP_WRITE;
 		if (evs[i].events & (EPOLLERR | EPOLLHUP))

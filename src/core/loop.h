@@ -30,6 +30,7 @@ struct loop_defer;
 #define LOOP_READ  0x1u
 #define LOOP_WRITE 0x2u
 #define LOOP_ERROR 0x4u /* EPOLLERR or EPOLLHUP; read until EAGAIN/0 to learn more */
+#define LOOP_RDHUP 0x8u /* EPOLLRDHUP: the peer sent FIN (with LOOP_READ); read until 0 */
 
 typedef void (*loop_io_cb)(struct loop *loop, struct loop_io *io, uint32_t events);
 typedef void (*loop_timer_cb)(struct loop *loop, struct loop_timer *t);

@@ -33,7 +33,8 @@ static const char *const scan_reason[] = {"", "bare CR in header section",
                                           "bare LF in header section",
                                           "obs-fold (line folding) in header section"};
 
-/* Scans d[0..n); returns SCAN_* and the offending index in *at. */
+/* Scans d[0..n); returns SCAN_* and the offending index in *at, or with
+ * SCAN_OK the index just past the header section once it is complete. */
 static int scan_header_bytes(int *state, const char *d, size_t n, size_t *at)
 {
 	int s = *state;
@@ -96,7 +97,206 @@ static int scan_header_bytes(int *state, const char *d, size_t n, size_t *at)
 		}
 	}
 	*state = s;
+	*at = i;
 	return SCAN_OK;
+}
+
+/*
+ * Chunk extensions (RFC 9112 7.1.1).  llhttp 8.1 rejects valid ones
+ * ("3;a=b;c", quoted values with escapes), so the chunk-size lines are
+ * tracked here: the size digits and the CRLF go to llhttp, which still judges
+ * them; the extension, from the first SP/HTAB/';' after the digits up to the
+ * CR, is checked against the grammar below and never given to llhttp.
+ *   chunk-ext = *( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )
+ */
+enum {
+	CK_OFF = 0, /* not in chunk framing (or llhttp will reject it anyway) */
+	CK_SIZE,    /* in the hex digits */
+	CK_EXT,     /* in an extension: swallowed */
+	CK_SIZE_LF, /* the CR of the size line was seen */
+	CK_DATA,    /* `left` bytes of chunk data */
+	CK_DATA_CR, /* the CRLF after the data */
+	CK_DATA_LF,
+};
+
+enum {
+	EX_BWS = 0,
+	EX_NAME0,
+	EX_NAME,
+	EX_AFTER_NAME,
+	EX_VAL0,
+	EX_TOKEN,
+	EX_QS,
+	EX_QP,
+	EX_AFTER_VAL
+};
+
+#define CHUNK_EXT_MAX 4096 /* extension bytes per chunk line */
+
+static int is_tchar(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	       (c && strchr("!#$%&'*+-.^_`|~", c));
+}
+
+static int hex_value(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/*
+ * Follows n bytes of chunk framing that llhttp is about to get, stopping
+ * before the first byte of an extension (the state is then CK_EXT).
+ * Returns how many bytes llhttp may get.  Pure in s: running it again over
+ * the same bytes from the same state gives the same result.
+ */
+static size_t chunk_track(struct http_chunk_scan *s, const char *d, size_t n)
+{
+	size_t i = 0;
+
+	while (i < n && s->st != CK_OFF && s->st != CK_EXT) {
+		unsigned char c = (unsigned char)d[i];
+
+		switch (s->st) {
+		case CK_SIZE:
+			if (hex_value(c) >= 0 && s->digits < 16) {
+				s->size = s->size * 16 + (uint64_t)hex_value(c);
+				s->digits++;
+			} else if (c == '\r') {
+				s->st = CK_SIZE_LF;
+			} else if (s->digits && (c == ';' || c == ' ' || c == '\t')) {
+				s->st = CK_EXT;
+				s->est = EX_BWS;
+				s->ext_len = 0;
+				return i;
+			} else {
+				s->st = CK_OFF; /* llhttp rejects it */
+			}
+			break;
+		case CK_SIZE_LF:
+			if (c == '\n' && s->size) {
+				s->st = CK_DATA;
+				s->left = s->size;
+			} else {
+				s->st = CK_OFF; /* last chunk: trailers are llhttp's */
+			}
+			break;
+		case CK_DATA: {
+			size_t k = n - i < s->left ? n - i : (size_t)s->left;
+
+			s->left -= k;
+			i += k;
+			if (!s->left)
+				s->st = CK_DATA_CR;
+			continue;
+		}
+		case CK_DATA_CR:
+			s->st = CK_DATA_LF;
+			break;
+		case CK_DATA_LF:
+			*s = (struct http_chunk_scan){.st = CK_SIZE};
+			break;
+		default:
+			break;
+		}
+		i++;
+	}
+	return i;
+}
+
+/*
+ * Swallows extension bytes up to (not including) the CR that ends the chunk
+ * line; *used gets how many.  Returns 0, or -1 when they break the grammar.
+ */
+static int chunk_ext_scan(struct http_chunk_scan *s, const char *d, size_t n, size_t *used)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)d[i];
+		int ws = c == ' ' || c == '\t';
+
+		if (c == '\r') {
+			if (s->est != EX_NAME && s->est != EX_AFTER_NAME && s->est != EX_TOKEN &&
+			    s->est != EX_AFTER_VAL)
+				break;
+			s->st = CK_SIZE; /* the CR goes to llhttp */
+			*used = i;
+			return 0;
+		}
+		if (++s->ext_len > CHUNK_EXT_MAX)
+			break;
+		switch (s->est) {
+		case EX_BWS:
+			if (c == ';')
+				s->est = EX_NAME0;
+			else if (!ws)
+				goto out_bad;
+			break;
+		case EX_NAME0:
+			if (is_tchar(c))
+				s->est = EX_NAME;
+			else if (!ws)
+				goto out_bad;
+			break;
+		case EX_NAME:
+		case EX_AFTER_NAME:
+			if (c == '=')
+				s->est = EX_VAL0;
+			else if (c == ';')
+				s->est = EX_NAME0;
+			else if (ws)
+				s->est = EX_AFTER_NAME;
+			else if (s->est == EX_AFTER_NAME || !is_tchar(c))
+				goto out_bad;
+			break;
+		case EX_VAL0:
+			if (c == '"')
+				s->est = EX_QS;
+			else if (is_tchar(c))
+				s->est = EX_TOKEN;
+			else if (!ws)
+				goto out_bad;
+			break;
+		case EX_TOKEN:
+		case EX_AFTER_VAL:
+			if (c == ';')
+				s->est = EX_NAME0;
+			else if (ws)
+				s->est = EX_AFTER_VAL;
+			else if (s->est == EX_AFTER_VAL || !is_tchar(c))
+				goto out_bad;
+			break;
+		case EX_QS: /* qdtext = HTAB / SP / %x21 / %x23-5B / %x5D-7E / obs-text */
+			if (c == '"')
+				s->est = EX_AFTER_VAL;
+			else if (c == '\\')
+				s->est = EX_QP;
+			else if (c != '\t' && (c < 0x20 || c == 0x7f))
+				goto out_bad;
+			break;
+		case EX_QP: /* quoted-pair = "\\" ( HTAB / SP / VCHAR / obs-text ) */
+			if (c != '\t' && (c < 0x20 || c == 0x7f))
+				goto out_bad;
+			s->est = EX_QS;
+			break;
+		default:
+			goto out_bad;
+		}
+	}
+	if (i == n) {
+		*used = n;
+		return 0;
+	}
+out_bad:
+	*used = i;
+	return -1;
 }
 
 static struct http_parser *P(llhttp_t *ll)
@@ -184,6 +384,7 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len)
 {
 	struct http_parser *p = P(ll);
 
+	p->name_len += len;
 	if (p->phase != HP_HEADERS) { /* trailers: counted, dropped */
 		p->trl_bytes += len;
 		return 0;
@@ -204,7 +405,13 @@ static int on_header_field(llhttp_t *ll, const char *at, size_t len)
 static int on_header_field_complete(llhttp_t *ll)
 {
 	struct http_parser *p = P(ll);
+	size_t name_len = p->name_len;
 
+	/* llhttp 8.1 takes ": v" as a header with an empty name (and would
+	 * glue its value to the previous header's): a proxy must not forward it */
+	p->name_len = 0;
+	if (name_len == 0)
+		return cb_fail(p, 400, "empty header name");
 	if (p->phase != HP_HEADERS)
 		return check_trailers(p);
 	p->in_field = 0;
@@ -283,20 +490,32 @@ static enum http_method method_of(int m)
 	}
 }
 
-/* Splits the request-target into path and query (RFC 9112 section 3.2). */
-static void split_target(struct http_msg *m)
+/*
+ * Splits the request-target into path and query (RFC 9112 section 3.2).  An
+ * absolute-form target ("http://authority/path?query") sets m->absolute_form
+ * and returns its authority in *authority; -1 when it is not an http(s) URI
+ * with a non-empty authority free of userinfo (RFC 9110 4.2.4).
+ */
+static int split_target(struct http_msg *m, struct str *authority)
 {
 	const char *t = m->target.p, *end = t + m->target.len, *path = t, *q;
 
+	*authority = STR_NULL;
 	if (m->target.len > 0 && t[0] != '/' && t[0] != '*') {
 		/* absolute-form: scheme "://" authority path */
-		const char *s = memchr(t, ':', m->target.len);
+		const char *s = memchr(t, ':', m->target.len), *a;
+		struct str scheme = str_make(t, s ? (size_t)(s - t) : 0);
 
-		if (s && end - s >= 3 && s[1] == '/' && s[2] == '/') {
-			path = s + 3;
-			while (path < end && *path != '/' && *path != '?')
-				path++;
-		}
+		if (!s || end - s < 3 || s[1] != '/' || s[2] != '/' ||
+		    (!str_caseeq_c(scheme, "http") && !str_caseeq_c(scheme, "https")))
+			return -1;
+		a = path = s + 3;
+		while (path < end && *path != '/' && *path != '?')
+			path++;
+		*authority = str_make(a, (size_t)(path - a));
+		if (authority->len == 0 || memchr(a, '@', authority->len))
+			return -1;
+		m->absolute_form = 1;
 	}
 	q = memchr(path, '?', (size_t)(end - path));
 	if (q) {
@@ -308,6 +527,7 @@ static void split_target(struct http_msg *m)
 	}
 	if (m->path.len == 0)
 		m->path = STR_LIT("/");
+	return 0;
 }
 
 /* Checks Transfer-Encoding: only a lone "chunked" is accepted. */
@@ -369,17 +589,23 @@ static int on_headers_complete(llhttp_t *ll)
 
 	if (p->kind == HTTP_PARSE_REQUEST) {
 		const char *name = llhttp_method_name((llhttp_method_t)ll->method);
+		struct str authority = STR_NULL;
 
 		m->method_id = method_of(ll->method);
 		m->method = str_c(name);
 		m->target = str_make(base + p->url_off, p->url_len);
-		split_target(m);
+		if (m->method_id == HTTP_M_CONNECT) /* authority-form: refused below */
+			m->path = STR_LIT("/");
+		else if (split_target(m, &authority) != 0)
+			return cb_fail(p, 400, "invalid absolute-form request-target");
 		if (p->n_host > 1)
 			return cb_fail(p, 400, "more than one Host");
 		if (p->n_host == 0 && m->version == 11)
 			return cb_fail(p, 400, "missing Host");
 		if (p->n_host == 1)
 			m->host = p->hdrs[p->host_idx].value;
+		if (m->absolute_form)
+			m->host = authority; /* RFC 9112 3.2.2: replaces Host */
 		if (m->method_id == HTTP_M_CONNECT)
 			return cb_fail(p, 501, "CONNECT is not supported");
 	} else {
@@ -396,6 +622,8 @@ static int on_headers_complete(llhttp_t *ll)
 		m->no_body = 1;
 	if (m->has_content_length && m->content_length == 0)
 		m->no_body = 1;
+	if (m->chunked && !m->no_body)
+		p->ck = (struct http_chunk_scan){.st = CK_SIZE};
 
 	if (p->cbs && p->cbs->on_headers) {
 		rc = p->cbs->on_headers(p, m, p->data);
@@ -472,6 +700,8 @@ static void reset_message(struct http_parser *p)
 	p->body_limit = 0;
 	p->expect_no_body = 0;
 	p->started = 0;
+	p->name_len = 0;
+	memset(&p->ck, 0, sizeof(p->ck));
 }
 
 void http_parser_init(struct http_parser *p, enum http_parser_kind kind,
@@ -584,6 +814,7 @@ int http_parser_feed(struct http_parser *p, const char *data, size_t len, size_t
 		const char *d = data + total;
 		size_t n = len - total, bad_at = 0;
 		int in_hdr = p->phase == HP_HEADERS, scan_err = SCAN_OK;
+		struct http_chunk_scan ck = p->ck;
 		llhttp_errno_t e;
 
 		if (in_hdr) {
@@ -592,15 +823,32 @@ int http_parser_feed(struct http_parser *p, const char *data, size_t len, size_t
 			if (n > allow)
 				n = allow;
 			scan_err = scan_header_bytes(&p->scan, d, n, &bad_at);
-			if (scan_err != SCAN_OK)
-				n = bad_at; /* let llhttp judge what precedes first */
+			/* on an error, let llhttp judge what precedes first; at the
+			 * end of the section, stop so the body goes through the
+			 * chunk tracker */
+			if (scan_err != SCAN_OK || p->scan == SC_DONE)
+				n = bad_at;
 		}
+		if (!in_hdr && p->ck.st == CK_EXT) {
+			size_t used = 0;
+			int bad = chunk_ext_scan(&p->ck, d, n, &used);
+
+			total += used;
+			*consumed = total;
+			if (bad)
+				return set_error(p, 400, "invalid chunk extension");
+			continue;
+		}
+		if (!in_hdr && p->ck.st != CK_OFF)
+			n = chunk_track(&ck, d, n); /* up to an extension */
 		if (n > 0 && !p->started)
 			p->started = 1;
 		e = n > 0 || !in_hdr ? llhttp_execute(&p->ll, d, n) : HPE_OK;
 		if (e == HPE_OK) {
 			total += n;
 			*consumed = total;
+			if (!in_hdr && p->ck.st != CK_OFF)
+				p->ck = ck;
 			if (in_hdr && p->phase == HP_HEADERS) {
 				p->hdr_bytes += n;
 				if (scan_err != SCAN_OK)
@@ -613,6 +861,8 @@ int http_parser_feed(struct http_parser *p, const char *data, size_t len, size_t
 		if (e == HPE_PAUSED) {
 			size_t used = (size_t)(llhttp_get_error_pos(&p->ll) - d);
 
+			if (!in_hdr && p->ck.st != CK_OFF)
+				chunk_track(&p->ck, d, used);
 			total += used;
 			*consumed = total;
 			if (p->pause_why == PAUSE_COMPLETE)

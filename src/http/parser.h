@@ -82,7 +82,10 @@ struct http_msg {
 	struct str target; /* request-target as sent */
 	struct str path;   /* target without the query (absolute-form: the path part) */
 	struct str query;  /* after '?', without it; empty if none */
-	struct str host;   /* Host value; empty if absent (HTTP/1.0) */
+	/* Host value, empty if absent (HTTP/1.0); for an absolute-form target
+	 * the target's authority, which replaces Host (RFC 9112 3.2.2) */
+	struct str host;
+	int absolute_form; /* target is "http(s)://authority/path": forward path and query */
 	/* responses */
 	int status;
 	struct str reason;
@@ -121,6 +124,16 @@ struct http_hoff {
 	uint32_t no, nl, vo, vl;
 };
 
+/* Chunk-line tracker: where chunk extensions are, so they can be skipped. */
+struct http_chunk_scan {
+	int st;          /* CK_* in parser.c */
+	int est;         /* extension grammar state */
+	unsigned digits; /* hex digits of the size so far */
+	uint64_t size;   /* the chunk size being read */
+	uint64_t left;   /* data bytes of the current chunk not yet seen */
+	size_t ext_len;  /* extension bytes on this line (capped) */
+};
+
 struct http_parser {
 	llhttp_t ll;
 	enum http_parser_kind kind;
@@ -134,6 +147,7 @@ struct http_parser {
 	size_t nhdr, hdr_cap;
 	uint32_t url_off, url_len, reason_off, reason_len;
 	int in_field;
+	size_t name_len; /* bytes of the header or trailer name being read */
 	unsigned n_host, n_cl, n_te;
 	uint32_t te_idx, host_idx; /* the (last) Transfer-Encoding / Host line */
 
@@ -147,6 +161,7 @@ struct http_parser {
 	uint64_t body_limit; /* 0: none */
 	int expect_no_body;
 	int started; /* a byte of this message was consumed */
+	struct http_chunk_scan ck;
 
 	int status;         /* error status once phase is HP_ERROR */
 	const char *reason; /* static error text */

@@ -1,5 +1,7 @@
 #include "metrics/stats.h"
 
+#include "metrics/hll.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
@@ -27,11 +29,26 @@ struct slot {
 	_Atomic uint64_t hist[HIST_BUCKETS];
 };
 
+/*
+ * The split's units of one (series, worker, cohort in {canary, baseline})
+ * since the series' generation `gen` began.  Single writer: its worker.
+ */
+struct split_slot {
+	alignas(CACHE_LINE) _Atomic uint32_t gen;
+	_Atomic uint64_t requests;
+	struct hll keys;
+};
+
+#define SPLIT_COHORTS 2 /* canary, baseline */
+
 struct series {
 	char *service;
 	char *version;
 	void *raw;          /* allocation behind slots (slots is aligned inside) */
 	struct slot *slots; /* [worker * COHORT_COUNT + cohort] */
+	_Atomic uint32_t split_gen;  /* bumped by metrics_split_reset() */
+	void *split_raw;             /* allocation behind split (aligned inside) */
+	struct split_slot *split;    /* [worker * SPLIT_COHORTS + split_index()] */
 };
 
 struct metrics_registry {
@@ -89,6 +106,7 @@ static void series_free(struct series *s)
 	free(s->service);
 	free(s->version);
 	free(s->raw);
+	free(s->split_raw);
 	free(s);
 }
 
@@ -138,12 +156,17 @@ static struct series *series_new(unsigned nworkers, const char *service, const c
 	 * from fresh mmap pages, so slots of cohorts never used (shadow on a
 	 * service that is never mirrored...) cost no resident memory */
 	s->raw = calloc(1, nslots * sizeof(struct slot) + CACHE_LINE);
-	if (!s->service || !s->version || !s->raw) {
+	/* zeroed sketches at generation 0, the series' first */
+	s->split_raw =
+	    calloc(1, (size_t)nworkers * SPLIT_COHORTS * sizeof(struct split_slot) + CACHE_LINE);
+	if (!s->service || !s->version || !s->raw || !s->split_raw) {
 		series_free(s);
 		return NULL;
 	}
 	p = ((uintptr_t)s->raw + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1);
 	s->slots = (struct slot *)p;
+	p = ((uintptr_t)s->split_raw + CACHE_LINE - 1) & ~(uintptr_t)(CACHE_LINE - 1);
+	s->split = (struct split_slot *)p;
 	return s;
 }
 
@@ -293,6 +316,75 @@ int metrics_read(const struct metrics_registry *reg, int series, enum cohort coh
 	memset(out, 0, sizeof(*out));
 	for (unsigned w = 0; w < reg->nworkers; w++)
 		slot_add(&s->slots[(size_t)w * COHORT_COUNT + cohort], out);
+	return 0;
+}
+
+/* The split slot index of cohort, or -1 when the split guard ignores it. */
+static int split_index(enum cohort cohort)
+{
+	return cohort == COHORT_CANARY ? 0 : cohort == COHORT_BASELINE ? 1 : -1;
+}
+
+void metrics_split_record(struct metrics_registry *reg, unsigned worker, int series,
+                          enum cohort cohort, uint32_t key_hash)
+{
+	int k = split_index(cohort);
+	struct split_slot *sl;
+	struct series *s;
+	uint32_t gen;
+
+	if (worker >= reg->nworkers || k < 0)
+		return;
+	s = series_get(reg, series);
+	if (!s)
+		return;
+	sl = &s->split[(size_t)worker * SPLIT_COHORTS + (size_t)k];
+	gen = atomic_load_explicit(&s->split_gen, memory_order_relaxed);
+	if (atomic_load_explicit(&sl->gen, memory_order_relaxed) != gen) {
+		/* a reset happened: clear, then publish the generation (release),
+		 * so a reader that accepts the slot never sees the old registers */
+		hll_clear(&sl->keys);
+		atomic_store_explicit(&sl->requests, 0, memory_order_relaxed);
+		atomic_store_explicit(&sl->gen, gen, memory_order_release);
+	}
+	bump(&sl->requests, 1);
+	hll_add(&sl->keys, key_hash);
+}
+
+void metrics_split_reset(struct metrics_registry *reg, int series)
+{
+	struct series *s = series_get(reg, series);
+
+	if (s)
+		atomic_fetch_add_explicit(&s->split_gen, 1, memory_order_relaxed);
+}
+
+int metrics_split_read(const struct metrics_registry *reg, int series, enum cohort cohort,
+                       struct metrics_split_snapshot *out)
+{
+	int k = split_index(cohort);
+	struct series *s;
+	struct hll merged;
+	uint32_t gen;
+
+	if (k < 0)
+		return -EINVAL;
+	s = series_get(reg, series);
+	if (!s)
+		return -ENOENT;
+	hll_clear(&merged);
+	out->requests = 0;
+	gen = atomic_load_explicit(&s->split_gen, memory_order_relaxed);
+	for (unsigned w = 0; w < reg->nworkers; w++) {
+		const struct split_slot *sl = &s->split[(size_t)w * SPLIT_COHORTS + (size_t)k];
+
+		/* a slot of an older generation holds the previous count: skip */
+		if (atomic_load_explicit((_Atomic uint32_t *)&sl->gen, memory_order_acquire) != gen)
+			continue;
+		out->requests += ld(&sl->requests);
+		hll_merge(&merged, &sl->keys);
+	}
+	out->keys = hll_estimate(&merged);
 	return 0;
 }
 

@@ -19,6 +19,8 @@
  *  - metrics_record: worker w only, for its own w; lock-free and wait-free.
  *  - metrics_read, metrics_series_count/name, metrics_write_prometheus: any
  *    non-worker thread, concurrently with recording workers.
+ *  - metrics_split_record: worker w only, like metrics_record;
+ *    metrics_split_reset/read: the control thread.
  *  - snapshot helpers: pure functions on caller-owned values.
  */
 #ifndef METRICS_STATS_H
@@ -169,6 +171,49 @@ double metrics_latency_mean_us(const struct metrics_cohort_snapshot *s);
  * Any non-worker thread.
  */
 int metrics_write_prometheus(const struct metrics_registry *reg, struct buf *out);
+
+/*
+ * Units placed by the bucket split (the sample-ratio mismatch guard,
+ * analysis/srm.h).  Each series also keeps, per worker, for the canary and
+ * baseline cohorts only, the requests the split placed (overrides excluded)
+ * and a HyperLogLog sketch of their distinct stickiness keys
+ * (metrics/hll.h), counted since the series' last metrics_split_reset().
+ * A reset bumps the series' generation; a worker whose slot holds an older
+ * generation clears it before its next record, and readers skip slots of an
+ * older generation, so a reset never waits for or locks out a worker.
+ */
+struct metrics_split_snapshot {
+	uint64_t requests; /* exact */
+	double keys;       /* estimated distinct keys, relative error HLL_REL_ERR */
+};
+
+/*
+ * Records one request that the bucket split (not an override) placed in
+ * cohort, with key_hash = bucket_hash() of its stickiness key (a random key
+ * when it had none).  Cohorts other than canary and baseline are ignored.
+ * Worker thread `worker` only; never blocks, never allocates, no locked
+ * instruction (the first record after a reset clears the slot's 4 KiB
+ * sketch).  Out-of-range worker or series: dropped.
+ */
+void metrics_split_record(struct metrics_registry *reg, unsigned worker, int series,
+                          enum cohort cohort, uint32_t key_hash);
+
+/*
+ * Starts a new count for series (both cohorts): what was recorded before is
+ * no longer read.  Unknown series: no-op.  Control thread (the one that
+ * calls metrics_split_read()).
+ */
+void metrics_split_reset(struct metrics_registry *reg, int series);
+
+/*
+ * Fills *out with the split's units in (series, cohort) since the last
+ * reset, merged over workers.  A record racing with the read may or may not
+ * be included.  Returns 0, -ENOENT (unknown series) or -EINVAL (cohort other
+ * than canary or baseline).  Control thread; O(nworkers * HLL_M), 4 KiB of
+ * stack.
+ */
+int metrics_split_read(const struct metrics_registry *reg, int series, enum cohort cohort,
+                       struct metrics_split_snapshot *out);
 
 /* Prometheus text pieces shared with the mirror families (proxy/mirror.c). */
 

@@ -5,7 +5,10 @@
  * the input buffer).  Per request, in the common keep-alive case, the worker
  * makes four syscalls: read the request, write it upstream, read the
  * response, write it to the client.  Sockets are registered once,
- * edge-triggered; a short read means the socket is drained (no EAGAIN read).
+ * edge-triggered; a short read means the socket is drained (no EAGAIN read)
+ * unless the peer's FIN was signalled (LOOP_RDHUP): then reading goes on to
+ * the 0-byte read, since a FIN that arrives with the last data gives no
+ * later edge.
  */
 #include "proxy/proxy.h"
 
@@ -65,6 +68,7 @@ struct uconn {
 	int paused;    /* response parsing paused: client output full */
 	int in_pool;
 	int read_blocked;       /* stopped reading with data possibly left in the socket */
+	int rdhup;              /* the upstream sent FIN or failed: read until EOF/error */
 	struct loop_defer kick; /* resumes reading at the end of the turn (no recursion) */
 };
 
@@ -100,6 +104,8 @@ struct exchange {
 	int fault;            /* answered by an abort fault */
 	int delayed;          /* held by a delay fault: head_copy also collects the body */
 	struct mreq *mreq;    /* the shadow copy of this request, or NULL */
+	int inflight_series;  /* counted in the worker's in-flight slots ... */
+	int inflight;         /* ... while this is set (routing decision to finish) */
 	struct buf head_copy; /* the request head, for one retry on a stale pooled conn */
 };
 
@@ -120,6 +126,8 @@ struct cconn {
 	int paused;      /* request parsing paused: upstream output full */
 	int version10;
 	int read_blocked;        /* stopped reading with data possibly left in the socket */
+	int rdhup;               /* the client sent FIN or failed: read until EOF/error */
+	int aborting;            /* the upstream failed mid-response: reset, do not flush */
 	struct loop_defer kick;  /* resumes reading at the end of the turn (no recursion) */
 	struct loop_timer delay; /* a delay fault */
 	struct cconn *next, *prev;
@@ -200,6 +208,7 @@ struct worker {
 	atomic_int bound; /* listeners bound on the first table */
 	int stopping;
 	struct loop_timer drain_timer; /* bounds requests in flight on draining versions */
+	_Atomic int32_t *inflight;     /* [PROXY_MAX_SERIES]: this worker writes, others read */
 	char bind_err[256];
 };
 
@@ -211,12 +220,14 @@ struct proxy {
 	struct worker *workers;
 	uint64_t seed;
 	struct mirror_stats *mstats;
+	_Atomic int32_t *inflight; /* nworkers x PROXY_MAX_SERIES, one region per worker */
 	int started;
 };
 
 static void client_process(struct cconn *c);
 static void client_flush(struct cconn *c);
 static void client_close(struct cconn *c);
+static void client_abort(struct cconn *c);
 static void up_process(struct uconn *u);
 static void up_flush(struct uconn *u);
 static void up_close(struct uconn *u);
@@ -233,6 +244,37 @@ static uint64_t rng_next(struct worker *w)
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
 	z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
 	return z ^ (z >> 31);
+}
+
+/*
+ * Requests in flight per metrics series, per worker: single writer (this
+ * worker), so a relaxed load and store, no locked instruction; the control
+ * thread sums the workers (proxy_inflight).  Counted from the routing
+ * decision to the end of the exchange (finished, failed or the client gone).
+ */
+static void inflight_begin(struct cconn *c, int series)
+{
+	_Atomic int32_t *slot;
+
+	if (series < 0 || series >= PROXY_MAX_SERIES || c->ex.inflight)
+		return;
+	slot = &c->w->inflight[series];
+	atomic_store_explicit(slot, atomic_load_explicit(slot, memory_order_relaxed) + 1,
+	                      memory_order_relaxed);
+	c->ex.inflight_series = series;
+	c->ex.inflight = 1;
+}
+
+static void inflight_end(struct cconn *c)
+{
+	_Atomic int32_t *slot;
+
+	if (!c->ex.inflight)
+		return;
+	slot = &c->w->inflight[c->ex.inflight_series];
+	atomic_store_explicit(slot, atomic_load_explicit(slot, memory_order_relaxed) - 1,
+	                      memory_order_relaxed);
+	c->ex.inflight = 0;
 }
 
 /* ---- small helpers ---- */
@@ -283,7 +325,8 @@ static int headers_forward(struct buf *o, const struct http_msg *m, const char *
 		while (k < nskip && !str_caseeq_c(h->name, skip[k]))
 			k++;
 		if (k < nskip || is_hop_by_hop(h->name) ||
-		    (conn && in_connection_tokens(m, h->name)))
+		    (conn && in_connection_tokens(m, h->name)) ||
+		    (m->absolute_form && str_caseeq_c(h->name, "host")))
 			continue;
 		if (!(rc = buf_append(o, h->name.p, h->name.len)) &&
 		    !(rc = buf_append_lit(o, ": ")) &&
@@ -291,6 +334,34 @@ static int headers_forward(struct buf *o, const struct http_msg *m, const char *
 			rc = buf_append_lit(o, "\r\n");
 	}
 	return rc;
+}
+
+/*
+ * Appends the request line the upstream gets: always origin-form.  An
+ * absolute-form target (RFC 9112 3.2.2) is cut to its path and query and its
+ * authority becomes the Host line (headers_forward skips the client's Host
+ * then).  0, or the first append error.
+ */
+static int request_line(struct buf *o, const struct http_msg *m)
+{
+	int rc = buf_append(o, m->method.p, m->method.len);
+
+	if (!rc)
+		rc = buf_append_lit(o, " ");
+	if (!m->absolute_form) {
+		if (!rc)
+			rc = buf_append(o, m->target.p, m->target.len);
+		return rc ? rc : buf_append_lit(o, " HTTP/1.1\r\n");
+	}
+	if (!rc)
+		rc = buf_append(o, m->path.p, m->path.len);
+	if (!rc && m->query.len && !(rc = buf_append_lit(o, "?")))
+		rc = buf_append(o, m->query.p, m->query.len);
+	if (!rc)
+		rc = buf_append_lit(o, " HTTP/1.1\r\nHost: ");
+	if (!rc)
+		rc = buf_append(o, m->host.p, m->host.len);
+	return rc ? rc : buf_append_lit(o, "\r\n");
 }
 
 /* ---- upstream connections ---- */
@@ -382,7 +453,8 @@ static int up_on_headers(struct http_parser *p, struct http_msg *m, void *data)
 	ex = &c->ex;
 	if (m->status < 200)
 		return 0; /* interim response: dropped, the final one follows */
-	loop_timer_stop(u->w->loop, &u->timer);
+	/* from here the response timeout bounds the wait between body reads */
+	loop_timer_start(u->w->loop, &u->timer, ex->svc->timeouts.response_ms);
 	ex->status = m->status;
 	ex->resp_started = 1;
 	o = &c->out;
@@ -503,6 +575,7 @@ static void exchange_reset(struct cconn *c)
 {
 	struct exchange *ex = &c->ex;
 
+	inflight_end(c);
 	snap_obj_unref(ex->table ? &ex->table->obj : NULL);
 	buf_release(&ex->head_copy);
 	memset(ex, 0, sizeof(*ex));
@@ -520,10 +593,16 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 	if (ex->svc) {
 		uint64_t lat = clock_mono_us() - ex->start_us;
 
-		if (w->p->metrics)
-			metrics_record(w->p->metrics, w->id,
-			               ex->svc->versions[ex->dec.version].series, ex->dec.cohort,
-			               status, lat, kind);
+		if (w->p->metrics) {
+			int series = ex->svc->versions[ex->dec.version].series;
+
+			metrics_record(w->p->metrics, w->id, series, ex->dec.cohort, status, lat,
+			               kind);
+			/* the split guard counts only what the bucket split placed */
+			if (1 /* BROKEN */)
+				metrics_split_record(w->p->metrics, w->id, series, ex->dec.cohort,
+				                     ex->dec.key_hash);
+		}
 		if (!ex->fault && (!ex->local || kind != METRICS_ERR_NO_ENDPOINT))
 			outlier_note(w, ex, status >= 500 || kind != METRICS_ERR_NONE);
 		if (ex->mreq)
@@ -535,6 +614,10 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 		w->ndelayed--;
 	}
 	exchange_reset(c);
+	if (c->aborting) {
+		client_abort(c);
+		return;
+	}
 	if (c->close_after || w->stopping) {
 		c->close_after = 1;
 		client_flush(c);
@@ -574,6 +657,11 @@ static void up_response_timeout(struct loop *loop, struct loop_timer *t)
 
 	if (!c) {
 		up_close(u);
+		return;
+	}
+	if (u->paused) {
+		/* not reading because the client is slow: not the upstream's fault */
+		loop_timer_start(loop, t, c->ex.svc->timeouts.response_ms);
 		return;
 	}
 	exchange_fail(c, 504,
@@ -678,7 +766,10 @@ static void up_read(struct uconn *u)
 		if (n > 0) {
 			buf_commit(&u->in, (size_t)n);
 			u->got_bytes = 1;
-			if ((size_t)n < READ_CHUNK)
+			if (u->client && u->client->ex.resp_started) /* body activity */
+				loop_timer_start(u->w->loop, &u->timer,
+				                 u->client->ex.svc->timeouts.response_ms);
+			if ((size_t)n < READ_CHUNK && !u->rdhup)
 				break; /* drained: no EAGAIN round trip */
 			continue;
 		}
@@ -701,8 +792,9 @@ static void up_read(struct uconn *u)
 				exchange_finish(c, METRICS_ERR_NONE);
 				return;
 			}
-			up_failed(u, n == 0 || saved == ECONNRESET ? METRICS_ERR_RESET
-			                                           : METRICS_ERR_CONNECT_REFUSED);
+			up_failed(u, n == 0 || saved == ECONNRESET || u->got_bytes
+			                 ? METRICS_ERR_RESET
+			                 : METRICS_ERR_CONNECT_REFUSED);
 		} else {
 			up_close(u);
 		}
@@ -748,6 +840,8 @@ static void up_cb(struct loop *loop, struct loop_io *io, uint32_t ev)
 {
 	struct uconn *u = io->data;
 
+	if (ev & (LOOP_RDHUP | LOOP_ERROR))
+		u->rdhup = 1; /* no later edge will come: read on to the EOF */
 	if (u->connecting && (ev & (LOOP_WRITE | LOOP_ERROR))) {
 		int err = 0;
 		socklen_t l = sizeof(err);
@@ -1317,6 +1411,7 @@ static void client_close(struct cconn *c)
 	if (c->closed)
 		return;
 	c->closed = 1;
+	inflight_end(c);
 	if (c->ex.up) {
 		/* the client left mid-exchange: the upstream conn cannot be reused */
 		c->ex.up->client = NULL;
@@ -1346,6 +1441,18 @@ static void client_close(struct cconn *c)
 	loop_defer(w->loop, &c->d, client_free, c);
 	if (w->stopping && atomic_load(&w->nconns) == 0)
 		loop_stop(w->loop);
+}
+
+/* Closes with a reset (SO_LINGER 0), dropping queued output: for a client
+ * whose response was cut short, which a FIN could make look complete. */
+static void client_abort(struct cconn *c)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+
+	if (c->closed)
+		return;
+	setsockopt(c->io.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	client_close(c);
 }
 
 static void client_flush(struct cconn *c)
@@ -1439,10 +1546,16 @@ static void exchange_fail(struct cconn *c, int status, enum metrics_err kind)
 			return;
 	}
 	if (ex->resp_started) {
-		/* the client has part of a response: the only honest signal is a close */
+		/* the client has part of a response and cannot get a clean one:
+		 * counted as this version's upstream error, then the connection is
+		 * reset at once (a FIN would end a close-delimited body cleanly) */
+		log_info("upstream failed mid-response: client connection reset", "service",
+		         ex->svc->name, "version", ex->svc->versions[ex->dec.version].name, "kind",
+		         metrics_err_name(kind), NULL);
 		ex->local = 1;
 		ex->local_status = ex->status;
 		c->close_after = 1;
+		c->aborting = 1;
 		exchange_finish(c, kind);
 		return;
 	}
@@ -1581,12 +1694,11 @@ static void mirror_begin(struct cconn *c, const struct http_msg *m, struct str r
 	r->path[n] = '\0';
 
 	o = &r->head;
-	buf_append(o, m->method.p, m->method.len);
-	buf_append_lit(o, " ");
-	buf_append(o, m->target.p, m->target.len);
-	buf_append_lit(o, " HTTP/1.1\r\n");
 	xff = http_msg_header(m, "x-forwarded-for");
-	rc = headers_forward(o, m, shadow_skip, sizeof(shadow_skip) / sizeof(shadow_skip[0]));
+	rc = request_line(o, m);
+	if (!rc)
+		rc = headers_forward(o, m, shadow_skip,
+		                     sizeof(shadow_skip) / sizeof(shadow_skip[0]));
 	if (m->version == 10 && !m->host.len)
 		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, r->ep)->name);
 	buf_append_lit(o, "X-Forwarded-For: ");
@@ -1656,6 +1768,7 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	}
 	proxy_decide(ex->svc, m, str_make(c->peer, c->peer_len), rng_next(w), &ex->dec);
 	v = &ex->svc->versions[ex->dec.version];
+	inflight_begin(c, v->series);
 	/* faults (SPEC 4): drawn from the worker's seeded generator */
 	if (v->fault.abort_percent && rng_next(w) % BUCKET_COUNT < v->fault.abort_percent) {
 		ex->local = 1;
@@ -1685,13 +1798,10 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 
 	/* the request head, for the upstream (kept for one retry) */
 	o = &ex->head_copy;
-	buf_append(o, m->method.p, m->method.len);
-	buf_append_lit(o, " ");
-	buf_append(o, m->target.p, m->target.len);
-	buf_append_lit(o, " HTTP/1.1\r\n");
 	xff = http_msg_header(m, "x-forwarded-for");
 	rid = http_msg_header(m, "x-request-id");
-	if (headers_forward(o, m, req_skip, sizeof(req_skip) / sizeof(req_skip[0])))
+	if (request_line(o, m) ||
+	    headers_forward(o, m, req_skip, sizeof(req_skip) / sizeof(req_skip[0])))
 		return 431;
 	if (m->version == 10 && !m->host.len)
 		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, ex->ep)->name);
@@ -2251,13 +2361,17 @@ struct proxy *proxy_new(unsigned nworkers, struct metrics_registry *metrics, uin
 	p->reg = proxy_registry_new();
 	p->workers = calloc(nworkers, sizeof(*p->workers));
 	p->mstats = mirror_stats_new(nworkers);
-	if (!p->reg || !p->workers || !p->mstats) {
+	p->inflight = calloc((size_t)nworkers * PROXY_MAX_SERIES, sizeof(*p->inflight));
+	if (!p->reg || !p->workers || !p->mstats || !p->inflight) {
 		mirror_stats_free(p->mstats);
 		proxy_registry_free(p->reg);
 		free(p->workers);
+		free(p->inflight);
 		free(p);
 		return NULL;
 	}
+	for (unsigned i = 0; i < nworkers; i++)
+		p->workers[i].inflight = p->inflight + (size_t)i * PROXY_MAX_SERIES;
 	p->reg->mirror = p->mstats;
 	snapshot_init(&p->snap);
 	p->nworkers = nworkers;
@@ -2394,7 +2508,19 @@ void proxy_free(struct proxy *p)
 	proxy_registry_free(p->reg);
 	mirror_stats_free(p->mstats);
 	free(p->workers);
+	free(p->inflight);
 	free(p);
+}
+
+long proxy_inflight(struct proxy *p, int series)
+{
+	long n = 0;
+
+	if (series < 0 || series >= PROXY_MAX_SERIES)
+		return -ERANGE;
+	for (unsigned i = 0; i < p->nworkers; i++)
+		n += atomic_load_explicit(&p->workers[i].inflight[series], memory_order_relaxed);
+	return n < 0 ? 0 : n;
 }
 
 uint64_t proxy_client_conns(struct proxy *p)

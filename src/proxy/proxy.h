@@ -24,6 +24,7 @@ struct proxy;
 struct metrics_registry;
 
 #define PROXY_MAX_WORKERS 64
+#define PROXY_MAX_SERIES  4096 /* metrics series ids counted in flight: 0..this-1 */
 
 /*
  * Creates a proxy with nworkers threads (not started).  metrics may be NULL
@@ -68,5 +69,17 @@ void proxy_free(struct proxy *p);
 
 /* Number of open client connections across workers (approximate). */
 uint64_t proxy_client_conns(struct proxy *p);
+
+/*
+ * Requests in flight to metrics series `series` (a (service, version), see
+ * metrics_series_id), summed over the workers: counted from the routing
+ * decision until the response is complete, failed or the client is gone.
+ * Each worker writes its own counters (no lock on the request path); the sum
+ * may lag a request that is starting or ending while it is read.  A draining
+ * version gets no new request, so its count only goes down.  Returns the
+ * count, or -ERANGE for a series id outside 0..PROXY_MAX_SERIES-1.
+ * Any thread.
+ */
+long proxy_inflight(struct proxy *p, int series);
 
 #endif

@@ -464,6 +464,7 @@ void proxy_decide(const struct proxy_service *svc, const struct http_msg *req, s
 	int kl;
 
 	out->bucket = UINT32_MAX;
+	out->key_hash = 0;
 	out->set_cookie = 0;
 	out->cookie_key[0] = '\0';
 	for (uint32_t i = 0; i < svc->noverrides; i++) {
@@ -492,7 +493,8 @@ void proxy_decide(const struct proxy_service *svc, const struct http_msg *req, s
 		key = str_make(out->cookie_key, (size_t)kl);
 		out->set_cookie = svc->sticky.kind == CONFIG_KEY_COOKIE;
 	}
-	out->bucket = bucket_of(svc->name, svc->name_len, key.p, key.len);
+	out->key_hash = bucket_hash(svc->name, svc->name_len, key.p, key.len);
+	out->bucket = bucket_from_hash(out->key_hash);
 	if (svc->canary < 0) {
 		out->version = svc->stable;
 		out->cohort = COHORT_STABLE;

@@ -178,6 +178,7 @@ struct proxy_decision {
 	int version; /* index into svc->versions */
 	enum cohort cohort;
 	uint32_t bucket;     /* UINT32_MAX when an override decided */
+	uint32_t key_hash;   /* bucket_hash() of the key the split used; 0 with an override */
 	int set_cookie;      /* sticky cookie was absent: send Set-Cookie */
 	char cookie_key[24]; /* the key generated for it */
 };

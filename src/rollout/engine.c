@@ -19,12 +19,14 @@
 
 #include "analysis/check.h"
 #include "analysis/source.h"
+#include "analysis/srm.h"
 #include "config/config.h"
 #include "core/buf.h"
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/loop.h"
 #include "core/str.h"
+#include "metrics/hll.h"
 #include "proxy/mirror.h"
 #include "rollout/evidence.h"
 #include "store/store.h"
@@ -54,7 +56,10 @@ struct post {
 	uint64_t pending; /* targets rolled back while it ran: the next pipeline */
 	size_t hook;      /* position in hooks x targets (hook-major) */
 	bool hook_started;
-	uint64_t job; /* the running hook's job id; not persisted */
+	uint64_t job;        /* the running hook's job id; not persisted */
+	long drain_at_start; /* canary requests in flight at the drain's first reading
+	                      * (-1: unknown); not persisted */
+	bool drain_read;     /* drain_at_start was taken */
 	uint32_t hooks_ok, hooks_failed;
 	int64_t verify_next_ms;
 	uint32_t verify_intervals, verify_passes;
@@ -90,6 +95,17 @@ struct check_run {
 	struct src_round *src; /* the round whose jobs are running, or NULL */
 	uint32_t src_errors;   /* consecutive `error` verdicts */
 	int64_t src_end_ms;    /* interval end of the last round judged */
+	/*
+	 * Evidence in the current traffic step or bake (docs/rollout.md,
+	 * Evidence); reset when such a step begins.  ev_pass: a conclusive
+	 * pass on the step's accumulated data (a source: on a round of the
+	 * step) and no failing verdict since.  ev: the last such judgement
+	 * (not persisted); ev_canary/ev_baseline its sample counts.
+	 */
+	bool ev_pass, have_ev;
+	struct check_verdict ev;
+	uint64_t ev_canary, ev_baseline;
+	uint32_t step_iv[4]; /* this step's interval verdicts by outcome */
 };
 
 /*
@@ -107,7 +123,6 @@ struct readings {
 	 * accumulated since then (the historical baseline).
 	 */
 	bool have_cum0;
-	uint32_t cum_looks; /* intervals evaluated since cum0 */
 	struct metrics_cohort_snapshot cum0_canary, cum0_baseline;
 	bool have_prev_stable; /* verify: the stable version's last reading */
 	struct metrics_cohort_snapshot prev_stable;
@@ -115,6 +130,14 @@ struct readings {
 	bool have_prev_sh, have_cum0_sh;
 	uint32_t sh_looks;
 	struct mirror_snapshot prev_sh, cum0_sh;
+	/*
+	 * step0_*: the readings when the current traffic step (or bake) began,
+	 * or the first after a restart: tests and evidence judge the counts
+	 * since then.
+	 */
+	bool have_step0;
+	uint32_t step_looks; /* intervals evaluated since step0 */
+	struct metrics_cohort_snapshot step0_canary, step0_baseline;
 };
 
 struct target_run {
@@ -123,7 +146,9 @@ struct target_run {
 	bool rolled_back; /* weight forced to 0; later steps skip it */
 	json_t *saved;    /* flag target: its state before the run (flag_save) */
 	uint32_t shadow;  /* mirror percent a shadow step set and has not stopped yet */
+	uint64_t step_canary, step_baseline; /* requests accumulated in this step */
 	struct readings rd;
+	uint32_t srm_weight; /* weight the split guard's count began at; 0: none yet (not persisted) */
 };
 
 struct run {
@@ -143,6 +168,8 @@ struct run {
 	bool analysis_passed;
 	int64_t bake_until_ms; /* > 0: every step done, baking until then */
 	bool finalized;        /* completed and the canaries made stable */
+	int64_t evidence_from_ms; /* max_wait counts from here (step begin, resume) */
+	uint32_t step_iv[3];      /* this step's intervals: passed, inconclusive, failed */
 	struct post post;
 	struct run_counters ctr;
 	struct target_run *targets;
@@ -328,18 +355,26 @@ static json_t *run_doc(const struct run *r)
 	json_t *targets = json_array(), *checks = json_array(), *appr = json_array();
 
 	for (size_t i = 0; i < ro->ntargets; i++)
-		json_array_append_new(targets, json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I}", "name",
-		                                         ro->targets[i].name, "weight",
-		                                         (json_int_t)r->targets[i].weight,
-		                                         "touched", r->targets[i].touched,
-		                                         "rolled_back", r->targets[i].rolled_back,
-		                                         "saved", r->targets[i].saved, "shadow",
-		                                         (json_int_t)r->targets[i].shadow));
-	for (size_t i = 0; i < ro->analysis.nchecks; i++)
 		json_array_append_new(
-		    checks, json_pack("{s:s, s:I, s:I}", "name", ro->analysis.checks[i].name,
-		                      "fails", (json_int_t)r->checks[i].fails, "first_fail",
-		                      (json_int_t)r->checks[i].first_fail_ms));
+		    targets, json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I, s:I, s:I}", "name",
+		                       ro->targets[i].name, "weight", (json_int_t)r->targets[i].weight,
+		                       "touched", r->targets[i].touched, "rolled_back",
+		                       r->targets[i].rolled_back, "saved", r->targets[i].saved,
+		                       "shadow", (json_int_t)r->targets[i].shadow, "step_canary",
+		                       (json_int_t)r->targets[i].step_canary, "step_baseline",
+		                       (json_int_t)r->targets[i].step_baseline));
+	for (size_t i = 0; i < ro->analysis.nchecks; i++) {
+		const struct check_run *cr = &r->checks[i];
+
+		json_array_append_new(
+		    checks, json_pack("{s:s, s:I, s:I, s:b, s:I, s:I, s:[I, I, I, I]}", "name",
+		                      ro->analysis.checks[i].name, "fails", (json_int_t)cr->fails,
+		                      "first_fail", (json_int_t)cr->first_fail_ms, "ev_pass",
+		                      cr->ev_pass, "ev_canary", (json_int_t)cr->ev_canary,
+		                      "ev_baseline", (json_int_t)cr->ev_baseline, "step_iv",
+		                      (json_int_t)cr->step_iv[0], (json_int_t)cr->step_iv[1],
+		                      (json_int_t)cr->step_iv[2], (json_int_t)cr->step_iv[3]));
+	}
 	if (r->step < ro->nsteps && ro->steps[r->step].kind == CONFIG_STEP_APPROVAL) {
 		const struct config_strlist *a = &ro->steps[r->step].approvers;
 
@@ -349,7 +384,7 @@ static json_t *run_doc(const struct run *r)
 	}
 	return json_pack(
 	    "{s:s, s:I, s:s, s:I, s:I, s:o, s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:I, "
-	    "s:I, s:b, s:o, s:o, s:I, s:b, s:o}",
+	    "s:I, s:b, s:o, s:o, s:I, s:b, s:o, s:I, s:[I, I, I]}",
 	    "state", rollout_state_name(r->state), "step", (json_int_t)r->step, "phase",
 	    r->phase == PHASE_WAITING ? "waiting" : "running", "waiting_since",
 	    (json_int_t)r->waiting_since_ms, "step_started", (json_int_t)r->step_started_ms,
@@ -359,7 +394,9 @@ static json_t *run_doc(const struct run *r)
 	    "started", (json_int_t)r->started_ms, "ended", (json_int_t)r->ended_ms, "decision",
 	    (json_int_t)r->decision_ms, "generation", (json_int_t)r->generation, "mitigated",
 	    r->mitigated, "targets", targets, "checks", checks, "bake_until",
-	    (json_int_t)r->bake_until_ms, "finalized", r->finalized, "post", post_doc(&r->post));
+	    (json_int_t)r->bake_until_ms, "finalized", r->finalized, "post", post_doc(&r->post),
+	    "evidence_from", (json_int_t)r->evidence_from_ms, "step_intervals",
+	    (json_int_t)r->step_iv[0], (json_int_t)r->step_iv[1], (json_int_t)r->step_iv[2]);
 }
 
 static int64_t jint(const json_t *o, const char *key)
@@ -383,16 +420,24 @@ static void run_reset(struct run *r)
 	r->analysis_passed = false;
 	r->bake_until_ms = 0;
 	r->finalized = false;
+	r->evidence_from_ms = 0;
+	memset(r->step_iv, 0, sizeof(r->step_iv));
 	memset(&r->post, 0, sizeof(r->post));
 	for (size_t i = 0; i < r->cfg->ntargets; i++) {
 		r->targets[i].weight = 0;
+		r->targets[i].step_canary = r->targets[i].step_baseline = 0;
 		r->targets[i].touched = r->targets[i].rolled_back = false;
 		json_decref(r->targets[i].saved);
 		r->targets[i].saved = NULL;
 	}
 	for (size_t i = 0; i < r->cfg->analysis.nchecks; i++) {
-		r->checks[i].fails = 0;
-		r->checks[i].first_fail_ms = 0;
+		struct check_run *cr = &r->checks[i];
+
+		cr->fails = 0;
+		cr->first_fail_ms = 0;
+		cr->ev_pass = cr->have_ev = false;
+		cr->ev_canary = cr->ev_baseline = 0;
+		memset(cr->step_iv, 0, sizeof(cr->step_iv));
 	}
 }
 
@@ -435,6 +480,10 @@ static int run_parse(struct run *r, const char *text)
 	r->mitigated = json_is_true(json_object_get(o, "mitigated"));
 	r->bake_until_ms = jint(o, "bake_until");
 	r->finalized = json_is_true(json_object_get(o, "finalized"));
+	r->evidence_from_ms = jint(o, "evidence_from");
+	for (i = 0; i < 3; i++)
+		r->step_iv[i] = (uint32_t)json_integer_value(
+		    json_array_get(json_object_get(o, "step_intervals"), i));
 	post_parse(&r->post, json_object_get(o, "post"));
 	json_array_foreach(json_object_get(o, "targets"), i, v)
 	{
@@ -445,8 +494,12 @@ static int run_parse(struct run *r, const char *text)
 			r->targets[t].weight = (uint32_t)jint(v, "weight");
 			r->targets[t].touched = json_is_true(json_object_get(v, "touched"));
 			r->targets[t].rolled_back = json_is_true(json_object_get(v, "rolled_back"));
+			/* a document naming a target twice: the last entry wins, no leak */
+			json_decref(r->targets[t].saved);
 			r->targets[t].saved = json_incref(json_object_get(v, "saved"));
 			r->targets[t].shadow = (uint32_t)jint(v, "shadow");
+			r->targets[t].step_canary = (uint64_t)jint(v, "step_canary");
+			r->targets[t].step_baseline = (uint64_t)jint(v, "step_baseline");
 		}
 	}
 	json_array_foreach(json_object_get(o, "checks"), i, v)
@@ -455,8 +508,16 @@ static int run_parse(struct run *r, const char *text)
 		for (size_t k = 0; s && k < ro->analysis.nchecks; k++) {
 			if (strcmp(s, ro->analysis.checks[k].name) != 0)
 				continue;
-			r->checks[k].fails = (uint32_t)jint(v, "fails");
-			r->checks[k].first_fail_ms = jint(v, "first_fail");
+			struct check_run *cr = &r->checks[k];
+
+			cr->fails = (uint32_t)jint(v, "fails");
+			cr->first_fail_ms = jint(v, "first_fail");
+			cr->ev_pass = json_is_true(json_object_get(v, "ev_pass"));
+			cr->ev_canary = (uint64_t)jint(v, "ev_canary");
+			cr->ev_baseline = (uint64_t)jint(v, "ev_baseline");
+			for (size_t j = 0; j < 4; j++)
+				cr->step_iv[j] = (uint32_t)json_integer_value(
+				    json_array_get(json_object_get(v, "step_iv"), j));
 		}
 	}
 	if (r->step < ro->nsteps && ro->steps[r->step].kind == CONFIG_STEP_APPROVAL) {
@@ -572,6 +633,11 @@ static json_t *one(const char *kind, json_t *details)
 
 static int apply_shadow(struct rollout_engine *e, struct run *r, const char *actor, int64_t now);
 static void stop_shadow(struct rollout_engine *e, struct run *r, uint64_t mask, const char *actor);
+static void evidence_reset(struct rollout_engine *e, struct run *r, int64_t now);
+static json_t *evidence_json(const struct run *r);
+static bool traffic_step(const struct run *r);
+static bool baking(const struct run *r);
+static void srm_restart(struct rollout_engine *e, struct run *r, size_t t);
 
 static const struct config_target *target(const struct run *r, size_t t)
 {
@@ -644,7 +710,6 @@ static void prime(struct rollout_engine *e, struct run *r, bool run_start)
 			if (run_start) {
 				tr->rd.cum0_canary = tr->rd.prev_canary;
 				tr->rd.cum0_baseline = tr->rd.prev_baseline;
-				tr->rd.cum_looks = 0;
 				tr->rd.have_cum0 = true;
 			}
 		}
@@ -805,6 +870,7 @@ static int apply_step(struct rollout_engine *e, struct run *r, const char *actor
 			do_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, NULL);
 			return rc;
 		}
+		srm_restart(e, r, t); /* the step's slices start now */
 	}
 	return 0;
 }
@@ -861,6 +927,8 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 	r->step_started_ms = now;
 	r->approvals = 0;
 	r->analysis_passed = false;
+	if (st->kind == CONFIG_STEP_SET || st->kind == CONFIG_STEP_SHADOW)
+		evidence_reset(e, r, now);
 	if (st->kind == CONFIG_STEP_SET) {
 		for (size_t i = 0; i < st->nsets; i++) {
 			size_t t = st->sets[i].index;
@@ -942,11 +1010,104 @@ static bool live_service(const struct run *r, size_t t)
 	       !r->targets[t].rolled_back;
 }
 
+/* ------------------------------------------------------------------------ */
+/* Sample-ratio mismatch guard (analysis/srm.h, docs/judge.md)               */
+
+static bool srm_wired(const struct rollout_engine *e)
+{
+	return e->be.split_reset && e->be.read_split;
+}
+
+/* Target t's split count starts again, at its current weight. */
+static void srm_restart(struct rollout_engine *e, struct run *r, size_t t)
+{
+	const struct config_target *tg = target(r, t);
+
+	if (!srm_wired(e) || !live_service(r, t))
+		return;
+	e->be.split_reset(e->be.ctx, tg->service, tg->canary);
+	e->be.split_reset(e->be.ctx, tg->service, stable_version(e, tg));
+	r->targets[t].srm_weight = r->targets[t].weight;
+}
+
+static json_t *srm_json(const struct srm_verdict *v, bool sticky,
+                        const struct metrics_split_snapshot *c,
+                        const struct metrics_split_snapshot *b)
+{
+	return json_pack("{s:s, s:f, s:f, s:I, s:I, s:o, s:f, s:f, s:b, s:b, s:s}", "unit",
+	                 sticky ? "keys" : "requests", "canary", v->canary, "baseline",
+	                 v->baseline, "canary_requests", (json_int_t)c->requests,
+	                 "baseline_requests", (json_int_t)b->requests, "expected_share",
+	                 isnan(v->expected_share) ? json_null() : json_real(v->expected_share),
+	                 "z", v->z, "p", v->p, "judged", v->judged, "mismatch", v->mismatch,
+	                 "reason", v->reason);
+}
+
+/*
+ * Judges every live service target's split count (units placed in the
+ * canary and baseline since the count began at the weight in force).  Adds
+ * the numbers to the target's object in per_target (the interval event)
+ * when it has one.  On the first mismatch: a rollout.srm event in evs, the
+ * reason in why, *detail (a new reference) for the pause event, and that
+ * target's count restarted so a resume judges fresh units; returns the
+ * target's index.  -1 when no target mismatches.
+ */
+static int srm_guard(struct rollout_engine *e, struct run *r, int64_t now, json_t *per_target,
+                     json_t *evs, char *why, size_t whylen, json_t **detail)
+{
+	int hit = -1;
+
+	for (size_t t = 0; srm_wired(e) && t < r->cfg->ntargets; t++) {
+		const struct config_target *tg = target(r, t);
+		struct target_run *tr = &r->targets[t];
+		struct metrics_split_snapshot c, b;
+		struct srm_verdict v;
+		bool sticky;
+		json_t *d, *o;
+
+		if (!live_service(r, t) || tr->weight == 0 || tr->weight >= BUCKET_COUNT)
+			continue;
+		if (!tr->srm_weight) { /* a new engine (restart, reload): count from here */
+			tr->srm_weight = tr->weight;
+		} else if (tr->srm_weight != tr->weight) { /* moved outside a step */
+			srm_restart(e, r, t);
+			continue;
+		}
+		if (e->be.read_split(e->be.ctx, tg->service, tg->canary, COHORT_CANARY, &c) ||
+		    e->be.read_split(e->be.ctx, tg->service, stable_version(e, tg),
+		                     COHORT_BASELINE, &b))
+			continue;
+		sticky = tg->svc->sticky.kind != CONFIG_KEY_NONE;
+		srm_test(sticky ? c.keys : (double)c.requests, sticky ? b.keys : (double)b.requests,
+		         tr->weight, sticky ? HLL_REL_ERR : 0.0, tg->name,
+		         sticky ? "keys" : "requests", &v);
+		d = srm_json(&v, sticky, &c, &b);
+		o = json_object_get(per_target, tg->name);
+		if (o)
+			json_object_set(o, "srm", d);
+		if (v.mismatch && hit < 0) {
+			json_t *x = json_deep_copy(d);
+
+			hit = (int)t;
+			snprintf(why, whylen, "%s", v.reason);
+			json_object_set_new(x, "target", json_string(tg->name));
+			json_object_set_new(x, "step", json_integer((json_int_t)r->step));
+			json_object_set_new(x, "weight", json_real(tr->weight / 1000.0));
+			json_object_set_new(x, "interval_end_ms", json_integer(now));
+			json_array_append_new(evs, ev("rollout.srm", json_incref(x)));
+			*detail = json_pack("{s:s, s:o}", "check", "sample_ratio", "srm", x);
+			srm_restart(e, r, t);
+		}
+		json_decref(d);
+	}
+	return hit;
+}
+
 /* Every step is done: the canaries at 100% become stable (see finalize()). */
 static int complete(struct rollout_engine *e, struct run *r, const char *actor, int64_t now,
                     json_t *evs)
 {
-	json_t *stable = json_object();
+	json_t *stable = json_object(), *bake_ev = baking(r) ? evidence_json(r) : json_null();
 
 	r->state = ROLLOUT_COMPLETED;
 	r->step = r->cfg->nsteps;
@@ -962,8 +1123,9 @@ static int complete(struct rollout_engine *e, struct run *r, const char *actor, 
 		evs = json_array();
 	json_array_append_new(
 	    evs, ev("rollout.completed",
-	            json_pack("{s:I, s:o, s:I}", "duration_ms", (json_int_t)(now - r->started_ms),
-	                      "stable", stable, "bake_ms", (json_int_t)r->cfg->bake_ms)));
+	            json_pack("{s:I, s:o, s:I, s:o}", "duration_ms",
+	                      (json_int_t)(now - r->started_ms), "stable", stable, "bake_ms",
+	                      (json_int_t)r->cfg->bake_ms, "bake_evidence", bake_ev)));
 	return persist(e, r, actor, evs);
 }
 
@@ -984,6 +1146,7 @@ static int steps_done(struct rollout_engine *e, struct run *r, const char *actor
 	r->step = r->cfg->nsteps;
 	r->phase = PHASE_WAITING;
 	r->bake_until_ms = now + (int64_t)r->cfg->bake_ms;
+	evidence_reset(e, r, now);
 	if (!evs)
 		evs = json_array();
 	json_array_append_new(
@@ -1024,10 +1187,11 @@ static int pass_step(struct rollout_engine *e, struct run *r, const char *actor,
 
 	if (r->cfg->steps[done].kind == CONFIG_STEP_SHADOW)
 		stop_shadow(e, r, ~UINT64_C(0), actor);
-	json_array_append_new(evs,
-	                      ev("rollout.step.passed",
-	                         json_pack("{s:I, s:s, s:s}", "step", (json_int_t)done, "kind",
-	                                   step_kind_name(r->cfg->steps[done].kind), "how", how)));
+	json_array_append_new(
+	    evs, ev("rollout.step.passed",
+	            json_pack("{s:I, s:s, s:s, s:o}", "step", (json_int_t)done, "kind",
+	                      step_kind_name(r->cfg->steps[done].kind), "how", how, "evidence",
+	                      traffic_step(r) ? evidence_json(r) : json_null())));
 	r->step++;
 	r->phase = PHASE_WAITING;
 	r->waiting_since_ms = now;
@@ -1036,6 +1200,252 @@ static int pass_step(struct rollout_engine *e, struct run *r, const char *actor,
 	if (r->step >= r->cfg->nsteps)
 		return steps_done(e, r, actor, now, evs);
 	return persist(e, r, actor, evs);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Evidence (docs/rollout.md "Evidence")                                    */
+
+#define MAX_WAIT_FACTOR     4           /* max_wait defaults to 4 x the step's for */
+#define MAX_WAIT_DEFAULT_MS (60 * MIN_MS) /* ... or 1h when the step has no for */
+
+static bool shadow_metric(const struct config_check *c);
+
+/* The current step moves traffic (set/weight, shadow) or the run is baking. */
+static bool traffic_step(const struct run *r)
+{
+	enum config_step_kind k;
+
+	if (baking(r))
+		return true;
+	if (r->step >= r->cfg->nsteps)
+		return false;
+	k = r->cfg->steps[r->step].kind;
+	return k == CONFIG_STEP_SET || k == CONFIG_STEP_SHADOW;
+}
+
+/* Verdicts now count as the current step's evidence. */
+static bool gathering(const struct run *r)
+{
+	return active(r) && traffic_step(r) && (baking(r) || r->phase == PHASE_RUNNING);
+}
+
+/*
+ * Check k must pass before the current step may: it can judge a live
+ * target now (the shadow_* metrics: one being mirrored in a shadow step;
+ * proxy metrics: a service target with canary traffic; sources: any target
+ * with canary traffic) and has not opted out.
+ */
+static bool check_applies(const struct run *r, size_t k)
+{
+	const struct config_check *c = &r->cfg->analysis.checks[k];
+	bool shadow_step = !baking(r) && r->step < r->cfg->nsteps &&
+	                   r->cfg->steps[r->step].kind == CONFIG_STEP_SHADOW;
+
+	if (c->time_only)
+		return false;
+	for (size_t t = 0; t < r->cfg->ntargets; t++) {
+		const struct config_target *tg = &r->cfg->targets[t];
+		const struct target_run *tr = &r->targets[t];
+
+		if ((c->target && c->target_index != t) || tr->rolled_back)
+			continue;
+		if (shadow_metric(c)) {
+			if (shadow_step && tr->shadow)
+				return true;
+			continue;
+		}
+		if (!tr->touched || tr->weight == 0)
+			continue;
+		if (tg->kind == CONFIG_TARGET_SERVICE ? tg->svc != NULL
+		                                      : c->source != CONFIG_SOURCE_METRIC && tg->flg)
+			return true;
+	}
+	return false;
+}
+
+/* The current traffic step waits for evidence (it has not opted out). */
+static bool evidence_required(const struct run *r)
+{
+	if (!traffic_step(r) || r->cfg->analysis.nchecks == 0)
+		return false;
+	return baking(r) || !r->cfg->steps[r->step].time_only;
+}
+
+static uint64_t max_wait_ms(const struct run *r)
+{
+	const struct config_rollout *ro = r->cfg;
+	uint64_t hold;
+
+	if (!baking(r) && r->step < ro->nsteps && ro->steps[r->step].max_wait_ms)
+		return ro->steps[r->step].max_wait_ms;
+	if (ro->analysis.max_wait_ms)
+		return ro->analysis.max_wait_ms;
+	hold = baking(r) ? ro->bake_ms : r->step < ro->nsteps ? ro->steps[r->step].for_ms : 0;
+	return hold ? MAX_WAIT_FACTOR * hold : MAX_WAIT_DEFAULT_MS;
+}
+
+/*
+ * How many applicable checks still lack evidence; their shortfalls go to
+ * out ("; " or ", " between them), and the first one's review (on_fail:
+ * pause with review) to *review_ms / *review_target when given.
+ */
+static size_t evidence_missing(const struct run *r, bool brief, char *out, size_t len,
+                               uint64_t *review_ms, int *review_target)
+{
+	size_t n = 0, off = 0;
+
+	if (len)
+		out[0] = '\0';
+	if (!evidence_required(r))
+		return 0;
+	for (size_t k = 0; k < r->cfg->analysis.nchecks; k++) {
+		const struct config_check *c = &r->cfg->analysis.checks[k];
+		const struct check_run *cr = &r->checks[k];
+		char one_check[CHECK_REASON_MAX + 64];
+		int w;
+
+		if (cr->ev_pass || !check_applies(r, k))
+			continue;
+		if (n++ == 0 && review_ms && c->review_ms) {
+			*review_ms = c->review_ms;
+			*review_target = c->target ? (int)c->target_index : -1;
+		}
+		check_evidence_shortfall(c, cr->have_ev ? &cr->ev : NULL, brief, one_check,
+		                         sizeof(one_check));
+		if (off >= len)
+			continue;
+		w = snprintf(out + off, len - off, "%s%s", n > 1 ? (brief ? ", " : "; ") : "",
+		             one_check);
+		if (w > 0)
+			off += (size_t)w;
+	}
+	return n;
+}
+
+/* Restarts the evidence of a traffic step (or the bake) that begins at now. */
+static void evidence_reset(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	r->evidence_from_ms = now;
+	memset(r->step_iv, 0, sizeof(r->step_iv));
+	for (size_t k = 0; k < r->cfg->analysis.nchecks; k++) {
+		struct check_run *cr = &r->checks[k];
+
+		cr->ev_pass = cr->have_ev = false;
+		cr->ev_canary = cr->ev_baseline = 0;
+		memset(cr->step_iv, 0, sizeof(cr->step_iv));
+	}
+	for (size_t t = 0; t < r->cfg->ntargets; t++) {
+		const struct config_target *tg = &r->cfg->targets[t];
+		struct target_run *tr = &r->targets[t];
+
+		tr->step_canary = tr->step_baseline = 0;
+		tr->rd.have_step0 = false;
+		tr->rd.step_looks = 0;
+		if (tg->kind != CONFIG_TARGET_SERVICE || !tg->svc)
+			continue;
+		/* the step's window starts now, not at the last interval boundary */
+		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY,
+		                      &tr->rd.step0_canary) == 0 &&
+		    e->be.read_cohort(e->be.ctx, tg->service, stable_version(e, tg),
+		                      COHORT_BASELINE, &tr->rd.step0_baseline) == 0)
+			tr->rd.have_step0 = true;
+	}
+}
+
+/*
+ * Notes check k's verdicts of one interval (iv) and on the step's
+ * accumulated data (evv; for a source the round's verdict) as evidence.
+ */
+static void evidence_note(struct run *r, size_t k, const struct check_verdict *iv,
+                          const struct check_verdict *evv)
+{
+	struct check_run *cr = &r->checks[k];
+
+	if (!gathering(r))
+		return;
+	if ((unsigned)iv->outcome < 4)
+		cr->step_iv[iv->outcome]++;
+	if (evv) {
+		cr->ev = *evv;
+		cr->have_ev = true;
+	}
+	if (iv->outcome == CHECK_FAIL || (evv && evv->outcome == CHECK_FAIL)) {
+		cr->ev_pass = false;
+	} else if (evv && evv->outcome == CHECK_PASS && cr->fails == 0) {
+		cr->ev_pass = true;
+		cr->ev_canary = evv->canary_requests;
+		cr->ev_baseline = evv->baseline_requests;
+	}
+}
+
+/*
+ * The step's evidence for rollout.step.passed, the pause and the live view:
+ * whether it is required and ready, the intervals that passed / were
+ * inconclusive / failed, each check's evidence and the requests per target.
+ */
+static json_t *evidence_json(const struct run *r)
+{
+	json_t *checks = json_object(), *targets = json_object();
+	bool required = evidence_required(r), ready = true;
+
+	for (size_t k = 0; k < r->cfg->analysis.nchecks; k++) {
+		const struct config_check *c = &r->cfg->analysis.checks[k];
+		const struct check_run *cr = &r->checks[k];
+		bool applies = required && check_applies(r, k);
+
+		ready = ready && (!applies || cr->ev_pass);
+		json_object_set_new(
+		    checks, c->name,
+		    json_pack("{s:b, s:b, s:o, s:I, s:I, s:I, s:{s:I, s:I, s:I, s:I}}", "applies",
+		              applies, "passed", cr->ev_pass, "outcome",
+		              cr->have_ev ? json_string(check_outcome_name(cr->ev.outcome))
+		                          : json_null(),
+		              "canary_requests",
+		              (json_int_t)(cr->ev_pass || !cr->have_ev ? cr->ev_canary
+		                                                       : cr->ev.canary_requests),
+		              "baseline_requests",
+		              (json_int_t)(cr->ev_pass || !cr->have_ev ? cr->ev_baseline
+		                                                       : cr->ev.baseline_requests),
+		              "min_samples", (json_int_t)c->min_samples, "intervals", "pass",
+		              (json_int_t)cr->step_iv[CHECK_PASS], "inconclusive",
+		              (json_int_t)cr->step_iv[CHECK_INCONCLUSIVE], "fail",
+		              (json_int_t)cr->step_iv[CHECK_FAIL], "error",
+		              (json_int_t)cr->step_iv[CHECK_ERROR]));
+	}
+	for (size_t t = 0; t < r->cfg->ntargets; t++)
+		json_object_set_new(targets, r->cfg->targets[t].name,
+		                    json_pack("{s:I, s:I}", "canary_requests",
+		                              (json_int_t)r->targets[t].step_canary,
+		                              "baseline_requests",
+		                              (json_int_t)r->targets[t].step_baseline));
+	return json_pack("{s:b, s:b, s:{s:I, s:I, s:I}, s:o, s:o, s:I, s:I}", "required", required,
+	                 "ready", required && ready, "intervals", "passed",
+	                 (json_int_t)r->step_iv[0], "inconclusive", (json_int_t)r->step_iv[1],
+	                 "failed", (json_int_t)r->step_iv[2], "checks", checks, "targets", targets,
+	                 "since_ms", (json_int_t)r->evidence_from_ms, "max_wait_ms",
+	                 (json_int_t)max_wait_ms(r));
+}
+
+/*
+ * The evidence gate of a traffic step whose time is up (or a bake that
+ * ended): true when it may pass.  Otherwise it keeps running, and once
+ * max_wait has run out it pauses (and notifies) with the reason, following
+ * the first waiting check's review when it has one.
+ */
+static bool evidence_gate(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	char list[400], why[256];
+	uint64_t review = 0;
+	int review_target = -1;
+
+	if (1 || !evidence_missing(r, false, list, sizeof(list), &review, &review_target))
+		return true;
+	if (now - r->evidence_from_ms < (int64_t)max_wait_ms(r))
+		return false;
+	snprintf(why, sizeof(why), "not enough evidence: %s", list);
+	do_pause(e, r, ENGINE_ACTOR, now, why, review, review_target,
+	         json_pack("{s:s, s:o}", "cause", "evidence", "evidence", evidence_json(r)));
+	return false;
 }
 
 static bool step_done(const struct run *r, const struct config_step *st, int64_t now)
@@ -1071,7 +1481,7 @@ static void advance(struct rollout_engine *e, struct run *r, const char *actor, 
 		if (r->step >= r->cfg->nsteps) {
 			if (!r->bake_until_ms)
 				steps_done(e, r, actor, now, NULL);
-			else if (now >= r->bake_until_ms)
+			else if (now >= r->bake_until_ms && evidence_gate(e, r, now))
 				complete(e, r, actor, now, NULL);
 			return;
 		}
@@ -1095,7 +1505,7 @@ static void advance(struct rollout_engine *e, struct run *r, const char *actor, 
 			do_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, NULL);
 			return;
 		}
-		if (!step_done(r, st, now))
+		if (!step_done(r, st, now) || !evidence_gate(e, r, now))
 			return;
 		if (pass_step(e, r, actor, now, "done"))
 			return;
@@ -1330,6 +1740,11 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 		cr->first_fail_ms = 0;
 	}
 	cr->src_errors = best.outcome == CHECK_ERROR ? cr->src_errors + 1 : 0;
+	/* evidence: a round whose whole interval lies in this step (or bake) */
+	if (rd->step == r->step && rd->bake == baking(r) &&
+	    rd->end_ms - (int64_t)interval >=
+	        (rd->bake ? r->bake_until_ms - (int64_t)ro->bake_ms : r->step_started_ms))
+		evidence_note(r, k, &best, &best);
 	d = check_verdict_json(&best);
 	json_object_set_new(d, "target", json_string(ro->targets[best_t].name));
 	json_object_set_new(d, "step", json_integer((json_int_t)rd->step));
@@ -1531,9 +1946,13 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	uint64_t interval = ro->analysis.interval_ms, t0_us;
 	struct metrics_cohort_snapshot *dc = NULL, *db = NULL, *cc = NULL, *cb = NULL;
 	struct mirror_snapshot *sd = NULL, *sc = NULL;
-	bool *have = NULL, *have_sh = NULL, all_pass = true, any = false, bake = baking(r);
+	bool *have = NULL, *have_sh = NULL, all_pass = true, any = false, any_fail = false;
+	bool bake = baking(r);
 	json_t *evs = json_array(), *per_target = json_object(), *shadow = json_object();
 	int act = -1;
+	json_t *srm_detail = NULL; /* the sample-ratio guard's mismatch, for the pause */
+	char srm_why[SRM_REASON_MAX];
+	int srm = -1;
 
 	dc = calloc(ro->ntargets, sizeof(*dc));
 	db = calloc(ro->ntargets, sizeof(*db));
@@ -1566,15 +1985,32 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		if (!tr->rd.have_cum0) { /* after a restart: count from here */
 			tr->rd.cum0_canary = tr->rd.have_prev ? tr->rd.prev_canary : c;
 			tr->rd.cum0_baseline = tr->rd.have_prev ? tr->rd.prev_baseline : b;
-			tr->rd.cum_looks = 0;
 			tr->rd.have_cum0 = true;
 		}
+		if (!tr->rd.have_step0) { /* the same for the step's window */
+			tr->rd.step0_canary = tr->rd.have_prev ? tr->rd.prev_canary : c;
+			tr->rd.step0_baseline = tr->rd.have_prev ? tr->rd.prev_baseline : b;
+			tr->rd.step_looks = 0;
+			tr->rd.have_step0 = true;
+		}
 		if (tr->rd.have_prev && tr->touched && tr->weight > 0) {
-			metrics_snapshot_delta(&tr->rd.cum0_canary, &c, &cc[t]);
-			metrics_snapshot_delta(&tr->rd.cum0_baseline, &b, &cb[t]);
-			tr->rd.cum_looks++;
+			/*
+			 * At 100% (and in bake) the baseline slice is empty (docs/bucketing.md):
+			 * the canary is compared with the baseline accumulated over the run.
+			 */
+			bool hist = bake || tr->weight >= 100000;
+
+			/* the step's accumulated counts */
+			metrics_snapshot_delta(&tr->rd.step0_canary, &c, &cc[t]);
+			metrics_snapshot_delta(hist ? &tr->rd.cum0_baseline : &tr->rd.step0_baseline,
+			                       &b, &cb[t]);
+			tr->rd.step_looks++;
+			if (gathering(r)) {
+				tr->step_canary = cc[t].requests;
+				tr->step_baseline = cb[t].requests;
+			}
 			metrics_snapshot_delta(&tr->rd.prev_canary, &c, &dc[t]);
-			if (bake)
+			if (hist)
 				metrics_snapshot_delta(&tr->rd.cum0_baseline, &b, &db[t]);
 			else
 				metrics_snapshot_delta(&tr->rd.prev_baseline, &b, &db[t]);
@@ -1583,7 +2019,7 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			    per_target, tg->name,
 			    json_pack("{s:f, s:o, s:o, s:b}", "weight", tr->weight / 1000.0,
 			              "canary", cohort_json(&dc[t], interval), "baseline",
-			              cohort_json(&db[t], interval), "historical_baseline", bake));
+			              cohort_json(&db[t], interval), "historical_baseline", hist));
 		}
 		tr->rd.prev_canary = c;
 		tr->rd.prev_baseline = b;
@@ -1597,12 +2033,16 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		                      (json_int_t)now, "interval_ms", (json_int_t)interval, "step",
 		                      (json_int_t)r->step, "bake", bake, "targets", per_target,
 		                      "shadow", shadow)));
+	if (r->state == ROLLOUT_PROGRESSING)
+		srm = srm_guard(e, r, now, per_target, evs, srm_why, sizeof(srm_why), &srm_detail);
+	if (srm >= 0)
+		all_pass = false; /* unequal slices: no comparison of them can pass */
 
 	for (size_t k = 0; k < ro->analysis.nchecks; k++) {
 		const struct config_check *c = &ro->analysis.checks[k];
 		struct check_run *cr = &r->checks[k];
-		struct check_verdict best, cur;
-		int best_t = -1;
+		struct check_verdict best, cur, evbest, evcur;
+		int best_t = -1, ev_t = -1;
 
 		if (c->source != CONFIG_SOURCE_METRIC) {
 			/* judged when its jobs answer (source_tick()): the last round counts */
@@ -1631,12 +2071,18 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 					best = cur;
 					best_t = (int)t;
 				}
+				check_evaluate_cumulative(c, &kc, &kb, &cum, cum.looks * interval,
+				                          &evcur);
+				if (ev_t < 0 || rank(evcur.outcome) > rank(evbest.outcome)) {
+					evbest = evcur;
+					ev_t = (int)t;
+				}
 			}
 			if (best_t < 0)
 				continue; /* no shadow step: not applicable */
 		}
 		for (size_t t = 0; t < ro->ntargets && !shadow_metric(c); t++) {
-			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].rd.cum_looks};
+			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].rd.step_looks};
 
 			if (!have[t] || (c->target && c->target_index != t))
 				continue;
@@ -1644,6 +2090,13 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			if (best_t < 0 || rank(cur.outcome) > rank(best.outcome)) {
 				best = cur;
 				best_t = (int)t;
+			}
+			/* evidence: the same check on everything the step accumulated */
+			check_evaluate_cumulative(c, &cc[t], &cb[t], &cum, cum.looks * interval,
+			                          &evcur);
+			if (ev_t < 0 || rank(evcur.outcome) > rank(evbest.outcome)) {
+				evbest = evcur;
+				ev_t = (int)t;
 			}
 		}
 		if (best_t < 0) {
@@ -1664,6 +2117,9 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		}
 		if (best.outcome != CHECK_PASS)
 			all_pass = false;
+		if (best.outcome == CHECK_FAIL)
+			any_fail = true;
+		evidence_note(r, k, &best, ev_t >= 0 ? &evbest : NULL);
 		{
 			json_t *d = check_verdict_json(&best);
 
@@ -1672,6 +2128,14 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			json_object_set_new(d, "interval_end_ms", json_integer(now));
 			json_object_set_new(d, "consecutive_failures", json_integer(cr->fails));
 			json_object_set_new(d, "bake", json_boolean(bake));
+			if (ev_t >= 0)
+				json_object_set_new(
+				    d, "step_evidence",
+				    json_pack("{s:s, s:I, s:I, s:b, s:s}", "outcome",
+				              check_outcome_name(evbest.outcome), "canary_requests",
+				              (json_int_t)evbest.canary_requests, "baseline_requests",
+				              (json_int_t)evbest.baseline_requests, "passed", cr->ev_pass,
+				              "reason", evbest.reason));
 			json_array_append_new(evs, ev("verdict", d));
 		}
 		if (act < 0 && best.outcome == CHECK_FAIL &&
@@ -1680,6 +2144,8 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	}
 	if (!any && !json_array_size(evs))
 		goto out;
+	if (any && gathering(r))
+		r->step_iv[any_fail ? 2 : all_pass ? 0 : 1]++;
 	if (any && all_pass && r->state == ROLLOUT_PROGRESSING && r->step < ro->nsteps &&
 	    r->phase == PHASE_RUNNING && ro->steps[r->step].kind == CONFIG_STEP_ANALYSIS &&
 	    now - (int64_t)interval >= r->step_started_ms)
@@ -1710,7 +2176,12 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 
 		do_pause(e, r, ENGINE_ACTOR, now, cr->last.reason, c->review_ms, only, x);
 	}
+	if (srm >= 0 && r->state == ROLLOUT_PROGRESSING) {
+		do_pause(e, r, ENGINE_ACTOR, now, srm_why, 0, -1, srm_detail);
+		srm_detail = NULL;
+	}
 out:
+	json_decref(srm_detail);
 	json_decref(evs);
 	json_decref(per_target);
 	json_decref(shadow);
@@ -2075,17 +2546,26 @@ static void post_step(struct rollout_engine *e, struct run *r, int64_t now)
 			else
 				left += n;
 		}
+		if (!p->drain_read) {
+			p->drain_read = true;
+			p->drain_at_start = known ? left : -1;
+		}
+		/* ends as soon as nothing is left in flight, else at the deadline */
 		if ((!known || left > 0) &&
 		    now - p->stage_started_ms < (int64_t)r->cfg->rollback.drain_ms)
 			return;
 		{
-			json_t *d = json_pack("{s:I, s:I, s:b}", "duration_ms",
+			json_t *d = json_pack("{s:I, s:I, s:b, s:b}", "duration_ms",
 			                      (json_int_t)(now - p->stage_started_ms), "limit_ms",
 			                      (json_int_t)r->cfg->rollback.drain_ms,
-			                      "in_flight_known", known);
+			                      "in_flight_known", known, "deadline_hit",
+			                      !known || left > 0);
 
 			if (known)
 				json_object_set_new(d, "in_flight_left", json_integer(left));
+			if (known && p->drain_at_start >= 0)
+				json_object_set_new(d, "in_flight_at_start",
+				                    json_integer(p->drain_at_start));
 			post_set_stage(r, POST_HOOKS, now);
 			p->hook = 0;
 			p->hook_started = false;
@@ -2430,6 +2910,7 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 			r->checks[k].fails = 0, r->checks[k].first_fail_ms = 0;
 		if (st && st->kind == CONFIG_STEP_ANALYSIS && r->phase == PHASE_RUNNING)
 			r->step_started_ms = now_ms;
+		r->evidence_from_ms = now_ms; /* max_wait starts again; the evidence stays */
 		if (persist(
 		        e, r, actor,
 		        one("rollout.resumed", json_pack("{s:I}", "step", (json_int_t)r->step))))
@@ -2572,7 +3053,54 @@ static json_t *ms_or_null(int64_t ms)
 	return ms ? json_integer(ms) : json_null();
 }
 
-static json_t *run_json(const struct run *r)
+/* "3m", "1h5m", "under 1m": coarse, so the live view changes once a minute. */
+static void wait_text(int64_t ms, char *out, size_t len)
+{
+	int64_t m = ms / MIN_MS;
+
+	if (m < 1)
+		snprintf(out, len, "under 1m");
+	else if (m < 60)
+		snprintf(out, len, "%" PRId64 "m", m);
+	else
+		snprintf(out, len, "%" PRId64 "h%" PRId64 "m", m / 60, m % 60);
+}
+
+/*
+ * Why a running traffic step (or the bake) has not passed yet, for the live
+ * view: "waiting for evidence: errors 37/200 canary requests; max_wait in
+ * 3m".  NULL when it is not waiting on time or evidence.
+ */
+static json_t *waiting_json(const struct run *r, int64_t now)
+{
+	char list[400], left[32], text[512];
+	int64_t hold_end;
+	bool missing;
+
+	if (!active(r) || !traffic_step(r) || (!baking(r) && r->phase != PHASE_RUNNING))
+		return json_null();
+	hold_end = baking(r) ? r->bake_until_ms
+	                     : r->step_started_ms + (int64_t)r->cfg->steps[r->step].for_ms;
+	missing = evidence_missing(r, true, list, sizeof(list), NULL, NULL) > 0;
+	if (now < hold_end) {
+		wait_text(hold_end - now + MIN_MS - 1, left, sizeof(left));
+		snprintf(text, sizeof(text), "waiting for the %s to end (%s left)%s%s",
+		         baking(r) ? "bake" : "step's for", left,
+		         missing ? " and for evidence: " : "", missing ? list : "");
+		return json_string(text);
+	}
+	if (!missing)
+		return json_null();
+	wait_text(r->evidence_from_ms + (int64_t)max_wait_ms(r) - now, left, sizeof(left));
+	if (r->state == ROLLOUT_PAUSED)
+		snprintf(text, sizeof(text), "waiting for evidence: %s", list);
+	else
+		snprintf(text, sizeof(text), "waiting for evidence: %s; max_wait in %s", list,
+		         left);
+	return json_string(text);
+}
+
+static json_t *run_json(const struct run *r, int64_t now)
 {
 	const struct config_rollout *ro = r->cfg;
 	const struct config_step *st = r->step < ro->nsteps ? &ro->steps[r->step] : NULL;
@@ -2620,6 +3148,10 @@ static json_t *run_json(const struct run *r)
 
 		json_object_set_new(step, "gate_at",
 		                    g == INT64_MAX ? json_null() : json_integer(g));
+	}
+	if (traffic_step(r) && active(r)) {
+		json_object_set_new(step, "waiting_for", waiting_json(r, now));
+		json_object_set_new(step, "evidence", evidence_json(r));
 	}
 	if (st && st->kind == CONFIG_STEP_APPROVAL) {
 		json_t *req = json_array(), *got = json_array();
@@ -2676,7 +3208,7 @@ json_t *rollout_engine_json(const struct rollout_engine *e, const char *name)
 {
 	const struct run *r = find(e, name);
 
-	return r ? run_json(r) : NULL;
+	return r ? run_json(r, rollout_engine_now(e)) : NULL;
 }
 
 json_t *rollout_engine_list_json(const struct rollout_engine *e)
@@ -2684,7 +3216,7 @@ json_t *rollout_engine_list_json(const struct rollout_engine *e)
 	json_t *a = json_array();
 
 	for (size_t i = 0; i < e->nruns; i++)
-		json_array_append_new(a, run_json(&e->runs[i]));
+		json_array_append_new(a, run_json(&e->runs[i], rollout_engine_now(e)));
 	return a;
 }
 
@@ -2827,7 +3359,7 @@ json_t *rollout_engine_evidence(const struct rollout_engine *e, const char *name
 		if (i < STORE_EVENTS_LIMIT_MAX)
 			break;
 	}
-	live = run_json(r);
+	live = run_json(r, now_ms);
 	bundle = evidence_build(name, all, live, e->cfg->source, now_ms);
 	json_decref(live);
 	json_decref(all);

@@ -150,6 +150,19 @@ struct rollout_backend {
 	int (*set_shadow)(void *ctx, const char *service, const char *version, uint32_t percent,
 	                  const char *actor);
 	int (*read_shadow)(void *ctx, const char *service, struct mirror_snapshot *out);
+	/*
+	 * Optional (the sample-ratio mismatch guard, analysis/srm.h):
+	 * split_reset starts a new count of the units the bucket split placed
+	 * in (service, version) (metrics_split_reset()); read_split fills the
+	 * count of cohort (canary or baseline) since then
+	 * (metrics_split_read(); an unknown series is an empty count).  The
+	 * engine resets when a traffic step applies its weights, when it finds
+	 * a target's weight changed since its count began, and after a
+	 * mismatch.  0 or a negative error.  Without them there is no guard.
+	 */
+	void (*split_reset)(void *ctx, const char *service, const char *version);
+	int (*read_split)(void *ctx, const char *service, const char *version, enum cohort cohort,
+	                  struct metrics_split_snapshot *out);
 	struct store *store; /* required; the control thread's handle */
 	void *ctx;
 };

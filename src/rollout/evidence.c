@@ -2123,10 +2123,15 @@ static int write_one(int dfd, const char *dir, const char *fname, const char *da
 	int fd;
 
 	snprintf(tmp, sizeof(tmp), ".%s.tmp", fname);
-	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	fd = openat(dfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd == -1) {
 		say(err, errlen, "%s/%s: %s", dir, tmp, strerror(errno));
 		return -1;
+	}
+	/* a stale temporary keeps its old mode through O_CREAT: the bundle is private */
+	if (fchmod(fd, 0600) == -1) {
+		say(err, errlen, "%s/%s: chmod: %s", dir, tmp, strerror(errno));
+		goto out_unlink;
 	}
 	while (off < len) {
 		ssize_t w = write(fd, data + off, len - off);
@@ -2166,6 +2171,7 @@ int evidence_write_dir(const json_t *bundle, const char *dir, char *err, size_t 
 	const json_t *files = json_object_get(bundle, "files");
 	const char *fname;
 	json_t *v;
+	struct stat st;
 	int dfd, rc = -1;
 
 	if (err && errlen)
@@ -2193,14 +2199,19 @@ int evidence_write_dir(const json_t *bundle, const char *dir, char *err, size_t 
 			return -1;
 		}
 	}
-	if (mkdir(dir, 0755) == -1 && errno != EEXIST) {
+	if (mkdir(dir, 0700) == -1 && errno != EEXIST) {
 		say(err, errlen, "%s: mkdir: %s", dir, strerror(errno));
 		return -1;
 	}
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (dfd == -1) {
 		say(err, errlen, "%s: %s", dir, strerror(errno));
 		return -1;
+	}
+	/* an existing directory loses its group and other bits: only its owner reads a bundle */
+	if (fstat(dfd, &st) == -1 || ((st.st_mode & 077) && fchmod(dfd, st.st_mode & 0700) == -1)) {
+		say(err, errlen, "%s: chmod: %s", dir, strerror(errno));
+		goto out_close;
 	}
 	json_object_foreach((json_t *)files, fname, v)
 	{

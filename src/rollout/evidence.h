@@ -36,8 +36,9 @@ json_t *evidence_build(const char *name, const json_t *events, const json_t *liv
                        const char *config_text, int64_t now_ms);
 
 /*
- * Writes bundle["files"] into dir (created with mode 0755 if missing, its
- * parent must exist): each file written to a temporary name, fsynced and
+ * Writes bundle["files"] into dir (created with mode 0700 if missing, its
+ * parent must exist; an existing dir loses its group and other permission
+ * bits): each file written with mode 0600 to a temporary name, fsynced and
  * renamed, so a reader never sees half a file.  File names with '/' or
  * starting with '.' are refused.  Returns 0, or -1 with a message in err.
  */

@@ -1,7 +1,13 @@
 """Fixtures for end-to-end tests: real canaryd / demo-upstream processes on
-127.0.0.1, free ports, bounded waits, cleanup by pid."""
+127.0.0.1, free ports, bounded waits, cleanup by pid.
+
+Every process a test starts runs in its own session (process group); stop()
+signals that group, so a hook or child it spawned goes with it.  When a test
+fails, the output of every process it started is attached to the report
+(section "process logs") and the log files are kept (their paths are listed)."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,6 +30,84 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def dead_port():
+    """dead_port() -> a port where nothing listens, for the whole test: a socket is
+    bound there (so no other process can take the port) but never listens, so a
+    connection to it is refused.  The sockets are closed when the test ends."""
+    held = []
+
+    def make():
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+        return s.getsockname()[1]
+
+    yield make
+    for s in held:
+        s.close()
+
+
+_SAMPLE = re.compile(r'^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$')
+_LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)="((?:[^"\\]|\\.)*)"\s*(?:,|$)')
+
+
+def parse_metrics(text):
+    """Prometheus text format -> {(name, frozenset({(label, value), ...})): float}.
+    Comments and blank lines are skipped; a malformed sample line is an error (a
+    test must not silently read past a line it cannot parse)."""
+    out = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"not a Prometheus sample line: {line!r}"
+        name, labels, value = m.group(1), m.group(2) or "", m.group(3)
+        pairs, pos = [], 0
+        while pos < len(labels):
+            lm = _LABEL.match(labels, pos)
+            assert lm and lm.end() > pos, f"bad labels in {line!r}"
+            value_text = re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1),
+                                lm.group(2))
+            pairs.append((lm.group(1), value_text))
+            pos = lm.end()
+        key = (name, frozenset(pairs))
+        assert key not in out, f"duplicate series {line!r}"
+        out[key] = float(value)
+    return out
+
+
+def metric(parsed, name, **labels):
+    """The value of the one series `name` with exactly these labels, or None."""
+    return parsed.get((name, frozenset(labels.items())))
+
+
+def scrape(d, token=READ_TOKEN):
+    """GET /metrics of a Daemon, parsed (parse_metrics)."""
+    st, _, body = http("GET", d.url + "/metrics", token=token)
+    assert st == 200, body
+    return parse_metrics(body.decode())
+
+
+def events(d, path="/v1/events", kind=None, page=1000, max_pages=200):
+    """Every event of an events endpoint (/v1/events, /v1/rollouts/NAME/events),
+    following `since` paging; at most max_pages pages, so a server that keeps
+    answering full pages cannot hang a test."""
+    out, since = [], 0
+    for _ in range(max_pages):
+        sep = "&" if "?" in path else "?"
+        st, doc = d.get(f"{path}{sep}since={since}&limit={page}")
+        assert st == 200, doc
+        got = doc["events"] if isinstance(doc, dict) else doc
+        out += got
+        if len(got) < page:
+            return [e for e in out if kind is None or e["kind"] == kind]
+        assert got[-1]["id"] > since, "events paging does not advance"
+        since = got[-1]["id"]
+    raise AssertionError(f"{path}: more than {max_pages} pages of {page} events")
 
 
 def wait_until(pred, timeout=10.0, interval=0.02, what="condition"):
@@ -88,9 +172,12 @@ def raw_request(port, data, timeout=5.0, read_until_close=True):
 class Proc:
     def __init__(self, argv, env=None, cwd=None, name="proc"):
         self.name = name
+        self.argv = argv
+        self.keep_log = False
         self.log = tempfile.NamedTemporaryFile(prefix=f"{name}-", suffix=".log", delete=False)
         full_env = dict(os.environ)
         full_env.update(env or {})
+        # its own session: its pid is its process group id (see stop())
         self.p = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=full_env,
                                   cwd=cwd, start_new_session=True)
         self.pid = self.p.pid
@@ -103,29 +190,69 @@ class Proc:
         return self.p.poll() is None
 
     def signal(self, sig):
+        """Signals the process itself (not its group)."""
         if self.alive():
             os.kill(self.pid, sig)
 
     def wait(self, timeout=10.0):
         return self.p.wait(timeout=timeout)
 
+    def _signal_group(self, sig):
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass  # the group is gone (leader and every child exited)
+
     def stop(self, timeout=5.0):
+        """SIGTERM to the process group, SIGKILL to it after timeout; then SIGKILL
+        to whatever is left of the group (a child the process left behind)."""
         if self.alive():
-            os.kill(self.pid, signal.SIGTERM)
+            self._signal_group(signal.SIGTERM)
             try:
                 self.p.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                os.kill(self.pid, signal.SIGKILL)
+                self._signal_group(signal.SIGKILL)
                 self.p.wait(timeout=timeout)
+        self._signal_group(signal.SIGKILL)
+
+    def remove_log(self):
+        self.log.close()
+        if not self.keep_log:
+            try:
+                os.unlink(self.log.name)
+            except OSError:
+                pass
+
+
+LOG_TAIL = 16384  # bytes of each process's output attached to a failed test's report
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test (setup or call) gets the output of every process it started
+    in its report, and keeps their log files."""
+    outcome = yield
+    rep = outcome.get_result()
+    started = getattr(item, "_e2e_procs", None)
+    if not started or not rep.failed or rep.when == "teardown":
+        return
+    for p in started:
+        p.keep_log = True
         try:
-            os.unlink(self.log.name)
-        except OSError:
-            pass
+            text = p.output()
+        except OSError as e:
+            text = f"(log unreadable: {e})"
+        if len(text) > LOG_TAIL:
+            text = "[...]\n" + text[-LOG_TAIL:]
+        state = "running" if p.alive() else f"exited {p.p.returncode}"
+        rep.sections.append((f"process log: {p.name} pid {p.pid} ({state}) {p.log.name}",
+                             " ".join(map(str, p.argv)) + "\n" + text))
 
 
 @pytest.fixture
-def procs():
+def procs(request):
     started = []
+    request.node._e2e_procs = started
 
     def start(argv, **kw):
         p = Proc(argv, **kw)
@@ -135,6 +262,8 @@ def procs():
     yield start
     for p in started:
         p.stop()
+    for p in started:
+        p.remove_log()  # kept when the test failed (pytest_runtest_makereport)
 
 
 def bin_path(name):

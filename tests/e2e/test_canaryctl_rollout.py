@@ -351,7 +351,8 @@ def test_usage_errors_exit_2_without_a_server():
         ["rollout", "start", "web-v2", "--full"],
         ["rollout", "promote", "web-v2", "--bogus"],
         ["rollout", "promote", "web-v2", "--full=yes"],
-        ["rollout", "list", "-o", "yaml"],
+        ["rollout", "list", "-o", "xml"],
+        ["rollout", "list", "-o", "YAML"],
         ["rollout", "list", "-o"],
         ["rollback"],
         ["rollback", "--all", "extra"],
@@ -361,7 +362,8 @@ def test_usage_errors_exit_2_without_a_server():
         ["watch", "web-v2", "--interval-ms"],
         ["evidence", "web-v2"],
         ["evidence", "--out", "/tmp"],
-        ["-o", "yaml", "rollout", "list"],
+        ["-o", "xml", "rollout", "list"],
+        ["-o", "", "rollout", "list"],
     ]
     for args in cases:
         r = ctl(server, *args)
@@ -376,6 +378,12 @@ def test_usage_errors_exit_2_without_a_server():
                  "evidence NAME --out DIR"):
         assert verb in r.stdout, (verb, r.stdout)
     assert ctl(server, "rollout", "--help").returncode == 0
+    # -o yaml is an output format (SPEC 8), not a usage error: with nothing
+    # listening it gets as far as the request and fails with 1
+    for args in (["-o", "yaml", "rollout", "list"], ["rollout", "list", "-o", "yaml"]):
+        r = ctl(server, *args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert "usage: canaryctl" not in r.stderr, (args, r.stderr)
     # a request to a server that is not there: failed, not usage
     r = ctl(server, "rollout", "list")
     assert r.returncode == 1

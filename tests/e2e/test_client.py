@@ -199,10 +199,13 @@ def test_pkg_config_after_install(tmp_path, canaryd, procs):
     # the example builds with its Makefile against the installed library, both ways
     ex = tmp_path / "c-client"
     shutil.copytree(os.path.join(SRC, "examples", "c-client"), ex)
-    # a sanitizer build installs instrumented objects: its users link the runtime
+    # a sanitizer or coverage build installs instrumented objects: its users link the runtime
     with open(os.path.join(BIN, "CMakeCache.txt")) as f:
-        if "CANARYD_SANITIZE:BOOL=ON" in f.read():
-            env["LDFLAGS"] = "-fsanitize=address,undefined"
+        cache = f.read()
+    if "CANARYD_SANITIZE:BOOL=ON" in cache:
+        env["LDFLAGS"] = "-fsanitize=address,undefined"
+    elif "CANARYD_COVERAGE:BOOL=ON" in cache:
+        env["LDFLAGS"] = "--coverage"
     for target in ("node-agent", "static"):
         subprocess.run(["make", "-C", str(ex), "clean"], capture_output=True, env=env, timeout=60)
         r = subprocess.run(["make", "-C", str(ex), target], capture_output=True, text=True,

@@ -2,11 +2,13 @@
 version from the config and the API, applied by the proxy's worker timers, and
 the rollback rehearsal (an abort fault on the canary makes the rollout's error
 check roll it back).  Real processes on 127.0.0.1; every wait is bounded."""
+import http.client as httpclient
 import statistics
 import subprocess
+import threading
 import time
 
-from conftest import READ_TOKEN, ADMIN_TOKEN, bin_path, free_port, wait_until
+from conftest import ADMIN_TOKEN, READ_TOKEN, bin_path, free_port, metric, scrape
 from test_mirror import config, keepalive_get, web
 from test_rollout import ERRORS_CHECK, Load, events, start, upstream_stats, wait_state, web_v2
 
@@ -74,8 +76,49 @@ def test_delay_is_within_ten_percent(canaryd, upstream):
     # a request with a body is held, then forwarded whole
     res = keepalive_get(port, ["/post"], method="POST", body=b"z" * 100000)
     assert res[0][0] == 200 and res[0][1] >= 0.180
-    st, _, body = __import__("conftest").http("GET", d.url + "/metrics", token=READ_TOKEN)
-    assert 'canaryd_faults_total{service="web",kind="delay"} 16' in body.decode()
+    assert metric(scrape(d), "canaryd_faults_total", service="web", kind="delay") == 16
+
+
+def test_delayed_requests_never_block_the_worker(canaryd, upstream):
+    """A delay fault is a timer, not a sleep: 20 concurrent delayed requests on one
+    worker all finish in about one delay.  Blocking the worker would serialise them
+    (20 delays); the bound (5 delays) is far from both, so load cannot flip it."""
+    v1, v2 = upstream("v1"), upstream("v2")
+    port = free_port()
+    d = start(canaryd, config(port, web(v1, v2)))  # workers: 1 (conftest's header)
+    delay_ms, n = 400, 20
+    st, doc = d.put("/v1/services/web/faults/v1", {"delay": {"ms": delay_ms, "percent": 100}})
+    assert st == 200, doc
+    conns = [httpclient.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(n)]
+    for c in conns:
+        c.connect()  # connected before the clock starts: only the requests are timed
+    results = [None] * n
+    go = threading.Barrier(n + 1)
+
+    def one(i):
+        go.wait(10)
+        t0 = time.monotonic()
+        conns[i].request("GET", f"/held/{i}")
+        r = conns[i].getresponse()
+        r.read()
+        results[i] = (r.status, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    go.wait(10)
+    t0 = time.monotonic()
+    for t in threads:
+        t.join(60)
+    elapsed = time.monotonic() - t0
+    for c in conns:
+        c.close()
+    assert all(r is not None and r[0] == 200 for r in results), results
+    # each request was delayed ...
+    assert min(t for _, t in results) >= delay_ms / 1000 * 0.9, results
+    # ... and they waited together, not one after another
+    assert elapsed < 5 * delay_ms / 1000, (elapsed, results)
+    assert metric(scrape(d), "canaryd_faults_total", service="web", kind="delay") == n
 
 
 def test_fault_validation_names_the_field(canaryd, upstream):

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from conftest import (ADMIN_TOKEN, BASE_ADMIN, FLAGS_TOKEN, READ_TOKEN, bin_path, http,
-                      wait_until)
+from conftest import (ADMIN_TOKEN, BASE_ADMIN, FLAGS_TOKEN, READ_TOKEN, bin_path, events, http,
+                      metric, scrape, wait_until)
 
 EVAL_TOKEN = "e2e-eval-secret"
 
@@ -61,9 +61,7 @@ def seed_post(d, feature, percentage, enabled=True, token=ADMIN_TOKEN):
 
 
 def events_of(d, kind_prefix="flag"):
-    st, doc = d.get("/v1/events?limit=1000")
-    assert st == 200
-    return [e for e in doc["events"] if e["kind"].startswith(kind_prefix)]
+    return [e for e in events(d, "/v1/events") if e["kind"].startswith(kind_prefix)]
 
 
 def exposed(d, key, nodes):
@@ -324,12 +322,11 @@ def test_metrics(start):
     for _ in range(3):
         ofrep(d, "m", {"nodeId": "x"})
     ofrep(d, "nope", {})
-    st, _, raw = http("GET", d.url + "/metrics", token=READ_TOKEN)
-    text = raw.decode()
-    assert 'canaryd_flag_evaluations_total{flag="m",variant="on"} 3' in text
-    assert 'canaryd_flag_evaluation_errors_total{code="FLAG_NOT_FOUND"} 1' in text
-    assert "canaryd_stream_subscribers 0" in text
-    assert "canaryd_flags_revision " in text
+    m = scrape(d)
+    assert metric(m, "canaryd_flag_evaluations_total", flag="m", variant="on") == 3
+    assert metric(m, "canaryd_flag_evaluation_errors_total", code="FLAG_NOT_FOUND") == 1
+    assert metric(m, "canaryd_stream_subscribers") == 0
+    assert metric(m, "canaryd_flags_revision") == d.get("/v1/feature-flags")[1]["revision"]
 
 
 # ---------------------------------------------------------------------------- state
@@ -539,15 +536,13 @@ def test_stream_delivers_a_change_to_100_subscribers(start):
     subs = [SSE(d, token=READ_TOKEN) for _ in range(100)]
     for s in subs:
         assert s.next()["event"] == "ruleset"
-    st, _, raw = http("GET", d.url + "/metrics", token=READ_TOKEN)
-    assert "canaryd_stream_subscribers 100" in raw.decode()
+    assert metric(scrape(d), "canaryd_stream_subscribers") == 100
     st, doc = seed_post(d, "fanout", 5)
     for s in subs:
         e = s.next()
         assert e["event"] == "change" and int(e["id"]) == doc["revision"]
         s.close()
-    wait_until(lambda: "canaryd_stream_subscribers 0" in
-               http("GET", d.url + "/metrics", token=READ_TOKEN)[2].decode(), 5,
+    wait_until(lambda: metric(scrape(d), "canaryd_stream_subscribers") == 0, 5,
                what="subscribers gone")
 
 
@@ -619,13 +614,15 @@ def test_stream_drops_a_subscriber_that_does_not_read(start):
         for p in range(1, 100):
             st, _ = d.put("/v1/feature-flags/big", {"exclude": nodes, "rollout": {"on": p}})
             assert st == 200
-            text = http("GET", d.url + "/metrics", token=READ_TOKEN)[2].decode()
-            if "canaryd_stream_dropped_total 1" in text:
-                return text
+            m = scrape(d)
+            if metric(m, "canaryd_stream_dropped_total"):
+                return m
         return None
 
-    text = dropped()
-    assert text and "canaryd_stream_subscribers 0" in text
+    m = dropped()
+    assert m, "the subscriber that does not read was never dropped"
+    assert metric(m, "canaryd_stream_dropped_total") == 1
+    assert metric(m, "canaryd_stream_subscribers") == 0
     # a subscriber that reads is unaffected
     fresh = SSE(d)
     assert fresh.next()["event"] == "ruleset"

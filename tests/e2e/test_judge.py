@@ -9,7 +9,7 @@ import urllib.parse
 
 import pytest
 
-from conftest import free_port, http, http_json, wait_until
+from conftest import free_port, http, http_json, metric, scrape, wait_until
 from test_rollout import RAW_ADMIN, Load, begin, config, events, rollout, service, start, \
     wait_state, web_v2
 
@@ -50,10 +50,14 @@ def test_sequential_test_rolls_back_a_canary_2pp_worse(canaryd, upstream, procs)
     assert r["state"] == "rolled_back", r
     rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
     assert rb["class"] == "check" and "error_rate" in rb["reason"]
-    # the verdict that rolled back, as GET /v1/rollouts/{name}/analysis shows it
-    fail = [v for v in verdicts(d, "web-v2", "errors-vs-baseline") if v["outcome"] == "fail"]
-    assert fail, verdicts(d, "web-v2")
-    v = fail[-1]
+    # the verdict that decided the rollback is the one the rollback event names; with
+    # for: 0 it is the check's first fail and its last verdict: no fail came earlier
+    vs = verdicts(d, "web-v2", "errors-vs-baseline")
+    fail = [x for x in vs if x["outcome"] == "fail"]
+    assert len(fail) == 1 and vs[-1]["outcome"] == "fail", vs
+    v = rb["verdict"]
+    assert v["outcome"] == "fail" and v["reason"] == vs[-1]["reason"], (v, vs[-1])
+    assert v["test"] == vs[-1]["test"]
     t = v["test"]
     assert t["method"] == "sequential" and t["applied"] is True
     assert t["confidence"] == 0.95 and t["margin"] == 0.005
@@ -66,9 +70,9 @@ def test_sequential_test_rolls_back_a_canary_2pp_worse(canaryd, upstream, procs)
     assert t["lower"] > 0.005 and t["lower"] <= t["estimate"] <= t["upper"]
     assert t["p_value"] is not None and t["p_value"] < 0.05
     assert "with 95% confidence" in v["reason"] and "error_rate" in v["reason"]
-    # before it was significant the check never failed on noise
-    earlier = verdicts(d, "web-v2", "errors-vs-baseline")
-    assert all(x["outcome"] in ("inconclusive", "fail") for x in earlier), earlier
+    # before it was significant the check neither failed on noise nor passed
+    assert all(x["outcome"] == "inconclusive" for x in vs[:-1]), vs[:-1]
+    assert not events(d, "web-v2", "rollout.step.passed")
 
 
 def test_healthy_canary_at_low_traffic_is_inconclusive_never_pass(canaryd, upstream, procs):
@@ -76,7 +80,7 @@ def test_healthy_canary_at_low_traffic_is_inconclusive_never_pass(canaryd, upstr
     port = free_port()
     text = web_v2(port, v1, v2, """    steps:
       - weight: 50
-      - analysis: {for: 4s}
+        max_wait: 4s
       - weight: 100
     analysis:
       interval: 1s
@@ -90,11 +94,13 @@ def test_healthy_canary_at_low_traffic_is_inconclusive_never_pass(canaryd, upstr
     load = Load(procs, port, rate=30)  # ~15 requests per cohort per second
     time.sleep(0.3)
     begin(d)
-    # the analysis step ends inconclusive: the rollout pauses, it does not advance
+    # without evidence the weight step does not pass: at max_wait the rollout pauses
     r = wait_state(d, "web-v2", ("paused",) + TERMINAL, 30)
     load.stop()
     assert r["state"] == "paused", r
-    assert "inconclusive" in r["pause_reason"], r
+    assert r["pause_reason"].startswith("not enough evidence: check errors-vs-baseline has "), r
+    assert r["step"]["index"] == 0 and r["targets"][0]["weight"] == 50, r
+    assert not events(d, "web-v2", "rollout.step.passed")
     vs = verdicts(d, "web-v2", "errors-vs-baseline")
     assert len(vs) >= 3, vs
     assert all(v["outcome"] == "inconclusive" for v in vs), vs
@@ -226,7 +232,13 @@ def test_failing_sources_give_errors_and_pause(canaryd, upstream, procs):
         assert why in vs[-1]["reason"], vs[-1]
         assert vs[-1]["source"]["canary"]["error"], vs[-1]
     # errors are counted apart: never a pass, never a fail, never a rollback
-    st, _, body = http("GET", d.url + "/metrics", token="e2e-admin-secret")
-    assert 'check="broken-probe",verdict="error"' in body.decode()
+    parsed = scrape(d)
+    for name in ("unreachable", "broken-probe"):
+        def count(verdict, name=name):
+            return metric(parsed, "canaryd_check_verdict_total", rollout="web-v2", check=name,
+                          verdict=verdict)
+        assert count("error") >= 3, name
+        assert count("pass") == 0 and count("fail") == 0, name
+    assert not events(d, "web-v2", "rollout.step.passed")  # errors are no evidence
     assert not events(d, "web-v2", "rollout.rollback")
     assert rollout(d, "web-v2")["state"] == "paused"

@@ -158,6 +158,13 @@ class Client:
         self.conn.close()
 
 
+def upstream_in_flight(port):
+    """demo-upstream's gauge of requests received and not answered yet."""
+    st, _, body = http("GET", f"http://127.0.0.1:{port}/_upstream/stats")
+    assert st == 200, body
+    return json.loads(body)["in_flight"]
+
+
 def get_once(port, path="/", headers=None):
     c = Client(port)
     try:
@@ -760,7 +767,8 @@ def test_traffic_api_validation_events_and_restart(canaryd, upstream):
 
 def test_drain_in_flight_complete_no_new_canary(canaryd, upstream):
     # two workers: the change must hold on every one of them
-    d = start_proxy(canaryd, web_service(upstream("v1"), upstream("v2", latency_ms=1500),
+    v2 = upstream("v2", latency_ms=5000)
+    d = start_proxy(canaryd, web_service(upstream("v1"), v2,
                                          "    sticky: header:x-user-id\n"
                                          "    expose_cohort: true\n"), workers=2)
     set_traffic(d, "v2", 100)
@@ -784,8 +792,8 @@ def test_drain_in_flight_complete_no_new_canary(canaryd, upstream):
     for t in threads:
         t.start()
     started.wait(5)
-    time.sleep(0.4)  # all six are now waiting on the 1.5 s canary
-    t0 = time.monotonic()
+    # all six are at the canary, which holds each for 5 s
+    wait_until(lambda: upstream_in_flight(v2) == 6, 5, what="6 requests in flight")
     set_traffic(d, "v2", 0)
     # every request that starts after the change goes to stable (over
     # several connections, so that both workers serve some)
@@ -798,7 +806,8 @@ def test_drain_in_flight_complete_no_new_canary(canaryd, upstream):
                 late.append((st, upstream_of(r), cohort_of(r)))
         finally:
             c.close()
-    assert time.monotonic() - t0 < 1.0, "the late requests were slow: test not meaningful"
+    # the late requests ran while the six were still in flight (the test's premise)
+    assert upstream_in_flight(v2) == 6, "the slow requests ended early: test not meaningful"
     for t in threads:
         t.join(10)
     assert all(s == (200, "v1", "stable") for s in late), [s for s in late if s[1] != "v1"][:5]
@@ -1353,8 +1362,9 @@ def test_sighup_under_load_no_failed_request(canaryd, upstream):
 
 
 def test_sigterm_completes_in_flight_request_and_exits_0(canaryd, upstream):
+    v1 = upstream("v1", latency_ms=1000)
     d = start_proxy(canaryd, "  web:\n    versions:\n"
-                    f"      v1: {{endpoints: [127.0.0.1:{upstream('v1', latency_ms=1000)}]}}\n"
+                    f"      v1: {{endpoints: [127.0.0.1:{v1}]}}\n"
                     "    stable: v1\n")
     result = []
 
@@ -1370,7 +1380,8 @@ def test_sigterm_completes_in_flight_request_and_exits_0(canaryd, upstream):
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    time.sleep(0.3)
+    # the request is at the upstream (held 1 s) when the signal comes
+    wait_until(lambda: upstream_in_flight(v1) == 1, 5, what="the request in flight")
     d.proc.signal(signal.SIGTERM)
     t.join(10)
     assert result and result[0][0] == 200, result

@@ -280,6 +280,98 @@ static void test_exclude(void **state)
 	assert_true(f->fl->revision > rev0);
 }
 
+/* The 422's field, or "" (the caller frees o). */
+static const char *err_field(const json_t *o)
+{
+	const char *fld = json_string_value(json_object_get(json_object_get(o, "error"), "field"));
+
+	return fld ? fld : "";
+}
+
+/* Wrong types are 422s naming the field, never coerced; odd numbers and names are refused. */
+static void test_strict_bodies(void **state)
+{
+	static const struct {
+		const char *method, *path, *body, *field;
+	} bad[] = {
+	    {"PUT", "/v1/feature-flags/f3",
+	     "{\"variants\": {\"off\": 1}, \"exclude\": [1, 2.5, true]}", "exclude[0]"},
+	    {"PUT", "/v1/feature-flags/f3", "{\"variants\": {\"off\": 1}, \"description\": 5}",
+	     "description"},
+	    {"PUT", "/v1/feature-flags/f3", "{\"variants\": {\"off\": 1}, \"sticky\": false}",
+	     "sticky"},
+	    {"PUT", "/v1/feature-flags/f3",
+	     "{\"variants\": {\"on\": 1, \"off\": 0}, \"rollout\": {\"on\": 1e-400}}",
+	     "rollout.on"},
+	    {"PUT", "/v1/feature-flags/f3",
+	     "{\"variants\": {\"on\": 1, \"off\": 0}, \"rollout\": {\"on\": 1e-10}}", "rollout.on"},
+	    {"POST", "/v1/feature-flags", "{\"feature\": \"f3\", \"percentage\": 1e-400}",
+	     "percentage"},
+	    {"POST", "/v1/feature-flags", "{\"feature\": \"f3\", \"percentage\": \"5\"}",
+	     "percentage"},
+	    {"POST", "/v1/feature-flags", "{\"feature\": \"..\", \"percentage\": 5}", "feature"},
+	    {"PUT", "/v1/feature-flags/..", "{\"variants\": {\"off\": 1}}", "key"},
+	    {"PUT", "/v1/feature-flags/%2e", "{\"variants\": {\"off\": 1}}", "key"},
+	    {"PUT", "/v1/feature-flags/f3", "{\"variants\": {\"off\": [1, {\"x\": 1e-320}]}}",
+	     "variants.off[1].x"},
+	};
+	struct fx *f = *state;
+	uint64_t rev0 = f->fl->revision;
+	json_t *o;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int st = call(f, bad[i].method, bad[i].path, bad[i].body, NULL, &o, NULL);
+
+		if (st != 422 || strcmp(err_field(o), bad[i].field) != 0)
+			fail_msg("%s %s %s: %d %s", bad[i].method, bad[i].path, bad[i].body, st,
+			         o ? json_dumps(o, 0) : "");
+		json_decref(o);
+	}
+	assert_int_equal(f->fl->revision, rev0); /* nothing was written */
+	assert_null(current_def(f->fl, "f3", NULL));
+	assert_null(current_def(f->fl, "..", NULL));
+	/* the same bodies with the right types pass */
+	assert_int_equal(call(f, "POST", "/v1/feature-flags",
+	                      "{\"feature\": \"f3\", \"percentage\": 0.001}", NULL, NULL, NULL),
+	                 201);
+	assert_int_equal(call(f, "PUT", "/v1/feature-flags/f4",
+	                      "{\"variants\": {\"off\": 1}, \"description\": \"5\","
+	                      " \"exclude\": [\"1\", \"2.5\", \"true\"]}",
+	                      NULL, NULL, NULL),
+	                 201);
+}
+
+/* Body numbers a double cannot hold, with the field that holds them. */
+static void test_numbers_check(void **state)
+{
+	static const struct {
+		const char *json, *field, *num;
+	} bad[] = {
+	    {"{\"a\": 1e-400}", "a", "1e-400"},
+	    {"{\"a\": {\"b\\\"c\": [0, -2.5e-310]}}", "a.b\"c[1]", "-2.5e-310"},
+	    {"[1, [2, 3e-999]]", "[1][1]", "3e-999"},
+	    {"{\"s\": \"1e-400\", \"t\": 0.0000000001e-320}", "t", "0.0000000001e-320"},
+	};
+	static const char *const good[] = {
+	    "{\"a\": 0, \"b\": 0.0, \"c\": -0e-999, \"d\": 1e-300, \"e\": \"1e-400\"}",
+	    "[12.345, 1e308, -7]",
+	};
+	char field[64], num[64];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(api_json_numbers_check(bad[i].json, strlen(bad[i].json), field,
+		                                        sizeof(field), num, sizeof(num)),
+		                 -1);
+		assert_string_equal(field, bad[i].field);
+		assert_string_equal(num, bad[i].num);
+	}
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_int_equal(api_json_numbers_check(good[i], strlen(good[i]), field,
+		                                        sizeof(field), num, sizeof(num)),
+		                 0);
+}
+
 static void test_bulk_etag_and_change(void **state)
 {
 	struct fx *f = *state;
@@ -341,6 +433,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_ofrep_codes, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bulk_etag_and_change, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_exclude, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_strict_bodies, setup, teardown),
+	    cmocka_unit_test(test_numbers_check),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

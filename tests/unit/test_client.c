@@ -23,6 +23,7 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
+#include "bucket_vectors.h"
 #include "canary/canary.h"
 #include "flags/flag.h"
 #include "ruleset.h"
@@ -703,6 +704,76 @@ static void test_same_as_server_core(void **state)
 }
 
 /* ------------------------------------------------------------------------ */
+/* Bucketing: the vectors of docs/bucketing.md                                */
+
+/* A client whose ruleset (from a cache file) holds one flag: key salt (the
+ * salt is the flag key), serving "on" to the buckets [0, thousandths). */
+static struct canary_client *client_with_rollout(const char *salt, uint32_t thousandths)
+{
+	char path[] = "/tmp/canary-test-vectors-XXXXXX";
+	char text[1024];
+	struct canary_client *c;
+	struct canary_status st;
+	int fd = mkstemp(path), n;
+
+	assert_true(fd >= 0);
+	n = snprintf(text, sizeof(text),
+	             "{\"revision\":1,\"segments\":[],\"flags\":[{\"key\":\"%s\",\"enabled\":true,"
+	             "\"variants\":{\"on\":true,\"off\":false},\"off_variant\":\"off\","
+	             "\"rollout\":{\"on\":%u.%03u}}]}",
+	             salt, thousandths / 1000, thousandths % 1000);
+	assert_true(n > 0 && (size_t)n < sizeof(text));
+	assert_int_equal(write(fd, text, (size_t)n), n);
+	close(fd);
+	c = client_for(NULL, NULL, path);
+	unlink(path);
+	canary_client_status(c, &st);
+	if (!st.ready)
+		fail_msg("ruleset for salt \"%s\" refused: %s", salt, st.last_error);
+	return c;
+}
+
+/* The library buckets exactly as the page says: each vector's key is in a
+ * rollout that ends just above its bucket, and not in one that ends at it. */
+static void test_docs_vectors(void **state)
+{
+	struct bucket_vector v[64];
+	int n = bucket_vectors_load("docs/bucketing.md", v, 64), checked = 0;
+
+	assert_true(n >= 20);
+	for (int i = 0; i < n; i++) {
+		struct canary_client *at, *above;
+		struct canary_context ctx = {.targeting_key = v[i].key};
+		struct canary_result r;
+
+		/* a flag's salt is its key: salts that are no flag name ("", "a:b") are
+		 * the proxy's (service names), tested in test_proxy_table.c */
+		if (!v[i].salt[0] || strspn(v[i].salt, "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+		                                       "abcdefghijklmnopqrstuvwxyz0123456789_.-") !=
+		                         strlen(v[i].salt))
+			continue;
+		at = client_with_rollout(v[i].salt, v[i].bucket);
+		above = client_with_rollout(v[i].salt, v[i].bucket + 1);
+		if (v[i].key[0] == '\0') {
+			/* an empty key is no key: never bucketed (as in the server) */
+			assert_int_equal(canary_eval_bool(above, v[i].salt, &ctx, 0, &r), 0);
+			assert_int_equal(r.error, CANARY_ERROR_TARGETING_KEY_MISSING);
+		} else {
+			assert_int_equal(canary_eval_bool(above, v[i].salt, &ctx, 0, &r), 1);
+			assert_int_equal(r.reason, CANARY_REASON_SPLIT);
+			assert_string_equal(r.variant, "on");
+			assert_int_equal(canary_eval_bool(at, v[i].salt, &ctx, 1, &r), 0);
+			assert_int_equal(r.reason, CANARY_REASON_SPLIT);
+			assert_string_equal(r.variant, "off");
+			checked++;
+		}
+		canary_client_free(at);
+		canary_client_free(above);
+	}
+	assert_true(checked >= n - 4);
+}
+
+/* ------------------------------------------------------------------------ */
 /* Threads                                                                    */
 
 struct reader {
@@ -772,11 +843,17 @@ static void test_threads(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_sse_whole),           cmocka_unit_test(test_sse_byte_by_byte),
-	    cmocka_unit_test(test_sse_bounds),          cmocka_unit_test(test_options),
-	    cmocka_unit_test(test_not_ready),           cmocka_unit_test(test_stream),
-	    cmocka_unit_test(test_http_error),          cmocka_unit_test(test_cache),
-	    cmocka_unit_test(test_same_as_server_core), cmocka_unit_test(test_threads),
+	    cmocka_unit_test(test_sse_whole),
+	    cmocka_unit_test(test_sse_byte_by_byte),
+	    cmocka_unit_test(test_sse_bounds),
+	    cmocka_unit_test(test_options),
+	    cmocka_unit_test(test_not_ready),
+	    cmocka_unit_test(test_stream),
+	    cmocka_unit_test(test_http_error),
+	    cmocka_unit_test(test_cache),
+	    cmocka_unit_test(test_same_as_server_core),
+	    cmocka_unit_test(test_docs_vectors),
+	    cmocka_unit_test(test_threads),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

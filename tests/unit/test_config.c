@@ -509,7 +509,7 @@ static void test_admin_errors(void **state)
 	    "bad.yaml:9: admin.tokens[1].secret_file: cannot read \"/x\": No such file or "
 	    "directory",
 	    "bad.yaml:11: admin.tokens[2].name: invalid name \"bad name\": use 1 to 64 of A-Z a-z "
-	    "0-9 _ . -",
+	    "0-9 _ . -, not starting with \".\"",
 	    "bad.yaml:11: admin.tokens[2]: missing required key \"secret\" (or \"secret_file\")",
 	    "bad.yaml:13: admin.tokens[3]: secret and secret_file are mutually exclusive",
 	    "bad.yaml:13: admin.tokens[3]: same secret as tokens[0] (\"ops\")",
@@ -619,7 +619,7 @@ static void test_flag_errors(void **state)
 	    "bad.yaml:18: flags.f1.enabled: expected true or false, got \"1\"",
 	    "bad.yaml:21: flags.f2.off_variant: variant \"none\" is not defined",
 	    "bad.yaml:22: flags.bad name!: invalid name \"bad name!\": use 1 to 64 of A-Z a-z 0-9 "
-	    "_ . -",
+	    "_ . -, not starting with \".\"",
 	    "bad.yaml:24: flags.f3.variants: at least one variant is required");
 }
 
@@ -914,7 +914,7 @@ static void test_env_expansion(void **state)
 	       "store: \"${CFGT_HOST\"\n"
 	       "workers: ${1BAD}\n",
 	       "bad.yaml:4: admin.tokens[0].secret: environment variable CFGT_MISSING is not set",
-	       "bad.yaml:6: store: unterminated ${ in \"${CFGT_HOST\"",
+	       "bad.yaml:6: store: unterminated ${",
 	       "bad.yaml:7: workers: invalid environment variable reference \"${1BAD}\"");
 }
 
@@ -1047,6 +1047,12 @@ static void test_parse_percent(void **state)
 	assert_int_equal(config_percent_from_double(12.3456, &p), -1);
 	assert_int_equal(config_percent_from_double(100.001, &p), -1);
 	assert_int_equal(config_percent_from_double(-0.5, &p), -1);
+	/* not exactly a 3-decimal number: tiny values never round to 0 */
+	assert_int_equal(config_percent_from_double(1e-10, &p), -1);
+	assert_int_equal(config_percent_from_double(4.9e-324, &p), -1);
+	assert_int_equal(config_percent_from_double(0.1 + 1e-12, &p), -1);
+	assert_int_equal(config_percent_from_double(0, &p), 0);
+	assert_int_equal(p, 0);
 }
 
 static void test_parse_addr(void **state)
@@ -1232,12 +1238,15 @@ static void test_flag_from_json(void **state)
 		    "request: enabled: expected true or false, got the string \"yes\"",
 		    "request: rules[0].segment: segment \"beta\" is not defined",
 		    "request: colour: unknown key",
+		    "request: include[0]: expected a string, got the number 7",
 		    "request: off_variant: variant \"off\" is not defined",
 		};
 		char line[512];
 
-		assert_int_equal(config_errors_count(&errs), 5);
-		for (size_t i = 0; i < 5; i++) {
+		if (config_errors_count(&errs) != 6)
+			config_errors_print(&errs, stderr);
+		assert_int_equal(config_errors_count(&errs), 6);
+		for (size_t i = 0; i < 6; i++) {
 			config_error_format(config_errors_get(&errs, i), line, sizeof(line));
 			assert_string_equal(line, want[i]);
 		}
@@ -1249,6 +1258,177 @@ static void test_flag_from_json(void **state)
 	assert_null(config_flag_from_json("request", "bad name", def, NULL, &errs));
 	assert_int_equal(config_errors_count(&errs), 1);
 	assert_string_equal(config_errors_get(&errs, 0)->path, "name");
+	config_errors_release(&errs);
+	json_decref(def);
+}
+
+/* --- secrets never reach a config snapshot or a message -------------------------------- */
+
+static void assert_no_secret(const char *text, const char *secret)
+{
+	if (strstr(text, secret))
+		fail_msg("\"%s\" found in:\n%s", secret, text);
+}
+
+static void test_snapshot_redaction(void **state)
+{
+	const char *yaml =
+	    "# the old token was zz-inline-secret-1, do not reuse\n"
+	    "admin:\n"
+	    "  tokens:\n"
+	    "    - name: ops\n"
+	    "      secret: zz-inline-secret-1\n"
+	    "      scopes: [admin]\n"
+	    "    - {name: ci, secret: \"zz-quoted-secret-2\", scopes: [read]}\n"
+	    "    - name: env\n"
+	    "      secret: ${CANARYD_TEST_SECRET_ENV}\n"
+	    "      scopes: [read]\n"
+	    "    - name: vp\n"
+	    "      secret_file: " DATA "vp-eng.token\n"
+	    "      scopes: [approve]\n"
+	    "store: 'postgres://canary:zz-store-pw@db.example.com/canary?sslmode=require'\n"
+	    "metrics:\n"
+	    "  prometheus: http://prom:zz-prom-pw@127.0.0.1:9090\n"
+	    "services:\n"
+	    "  web:\n"
+	    "    versions:\n"
+	    "      v1: {endpoints: [127.0.0.1:7001]}\n"
+	    "      v2: {endpoints: [127.0.0.1:7002]}\n"
+	    "    stable: v1\n"
+	    "rollouts:\n"
+	    "  web:\n"
+	    "    targets: {web: {service: web, canary: v2}}\n"
+	    "    steps:\n"
+	    "      - weight: 10\n"
+	    "    rollback:\n"
+	    "      hooks:\n"
+	    "        - webhook: https://hook:zz-hook-pw@hooks.example.com/rollback\n"
+	    "    notify:\n"
+	    "      - webhook: \"https://zz-notify-token@hooks.example.com/x?token=zz-query-tok\"\n";
+	static const char *const secrets[] = {
+	    "zz-inline-secret-1", "zz-quoted-secret-2", "zz-env-secret-3",
+	    "vp-eng-secret",      "zz-store-pw",        "zz-prom-pw",
+	    "zz-hook-pw",         "zz-notify-token",    "zz-query-tok",
+	};
+	struct config_errors errs = {0};
+	struct config *cfg;
+
+	(void)state;
+	setenv("CANARYD_TEST_SECRET_ENV", "zz-env-secret-3", 1);
+	cfg = config_load_string("s.yaml", yaml, strlen(yaml), &errs);
+	if (!cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(cfg);
+	/* the model keeps the real values: only the snapshot is redacted */
+	assert_string_equal(cfg->admin.tokens[0].secret, "zz-inline-secret-1");
+	assert_string_equal(cfg->store.url,
+	                    "postgres://canary:zz-store-pw@db.example.com/canary?sslmode=require");
+	for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
+		assert_no_secret(cfg->source, secrets[i]);
+	assert_int_equal(strlen(cfg->source), cfg->source_len);
+	assert_non_null(strstr(cfg->source, "# the old token was <redacted>, do not reuse\n"));
+	assert_non_null(strstr(cfg->source, "      secret: \"<redacted>\"\n"));
+	assert_non_null(strstr(cfg->source, "{name: ci, secret: \"<redacted>\", scopes: [read]}"));
+	assert_non_null(strstr(cfg->source, "secret_file: " DATA "vp-eng.token\n"));
+	assert_non_null(strstr(cfg->source, "store: \"postgres://canary:<redacted>@db.example.com/"
+	                                    "canary?sslmode=require\"\n"));
+	assert_non_null(
+	    strstr(cfg->source, "prometheus: \"http://prom:<redacted>@127.0.0.1:9090\"\n"));
+	assert_non_null(strstr(
+	    cfg->source, "webhook: \"https://hook:<redacted>@hooks.example.com/rollback\"\n"));
+	assert_non_null(strstr(cfg->source, "webhook: \"https://<redacted>@hooks.example.com/"
+	                                    "x?token=<redacted>\"\n"));
+	config_free(cfg);
+	config_errors_release(&errs);
+	unsetenv("CANARYD_TEST_SECRET_ENV");
+}
+
+static void test_url_redact(void **state)
+{
+	char out[256];
+
+	(void)state;
+	assert_true(config_url_redact("postgres://u:pw@h:5432/db", out, sizeof(out)));
+	assert_string_equal(out, "postgres://u:<redacted>@h:5432/db");
+	assert_true(config_url_redact("https://tok@h/p?a=1&Password=x&b=2#f", out, sizeof(out)));
+	assert_string_equal(out, "https://<redacted>@h/p?a=1&Password=<redacted>&b=2#f");
+	assert_true(config_url_redact("https://h/p?api_token=x", out, sizeof(out)));
+	assert_string_equal(out, "https://h/p?api_token=<redacted>");
+	/* an '@' in the path is not userinfo */
+	assert_false(config_url_redact("https://h/a@b?q=1", out, sizeof(out)));
+	assert_string_equal(out, "https://h/a@b?q=1");
+	assert_false(config_url_redact("sqlite:/var/lib/canaryd.db", out, sizeof(out)));
+	assert_string_equal(out, "sqlite:/var/lib/canaryd.db");
+	assert_true(config_url_redact("postgres://u:pw@h/db", out, 16));
+	assert_string_equal(out, "postgres://u:<r");
+}
+
+/* Error messages show a URL without its password. */
+static void test_url_errors_redacted(void **state)
+{
+	(void)state;
+	EXPECT("store: mysql://u:zz-pw@db/x\n",
+	       "bad.yaml:1: store: expected sqlite:PATH or postgres://..., got "
+	       "\"mysql://u:<redacted>@db/x\"");
+	EXPECT("metrics:\n  prometheus: ftp://u:zz-pw@prom\n",
+	       "bad.yaml:2: metrics.prometheus: expected an http:// or https:// URL, got "
+	       "\"ftp://u:<redacted>@prom\"");
+	EXPECT("admin:\n  tokens:\n    - {name: a, secret: \"zz${oops\", scopes: [read]}\n",
+	       "bad.yaml:3: admin.tokens[0].secret: unterminated ${");
+}
+
+/* Names never start with '.': "." and ".." would be path segments. */
+static void test_name_rule(void **state)
+{
+	struct config_errors errs = {0};
+	json_t *def = json_object();
+
+	(void)state;
+	assert_false(config_valid_name("."));
+	assert_false(config_valid_name(".."));
+	assert_false(config_valid_name(".hidden"));
+	assert_true(config_valid_name("a.."));
+	assert_true(config_valid_name("_x"));
+	assert_true(config_valid_name("-x"));
+	EXPECT("services:\n"
+	       "  ..:\n"
+	       "    versions: {v1: {endpoints: [127.0.0.1:7001]}}\n"
+	       "    stable: v1\n",
+	       "bad.yaml:2: services...: invalid name \"..\": use 1 to 64 of A-Z a-z 0-9 _ . -, "
+	       "not starting with \".\"");
+	assert_null(config_flag_from_json("request", "..", def, NULL, &errs));
+	assert_int_equal(config_errors_count(&errs), 1);
+	assert_string_equal(config_errors_get(&errs, 0)->path, "name");
+	config_errors_release(&errs);
+	json_decref(def);
+}
+
+/* A JSON value of the wrong type is an error naming the field, never coerced. */
+static void test_json_strict_types(void **state)
+{
+	static const char *const want[] = {
+	    "request: description: expected a string, got the number 5",
+	    "request: enabled: expected true or false, got the number 1",
+	    "request: exclude[0]: expected a string, got the number 1",
+	    "request: exclude[1]: expected a string, got the number 2.5",
+	    "request: exclude[2]: expected a string, got the boolean true",
+	};
+	struct config_errors errs = {0};
+	json_t *def = json_loads("{\"description\": 5, \"enabled\": 1, \"variants\": {\"off\": 1},"
+	                         " \"exclude\": [1, 2.5, true]}",
+	                         0, NULL);
+	char line[512];
+
+	(void)state;
+	assert_non_null(def);
+	assert_null(config_flag_from_json("request", "f", def, NULL, &errs));
+	if (config_errors_count(&errs) != 5)
+		config_errors_print(&errs, stderr);
+	assert_int_equal(config_errors_count(&errs), 5);
+	for (size_t i = 0; i < 5; i++) {
+		config_error_format(config_errors_get(&errs, i), line, sizeof(line));
+		assert_string_equal(line, want[i]);
+	}
 	config_errors_release(&errs);
 	json_decref(def);
 }
@@ -1303,6 +1483,11 @@ int main(void)
 	    cmocka_unit_test(test_other_validators),
 	    cmocka_unit_test(test_flag_from_json),
 	    cmocka_unit_test(test_errors_list),
+	    cmocka_unit_test(test_snapshot_redaction),
+	    cmocka_unit_test(test_url_redact),
+	    cmocka_unit_test(test_url_errors_redacted),
+	    cmocka_unit_test(test_name_rule),
+	    cmocka_unit_test(test_json_strict_types),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -18,6 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "config/config.h"
 #include "rollout/evidence.h"
 
 #define T0  INT64_C(1714557600000) /* 2024-05-01T10:00:00Z */
@@ -850,6 +851,35 @@ static int write_files(const char *dir, json_t *files, char *err, size_t errlen)
 	return rc;
 }
 
+/* The config.yaml of a bundle is the loaded config's snapshot: no secret in it. */
+static void test_config_without_secrets(void **state)
+{
+	const char *yaml = "admin:\n"
+	                   "  tokens:\n"
+	                   "    - {name: ops, secret: zz-evidence-secret, scopes: [admin]}\n"
+	                   "store: postgres://canary:zz-store-pw@db/canary\n";
+	struct config_errors errs = {0};
+	struct config *cfg = config_load_string("c.yaml", yaml, strlen(yaml), &errs);
+	json_t *evs = rollback_scenario(), *b;
+	char *all;
+
+	(void)state;
+	assert_non_null(cfg);
+	b = evidence_build("web", evs, NULL, cfg->source, T0);
+	assert_non_null(b);
+	all = json_dumps(b, 0);
+	assert_non_null(all);
+	assert_null(strstr(all, "zz-evidence-secret"));
+	assert_null(strstr(all, "zz-store-pw"));
+	contains(json_string_value(json_object_get(json_object_get(b, "files"), "config.yaml")),
+	         "secret: \"<redacted>\"");
+	free(all);
+	json_decref(b);
+	json_decref(evs);
+	config_free(cfg);
+	config_errors_release(&errs);
+}
+
 static void test_write_dir(void **state)
 {
 	char tmp[] = "/tmp/evidence-test-XXXXXX", dir[256], path[512], err[256];
@@ -874,12 +904,15 @@ static void test_write_dir(void **state)
 		assert_int_equal(evidence_write_dir(b, dir, err, sizeof(err)), 0);
 		assert_int_equal(stat(dir, &sb), 0);
 		assert_true(S_ISDIR(sb.st_mode));
-		assert_int_equal(sb.st_mode & 0777, 0755 & ~0022 & 0777);
+		/* private: the bundle holds the config and every event */
+		assert_int_equal(sb.st_mode & 0777, 0700);
 		json_object_foreach(files, name, v)
 		{
 			char *got;
 
 			snprintf(path, sizeof(path), "%s/%s", dir, name);
+			assert_int_equal(stat(path, &sb), 0);
+			assert_int_equal(sb.st_mode & 0777, 0600);
 			got = read_all(path);
 			assert_non_null(got);
 			assert_string_equal(got, json_string_value(v));
@@ -917,6 +950,28 @@ static void test_write_dir(void **state)
 	assert_int_equal(evidence_write_dir(b, path, NULL, 0), 0);             /* err optional */
 	rm_dir(path);
 
+	/* an existing open directory and file are made private */
+	snprintf(path, sizeof(path), "%s/open", tmp);
+	assert_int_equal(mkdir(path, 0755), 0);
+	assert_int_equal(chmod(path, 0755), 0);
+	{
+		char f[600];
+		FILE *fp;
+
+		snprintf(f, sizeof(f), "%s/.summary.md.tmp", path);
+		fp = fopen(f, "w");
+		assert_non_null(fp);
+		fclose(fp);
+		assert_int_equal(chmod(f, 0644), 0);
+		assert_int_equal(evidence_write_dir(b, path, err, sizeof(err)), 0);
+		assert_int_equal(stat(path, &sb), 0);
+		assert_int_equal(sb.st_mode & 0777, 0700);
+		snprintf(f, sizeof(f), "%s/summary.md", path);
+		assert_int_equal(stat(f, &sb), 0);
+		assert_int_equal(sb.st_mode & 0777, 0600);
+	}
+	rm_dir(path);
+
 	/* the parent must exist */
 	snprintf(path, sizeof(path), "%s/no/such", tmp);
 	assert_int_equal(evidence_write_dir(b, path, err, sizeof(err)), -1);
@@ -936,7 +991,7 @@ int main(void)
 	    cmocka_unit_test(test_latest_run_only),  cmocka_unit_test(test_no_data_and_no_events),
 	    cmocka_unit_test(test_odd_fields),       cmocka_unit_test(test_multi_target),
 	    cmocka_unit_test(test_legacy_rollback),  cmocka_unit_test(test_store_clock_skew),
-	    cmocka_unit_test(test_write_dir),
+	    cmocka_unit_test(test_write_dir),        cmocka_unit_test(test_config_without_secrets),
 	};
 
 	umask(022);

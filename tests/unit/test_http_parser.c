@@ -330,6 +330,22 @@ static void t_absolute_form(void **st)
 	assert_string_equal(s.path[0], "/p/q");
 	assert_string_equal(s.query[0], "z");
 	assert_string_equal(s.path[1], "/");
+	/* RFC 9112 3.2.2: the target's authority replaces Host */
+	assert_string_equal(s.host[0], "h.example:8080");
+	assert_string_equal(s.host[1], "h.example");
+	assert_int_equal(parse_req("GET HTTPS://o.example?x=1 HTTP/1.0\r\n\r\n", &s), 0);
+	assert_string_equal(s.host[0], "o.example");
+	assert_string_equal(s.path[0], "/");
+	assert_string_equal(s.query[0], "x=1");
+	/* origin-form keeps Host */
+	assert_int_equal(parse_req("GET /x HTTP/1.1\r\nHost: h\r\n\r\n", &s), 0);
+	assert_string_equal(s.host[0], "h");
+	/* no authority, userinfo, another scheme: 400 */
+	expect_status("GET http:///x HTTP/1.1\r\nHost: h\r\n\r\n", 400);
+	expect_status("GET http://u:p@h.example/x HTTP/1.1\r\nHost: h\r\n\r\n", 400);
+	expect_status("GET ftp://h.example/x HTTP/1.1\r\nHost: h\r\n\r\n", 400);
+	/* Host stays required in HTTP/1.1 */
+	expect_status("GET http://h.example/x HTTP/1.1\r\n\r\n", 400);
 }
 
 static void t_header_trim(void **st)
@@ -376,6 +392,100 @@ static void t_chunked_decoded(void **st)
 	              &s),
 	    0);
 	assert_string_equal(s.body[0], "ok");
+}
+
+static int pause_body(struct http_parser *p, const char *at, size_t len, void *data);
+
+/* RFC 9112 7.1.1: extensions (with BWS, tokens, quoted strings with escapes)
+ * are accepted and ignored; llhttp 8.1 alone rejects most of these. */
+static void t_chunk_extensions(void **st)
+{
+	const char *h = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+	const char *good[] = {"3;foo=bar;baz\r\nabc\r\n0\r\n\r\n", "3;foo\r\nabc\r\n0\r\n\r\n",
+	                      "3;q=\"a b;c\\\"d\\\\\"\r\nabc\r\n0\r\n\r\n",
+	                      "3 ;a = b ; c\t;d=\"\"\r\nabc\r\n0;last\r\n\r\n",
+	                      "1;x=1;v\r\na\r\n2;y=\"\\\"\";w\r\nbc\r\n0;z=q;u\r\nT: 1\r\n\r\n"};
+	const char *bad[] = {"3;\r\nabc\r\n0\r\n\r\n",           /* no name */
+	                     "3;=v\r\nabc\r\n0\r\n\r\n",         /* no name */
+	                     "3;a=\r\nabc\r\n0\r\n\r\n",         /* no value */
+	                     "3;a=\"open\r\nabc\r\n0\r\n\r\n",   /* unterminated */
+	                     "3;a=\"x\"y\r\nabc\r\n0\r\n\r\n",   /* junk after quotes */
+	                     "3;a b\r\nabc\r\n0\r\n\r\n",        /* two names */
+	                     "3;a@b\r\nabc\r\n0\r\n\r\n",        /* not a token */
+	                     "3;a\nabc\r\n0\r\n\r\n",            /* bare LF */
+	                     "3;a\rabc\r\n0\r\n\r\n",            /* bare CR */
+	                     "3;a=\"\x01\"\r\nabc\r\n0\r\n\r\n", /* control char */
+	                     ";a\r\nabc\r\n0\r\n\r\n"};          /* no size */
+	char req[512], big[8192];
+	struct seen s;
+	size_t i;
+
+	for (i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+		snprintf(req, sizeof(req), "%s%s", h, good[i]);
+		if (parse_req(req, &s) != 0)
+			fail_msg("rejected: %s", good[i]);
+		assert_int_equal(s.n, 1);
+		assert_string_equal(s.body[0], "abc");
+	}
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(req, sizeof(req), "%s%s", h, bad[i]);
+		expect_status(req, 400);
+	}
+	/* bounded: an extension over 4 KiB is refused */
+	memset(big, 'x', sizeof(big));
+	memcpy(big, h, strlen(h));
+	memcpy(big + strlen(h), "3;", 2);
+	snprintf(big + sizeof(big) - 20, 20, "\r\nabc\r\n0\r\n\r\n");
+	expect_status(big, 400);
+	/* a response body too (the upstream side) */
+	{
+		const char *r = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+		                "2;a=b;c\r\nok\r\n0\r\n\r\n";
+		size_t n;
+
+		memset(&s, 0, sizeof(s));
+		assert_int_equal(
+		    http_parse_buffer(HTTP_PARSE_RESPONSE, NULL, r, strlen(r), 1, 0, visit, &s, &n),
+		    0);
+		assert_int_equal(n, 1);
+		assert_string_equal(s.body[0], "ok");
+	}
+}
+
+/* Extensions across body pauses: the tracker follows what llhttp consumed. */
+static void t_chunk_extensions_paused(void **st)
+{
+	static const struct http_parser_cbs cbs = {.on_body = pause_body};
+	const char *in = "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+	                 "3;a=b;c\r\nabc\r\n2;d=e;f\r\nde\r\n0;g=h;i\r\n\r\n";
+	size_t got = 0, used, off = 0, len = strlen(in);
+	struct http_parser p;
+	int rc, rounds = 0;
+
+	http_parser_init(&p, HTTP_PARSE_REQUEST, NULL, &cbs, &got);
+	do {
+		rc = http_parser_feed(&p, in + off, len - off, &used);
+		off += used;
+		if (rc == HTTP_PARSE_PAUSED)
+			http_parser_resume(&p);
+		assert_true(++rounds < 20);
+	} while (rc == HTTP_PARSE_PAUSED || (rc == HTTP_PARSE_AGAIN && off < len));
+	assert_int_equal(rc, HTTP_PARSE_DONE);
+	assert_int_equal(off, len);
+	assert_int_equal(got, 5);
+	http_parser_release(&p);
+}
+
+/* ": v" is not a header with an empty name: 400, never forwarded. */
+static void t_empty_header_name(void **st)
+{
+	expect_status("GET / HTTP/1.1\r\nHost: a\r\n: Transfer-Encoding: chunked\r\n\r\n", 400);
+	expect_status("GET / HTTP/1.1\r\n: x\r\nHost: a\r\n\r\n", 400);
+	expect_status("GET / HTTP/1.1\r\nHost: a\r\n:\r\n\r\n", 400);
+	/* in trailers too */
+	expect_status("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"
+	              "0\r\n: x\r\n\r\n",
+	              400);
 }
 
 static void t_pipelined(void **st)
@@ -651,6 +761,9 @@ int main(void)
 	    cmocka_unit_test(t_header_trim),
 	    cmocka_unit_test(t_post_cl),
 	    cmocka_unit_test(t_chunked_decoded),
+	    cmocka_unit_test(t_chunk_extensions),
+	    cmocka_unit_test(t_chunk_extensions_paused),
+	    cmocka_unit_test(t_empty_header_name),
 	    cmocka_unit_test(t_pipelined),
 	    cmocka_unit_test(t_stops_after_message),
 	    cmocka_unit_test(t_body_pause),

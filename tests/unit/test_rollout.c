@@ -246,6 +246,41 @@ static const char *healthy_yaml = "  web-v2:\n"
 
 /* --- tests -------------------------------------------------------------------------- */
 
+/* Every traffic step's rollout.step.passed carries a conclusive pass of check `check`. */
+static void assert_steps_passed_with_evidence(struct env *v, const char *name, const char *check,
+                                              int want)
+{
+	char subject[128];
+	json_t *arr, *x;
+	size_t i;
+	int n = 0;
+
+	snprintf(subject, sizeof(subject), "rollout/%s", name);
+	assert_int_equal(store_events_list(v->st, 0, 1000, subject, &arr), 0);
+	json_array_foreach(arr, i, x)
+	{
+		json_t *d = json_object_get(x, "details"), *evd = json_object_get(d, "evidence");
+		json_t *c = json_object_get(json_object_get(evd, "checks"), check);
+
+		if (strcmp(json_string_value(json_object_get(x, "kind")), "rollout.step.passed") ||
+		    strcmp(json_string_value(json_object_get(d, "kind")), "set"))
+			continue;
+		n++;
+		assert_true(json_is_true(json_object_get(evd, "required")));
+		assert_true(json_is_true(json_object_get(evd, "ready")));
+		assert_true(json_is_true(json_object_get(c, "passed")));
+		assert_string_equal(json_string_value(json_object_get(c, "outcome")), "pass");
+		assert_true(json_integer_value(json_object_get(c, "canary_requests")) >=
+		            json_integer_value(json_object_get(c, "min_samples")));
+		assert_true(json_integer_value(
+		                json_object_get(json_object_get(evd, "intervals"), "passed")) >= 1);
+		assert_int_equal(
+		    json_integer_value(json_object_get(json_object_get(evd, "intervals"), "failed")), 0);
+	}
+	json_decref(arr);
+	assert_int_equal(n, want);
+}
+
 static void test_healthy_promotion(void **state)
 {
 	struct env v;
@@ -257,9 +292,14 @@ static void test_healthy_promotion(void **state)
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_IDLE);
 	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
-	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1); /* weight 1 done, analysis */
+	/* a weight step with checks does not pass at once, even without `for` */
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
 	assert_string_equal(rollout_engine_owner(v.e, "web"), "web-v2");
-	drive(&v, 200, "web", 100, 0);
+	drive(&v, 9, "web", 100, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	drive(&v, 1, "web", 100, 0); /* the first interval: 1000 requests pass max 0.03 */
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	drive(&v, 190, "web", 100, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
 	assert_int_equal(F.ncalls, 5);
 	for (int i = 0; i < 5; i++)
@@ -270,6 +310,174 @@ static void test_healthy_promotion(void **state)
 	assert_true(events(&v, "web-v2", "verdict", &d) >= 2);
 	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
 	json_decref(d);
+	assert_steps_passed_with_evidence(&v, "web-v2", "errors", 5);
+	env_close(&v);
+}
+
+static const char *evidence_yaml = "  web-v2:\n"
+                                   "    target: {service: web, canary: v2}\n"
+                                   "    steps: [{weight: 1, for: 1m}, {weight: 100}]\n"
+                                   "    analysis:\n"
+                                   "      interval: 10s\n"
+                                   "      checks: [{name: errors, metric: error_rate, max: "
+                                   "0.03}]\n";
+
+static void test_no_traffic_never_promotes(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, evidence_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 60, NULL, 0, 0); /* for elapsed, no evidence: it keeps running */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	d = rollout_engine_json(v.e, "web-v2");
+	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(d, "step"),
+	                                                         "waiting_for")),
+	                       "waiting for evidence: errors 0/200 canary requests; max_wait in 3m"));
+	json_decref(d);
+	drive(&v, 179, NULL, 0, 0); /* max_wait = 4 x for = 4m */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	drive(&v, 1, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	assert_int_equal(last_weight("web"), 1000);
+	assert_int_equal(events(&v, "web-v2", "rollout.paused", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "reason")),
+	                    "not enough evidence: check errors has 0 of 200 requests on the canary");
+	assert_string_equal(json_string_value(json_object_get(d, "cause")), "evidence");
+	json_decref(d);
+	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", NULL), 0);
+	/* resume waits again (max_wait restarts); load then earns the pass */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	drive(&v, 239, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	drive(&v, 1, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	drive(&v, 10, "web", 100, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "how")), "done");
+	json_decref(d);
+	env_close(&v);
+
+	/* promote force-passes the gate, audited */
+	env_open(&v, evidence_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 240, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_PROMOTE, "ops"), 200);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(events(&v, "web-v2", "rollout.promoted", NULL), 1);
+	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "how")), "promoted");
+	assert_false(json_is_true(json_object_get(json_object_get(d, "evidence"), "ready")));
+	json_decref(d);
+	env_close(&v);
+}
+
+static void test_load_stops_mid_step(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, evidence_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 15, "web", 10, 0); /* 150 requests, then nothing */
+	drive(&v, 224, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	drive(&v, 1, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(events(&v, "web-v2", "rollout.paused", &d), 1);
+	/* the counts are the step's sum, not the last interval's */
+	assert_string_equal(json_string_value(json_object_get(d, "reason")),
+	                    "not enough evidence: check errors has 150 of 200 requests on the "
+	                    "canary");
+	json_decref(d);
+	env_close(&v);
+}
+
+/* A canary answering 20% errors at 1% with little traffic: never promoted. */
+static void test_bad_canary_low_traffic_never_promoted(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 1, for: 30s}, {weight: 100}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03, on_fail: "
+	             "pause, review: 10m}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	for (int i = 0; i < 200; i++) {
+		/* 5 canary requests per 10 s interval, one in five an error */
+		if (i % 2 == 0)
+			traffic("web", 1, i % 10 == 0, 50, 0);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+		assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+		assert_int_equal(last_weight("web"), 1000);
+	}
+	/* 100 canary requests in 200 s: inconclusive all along, so it paused at max_wait */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", NULL), 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.paused", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "reason")),
+	                    "not enough evidence: check errors has 60 of 200 requests on the canary");
+	/* the waiting check's review applies: nobody resumes -> rollback */
+	assert_int_equal(json_integer_value(json_object_get(d, "review_deadline")),
+	                 T0 + 120000 + 600000);
+	json_decref(d);
+	env_close(&v);
+}
+
+static void test_require_evidence_false(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	/* on the step: it passes when its time is up, as before */
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 1, for: 30s, require_evidence: false}, {weight: 100}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 29, NULL, 0, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	drive(&v, 1, NULL, 0, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", &d), 1);
+	assert_false(json_is_true(json_object_get(json_object_get(d, "evidence"), "required")));
+	json_decref(d);
+	/* the next step requires evidence again */
+	drive(&v, 60, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	env_close(&v);
+
+	/* on the check: no step waits for it */
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 1, for: 30s}, {weight: 100}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03, "
+	             "require_evidence: false}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 30, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
 	env_close(&v);
 }
 
@@ -315,6 +523,11 @@ static void test_min_samples_never_pass(void **state)
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
 	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	/* the weight step accumulates: 4 intervals of 50 requests make its 200 */
+	drive(&v, 39, "web", 5, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	drive(&v, 1, "web", 5, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
 	drive(&v, 59, "web", 5, 0); /* 50 requests per interval < 200 */
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
@@ -685,7 +898,7 @@ static const char *crash_yaml = "  web-v2:\n"
                                 "    analysis:\n"
                                 "      interval: 10s\n"
                                 "      checks: [{name: errors, metric: error_rate, max: 0.03, "
-                                "for: 20s}]\n";
+                                "for: 20s, min_samples: 50}]\n";
 
 /* Runs the crash_yaml rollout to the end, restarting after every tick when asked. */
 static void crash_run(bool restart, int *steps, int *nsteps, uint32_t *weights, int *nweights)
@@ -779,7 +992,12 @@ static void test_owner_conflict_and_view(void **state)
 	assert_string_equal(json_string_value(json_object_get(j, "state")), "progressing");
 	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "step"), "of")), 6);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "step"), "kind")),
-	                    "analysis");
+	                    "set");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(j, "step"), "waiting_for")),
+	    "waiting for evidence: errors no data yet; max_wait in 1h0m");
+	assert_true(json_is_true(json_object_get(
+	    json_object_get(json_object_get(j, "step"), "evidence"), "required")));
 	json_decref(j);
 	assert_null(rollout_engine_json(v.e, "nope"));
 	j = rollout_engine_list_json(v.e);
@@ -850,6 +1068,8 @@ static void test_api(void **state)
 	    json_string_value(json_object_get(json_object_get(j, "rollout"), "state")),
 	    "progressing");
 	json_decref(j);
+	drive(&v, 10, "web", 100, 0); /* step 0's evidence; then the approval */
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
 	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/start", "s1", NULL, &j), 409);
 	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
 	                    "conflict");
@@ -858,6 +1078,8 @@ static void test_api(void **state)
 	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/pause", "s2", NULL, NULL), 403);
 	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/approve", "s1", NULL, NULL), 403);
 	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/approve", "s2", "", NULL), 200);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 2); /* weight 50 waits for evidence */
+	drive(&v, 10, "web", 100, 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 3);
 	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/promote", "s1", "{\"x\":1}", NULL),
 	                 422);
@@ -1055,17 +1277,30 @@ static void test_bake_revert_and_finalize(void **state)
 	v.be.set_stable = fake_set_stable;
 	env_restart(&v);
 	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	/* weight steps with checks do not pass at once: each needs its evidence */
+	assert_int_equal(last_weight("web"), 50000);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	drive(&v, 10, "web", 100, 0);
 	assert_int_equal(last_weight("web"), 100000);
+	drive(&v, 10, "web", 100, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	d = rollout_engine_json(v.e, "web-v2");
 	assert_string_equal(json_string_value(json_object_get(json_object_get(d, "step"), "kind")),
 	                    "bake");
 	json_decref(d);
+	assert_steps_passed_with_evidence(&v, "web-v2", "errors", 2);
 	drive(&v, 20, "web", 100, 0);
 	env_restart(&v); /* the bake timer continues from the persisted time */
 	assert_int_equal(H.stable_calls, 0);
 	drive(&v, 12, "web", 100, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	assert_int_equal(events(&v, "web-v2", "rollout.completed", &d), 1);
+	assert_true(json_is_true(
+	    json_object_get(json_object_get(json_object_get(json_object_get(d, "bake_evidence"),
+	                                                    "checks"),
+	                                    "errors"),
+	                    "passed")));
+	json_decref(d);
 	assert_int_equal(H.stable_calls, 1);
 	assert_string_equal(H.stable, "web/v2");
 	env_restart(&v);
@@ -1080,7 +1315,10 @@ static void test_bake_revert_and_finalize(void **state)
 	env_restart(&v);
 	drive(&v, 1, "web", 200, 0); /* some baseline history before the start */
 	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
-	drive(&v, 10, "web", 200, 0);
+	drive(&v, 20, "web", 200, 0);
+	d = rollout_engine_json(v.e, "web-v2"); /* both weight steps passed: baking */
+	assert_true(json_is_object(json_object_get(d, "bake")));
+	json_decref(d);
 	for (int i = 0; i < 15 && rollout_engine_state(v.e, "web-v2") == ROLLOUT_PROGRESSING; i++) {
 		add("web", "v2", COHORT_CANARY, 100, 30);
 		F.now += 1000;
@@ -1237,6 +1475,8 @@ static void test_source_query_async(void **state)
 	assert_int_equal(json_integer_value(json_object_get(d, "interval_end_ms")), T0 + 10000);
 	json_decref(d);
 	assert_int_equal(S.forgotten, 0);
+	/* a passing round of the step's own interval is its evidence: on to the pause */
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
 	/* the canary's value drops below min and 0.2 under the baseline: rollback */
 	S.canary = 0.5;
 	drive(&v, 10, NULL, 0, 0);
@@ -1322,6 +1562,10 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_healthy_promotion),
+	    cmocka_unit_test(test_no_traffic_never_promotes),
+	    cmocka_unit_test(test_load_stops_mid_step),
+	    cmocka_unit_test(test_bad_canary_low_traffic_never_promoted),
+	    cmocka_unit_test(test_require_evidence_false),
 	    cmocka_unit_test(test_bad_canary_rolls_back),
 	    cmocka_unit_test(test_min_samples_never_pass),
 	    cmocka_unit_test(test_for_is_consecutive),

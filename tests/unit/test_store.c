@@ -3,6 +3,7 @@
  * File databases live in a fresh mkdtemp() directory per test, removed after.
  */
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -735,17 +736,54 @@ static void *writer_main(void *arg)
 	return NULL;
 }
 
+/*
+ * A default VFS that is the platform's, except that its xSleep (what SQLite's
+ * busy timeout calls between attempts on a lock it could not take) first
+ * writes one byte to a pipe: the test sees "this handle is waiting for a lock"
+ * as an event, instead of guessing from a sleep.
+ */
+static sqlite3_vfs wait_vfs, *plain_vfs;
+static int wait_pipe[2] = {-1, -1};
+static atomic_int wait_armed;
+
+static int wait_vfs_sleep(sqlite3_vfs *vfs, int us)
+{
+	(void)vfs;
+	if (atomic_exchange(&wait_armed, 0))
+		(void)!write(wait_pipe[1], "w", 1);
+	return plain_vfs->xSleep(plain_vfs, us);
+}
+
+static struct store *open_waiting(const char *url)
+{
+	struct store *st;
+
+	plain_vfs = sqlite3_vfs_find(NULL);
+	assert_non_null(plain_vfs);
+	wait_vfs = *plain_vfs;
+	wait_vfs.zName = "canaryd-test-wait";
+	wait_vfs.xSleep = wait_vfs_sleep;
+	wait_vfs.pNext = NULL;
+	assert_int_equal(sqlite3_vfs_register(&wait_vfs, 1), SQLITE_OK);
+	st = open_ok(url); /* opened with the default VFS: this one */
+	assert_int_equal(sqlite3_vfs_register(plain_vfs, 1), SQLITE_OK);
+	return st;
+}
+
 static void test_second_writer_waits_for_the_lock(void **state)
 {
 	struct fixture *f = *state;
 	struct writer w = {0};
 	struct store *other;
+	struct pollfd pfd;
 	pthread_t tid;
 	int64_t rev = 0;
+	char byte;
 
 	/* Two handles on one file (two processes): writes serialise, revisions stay unique. */
+	assert_int_equal(pipe(wait_pipe), 0);
 	f->st = open_ok(f->url);
-	other = open_ok(f->url);
+	other = open_waiting(f->url);
 	assert_int_equal(store_doc_put(f->st, "flag", "a", "{}", STORE_REV_ANY, &rev), 0);
 	assert_int_equal(rev, 1);
 	assert_int_equal(store_doc_put(other, "flag", "b", "{}", STORE_REV_ANY, &rev), 0);
@@ -754,21 +792,33 @@ static void test_second_writer_waits_for_the_lock(void **state)
 	assert_int_equal(rev, 3);
 	assert_int_equal(revision(other), 3);
 
-	/* While one handle holds the write lock, the other's write blocks (busy
-	 * timeout), then goes through after the commit with the next revision. */
+	/* While one handle holds the write lock, the other's write waits for it (the
+	 * busy timeout: its VFS reports the wait), then goes through after the commit
+	 * with the next revision. */
 	assert_int_equal(store_begin(f->st), 0);
 	assert_int_equal(store_doc_put(f->st, "flag", "held", "{}", STORE_REV_ANY, &rev), 0);
 	assert_int_equal(rev, 4);
 	w.st = other;
+	atomic_store(&wait_armed, 1);
 	assert_int_equal(pthread_create(&tid, NULL, writer_main, &w), 0);
-	usleep(200 * 1000);
-	assert_int_equal(atomic_load(&w.done), 0);
+	pfd = (struct pollfd){wait_pipe[0], POLLIN, 0};
+	if (poll(&pfd, 1, 10000) != 1) {
+		assert_int_equal(store_commit(f->st), 0);
+		pthread_join(tid, NULL);
+		fail_msg("the second writer never waited for the lock (rc %d, done %d)", w.rc,
+		         atomic_load(&w.done));
+	}
+	assert_int_equal(read(wait_pipe[0], &byte, 1), 1);
+	assert_int_equal(atomic_load(&w.done), 0); /* it is waiting: the lock is still held */
 	assert_int_equal(store_commit(f->st), 0);
 	assert_int_equal(pthread_join(tid, NULL), 0);
 	assert_int_equal(w.rc, 0);
 	assert_int_equal(w.rev, 5);
 	assert_int_equal(revision(f->st), 5);
 	store_close(other);
+	sqlite3_vfs_unregister(&wait_vfs);
+	close(wait_pipe[0]);
+	close(wait_pipe[1]);
 }
 
 static void test_strerror(void **state)
