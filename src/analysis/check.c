@@ -319,7 +319,7 @@ static enum check_outcome sequential(const struct config_check *c,
 		snprintf(
 		    v->reason, sizeof(v->reason),
 		    "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence (the %s is "
-		    "at least %.4g; %.4g vs %.4g over %llu vs %llu requests since the start)",
+		    "at least %.4g; %.4g vs %.4g over %llu vs %llu requests since the step began)",
 		    m, word, s.diff, check_bound_name(v->bound), d, 100 * c->test.confidence, word,
 		    s.lower, t->canary_value, t->baseline_value,
 		    (unsigned long long)t->canary_requests,
@@ -331,7 +331,7 @@ static enum check_outcome sequential(const struct config_check *c,
 		v->bound = CHECK_BOUND_NONE;
 		snprintf(v->reason, sizeof(v->reason),
 		         "%s %s on the canary is within %s %.4g with %g%% confidence (the %s is at "
-		         "most %.4g; %.4g vs %.4g over %llu vs %llu requests since the start)",
+		         "most %.4g; %.4g vs %.4g over %llu vs %llu requests since the step began)",
 		         m, word, success ? "max_decrease" : "max_increase", d,
 		         100 * c->test.confidence, word, s.upper, t->canary_value,
 		         t->baseline_value, (unsigned long long)t->canary_requests,
@@ -397,7 +397,8 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 		    v->reason, sizeof(v->reason),
 		    "latency on the canary is slower than %.4gx the baseline (Mann-Whitney "
 		    "p=%.3g < %.3g at look %u of confidence %g%%): median %.4g vs %.4g ms, shift "
-		    "%+.4g ms (ratio %.4g), CLES %.3f, over %llu vs %llu requests since the start",
+		    "%+.4g ms (ratio %.4g), CLES %.3f, over %llu vs %llu requests since the step "
+		    "began",
 		    r, w.p_greater, t->alpha, t->looks, 100 * c->test.confidence, t->canary_value,
 		    t->baseline_value, t->shift_ms, w.ratio, w.cles,
 		    (unsigned long long)t->canary_requests,
@@ -411,7 +412,7 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 		    v->reason, sizeof(v->reason),
 		    "latency on the canary is within %.4gx the baseline (Mann-Whitney p=%.3g < "
 		    "%.3g at look %u of confidence %g%%): median %.4g vs %.4g ms, shift %+.4g ms, "
-		    "CLES %.3f, over %llu vs %llu requests since the start",
+		    "CLES %.3f, over %llu vs %llu requests since the step began",
 		    r, w.p_less, t->alpha, t->looks, 100 * c->test.confidence, t->canary_value,
 		    t->baseline_value, t->shift_ms, w.cles, (unsigned long long)t->canary_requests,
 		    (unsigned long long)t->baseline_requests);
@@ -485,7 +486,8 @@ static enum check_outcome test_evaluate(const struct config_check *c,
 		snprintf(
 		    v->reason, sizeof(v->reason),
 		    "too few requests for the %s test on %s: %llu on the canary and %llu on the "
-		    "baseline since the start, min_samples is %u (%llu more per cohort needed)",
+		    "baseline since the step began, min_samples is %u (%llu more per cohort "
+		    "needed)",
 		    c->test.method == CONFIG_TEST_SEQUENTIAL ? "sequential" : "mann-whitney",
 		    v->metric, (unsigned long long)t->canary_requests,
 		    (unsigned long long)t->baseline_requests, c->min_samples,
@@ -547,7 +549,8 @@ void check_evidence_shortfall(const struct config_check *c, const struct check_v
 	if (!out || len == 0)
 		return;
 	if (!v) {
-		snprintf(out, len, brief ? "%s no data yet" : "check %s has no data from this step yet",
+		snprintf(out, len,
+		         brief ? "%s no data yet" : "check %s has no data from this step yet",
 		         c->name);
 		return;
 	}

@@ -11,8 +11,8 @@ static double units(double x)
 	return x > 0.0 ? x : 0.0; /* also NAN -> 0 */
 }
 
-void srm_test(double canary, double baseline, uint32_t weight, double rel_err,
-              const char *target, const char *unit, struct srm_verdict *out)
+void srm_test(double canary, double baseline, uint32_t weight, double rel_err, const char *target,
+              const char *unit, struct srm_verdict *out)
 {
 	uint32_t base = weight < BUCKET_COUNT - weight ? weight : BUCKET_COUNT - weight;
 	double a = units(canary), b = units(baseline), n = a + b, q, var;
@@ -39,8 +39,8 @@ void srm_test(double canary, double baseline, uint32_t weight, double rel_err,
 		return;
 	}
 	rel_err = units(rel_err);
-	var = n * q * (1.0 - q) +
-	      rel_err * rel_err * ((1.0 - q) * (1.0 - q) * a * a + q * q * b * b);
+	var =
+	    n * q * (1.0 - q) + rel_err * rel_err * ((1.0 - q) * (1.0 - q) * a * a + q * q * b * b);
 	out->judged = true;
 	out->z = (a - q * n) / sqrt(var);
 	out->p = erfc(fabs(out->z) / M_SQRT2);

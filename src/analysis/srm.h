@@ -30,14 +30,14 @@
 #define SRM_REASON_MAX 320
 
 struct srm_verdict {
-	bool judged;    /* a baseline exists and there were SRM_MIN_UNITS units */
-	bool mismatch;  /* judged and |z| > SRM_Z: the comparison is invalid */
-	double canary;  /* the units compared */
+	bool judged;   /* a baseline exists and there were SRM_MIN_UNITS units */
+	bool mismatch; /* judged and |z| > SRM_Z: the comparison is invalid */
+	double canary; /* the units compared */
 	double baseline;
-	double expected_share; /* q: the canary's expected share; NAN without a baseline */
-	double observed_share; /* canary / (canary + baseline); NAN with no units */
-	double z;              /* (canary - q N) / sd; 0 when not judged */
-	double p;              /* two-sided p-value; 1 when not judged */
+	double expected_share;       /* q: the canary's expected share; NAN without a baseline */
+	double observed_share;       /* canary / (canary + baseline); NAN with no units */
+	double z;                    /* (canary - q N) / sd; 0 when not judged */
+	double p;                    /* two-sided p-value; 1 when not judged */
 	char reason[SRM_REASON_MAX]; /* one sentence with both counts */
 };
 
@@ -51,7 +51,7 @@ struct srm_verdict {
  * (judged = false) when w is 0 or >= 100000 (no baseline) or there are
  * fewer than SRM_MIN_UNITS units.  Negative or NAN counts count as 0.
  */
-void srm_test(double canary, double baseline, uint32_t weight, double rel_err,
-              const char *target, const char *unit, struct srm_verdict *out);
+void srm_test(double canary, double baseline, uint32_t weight, double rel_err, const char *target,
+              const char *unit, struct srm_verdict *out);
 
 #endif

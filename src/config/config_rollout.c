@@ -354,7 +354,7 @@ static const struct field step_fields[] = {
     FLD("max_wait", FK_DURATION, struct step_ctx, s.max_wait_ms),
     FLD_FN("require_evidence", step_require_evidence),
 };
-#define STEP_KINDS (BIT(6) - 1)
+#define STEP_KINDS         (BIT(6) - 1)
 #define STEP_EVIDENCE_OPTS (BIT(9) | BIT(10)) /* max_wait, require_evidence */
 
 static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
@@ -408,7 +408,8 @@ static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
 			} else if ((seen & BIT(9)) && sc.s.max_wait_ms < sc.s.for_ms) {
 				path_key(fp, sub, "max_wait");
 				cerr(c, key_line(sn, "max_wait"), fp,
-				     "must be at least the step's for (%" PRIu64 " ms)", sc.s.for_ms);
+				     "must be at least the step's for (%" PRIu64 " ms)",
+				     sc.s.for_ms);
 			}
 			if ((kinds & BIT(4)) && r->analysis.line == 0) {
 				path_key(fp, sub, "analysis");
@@ -967,8 +968,8 @@ size_t config_evidence_warnings(const struct config *cfg, struct config_errors *
 
 			if (!ck->time_only)
 				continue;
-			snprintf(path, sizeof(path), "rollouts.%s.analysis.checks[%zu].require_evidence",
-			         r->name, k);
+			snprintf(path, sizeof(path),
+			         "rollouts.%s.analysis.checks[%zu].require_evidence", r->name, k);
 			config_errors_add(warns, cfg->file, ck->time_only_line, path,
 			                  "false: no step waits for check %s to pass", ck->name);
 		}
@@ -978,8 +979,8 @@ size_t config_evidence_warnings(const struct config *cfg, struct config_errors *
 			if (st->kind != CONFIG_STEP_SET && st->kind != CONFIG_STEP_SHADOW)
 				continue;
 			if (st->time_only) {
-				snprintf(path, sizeof(path), "rollouts.%s.steps[%zu].require_evidence",
-				         r->name, s);
+				snprintf(path, sizeof(path),
+				         "rollouts.%s.steps[%zu].require_evidence", r->name, s);
 				config_errors_add(warns, cfg->file, st->time_only_line, path,
 				                  "false: this step advances on time alone");
 			} else if (!step_judged(r, st)) {
@@ -989,7 +990,8 @@ size_t config_evidence_warnings(const struct config *cfg, struct config_errors *
 				    "no check can judge this step (%s): it advances on time alone",
 				    st->kind == CONFIG_STEP_SHADOW
 				        ? "a shadow step needs a shadow_* metric check"
-				        : "proxy metrics do not see flag targets; add a query, http "
+				        : "proxy metrics do not see flag targets; add a query, "
+				          "http "
 				          "or exec check");
 			}
 		}

@@ -41,7 +41,8 @@ void hll_add(struct hll *h, uint32_t key_hash)
 void hll_merge(struct hll *dst, const struct hll *src)
 {
 	for (unsigned i = 0; i < HLL_M; i++) {
-		uint8_t s = atomic_load_explicit((_Atomic uint8_t *)&src->reg[i], memory_order_relaxed);
+		uint8_t s =
+		    atomic_load_explicit((_Atomic uint8_t *)&src->reg[i], memory_order_relaxed);
 
 		if (atomic_load_explicit(&dst->reg[i], memory_order_relaxed) < s)
 			atomic_store_explicit(&dst->reg[i], s, memory_order_relaxed);
@@ -86,7 +87,8 @@ double hll_estimate(const struct hll *h)
 	double m = HLL_M, z;
 
 	for (unsigned i = 0; i < HLL_M; i++) {
-		uint8_t v = atomic_load_explicit((_Atomic uint8_t *)&h->reg[i], memory_order_relaxed);
+		uint8_t v =
+		    atomic_load_explicit((_Atomic uint8_t *)&h->reg[i], memory_order_relaxed);
 
 		c[v <= HLL_Q + 1 ? v : HLL_Q + 1]++;
 	}

@@ -44,11 +44,11 @@ struct split_slot {
 struct series {
 	char *service;
 	char *version;
-	void *raw;          /* allocation behind slots (slots is aligned inside) */
-	struct slot *slots; /* [worker * COHORT_COUNT + cohort] */
-	_Atomic uint32_t split_gen;  /* bumped by metrics_split_reset() */
-	void *split_raw;             /* allocation behind split (aligned inside) */
-	struct split_slot *split;    /* [worker * SPLIT_COHORTS + split_index()] */
+	void *raw;                  /* allocation behind slots (slots is aligned inside) */
+	struct slot *slots;         /* [worker * COHORT_COUNT + cohort] */
+	_Atomic uint32_t split_gen; /* bumped by metrics_split_reset() */
+	void *split_raw;            /* allocation behind split (aligned inside) */
+	struct split_slot *split;   /* [worker * SPLIT_COHORTS + split_index()] */
 };
 
 struct metrics_registry {

@@ -599,7 +599,7 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 			metrics_record(w->p->metrics, w->id, series, ex->dec.cohort, status, lat,
 			               kind);
 			/* the split guard counts only what the bucket split placed */
-			if (1 /* BROKEN */)
+			if (ex->dec.bucket != UINT32_MAX)
 				metrics_split_record(w->p->metrics, w->id, series, ex->dec.cohort,
 				                     ex->dec.key_hash);
 		}

@@ -148,7 +148,8 @@ struct target_run {
 	uint32_t shadow;  /* mirror percent a shadow step set and has not stopped yet */
 	uint64_t step_canary, step_baseline; /* requests accumulated in this step */
 	struct readings rd;
-	uint32_t srm_weight; /* weight the split guard's count began at; 0: none yet (not persisted) */
+	/* the split guard's count began at this weight; 0: none yet (not persisted) */
+	uint32_t srm_weight;
 };
 
 struct run {
@@ -166,8 +167,8 @@ struct run {
 	uint32_t generation; /* 1 after start, +1 per retry */
 	bool mitigated;      /* the rollback's zero weights were applied */
 	bool analysis_passed;
-	int64_t bake_until_ms; /* > 0: every step done, baking until then */
-	bool finalized;        /* completed and the canaries made stable */
+	int64_t bake_until_ms;    /* > 0: every step done, baking until then */
+	bool finalized;           /* completed and the canaries made stable */
 	int64_t evidence_from_ms; /* max_wait counts from here (step begin, resume) */
 	uint32_t step_iv[3];      /* this step's intervals: passed, inconclusive, failed */
 	struct post post;
@@ -356,13 +357,14 @@ static json_t *run_doc(const struct run *r)
 
 	for (size_t i = 0; i < ro->ntargets; i++)
 		json_array_append_new(
-		    targets, json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I, s:I, s:I}", "name",
-		                       ro->targets[i].name, "weight", (json_int_t)r->targets[i].weight,
-		                       "touched", r->targets[i].touched, "rolled_back",
-		                       r->targets[i].rolled_back, "saved", r->targets[i].saved,
-		                       "shadow", (json_int_t)r->targets[i].shadow, "step_canary",
-		                       (json_int_t)r->targets[i].step_canary, "step_baseline",
-		                       (json_int_t)r->targets[i].step_baseline));
+		    targets,
+		    json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I, s:I, s:I}", "name",
+		              ro->targets[i].name, "weight", (json_int_t)r->targets[i].weight,
+		              "touched", r->targets[i].touched, "rolled_back",
+		              r->targets[i].rolled_back, "saved", r->targets[i].saved, "shadow",
+		              (json_int_t)r->targets[i].shadow, "step_canary",
+		              (json_int_t)r->targets[i].step_canary, "step_baseline",
+		              (json_int_t)r->targets[i].step_baseline));
 	for (size_t i = 0; i < ro->analysis.nchecks; i++) {
 		const struct check_run *cr = &r->checks[i];
 
@@ -1035,12 +1037,12 @@ static json_t *srm_json(const struct srm_verdict *v, bool sticky,
                         const struct metrics_split_snapshot *b)
 {
 	return json_pack("{s:s, s:f, s:f, s:I, s:I, s:o, s:f, s:f, s:b, s:b, s:s}", "unit",
-	                 sticky ? "keys" : "requests", "canary", v->canary, "baseline",
-	                 v->baseline, "canary_requests", (json_int_t)c->requests,
-	                 "baseline_requests", (json_int_t)b->requests, "expected_share",
-	                 isnan(v->expected_share) ? json_null() : json_real(v->expected_share),
-	                 "z", v->z, "p", v->p, "judged", v->judged, "mismatch", v->mismatch,
-	                 "reason", v->reason);
+	                 sticky ? "keys" : "requests", "canary", v->canary, "baseline", v->baseline,
+	                 "canary_requests", (json_int_t)c->requests, "baseline_requests",
+	                 (json_int_t)b->requests, "expected_share",
+	                 isnan(v->expected_share) ? json_null() : json_real(v->expected_share), "z",
+	                 v->z, "p", v->p, "judged", v->judged, "mismatch", v->mismatch, "reason",
+	                 v->reason);
 }
 
 /*
@@ -1074,8 +1076,8 @@ static int srm_guard(struct rollout_engine *e, struct run *r, int64_t now, json_
 			continue;
 		}
 		if (e->be.read_split(e->be.ctx, tg->service, tg->canary, COHORT_CANARY, &c) ||
-		    e->be.read_split(e->be.ctx, tg->service, stable_version(e, tg),
-		                     COHORT_BASELINE, &b))
+		    e->be.read_split(e->be.ctx, tg->service, stable_version(e, tg), COHORT_BASELINE,
+		                     &b))
 			continue;
 		sticky = tg->svc->sticky.kind != CONFIG_KEY_NONE;
 		srm_test(sticky ? c.keys : (double)c.requests, sticky ? b.keys : (double)b.requests,
@@ -1205,7 +1207,7 @@ static int pass_step(struct rollout_engine *e, struct run *r, const char *actor,
 /* ------------------------------------------------------------------------ */
 /* Evidence (docs/rollout.md "Evidence")                                    */
 
-#define MAX_WAIT_FACTOR     4           /* max_wait defaults to 4 x the step's for */
+#define MAX_WAIT_FACTOR     4             /* max_wait defaults to 4 x the step's for */
 #define MAX_WAIT_DEFAULT_MS (60 * MIN_MS) /* ... or 1h when the step has no for */
 
 static bool shadow_metric(const struct config_check *c);
@@ -1256,8 +1258,9 @@ static bool check_applies(const struct run *r, size_t k)
 		}
 		if (!tr->touched || tr->weight == 0)
 			continue;
-		if (tg->kind == CONFIG_TARGET_SERVICE ? tg->svc != NULL
-		                                      : c->source != CONFIG_SOURCE_METRIC && tg->flg)
+		if (tg->kind == CONFIG_TARGET_SERVICE
+		        ? tg->svc != NULL
+		        : c->source != CONFIG_SOURCE_METRIC && tg->flg)
 			return true;
 	}
 	return false;
@@ -1438,11 +1441,11 @@ static bool evidence_gate(struct rollout_engine *e, struct run *r, int64_t now)
 	uint64_t review = 0;
 	int review_target = -1;
 
-	if (1 || !evidence_missing(r, false, list, sizeof(list), &review, &review_target))
+	if (!evidence_missing(r, false, list, sizeof(list), &review, &review_target))
 		return true;
 	if (now - r->evidence_from_ms < (int64_t)max_wait_ms(r))
 		return false;
-	snprintf(why, sizeof(why), "not enough evidence: %s", list);
+	snprintf(why, sizeof(why), "not enough evidence: %.234s", list); /* pause_reason's size */
 	do_pause(e, r, ENGINE_ACTOR, now, why, review, review_target,
 	         json_pack("{s:s, s:o}", "cause", "evidence", "evidence", evidence_json(r)));
 	return false;
@@ -2002,8 +2005,8 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 
 			/* the step's accumulated counts */
 			metrics_snapshot_delta(&tr->rd.step0_canary, &c, &cc[t]);
-			metrics_snapshot_delta(hist ? &tr->rd.cum0_baseline : &tr->rd.step0_baseline,
-			                       &b, &cb[t]);
+			metrics_snapshot_delta(
+			    hist ? &tr->rd.cum0_baseline : &tr->rd.step0_baseline, &b, &cb[t]);
 			tr->rd.step_looks++;
 			if (gathering(r)) {
 				tr->step_canary = cc[t].requests;
@@ -2133,9 +2136,10 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 				    d, "step_evidence",
 				    json_pack("{s:s, s:I, s:I, s:b, s:s}", "outcome",
 				              check_outcome_name(evbest.outcome), "canary_requests",
-				              (json_int_t)evbest.canary_requests, "baseline_requests",
-				              (json_int_t)evbest.baseline_requests, "passed", cr->ev_pass,
-				              "reason", evbest.reason));
+				              (json_int_t)evbest.canary_requests,
+				              "baseline_requests",
+				              (json_int_t)evbest.baseline_requests, "passed",
+				              cr->ev_pass, "reason", evbest.reason));
 			json_array_append_new(evs, ev("verdict", d));
 		}
 		if (act < 0 && best.outcome == CHECK_FAIL &&
@@ -2555,11 +2559,11 @@ static void post_step(struct rollout_engine *e, struct run *r, int64_t now)
 		    now - p->stage_started_ms < (int64_t)r->cfg->rollback.drain_ms)
 			return;
 		{
-			json_t *d = json_pack("{s:I, s:I, s:b, s:b}", "duration_ms",
-			                      (json_int_t)(now - p->stage_started_ms), "limit_ms",
-			                      (json_int_t)r->cfg->rollback.drain_ms,
-			                      "in_flight_known", known, "deadline_hit",
-			                      !known || left > 0);
+			json_t *d =
+			    json_pack("{s:I, s:I, s:b, s:b}", "duration_ms",
+			              (json_int_t)(now - p->stage_started_ms), "limit_ms",
+			              (json_int_t)r->cfg->rollback.drain_ms, "in_flight_known",
+			              known, "deadline_hit", !known || left > 0);
 
 			if (known)
 				json_object_set_new(d, "in_flight_left", json_integer(left));
@@ -3083,7 +3087,7 @@ static json_t *waiting_json(const struct run *r, int64_t now)
 	                     : r->step_started_ms + (int64_t)r->cfg->steps[r->step].for_ms;
 	missing = evidence_missing(r, true, list, sizeof(list), NULL, NULL) > 0;
 	if (now < hold_end) {
-		wait_text(hold_end - now + MIN_MS - 1, left, sizeof(left));
+		wait_text(hold_end - now, left, sizeof(left));
 		snprintf(text, sizeof(text), "waiting for the %s to end (%s left)%s%s",
 		         baking(r) ? "bake" : "step's for", left,
 		         missing ? " and for evidence: " : "", missing ? list : "");

@@ -274,8 +274,9 @@ static void assert_steps_passed_with_evidence(struct env *v, const char *name, c
 		            json_integer_value(json_object_get(c, "min_samples")));
 		assert_true(json_integer_value(
 		                json_object_get(json_object_get(evd, "intervals"), "passed")) >= 1);
-		assert_int_equal(
-		    json_integer_value(json_object_get(json_object_get(evd, "intervals"), "failed")), 0);
+		assert_int_equal(json_integer_value(
+		                     json_object_get(json_object_get(evd, "intervals"), "failed")),
+		                 0);
 	}
 	json_decref(arr);
 	assert_int_equal(n, want);
@@ -334,9 +335,9 @@ static void test_no_traffic_never_promotes(void **state)
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
 	d = rollout_engine_json(v.e, "web-v2");
-	assert_non_null(strstr(json_string_value(json_object_get(json_object_get(d, "step"),
-	                                                         "waiting_for")),
-	                       "waiting for evidence: errors 0/200 canary requests; max_wait in 3m"));
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(json_object_get(d, "step"), "waiting_for")),
+	           "waiting for evidence: errors 0/200 canary requests; max_wait in 3m"));
 	json_decref(d);
 	drive(&v, 179, NULL, 0, 0); /* max_wait = 4 x for = 4m */
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
@@ -345,8 +346,9 @@ static void test_no_traffic_never_promotes(void **state)
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
 	assert_int_equal(last_weight("web"), 1000);
 	assert_int_equal(events(&v, "web-v2", "rollout.paused", &d), 1);
-	assert_string_equal(json_string_value(json_object_get(d, "reason")),
-	                    "not enough evidence: check errors has 0 of 200 requests on the canary");
+	assert_string_equal(
+	    json_string_value(json_object_get(d, "reason")),
+	    "not enough evidence: check errors has 0 of 200 requests on the canary");
 	assert_string_equal(json_string_value(json_object_get(d, "cause")), "evidence");
 	json_decref(d);
 	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", NULL), 0);
@@ -431,8 +433,9 @@ static void test_bad_canary_low_traffic_never_promoted(void **state)
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
 	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", NULL), 0);
 	assert_int_equal(events(&v, "web-v2", "rollout.paused", &d), 1);
-	assert_string_equal(json_string_value(json_object_get(d, "reason")),
-	                    "not enough evidence: check errors has 60 of 200 requests on the canary");
+	assert_string_equal(
+	    json_string_value(json_object_get(d, "reason")),
+	    "not enough evidence: check errors has 60 of 200 requests on the canary");
 	/* the waiting check's review applies: nobody resumes -> rollback */
 	assert_int_equal(json_integer_value(json_object_get(d, "review_deadline")),
 	                 T0 + 120000 + 600000);
@@ -996,8 +999,8 @@ static void test_owner_conflict_and_view(void **state)
 	assert_string_equal(
 	    json_string_value(json_object_get(json_object_get(j, "step"), "waiting_for")),
 	    "waiting for evidence: errors no data yet; max_wait in 1h0m");
-	assert_true(json_is_true(json_object_get(
-	    json_object_get(json_object_get(j, "step"), "evidence"), "required")));
+	assert_true(json_is_true(
+	    json_object_get(json_object_get(json_object_get(j, "step"), "evidence"), "required")));
 	json_decref(j);
 	assert_null(rollout_engine_json(v.e, "nope"));
 	j = rollout_engine_list_json(v.e);
@@ -1295,11 +1298,10 @@ static void test_bake_revert_and_finalize(void **state)
 	drive(&v, 12, "web", 100, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
 	assert_int_equal(events(&v, "web-v2", "rollout.completed", &d), 1);
-	assert_true(json_is_true(
-	    json_object_get(json_object_get(json_object_get(json_object_get(d, "bake_evidence"),
-	                                                    "checks"),
-	                                    "errors"),
-	                    "passed")));
+	assert_true(json_is_true(json_object_get(
+	    json_object_get(json_object_get(json_object_get(d, "bake_evidence"), "checks"),
+	                    "errors"),
+	    "passed")));
 	json_decref(d);
 	assert_int_equal(H.stable_calls, 1);
 	assert_string_equal(H.stable, "web/v2");
