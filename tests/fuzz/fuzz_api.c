@@ -213,8 +213,8 @@ static void api_call(struct api_env *e, const struct api_request *req)
 	if (resp.stream) {
 		resp.stream->closed(resp.stream);
 	} else if (resp.content_type && strstr(resp.content_type, "json") && buf_used(&resp.body)) {
-		json_t *j = json_loadb(buf_head(&resp.body), buf_used(&resp.body), JSON_ALLOW_NUL,
-		                       NULL);
+		json_t *j =
+		    json_loadb(buf_head(&resp.body), buf_used(&resp.body), JSON_ALLOW_NUL, NULL);
 
 		if (!j)
 			abort();

@@ -76,7 +76,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memset(&msg, 0, sizeof(msg));
 	msg.headers = hdrs;
 	while (p < end && msg.nheaders < FIELDS_MAX_HDRS) {
-		hdrs[msg.nheaders].name = msg.nheaders % 3 == 2 ? STR_LIT("X-Other") : STR_LIT("Cookie");
+		hdrs[msg.nheaders].name =
+		    msg.nheaders % 3 == 2 ? STR_LIT("X-Other") : STR_LIT("Cookie");
 		hdrs[msg.nheaders].value = next_line(&p, end);
 		msg.nheaders++;
 	}
@@ -85,7 +86,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		size_t h;
 
 		for (h = 0; h < msg.nheaders; h++)
-			if (v.p >= hdrs[h].value.p && v.p + v.len <= hdrs[h].value.p + hdrs[h].value.len)
+			if (v.p >= hdrs[h].value.p &&
+			    v.p + v.len <= hdrs[h].value.p + hdrs[h].value.len)
 				break;
 		if (h == msg.nheaders)
 			abort();
