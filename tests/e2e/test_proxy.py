@@ -883,8 +883,8 @@ def test_drained_canary_keeps_no_upstream_connections(canaryd, upstream, pyupstr
 # Upstream failures
 
 
-def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream, pyupstream):
-    dead = free_port()  # nothing listens there
+def test_upstream_down_502_timeout_504_and_metrics(canaryd, upstream, pyupstream, dead_port):
+    dead = dead_port()  # bound for the whole test, never listening: refused
     slow = upstream("slow", latency_ms=2000)
     closer = pyupstream(mode="close")  # takes the request, closes without answering
     services = ("  down:\n"
