@@ -26,6 +26,7 @@
 #include "core/bucket.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "core/str.h"
 #include "http/server.h"
 #include "rollout/engine.h"
 #include "store/store.h"
@@ -1334,33 +1335,6 @@ static void h_unexclude(struct api_call *call)
 /* OFREP                                                                      */
 
 /*
- * Length of the well-formed UTF-8 sequence at s[0..n) (RFC 3629: no
- * overlongs, surrogates or code points past U+10FFFF), or 0.
- */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-	size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : 2;
-	unsigned char lo = 0x80, hi = 0xBF;
-
-	if (s[0] < 0xC2 || s[0] > 0xF4 || n < len)
-		return 0;
-	if (s[0] == 0xE0)
-		lo = 0xA0;
-	else if (s[0] == 0xED)
-		hi = 0x9F;
-	else if (s[0] == 0xF0)
-		lo = 0x90;
-	else if (s[0] == 0xF4)
-		hi = 0x8F;
-	if (s[1] < lo || s[1] > hi)
-		return 0;
-	for (size_t i = 2; i < len; i++)
-		if (s[i] < 0x80 || s[i] > 0xBF)
-			return 0;
-	return len;
-}
-
-/*
  * Appends s as a JSON string.  s may be request bytes (a path's key) that
  * are not UTF-8: each byte outside a well-formed sequence becomes U+FFFD, so
  * the body is always valid JSON.
@@ -1374,7 +1348,7 @@ static void json_str(struct buf *b, const char *s, size_t n)
 		unsigned char c = (unsigned char)s[i];
 
 		if (c >= 0x80) {
-			size_t u = utf8_len((const unsigned char *)s + i, n - i);
+			size_t u = str_utf8_len((const unsigned char *)s + i, n - i);
 
 			if (u) {
 				buf_append(b, &s[i], u);

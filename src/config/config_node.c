@@ -15,6 +15,7 @@
 #include <libfyaml.h>
 
 #include "config/config_internal.h"
+#include "core/str.h"
 
 /* --- arena ------------------------------------------------------------------ */
 
@@ -382,6 +383,30 @@ struct cnode *cnode_from_yaml(struct cctx *c, const char *yaml, size_t len)
 	struct cnode *root = NULL;
 	int docs = 0;
 
+	{
+		/*
+		 * YAML is Unicode text: refuse other bytes before libfyaml sees
+		 * them (0.8's directive scanner loops forever on a `%` line with
+		 * 0xFF bytes, found by fuzz_config_yaml).
+		 */
+		size_t bad = str_utf8_invalid(str_make(yaml, len));
+
+		if (bad < len) {
+			int line = 1;
+			size_t col = 1;
+
+			for (size_t i = 0; i < bad; i++) {
+				col++;
+				if (yaml[i] == '\n') {
+					line++;
+					col = 1;
+				}
+			}
+			cerr(c, line, "", "not UTF-8: byte 0x%02X at column %zu",
+			     (unsigned char)yaml[bad], col);
+			return NULL;
+		}
+	}
 	fy_diag_cfg_default(&dc);
 	dc.fp = NULL;
 	dc.output_fn = diag_output;

@@ -121,3 +121,46 @@ int str_template(const char *tmpl, const char *const *vars, char *out, size_t ou
 	out[o] = '\0';
 	return rc;
 }
+
+size_t str_utf8_len(const unsigned char *p, size_t n)
+{
+	size_t len;
+	unsigned char lo = 0x80, hi = 0xBF;
+
+	if (!n)
+		return 0;
+	if (p[0] < 0x80)
+		return 1;
+	len = p[0] >= 0xF0 ? 4 : p[0] >= 0xE0 ? 3 : 2;
+	if (p[0] < 0xC2 || p[0] > 0xF4 || n < len)
+		return 0;
+	if (p[0] == 0xE0)
+		lo = 0xA0;
+	else if (p[0] == 0xED)
+		hi = 0x9F;
+	else if (p[0] == 0xF0)
+		lo = 0x90;
+	else if (p[0] == 0xF4)
+		hi = 0x8F;
+	if (p[1] < lo || p[1] > hi)
+		return 0;
+	for (size_t i = 2; i < len; i++)
+		if (p[i] < 0x80 || p[i] > 0xBF)
+			return 0;
+	return len;
+}
+
+size_t str_utf8_invalid(struct str s)
+{
+	const unsigned char *p = (const unsigned char *)s.p;
+	size_t i = 0;
+
+	while (i < s.len) {
+		size_t u = str_utf8_len(p + i, s.len - i);
+
+		if (!u)
+			return i;
+		i += u;
+	}
+	return s.len;
+}

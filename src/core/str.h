@@ -75,6 +75,17 @@ int str_to_double(struct str s, double *out);
  */
 struct str str_query_param(struct str q, const char *name);
 
+/*
+ * Length of the well-formed UTF-8 sequence at p[0..n) (RFC 3629: no
+ * overlongs, surrogates or code points past U+10FFFF): 1 for ASCII, 2..4,
+ * or 0 when p does not start one (or n is 0).
+ */
+size_t str_utf8_len(const unsigned char *p, size_t n);
+
+/* Offset of the first byte of s outside a well-formed UTF-8 sequence, or
+ * s.len when all of s is UTF-8. */
+size_t str_utf8_invalid(struct str s);
+
 /* Copies s into a newly malloc'd NUL-terminated string; NULL on ENOMEM. */
 char *str_dup(struct str s);
 

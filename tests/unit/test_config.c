@@ -817,6 +817,13 @@ static void test_syntax_errors(void **state)
 	EXPECT("- 1\n", "bad.yaml:1: expected a mapping, got a sequence");
 	EXPECT("workers: 1\n---\nworkers: 2\n", "bad.yaml:2: only one YAML document is allowed");
 	EXPECT("workers: *nope\n", "bad.yaml:1: unknown alias *nope");
+	/* not UTF-8: refused before libfyaml, whose directive scanner looped
+	 * forever on this input (found by fuzz_config_yaml) */
+	EXPECT("a: &p _1, 2]\n%{v: *x, off: false\xff\xff\xff}\n",
+	       "bad.yaml:2: not UTF-8: byte 0xFF at column 20");
+	EXPECT("workers: 1\n# caf\xc3\xa9 ok\nadmin: {listen: \xc0\xaf}\n",
+	       "bad.yaml:3: not UTF-8: byte 0xC0 at column 17");
+	EXPECT("a: \xed\xa0\x80\n", "bad.yaml:1: not UTF-8: byte 0xED at column 4");
 }
 
 static void test_anchors_and_aliases(void **state)
