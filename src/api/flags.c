@@ -630,17 +630,6 @@ static int param(const struct api_call *call, int i, char *buf, size_t len)
 	return 0;
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Percent-decodes p into buf; 0, or -1 (too long, bad escape, NUL). */
 static int pct_decode(struct str p, char *buf, size_t len)
 {
@@ -654,8 +643,8 @@ static int pct_decode(struct str p, char *buf, size_t len)
 
 			if (i + 2 >= p.len)
 				return -1;
-			hi = hexval(p.p[i + 1]);
-			lo = hexval(p.p[i + 2]);
+			hi = str_hexval((unsigned char)p.p[i + 1]);
+			lo = str_hexval((unsigned char)p.p[i + 2]);
 			if (hi < 0 || lo < 0)
 				return -1;
 			c = (char)(hi * 16 + lo);

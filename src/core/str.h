@@ -53,6 +53,18 @@ static inline int str_has_prefix(struct str s, struct str prefix)
 	return s.len >= prefix.len && memcmp(s.p, prefix.p, prefix.len) == 0;
 }
 
+/* The value of hex digit c (0-9, a-f, A-F), or -1. */
+static inline int str_hexval(unsigned char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
 /* Trims optional whitespace (SP / HTAB) from both ends. */
 struct str str_trim(struct str s);
 

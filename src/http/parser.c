@@ -139,17 +139,6 @@ static int is_tchar(unsigned char c)
 	       (c && strchr("!#$%&'*+-.^_`|~", c));
 }
 
-static int hex_value(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * Follows n bytes of chunk framing that llhttp is about to get, stopping
  * before the first byte of an extension (the state is then CK_EXT).
@@ -165,8 +154,8 @@ static size_t chunk_track(struct http_chunk_scan *s, const char *d, size_t n)
 
 		switch (s->st) {
 		case CK_SIZE:
-			if (hex_value(c) >= 0 && s->digits < 16) {
-				s->size = s->size * 16 + (uint64_t)hex_value(c);
+			if (str_hexval(c) >= 0 && s->digits < 16) {
+				s->size = s->size * 16 + (uint64_t)str_hexval(c);
 				s->digits++;
 			} else if (c == '\r') {
 				s->st = CK_SIZE_LF;
