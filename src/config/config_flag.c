@@ -89,6 +89,8 @@ static void check_values(struct cctx *c, const struct config_condition *cd, cons
 		int line = vn->type == CN_SEQ ? vn->items[i]->line : vn->line;
 		int64_t ts;
 
+		if (!v)
+			continue; /* not a string: get_strlist() reported it */
 		if (vn->type == CN_SEQ)
 			path_idx(sub, path, i);
 		else

@@ -105,10 +105,15 @@ struct anchor {
 	struct cnode *node;
 };
 
+/* Collections nest at most this deep (canaryd's own schema needs ~8); deeper
+ * input would recurse without bound (found by fuzz_config_yaml). */
+#define YAML_MAX_DEPTH 64
+
 struct ybuild {
 	struct cctx *c;
 	struct fy_parser *fyp;
 	int last_line;
+	unsigned depth; /* collections open around the current node */
 	bool failed;
 	struct anchor *anchors;
 	size_t nanchors, capanchors;
@@ -363,8 +368,16 @@ static struct cnode *yb_node(struct ybuild *b, struct fy_event *ev)
 		    ev->type == FYET_MAPPING_START ? FYET_MAPPING_END : FYET_SEQUENCE_END;
 
 		fy_parser_event_free(b->fyp, ev);
+		if (b->depth >= YAML_MAX_DEPTH) {
+			cerr(b->c, line, "", "collections nested deeper than %d levels",
+			     YAML_MAX_DEPTH);
+			b->failed = true;
+			return NULL;
+		}
 		/* registered after the children: an alias cannot refer to its own parent */
+		b->depth++;
 		n = yb_collection(b, n, end);
+		b->depth--;
 		anchor_add(b, anchor_name, n);
 		return n;
 	}

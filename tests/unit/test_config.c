@@ -824,6 +824,20 @@ static void test_syntax_errors(void **state)
 	EXPECT("workers: 1\n# caf\xc3\xa9 ok\nadmin: {listen: \xc0\xaf}\n",
 	       "bad.yaml:3: not UTF-8: byte 0xC0 at column 17");
 	EXPECT("a: \xed\xa0\x80\n", "bad.yaml:1: not UTF-8: byte 0xED at column 4");
+	{
+		/* deeper than the loader recurses (found by fuzz_config_yaml) */
+		char deep[256];
+		size_t n = 0;
+
+		n += (size_t)snprintf(deep, sizeof(deep), "a: ");
+		for (int i = 0; i < 70; i++)
+			deep[n++] = '[';
+		for (int i = 0; i < 70; i++)
+			deep[n++] = ']';
+		deep[n++] = '\n';
+		deep[n] = '\0';
+		EXPECT(deep, "bad.yaml:1: collections nested deeper than 64 levels");
+	}
 }
 
 static void test_anchors_and_aliases(void **state)
@@ -1436,6 +1450,19 @@ static void test_json_strict_types(void **state)
 		config_error_format(config_errors_get(&errs, i), line, sizeof(line));
 		assert_string_equal(line, want[i]);
 	}
+	config_errors_release(&errs);
+	json_decref(def);
+	/* a condition value of the wrong type is an error, never a NULL the
+	 * operator check reads (found by fuzz_flag_eval) */
+	def = json_loads("{\"match\": [{\"attr\": \"n\", \"op\": \"gte\", \"values\": [true]}]}", 0,
+	                 NULL);
+	assert_non_null(def);
+	config_errors_init(&errs);
+	assert_null(config_segment_from_json("request", "s", def, &errs));
+	assert_int_equal(config_errors_count(&errs), 1);
+	config_error_format(config_errors_get(&errs, 0), line, sizeof(line));
+	assert_string_equal(line,
+	                    "request: match[0].values[0]: expected a string, got the boolean true");
 	config_errors_release(&errs);
 	json_decref(def);
 }
