@@ -231,7 +231,8 @@ int api_json_numbers_check(const char *p, size_t len, char *field, size_t flen, 
 			tl = n < sizeof(t) ? n : sizeof(t) - 1;
 			memcpy(t, p + i, tl);
 			t[tl] = '\0';
-			if (!number_fits(t)) {
+			/* longer than t: what the cut reads is not the number (1e-000...400) */
+			if (n >= sizeof(t) || !number_fits(t)) {
 				numscan_path(st, depth, field, flen);
 				snprintf(num, numlen, "%s", t);
 				return -1;

@@ -157,7 +157,8 @@ json_t *api_body_json(struct api_call *call);
 /*
  * Checks the numbers of a JSON text that jansson accepted: a number whose
  * value underflows a double (1e-400 would silently become 0, 1e-310 a
- * subnormal) is refused, as nothing here can tell it from what was meant.
+ * subnormal) is refused, as nothing here can tell it from what was meant;
+ * so is any number written with 512 characters or more.
  * 0 when all are fine; -1 with the number's field path written to field
  * ("rollout.on", "exclude[2]", "" for a top-level value; cut to flen) and
  * its text to num (cut to numlen).

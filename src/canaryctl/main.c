@@ -94,9 +94,12 @@ int ctl_call_ex(const struct ctl *ctl, const char *method, const char *path, jso
 	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
 	cc = curl_easy_perform(c);
 	if (cc != CURLE_OK) {
-		if (!(flags & CTL_QUIET_TRANSIENT))
-			fprintf(stderr, "canaryctl: %s: %s\n", buf_cstr(&url),
-			        curl_easy_strerror(cc));
+		if (!(flags & CTL_QUIET_TRANSIENT)) {
+			char shown[1024]; /* --server may carry user:password@ */
+
+			config_url_redact(buf_cstr(&url), shown, sizeof(shown));
+			fprintf(stderr, "canaryctl: %s: %s\n", shown, curl_easy_strerror(cc));
+		}
 		goto out;
 	}
 	curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);

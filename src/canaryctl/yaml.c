@@ -17,6 +17,13 @@
 /* Deeper than any document the server sends; jansson's parser stops at 2048. */
 #define YAML_MAX_DEPTH 128
 
+/*
+ * An implicit key ("k: v") is at most 1024 characters (YAML 1.2 §7.4.2,
+ * 1.1 the same).  A key longer than this many bytes, which escapes can make
+ * up to 6 times longer, is written explicit ("? k" then ": v").
+ */
+#define YAML_IMPLICIT_KEY_MAX 160
+
 /* Words some YAML version reads as null or a boolean (compared case-blind). */
 static const char *const reserved_words[] = {"null", "true", "false", "yes", "no",
                                              "on",   "off",  "y",     "n"};
@@ -171,7 +178,7 @@ static int put_indent(struct buf *b, int indent)
  */
 static int put_block(struct buf *b, const json_t *v, int indent, bool first_inline, int depth)
 {
-	bool first = true;
+	bool first = true, explicit_key;
 	const char *k;
 	json_t *item;
 	size_t i;
@@ -184,10 +191,17 @@ static int put_block(struct buf *b, const json_t *v, int indent, bool first_inli
 			if (!(first && first_inline) && put_indent(b, indent))
 				return -1;
 			first = false;
-			if (put_string(b, k, strlen(k)) || buf_append_str(b, ":"))
+			explicit_key = strlen(k) > YAML_IMPLICIT_KEY_MAX;
+			if (explicit_key &&
+			    (buf_append_str(b, "? ") || put_string(b, k, strlen(k)) ||
+			     buf_append_str(b, "\n") || put_indent(b, indent)))
+				return -1;
+			if ((!explicit_key && put_string(b, k, strlen(k))) ||
+			    buf_append_str(b, ":"))
 				return -1;
 			if (is_block(item)) {
-				int child = json_is_array(item) ? indent : indent + 2;
+				int child =
+				    json_is_array(item) && !explicit_key ? indent : indent + 2;
 
 				/* a list under a key may sit at the key's column */
 				if (buf_append_str(b, "\n") ||

@@ -93,7 +93,10 @@ struct cfg_redaction {
  * wherever it appears).  Nodes from JSON are ignored.
  */
 void cnode_redact_secret(struct cctx *c, const struct cnode *n, const char *secret);
-/* The same for a URL scalar: only its password (config_url_redact) is hidden. */
+/*
+ * The same for a URL scalar: only its password (config_url_redact) is hidden,
+ * and the snapshot shows the rest as written (before ${ENV}).
+ */
 void cnode_redact_url(struct cctx *c, const struct cnode *n, const char *url);
 /*
  * The source text with every recorded span replaced, and every recorded

@@ -1264,8 +1264,17 @@ void cnode_redact_url(struct cctx *c, const struct cnode *n, const char *url)
 {
 	char shown[4096], *q, *o;
 
-	if (n->json || !config_url_redact(url, shown, sizeof(shown)))
+	if (n->json)
 		return;
+	/*
+	 * The span shows the text as written (n->text, before ${ENV}): an
+	 * expansion may hold a secret config_url_redact cannot see (a webhook's
+	 * path).  A password only the expansion holds is hidden below anyway.
+	 */
+	if (!config_url_redact(n->text, shown, sizeof(shown))) {
+		redact_add(c, NULL, NULL, url_password(c, url));
+		return;
+	}
 	/* as a YAML double-quoted scalar */
 	q = cfg_arena_alloc(c->tmp, 2 * strlen(shown) + 3);
 	if (!q)

@@ -11,7 +11,7 @@ import pytest
 
 import yaml  # python3-yaml: scripts/install-deps installs it
 
-from conftest import ADMIN_TOKEN, bin_path, wait_until  # noqa: E402
+from conftest import ADMIN_TOKEN, bin_path, http, wait_until  # noqa: E402
 
 # A flag whose description and variant values are the hard cases for YAML.
 TRICKY_FLAG = r'''flags:
@@ -143,3 +143,16 @@ def test_watch_yaml_prints_one_document_per_change(daemon):
     view = wait_until(settled, 10, 0.05, "web-v2 finalized")
     out = ctl(d, "-o", "yaml", "watch", "web-v2", "--interval-ms", "50")
     assert list(yaml.safe_load_all(out)) == [view], out
+
+
+def test_yaml_long_keys(daemon):
+    """YAML caps an implicit key at 1024 characters: a variant value's longer
+    key (escapes count: 200 control bytes are 1200 characters) still reads back."""
+    d = daemon
+    value = {"k" * 1100: [1, {"x": 2}], "\x01" * 200: {"a": 1}, "short": 3}
+    st, _, body = http("PUT", d.url + "/v1/feature-flags/longkeys",
+                       {"variants": {"on": value, "off": None}, "off_variant": "off"},
+                       token=ADMIN_TOKEN)
+    assert st in (200, 201), body
+    flag, _ = same(d, "flags", "get", "longkeys")
+    assert flag["variants"]["on"] == value

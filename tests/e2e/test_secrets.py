@@ -249,3 +249,13 @@ def test_no_secret_on_any_surface(procs, upstream, tmp_path, dead_port):
         assert r.returncode != 0, (new, r.stdout)
         assert "pg.yaml:" in r.stdout + r.stderr
         assert_clean(f"canaryd --check with {new[:12]}...", r.stdout + r.stderr)
+
+
+def test_canaryctl_never_prints_the_server_url_password(dead_port):
+    # a refused connection names the server it tried, with its password hidden
+    url = "http://ops:zz-ctl-password@127.0.0.1:%d" % dead_port()
+    r = subprocess.run([bin_path("canaryctl"), "--server", url, "status"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r
+    assert "ops:<redacted>@127.0.0.1" in r.stderr, r.stderr
+    assert "zz-ctl-password" not in r.stdout + r.stderr

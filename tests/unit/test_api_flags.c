@@ -370,6 +370,24 @@ static void test_numbers_check(void **state)
 		assert_int_equal(api_json_numbers_check(good[i], strlen(good[i]), field,
 		                                        sizeof(field), num, sizeof(num)),
 		                 0);
+	/* padded past any cut the scanner makes: 1e-400 and 1e-601 written long */
+	{
+		static const char *const heads[] = {"{\"a\": 1e-", "{\"a\": 0."};
+		static const char *const tails[] = {"400}", "1}"};
+		char body[1024];
+
+		for (size_t i = 0; i < 2; i++) {
+			size_t hl = strlen(heads[i]);
+
+			memcpy(body, heads[i], hl);
+			memset(body + hl, '0', 600);
+			snprintf(body + hl + 600, sizeof(body) - hl - 600, "%s", tails[i]);
+			assert_int_equal(api_json_numbers_check(body, strlen(body), field,
+			                                        sizeof(field), num, sizeof(num)),
+			                 -1);
+			assert_string_equal(field, "a");
+		}
+	}
 }
 
 static void test_bulk_etag_and_change(void **state)

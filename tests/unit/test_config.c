@@ -1364,6 +1364,56 @@ static void test_snapshot_redaction(void **state)
 	unsetenv("CANARYD_TEST_SECRET_ENV");
 }
 
+/*
+ * A URL redacted in the snapshot shows its text as written: a value that
+ * came from ${ENV} (a webhook's secret path) is never expanded into it.
+ */
+static void test_snapshot_url_keeps_env_references(void **state)
+{
+	const char *yaml = "store: \"postgres://u:zz-pg-pw@${CANARYD_TEST_PG_HOST}/db\"\n"
+	                   "services:\n"
+	                   "  web:\n"
+	                   "    versions:\n"
+	                   "      v1: {endpoints: [127.0.0.1:7001]}\n"
+	                   "      v2: {endpoints: [127.0.0.1:7002]}\n"
+	                   "    stable: v1\n"
+	                   "rollouts:\n"
+	                   "  web:\n"
+	                   "    targets: {web: {service: web, canary: v2}}\n"
+	                   "    steps:\n"
+	                   "      - weight: 10\n"
+	                   "    notify:\n"
+	                   "      - webhook: https://u:${CANARYD_TEST_HOOK_PW}@hooks.example.com/"
+	                   "${CANARYD_TEST_HOOK_PATH}\n";
+	struct config_errors errs = {0};
+	struct config *cfg;
+
+	(void)state;
+	setenv("CANARYD_TEST_PG_HOST", "db.example.com", 1);
+	setenv("CANARYD_TEST_HOOK_PW", "zz-hook-env-pw", 1);
+	setenv("CANARYD_TEST_HOOK_PATH", "services/T0/zz-slack-path-secret", 1);
+	cfg = config_load_string("s.yaml", yaml, strlen(yaml), &errs);
+	if (!cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(cfg);
+	assert_string_equal(cfg->rollouts[0].notify[0].webhook,
+	                    "https://u:zz-hook-env-pw@hooks.example.com/"
+	                    "services/T0/zz-slack-path-secret");
+	assert_no_secret(cfg->source, "zz-slack-path-secret");
+	assert_no_secret(cfg->source, "zz-hook-env-pw");
+	assert_no_secret(cfg->source, "zz-pg-pw");
+	assert_non_null(strstr(cfg->source, "store: \"postgres://u:<redacted>@"
+	                                    "${CANARYD_TEST_PG_HOST}/db\"\n"));
+	assert_non_null(strstr(cfg->source, "webhook: \"https://u:<redacted>@hooks.example.com/"
+	                                    "${CANARYD_TEST_HOOK_PATH}\"\n"));
+	assert_int_equal(strlen(cfg->source), cfg->source_len);
+	config_free(cfg);
+	config_errors_release(&errs);
+	unsetenv("CANARYD_TEST_PG_HOST");
+	unsetenv("CANARYD_TEST_HOOK_PW");
+	unsetenv("CANARYD_TEST_HOOK_PATH");
+}
+
 static void test_url_redact(void **state)
 {
 	char out[256];
@@ -1518,6 +1568,7 @@ int main(void)
 	    cmocka_unit_test(test_flag_from_json),
 	    cmocka_unit_test(test_errors_list),
 	    cmocka_unit_test(test_snapshot_redaction),
+	    cmocka_unit_test(test_snapshot_url_keeps_env_references),
 	    cmocka_unit_test(test_url_redact),
 	    cmocka_unit_test(test_url_errors_redacted),
 	    cmocka_unit_test(test_name_rule),
