@@ -137,6 +137,8 @@ struct readings {
 	 */
 	bool have_step0;
 	uint32_t step_looks; /* intervals evaluated since step0 */
+	/* the step's requests counted before step0 (persisted, from before a restart) */
+	uint64_t step_canary0, step_baseline0;
 	struct metrics_cohort_snapshot step0_canary, step0_baseline;
 };
 
@@ -483,6 +485,9 @@ static int run_parse(struct run *r, const char *text)
 	r->bake_until_ms = jint(o, "bake_until");
 	r->finalized = json_is_true(json_object_get(o, "finalized"));
 	r->evidence_from_ms = jint(o, "evidence_from");
+	if (!r->evidence_from_ms) /* written before evidence gating: from the step's start */
+		r->evidence_from_ms =
+		    r->bake_until_ms ? r->bake_until_ms - (int64_t)ro->bake_ms : r->step_started_ms;
 	for (i = 0; i < 3; i++)
 		r->step_iv[i] = (uint32_t)json_integer_value(
 		    json_array_get(json_object_get(o, "step_intervals"), i));
@@ -1342,6 +1347,7 @@ static void evidence_reset(struct rollout_engine *e, struct run *r, int64_t now)
 		struct target_run *tr = &r->targets[t];
 
 		tr->step_canary = tr->step_baseline = 0;
+		tr->rd.step_canary0 = tr->rd.step_baseline0 = 0;
 		tr->rd.have_step0 = false;
 		tr->rd.step_looks = 0;
 		if (tg->kind != CONFIG_TARGET_SERVICE || !tg->svc)
@@ -1994,6 +2000,8 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			tr->rd.step0_canary = tr->rd.have_prev ? tr->rd.prev_canary : c;
 			tr->rd.step0_baseline = tr->rd.have_prev ? tr->rd.prev_baseline : b;
 			tr->rd.step_looks = 0;
+			tr->rd.step_canary0 = tr->step_canary;
+			tr->rd.step_baseline0 = tr->step_baseline;
 			tr->rd.have_step0 = true;
 		}
 		if (tr->rd.have_prev && tr->touched && tr->weight > 0) {
@@ -2009,8 +2017,8 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			    hist ? &tr->rd.cum0_baseline : &tr->rd.step0_baseline, &b, &cb[t]);
 			tr->rd.step_looks++;
 			if (gathering(r)) {
-				tr->step_canary = cc[t].requests;
-				tr->step_baseline = cb[t].requests;
+				tr->step_canary = tr->rd.step_canary0 + cc[t].requests;
+				tr->step_baseline = tr->rd.step_baseline0 + cb[t].requests;
 			}
 			metrics_snapshot_delta(&tr->rd.prev_canary, &c, &dc[t]);
 			if (hist)
@@ -2122,7 +2130,8 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			all_pass = false;
 		if (best.outcome == CHECK_FAIL)
 			any_fail = true;
-		evidence_note(r, k, &best, ev_t >= 0 ? &evbest : NULL);
+		if (srm < 0) /* unequal slices: nothing of this step counts (below) */
+			evidence_note(r, k, &best, ev_t >= 0 ? &evbest : NULL);
 		{
 			json_t *d = check_verdict_json(&best);
 
@@ -2150,6 +2159,13 @@ static void evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		goto out;
 	if (any && gathering(r))
 		r->step_iv[any_fail ? 2 : all_pass ? 0 : 1]++;
+	/*
+	 * A sample-ratio mismatch invalidates what the step accumulated (a pass
+	 * earned on it included): the evidence starts again from here, so a
+	 * resume waits for a pass on fresh data.
+	 */
+	if (srm >= 0 && gathering(r))
+		evidence_reset(e, r, now);
 	if (any && all_pass && r->state == ROLLOUT_PROGRESSING && r->step < ro->nsteps &&
 	    r->phase == PHASE_RUNNING && ro->steps[r->step].kind == CONFIG_STEP_ANALYSIS &&
 	    now - (int64_t)interval >= r->step_started_ms)

@@ -44,6 +44,7 @@ static struct fake {
 	int fail_set; /* set_weight returns this when non-zero */
 	struct series series[16];
 	int nseries;
+	uint64_t split[2]; /* service web's split count: canary (v2), baseline (v1) */
 } F;
 
 static int fake_set(void *ctx, const char *svc, const char *canary, uint32_t w, const char *actor)
@@ -76,6 +77,23 @@ static int fake_read(void *ctx, const char *svc, const char *ver, enum cohort c,
 {
 	(void)ctx;
 	*out = series(svc, ver, c)->s;
+	return 0;
+}
+
+/* The split guard's counts (service web only): requests, exact. */
+static void fake_split_reset(void *ctx, const char *svc, const char *ver)
+{
+	(void)ctx;
+	if (!strcmp(svc, "web"))
+		F.split[!strcmp(ver, "v2") ? 0 : 1] = 0;
+}
+
+static int fake_split_read(void *ctx, const char *svc, const char *ver, enum cohort c,
+                           struct metrics_split_snapshot *out)
+{
+	(void)ctx, (void)ver;
+	out->requests = !strcmp(svc, "web") ? F.split[c == COHORT_CANARY ? 0 : 1] : 0;
+	out->keys = (double)out->requests;
 	return 0;
 }
 
@@ -481,6 +499,105 @@ static void test_require_evidence_false(void **state)
 	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
 	drive(&v, 30, NULL, 0, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	env_close(&v);
+}
+
+/*
+ * A sample-ratio mismatch makes the step's comparison invalid: the evidence
+ * gathered before it (even a pass in the same interval) does not survive, so
+ * a resume waits for a pass on fresh data instead of promoting at once.
+ */
+static void test_srm_resume_needs_fresh_evidence(void **state)
+{
+	struct env v;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 10, for: 30s}, {weight: 100}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
+	v.be.split_reset = fake_split_reset;
+	v.be.read_split = fake_split_read;
+	env_restart(&v);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	for (int i = 0; i < 10; i++) { /* healthy, but the canary gets 3 units for 2 */
+		F.split[0] += 150, F.split[1] += 100;
+		drive(&v, 1, "web", 100, 0);
+	}
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(events(&v, "web-v2", "rollout.srm", NULL), 1);
+	drive(&v, 30, NULL, 0, 0); /* the step's for runs out while paused */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
+	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", NULL), 0);
+	for (int i = 0; i < 10; i++) { /* equal slices again: a fresh pass */
+		F.split[0] += 100, F.split[1] += 100;
+		drive(&v, 1, "web", 100, 0);
+	}
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(events(&v, "web-v2", "rollout.srm", NULL), 1);
+	assert_steps_passed_with_evidence(&v, "web-v2", "errors", 1);
+	env_close(&v);
+}
+
+/*
+ * A run persisted before evidence gating has no evidence_from: after the
+ * upgrade its max_wait counts from the step's start, it does not pause the
+ * moment the step's for ends.
+ */
+static void test_old_document_counts_max_wait_from_the_step(void **state)
+{
+	struct env v;
+	json_t *doc;
+	char *text;
+
+	(void)state;
+	env_open(&v, evidence_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 30, NULL, 0, 0);
+	assert_int_equal(store_doc_get(v.st, "rollout", "web-v2", &text, NULL), 0);
+	doc = json_loads(text, 0, NULL);
+	free(text);
+	assert_non_null(doc);
+	assert_int_equal(json_object_del(doc, "evidence_from"), 0);
+	text = json_dumps(doc, JSON_COMPACT);
+	json_decref(doc);
+	assert_int_equal(store_doc_put(v.st, "rollout", "web-v2", text, STORE_REV_ANY, NULL), 0);
+	free(text);
+	env_restart(&v);
+	drive(&v, 60, NULL, 0, 0); /* for has ended; max_wait (4m) has not */
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	drive(&v, 150, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	env_close(&v);
+}
+
+/* The step's request counts survive a restart: what came after adds to them. */
+static void test_step_counts_survive_a_restart(void **state)
+{
+	struct env v;
+	json_t *d, *c, *t;
+
+	(void)state;
+	env_open(&v, evidence_yaml);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	drive(&v, 20, "web", 10, 0); /* 200 canary requests: evidence earned */
+	env_restart(&v);
+	drive(&v, 20, "web", 10, 0); /* 200 more, counted from the reading at load */
+	d = rollout_engine_json(v.e, "web-v2");
+	c = json_object_get(
+	    json_object_get(json_object_get(json_object_get(d, "step"), "evidence"), "checks"),
+	    "errors");
+	t = json_object_get(
+	    json_object_get(json_object_get(json_object_get(d, "step"), "evidence"), "targets"),
+	    "web");
+	assert_true(json_is_true(json_object_get(c, "passed")));
+	assert_int_equal(json_integer_value(json_object_get(c, "canary_requests")), 200);
+	assert_int_equal(json_integer_value(json_object_get(t, "canary_requests")), 400);
+	json_decref(d);
 	env_close(&v);
 }
 
@@ -1568,6 +1685,9 @@ int main(void)
 	    cmocka_unit_test(test_load_stops_mid_step),
 	    cmocka_unit_test(test_bad_canary_low_traffic_never_promoted),
 	    cmocka_unit_test(test_require_evidence_false),
+	    cmocka_unit_test(test_srm_resume_needs_fresh_evidence),
+	    cmocka_unit_test(test_old_document_counts_max_wait_from_the_step),
+	    cmocka_unit_test(test_step_counts_survive_a_restart),
 	    cmocka_unit_test(test_bad_canary_rolls_back),
 	    cmocka_unit_test(test_min_samples_never_pass),
 	    cmocka_unit_test(test_for_is_consecutive),
