@@ -575,7 +575,8 @@ int config_summary(const struct config *cfg, char *buf, size_t n);
  * Appends to warns (caller owns) one entry per setting that lets a rollout
  * advance without evidence (docs/rollout.md, Evidence): `require_evidence:
  * false` on a step or check, a rollout without checks, a traffic step no
- * check can judge.  Warnings, not errors: `canaryd --check` prints them and
+ * check can judge, an `analysis.max_wait` shorter than a step's `for` (that
+ * step would pause as soon as its for ends).  Warnings, not errors: `canaryd --check` prints them and
  * still exits 0.  Returns how many were added.
  */
 size_t config_evidence_warnings(const struct config *cfg, struct config_errors *warns);

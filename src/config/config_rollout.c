@@ -978,6 +978,16 @@ size_t config_evidence_warnings(const struct config *cfg, struct config_errors *
 
 			if (st->kind != CONFIG_STEP_SET && st->kind != CONFIG_STEP_SHADOW)
 				continue;
+			if (!st->time_only && !st->max_wait_ms && r->analysis.max_wait_ms &&
+			    r->analysis.max_wait_ms < st->for_ms) {
+				snprintf(path, sizeof(path), "rollouts.%s.analysis.max_wait",
+				         r->name);
+				config_errors_add(
+				    warns, cfg->file, r->analysis.line, path,
+				    "shorter than steps[%zu].for: that step pauses for "
+				    "evidence as soon as its for ends",
+				    s);
+			}
 			if (st->time_only) {
 				snprintf(path, sizeof(path),
 				         "rollouts.%s.steps[%zu].require_evidence", r->name, s);

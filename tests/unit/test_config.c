@@ -1517,6 +1517,42 @@ static void test_json_strict_types(void **state)
 	json_decref(def);
 }
 
+static void test_evidence_warnings(void **state)
+{
+	static const char yaml[] =
+	    "services:\n"
+	    "  web:\n"
+	    "    versions: {v1: {endpoints: [127.0.0.1:9]}, v2: {endpoints: "
+	    "[127.0.0.1:9]}}\n"
+	    "    stable: v1\n"
+	    "rollouts:\n"
+	    "  x:\n"
+	    "    target: {service: web, canary: v2}\n"
+	    "    steps:\n"
+	    "      - {weight: 5, for: 10m}\n"
+	    "      - {weight: 50, for: 10m, max_wait: 20m}\n"
+	    "      - {weight: 100}\n"
+	    "    analysis:\n"
+	    "      max_wait: 5m\n"
+	    "      checks: [{name: errors, metric: error_rate, max: 0.05}]\n";
+	struct config_errors errs = {0}, warns = {0};
+	struct config *cfg = config_load_string("w.yaml", yaml, strlen(yaml), &errs);
+	char line[512];
+
+	(void)state;
+	assert_non_null(cfg);
+	/* step 0 would pause when its for ends; step 1 has its own max_wait (the
+	 * line is the analysis block's: the loaded model keeps no line per key) */
+	assert_int_equal(config_evidence_warnings(cfg, &warns), 1);
+	config_error_format(config_errors_get(&warns, 0), line, sizeof(line));
+	assert_string_equal(line, "w.yaml:12: rollouts.x.analysis.max_wait: shorter than "
+	                          "steps[0].for: that step pauses for evidence as soon as its "
+	                          "for ends");
+	config_errors_release(&warns);
+	config_errors_release(&errs);
+	config_free(cfg);
+}
+
 static void test_errors_list(void **state)
 {
 	struct config_errors errs;
@@ -1566,6 +1602,7 @@ int main(void)
 	    cmocka_unit_test(test_parse_addr),
 	    cmocka_unit_test(test_other_validators),
 	    cmocka_unit_test(test_flag_from_json),
+	    cmocka_unit_test(test_evidence_warnings),
 	    cmocka_unit_test(test_errors_list),
 	    cmocka_unit_test(test_snapshot_redaction),
 	    cmocka_unit_test(test_snapshot_url_keeps_env_references),
