@@ -6,6 +6,7 @@
  */
 #include <ctype.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -167,8 +168,11 @@ static void diag_output(struct fy_diag *diag, void *user, const char *buf, size_
 
 		while (q > text && isdigit((unsigned char)q[-1]))
 			q--;
-		for (; q < p - 1; q++)
+		/* a line past INT_MAX / 10 is no line we read (found by fuzz_config_yaml) */
+		for (; q < p - 1 && line < INT_MAX / 10; q++)
 			line = line * 10 + (*q - '0');
+		if (q < p - 1)
+			line = 0;
 	}
 	e += strlen(tag);
 	ml = strcspn(e, "\n");
