@@ -126,7 +126,6 @@ struct cconn {
 	int paused;      /* request parsing paused: upstream output full */
 	int version10;
 	int read_blocked;        /* stopped reading with data possibly left in the socket */
-	int rdhup;               /* the client sent FIN or failed: read until EOF/error */
 	int aborting;            /* the upstream failed mid-response: reset, do not flush */
 	struct loop_defer kick;  /* resumes reading at the end of the turn (no recursion) */
 	struct loop_timer delay; /* a delay fault */
@@ -702,10 +701,14 @@ static int version_draining(const struct cconn *c)
 
 static void up_process(struct uconn *u)
 {
-	while (!u->closed && u->client && !u->paused && buf_used(&u->in)) {
+	/* the first feed may be empty: a response whose last body bytes came
+	 * before a pause completes only on the parser's next run */
+	for (int first = 1; !u->closed && u->client && !u->paused && (first || buf_used(&u->in));
+	     first = 0) {
 		struct cconn *c = u->client;
 		size_t used = 0;
-		int rc = http_parser_feed(&u->parser, buf_head(&u->in), buf_used(&u->in), &used);
+		int rc = http_parser_feed(&u->parser, buf_used(&u->in) ? buf_head(&u->in) : "",
+		                          buf_used(&u->in), &used);
 
 		buf_consume(&u->in, used);
 		if (rc == HTTP_PARSE_AGAIN)
@@ -783,6 +786,11 @@ static void up_read(struct uconn *u)
 
 			up_process(u);
 			if (u->closed || !u->client)
+				return;
+			/* the client is behind (paused, or resumed with a kick
+			 * queued): the rest is parsed once it catches up, and this
+			 * EOF (or error) is read again then */
+			if (u->paused || buf_used(&u->in))
 				return;
 			if (n == 0 && http_parser_finish(&u->parser) == HTTP_PARSE_DONE) {
 				struct cconn *c = u->client;

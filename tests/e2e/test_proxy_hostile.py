@@ -10,6 +10,7 @@ import re
 import signal
 import socket
 import threading
+import time
 
 import pytest
 
@@ -220,3 +221,145 @@ def test_chunk_extensions_are_accepted_and_dropped(canaryd, pyupstream):
                                     b"0\r\n\r\n")
     assert status_of(raw) == 400, raw
     assert [r["line"].split()[1] for r in up.snapshot()[1]] == ["/ext"]
+
+
+def read_head(s, buf=b""):
+    while b"\r\n\r\n" not in buf:
+        b = s.recv(65536)
+        if not b:
+            raise AssertionError("closed before a head: %r" % buf)
+        buf += b
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    return head, rest
+
+
+def rx_queue(remote_port):
+    """Bytes queued for reading on the local TCP sockets connected to
+    127.0.0.1:remote_port (from /proc/net/tcp)."""
+    n = 0
+    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+        f = line.split()
+        if int(f[2].split(":")[1], 16) == remote_port:
+            n += int(f[4].split(":")[1], 16)
+    return n
+
+
+@pytest.mark.parametrize("ending", ["fin", "keepalive"])
+def test_a_burst_past_the_clients_high_water_mark_completes(canaryd, ending):
+    """All of a response comes in one read (the proxy is stopped while it
+    arrives), and parsing it takes the client's output past its high-water
+    mark, so response parsing pauses.  "fin": the upstream's FIN comes with
+    the last data (LOOP_RDHUP: read on to the EOF) and a chunk is still
+    unparsed: the EOF must wait for the client to catch up, not cut the
+    response short.  "keepalive": the pause falls on the last body byte: the
+    message must still complete once the client catches up (no data is left
+    to parse), and the next request on the connection gets its answer."""
+    ls = socket.socket()
+    ls.bind(("127.0.0.1", 0))
+    ls.listen(4)
+    got2, go, sent = threading.Event(), threading.Event(), threading.Event()
+    big = 4 << 20
+    # T bytes in one read; not a multiple of the 16 KiB read size, so only the
+    # FIN tells the proxy to read on
+    T = (256 << 10) - 10
+    if ending == "fin":
+        head2 = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        tail = b"\r\n1\r\nZ\r\n0\r\n\r\n"
+        a_len = 0
+        while True:  # head2 + "%x\r\n" + chunk A + tail == T
+            n = T - len(head2) - len(tail) - len(b"%x\r\n" % a_len)
+            if n == a_len:
+                break
+            a_len = n
+        resp2 = head2 + b"%x\r\n" % a_len + b"A" * a_len + tail
+    else:
+        head2 = b"HTTP/1.1 200 OK\r\nContent-Length: 262100\r\n\r\n"
+        a_len = T - len(head2)
+        resp2 = head2.replace(b"262100", b"%d" % a_len) + b"A" * a_len
+    assert len(resp2) == T
+
+    def conn(s):
+        with s:
+            buf = b""
+            while True:
+                try:
+                    head, buf = read_head(s, buf)
+                except (AssertionError, OSError):
+                    return  # the proxy closed it
+                if head.startswith(b"GET /2 "):
+                    got2.set()
+                    go.wait(10)
+                    s.sendall(resp2)
+                    sent.set()
+                    if ending == "fin":
+                        return
+                    continue
+                # /1 grows the proxy's receive buffer; /3 is the next request
+                s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % big +
+                          b"y" * big)
+
+    def serve():
+        while True:
+            try:
+                s, _ = ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=conn, args=(s,), daemon=True).start()
+
+    def get_big(c, path):
+        c.sendall(b"GET %s HTTP/1.1\r\nHost: a\r\n\r\n" % path)
+        head, rest = read_head(c)
+        assert status_of(head + b"\r\n\r\n") == 200, head
+        while len(rest) < big:
+            b = c.recv(1 << 20)
+            assert b, "response %s cut short" % path
+            rest += b
+
+    threading.Thread(target=serve, daemon=True).start()
+    # expose_cohort: the proxy's head is longer than the upstream's, so the
+    # T bytes parse to more than the client's high-water mark
+    d = start_proxy(canaryd, stable_only(ls.getsockname()[1], expose_cohort="true"))
+    with socket.create_connection(("127.0.0.1", d.proxy_port), timeout=HANG_S) as c:
+        get_big(c, b"/1")
+        c.sendall(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
+        assert got2.wait(5), "request 2 never reached the upstream"
+        d.proc.signal(signal.SIGSTOP)
+        try:
+            go.set()
+            assert sent.wait(5), "the upstream could not send response 2"
+            # all of it waits in the proxy's socket, so one read takes it
+            # (the receive buffer grew with response 1; when it did not, as
+            # can happen under a sanitizer, the test cannot arrange a burst)
+            deadline = time.monotonic() + 1
+            while rx_queue(ls.getsockname()[1]) < T and time.monotonic() < deadline:
+                time.sleep(0.02)
+            queued = rx_queue(ls.getsockname()[1])
+        finally:
+            d.proc.signal(signal.SIGCONT)
+        if queued < T:
+            pytest.skip("only %d of %d bytes reached the stopped proxy" % (queued, T))
+        head, data = read_head(c)
+        assert status_of(head + b"\r\n\r\n") == 200, head
+        want = a_len + (len(b"%x\r\n\r\n1\r\nZ\r\n0\r\n\r\n" % a_len) if ending == "fin" else 0)
+        how = "hung"
+        try:
+            while len(data) < want:
+                b = c.recv(1 << 20)
+                if not b:
+                    how = "eof"
+                    break
+                data += b
+            else:
+                how = "complete"
+        except ConnectionResetError:
+            how = "reset"
+        except socket.timeout:
+            pass
+        assert how == "complete", (how, len(data), want)
+        assert data.count(b"A") == a_len
+        if ending == "fin":
+            assert data.endswith(b"\r\n1\r\nZ\r\n0\r\n\r\n"), data[-40:]
+        else:
+            get_big(c, b"/3")  # the connection goes on
+    ls.close()
+    assert error_count(d, "reset") == 0
