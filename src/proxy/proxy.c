@@ -748,8 +748,17 @@ static void up_process(struct uconn *u)
 		client_flush(u->client);
 }
 
+/* Response body activity restarts the response timeout (once per read turn). */
+static void up_body_activity(struct uconn *u)
+{
+	if (u->client && u->client->ex.resp_started)
+		loop_timer_start(u->w->loop, &u->timer, u->client->ex.svc->timeouts.response_ms);
+}
+
 static void up_read(struct uconn *u)
 {
+	int got = 0; /* bytes arrived this turn: one timer restart, not one per read */
+
 	for (;;) {
 		char *p;
 		ssize_t n;
@@ -769,9 +778,7 @@ static void up_read(struct uconn *u)
 		if (n > 0) {
 			buf_commit(&u->in, (size_t)n);
 			u->got_bytes = 1;
-			if (u->client && u->client->ex.resp_started) /* body activity */
-				loop_timer_start(u->w->loop, &u->timer,
-				                 u->client->ex.svc->timeouts.response_ms);
+			got = 1;
 			if ((size_t)n < READ_CHUNK && !u->rdhup)
 				break; /* drained: no EAGAIN round trip */
 			continue;
@@ -781,6 +788,8 @@ static void up_read(struct uconn *u)
 		if (n == -1 && errno == EINTR)
 			continue;
 		/* EOF or error */
+		if (got)
+			up_body_activity(u);
 		if (u->client) {
 			int saved = errno;
 
@@ -808,6 +817,8 @@ static void up_read(struct uconn *u)
 		}
 		return;
 	}
+	if (got)
+		up_body_activity(u);
 	up_process(u);
 	if (!u->closed && u->read_blocked && !u->paused && buf_used(&u->in) <= HIGH_WATER)
 		up_kick(u);
