@@ -1,5 +1,7 @@
 #include "api/api.h"
 
+#include "core/err.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -77,6 +79,46 @@ void api_reply_json(struct api_call *call, int status, json_t *obj)
 		    "{\"error\":{\"code\":\"internal\",\"message\":\"out of memory\"}}\n");
 	}
 	free(s);
+}
+
+int api_err_status(int err, const char **code)
+{
+	const char *c = "internal";
+	int status = 500;
+
+	switch (err) {
+	case ERR_NOTFOUND:
+		status = 404, c = "not_found";
+		break;
+	case ERR_STATE:
+	case ERR_CONFLICT:
+		status = 409, c = "conflict";
+		break;
+	case ERR_INVALID:
+	case -EINVAL:
+		status = 422, c = "invalid";
+		break;
+	case ERR_FORBIDDEN:
+		status = 403, c = "forbidden";
+		break;
+	case ERR_UNAVAILABLE:
+		status = 503, c = "store_unavailable";
+		break;
+	case ERR_STORE:
+		status = 500, c = "store_error";
+		break;
+	}
+	if (code)
+		*code = c;
+	return status;
+}
+
+void api_reply_err(struct api_call *call, int err, const char *field, const char *msg)
+{
+	const char *code;
+	int status = api_err_status(err, &code);
+
+	api_reply_error(call, status, code, field, "%s", msg && *msg ? msg : err_str(err));
 }
 
 void api_reply_error(struct api_call *call, int status, const char *code, const char *field,

@@ -148,6 +148,21 @@ void api_reply_error(struct api_call *call, int status, const char *code, const 
                      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /*
+ * The HTTP status and SPEC 7 error code of a module's return code (err.h
+ * code or negative errno): ERR_NOTFOUND 404 not_found, ERR_STATE and
+ * ERR_CONFLICT 409 conflict, ERR_INVALID 422 invalid, ERR_FORBIDDEN 403
+ * forbidden, ERR_UNAVAILABLE 503 store_unavailable, ERR_STORE 500
+ * store_error, -ENOMEM and anything else 500 internal.  *code may be NULL.
+ */
+int api_err_status(int err, const char **code);
+
+/*
+ * Replies to a failed module call: api_err_status(err) with msg (NULL: the
+ * code's text) and field (may be NULL).
+ */
+void api_reply_err(struct api_call *call, int err, const char *field, const char *msg);
+
+/*
  * Parses the request body as a JSON object.  On failure replies 400 (naming
  * the line/column), or 422 naming the field of a number that a double cannot
  * hold (api_json_numbers_check), and returns NULL.  The caller owns the result.

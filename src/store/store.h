@@ -42,6 +42,7 @@ enum store_err {
 	STORE_ERR_TXN = -10004,      /* begin twice, commit/rollback without begin */
 	STORE_ERR_SCHEMA = -10005,   /* database newer than this binary, or migration failed */
 	STORE_ERR_BACKEND = -10006,  /* the database reported an error (see store_errmsg) */
+	STORE_ERR_UNAVAILABLE = -10007, /* the database cannot be reached now; nothing was written */
 };
 
 /* Schema version the backends of this binary migrate databases to. */
