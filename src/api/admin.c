@@ -10,6 +10,9 @@
 #include "http/server.h"
 
 #define ADMIN_MAX_BODY (1u << 20)
+#define ADMIN_CSP                                                                          \
+	"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "          \
+	"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 struct admin {
 	struct http_server *srv;
@@ -39,7 +42,7 @@ static void admin_on_request(struct http_conn *c, const struct http_msg *req, st
 	    .body = body,
 	};
 	struct api_response resp;
-	struct http_header hdrs[3];
+	struct http_header hdrs[7];
 	size_t nh = 0;
 
 	api_response_init(&resp);
@@ -52,7 +55,12 @@ static void admin_on_request(struct http_conn *c, const struct http_msg *req, st
 		return;
 	}
 	hdrs[nh++] = (struct http_header){STR_LIT("Content-Type"), str_c(resp.content_type)};
-	hdrs[nh++] = (struct http_header){STR_LIT("Cache-Control"), STR_LIT("no-store")};
+	hdrs[nh++] = (struct http_header){STR_LIT("Cache-Control"),
+	                                  str_c(resp.cache_control ? resp.cache_control : "no-store")};
+	/* on every answer: the dashboard's policy (docs/dashboard.md) fits JSON too */
+	hdrs[nh++] = (struct http_header){STR_LIT("Content-Security-Policy"), STR_LIT(ADMIN_CSP)};
+	hdrs[nh++] = (struct http_header){STR_LIT("X-Content-Type-Options"), STR_LIT("nosniff")};
+	hdrs[nh++] = (struct http_header){STR_LIT("Referrer-Policy"), STR_LIT("no-referrer")};
 	if (resp.etag[0])
 		hdrs[nh++] = (struct http_header){STR_LIT("ETag"), str_c(resp.etag)};
 	http_conn_respond(c, resp.status, hdrs, nh, buf_head(&resp.body),

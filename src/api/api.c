@@ -1,5 +1,6 @@
 #include "api/api.h"
 
+#include "api/ui.h"
 #include "core/err.h"
 
 #include <errno.h>
@@ -12,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "api/flags.h"
 #include "core/loop.h"
 #include "rollout/engine.h"
 #include "store/store.h"
@@ -25,6 +25,7 @@ void api_response_init(struct api_response *resp)
 	resp->status = 500;
 	resp->content_type = "application/json";
 	resp->etag[0] = '\0';
+	resp->cache_control = NULL;
 	resp->stream = NULL;
 	buf_init(&resp->body, 64u << 20);
 }
@@ -39,6 +40,14 @@ void api_init(struct api *api)
 	memset(api, 0, sizeof(*api));
 	api->start_wall_ms = clock_wall_ms();
 	api_add_routes(api, builtin_routes, builtin_nroutes);
+}
+
+int api_add_health(struct api *api, const char *name, api_health_fn fn, void *ctx)
+{
+	if (api->nhealth == API_MAX_HEALTH)
+		return -ENOSPC;
+	api->health[api->nhealth++] = (struct api_health_hook){name, fn, ctx};
+	return 0;
 }
 
 int api_add_routes(struct api *api, const struct api_route *routes, size_t n)
@@ -452,13 +461,18 @@ static void h_health_detailed(struct api_call *call)
 {
 	struct api *api = call->api;
 	json_t *listeners = json_array(), *store, *components;
-	int all_ok = 1, ver;
-	char started[40];
+	int all_ok = 1, ver, avail;
+	char started[40], serr[256] = "";
 
+	/* One round trip; for postgres it also drives a pending reconnect. */
 	ver = api->store ? store_schema_version(api->store) : -1;
-	store =
-	    json_pack("{s:s, s:s, s:i}", "status", ver >= 0 ? "ok" : "error", "backend",
-	              api->store ? store_backend_name(api->store) : "none", "schema_version", ver);
+	avail = api->store ? store_available(api->store) : 0;
+	if (ver < 0 && api->store)
+		store_errmsg(api->store, serr, sizeof(serr)); /* never holds the URL */
+	store = json_pack("{s:s, s:s, s:i, s:b, s:s?}", "status",
+	                  ver >= 0 ? "ok" : (avail ? "error" : "unavailable"), "backend",
+	                  api->store ? store_backend_name(api->store) : "none", "schema_version",
+	                  ver, "available", avail, "error", ver < 0 ? serr : NULL);
 	if (ver < 0)
 		all_ok = 0;
 	for (size_t i = 0; i < api->nlisteners; i++) {
@@ -473,8 +487,9 @@ static void h_health_detailed(struct api_call *call)
 			all_ok = 0;
 	}
 	components = json_pack("{s:o, s:o}", "store", store, "listeners", listeners);
-	if (api->flags)
-		json_object_set_new(components, "flags", api_flags_health(api->flags));
+	for (size_t i = 0; i < api->nhealth; i++)
+		json_object_set_new(components, api->health[i].name,
+		                    api->health[i].fn(api->health[i].ctx));
 	if (api->rollouts)
 		json_object_set_new(components, "rollouts", rollouts_health(api->rollouts));
 	api_format_time(api->start_wall_ms, started, sizeof(started));
@@ -529,6 +544,7 @@ static void h_metrics(struct api_call *call)
 		           (unsigned long long)api->requests_by_class[c]);
 	if (api->metrics_fn)
 		api->metrics_fn(api->metrics_ctx, b);
+	api_ui_write_metrics(api, b); /* what the exported alert rules need (ui.h) */
 }
 
 static void h_events(struct api_call *call)

@@ -54,6 +54,7 @@ struct api_response {
 	int status;
 	const char *content_type; /* static string */
 	char etag[80];            /* sent as ETag when non-empty */
+	const char *cache_control; /* static; NULL: "no-store" (the dashboard's files: no-cache) */
 	struct buf body;
 	struct api_stream *stream; /* see struct api_stream; NULL for a plain response */
 };
@@ -91,6 +92,21 @@ struct api_listener_info {
 /* Writes extra Prometheus text (the proxy's, the engine's ...). */
 typedef void (*api_metrics_fn)(void *ctx, struct buf *out);
 
+/*
+ * A component's section of GET /v1/health/detailed: a new reference to a
+ * JSON object with at least "status" ("ok" or another word).  Modules
+ * register one with api_add_health(), so api.c calls into none of them.
+ */
+typedef json_t *(*api_health_fn)(void *ctx);
+
+#define API_MAX_HEALTH 8
+
+struct api_health_hook {
+	const char *name; /* the key under "components" (static) */
+	api_health_fn fn;
+	void *ctx;
+};
+
 struct api {
 	struct store *store;
 	const struct auth_token *tokens;
@@ -116,10 +132,13 @@ struct api {
 	struct services_backend *services; /* set by api_services_init() */
 	struct api_flags *flags;           /* set by api_flags_init() */
 	struct rollout_engine *rollouts;   /* set by api_rollouts_init() */
+	struct fleet *fleet;               /* set by api_fleet_init(); NULL: one node */
 
 	const struct api_route *routes[16];
 	size_t nroutes[16];
 	size_t ntables;
+	struct api_health_hook health[API_MAX_HEALTH];
+	size_t nhealth;
 	uint64_t requests_by_class[6]; /* 1xx..5xx responses served */
 };
 
@@ -128,6 +147,12 @@ void api_init(struct api *api);
 
 /* Adds a table of n routes; the table must outlive api.  Returns 0 or -ENOSPC. */
 int api_add_routes(struct api *api, const struct api_route *routes, size_t n);
+
+/*
+ * Adds a "components" section to /v1/health/detailed (name static, fn and
+ * ctx borrowed; they must outlive api).  Returns 0 or -ENOSPC.
+ */
+int api_add_health(struct api *api, const char *name, api_health_fn fn, void *ctx);
 
 /* Response lifecycle: resp_init before api_handle, resp_release after sending. */
 void api_response_init(struct api_response *resp);

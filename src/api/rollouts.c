@@ -1,6 +1,7 @@
 /*
  * rollouts.c - the rollout endpoints (see rollouts.h).  Thin: parse, call
- * the call->api->rollouts, map its status to the SPEC 7 error body.
+ * the engine (call->api->rollouts), map its ERR_* code to the SPEC 7 error
+ * body with api_reply_err().
  */
 #include "api/rollouts.h"
 
@@ -8,27 +9,12 @@
 #include <string.h>
 
 #include "rollout/engine.h"
+#include "state/state.h"
 #include "store/store.h"
 
 static void name_of(const struct api_call *call, char *buf, size_t len)
 {
 	snprintf(buf, len, "%.*s", (int)call->params[0].len, call->params[0].p);
-}
-
-static const char *code_name(int status)
-{
-	switch (status) {
-	case 403:
-		return "forbidden";
-	case 404:
-		return "not_found";
-	case 409:
-		return "conflict";
-	case 400:
-		return "bad_request";
-	default:
-		return "internal";
-	}
 }
 
 static void h_list(struct api_call *call)
@@ -76,7 +62,7 @@ static void control(struct api_call *call, enum rollout_control c)
 {
 	char name[STORE_NAME_MAX + 1], msg[512];
 	json_t *body = NULL, *full;
-	int status;
+	int rc;
 
 	name_of(call, name, sizeof(name));
 	if (call->req->body.len) {
@@ -95,10 +81,10 @@ static void control(struct api_call *call, enum rollout_control c)
 		if (json_is_true(full))
 			c = ROLLOUT_PROMOTE_FULL;
 	}
-	status = rollout_engine_control(call->api->rollouts, name, c, call->actor,
-	                                rollout_engine_now(call->api->rollouts), msg, sizeof(msg));
-	if (status != 200) {
-		api_reply_error(call, status, code_name(status), NULL, "%s", msg);
+	rc = rollout_engine_control(call->api->rollouts, name, c, call->actor,
+	                            rollout_engine_now(call->api->rollouts), msg, sizeof(msg));
+	if (rc) {
+		api_reply_err(call, rc, NULL, msg);
 		goto out;
 	}
 	api_reply_json(call, 200,
@@ -205,9 +191,73 @@ static void events(struct api_call *call, const char *only)
 	json_decref(view);
 }
 
+/* A query parameter as an id/count; 0 when absent; -1 (after a 400) when malformed. */
+static int query_u64(struct api_call *call, const char *name, unsigned long long max,
+                     unsigned long long *out)
+{
+	struct str s = str_query_param(call->req->query, name);
+
+	if (!s.p)
+		return 0;
+	if (str_to_u64(s, out) != 0 || *out > max || (max != INT64_MAX && *out == 0)) {
+		if (max == INT64_MAX)
+			api_reply_error(call, 400, "bad_request", name,
+			                "%s must be a non-negative event id", name);
+		else
+			api_reply_error(call, 400, "bad_request", name,
+			                "%s must be an integer between 1 and %llu", name, max);
+		return -1;
+	}
+	return 0;
+}
+
+/*
+ * The rollout's verdicts, newest first: at most ?limit (default 100, up to
+ * 1000), older than ?before and newer than ?since when given.  "before"
+ * in the answer pages back (null when there is nothing older), "next" is
+ * the newest id seen (poll with ?since=next).  Old verdicts that retention
+ * compacted are in the evidence bundle, not here.
+ */
 static void h_analysis(struct api_call *call)
 {
-	events(call, "verdict");
+	unsigned long long since = 0, before = 0, limit = STORE_EVENTS_LIMIT_DEFAULT;
+	char name[STORE_NAME_MAX + 1], subject[STORE_NAME_MAX + 16];
+	struct store_events_query q = {.kind = "verdict", .descending = 1};
+	json_t *arr = NULL, *view, *first, *last;
+	int rc;
+
+	name_of(call, name, sizeof(name));
+	view = rollout_engine_json(call->api->rollouts, name);
+	if (!view) {
+		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
+		return;
+	}
+	if (query_u64(call, "since", INT64_MAX, &since) ||
+	    query_u64(call, "before", INT64_MAX, &before) ||
+	    query_u64(call, "limit", STORE_EVENTS_LIMIT_MAX, &limit))
+		goto out;
+	snprintf(subject, sizeof(subject), "rollout/%s", name);
+	q.since_id = (int64_t)since;
+	q.before_id = (int64_t)before;
+	q.limit = (int)limit;
+	q.subject = subject;
+	rc = store_events_query(rollout_engine_store(call->api->rollouts), &q, &arr);
+	if (rc) {
+		api_reply_err(call, state_err_of_store(rc), NULL, store_strerror(rc));
+		goto out;
+	}
+	first = json_object_get(json_array_get(arr, 0), "id");
+	last = json_object_get(json_array_get(arr, json_array_size(arr) - 1), "id");
+	api_reply_json(
+	    call, 200,
+	    json_pack(
+	        "{s:s, s:O, s:o, s:I, s:o}", "rollout", name, "checks",
+	        json_object_get(view, "checks"), "verdicts", arr, "next",
+	        first && (json_int_t)since < json_integer_value(first) ? json_integer_value(first)
+	                                                               : (json_int_t)since,
+	        "before", last && json_array_size(arr) == limit ? json_incref(last) : json_null()));
+out:
+	json_decref(view);
 }
 
 static void h_events(struct api_call *call)

@@ -8,8 +8,9 @@
  *   POST /v1/rollouts/{name}/approve          scope approve; the token's name
  *                                             is the approving identity
  *   POST /v1/rollback                         emergency rollback of every active rollout
- *   GET  /v1/rollouts/{name}/analysis         verdict events (?since=ID) and the
- *                                             latest verdict per check
+ *   GET  /v1/rollouts/{name}/analysis         verdict events, newest first
+ *                                             (?before=ID&since=ID&limit=N), and
+ *                                             the latest verdict per check
  *   GET  /v1/rollouts/{name}/events           the rollout's events (?since=ID)
  *
  * Runs on the control thread, like the engine it drives.

@@ -9,6 +9,8 @@
 #include "metrics/stats.h"
 #include "proxy/mirror.h"
 #include "proxy/proxy.h"
+#include "proxy/traffic.h"
+#include "rollout/engine.h"
 
 static json_t *percent_json(uint32_t thousandths)
 {
@@ -70,13 +72,20 @@ static json_t *fault_json(const struct proxy_fault *f)
 	return o;
 }
 
-static json_t *service_json(const struct services_backend *backend, const struct proxy_service *svc)
+/* The rollout that owns svc (manual changes would fight it), or NULL. */
+static const char *owner_of(const struct api *api, const char *service)
 {
+	return api->rollouts ? rollout_engine_owner(api->rollouts, service) : NULL;
+}
+
+static json_t *service_json(const struct api *api, const struct proxy_service *svc)
+{
+	const struct services_backend *backend = api->services;
 	struct proxy_registry *reg = proxy_registry(backend->proxy);
 	json_t *versions = json_array(), *cohorts = json_object();
 	uint64_t now = clock_mono_ms();
 	const char *sticky_kind[] = {"none", "header", "cookie", "ip", "query"};
-	const char *owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
+	const char *owner = owner_of(api, svc->name);
 	json_t *o;
 
 	for (uint32_t v = 0; v < svc->nversions; v++) {
@@ -135,7 +144,7 @@ static void h_list(struct api_call *call)
 	json_t *arr = json_array();
 
 	for (uint32_t i = 0; t && i < t->nservices; i++)
-		json_array_append_new(arr, service_json(backend, &t->services[i]));
+		json_array_append_new(arr, service_json(call->api, &t->services[i]));
 	if (t)
 		snap_obj_unref(&t->obj);
 	api_reply_json(call, 200, json_pack("{s:o}", "services", arr));
@@ -143,10 +152,29 @@ static void h_list(struct api_call *call)
 
 static struct proxy_service *find(struct proxy_table *t, struct str name)
 {
-	for (uint32_t i = 0; t && i < t->nservices; i++)
-		if (str_eq_c(name, t->services[i].name))
-			return &t->services[i];
-	return NULL;
+	char buf[256], *z = buf;
+	struct proxy_service *svc;
+
+	/* a decoded NUL would cut the name short: no service has one */
+	if (!t || !name.p || memchr(name.p, '\0', name.len))
+		return NULL;
+	if (name.len >= sizeof(buf) && !(z = malloc(name.len + 1)))
+		return NULL;
+	memcpy(z, name.p, name.len);
+	z[name.len] = '\0';
+	svc = proxy_table_service(t, z);
+	if (z != buf)
+		free(z);
+	return svc;
+}
+
+/* Replies to a failed traffic change with the module's code and message. */
+static void reply_failed(struct api_call *call, int rc)
+{
+	char msg[512];
+
+	traffic_errmsg(call->api->services->traffic, msg, sizeof(msg));
+	api_reply_err(call, rc, NULL, msg[0] ? msg : NULL);
 }
 
 static void svc_not_found(struct api_call *call)
@@ -156,10 +184,9 @@ static void svc_not_found(struct api_call *call)
 }
 
 /* 1 after replying 409 when a rollout owns svc (manual changes would fight it), else 0. */
-static int owned(struct api_call *call, const struct services_backend *backend,
-                 const struct proxy_service *svc)
+static int owned(struct api_call *call, const struct proxy_service *svc)
 {
-	const char *owner = backend->owner ? backend->owner(backend->ctx, svc->name) : NULL;
+	const char *owner = owner_of(call->api, svc->name);
 
 	if (!owner)
 		return 0;
@@ -195,7 +222,7 @@ static void h_get(struct api_call *call)
 	if (!svc)
 		svc_not_found(call);
 	else
-		api_reply_json(call, 200, service_json(backend, svc));
+		api_reply_json(call, 200, service_json(call->api, svc));
 	if (t)
 		snap_obj_unref(&t->obj);
 }
@@ -209,7 +236,6 @@ static void h_traffic(struct api_call *call)
 	json_t *body = NULL, *jc;
 	const char *canary = NULL;
 	uint32_t weight = 0;
-	char err[512];
 	int rc;
 
 	if (!svc) {
@@ -247,19 +273,18 @@ static void h_traffic(struct api_call *call)
 		                "a canary version is needed for a weight above 0");
 		goto out;
 	}
-	if (owned(call, backend, svc))
+	if (owned(call, svc))
 		goto out;
-	rc = backend->set_traffic(backend->ctx, svc->name, canary, weight, call->actor, err,
-	                          sizeof(err));
+	rc = traffic_set_weight(backend->traffic, svc->name, canary, weight, call->actor);
 	if (rc) {
-		api_reply_error(call, rc, rc == 409 ? "conflict" : "invalid", NULL, "%s", err);
+		reply_failed(call, rc);
 		goto out;
 	}
 	if (t)
 		snap_obj_unref(&t->obj);
 	t = proxy_table_get(backend->proxy);
 	svc = find(t, call->params[0]);
-	api_reply_json(call, 200, svc ? service_json(backend, svc) : json_object());
+	api_reply_json(call, 200, svc ? service_json(call->api, svc) : json_object());
 out:
 	json_decref(body);
 	if (t)
@@ -370,7 +395,6 @@ static void h_mirror_put(struct api_call *call)
 	json_t *body = NULL, *jv;
 	const char *version;
 	uint32_t percent = 0;
-	char err[512];
 	int rc, vi;
 
 	if (!svc) {
@@ -404,12 +428,11 @@ static void h_mirror_put(struct api_call *call)
 		                "percent must be above 0 (DELETE removes the mirror)");
 		goto out;
 	}
-	if (owned(call, backend, svc))
+	if (owned(call, svc))
 		goto out;
-	rc = backend->set_mirror(backend->ctx, svc->name, version, percent, call->actor, err,
-	                         sizeof(err));
+	rc = traffic_set_mirror(backend->traffic, svc->name, version, percent, call->actor);
 	if (rc) {
-		api_reply_error(call, rc, rc == 409 ? "conflict" : "internal", NULL, "%s", err);
+		reply_failed(call, rc);
 		goto out;
 	}
 	snap_obj_unref(&t->obj);
@@ -427,18 +450,17 @@ static void h_mirror_delete(struct api_call *call)
 	struct services_backend *backend = call->api->services;
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
-	char err[512];
 	int rc;
 
 	if (!svc) {
 		svc_not_found(call);
 		goto out;
 	}
-	if (owned(call, backend, svc))
+	if (owned(call, svc))
 		goto out;
-	rc = backend->set_mirror(backend->ctx, svc->name, NULL, 0, call->actor, err, sizeof(err));
+	rc = traffic_set_mirror(backend->traffic, svc->name, NULL, 0, call->actor);
 	if (rc) {
-		api_reply_error(call, rc, "internal", NULL, "%s", err);
+		reply_failed(call, rc);
 		goto out;
 	}
 	snap_obj_unref(&t->obj);
@@ -493,7 +515,7 @@ static void h_faults_put(struct api_call *call)
 	struct proxy_service *svc = find(t, call->params[0]);
 	struct config_fault f = {0};
 	json_t *body = NULL, *jd, *ja;
-	char version[128], err[512];
+	char version[128];
 	int rc;
 
 	if (!svc) {
@@ -538,10 +560,9 @@ static void h_faults_put(struct api_call *call)
 		if (body_percent(call, ja, "percent", "abort.percent", &f.abort_percent) != 0)
 			goto out;
 	}
-	rc =
-	    backend->set_fault(backend->ctx, svc->name, version, &f, call->actor, err, sizeof(err));
+	rc = traffic_set_fault(backend->traffic, svc->name, version, &f, call->actor);
 	if (rc) {
-		api_reply_error(call, rc, "internal", NULL, "%s", err);
+		reply_failed(call, rc);
 		goto out;
 	}
 	reply_faults(call, &t, version);
@@ -556,7 +577,7 @@ static void h_faults_delete(struct api_call *call)
 	struct services_backend *backend = call->api->services;
 	struct proxy_table *t = proxy_table_get(backend->proxy);
 	struct proxy_service *svc = find(t, call->params[0]);
-	char version[128], err[512];
+	char version[128];
 	int rc;
 
 	if (!svc) {
@@ -565,10 +586,9 @@ static void h_faults_delete(struct api_call *call)
 	}
 	if (fault_version(call, svc, version, sizeof(version)) < 0)
 		goto out;
-	rc = backend->set_fault(backend->ctx, svc->name, version, NULL, call->actor, err,
-	                        sizeof(err));
+	rc = traffic_set_fault(backend->traffic, svc->name, version, NULL, call->actor);
 	if (rc) {
-		api_reply_error(call, rc, "internal", NULL, "%s", err);
+		reply_failed(call, rc);
 		goto out;
 	}
 	reply_faults(call, &t, version);

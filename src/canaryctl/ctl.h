@@ -118,4 +118,9 @@ int ctl_shadow(const struct ctl *ctl, int argc, char **argv);
  */
 int ctl_faults(const struct ctl *ctl, int argc, char **argv);
 
+/* fleet.c: fleet - GET /v1/fleet: the fleet's nodes, as a table or JSON/YAML. */
+int ctl_fleet(const struct ctl *ctl, int argc, char **argv);
+/* export.c: prometheus-rules | grafana-dashboard (no server needed). */
+int ctl_export(const struct ctl *ctl, int argc, char **argv);
+
 #endif

@@ -1,7 +1,8 @@
 /*
- * config.c - loading: the top level, admin, store, listeners and services;
- * the lookups and the --check summary.  Segments and flags are in
- * config_flag.c, rollouts in config_rollout.c.
+ * config.c - loading: the top level, admin, store, listeners and services,
+ * and the --check summary.  Segments and flags are in config_flag.c,
+ * rollouts in config_rollout.c, the lookups they all use in config_find.c
+ * (below every other file of the module, so no call goes back up here).
  *
  * Sections are parsed in dependency order (admin, segments, services,
  * listeners, flags, rollouts) whatever their order in the file, so every
@@ -15,6 +16,7 @@
 #include <sys/socket.h>
 
 #include "config/config_internal.h"
+#include "store/store.h"
 
 #define CONFIG_FILE_MAX (16u << 20)
 #define SECRET_FILE_MAX (64u << 10)
@@ -205,6 +207,15 @@ static bool parse_store(struct cctx *c, const struct cnode *n, const char *path,
 	}
 	if ((strncmp(t, "postgres://", 11) == 0 && t[11]) ||
 	    (strncmp(t, "postgresql://", 13) == 0 && t[13])) {
+		/* What libpq cannot parse fails here, not at open (never shows a password). */
+		if (store_url_check(t, shown, sizeof(shown)) != 0) {
+			const char *m = shown;
+
+			if (strncmp(m, "store: ", 7) == 0)
+				m += 7; /* the path already says it */
+			cerr(c, n->line, path, "%s", m);
+			return false;
+		}
 		st->kind = CONFIG_STORE_POSTGRES;
 		st->url = cfg_arena_strdup(c->out, t);
 		st->path = st->url;
@@ -915,8 +926,45 @@ static const struct field top_fields[] = {
     FLD_FN("workers", field_later),   FLD_FN("metrics", field_later),
     FLD_FN("listeners", field_later), FLD_FN("services", field_later),
     FLD_FN("segments", field_later),  FLD_FN("flags", field_later),
-    FLD_FN("rollouts", field_later),
+    FLD_FN("rollouts", field_later),  FLD_FN("events", field_later),
+    FLD_FN("fleet", field_later),
 };
+
+static const struct field fleet_fields[] = {
+    FLD("lease", FK_DURATION, struct config, fleet.lease_ms),
+    FLD("node", FK_STR, struct config, fleet.node),
+};
+
+/* `fleet:` - the leader lease and this node's id (docs/fleet.md). */
+static void parse_fleet(struct cctx *c, const struct cnode *n, const char *path)
+{
+	struct config *cfg = c->cfg;
+
+	if (!walk_map(c, n, path, fleet_fields, NFIELDS(fleet_fields), cfg, NULL))
+		return;
+	if (cfg->fleet.lease_ms < 300 || cfg->fleet.lease_ms > 60000)
+		cerr(c, n->line, "fleet.lease", "must be between 300ms and 60s");
+	if (cfg->fleet.node && (!cfg->fleet.node[0] || strlen(cfg->fleet.node) > 200))
+		cerr(c, n->line, "fleet.node", "must be 1 to 200 bytes");
+}
+
+static const struct field events_fields[] = {
+    FLD("full_resolution", FK_DURATION, struct config, events.full_resolution_ms),
+    FLD("summary_interval", FK_DURATION, struct config, events.summary_interval_ms),
+};
+
+/* `events:` - how long interval events and verdicts keep full resolution. */
+static void parse_events(struct cctx *c, const struct cnode *n, const char *path)
+{
+	struct config *cfg = c->cfg;
+
+	if (!walk_map(c, n, path, events_fields, NFIELDS(events_fields), cfg, NULL))
+		return;
+	if (cfg->events.summary_interval_ms < 1000)
+		cerr(c, n->line, "events.summary_interval", "must be at least 1s");
+	else if (cfg->events.full_resolution_ms < cfg->events.summary_interval_ms)
+		cerr(c, n->line, "events.full_resolution", "must be at least summary_interval");
+}
 
 static void parse_root(struct cctx *c, const struct cnode *root)
 {
@@ -941,6 +989,13 @@ static void parse_root(struct cctx *c, const struct cnode *root)
 	if ((i = map_find(root, "metrics")) >= 0)
 		walk_map(c, root->items[i], "metrics", metrics_fields, NFIELDS(metrics_fields), cfg,
 		         NULL);
+	cfg->events.full_resolution_ms = 7ULL * 24 * 3600 * 1000;
+	cfg->events.summary_interval_ms = 3600ULL * 1000;
+	if ((i = map_find(root, "events")) >= 0)
+		parse_events(c, root->items[i], "events");
+	cfg->fleet.lease_ms = 3000;
+	if ((i = map_find(root, "fleet")) >= 0)
+		parse_fleet(c, root->items[i], "fleet");
 	if ((i = map_find(root, "segments")) >= 0)
 		parse_segments(c, root->items[i], "segments");
 	if ((i = map_find(root, "services")) >= 0)
@@ -1102,59 +1157,4 @@ int config_summary(const struct config *cfg, char *buf, size_t n)
 	                cfg->nsegments, plural(cfg->nsegments, "segment", "segments"), cfg->nflags,
 	                plural(cfg->nflags, "flag", "flags"), cfg->nrollouts,
 	                plural(cfg->nrollouts, "rollout", "rollouts"));
-}
-
-/* --- lookups ------------------------------------------------------------------------------------ */
-
-#define FIND(arr, cnt, field, key)                                                \
-	do {                                                                      \
-		for (size_t i_ = 0; key && i_ < (cnt); i_++)                      \
-			if ((arr)[i_].field && strcmp((arr)[i_].field, key) == 0) \
-				return &(arr)[i_];                                \
-		return NULL;                                                      \
-	} while (0)
-
-struct config_service *config_service_find(const struct config *cfg, const char *name)
-{
-	FIND(cfg->services, cfg->nservices, name, name);
-}
-
-struct config_version *config_version_find(const struct config_service *svc, const char *name)
-{
-	FIND(svc->versions, svc->nversions, name, name);
-}
-
-struct config_segment *config_segment_find(const struct config *cfg, const char *name)
-{
-	FIND(cfg->segments, cfg->nsegments, name, name);
-}
-
-struct config_flag *config_flag_find(const struct config *cfg, const char *name)
-{
-	FIND(cfg->flags, cfg->nflags, name, name);
-}
-
-struct config_variant *config_variant_find(const struct config_flag *flag, const char *name)
-{
-	FIND(flag->variants, flag->nvariants, name, name);
-}
-
-struct config_token *config_token_find(const struct config *cfg, const char *name)
-{
-	FIND(cfg->admin.tokens, cfg->admin.ntokens, name, name);
-}
-
-struct config_listener *config_listener_find(const struct config *cfg, const char *name)
-{
-	FIND(cfg->listeners, cfg->nlisteners, name, name);
-}
-
-struct config_rollout *config_rollout_find(const struct config *cfg, const char *name)
-{
-	FIND(cfg->rollouts, cfg->nrollouts, name, name);
-}
-
-struct config_target *config_target_find(const struct config_rollout *ro, const char *name)
-{
-	FIND(ro->targets, ro->ntargets, name, name);
 }

@@ -528,6 +528,16 @@ struct config {
 	struct {
 		const char *prometheus; /* NULL when not configured */
 	} metrics;
+	/* `fleet:` fleet mode on a postgres store (fleet/fleet.h, docs/fleet.md) */
+	struct {
+		uint64_t lease_ms; /* default 3s */
+		const char *node;  /* this node's id; NULL: the admin listen address */
+	} fleet;
+	/* `events:` retention of interval events and verdicts (rollout/retention.h) */
+	struct {
+		uint64_t full_resolution_ms;  /* default 7d */
+		uint64_t summary_interval_ms; /* default 1h */
+	} events;
 	struct config_listener *listeners;
 	size_t nlisteners;
 	struct config_service *services;

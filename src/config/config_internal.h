@@ -120,7 +120,10 @@ void path_key(char *sub, const char *path, const char *key);
 /* sub = path + "[i]". */
 void path_idx(char *sub, const char *path, size_t i);
 
-/* YAML text -> tree (NULL after reporting syntax errors). */
+/* A zeroed node of type t in c->tmp (text ""); NULL on ENOMEM. */
+struct cnode *cnode_new(struct cctx *c, enum cnode_type t, int line);
+/* YAML text -> tree (NULL after reporting syntax errors).  config_yaml.c: the
+ * only function here that needs libfyaml; libcanary does not link it. */
 struct cnode *cnode_from_yaml(struct cctx *c, const char *yaml, size_t len);
 /* JSON value -> tree. */
 struct cnode *cnode_from_json(struct cctx *c, const json_t *v);

@@ -1,8 +1,9 @@
 /*
- * config_node.c - the document tree under the schema: built from libfyaml's
- * event stream (which gives every node its line) or from jansson values,
- * read through typed accessors that report "expected X, got Y" errors, and
- * walked by one table-driven mapping checker.
+ * config_node.c - the document tree under the schema: built from jansson
+ * values here or from YAML in config_yaml.c, read through typed accessors
+ * that report "expected X, got Y" errors, and walked by one table-driven
+ * mapping checker.  Nothing here needs libfyaml: libcanary links this file
+ * (the flag and segment JSON validators) without the YAML loader.
  */
 #include <ctype.h>
 #include <errno.h>
@@ -13,10 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <libfyaml.h>
-
 #include "config/config_internal.h"
-#include "core/str.h"
 
 /* --- arena ------------------------------------------------------------------ */
 
@@ -99,28 +97,9 @@ void path_idx(char *sub, const char *path, size_t i)
 	snprintf(sub, PATH_MAX_LEN, "%s[%zu]", path, i);
 }
 
-/* --- YAML -> tree ------------------------------------------------------------------ */
+/* --- tree ------------------------------------------------------------------------- */
 
-struct anchor {
-	const char *name;
-	struct cnode *node;
-};
-
-/* Collections nest at most this deep (canaryd's own schema needs ~8); deeper
- * input would recurse without bound (found by fuzz_config_yaml). */
-#define YAML_MAX_DEPTH 64
-
-struct ybuild {
-	struct cctx *c;
-	struct fy_parser *fyp;
-	int last_line;
-	unsigned depth; /* collections open around the current node */
-	bool failed;
-	struct anchor *anchors;
-	size_t nanchors, capanchors;
-};
-
-static struct cnode *node_new(struct cctx *c, enum cnode_type t, int line)
+struct cnode *cnode_new(struct cctx *c, enum cnode_type t, int line)
 {
 	struct cnode *n = cfg_arena_alloc(c->tmp, sizeof(*n));
 
@@ -132,367 +111,11 @@ static struct cnode *node_new(struct cctx *c, enum cnode_type t, int line)
 	return n;
 }
 
-static int event_line(struct ybuild *b, struct fy_event *ev)
-{
-	const struct fy_mark *m = fy_event_start_mark(ev);
-
-	if (m)
-		b->last_line = m->line + 1;
-	return b->last_line;
-}
-
-/* Turns the "<source>:L:C: error: message" lines of libfyaml's diagnostics into errors. */
-static void diag_output(struct fy_diag *diag, void *user, const char *buf, size_t len)
-{
-	struct ybuild *b = user;
-	const char *tag = ": error: ";
-	char text[512];
-	const char *e, *p;
-	int line = 0;
-	size_t ml;
-
-	(void)diag;
-	if (len >= sizeof(text))
-		len = sizeof(text) - 1;
-	memcpy(text, buf, len);
-	text[len] = '\0';
-	e = strstr(text, tag);
-	if (!e)
-		return;
-	/* back over ":C" then ":L" */
-	p = e;
-	while (p > text && isdigit((unsigned char)p[-1]))
-		p--;
-	if (p > text && p[-1] == ':') {
-		const char *q = p - 1;
-
-		while (q > text && isdigit((unsigned char)q[-1]))
-			q--;
-		/* a line past INT_MAX / 10 is no line we read (found by fuzz_config_yaml) */
-		for (; q < p - 1 && line < INT_MAX / 10; q++)
-			line = line * 10 + (*q - '0');
-		if (q < p - 1)
-			line = 0;
-	}
-	e += strlen(tag);
-	ml = strcspn(e, "\n");
-	b->failed = true;
-	cerr(b->c, line, "", "syntax error: %.*s", (int)ml, e);
-}
-
-static struct cnode *anchor_find(struct ybuild *b, struct fy_token *t)
-{
-	size_t len;
-	const char *name = fy_token_get_text(t, &len);
-
-	for (size_t i = b->nanchors; i > 0; i--) {
-		const char *an = b->anchors[i - 1].name;
-
-		if (strlen(an) == len && memcmp(an, name, len) == 0)
-			return b->anchors[i - 1].node;
-	}
-	return NULL;
-}
-
-/* Records an anchor; a later definition of the same name shadows it. */
-static void anchor_add(struct ybuild *b, const char *name, struct cnode *n)
-{
-	if (!name || !n)
-		return;
-	if (b->nanchors == b->capanchors) {
-		size_t cap = b->capanchors ? b->capanchors * 2 : 8;
-		struct anchor *v = realloc(b->anchors, cap * sizeof(*v));
-
-		if (!v)
-			return;
-		b->anchors = v;
-		b->capanchors = cap;
-	}
-	b->anchors[b->nanchors].name = name;
-	b->anchors[b->nanchors++].node = n;
-}
-
-static bool plain_null(const char *t, size_t len)
-{
-	return len == 0 || (len == 1 && t[0] == '~') ||
-	       (len == 4 && (memcmp(t, "null", 4) == 0 || memcmp(t, "Null", 4) == 0 ||
-	                     memcmp(t, "NULL", 4) == 0));
-}
-
-static struct cnode *yb_node(struct ybuild *b, struct fy_event *ev);
-
-/* Reads children until the matching end event; pairs for a mapping. */
-static struct cnode *yb_collection(struct ybuild *b, struct cnode *n, enum fy_event_type end)
-{
-	struct cnode **items = NULL, **keys = NULL;
-	size_t cnt = 0, cap = 0;
-	bool map = n->type == CN_MAP;
-
-	for (;;) {
-		struct fy_event *ev = fy_parser_parse(b->fyp);
-		struct cnode *k = NULL, *v;
-
-		if (!ev)
-			goto out_fail;
-		if (ev->type == end) {
-			fy_parser_event_free(b->fyp, ev);
-			break;
-		}
-		if (map) {
-			k = yb_node(b, ev);
-			if (!k)
-				goto out_fail;
-			ev = fy_parser_parse(b->fyp);
-			if (!ev)
-				goto out_fail;
-		}
-		v = yb_node(b, ev);
-		if (!v)
-			goto out_fail;
-		if (cnt == cap) {
-			struct cnode **ni, **nk;
-
-			cap = cap ? cap * 2 : 8;
-			ni = realloc(items, cap * sizeof(*ni));
-			if (ni)
-				items = ni;
-			nk = realloc(keys, cap * sizeof(*nk));
-			if (nk)
-				keys = nk;
-			if (!ni || !nk)
-				goto out_fail;
-		}
-		/* A block collection is reported at its key's line, not at its first child's. */
-		if (k && (v->type == CN_MAP || v->type == CN_SEQ) && v->line > k->line)
-			v->line = k->line;
-		items[cnt] = v;
-		keys[cnt] = k;
-		cnt++;
-	}
-	n->n = cnt;
-	n->items = cfg_arena_alloc(b->c->tmp, (cnt ? cnt : 1) * sizeof(*items));
-	if (!n->items)
-		goto out_fail;
-	if (cnt)
-		memcpy(n->items, items, cnt * sizeof(*items));
-	if (map) {
-		n->keys = cfg_arena_alloc(b->c->tmp, (cnt ? cnt : 1) * sizeof(*keys));
-		if (!n->keys)
-			goto out_fail;
-		if (cnt)
-			memcpy(n->keys, keys, cnt * sizeof(*keys));
-		for (size_t i = 0; i < cnt; i++) {
-			if (n->keys[i]->type != CN_SCALAR && n->keys[i]->type != CN_NULL) {
-				cerr(b->c, n->keys[i]->line, "", "mapping keys must be scalars");
-				b->failed = true;
-			}
-		}
-	}
-	free(items);
-	free(keys);
-	return n;
-
-out_fail:
-	free(items);
-	free(keys);
-	return NULL;
-}
-
-/* The scalar's byte span in the source, for redacting it from config snapshots. */
-static void scalar_span(struct fy_token *tok, struct cnode *n)
-{
-	const struct fy_mark *a = fy_token_start_mark(tok), *z = fy_token_end_mark(tok);
-
-	enum fy_scalar_style st = fy_token_scalar_style(tok);
-
-	if (a && z && z->input_pos > a->input_pos) {
-		n->start = a->input_pos;
-		n->end = z->input_pos;
-		n->style = st == FYSS_LITERAL || st == FYSS_FOLDED ? CNODE_BLOCK
-		           : st == FYSS_PLAIN                      ? CNODE_PLAIN
-		                                                   : CNODE_QUOTED;
-	}
-}
-
-/* Builds the node that starts with ev (which it frees). */
-static struct cnode *yb_node(struct ybuild *b, struct fy_event *ev)
-{
-	int line = event_line(b, ev);
-	struct cnode *n = NULL;
-	struct fy_token *anchor = NULL;
-	char *anchor_name = NULL;
-	size_t len;
-	const char *t;
-
-	switch (ev->type) {
-	case FYET_SCALAR:
-		anchor = ev->scalar.anchor;
-		t = fy_token_get_text(ev->scalar.value, &len);
-		if (!t)
-			t = "", len = 0;
-		n = node_new(b->c, CN_SCALAR, line);
-		if (!n)
-			break;
-		n->quoted = fy_token_scalar_style(ev->scalar.value) != FYSS_PLAIN;
-		if (!n->quoted && plain_null(t, len))
-			n->type = CN_NULL;
-		n->text = cfg_arena_strndup(b->c->tmp, t, len);
-		n->len = len;
-		scalar_span(ev->scalar.value, n);
-		if (!n->text)
-			n = NULL;
-		break;
-	case FYET_ALIAS:
-		n = anchor_find(b, ev->alias.anchor);
-		if (!n) {
-			t = fy_token_get_text(ev->alias.anchor, &len);
-			cerr(b->c, line, "", "unknown alias *%.*s", (int)len, t);
-			b->failed = true;
-			n = node_new(b->c, CN_NULL, line);
-		}
-		break;
-	case FYET_SEQUENCE_START:
-		anchor = ev->sequence_start.anchor;
-		n = node_new(b->c, CN_SEQ, line);
-		break;
-	case FYET_MAPPING_START:
-		anchor = ev->mapping_start.anchor;
-		n = node_new(b->c, CN_MAP, line);
-		break;
-	default:
-		break;
-	}
-	/* The anchor token belongs to the event: copy its name before freeing it. */
-	if (anchor) {
-		t = fy_token_get_text(anchor, &len);
-		anchor_name = cfg_arena_strndup(b->c->tmp, t ? t : "", t ? len : 0);
-	}
-	if (n && (ev->type == FYET_SEQUENCE_START || ev->type == FYET_MAPPING_START)) {
-		enum fy_event_type end =
-		    ev->type == FYET_MAPPING_START ? FYET_MAPPING_END : FYET_SEQUENCE_END;
-
-		fy_parser_event_free(b->fyp, ev);
-		if (b->depth >= YAML_MAX_DEPTH) {
-			cerr(b->c, line, "", "collections nested deeper than %d levels",
-			     YAML_MAX_DEPTH);
-			b->failed = true;
-			return NULL;
-		}
-		/* registered after the children: an alias cannot refer to its own parent */
-		b->depth++;
-		n = yb_collection(b, n, end);
-		b->depth--;
-		anchor_add(b, anchor_name, n);
-		return n;
-	}
-	anchor_add(b, anchor_name, n);
-	fy_parser_event_free(b->fyp, ev);
-	return n;
-}
-
-struct cnode *cnode_from_yaml(struct cctx *c, const char *yaml, size_t len)
-{
-	struct ybuild b = {.c = c, .last_line = 1};
-	struct fy_diag_cfg dc;
-	struct fy_diag *diag;
-	struct fy_parse_cfg pc = {0};
-	struct fy_event *ev;
-	struct cnode *root = NULL;
-	int docs = 0;
-
-	{
-		/*
-		 * YAML is Unicode text: refuse other bytes before libfyaml sees
-		 * them (0.8's directive scanner loops forever on a `%` line with
-		 * 0xFF bytes, found by fuzz_config_yaml).
-		 */
-		size_t bad = str_utf8_invalid(str_make(yaml, len));
-
-		if (bad < len) {
-			int line = 1;
-			size_t col = 1;
-
-			for (size_t i = 0; i < bad; i++) {
-				col++;
-				if (yaml[i] == '\n') {
-					line++;
-					col = 1;
-				}
-			}
-			cerr(c, line, "", "not UTF-8: byte 0x%02X at column %zu",
-			     (unsigned char)yaml[bad], col);
-			return NULL;
-		}
-	}
-	fy_diag_cfg_default(&dc);
-	dc.fp = NULL;
-	dc.output_fn = diag_output;
-	dc.user = &b;
-	dc.colorize = false;
-	dc.level = FYET_ERROR;
-	diag = fy_diag_create(&dc);
-	if (!diag)
-		goto out_nomem;
-	pc.flags = FYPCF_QUIET | FYPCF_DEFAULT_VERSION_1_2 | FYPCF_JSON_NONE;
-	pc.diag = diag;
-	b.fyp = fy_parser_create(&pc);
-	if (!b.fyp)
-		goto out_diag;
-	if (fy_parser_set_string(b.fyp, yaml, len) != 0)
-		goto out_parser;
-	while ((ev = fy_parser_parse(b.fyp)) != NULL) {
-		int line = event_line(&b, ev);
-
-		switch (ev->type) {
-		case FYET_STREAM_START:
-		case FYET_STREAM_END:
-		case FYET_DOCUMENT_START:
-		case FYET_DOCUMENT_END:
-			if (ev->type == FYET_DOCUMENT_START && ++docs == 2) {
-				cerr(c, line, "", "only one YAML document is allowed");
-				b.failed = true;
-			}
-			fy_parser_event_free(b.fyp, ev);
-			break;
-		default: {
-			struct cnode *n = yb_node(&b, ev);
-
-			if (!n) {
-				b.failed = true;
-				goto out_stop;
-			}
-			if (!root)
-				root = n;
-			break;
-		}
-		}
-	}
-out_stop:
-	if (fy_parser_get_stream_error(b.fyp) && !cctx_failed(c))
-		cerr(c, b.last_line, "", "syntax error");
-	if (fy_parser_get_stream_error(b.fyp))
-		b.failed = true;
-	if (!b.failed && !root) {
-		cerr(c, 0, "", "the configuration is empty");
-		b.failed = true;
-	}
-out_parser:
-	fy_parser_destroy(b.fyp);
-out_diag:
-	fy_diag_destroy(diag);
-	free(b.anchors);
-	return b.failed ? NULL : root;
-
-out_nomem:
-	cerr(c, 0, "", "out of memory");
-	return NULL;
-}
-
 /* --- JSON <-> tree ------------------------------------------------------------------ */
 
 static struct cnode *json_scalar(struct cctx *c, const char *text, bool quoted)
 {
-	struct cnode *n = node_new(c, CN_SCALAR, 0);
+	struct cnode *n = cnode_new(c, CN_SCALAR, 0);
 
 	if (!n)
 		return NULL;
@@ -514,7 +137,7 @@ struct cnode *cnode_from_json(struct cctx *c, const json_t *v)
 		json_t *val;
 		size_t i = 0, cnt = json_object_size(v);
 
-		n = node_new(c, CN_MAP, 0);
+		n = cnode_new(c, CN_MAP, 0);
 		if (!n)
 			return NULL;
 		n->json = true;
@@ -536,7 +159,7 @@ struct cnode *cnode_from_json(struct cctx *c, const json_t *v)
 	case JSON_ARRAY: {
 		size_t cnt = json_array_size(v);
 
-		n = node_new(c, CN_SEQ, 0);
+		n = cnode_new(c, CN_SEQ, 0);
 		if (!n)
 			return NULL;
 		n->json = true;
@@ -572,7 +195,7 @@ struct cnode *cnode_from_json(struct cctx *c, const json_t *v)
 	case JSON_FALSE:
 		return json_scalar(c, "false", false);
 	case JSON_NULL:
-		n = node_new(c, CN_NULL, 0);
+		n = cnode_new(c, CN_NULL, 0);
 		if (n) {
 			n->text = "null";
 			n->json = true;
@@ -1082,17 +705,97 @@ int key_line(const struct cnode *n, const char *key)
 	return i < 0 ? n->line : n->items[i]->line;
 }
 
-/* Reports a key seen earlier in the same mapping; true when i is a duplicate. */
-static bool dup_key(struct cctx *c, const struct cnode *n, size_t i, const char *sub)
+/*
+ * The keys of one mapping seen so far, so a duplicate is found in O(1) and a
+ * mapping of k keys is checked in O(k) (20,000 flags are one mapping): an
+ * open-addressing table of key indices, each the key's first occurrence.
+ * Small mappings (nearly all) use the inline slots; a larger table is
+ * malloc'ed, and when that fails the check falls back to scanning the
+ * earlier keys -- slower, same answers.
+ */
+#define KEYSET_INLINE 64
+
+struct keyset {
+	const struct cnode *map;
+	uint32_t *slot; /* key index + 1; 0 is empty.  NULL: scan instead */
+	size_t mask;
+	uint32_t inline_slot[KEYSET_INLINE];
+};
+
+static void keyset_init(struct keyset *ks, const struct cnode *map)
 {
-	for (size_t j = 0; j < i; j++) {
-		if (strcmp(n->keys[j]->text, n->keys[i]->text) == 0) {
-			cerr(c, n->keys[i]->line, sub, "duplicate key (first defined on line %d)",
-			     n->keys[j]->line);
-			return true;
-		}
+	size_t cap = KEYSET_INLINE;
+
+	ks->map = map;
+	while (cap < 2 * map->n && cap <= SIZE_MAX / 4)
+		cap *= 2;
+	if (cap == KEYSET_INLINE)
+		ks->slot = ks->inline_slot;
+	else if (map->n < UINT32_MAX / 2)
+		ks->slot = malloc(cap * sizeof(*ks->slot));
+	else
+		ks->slot = NULL;
+	if (ks->slot)
+		memset(ks->slot, 0, cap * sizeof(*ks->slot));
+	ks->mask = cap - 1;
+}
+
+static void keyset_release(struct keyset *ks)
+{
+	if (ks->slot != ks->inline_slot)
+		free(ks->slot);
+	ks->slot = NULL;
+}
+
+/* FNV-1a over the key text up to its NUL (keys compare with strcmp). */
+static size_t key_hash(const char *s)
+{
+	uint64_t h = 14695981039346656037ULL;
+
+	for (; *s; s++) {
+		h ^= (unsigned char)*s;
+		h *= 1099511628211ULL;
 	}
-	return false;
+	return (size_t)(h ^ (h >> 32));
+}
+
+/*
+ * Adds key i (keys are added in order); returns the index of an earlier key
+ * with the same text, or -1 when i is its first occurrence.
+ */
+static long keyset_add(struct keyset *ks, size_t i)
+{
+	const struct cnode *n = ks->map;
+	const char *key = n->keys[i]->text;
+	size_t h;
+
+	if (!ks->slot) {
+		for (size_t j = 0; j < i; j++)
+			if (strcmp(n->keys[j]->text, key) == 0)
+				return (long)j;
+		return -1;
+	}
+	for (h = key_hash(key) & ks->mask; ks->slot[h]; h = (h + 1) & ks->mask) {
+		size_t j = ks->slot[h] - 1;
+
+		if (strcmp(n->keys[j]->text, key) == 0)
+			return (long)j;
+	}
+	ks->slot[h] = (uint32_t)(i + 1);
+	return -1;
+}
+
+/* Reports key i when an earlier key of the mapping has its text; true when i is a duplicate. */
+static bool dup_key(struct cctx *c, struct keyset *ks, size_t i, const char *sub)
+{
+	const struct cnode *n = ks->map;
+	long j = keyset_add(ks, i);
+
+	if (j < 0)
+		return false;
+	cerr(c, n->keys[i]->line, sub, "duplicate key (first defined on line %d)",
+	     n->keys[j]->line);
+	return true;
 }
 
 static bool store_field(struct cctx *c, const struct field *f, const struct cnode *v,
@@ -1162,17 +865,19 @@ bool walk_map(struct cctx *c, const struct cnode *n, const char *path, const str
 {
 	char sub[PATH_MAX_LEN];
 	uint64_t mask = 0;
+	struct keyset ks;
 
 	if (seen)
 		*seen = 0;
 	if (!want_map(c, n, path))
 		return false;
+	keyset_init(&ks, n);
 	for (size_t i = 0; i < n->n; i++) {
 		const char *key = n->keys[i]->text;
 		size_t f;
 
 		path_key(sub, path, key);
-		if (dup_key(c, n, i, sub))
+		if (dup_key(c, &ks, i, sub))
 			continue;
 		for (f = 0; f < nfields; f++)
 			if (strcmp(fields[f].key, key) == 0)
@@ -1184,6 +889,7 @@ bool walk_map(struct cctx *c, const struct cnode *n, const char *path, const str
 		mask |= (uint64_t)1 << f;
 		store_field(c, &fields[f], n->items[i], sub, obj);
 	}
+	keyset_release(&ks);
 	for (size_t f = 0; f < nfields; f++)
 		if (fields[f].required && !(mask & ((uint64_t)1 << f)))
 			cerr(c, n->line, path, "missing required key \"%s\"", fields[f].key);
@@ -1195,17 +901,20 @@ bool walk_map(struct cctx *c, const struct cnode *n, const char *path, const str
 size_t walk_named(struct cctx *c, const struct cnode *n, const char *path)
 {
 	char sub[PATH_MAX_LEN];
+	struct keyset ks;
 
 	if (!want_map(c, n, path))
 		return 0;
+	keyset_init(&ks, n);
 	for (size_t i = 0; i < n->n; i++) {
 		path_key(sub, path, n->keys[i]->text);
-		if (dup_key(c, n, i, sub))
+		if (dup_key(c, &ks, i, sub))
 			continue;
 		if (!config_valid_name(n->keys[i]->text))
 			cerr(c, n->keys[i]->line, sub, "invalid name \"%.70s\": " CONFIG_NAME_RULE,
 			     n->keys[i]->text);
 	}
+	keyset_release(&ks);
 	return n->n;
 }
 

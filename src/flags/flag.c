@@ -485,7 +485,8 @@ struct flagset *flagset_build(const struct config_flag *flags, size_t nflags,
 		snprintf(err, errlen, "out of memory");
 		return NULL;
 	}
-	arena_init(&set->arena, 16384);
+	/* small blocks for a one-flag set (flags/registry.c compiles each flag alone) */
+	arena_init(&set->arena, nflags > 1 ? 16384 : 2048);
 	if (build_segments(set, segs, nsegs, err, errlen) != 0)
 		goto out_free;
 	set->flags = arena_alloc(&set->arena, (nflags ? nflags : 1) * sizeof(*set->flags));

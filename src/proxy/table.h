@@ -85,20 +85,31 @@ struct proxy_service {
 	struct proxy_mirror mirror;
 	int stats_slot; /* mirror/fault statistics slot (mirror.h); -1: none */
 	int index;      /* in the table */
+	/*
+	 * Holds versions, endpoints, overrides and compiled segments: shared by
+	 * reference between the tables that did not rebuild this service
+	 * (proxy_table_derive), released with the last of them.
+	 */
+	struct snap_obj *mem;
 };
 
 struct proxy_route {
 	const char *host; /* NULL: any; "*.example.com": any subdomain */
 	const char *path_prefix;
 	size_t prefix_len;
-	struct proxy_service *svc;
+	uint32_t svc_index; /* into the table's services */
 };
+
+/* The listener's route lookup (hash of hosts, prefixes per host); private to table.c. */
+struct proxy_route_index;
 
 struct proxy_listener {
 	const char *name;
-	const char *addr;           /* "host:port" as http_listen() takes it */
-	struct proxy_route *routes; /* longest prefix first */
+	const char *addr;                 /* "host:port" as http_listen() takes it */
+	const struct proxy_route *routes; /* longest prefix first: the match order */
 	uint32_t nroutes;
+	const struct proxy_route_index *index; /* shared by tables of one configuration */
+	struct proxy_service *services;        /* the table's, which routes index */
 };
 
 struct proxy_table {
@@ -111,9 +122,13 @@ struct proxy_table {
 	uint32_t max_header_bytes; /* largest of the services' (listener-wide parsing) */
 	uint64_t header_timeout_ms;
 	uint64_t idle_timeout_ms;
-	struct snap_obj *cfg_ref;  /* keeps the config the table points into alive */
-	struct segment **segments; /* compiled for overrides; released with the table */
-	size_t nsegments;
+	struct snap_obj *cfg_ref; /* keeps the config the table points into alive */
+	/*
+	 * What depends on the configuration only (the service name index, the
+	 * listeners' routes and their lookup): built by proxy_table_build,
+	 * shared by every table derived from it.
+	 */
+	struct snap_obj *shape;
 };
 
 /* A runtime fault of one version; replaces the config's faults for it. */
@@ -161,14 +176,33 @@ struct proxy_table *proxy_table_build(struct config_ref *cfg, const struct proxy
                                                        const char *version),
                                       void *series_ctx, char *err, size_t errlen);
 
-/* The service named name, or NULL. */
+/*
+ * A new table equal to old except for the service tr->service, rebuilt from
+ * old's configuration and tr (NULL fields as in proxy_table_build).  The
+ * other services' data, the routes and their lookup are shared with old by
+ * reference, so the cost is one service's build plus a copy of the
+ * services array.  Control thread only.  NULL with a message in err (no
+ * such service in the configuration, unknown canary version, out of memory).
+ */
+struct proxy_table *proxy_table_derive(const struct proxy_table *old,
+                                       const struct proxy_traffic *tr, struct proxy_registry *reg,
+                                       int (*series_fn)(void *ctx, const char *svc,
+                                                        const char *version),
+                                       void *series_ctx, char *err, size_t errlen);
+
+/* The service named name, or NULL (a hash lookup). */
 struct proxy_service *proxy_table_service(const struct proxy_table *t, const char *name);
 /* Index of version name in svc, or -1. */
 int proxy_service_version(const struct proxy_service *svc, const char *name);
 
 /*
  * Route match on listener l: host (without port, case-insensitive) and path.
- * Returns the route's service or NULL (404).
+ * Returns the service of the first route in l->routes' order that matches
+ * (longest path prefix; at equal length a route naming a host before one
+ * for any host; then configuration order), or NULL (404).  The cost does
+ * not grow with the number of routes: one hash probe per host group (the
+ * exact host, each "*." suffix of it that has routes, any host) and per
+ * distinct prefix length in that group.
  */
 struct proxy_service *proxy_route_match(const struct proxy_listener *l, struct str host,
                                         struct str path);

@@ -7,19 +7,23 @@
  *
  * Threading: everything here runs on the control thread.  Nothing blocks:
  * rollout_engine_tick() is called by a timer (every ~100 ms) and only reads
- * snapshots, writes the store and calls the backend's set_weight, which
- * must itself not block (publishing a routing table).
+ * snapshots, commits through the state layer and calls the traffic and
+ * flags modules, which do not block either (they publish snapshots).
  *
  * Time: every now_ms is wall-clock UTC milliseconds since the epoch (the
  * persisted timers, `not_before` and `window` need wall time).
  *
  * Persistence: each rollout's runtime state is a store document of kind
- * "rollout" named after the rollout.  Every transition writes the document
- * and its event in one transaction BEFORE its action (a weight change) is
- * applied; actions are idempotent, so rollout_engine_load() after a crash
+ * "rollout" named after the rollout.  Every transition commits the document
+ * and its events with one state_commit() (state/state.h), so in one store
+ * transaction, BEFORE its action (a weight change) is applied; actions are
+ * idempotent, so rollout_engine_load() after a crash
  * re-applies the persisted weights and continues without skipping or
  * repeating a step.  Events have subject "rollout/NAME"; verdicts are events
  * of kind "verdict" with the same subject.
+ *
+ * Errors: functions return 0 or a negative ERR_* (core/err.h) / errno;
+ * only src/api/ turns them into HTTP statuses.
  */
 #ifndef ROLLOUT_ENGINE_H
 #define ROLLOUT_ENGINE_H
@@ -39,6 +43,7 @@ struct config_hook;
 struct job_result;
 struct mirror_snapshot;
 struct source_request;
+struct state;
 struct store;
 
 enum rollout_state {
@@ -61,13 +66,40 @@ enum rollout_control {
 	ROLLOUT_APPROVE,
 };
 
-/* Everything external.  Only set_weight and read_cohort are required. */
+/*
+ * Everything external.  Required: state, read_cohort, and traffic (or its
+ * test seam set_weight).
+ *
+ * The engine changes the world by calling the owning modules directly
+ * (rollout/actions.c): traffic (weights, stable versions, shadow mirrors,
+ * in-flight counts, table confirmation), flags (flag targets) and notifier
+ * (webhooks).  The callbacks marked "seam" below do the same for a backend
+ * without that module (the unit tests' fakes); a module pointer, when set,
+ * wins over its seam callbacks.  The other callbacks are readings and job
+ * runners.
+ */
+struct traffic;
+struct flags;
+struct notify;
+
 struct rollout_backend {
 	/*
-	 * Sets service's canary version to canary with weight (thousandths of a
-	 * percent, 0..100000) and publishes the routing table.  Must be
-	 * idempotent: the engine re-applies weights after a restart.  Returns
-	 * 0 or a negative error.
+	 * Required: the state layer every document and event is committed
+	 * through (borrowed; reads use state_store()).  The engine subscribes
+	 * to kind "rollout" to follow changes committed by other nodes.
+	 */
+	struct state *state;
+	/* The services' traffic (proxy/traffic.h); borrowed.  NULL: the seam callbacks. */
+	struct traffic *traffic;
+	/* The feature flags (flags/registry.h), for flag targets; borrowed.  NULL: seam. */
+	struct flags *flags;
+	/* The rollouts' webhooks (rollout/notify.h); borrowed.  NULL: seam, or none. */
+	struct notify *notifier;
+	/*
+	 * Seam for traffic_set_weight(): sets service's canary version to
+	 * canary with weight (thousandths of a percent, 0..100000) and
+	 * publishes the routing table.  Must be idempotent: the engine
+	 * re-applies weights after a restart.  Returns 0 or a negative error.
 	 */
 	int (*set_weight)(void *ctx, const char *service, const char *canary, uint32_t weight,
 	                  const char *actor);
@@ -79,29 +111,32 @@ struct rollout_backend {
 	int (*read_cohort)(void *ctx, const char *service, const char *version, enum cohort cohort,
 	                   struct metrics_cohort_snapshot *out);
 	/*
-	 * Optional: called after an event was committed (kind "rollout.step",
-	 * "rollout.rollback", "verdict", ...).  details is only borrowed.
+	 * Seam for notify_event(): called after an event was committed (kind
+	 * "rollout.step", "rollout.rollback", "verdict", ...).  details is only
+	 * borrowed.
 	 */
 	void (*notify)(void *ctx, const char *kind, const char *rollout, const json_t *details);
 	/* Optional: the wall clock for API-driven controls; NULL = CLOCK_REALTIME. */
 	int64_t (*now_ms)(void *ctx);
 	/*
-	 * Optional: waits (at most timeout_us) until every data-plane worker
-	 * routes with the last table set_weight published.  Returns 0, or
+	 * Seam for traffic_wait_applied(): waits (at most timeout_us) until
+	 * every data-plane worker routes with the last table set_weight
+	 * published.  Returns 0, or
 	 * -ETIMEDOUT.  Time to mitigate is measured up to its return.
 	 */
 	int (*wait_applied)(void *ctx, uint64_t timeout_us);
 	/*
-	 * Optional: the service's current stable version (it changes when a
-	 * rollout completes); NULL or absent = the config's.
+	 * Seam for traffic_stable_of(): the service's current stable version
+	 * (it changes when a rollout completes); NULL or absent = the config's.
 	 */
 	const char *(*stable_of)(void *ctx, const char *service);
 	/*
-	 * Optional: makes version the service's stable version with no canary
-	 * (completion, after bake).  Idempotent.  0 or a negative error.
+	 * Seam for traffic_set_stable(): makes version the service's stable
+	 * version with no canary (completion, after bake).  Idempotent.  0 or
+	 * a negative error.
 	 */
 	int (*set_stable)(void *ctx, const char *service, const char *version, const char *actor);
-	/* Optional: requests in flight to (service, version), or -1 when unknown. */
+	/* Seam for traffic_inflight(): requests in flight to (service, version), or -1. */
 	long (*inflight)(void *ctx, const char *service, const char *version);
 	/*
 	 * Optional: starts rollback hook h with argv (exec, templated) or body
@@ -130,7 +165,8 @@ struct rollout_backend {
 	 */
 	int (*evidence)(void *ctx, const char *name, uint32_t gen, char *path, size_t pathlen);
 	/*
-	 * Optional (flag targets): flag_save returns the flag's state before the
+	 * Seam for flags_save / flags_set_percent / flags_restore (flag
+	 * targets): flag_save returns the flag's state before the
 	 * rollout (a new reference, opaque to the engine, persisted in the
 	 * rollout's document; NULL when there is no such flag), flag_set sets
 	 * the flag's fallthrough percentage (thousandths), flag_restore puts a
@@ -141,11 +177,12 @@ struct rollout_backend {
 	int (*flag_set)(void *ctx, const char *flag, uint32_t weight, const char *actor);
 	int (*flag_restore)(void *ctx, const char *flag, const json_t *saved, const char *actor);
 	/*
-	 * Optional (shadow steps): set_shadow mirrors percent (thousandths; 0
+	 * Shadow steps: set_shadow (seam for traffic_set_mirror()) mirrors percent (thousandths; 0
 	 * stops the rollout's mirror) of service's traffic to version and
 	 * publishes the table; read_shadow fills the service's CUMULATIVE mirror
 	 * comparison counters (proxy/mirror.h; -ENOENT = nothing mirrored yet).
-	 * 0 or a negative error.  Without them shadow steps are skipped.
+	 * 0 or a negative error.  Without traffic or set_shadow, shadow steps
+	 * are skipped.
 	 */
 	int (*set_shadow)(void *ctx, const char *service, const char *version, uint32_t percent,
 	                  const char *actor);
@@ -163,7 +200,6 @@ struct rollout_backend {
 	void (*split_reset)(void *ctx, const char *service, const char *version);
 	int (*read_split)(void *ctx, const char *service, const char *version, enum cohort cohort,
 	                  struct metrics_split_snapshot *out);
-	struct store *store; /* required; the control thread's handle */
 	void *ctx;
 };
 
@@ -201,11 +237,14 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms);
 
 /*
  * Applies a control to rollout `name` on behalf of actor (token name).
- * Returns an HTTP status: 200 done, 404 no such rollout, 409 wrong state
- * (or a target owned by another active rollout, for start/retry), 403 for
- * approve by an identity the current approval step does not list, 500 when
- * the store refused the write.  A human message goes to msg (always
- * NUL-terminated when msglen > 0).  Approving twice is 200 (idempotent).
+ * Returns 0 done, ERR_NOTFOUND no such rollout, ERR_STATE wrong state,
+ * ERR_CONFLICT a target owned by another active rollout (start/retry) or a
+ * commit the state layer's fence refused (fleet mode: not the leader),
+ * ERR_FORBIDDEN approve by an identity the current approval step does not
+ * list, ERR_UNAVAILABLE the store cannot be reached or ERR_STORE it refused
+ * the write (nothing changed), -EINVAL an unknown control.  A human message
+ * goes to msg (always NUL-terminated when msglen > 0), on success too.
+ * Approving twice is 0 (idempotent).
  */
 int rollout_engine_control(struct rollout_engine *e, const char *name, enum rollout_control c,
                            const char *actor, int64_t now_ms, char *msg, size_t msglen);
@@ -274,8 +313,20 @@ json_t *rollout_engine_list_json(const struct rollout_engine *e);
 /* The wall clock the engine uses for API controls (backend now_ms or realtime). */
 int64_t rollout_engine_now(const struct rollout_engine *e);
 
-/* The store the engine writes to (for the API's event listings). */
+/* The store the engine's state layer writes to (for the API's event listings). */
 struct store *rollout_engine_store(const struct rollout_engine *e);
+
+/*
+ * Reloads rollout name's run from its document text json (NULL: read it
+ * from the store; a missing document makes it idle), as committed by
+ * another fleet node: state, step, timers, approvals, counters.  Applies no
+ * action (the node that committed it did); metric readings and counters of
+ * this process are kept.  The engine calls it itself for remote updates of
+ * kind "rollout" (state_apply()).  Returns 0, ERR_NOTFOUND when the config
+ * has no such rollout, -EINVAL for an unreadable document (the run is then
+ * idle), or a store error.
+ */
+int rollout_engine_reload(struct rollout_engine *e, const char *name, const char *json);
 
 /*
  * The first UTC instant >= from_ms at which a step with these gates may

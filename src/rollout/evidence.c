@@ -24,6 +24,8 @@
 #include <unistd.h>
 
 #include "core/buf.h"
+#include "rollout/retention.h"
+#include "store/store.h"
 
 #define TEXT_CAP      (4u << 20)  /* summary.md */
 #define SVG_CAP       (16u << 20) /* one chart */
@@ -244,6 +246,17 @@ static const char *ev_kind(const json_t *e)
 	return k ? k : "";
 }
 
+/* A per-interval event: raw, or the summary of old ones (rollout/retention.h). */
+static bool is_interval_kind(const char *k)
+{
+	return !strcmp(k, "rollout.interval") || !strcmp(k, RETENTION_INTERVAL_SUMMARY);
+}
+
+static bool is_verdict_kind(const char *k)
+{
+	return !strcmp(k, "verdict") || !strcmp(k, RETENTION_VERDICT_SUMMARY);
+}
+
 static const json_t *ev_details(const json_t *e)
 {
 	const json_t *d = json_object_get(e, "details");
@@ -305,7 +318,7 @@ static int64_t engine_time(const json_t *e)
 
 	if (!strcmp(k, "rollout.rollback"))
 		return jint(d, "decision_ms");
-	if (!strcmp(k, "rollout.interval") || !strcmp(k, "verdict"))
+	if (is_interval_kind(k) || is_verdict_kind(k))
 		return jint(d, "interval_end_ms");
 	if (!strcmp(k, "rollout.step"))
 		return jint(d, "at_ms");
@@ -514,6 +527,20 @@ enum outcome {
 	OUT_FAILED,
 };
 
+/* Verdict outcomes per check of the latest run, counted over every verdict. */
+#define TALLY_CHECKS 64 /* checks named; more are counted under the last */
+
+struct check_count {
+	char name[96];
+	long n[5]; /* pass, fail, inconclusive, error, other */
+};
+
+struct tallies {
+	struct check_count c[TALLY_CHECKS];
+	size_t n;
+	bool other;
+};
+
 /* The latest run: events [first, end) of the list. */
 struct run {
 	const json_t *events;
@@ -523,7 +550,9 @@ struct run {
 	int64_t start_ms; /* NO_TIME when unknown */
 	int64_t end_ms;   /* NO_TIME while it has not ended */
 	enum outcome outcome;
-	const json_t *start_ev; /* may be NULL */
+	const json_t *start_ev;      /* may be NULL */
+	const struct tallies *tally; /* verdict counts of the run (all, not only those kept) */
+	size_t total;                /* events read, before downsampling */
 };
 
 /* Per outcome: the summary's words and the state name. */
@@ -707,6 +736,12 @@ static int series_rows(json_t *series, const json_t *e, int run, int64_t run_sta
 		    ms_or_null(end != NO_TIME && run_start != NO_TIME ? end - run_start : NO_TIME),
 		    &bad);
 		put(row, "step", num_or_null(json_object_get(d, "step")), &bad);
+		/* how many intervals the row stands for: more than 1 for a summary */
+		put(row, "intervals",
+		    json_integer(strcmp(ev_kind(e), RETENTION_INTERVAL_SUMMARY)
+		                     ? 1
+		                     : (json_int_t)jint(json_object_get(d, "replaces"), "count")),
+		    &bad);
 		put(row, "target", json_string(tname), &bad);
 		put(row, "weight", num_or_null(json_object_get(tv, "weight")), &bad);
 		put(row, "bake", bool_or_null(json_object_get(d, "bake")), &bad);
@@ -743,12 +778,15 @@ static int collect(const json_t *events, int nruns, json_t *verdicts, json_t *se
 
 		if (is_start(e))
 			run++;
-		if (!strcmp(k, "verdict")) {
+		if (is_verdict_kind(k)) {
 			json_t *v = verdict_entry(e, run);
 
+			/* a summary's entry is its details: per check counts of what it replaced */
+			if (v && strcmp(k, "verdict"))
+				json_object_set_new(v, "summary", json_true());
 			if (!v || json_array_append_new(verdicts, v))
 				rc = -1;
-		} else if (!strcmp(k, "rollout.interval")) {
+		} else if (is_interval_kind(k)) {
 			rc = series_rows(series, e, run, starts[run <= nruns ? run : nruns]);
 		}
 	}
@@ -758,11 +796,6 @@ static int collect(const json_t *events, int nruns, json_t *verdicts, json_t *se
 
 /* ------------------------------------------------------------------------ */
 /* summary.md                                                                */
-
-struct check_count {
-	const char *name;
-	long n[5]; /* pass, fail, inconclusive, error, other */
-};
 
 /* "exec on web" */
 static void hook_what(struct out *o, const json_t *d)
@@ -988,7 +1021,7 @@ static void timeline_detail(struct out *o, const json_t *e)
 
 static bool in_timeline(const char *kind)
 {
-	return strcmp(kind, "verdict") && strcmp(kind, "rollout.interval") &&
+	return !is_verdict_kind(kind) && !is_interval_kind(kind) &&
 	       strcmp(kind, "rollout.step.passed");
 }
 
@@ -1353,61 +1386,28 @@ static int outcome_index(const char *s)
 
 static int sum_verdict_counts(struct out *o, const struct run *r)
 {
-	struct check_count *cc = NULL;
-	size_t n = 0, cap = 0;
-	bool other = false;
+	const struct tallies *t = r->tally;
 
-	for (size_t i = r->first; i < r->end; i++) {
-		const json_t *d = ev_details(json_array_get(r->events, i));
-		const char *name;
-		size_t k;
-
-		if (strcmp(ev_kind(json_array_get(r->events, i)), "verdict"))
-			continue;
-		name = jstr(d, "check");
-		if (!name)
-			name = "?";
-		for (k = 0; k < n && strcmp(cc[k].name, name); k++)
-			;
-		if (k == n) {
-			if (n == cap) {
-				size_t ncap = cap ? cap * 2 : 8;
-				struct check_count *p = realloc(cc, ncap * sizeof(*p));
-
-				if (!p) {
-					free(cc);
-					return -1;
-				}
-				cc = p;
-				cap = ncap;
-			}
-			memset(&cc[n], 0, sizeof(cc[n]));
-			cc[n++].name = name;
-		}
-		cc[k].n[outcome_index(jstr(d, "outcome"))]++;
-		other = other || outcome_index(jstr(d, "outcome")) == 4;
-	}
 	out_str(o, "## Verdicts\n\n");
-	if (n == 0) {
+	if (!t || t->n == 0) {
 		out_str(o, "_No verdicts in this run._\n\n");
-		free(cc);
 		return 0;
 	}
-	out_str(o, other
+	out_str(o, t->other
 	               ? "| check | pass | fail | inconclusive | error | other |\n"
 	                 "|---|---|---|---|---|---|\n"
 	               : "| check | pass | fail | inconclusive | error |\n|---|---|---|---|---|\n");
-	for (size_t k = 0; k < n; k++) {
+	for (size_t k = 0; k < t->n; k++) {
+		const struct check_count *cc = &t->c[k];
+
 		out_str(o, "| ");
-		md_text(o, cc[k].name, 80);
-		out_printf(o, " | %ld | %ld | %ld | %ld", cc[k].n[0], cc[k].n[1], cc[k].n[2],
-		           cc[k].n[3]);
-		if (other)
-			out_printf(o, " | %ld", cc[k].n[4]);
+		md_text(o, cc->name, 80);
+		out_printf(o, " | %ld | %ld | %ld | %ld", cc->n[0], cc->n[1], cc->n[2], cc->n[3]);
+		if (t->other)
+			out_printf(o, " | %ld", cc->n[4]);
 		out_str(o, " |\n");
 	}
 	out_str(o, "\n");
-	free(cc);
 	return 0;
 }
 
@@ -1541,7 +1541,15 @@ static json_t *summary_md(const char *name, const struct run *r, const json_t *l
 	out_printf(&o,
 	           "---\n\n_Generated by canaryd at %s UTC from %zu events (%zu in this run). "
 	           "Inputs: config.yaml, events.json, verdicts.json, series.json._\n",
-	           a, json_array_size(r->events), r->end - r->first);
+	           a, r->total > json_array_size(r->events) ? r->total : json_array_size(r->events),
+	           r->end - r->first);
+	if (r->total > json_array_size(r->events))
+		out_printf(
+		    &o,
+		    "\n_Interval and verdict events are downsampled in this bundle: %zu of "
+		    "%zu events are in events.json (first, last, minimum and maximum of each "
+		    "stretch, and every interval around a rollback decision)._\n",
+		    json_array_size(r->events), r->total);
 	return out_finish(&o, "# Summary not available\n\nThe summary is over its size cap; "
 	                      "see events.json.\n");
 }
@@ -1661,7 +1669,7 @@ static int chart_collect(struct chart *c, const struct run *r, int64_t origin, c
 		const char *tn;
 		json_t *tv;
 
-		if (strcmp(ev_kind(e), "rollout.interval"))
+		if (!is_interval_kind(ev_kind(e)))
 			continue;
 		json_object_foreach(json_object_get(ev_details(e), "targets"), tn, tv)
 		{
@@ -1679,7 +1687,7 @@ static int chart_collect(struct chart *c, const struct run *r, int64_t origin, c
 		const char *k = ev_kind(e);
 		int64_t t;
 
-		if (!strcmp(k, "rollout.interval")) {
+		if (is_interval_kind(k)) {
 			const json_t *targets = json_object_get(d, "targets");
 
 			t = jint(d, "interval_end_ms");
@@ -1995,6 +2003,586 @@ done:
 }
 
 /* ------------------------------------------------------------------------ */
+/* Reading the events: two streaming passes, bounded memory                 */
+
+/*
+ * Pass 1 walks every event once and keeps only the audit events (every
+ * kind but intervals, verdicts and their summaries), counting the others.
+ * Pass 2 walks the intervals, then the verdicts (summaries first: they are
+ * always older than what is left at full resolution), and keeps a bounded
+ * selection: all of them up to SERIES_MAX, else per stretch of the stream
+ * (SERIES_BUCKETS stretches) the first, the last and the extremes, plus
+ * every event around the last RB_WINDOWS rollback decisions.  The bundle
+ * is built from the audit events and that selection, merged in order.
+ */
+#define AUDIT_MAX      50000 /* audit events of one rollout kept (more: counted, dropped) */
+#define SERIES_MAX     500   /* interval (or verdict) events kept whole below this */
+#define SERIES_BUCKETS 60    /* stretches when downsampling; <= 5 events kept per stretch */
+#define RB_WINDOWS     4     /* rollbacks whose failing streak is kept at full resolution */
+#define RB_RING        40    /* events kept per rollback (the latest of its streak) */
+#define LAST_CHECKS    16    /* checks whose last verdict before a rollback is kept */
+
+/* Where events come from: a store (streamed) or a list (the old interface). */
+struct source {
+	struct store *st;
+	const char *subject;
+	const json_t *events;
+};
+
+/* One event of a walk; seq orders them (the id, or the index in a list). */
+struct row {
+	int64_t seq;
+	const char *kind;
+	int64_t id, ts_ms; /* store rows */
+	const char *actor, *subject, *details;
+	const json_t *ev; /* list rows */
+};
+
+typedef int (*row_fn)(void *arg, const struct row *r);
+
+struct row_walk {
+	row_fn fn;
+	void *arg;
+};
+
+static int store_row(void *arg, int64_t id, int64_t ts_ms, const char *actor, const char *kind,
+                     const char *subject, const char *details)
+{
+	const struct row_walk *w = arg;
+	struct row r = {.seq = id,
+	                .kind = kind,
+	                .id = id,
+	                .ts_ms = ts_ms,
+	                .actor = actor,
+	                .subject = subject,
+	                .details = details};
+
+	return w->fn(w->arg, &r);
+}
+
+/* fn for every event of kind (NULL: all) in order: 0, fn's stop value, or a store error. */
+static int walk(const struct source *s, const char *kind, row_fn fn, void *arg)
+{
+	size_t i;
+	json_t *e;
+
+	if (s->st) {
+		struct store_events_query q = {.subject = s->subject, .kind = kind};
+		struct row_walk w = {fn, arg};
+
+		return store_events_each(s->st, &q, store_row, &w);
+	}
+	json_array_foreach((json_t *)s->events, i, e)
+	{
+		struct row r = {.seq = (int64_t)i, .kind = ev_kind(e), .ev = e};
+		int rc;
+
+		if (kind && strcmp(r.kind, kind))
+			continue;
+		rc = fn(arg, &r);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* "2024-05-01T12:34:56.789Z", as the store writes "ts". */
+static void iso_time(int64_t ms, char *b, size_t n)
+{
+	time_t secs = (time_t)(ms / 1000);
+	int64_t frac = ms % 1000;
+	struct tm tm;
+
+	if (frac < 0) {
+		frac += 1000;
+		secs -= 1;
+	}
+	if (!gmtime_r(&secs, &tm)) {
+		snprintf(b, n, "1970-01-01T00:00:00.000Z");
+		return;
+	}
+	snprintf(b, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
+}
+
+/*
+ * The row as an event object in store_events_list()'s shape (a new
+ * reference), or NULL when out of memory.  A summary's "ts" is the stamp
+ * of the last event it replaced (its own is the time of the compaction),
+ * so it lines up with the engine times like the events it stands for.
+ */
+static json_t *row_event(const struct row *r)
+{
+	json_t *d;
+	int64_t ts;
+	char tsb[96]; /* room for any year: -Wformat-truncation */
+
+	if (r->ev)
+		return json_deep_copy(r->ev);
+	d = json_loads(r->details ? r->details : "{}", 0, NULL);
+	if (!json_is_object(d)) {
+		json_decref(d);
+		d = json_object();
+		if (!d)
+			return NULL;
+	}
+	ts = r->ts_ms;
+	if (!strcmp(r->kind, RETENTION_INTERVAL_SUMMARY) ||
+	    !strcmp(r->kind, RETENTION_VERDICT_SUMMARY)) {
+		int64_t last = jint(json_object_get(d, "replaces"), "last_ts_ms");
+
+		if (last != NO_TIME)
+			ts = last;
+	}
+	iso_time(ts, tsb, sizeof(tsb));
+	return json_pack("{s:I, s:s, s:s, s:s, s:s, s:o}", "id", (json_int_t)r->id, "ts", tsb,
+	                 "actor", r->actor ? r->actor : "", "kind", r->kind, "subject",
+	                 r->subject ? r->subject : "", "details", d);
+}
+
+/* An event with its order key. */
+struct keyed {
+	int64_t seq;
+	json_t *ev;
+};
+
+struct keyed_list {
+	struct keyed *v;
+	size_t n, cap;
+};
+
+/* Appends (seq, ev), taking a new reference to ev. */
+static int keyed_add(struct keyed_list *l, int64_t seq, json_t *ev)
+{
+	if (l->n == l->cap) {
+		size_t ncap = l->cap ? l->cap * 2 : 64;
+		struct keyed *p = realloc(l->v, ncap * sizeof(*p));
+
+		if (!p)
+			return -ENOMEM;
+		l->v = p;
+		l->cap = ncap;
+	}
+	l->v[l->n].seq = seq;
+	l->v[l->n].ev = json_incref(ev);
+	l->n++;
+	return 0;
+}
+
+static void keyed_release(struct keyed_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		json_decref(l->v[i].ev);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+static int keyed_cmp(const void *a, const void *b)
+{
+	const struct keyed *x = a, *y = b;
+
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* A rollback decision whose failing streak stays at full resolution. */
+struct rb_window {
+	int64_t seq;
+	int64_t from_ms, to_ms; /* interval ends inside [from, to]; NO_TIME: unknown */
+};
+
+/* Pass 1's result. */
+struct plan {
+	struct keyed_list audit;
+	size_t total, nint, nver, dropped;
+	int64_t last_start_seq; /* -1: no start */
+	struct rb_window rb[RB_WINDOWS];
+	size_t nrb;
+};
+
+static int plan_row(void *arg, const struct row *r)
+{
+	struct plan *p = arg;
+	json_t *e;
+	int rc;
+
+	p->total++;
+	if (is_interval_kind(r->kind)) {
+		p->nint++;
+		return 0;
+	}
+	if (is_verdict_kind(r->kind)) {
+		p->nver++;
+		return 0;
+	}
+	if (p->audit.n >= AUDIT_MAX) {
+		p->dropped++;
+		return 0;
+	}
+	e = row_event(r);
+	if (!e)
+		return -ENOMEM;
+	rc = keyed_add(&p->audit, r->seq, e);
+	json_decref(e);
+	if (rc)
+		return rc;
+	if (!strcmp(r->kind, "rollout.started") || !strcmp(r->kind, "rollout.retry"))
+		p->last_start_seq = r->seq;
+	if (!strcmp(r->kind, "rollout.rollback")) {
+		const json_t *d = ev_details(p->audit.v[p->audit.n - 1].ev);
+		struct rb_window w = {r->seq, jint(d, "first_failing_interval_start_ms"),
+		                      jint(d, "decision_ms")};
+
+		/* the last RB_WINDOWS rollbacks */
+		if (p->nrb == RB_WINDOWS) {
+			memmove(&p->rb[0], &p->rb[1], (RB_WINDOWS - 1) * sizeof(p->rb[0]));
+			p->nrb--;
+		}
+		p->rb[p->nrb++] = w;
+	}
+	return 0;
+}
+
+/* The latest events of one rollback's streak. */
+struct ring {
+	struct keyed v[RB_RING];
+	size_t n, head;
+};
+
+static void ring_push(struct ring *g, int64_t seq, json_t *ev)
+{
+	struct keyed *slot = &g->v[(g->head + g->n) % RB_RING];
+
+	if (g->n == RB_RING) {
+		slot = &g->v[g->head];
+		json_decref(slot->ev);
+		g->head = (g->head + 1) % RB_RING;
+	} else {
+		g->n++;
+	}
+	slot->seq = seq;
+	slot->ev = json_incref(ev);
+}
+
+/* Candidate slots of one stretch. */
+enum { C_FIRST, C_LAST, C_HI, C_LO, C_HI2, C_SLOTS };
+
+/* Pass 2's state for one family (intervals, or verdicts). */
+struct pick {
+	const struct plan *plan;
+	bool verdicts;
+	size_t n, i;   /* events of the family, index of the next */
+	size_t bucket; /* current stretch */
+	struct keyed cand[C_SLOTS];
+	double cval[C_SLOTS];
+	struct ring rings[RB_WINDOWS];
+	size_t next_rb;                 /* first rollback not yet passed */
+	struct keyed last[LAST_CHECKS]; /* intervals: [0]; verdicts: one per check */
+	size_t nlast;
+	struct keyed_list *kept;
+	struct tallies *tally;
+	int err;
+};
+
+static void slot_set(struct keyed *k, int64_t seq, json_t *ev)
+{
+	json_decref(k->ev);
+	k->seq = seq;
+	k->ev = json_incref(ev);
+}
+
+static void slot_clear(struct keyed *k)
+{
+	json_decref(k->ev);
+	k->ev = NULL;
+}
+
+/* Moves the stretch's candidates to the kept list (the merge drops repeats). */
+static int pick_flush(struct pick *p)
+{
+	int rc = 0;
+
+	for (size_t c = 0; c < C_SLOTS; c++) {
+		if (p->cand[c].ev && !rc)
+			rc = keyed_add(p->kept, p->cand[c].seq, p->cand[c].ev);
+		slot_clear(&p->cand[c]);
+	}
+	return rc;
+}
+
+/* The largest and smallest canary value of metric over the targets of interval d. */
+static void canary_range(const json_t *d, const char *metric, double *hi, double *lo)
+{
+	const char *tn;
+	json_t *tv;
+
+	*hi = -INFINITY;
+	*lo = INFINITY;
+	json_object_foreach((json_t *)json_object_get(d, "targets"), tn, tv)
+	{
+		double v;
+
+		if (jnum(json_object_get(tv, "canary"), metric, &v)) {
+			*hi = fmax(*hi, v);
+			*lo = fmin(*lo, v);
+		}
+	}
+}
+
+static bool bad_outcome(const char *o)
+{
+	return o && (!strcmp(o, "fail") || !strcmp(o, "error"));
+}
+
+static void tally_add(struct tallies *t, const char *check, const char *outcome, long count)
+{
+	size_t k;
+	int oi = outcome_index(outcome);
+
+	if (!check)
+		check = "?";
+	for (k = 0; k < t->n && strncmp(t->c[k].name, check, sizeof(t->c[k].name) - 1); k++)
+		;
+	if (k == t->n) {
+		if (t->n == TALLY_CHECKS)
+			k = TALLY_CHECKS - 1;
+		else
+			snprintf(t->c[t->n++].name, sizeof(t->c[0].name), "%s", check);
+	}
+	t->c[k].n[oi] += count;
+	t->other = t->other || oi == 4;
+}
+
+/* The latest run's verdict counts, from a verdict or a verdict summary. */
+static void tally_event(struct tallies *t, const char *kind, const json_t *d)
+{
+	const char *name, *outcome;
+	json_t *c, *n;
+
+	if (!strcmp(kind, "verdict")) {
+		tally_add(t, jstr(d, "check"), jstr(d, "outcome"), 1);
+		return;
+	}
+	json_object_foreach((json_t *)json_object_get(d, "checks"), name, c)
+	{
+		json_object_foreach(json_object_get(c, "outcomes"), outcome, n)
+		{
+			if (json_is_integer(n) && json_integer_value(n) > 0)
+				tally_add(t, name, outcome, (long)json_integer_value(n));
+		}
+	}
+}
+
+/* Remembers e as the last event (of its check) before the next rollback. */
+static void note_last(struct pick *p, int64_t seq, json_t *e)
+{
+	const char *check = p->verdicts ? jstr(ev_details(e), "check") : NULL;
+	size_t k = 0;
+
+	if (p->verdicts) {
+		if (!check)
+			return;
+		for (k = 0; k < p->nlast && strcmp(jstr(ev_details(p->last[k].ev), "check"), check);
+		     k++)
+			;
+		if (k == p->nlast) {
+			if (p->nlast == LAST_CHECKS)
+				return;
+			p->nlast++;
+		}
+	} else {
+		p->nlast = 1;
+	}
+	slot_set(&p->last[k], seq, e);
+}
+
+static int pick_row(void *arg, const struct row *r)
+{
+	struct pick *p = arg;
+	const struct plan *pl = p->plan;
+	bool summary = !strcmp(r->kind, RETENTION_INTERVAL_SUMMARY) ||
+	               !strcmp(r->kind, RETENTION_VERDICT_SUMMARY);
+	json_t *e = row_event(r);
+	const json_t *d;
+	int64_t seq = r->seq, t;
+	size_t b;
+
+	if (!e)
+		return p->err = -ENOMEM;
+	d = ev_details(e);
+	/* in a store, a summary stands where the first event it replaced stood */
+	if (summary && !r->ev && jint(json_object_get(d, "replaces"), "first_id") != NO_TIME)
+		seq = jint(json_object_get(d, "replaces"), "first_id");
+	if (p->verdicts && seq > pl->last_start_seq)
+		tally_event(p->tally, r->kind, d);
+	if (p->n <= SERIES_MAX) {
+		p->err = keyed_add(p->kept, seq, e);
+		goto out;
+	}
+	/* passing a rollback: keep what came last before it */
+	while (p->next_rb < pl->nrb && seq > pl->rb[p->next_rb].seq) {
+		for (size_t k = 0; k < p->nlast; k++)
+			ring_push(&p->rings[p->next_rb], p->last[k].seq, p->last[k].ev);
+		p->next_rb++;
+	}
+	/* inside a rollback's failing streak: full resolution */
+	t = jint(d, "interval_end_ms");
+	for (size_t k = 0; !summary && t != NO_TIME && k < pl->nrb; k++)
+		if (pl->rb[k].from_ms != NO_TIME && pl->rb[k].to_ms != NO_TIME &&
+		    t >= pl->rb[k].from_ms && t <= pl->rb[k].to_ms)
+			ring_push(&p->rings[k], seq, e);
+	b = (size_t)((double)p->i * SERIES_BUCKETS / (double)p->n);
+	if (b != p->bucket && (p->err = pick_flush(p)))
+		goto out;
+	p->bucket = b;
+	if (!p->cand[C_FIRST].ev)
+		slot_set(&p->cand[C_FIRST], seq, e);
+	slot_set(&p->cand[C_LAST], seq, e);
+	if (p->verdicts) {
+		if (bad_outcome(jstr(d, "outcome"))) {
+			if (!p->cand[C_HI].ev)
+				slot_set(&p->cand[C_HI], seq, e);
+			slot_set(&p->cand[C_LO], seq, e);
+		}
+	} else {
+		double hi, lo, p99, unused;
+
+		canary_range(d, "error_rate", &hi, &lo);
+		canary_range(d, "p99_ms", &p99, &unused);
+		if (hi > -INFINITY && (!p->cand[C_HI].ev || hi > p->cval[C_HI])) {
+			slot_set(&p->cand[C_HI], seq, e);
+			p->cval[C_HI] = hi;
+		}
+		if (lo < INFINITY && (!p->cand[C_LO].ev || lo < p->cval[C_LO])) {
+			slot_set(&p->cand[C_LO], seq, e);
+			p->cval[C_LO] = lo;
+		}
+		if (p99 > -INFINITY && (!p->cand[C_HI2].ev || p99 > p->cval[C_HI2])) {
+			slot_set(&p->cand[C_HI2], seq, e);
+			p->cval[C_HI2] = p99;
+		}
+	}
+	if (!summary)
+		note_last(p, seq, e);
+out:
+	p->i++;
+	json_decref(e);
+	return p->err;
+}
+
+/* Pass 2 for one family: its summaries, then its events at full resolution. */
+static int pick_family(const struct source *s, const struct plan *pl, bool verdicts,
+                       struct keyed_list *kept, struct tallies *tally)
+{
+	struct pick p = {.plan = pl,
+	                 .verdicts = verdicts,
+	                 .n = verdicts ? pl->nver : pl->nint,
+	                 .kept = kept,
+	                 .tally = tally};
+	int rc;
+
+	rc = walk(s, verdicts ? RETENTION_VERDICT_SUMMARY : RETENTION_INTERVAL_SUMMARY, pick_row,
+	          &p);
+	if (rc == 0)
+		rc = walk(s, verdicts ? "verdict" : "rollout.interval", pick_row, &p);
+	/* a rollback after the last event: what came last before it */
+	while (rc == 0 && p.n > SERIES_MAX && p.next_rb < pl->nrb) {
+		for (size_t k = 0; k < p.nlast; k++)
+			ring_push(&p.rings[p.next_rb], p.last[k].seq, p.last[k].ev);
+		p.next_rb++;
+	}
+	if (rc == 0)
+		rc = pick_flush(&p);
+	for (size_t k = 0; k < RB_WINDOWS; k++)
+		for (size_t j = 0; j < p.rings[k].n; j++) {
+			struct keyed *x = &p.rings[k].v[(p.rings[k].head + j) % RB_RING];
+
+			if (rc == 0)
+				rc = keyed_add(kept, x->seq, x->ev);
+			json_decref(x->ev);
+		}
+	for (size_t c = 0; c < C_SLOTS; c++)
+		slot_clear(&p.cand[c]);
+	for (size_t k = 0; k < p.nlast; k++)
+		slot_clear(&p.last[k]);
+	if (rc > 0) /* a callback's stop is an error code here */
+		rc = p.err ? p.err : -EIO;
+	return rc;
+}
+
+/* What the passes found: the events for the bundle, in order, and the counts. */
+struct reading {
+	json_t *events;
+	struct tallies tally;
+	size_t total, nint, nver, kept_int, kept_ver, dropped;
+};
+
+static size_t count_kind(const json_t *events, bool (*is)(const char *))
+{
+	size_t n = 0, i;
+	json_t *e;
+
+	json_array_foreach((json_t *)events, i, e)
+	{
+		n += is(ev_kind(e));
+	}
+	return n;
+}
+
+/* Both passes over s.  0, or a negative store error / -ENOMEM. */
+static int read_events(const struct source *s, struct reading *out)
+{
+	struct plan pl = {.last_start_seq = -1};
+	struct keyed_list kept = {0};
+	size_t a = 0, k = 0;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = walk(s, NULL, plan_row, &pl);
+	if (rc == 0)
+		rc = pick_family(s, &pl, false, &kept, &out->tally);
+	if (rc == 0)
+		rc = pick_family(s, &pl, true, &kept, &out->tally);
+	if (rc)
+		goto out;
+	rc = -ENOMEM;
+	out->events = json_array();
+	if (!out->events)
+		goto out;
+	if (kept.n)
+		qsort(kept.v, kept.n, sizeof(kept.v[0]), keyed_cmp);
+	/* merge the audit events (in order already) with the selection, dropping repeats */
+	while (a < pl.audit.n || k < kept.n) {
+		const struct keyed *x;
+
+		if (k < kept.n && k > 0 && kept.v[k].seq == kept.v[k - 1].seq) {
+			k++;
+			continue;
+		}
+		if (k == kept.n || (a < pl.audit.n && pl.audit.v[a].seq <= kept.v[k].seq))
+			x = &pl.audit.v[a++];
+		else
+			x = &kept.v[k++];
+		if (json_array_append(out->events, x->ev))
+			goto out;
+	}
+	out->total = pl.total;
+	out->nint = pl.nint;
+	out->nver = pl.nver;
+	out->dropped = pl.dropped;
+	out->kept_int = count_kind(out->events, is_interval_kind);
+	out->kept_ver = count_kind(out->events, is_verdict_kind);
+	rc = 0;
+out:
+	if (rc) {
+		json_decref(out->events);
+		out->events = NULL;
+	}
+	keyed_release(&pl.audit);
+	keyed_release(&kept);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
 /* The bundle                                                                */
 
 static json_t *pretty(const json_t *v)
@@ -2034,23 +2622,24 @@ static int64_t chart_origin(const struct run *r)
 	return o == NO_TIME ? 0 : o;
 }
 
-json_t *evidence_build(const char *name, const json_t *events, const json_t *live,
-                       const char *config_text, int64_t now_ms)
+/* The bundle from what read_events() found; steals rd->events.  NULL when out of memory. */
+static json_t *bundle_of(const char *name, struct reading *rd, const json_t *live,
+                         const char *config_text, int64_t now_ms)
 {
 	json_t *b = json_object(), *files = json_object(), *verdicts = json_array();
-	json_t *series = json_array(), *all;
+	json_t *series = json_array(), *all = rd->events;
 	struct run r;
 	bool bad = false;
 	int64_t origin;
 
+	rd->events = NULL;
 	if (!name)
 		name = "";
-	if (!json_is_array(events))
-		events = NULL;
-	all = events ? json_deep_copy(events) : json_array();
 	if (!b || !files || !verdicts || !series || !all)
 		goto fail;
 	run_find(&r, all);
+	r.tally = &rd->tally;
+	r.total = rd->total;
 	if (collect(all, r.number, verdicts, series))
 		goto fail;
 	origin = chart_origin(&r);
@@ -2074,6 +2663,12 @@ json_t *evidence_build(const char *name, const json_t *events, const json_t *liv
 	    json_string(jstr(live, "state") ? jstr(live, "state") : outcome_state(r.outcome)),
 	    &bad);
 	put(b, "live", live ? json_deep_copy(live) : json_null(), &bad);
+	put(b, "counts",
+	    json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "events", (json_int_t)rd->total,
+	              "intervals", (json_int_t)rd->nint, "verdicts", (json_int_t)rd->nver,
+	              "kept_intervals", (json_int_t)rd->kept_int, "kept_verdicts",
+	              (json_int_t)rd->kept_ver, "dropped", (json_int_t)rd->dropped),
+	    &bad);
 	put(b, "events", all, &bad);
 	put(b, "verdicts", verdicts, &bad);
 	put(b, "series", series, &bad);
@@ -2090,6 +2685,53 @@ fail:
 	json_decref(series);
 	json_decref(all);
 	return NULL;
+}
+
+json_t *evidence_build(const char *name, const json_t *events, const json_t *live,
+                       const char *config_text, int64_t now_ms)
+{
+	struct source src = {.events = json_is_array(events) ? events : NULL};
+	struct reading *rd = malloc(sizeof(*rd)); /* the tallies are a few KiB */
+	json_t *b = NULL;
+	int rc = 0;
+
+	if (!rd)
+		return NULL;
+	memset(rd, 0, sizeof(*rd));
+	if (src.events)
+		rc = read_events(&src, rd);
+	else if (!(rd->events = json_array()))
+		rc = -ENOMEM;
+	if (rc == 0)
+		b = bundle_of(name, rd, live, config_text, now_ms);
+	free(rd);
+	return b;
+}
+
+int evidence_build_store(const char *name, struct store *st, const json_t *live,
+                         const char *config_text, int64_t now_ms, json_t **out)
+{
+	char subject[STORE_NAME_MAX + 1];
+	struct source src = {.st = st, .subject = subject};
+	struct reading *rd;
+	int rc;
+
+	*out = NULL;
+	if (!name || !st)
+		return -EINVAL;
+	if ((size_t)snprintf(subject, sizeof(subject), "rollout/%s", name) >= sizeof(subject))
+		return -EINVAL;
+	rd = malloc(sizeof(*rd));
+	if (!rd)
+		return -ENOMEM;
+	rc = read_events(&src, rd);
+	if (rc == 0) {
+		*out = bundle_of(name, rd, live, config_text, now_ms);
+		if (!*out)
+			rc = -ENOMEM;
+	}
+	free(rd);
+	return rc;
 }
 
 /* ------------------------------------------------------------------------ */

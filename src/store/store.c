@@ -1,6 +1,8 @@
 /*
  * store.c - backend-neutral half of the store: URL dispatch, argument and
  * JSON checks, transaction/iteration rules, the clock, and the event JSON.
+ * Calls down into the backends (store_sqlite.c, store_pg.c); they call only
+ * store_backend.c, never back into this file.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -12,27 +14,8 @@
 #include "core/loop.h"
 #include "store/store.h"
 #include "store/store_backend.h"
+#include "store/store_pg.h"
 #include "store/store_sqlite.h"
-
-void store_put_err(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!err || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
-}
-
-void store_set_error(struct store *st, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(st->errmsg, sizeof(st->errmsg), fmt, ap);
-	va_end(ap);
-}
 
 static int starts_with(const char *s, const char *prefix)
 {
@@ -59,13 +42,8 @@ struct store *store_open(const char *url, char *err, size_t errlen)
 		}
 		return store_sqlite_open(path, err, errlen);
 	}
-	if (starts_with(url, "postgres://") || starts_with(url, "postgresql://")) {
-		/* The URL may carry a password: do not echo it. */
-		store_put_err(err, errlen,
-		              "store: postgres backend not built yet (fleet mode); use "
-		              "store: sqlite:PATH");
-		return NULL;
-	}
+	if (starts_with(url, "postgres://") || starts_with(url, "postgresql://"))
+		return store_pg_open(url, err, errlen); /* never echoes the URL */
 	colon = strchr(url, ':');
 	if (colon && colon != url && colon - url <= 32)
 		store_put_err(err, errlen,
@@ -88,6 +66,41 @@ void store_close(struct store *st)
 const char *store_backend_name(const struct store *st)
 {
 	return st->ops->name;
+}
+
+int store_available(const struct store *st)
+{
+	return st->ops->available ? st->ops->available(st) : 1;
+}
+
+int store_url_check(const char *url, char *err, size_t errlen)
+{
+	const char *colon;
+
+	store_put_err(err, errlen, "%s", "");
+	if (!url || !*url) {
+		store_put_err(err, errlen, "store: empty URL (expected sqlite:PATH)");
+		return -EINVAL;
+	}
+	if (starts_with(url, "sqlite:")) {
+		if (!url[strlen("sqlite:")]) {
+			store_put_err(err, errlen, "store: 'sqlite:' needs a path");
+			return -EINVAL;
+		}
+		return 0;
+	}
+	if (starts_with(url, "postgres://") || starts_with(url, "postgresql://"))
+		return store_pg_url_check(url, err, errlen);
+	colon = strchr(url, ':');
+	if (colon && colon != url && colon - url <= 32)
+		store_put_err(err, errlen,
+		              "store: this canaryd cannot open '%.*s:' URLs (expected sqlite:PATH "
+		              "or postgres://...)",
+		              (int)(colon - url), url);
+	else
+		store_put_err(err, errlen,
+		              "store: URL has no scheme (expected sqlite:PATH or postgres://...)");
+	return -ENOTSUP;
 }
 
 const char *store_errmsg(const struct store *st, char *buf, size_t len)
@@ -115,6 +128,8 @@ const char *store_strerror(int err)
 		return "schema version mismatch";
 	case STORE_ERR_BACKEND:
 		return "database error";
+	case STORE_ERR_UNAVAILABLE:
+		return "store unavailable";
 	default:
 		break;
 	}
@@ -365,30 +380,57 @@ static int append_event_json(void *arg, const struct store_event_row *row)
 	return 0;
 }
 
-int store_events_list(struct store *st, int64_t since_id, int limit, const char *subject,
-                      json_t **out)
+/* Checks q's names and ids; 0 or -EINVAL with the message set. */
+static int check_query(struct store *st, const struct store_events_query *q)
+{
+	int rc;
+
+	if (!q) {
+		store_set_error(st, "store: events query is NULL");
+		return -EINVAL;
+	}
+	if (q->since_id < 0 || q->before_id < 0) {
+		store_set_error(st, "store: events query: negative id bound");
+		return -EINVAL;
+	}
+	if (q->subject) {
+		rc = check_name(st, "event subject", q->subject, 1);
+		if (rc)
+			return rc;
+	}
+	if (q->kind) {
+		rc = check_name(st, "event kind", q->kind, 0);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+int store_events_query(struct store *st, const struct store_events_query *q, json_t **out)
 {
 	struct list_ctx ctx = {.st = st};
-	int rc;
+	int rc, limit;
 
 	rc = enter(st, 0);
 	if (rc)
 		return rc;
-	if (subject) {
-		rc = check_name(st, "event subject", subject, 1);
-		if (rc)
-			return rc;
+	if (st->walking_events) {
+		/* SQLite's walk may be stepping the statement this query would reset. */
+		store_set_error(st, "store: events query from inside a store_events_each callback");
+		return -EBUSY;
 	}
+	rc = check_query(st, q);
+	if (rc)
+		return rc;
+	limit = q->limit;
 	if (limit <= 0)
 		limit = STORE_EVENTS_LIMIT_DEFAULT;
 	if (limit > STORE_EVENTS_LIMIT_MAX)
 		limit = STORE_EVENTS_LIMIT_MAX;
-	if (since_id < 0)
-		since_id = 0;
 	ctx.arr = json_array();
 	if (!ctx.arr)
 		return -ENOMEM;
-	rc = st->ops->events_list(st, since_id, limit, subject, append_event_json, &ctx);
+	rc = st->ops->events_query(st, q, limit, append_event_json, &ctx);
 	if (rc)
 		goto out_decref;
 	*out = ctx.arr;
@@ -396,6 +438,91 @@ int store_events_list(struct store *st, int64_t since_id, int limit, const char 
 out_decref:
 	json_decref(ctx.arr);
 	return rc;
+}
+
+int store_events_list(struct store *st, int64_t since_id, int limit, const char *subject,
+                      json_t **out)
+{
+	struct store_events_query q = {
+	    .since_id = since_id < 0 ? 0 : since_id, .limit = limit, .subject = subject};
+
+	return store_events_query(st, &q, out);
+}
+
+struct each_ctx {
+	store_event_cb cb;
+	void *arg;
+};
+
+static int each_row(void *arg, const struct store_event_row *row)
+{
+	struct each_ctx *ctx = arg;
+
+	return ctx->cb(ctx->arg, row->id, row->ts_ms, row->actor, row->kind, row->subject,
+	               row->details);
+}
+
+int store_events_each(struct store *st, const struct store_events_query *q, store_event_cb cb,
+                      void *arg)
+{
+	struct each_ctx ctx = {cb, arg};
+	int rc;
+
+	rc = enter(st, 1);
+	if (rc)
+		return rc;
+	rc = check_query(st, q);
+	if (rc)
+		return rc;
+	if (!cb) {
+		store_set_error(st, "store: store_events_each without a callback");
+		return -EINVAL;
+	}
+	st->iterating = 1;
+	st->walking_events = 1;
+	rc = st->ops->events_query(st, q, 0, each_row, &ctx);
+	st->iterating = 0;
+	st->walking_events = 0;
+	return rc;
+}
+
+int store_event_kind_compactable(const char *kind)
+{
+	return kind && (strcmp(kind, "rollout.interval") == 0 || strcmp(kind, "verdict") == 0);
+}
+
+int store_events_delete(struct store *st, const char *kind, const char *subject, int64_t from_id,
+                        int64_t to_id)
+{
+	int64_t n = 0;
+	int rc;
+
+	rc = enter(st, 1);
+	if (rc)
+		return rc;
+	rc = check_name(st, "event kind", kind, 0);
+	if (rc)
+		return rc;
+	rc = check_name(st, "event subject", subject, 1);
+	if (rc)
+		return rc;
+	if (!store_event_kind_compactable(kind)) {
+		store_set_error(st,
+		                "store: events of kind %s are never deleted (only rollout.interval "
+		                "and verdict are compacted)",
+		                kind);
+		return -EPERM;
+	}
+	if (from_id < 0 || to_id < from_id) {
+		if (from_id >= 0 && to_id >= 0)
+			return 0; /* an empty range deletes nothing */
+		store_set_error(st, "store: events delete: negative id bound");
+		return -EINVAL;
+	}
+	rc = st->ops->events_delete(st, kind, subject, from_id, to_id, &n);
+	if (rc)
+		return rc;
+	return n > INT32_MAX ? INT32_MAX : (int)n;
 }
 
 /* The (kind, name) key every document call takes. */
@@ -502,6 +629,15 @@ int store_doc_list(struct store *st, const char *kind, store_doc_cb cb, void *ar
 	rc = st->ops->doc_list(st, kind, cb, arg);
 	st->iterating = 0;
 	return rc;
+}
+
+int store_fence_term(struct store *st, int64_t term)
+{
+	if (!st->in_txn) {
+		store_set_error(st, "store: the fence is checked inside a transaction");
+		return STORE_ERR_TXN;
+	}
+	return st->ops->fence_term ? st->ops->fence_term(st, term) : 0;
 }
 
 int store_revision(struct store *st, int64_t *rev_out)

@@ -2,12 +2,14 @@
  * store.h - persisted state: the append-only event log and versioned documents.
  *
  * One interface, several backends chosen by URL: "sqlite:PATH" (embedded, the
- * default; "sqlite::memory:" for tests) and, later, "postgres://..." for fleet
- * mode (SPEC section 9).  Callers never see the backend; see docs/store.md.
+ * default; "sqlite::memory:" for tests) and "postgres://..." (libpq; fleet
+ * mode, SPEC section 9).  Callers never see the backend; see docs/store.md.
  *
  * What lives here:
  *   - events: the audit log and evidence trail.  Append-only; ids strictly
- *     increase; never updated or deleted (the schema refuses it).
+ *     increase; never updated.  Only the per-interval evidence kinds
+ *     ("rollout.interval", "verdict") may be deleted, by retention's
+ *     compaction (store_events_delete); the schema refuses everything else.
  *   - docs: JSON documents keyed by (kind, name) - flags, services' runtime
  *     weights, rollouts' state.  Every put or delete bumps one global
  *     revision (the config revision, SSE `id:`), and the document records
@@ -16,6 +18,11 @@
  * Threading: a store handle belongs to one thread (the control thread) and
  * must only be used from it; it does no locking of its own.  Other processes
  * may open the same SQLite file; writers wait up to STORE_BUSY_TIMEOUT_MS.
+ *
+ * Availability: a postgres store may lose its server.  Calls then fail fast
+ * with STORE_ERR_UNAVAILABLE (nothing was written) and the handle reconnects
+ * by itself, at most one attempt per backoff period (100 ms doubling to 5 s),
+ * on a later call; store_available() says which state it is in.
  *
  * Errors: functions return 0 (or a count/version >= 0) on success and a
  * negative errno or STORE_ERR_* on failure.  store_errmsg() copies a human
@@ -34,52 +41,44 @@
 
 #include <jansson.h>
 
-/* Store-specific errors; all other failures are negative errno values. */
-enum store_err {
-	STORE_ERR_NOTFOUND = -10001, /* no such document */
-	STORE_ERR_CONFLICT = -10002, /* expected revision does not match */
-	STORE_ERR_JSON = -10003,     /* details/document text is not valid JSON */
-	STORE_ERR_TXN = -10004,      /* begin twice, commit/rollback without begin */
-	STORE_ERR_SCHEMA = -10005,   /* database newer than this binary, or migration failed */
-	STORE_ERR_BACKEND = -10006,  /* the database reported an error (see store_errmsg) */
-	STORE_ERR_UNAVAILABLE = -10007, /* the database cannot be reached now; nothing was written */
-};
-
-/* Schema version the backends of this binary migrate databases to. */
-#define STORE_SCHEMA_VERSION 2
-
-/* expect_rev values for store_doc_put() / store_doc_delete(). */
-#define STORE_REV_ANY    (-1) /* no check */
-#define STORE_REV_ABSENT 0    /* put only if the document does not exist yet */
-
-/* Limits; crossing one is -EINVAL (names) or -E2BIG (JSON text). */
-#define STORE_NAME_MAX             255               /* actor, kind, subject, doc kind/name bytes */
-#define STORE_DETAILS_MAX          (64 * 1024)       /* event details JSON bytes */
-#define STORE_DOC_MAX              (4 * 1024 * 1024) /* document JSON bytes */
-#define STORE_EVENTS_LIMIT_DEFAULT 100
-#define STORE_EVENTS_LIMIT_MAX     1000
-#define STORE_BUSY_TIMEOUT_MS      5000
-
-struct store;
+#include "store/store_types.h"
 
 /*
  * Opens the store named by url and brings its schema up to
  * STORE_SCHEMA_VERSION, one migration per transaction.
  *   "sqlite:PATH"      file database (created if missing), WAL, synchronous=FULL
  *   "sqlite::memory:"  private in-memory database (tests)
- *   "postgres://..."   not built yet: fails with a message saying so
+ *   "postgres://..." / "postgresql://..."  a libpq URL (docs/store.md: the
+ *                      password from the URL or a password_file= parameter)
  * Returns a handle the caller owns (store_close()), or NULL with a message in
  * err (may be NULL; always NUL-terminated when errlen > 0).  Fails when the
  * database records a schema version newer than STORE_SCHEMA_VERSION.
  * The URL is never echoed into err for postgres (it may carry a password).
+ * A postgres server that cannot be reached at open is an error too (start
+ * order matters only once: later outages are STORE_ERR_UNAVAILABLE).
  */
 struct store *store_open(const char *url, char *err, size_t errlen);
 
 /* Closes st and frees it; an open transaction is rolled back.  NULL is a no-op. */
 void store_close(struct store *st);
 
-/* Backend name ("sqlite"), static storage; for /v1/health/detailed. */
+/* Backend name ("sqlite", "postgres"), static storage; for /v1/health/detailed. */
 const char *store_backend_name(const struct store *st);
+
+/*
+ * 1 when the last call reached the database (or none failed for lack of
+ * it), 0 while it is away (calls return STORE_ERR_UNAVAILABLE).  Does no
+ * I/O: cheap enough for every health request.  Always 1 for sqlite.
+ */
+int store_available(const struct store *st);
+
+/*
+ * Checks, without connecting, that this binary can open url: a known scheme
+ * whose backend is built in and, for postgres, a URL libpq can parse (with
+ * password_file= readable).  0, or -EINVAL / -ENOTSUP with a message in err
+ * that never shows a password.  For canaryd --check.
+ */
+int store_url_check(const char *url, char *err, size_t errlen);
 
 /*
  * Copies the description of st's last failed call into buf (NUL-terminated,
@@ -140,6 +139,38 @@ int store_events_list(struct store *st, int64_t since_id, int limit, const char 
                       json_t **out);
 
 /*
+ * Like store_events_list() with every filter of q: since_id < id < before_id
+ * (before_id 0: unbounded), subject and kind exact when not NULL, oldest or
+ * (descending) newest first, at most q->limit (<= 0: the default, clamped to
+ * STORE_EVENTS_LIMIT_MAX).  *out is a new JSON array in the same shape.
+ */
+int store_events_query(struct store *st, const struct store_events_query *q, json_t **out);
+
+/*
+ * Streams rows (no array in memory) to cb (store_types.h); same row shape as
+ * store_backend.h's store_event_row; cb returns non-zero to stop (store_events_each returns
+ * that value).  Strings are valid only during the call.  q->limit <= 0: no
+ * limit.  The callback may read documents but must not write, list
+ * documents or query events (-EBUSY), as in store_doc_list().
+ */
+int store_events_each(struct store *st, const struct store_events_query *q, store_event_cb cb,
+                      void *arg);
+
+/*
+ * Compaction: deletes events of exactly `kind` and `subject` with
+ * from_id <= id <= to_id.  Only the compactable kinds "rollout.interval" and
+ * "verdict" may be deleted (any other kind: -EPERM); the audit log is never
+ * touched.  Returns the number deleted (>= 0) or an error.  Atomic like
+ * every write; inside store_begin() it joins the caller's transaction, so a
+ * summary event and the delete of what it summarises can commit together.
+ */
+int store_events_delete(struct store *st, const char *kind, const char *subject, int64_t from_id,
+                        int64_t to_id);
+
+/* 1 if events of kind may be deleted by store_events_delete(), else 0. */
+int store_event_kind_compactable(const char *kind);
+
+/*
  * Writes document (kind, name) with body json_text (any JSON value; kept
  * byte for byte).  expect_rev: STORE_REV_ANY, STORE_REV_ABSENT (create
  * only), or the revision the caller read; otherwise STORE_ERR_CONFLICT and
@@ -168,14 +199,10 @@ int store_doc_delete(struct store *st, const char *kind, const char *name, int64
                      int64_t *new_rev);
 
 /*
- * Called once per document; the strings are valid only during the call.
- * Return 0 to go on, anything else to stop (store_doc_list() returns it).
- * The callback may read documents but must not call store_doc_list() or
- * any function that writes (those return -EBUSY).
+ * Calls cb (store_doc_cb, store_types.h: the strings are valid only during
+ * the call; it may read documents but not write or list) for every document
+ * of kind in name order.  0, cb's stop value, or an error.
  */
-typedef int (*store_doc_cb)(void *arg, const char *name, const char *json, int64_t rev);
-
-/* Calls cb for every document of kind in name order.  0, cb's stop value, or an error. */
 int store_doc_list(struct store *st, const char *kind, store_doc_cb cb, void *arg);
 
 /*
@@ -183,5 +210,15 @@ int store_doc_list(struct store *st, const char *kind, store_doc_cb cb, void *ar
  * delete, never decreasing.  Written to *rev_out.
  */
 int store_revision(struct store *st, int64_t *rev_out);
+
+/*
+ * Fleet fencing (fleet/fleet.h): inside the caller's open transaction, asks
+ * the database whether it may commit a decision under leader term `term`.
+ * postgres: runs the fleet schema's canaryd_fence(term), which reads the
+ * lease row's term FOR SHARE when the transaction wrote a rollout document
+ * or event; 0 to commit, STORE_ERR_CONFLICT when the term moved on.
+ * sqlite (one node, no fleet): always 0.  STORE_ERR_TXN outside a transaction.
+ */
+int store_fence_term(struct store *st, int64_t term);
 
 #endif

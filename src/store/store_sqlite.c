@@ -59,6 +59,14 @@ static const struct migration migrations[] = {
      "  BEGIN SELECT RAISE(ABORT, 'the revision never decreases'); END;"
      "CREATE TRIGGER revision_no_delete BEFORE DELETE ON revision"
      "  BEGIN SELECT RAISE(ABORT, 'the revision row is permanent'); END;"},
+    {3, "event compaction and indexes",
+     /* Retention may delete per-interval evidence; the audit log stays append-only. */
+     "DROP TRIGGER events_no_delete;"
+     "CREATE TRIGGER events_no_delete BEFORE DELETE ON events"
+     "  WHEN OLD.kind NOT IN ('rollout.interval', 'verdict')"
+     "  BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;"
+     "CREATE INDEX events_subject_kind ON events (subject, kind, id);"
+     "CREATE INDEX events_kind ON events (kind, id);"},
 };
 
 #define MIGRATION_COUNT ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -75,8 +83,7 @@ enum stmt_id {
 	ST_ROLLBACK_TO,
 	ST_SCHEMA_VERSION,
 	ST_EVENT_INSERT,
-	ST_EVENTS_ALL,
-	ST_EVENTS_SUBJECT,
+	ST_EVENTS_DELETE,
 	ST_DOC_REV,
 	ST_DOC_GET,
 	ST_DOC_UPSERT,
@@ -86,6 +93,15 @@ enum stmt_id {
 	ST_REV_GET,
 	ST__COUNT
 };
+
+/*
+ * Event queries: one cached statement per shape (subject? kind? newest
+ * first?), so each uses its index instead of "?3 IS NULL OR ..." scans.
+ */
+#define EVQ_SUBJECT 1
+#define EVQ_KIND    2
+#define EVQ_DESC    4
+#define EVQ__COUNT  8
 
 static const char *const stmt_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN IMMEDIATE",
@@ -97,10 +113,8 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_SCHEMA_VERSION] = "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
     [ST_EVENT_INSERT] = "INSERT INTO events (ts_ms, actor, kind, subject, details)"
                         " VALUES (?1, ?2, ?3, ?4, ?5)",
-    [ST_EVENTS_ALL] = "SELECT id, ts_ms, actor, kind, subject, details FROM events"
-                      " WHERE id > ?1 ORDER BY id LIMIT ?2",
-    [ST_EVENTS_SUBJECT] = "SELECT id, ts_ms, actor, kind, subject, details FROM events"
-                          " WHERE id > ?1 AND subject = ?3 ORDER BY id LIMIT ?2",
+    [ST_EVENTS_DELETE] = "DELETE FROM events WHERE kind = ?1 AND subject = ?2"
+                         " AND id BETWEEN ?3 AND ?4",
     [ST_DOC_REV] = "SELECT rev FROM docs WHERE kind = ?1 AND name = ?2",
     [ST_DOC_GET] = "SELECT body, rev FROM docs WHERE kind = ?1 AND name = ?2",
     [ST_DOC_UPSERT] = "INSERT INTO docs (kind, name, body, rev, updated_ms)"
@@ -117,6 +131,7 @@ struct sqlite_store {
 	struct store base; /* first: store.c sees only this */
 	sqlite3 *db;
 	sqlite3_stmt *stmts[ST__COUNT];
+	sqlite3_stmt *evq[EVQ__COUNT];
 };
 
 static const struct store_ops sqlite_ops;
@@ -338,21 +353,48 @@ static const char *col_text(sqlite3_stmt *q, int col)
 	return t ? (const char *)t : "";
 }
 
-static int sqlite_events_list(struct store *st, int64_t since_id, int limit, const char *subject,
-                              store_event_row_cb cb, void *arg)
+/* The cached statement for an event query shape (EVQ_* bits). */
+static sqlite3_stmt *evq_get(struct sqlite_store *s, int shape)
+{
+	char sql[320];
+	int rc;
+
+	if (s->evq[shape])
+		return s->evq[shape];
+	/* ?1 since, ?2 before, ?3 limit (-1: none), ?4 subject, ?5 kind */
+	snprintf(sql, sizeof(sql),
+	         "SELECT id, ts_ms, actor, kind, subject, details FROM events"
+	         " WHERE id > ?1 AND id < ?2%s%s ORDER BY id%s LIMIT ?3",
+	         shape & EVQ_SUBJECT ? " AND subject = ?4" : "",
+	         shape & EVQ_KIND ? " AND kind = ?5" : "", shape & EVQ_DESC ? " DESC" : "");
+	rc = sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &s->evq[shape], NULL);
+	if (rc != SQLITE_OK) {
+		db_fail(s, rc, "prepare event query");
+		s->evq[shape] = NULL;
+	}
+	return s->evq[shape];
+}
+
+static int sqlite_events_query(struct store *st, const struct store_events_query *eq, int limit,
+                               store_event_row_cb cb, void *arg)
 {
 	struct sqlite_store *s = to_sqlite(st);
 	struct store_event_row row;
 	sqlite3_stmt *q;
-	int rc;
+	int rc, shape;
 
-	q = stmt_get(s, subject ? ST_EVENTS_SUBJECT : ST_EVENTS_ALL);
+	shape = (eq->subject ? EVQ_SUBJECT : 0) | (eq->kind ? EVQ_KIND : 0) |
+	        (eq->descending ? EVQ_DESC : 0);
+	q = evq_get(s, shape);
 	if (!q)
 		return STORE_ERR_BACKEND;
-	sqlite3_bind_int64(q, 1, since_id);
-	sqlite3_bind_int(q, 2, limit);
-	if (subject)
-		bind_text(q, 3, subject);
+	sqlite3_bind_int64(q, 1, eq->since_id);
+	sqlite3_bind_int64(q, 2, eq->before_id > 0 ? eq->before_id : INT64_MAX);
+	sqlite3_bind_int(q, 3, limit > 0 ? limit : -1);
+	if (eq->subject)
+		bind_text(q, 4, eq->subject);
+	if (eq->kind)
+		bind_text(q, 5, eq->kind);
 	for (;;) {
 		rc = sqlite3_step(q);
 		if (rc == SQLITE_DONE) {
@@ -376,6 +418,32 @@ static int sqlite_events_list(struct store *st, int64_t since_id, int limit, con
 	sqlite3_reset(q);
 	sqlite3_clear_bindings(q);
 	return rc;
+}
+
+static int sqlite_events_delete(struct store *st, const char *kind, const char *subject,
+                                int64_t from_id, int64_t to_id, int64_t *n)
+{
+	struct sqlite_store *s = to_sqlite(st);
+	sqlite3_stmt *q;
+	int rc;
+
+	rc = op_begin(s);
+	if (rc)
+		return rc;
+	q = stmt_get(s, ST_EVENTS_DELETE);
+	if (!q) {
+		rc = STORE_ERR_BACKEND;
+		goto out_end;
+	}
+	bind_text(q, 1, kind);
+	bind_text(q, 2, subject);
+	sqlite3_bind_int64(q, 3, from_id);
+	sqlite3_bind_int64(q, 4, to_id);
+	rc = step_done(s, q, "delete events");
+	if (rc == 0)
+		*n = sqlite3_changes64(s->db);
+out_end:
+	return op_end(s, rc);
 }
 
 /* Current revision of (kind, name), 0 when absent. */
@@ -611,6 +679,8 @@ static void sqlite_close(struct store *st)
 		stmt_exec_quiet(s, ST_ROLLBACK);
 	for (i = 0; i < ST__COUNT; i++)
 		sqlite3_finalize(s->stmts[i]);
+	for (i = 0; i < EVQ__COUNT; i++)
+		sqlite3_finalize(s->evq[i]);
 	sqlite3_close(s->db);
 	free(s);
 }
@@ -623,7 +693,8 @@ static const struct store_ops sqlite_ops = {
     .rollback = sqlite_rollback,
     .schema_version = sqlite_schema_version,
     .event_append = sqlite_event_append,
-    .events_list = sqlite_events_list,
+    .events_query = sqlite_events_query,
+    .events_delete = sqlite_events_delete,
     .doc_put = sqlite_doc_put,
     .doc_get = sqlite_doc_get,
     .doc_delete = sqlite_doc_delete,

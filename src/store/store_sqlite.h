@@ -10,7 +10,7 @@
 
 #include <sqlite3.h>
 
-#include "store/store.h"
+#include "store/store_types.h"
 
 /*
  * Opens (creating if missing) the SQLite database at path (":memory:" for a

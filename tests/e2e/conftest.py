@@ -270,6 +270,81 @@ def bin_path(name):
     return os.path.join(BIN, name)
 
 
+# --- the store backend under test ----------------------------------------------
+# CANARYD_TEST_STORE=postgres: one throwaway PostgreSQL 15 for the session
+# (tests/pg/pg-run start/stop), and every `store: sqlite:PATH` line a test's
+# config has becomes the URL of a database of its own, created on first use
+# (one per PATH, so a restart on the same work dir finds its state again) and
+# dropped when the test ends.  Unset or "sqlite": configs are left alone.
+STORE_BACKEND = os.environ.get("CANARYD_TEST_STORE") or "sqlite"
+PG_RUN = os.path.join(SRC, "tests", "pg", "pg-run")
+PSQL = "/usr/lib/postgresql/15/bin/psql"
+_PG = {"url": None, "dir": None, "dbs": {}, "serial": 0}
+_SQLITE_STORE_LINE = re.compile(r"^(store:[ \t]*)sqlite:(\S+)[ \t]*$", re.M)
+
+
+def _pg_sql(sql):
+    r = subprocess.run([PSQL, _PG["url"], "-v", "ON_ERROR_STOP=1", "-qAtc", sql],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"psql {sql!r}: {r.stderr}"
+    return r.stdout
+
+
+def store_url(sqlite_path):
+    """The store URL for what a test calls sqlite:sqlite_path, on the backend under test."""
+    if STORE_BACKEND != "postgres":
+        return "sqlite:" + sqlite_path
+    assert _PG["url"], "the store_backend session fixture did not start PostgreSQL"
+    db = _PG["dbs"].get(sqlite_path)
+    if db is None:
+        _PG["serial"] += 1
+        db = f"e2e_{os.getpid()}_{_PG['serial']}"
+        _pg_sql(f"CREATE DATABASE {db}")
+        _PG["dbs"][sqlite_path] = db
+    return _PG["url"].rsplit("/", 1)[0] + "/" + db
+
+
+def with_store_backend(config_text):
+    """config_text with its `store: sqlite:PATH` line on the backend under test."""
+    if STORE_BACKEND != "postgres":
+        return config_text
+    return _SQLITE_STORE_LINE.sub(lambda m: m.group(1) + store_url(m.group(2)), config_text)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def store_backend():
+    """"sqlite" or "postgres"; for postgres, starts the session's server (a failure
+    to start fails every test: the pass is required, never skipped)."""
+    if STORE_BACKEND == "sqlite":
+        yield "sqlite"
+        return
+    assert STORE_BACKEND == "postgres", f"CANARYD_TEST_STORE={STORE_BACKEND!r}: sqlite or postgres"
+    r = subprocess.run([PG_RUN, "start"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"tests/pg/pg-run start failed:\n{r.stderr}"
+    for line in r.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key == "CANARYD_TEST_PG_URL":
+            _PG["url"] = value
+        elif key == "CANARYD_TEST_PG_DIR":
+            _PG["dir"] = value
+    assert _PG["url"] and _PG["dir"], r.stdout
+    try:
+        yield "postgres"
+    finally:
+        subprocess.run([PG_RUN, "stop", _PG["dir"]], timeout=120)
+
+
+@pytest.fixture(autouse=True)
+def _drop_test_databases(store_backend):
+    """Drops the databases a test created; torn down after its processes stopped."""
+    yield
+    if store_backend != "postgres":
+        return
+    for path, db in list(_PG["dbs"].items()):
+        _pg_sql(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+        del _PG["dbs"][path]
+
+
 @pytest.fixture
 def upstream(procs):
     """start(name, **opts) -> port of a demo-upstream answering with its name."""
@@ -344,7 +419,7 @@ def canaryd(procs, tmp_path):
         admin_port = free_port()
         workdir = str(tmp_path)
         text = (BASE_ADMIN if header else "") + body
-        text = text.format(admin_port=admin_port, workdir=workdir)
+        text = with_store_backend(text.format(admin_port=admin_port, workdir=workdir))
         cfg = os.path.join(workdir, "canaryd.yaml")
         with open(cfg, "w") as f:
             f.write(text)

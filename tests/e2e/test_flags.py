@@ -632,3 +632,43 @@ def test_stream_drops_a_subscriber_that_does_not_read(start):
     assert fresh.next()["event"] == "ruleset"
     fresh.close()
     slow.close()
+
+
+def test_stream_ruleset_past_the_backlog_cap_arrives_whole(start):
+    """A ruleset larger than the 1 MiB subscriber backlog is streamed in chunks as the
+    subscriber reads (it used to be cut off: headers, then a closed stream), and a change
+    made while it is still being written follows it."""
+    n = 700
+    desc = "d" * 1800  # ~1.9 KB per flag: the ruleset is ~1.3 MiB
+    # the text goes through str.format: braces doubled
+    body = BODY + "".join(f"  big{i:04d}: {{{{description: {desc}, rollout: {{{{\"on\": 5}}}}}}}}\n"
+                          for i in range(n))
+    d = start(body=body)
+    sub = SSE(d)
+    # a small receive window and no reading for a while: the server must wait, not drop
+    # (much smaller, and TCP's zero-window probing makes the test slow, not the server)
+    sub.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    st, _ = seed_post(d, "late", 30)
+    assert st == 201
+    time.sleep(0.5)
+    ev = sub.next(timeout=20)
+    assert ev["event"] == "ruleset"
+    assert len(ev["data"]) > (1 << 20)
+    keys = [f["key"] for f in ev["json"]["flags"]]
+    assert len(keys) == n + 1 + ("late" in keys)
+    assert keys[1:4] == ["big0000", "big0001", "big0002"]
+    assert all(f["description"] == desc for f in ev["json"]["flags"][1:n + 1])
+    assert ev["json"]["segments"][0]["name"] == "internal"
+    if "late" not in keys:  # committed after the ruleset's snapshot: it follows as a change
+        ch = sub.next(timeout=5)
+        assert ch["event"] == "change" and ch["json"]["key"] == "late"
+        assert int(ch["id"]) > int(ev["id"])
+    # and later changes keep coming
+    st, _ = seed_post(d, "later", 40)
+    assert st == 201
+    ch = sub.next(timeout=5)
+    while ch.get("event") != "change" or ch["json"]["key"] != "later":
+        ch = sub.next(timeout=5)
+    assert ch["json"]["flag"]["rollout"]["on"] == 40
+    assert metric(scrape(d), "canaryd_stream_dropped_total") == 0
+    sub.close()

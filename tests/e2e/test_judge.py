@@ -19,7 +19,8 @@ TERMINAL = ("completed", "rolled_back", "failed")
 def verdicts(d, name, check=None):
     st, doc = d.get(f"/v1/rollouts/{name}/analysis?limit=1000")
     assert st == 200, doc
-    out = [e["details"] for e in doc["verdicts"]]
+    # /analysis answers newest first: oldest first here, as the tests read them
+    out = [e["details"] for e in reversed(doc["verdicts"])]
     return [v for v in out if check is None or v["check"] == check]
 
 

@@ -582,7 +582,7 @@ def test_kill_9_at_random_moments_equals_an_uninterrupted_run(canaryd, upstream,
     text = esc(web_v2(free_port(), v1, v2, crash_plan(crash_log))).format(
         admin_port=admin_port, workdir=str(workdir))
     cfg = workdir / "canaryd.yaml"
-    cfg.write_text(text)
+    cfg.write_text(conftest.with_store_backend(text))
     env = {"E2E_ADMIN_TOKEN": ADMIN_TOKEN, "E2E_READ_TOKEN": "r", "E2E_FLAGS_TOKEN": "f"}
     crash = Daemon(None, admin_port, str(workdir), str(cfg))
     rng = random.Random(seed)

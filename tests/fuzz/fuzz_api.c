@@ -12,8 +12,8 @@
  *
  * Input: line 1 "METHOD /path?query", line 2 the Last-Event-ID header,
  * line 3 If-None-Match, line 4 the token ("admin", "read" or anything else
- * for none); the rest is the body.  The services backend accepts every
- * change without applying it, so the proxy's table never changes.
+ * for none); the rest is the body.  Each store has its own traffic module
+ * and proxy (never started), so a committed service change stays with it.
  *
  * Opening a store costs milliseconds, so requests share one store and API,
  * set up once, whose store transaction the harness holds open: a change is
@@ -39,6 +39,8 @@
 #include "core/loop.h"
 #include "proxy/proxy.h"
 #include "proxy/table.h"
+#include "proxy/traffic.h"
+#include "state/state.h"
 #include "store/store.h"
 
 #define API_FUZZ_MAX (32 * 1024)
@@ -79,40 +81,20 @@ struct api_env {
 	struct store *st;
 	struct api api;
 	struct api_flags *fl;
+	struct state *state;
+	struct proxy *proxy;
+	struct traffic *traffic;
+	struct services_backend be;
 };
 
 static struct {
 	struct config_ref *cfg;
 	struct loop *loop;
 	struct proxy *proxy;
-	struct services_backend be;
 	struct auth_token tokens[2];
 	int verbose; /* FUZZ_API_VERBOSE=1: print each response (to check a seed) */
 	struct api_env shared;
 } G;
-
-static int fake_traffic(void *ctx, const char *service, const char *canary, uint32_t weight,
-                        const char *actor, char *err, size_t errlen)
-{
-	return 0;
-}
-
-static int fake_mirror(void *ctx, const char *service, const char *version, uint32_t percent,
-                       const char *actor, char *err, size_t errlen)
-{
-	return 0;
-}
-
-static int fake_fault(void *ctx, const char *service, const char *version,
-                      const struct config_fault *f, const char *actor, char *err, size_t errlen)
-{
-	return 0;
-}
-
-static const char *fake_owner(void *ctx, const char *service)
-{
-	return NULL;
-}
 
 static void api_env_shared(void);
 
@@ -144,13 +126,6 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 		abort();
 	}
 	proxy_publish(G.proxy, t);
-	G.be = (struct services_backend){
-	    .proxy = G.proxy,
-	    .set_traffic = fake_traffic,
-	    .set_mirror = fake_mirror,
-	    .set_fault = fake_fault,
-	    .owner = fake_owner,
-	};
 	G.tokens[0] = (struct auth_token){"ops", "s3cret", SCOPE_ADMIN};
 	G.tokens[1] = (struct auth_token){"viewer", "r34d", SCOPE_READ};
 	api_env_shared();
@@ -179,13 +154,22 @@ static void api_env_open(struct api_env *e)
 	e->api.tokens = G.tokens;
 	e->api.ntokens = 2;
 	e->fl = api_flags_init(&e->api, G.loop, G.cfg->cfg, err, sizeof(err));
-	if (!e->fl || api_services_init(&e->api, &G.be) != 0)
+	e->state = state_new(e->st);
+	e->proxy = proxy_new(1, NULL, 1);
+	e->traffic = e->state && e->proxy ? traffic_new(e->state, e->proxy, NULL) : NULL;
+	if (!e->traffic || traffic_load(e->traffic, G.cfg, err, sizeof(err)) != 0)
+		abort();
+	e->be = (struct services_backend){.traffic = e->traffic, .proxy = e->proxy};
+	if (!e->fl || api_services_init(&e->api, &e->be) != 0)
 		abort();
 }
 
 static void api_env_close(struct api_env *e)
 {
 	api_flags_free(e->fl);
+	traffic_free(e->traffic);
+	proxy_free(e->proxy);
+	state_free(e->state);
 	store_close(e->st);
 	memset(e, 0, sizeof(*e));
 }

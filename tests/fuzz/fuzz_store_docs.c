@@ -1,7 +1,8 @@
 /*
  * libFuzzer target for documents read back from the store, which a crash,
  * an old binary or another fleet node may have written: the rollout engine's
- * run documents (run_parse in src/rollout/engine.c, included to reach it)
+ * run documents (rollout_run_parse in src/rollout/doc.c, included to reach
+ * run_doc)
  * and the flag documents the flag API loads at start (api_flags_init in
  * src/api/flags.c, through an in-memory store).
  *
@@ -21,9 +22,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../src/rollout/engine.c"
+#include "../../src/rollout/doc.c"
 #include "api/api.h"
 #include "api/flags.h"
+#include "core/loop.h"
 
 #define DOCS_FUZZ_MAX (32 * 1024)
 
@@ -125,13 +127,13 @@ static void fuzz_rollout_doc(const char *text)
 	r.checks = calloc(r.cfg->analysis.nchecks, sizeof(*r.checks));
 	if (!r.targets || !r.checks)
 		abort();
-	if (run_parse(&r, text) == 0) {
+	if (rollout_run_parse(&r, text) == 0) {
 		if (r.step > r.cfg->nsteps)
 			abort();
 		doc = run_doc(&r);
 		t1 = doc ? json_dumps(doc, JSON_SORT_KEYS) : NULL;
 		json_decref(doc);
-		if (!t1 || run_parse(&r, t1) != 0)
+		if (!t1 || rollout_run_parse(&r, t1) != 0)
 			abort();
 		doc = run_doc(&r);
 		t2 = doc ? json_dumps(doc, JSON_SORT_KEYS) : NULL;

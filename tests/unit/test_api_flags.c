@@ -1,6 +1,6 @@
 /*
  * test_api_flags.c - the flag API module's pure pieces (src/api/flags.c,
- * included to reach its statics): definitions as JSON and back
+ * with flags/registry.c and flags/stream.c included to reach their statics): definitions as JSON and back
  * (flag_config_to_json, config_segment_from_json), derived percentages,
  * If-None-Match matching, percent-decoding, reals in replies, and the OFREP
  * handlers through api_handle() with an in-memory store: success, each error
@@ -17,6 +17,11 @@
 #include <cmocka.h>
 
 #include "../../src/api/flags.c"
+#include "../../src/flags/registry.c"
+#include "../../src/flags/stream.c"
+
+/* The module behind the API object (its internals, for assertions). */
+#define REG(f) ((f)->fl->fl)
 
 static const char yaml[] =
     "admin:\n"
@@ -138,7 +143,9 @@ static void test_definition_round_trip(void **state)
 	       "\"rollout\":{\"blue\":10,\"off\":90},\"exclude\":[\"n-1\"],\"include\":[\"n-2\"]}");
 	free(s);
 	config_errors_init(&errs);
-	fake_config(&fake, &f->fl->conf);
+	memset(&fake, 0, sizeof(fake));
+	fake.segments = REG(f)->conf.segv;
+	fake.nsegments = REG(f)->conf.nsegs;
 	body = def_body(j);
 	back = config_flag_from_json("t", "f1", body, &fake, &errs);
 	assert_non_null(back);
@@ -202,15 +209,15 @@ static uint64_t counted(const struct fx *f)
 {
 	uint64_t n = 0;
 
-	for (size_t i = 0; i < f->fl->nctr; i++)
-		n += atomic_load(&f->fl->ctr[i].n);
+	for (size_t i = 0; i < REG(f)->ncv; i++)
+		n += atomic_load(&REG(f)->cv[i]->n);
 	return n;
 }
 
 static void test_ofrep_codes(void **state)
 {
 	struct fx *f = *state;
-	struct api_flags_snap *saved;
+	struct flags_snap *saved;
 	json_t *o;
 
 	assert_int_equal(call(f, "POST", "/ofrep/v1/evaluate/flags/f1",
@@ -234,8 +241,8 @@ static void test_ofrep_codes(void **state)
 	assert_string_equal(json_string_value(json_object_get(o, "errorCode")), "PARSE_ERROR");
 	json_decref(o);
 	/* GENERAL: an internal failure, simulated by taking the published state away */
-	saved = f->fl->cur;
-	f->fl->cur = NULL;
+	saved = REG(f)->cur;
+	REG(f)->cur = NULL;
 	assert_int_equal(call(f, "POST", "/ofrep/v1/evaluate/flags/f1", "{}", NULL, &o, NULL), 500);
 	assert_string_equal(json_string_value(json_object_get(o, "errorCode")), "GENERAL");
 	assert_non_null(json_string_value(json_object_get(o, "errorDetails")));
@@ -243,13 +250,13 @@ static void test_ofrep_codes(void **state)
 	assert_int_equal(call(f, "POST", "/ofrep/v1/evaluate/flags", "{}", NULL, &o, NULL), 500);
 	assert_string_equal(json_string_value(json_object_get(o, "errorCode")), "GENERAL");
 	json_decref(o);
-	f->fl->cur = saved;
+	REG(f)->cur = saved;
 	/* each error counted once under its own code; only the success is a variant count */
-	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_GENERAL]), 2);
-	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_FLAG_NOT_FOUND]), 1);
-	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_TARGETING_KEY_MISSING]), 1);
-	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_INVALID_CONTEXT]), 1);
-	assert_int_equal(atomic_load(&f->fl->errors[FLAG_ERROR_PARSE_ERROR]), 1);
+	assert_int_equal(atomic_load(&REG(f)->errors[FLAG_ERROR_GENERAL]), 2);
+	assert_int_equal(atomic_load(&REG(f)->errors[FLAG_ERROR_FLAG_NOT_FOUND]), 1);
+	assert_int_equal(atomic_load(&REG(f)->errors[FLAG_ERROR_TARGETING_KEY_MISSING]), 1);
+	assert_int_equal(atomic_load(&REG(f)->errors[FLAG_ERROR_INVALID_CONTEXT]), 1);
+	assert_int_equal(atomic_load(&REG(f)->errors[FLAG_ERROR_PARSE_ERROR]), 1);
 	assert_int_equal(counted(f), 1);
 }
 
@@ -257,7 +264,7 @@ static void test_ofrep_codes(void **state)
 static void test_exclude(void **state)
 {
 	struct fx *f = *state;
-	uint64_t rev0 = f->fl->revision;
+	uint64_t rev0 = REG(f)->revision;
 	json_t *o, *ex;
 
 	assert_int_equal(call(f, "POST", "/v1/feature-flags/exclude",
@@ -267,7 +274,7 @@ static void test_exclude(void **state)
 	assert_string_equal(
 	    json_string_value(json_object_get(json_object_get(o, "error"), "field")), "bogus");
 	json_decref(o);
-	assert_int_equal(f->fl->revision, rev0); /* refused: nothing written */
+	assert_int_equal(REG(f)->revision, rev0); /* refused: nothing written */
 	assert_int_equal(call(f, "POST", "/v1/feature-flags/exclude",
 	                      "{\"feature\":\"f1\",\"nodes\":[\"n-2\"]}", NULL, &o, NULL),
 	                 200);
@@ -277,7 +284,7 @@ static void test_exclude(void **state)
 	assert_string_equal(json_string_value(json_array_get(ex, 1)), "n-2");
 	assert_int_equal(json_array_size(json_object_get(o, "include")), 0);
 	json_decref(o);
-	assert_true(f->fl->revision > rev0);
+	assert_true(REG(f)->revision > rev0);
 }
 
 /* The 422's field, or "" (the caller frees o). */
@@ -316,7 +323,7 @@ static void test_strict_bodies(void **state)
 	     "variants.off[1].x"},
 	};
 	struct fx *f = *state;
-	uint64_t rev0 = f->fl->revision;
+	uint64_t rev0 = REG(f)->revision;
 	json_t *o;
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -327,9 +334,9 @@ static void test_strict_bodies(void **state)
 			         o ? json_dumps(o, 0) : "");
 		json_decref(o);
 	}
-	assert_int_equal(f->fl->revision, rev0); /* nothing was written */
-	assert_null(current_def(f->fl, "f3", NULL));
-	assert_null(current_def(f->fl, "..", NULL));
+	assert_int_equal(REG(f)->revision, rev0); /* nothing was written */
+	assert_null(flags_def(REG(f), "f3", NULL));
+	assert_null(flags_def(REG(f), "..", NULL));
 	/* the same bodies with the right types pass */
 	assert_int_equal(call(f, "POST", "/v1/feature-flags",
 	                      "{\"feature\": \"f3\", \"percentage\": 0.001}", NULL, NULL, NULL),
@@ -395,7 +402,7 @@ static void test_bulk_etag_and_change(void **state)
 	struct fx *f = *state;
 	char etag[80], etag2[80];
 	json_t *o, *ev = NULL;
-	int64_t rev0 = (int64_t)f->fl->revision;
+	int64_t rev0 = (int64_t)REG(f)->revision;
 
 	assert_int_equal(call(f, "POST", "/ofrep/v1/evaluate/flags",
 	                      "{\"context\":{\"nodeId\":\"n-2\",\"targetingKey\":\"k\"}}", NULL, &o,
@@ -423,8 +430,8 @@ static void test_bulk_etag_and_change(void **state)
 	                      NULL),
 	                 200);
 	assert_int_equal(json_integer_value(json_object_get(o, "revision")),
-	                 (json_int_t)f->fl->revision);
-	assert_true((int64_t)f->fl->revision > rev0);
+	                 (json_int_t)REG(f)->revision);
+	assert_true((int64_t)REG(f)->revision > rev0);
 	json_decref(o);
 	assert_int_equal(call(f, "POST", "/ofrep/v1/evaluate/flags",
 	                      "{\"context\":{\"nodeId\":\"n-2\",\"targetingKey\":\"k\"}}", etag, &o,
@@ -439,7 +446,7 @@ static void test_bulk_etag_and_change(void **state)
 	assert_true(json_is_false(json_object_get(json_object_get(o, "after"), "enabled")));
 	assert_true(json_is_true(json_object_get(json_object_get(o, "before"), "enabled")));
 	json_decref(ev);
-	assert_int_equal(f->fl->ring_n, 2);
+	assert_int_equal(f->fl->st->ring_n, 2);
 }
 
 int main(void)

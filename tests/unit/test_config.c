@@ -1553,6 +1553,68 @@ static void test_evidence_warnings(void **state)
 	config_free(cfg);
 }
 
+/* --- large mappings: duplicate keys are found in O(k) -------------------------------------- */
+
+#define MANY_KEYS 20000
+
+/*
+ * "segments:" with MANY_KEYS segments s0..s<n-1>, one per line (s<i> is on
+ * line i + 2); when dup_at > 0 the key at that index repeats dup_of's name
+ * instead.  Returns a malloc'ed string.
+ */
+static char *many_segments(size_t dup_at, size_t dup_of)
+{
+	size_t cap = 64 + (size_t)MANY_KEYS * 64, len = 0;
+	char *yaml = malloc(cap);
+
+	assert_non_null(yaml);
+	len += (size_t)snprintf(yaml + len, cap - len, "segments:\n");
+	for (size_t i = 0; i < MANY_KEYS; i++) {
+		size_t name = dup_at && i == dup_at ? dup_of : i;
+		int w = snprintf(yaml + len, cap - len,
+		                 "  s%zu: {match: [{attr: a, op: eq, values: [x]}]}\n", name);
+
+		assert_true(w > 0 && (size_t)w < cap - len);
+		len += (size_t)w;
+	}
+	return yaml;
+}
+
+static void test_many_keys(void **state)
+{
+	struct config_errors errs = {0};
+	struct config *cfg;
+	char *yaml;
+
+	(void)state;
+	/* no duplicates: every one of the 20,000 keys loads */
+	yaml = many_segments(0, 0);
+	cfg = config_load_string("many.yaml", yaml, strlen(yaml), &errs);
+	if (!cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(cfg);
+	assert_int_equal(config_errors_count(&errs), 0);
+	assert_int_equal(cfg->nsegments, MANY_KEYS);
+	assert_non_null(config_segment_find(cfg, "s19999"));
+	config_free(cfg);
+	config_errors_release(&errs);
+	free(yaml);
+
+	/* one duplicate, far from its first occurrence: reported at the second's line */
+	yaml = many_segments(15000, 7);
+	EXPECT(yaml, "bad.yaml:15002: segments.s7: duplicate key (first defined on line 9)");
+	free(yaml);
+
+	/* a key three times: each repeat names the first occurrence, in order */
+	EXPECT("segments:\n"
+	       "  a: {match: [{attr: a, op: eq, values: [x]}]}\n"
+	       "  b: {match: [{attr: a, op: eq, values: [x]}]}\n"
+	       "  a: {match: [{attr: a, op: eq, values: [y]}]}\n"
+	       "  a: {match: [{attr: a, op: eq, values: [z]}]}\n",
+	       "bad.yaml:4: segments.a: duplicate key (first defined on line 2)",
+	       "bad.yaml:5: segments.a: duplicate key (first defined on line 2)");
+}
+
 static void test_errors_list(void **state)
 {
 	struct config_errors errs;
@@ -1604,6 +1666,7 @@ int main(void)
 	    cmocka_unit_test(test_flag_from_json),
 	    cmocka_unit_test(test_evidence_warnings),
 	    cmocka_unit_test(test_errors_list),
+	    cmocka_unit_test(test_many_keys),
 	    cmocka_unit_test(test_snapshot_redaction),
 	    cmocka_unit_test(test_snapshot_url_keeps_env_references),
 	    cmocka_unit_test(test_url_redact),

@@ -10,6 +10,7 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,8 +19,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <malloc.h>
+#include <sys/time.h>
+
 #include "config/config.h"
 #include "rollout/evidence.h"
+#include "rollout/retention.h"
+#include "store/store.h"
 
 #define T0  INT64_C(1714557600000) /* 2024-05-01T10:00:00Z */
 #define SEC INT64_C(1000)
@@ -803,6 +809,303 @@ static void test_store_clock_skew(void **state)
 	json_decref(evs);
 }
 
+/* --- bundles streamed from a store --------------------------------------------------- */
+
+static int64_t st_now;
+
+static int64_t st_clock(void *arg)
+{
+	(void)arg;
+	return st_now;
+}
+
+static struct store *mem_store(void)
+{
+	char err[256];
+	struct store *st = store_open("sqlite::memory:", err, sizeof(err));
+
+	assert_non_null(st);
+	store_set_clock(st, st_clock, NULL);
+	return st;
+}
+
+/* Appends an event stamped ms to subject rollout/web; details is stolen. */
+static void st_add(struct store *st, int64_t ms, const char *kind, json_t *details)
+{
+	char *text = json_dumps(details, JSON_COMPACT);
+
+	assert_non_null(text);
+	st_now = ms;
+	assert_int_equal(store_event_append(st, "canaryd", kind, "rollout/web", text, NULL), 0);
+	free(text);
+	json_decref(details);
+}
+
+/* Copies a list made by the helpers above into st, each event at its own ts. */
+static void st_copy(struct store *st, const json_t *evs)
+{
+	size_t i;
+	json_t *e;
+
+	json_array_foreach((json_t *)evs, i, e)
+	{
+		st_add(st, parse_ts_for_test(json_string_value(json_object_get(e, "ts"))),
+		       json_string_value(json_object_get(e, "kind")),
+		       json_incref(json_object_get(e, "details")));
+	}
+}
+
+/* The same events give the same bundle from a list and from the store. */
+static void test_store_and_list_agree(void **state)
+{
+	json_t *evs = rollback_scenario(), *a, *b;
+	struct store *st = mem_store();
+	const char *name;
+	json_t *v;
+
+	(void)state;
+	st_copy(st, evs);
+	a = evidence_build("web", evs, NULL, NULL, T0 + 400 * SEC);
+	assert_int_equal(evidence_build_store("web", st, NULL, NULL, T0 + 400 * SEC, &b), 0);
+	assert_non_null(a);
+	assert_non_null(b);
+	json_object_foreach(json_object_get(a, "files"), name, v)
+	{
+		assert_string_equal(json_string_value(v), file(b, name));
+	}
+	assert_true(json_equal(json_object_get(a, "counts"), json_object_get(b, "counts")));
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(b, "counts"), "events")),
+	    json_array_size(evs));
+	json_decref(a);
+	json_decref(b);
+	json_decref(evs);
+	assert_int_equal(evidence_build_store("x", NULL, NULL, NULL, 0, &b), -EINVAL);
+	assert_null(b);
+	store_close(st);
+}
+
+/* jansson's live bytes, to show the build's memory does not grow with the events */
+static size_t js_live, js_peak;
+
+static void *js_malloc(size_t n)
+{
+	void *p = malloc(n);
+
+	if (p) {
+		js_live += malloc_usable_size(p);
+		if (js_live > js_peak)
+			js_peak = js_live;
+	}
+	return p;
+}
+
+static void js_free(void *p)
+{
+	if (p)
+		js_live -= malloc_usable_size(p) < js_live ? malloc_usable_size(p) : js_live;
+	free(p);
+}
+
+static int count_bytes(const char *buffer, size_t size, void *data)
+{
+	(void)buffer;
+	*(size_t *)data += size;
+	return 0;
+}
+
+static double mono_s(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+#define NINT   100000
+#define SPIKE  50000
+#define STREAK 10 /* failing intervals before the rollback, the last ones */
+
+static bool has_row(const json_t *series, int64_t end, double p99)
+{
+	size_t i;
+	json_t *row;
+
+	json_array_foreach((json_t *)series, i, row)
+	{
+		if (json_integer_value(json_object_get(row, "interval_end_ms")) == end &&
+		    (p99 < 0 || json_real_value(json_object_get(row, "canary_p99_ms")) == p99))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * 100,000 one-second intervals (a verdict every 10th, and for each of the
+ * failing streak): the bundle has a bounded number of points, keeps the
+ * spike and the whole failing streak, counts every verdict, and the
+ * build's live JSON memory stays far below the events' size.
+ */
+static void test_store_bundle_is_bounded(void **state)
+{
+	struct store *st = mem_store();
+	int64_t t0 = T0 + 10 * SEC, end = 0, ff = t0 + (NINT - STREAK) * SEC;
+	json_t *b, *series, *verdicts;
+	size_t bytes = 0, streak = 0;
+	long fails = 0, passes = 0;
+	double t;
+	char row[200];
+
+	(void)state;
+	st_add(st, T0, "rollout.started", json_pack("{s:i, s:i}", "generation", 1, "steps", 2));
+	st_add(st, T0, "rollout.step",
+	       json_pack("{s:i, s:i, s:s, s:{s:f}}", "step", 0, "of", 2, "kind", "set", "weights",
+	                 "web", 5.0));
+	assert_int_equal(store_begin(st), 0);
+	for (int i = 0; i < NINT; i++) {
+		bool failing = i >= NINT - STREAK;
+		double p99 = i == SPIKE ? 4321.0 : 80.0 + i % 7;
+
+		end = t0 + i * SEC;
+		st_add(st, end, "rollout.interval",
+		       json_pack("{s:I, s:I, s:i, s:{s:{s:f, s:o, s:o}}}", "interval_end_ms",
+		                 (json_int_t)end, "interval_ms", (json_int_t)SEC, "step", 0,
+		                 "targets", "web", "weight", 5.0, "canary",
+		                 cohort(100, failing ? 40 : 1, failing ? 0.4 : 0.01, p99),
+		                 "baseline", cohort(1900, 19, 0.01, 80)));
+		if (failing || i % 10 == 0) {
+			json_t *v = verdict_json(failing ? "fail" : "pass", failing ? 0.4 : 0.01,
+			                         100, 0.01, 1900, "max", 0.05, failing ? 0.4 : 0.01,
+			                         failing ? "too many errors" : "fine");
+
+			json_object_set_new(v, "interval_end_ms", json_integer(end));
+			json_object_set_new(v, "step", json_integer(0));
+			json_object_set_new(v, "consecutive_failures",
+			                    json_integer(failing ? i - (NINT - STREAK) + 1 : 0));
+			st_add(st, end, "verdict", v);
+			if (failing)
+				fails++;
+			else
+				passes++;
+		}
+		if (i % 10000 == 9999) {
+			assert_int_equal(store_commit(st), 0);
+			assert_int_equal(store_begin(st), 0);
+		}
+	}
+	assert_int_equal(store_commit(st), 0);
+	st_add(st, end, "rollout.rollback",
+	       json_pack("{s:s, s:s, s:[s], s:b, s:i, s:I, s:I, s:I, s:o}", "reason",
+	                 "too many errors", "class", "check", "targets", "web", "all", 1, "step", 0,
+	                 "decision_ms", (json_int_t)end, "first_failing_interval_start_ms",
+	                 (json_int_t)(ff - SEC), "time_to_detect_ms", (json_int_t)(end - ff + SEC),
+	                 "verdict",
+	                 verdict_json("fail", 0.4, 100, 0.01, 1900, "max", 0.05, 0.4,
+	                              "too many errors")));
+
+	json_set_alloc_funcs(js_malloc, js_free);
+	js_live = js_peak = 0;
+	t = mono_s();
+	assert_int_equal(evidence_build_store("web", st, NULL, NULL, end + SEC, &b), 0);
+	t = mono_s() - t;
+	assert_non_null(b);
+	json_dump_callback(b, count_bytes, &bytes, JSON_COMPACT);
+	print_message("evidence of %d intervals + %ld verdicts: %.2f s, bundle %zu bytes, "
+	              "peak live JSON %zu bytes\n",
+	              NINT, fails + passes, t, bytes, js_peak);
+
+	series = json_object_get(b, "series");
+	verdicts = json_object_get(b, "verdicts");
+	/* bounded: at most 500 points per series (one target here) */
+	assert_true(json_array_size(series) <= 500);
+	assert_true(json_array_size(series) >= 100);
+	assert_true(json_array_size(verdicts) <= 500);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(b, "counts"), "intervals")), NINT);
+	assert_int_equal(
+	    json_integer_value(json_object_get(json_object_get(b, "counts"), "events")),
+	    3 + NINT + fails + passes);
+	/* the first, the last, the spike and every failing interval are there */
+	assert_true(has_row(series, t0, -1));
+	assert_true(has_row(series, end, -1));
+	assert_true(has_row(series, t0 + SPIKE * SEC, 4321.0));
+	for (int i = NINT - STREAK; i < NINT; i++)
+		streak += has_row(series, t0 + i * SEC, -1);
+	assert_int_equal(streak, STREAK);
+	/* verdict counts are over every verdict, not the kept ones */
+	snprintf(row, sizeof(row), "| error-rate | %ld | %ld | 0 | 0 |", passes, fails);
+	contains(file(b, "summary.md"), row);
+	contains(file(b, "summary.md"), "10 consecutive failing intervals");
+	contains(file(b, "summary.md"), "downsampled");
+	/* size: the bundle stays small (the events are ~50 MB as JSON) */
+	assert_true(bytes < 2 * 1024 * 1024);
+	assert_true(js_peak < 16 * 1024 * 1024);
+	json_decref(b);
+	json_set_alloc_funcs(malloc, free);
+	store_close(st);
+}
+
+/* A compacted rollout still shows its series, from the summaries. */
+static void test_store_bundle_reads_summaries(void **state)
+{
+	struct store *st = mem_store();
+	struct retention_conf c = {.full_resolution_ms = 3600 * SEC,
+	                           .summary_interval_ms = 3600 * SEC};
+	json_t *b, *series;
+	const char *svg;
+	size_t i, nsum = 0, covered = 0;
+	json_t *row;
+
+	(void)state;
+	st_add(st, T0, "rollout.started", json_pack("{s:i, s:i}", "generation", 1, "steps", 1));
+	for (int m = 0; m < 180; m++) {
+		json_t *v = verdict_json(m == 100 ? "fail" : "pass", 0.01, 1000, 0.01, 19000, "max",
+		                         0.05, 0.01, "fine");
+
+		st_add(st, T0 + (m + 1) * 60 * SEC, "rollout.interval",
+		       json_pack("{s:I, s:I, s:i, s:{s:{s:f, s:o, s:o}}}", "interval_end_ms",
+		                 (json_int_t)(T0 + (m + 1) * 60 * SEC), "interval_ms",
+		                 (json_int_t)(60 * SEC), "step", 0, "targets", "web", "weight", 5.0,
+		                 "canary", cohort(1000, m == 100 ? 100 : 10, 0.01, 90), "baseline",
+		                 cohort(19000, 190, 0.01, 80)));
+		json_object_set_new(v, "interval_end_ms", json_integer(T0 + (m + 1) * 60 * SEC));
+		st_add(st, T0 + (m + 1) * 60 * SEC, "verdict", v);
+	}
+	st_add(st, T0 + 181 * 60 * SEC, "rollout.completed", json_pack("{s:i}", "duration_ms", 1));
+	st_now = T0 + 10 * 3600 * SEC;
+	assert_int_equal(retention_compact(st, st_now, &c, 0, NULL), 0);
+
+	assert_int_equal(evidence_build_store("web", st, NULL, NULL, st_now, &b), 0);
+	series = json_object_get(b, "series");
+	json_array_foreach(series, i, row)
+	{
+		int64_t n = json_integer_value(json_object_get(row, "intervals"));
+
+		nsum += n > 1;
+		covered += (size_t)n;
+		assert_true(json_integer_value(json_object_get(row, "interval_end_ms")) >= T0);
+	}
+	/* hourly summaries stand for all 180: 59, 60, 60 and the last one's 1 */
+	assert_int_equal(nsum, 3);
+	assert_int_equal(covered, 180);
+	json_array_foreach(json_object_get(b, "events"), i, row)
+	{
+		assert_string_not_equal(json_string_value(json_object_get(row, "kind")),
+		                        "rollout.interval");
+	}
+	/* the spike of minute 100 survives as its summary's error rate */
+	svg = file(b, "error_rate.svg");
+	lacks(svg, "no data");
+	contains(svg, "class=\"canary\"");
+	contains(file(b, "summary.md"), "| error-rate | 179 | 1 | 0 | 0 |");
+	assert_int_equal(json_array_size(series), 4);
+	assert_int_equal(json_array_size(json_object_get(b, "verdicts")), 4);
+	assert_true(json_is_true(
+	    json_object_get(json_array_get(json_object_get(b, "verdicts"), 0), "summary")));
+	json_decref(b);
+	store_close(st);
+}
+
 /* --- evidence_write_dir -------------------------------------------------------------- */
 
 static char *read_all(const char *path)
@@ -986,12 +1289,21 @@ static void test_write_dir(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_rollback_summary), cmocka_unit_test(test_verdicts_and_series),
-	    cmocka_unit_test(test_charts),           cmocka_unit_test(test_escaping),
-	    cmocka_unit_test(test_latest_run_only),  cmocka_unit_test(test_no_data_and_no_events),
-	    cmocka_unit_test(test_odd_fields),       cmocka_unit_test(test_multi_target),
-	    cmocka_unit_test(test_legacy_rollback),  cmocka_unit_test(test_store_clock_skew),
-	    cmocka_unit_test(test_write_dir),        cmocka_unit_test(test_config_without_secrets),
+	    cmocka_unit_test(test_rollback_summary),
+	    cmocka_unit_test(test_verdicts_and_series),
+	    cmocka_unit_test(test_charts),
+	    cmocka_unit_test(test_escaping),
+	    cmocka_unit_test(test_latest_run_only),
+	    cmocka_unit_test(test_no_data_and_no_events),
+	    cmocka_unit_test(test_odd_fields),
+	    cmocka_unit_test(test_multi_target),
+	    cmocka_unit_test(test_legacy_rollback),
+	    cmocka_unit_test(test_store_clock_skew),
+	    cmocka_unit_test(test_write_dir),
+	    cmocka_unit_test(test_config_without_secrets),
+	    cmocka_unit_test(test_store_and_list_agree),
+	    cmocka_unit_test(test_store_bundle_is_bounded),
+	    cmocka_unit_test(test_store_bundle_reads_summaries),
 	};
 
 	umask(022);

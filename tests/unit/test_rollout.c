@@ -16,9 +16,11 @@
 #include "api/api.h"
 #include "api/rollouts.h"
 #include "config/config.h"
+#include "core/err.h"
 #include "core/buf.h"
 #include "core/jobs.h"
 #include "rollout/engine.h"
+#include "state/state.h"
 #include "store/store.h"
 
 #define T0 INT64_C(1714557600000) /* 2024-05-01T10:00:00Z, a Wednesday */
@@ -150,6 +152,7 @@ static const char *common =
 struct env {
 	struct config *cfg;
 	struct store *st;
+	struct state *state;
 	struct rollout_engine *e;
 	struct rollout_backend be;
 };
@@ -173,8 +176,12 @@ static void env_open(struct env *v, const char *rollouts)
 	config_errors_release(&errs);
 	v->st = store_open("sqlite::memory:", NULL, 0);
 	assert_non_null(v->st);
-	v->be = (struct rollout_backend){
-	    .set_weight = fake_set, .read_cohort = fake_read, .now_ms = fake_now, .store = v->st};
+	v->state = state_new(v->st);
+	assert_non_null(v->state);
+	v->be = (struct rollout_backend){.set_weight = fake_set,
+	                                 .read_cohort = fake_read,
+	                                 .now_ms = fake_now,
+	                                 .state = v->state};
 	v->e = rollout_engine_new(v->cfg, &v->be);
 	assert_non_null(v->e);
 	assert_int_equal(rollout_engine_load(v->e, F.now), 0);
@@ -192,6 +199,7 @@ static void env_restart(struct env *v)
 static void env_close(struct env *v)
 {
 	rollout_engine_free(v->e);
+	state_free(v->state);
 	store_close(v->st);
 	config_free(v->cfg);
 }
@@ -309,7 +317,7 @@ static void test_healthy_promotion(void **state)
 	(void)state;
 	env_open(&v, healthy_yaml);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_IDLE);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	/* a weight step with checks does not pass at once, even without `for` */
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
@@ -348,7 +356,7 @@ static void test_no_traffic_never_promotes(void **state)
 
 	(void)state;
 	env_open(&v, evidence_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 60, NULL, 0, 0); /* for elapsed, no evidence: it keeps running */
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
@@ -371,13 +379,13 @@ static void test_no_traffic_never_promotes(void **state)
 	json_decref(d);
 	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", NULL), 0);
 	/* resume waits again (max_wait restarts); load then earns the pass */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
 	drive(&v, 239, NULL, 0, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	drive(&v, 1, NULL, 0, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 0);
 	drive(&v, 10, "web", 100, 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
 	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", &d), 1);
@@ -387,10 +395,10 @@ static void test_no_traffic_never_promotes(void **state)
 
 	/* promote force-passes the gate, audited */
 	env_open(&v, evidence_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 240, NULL, 0, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_PROMOTE, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_PROMOTE, "ops"), 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
 	assert_int_equal(events(&v, "web-v2", "rollout.promoted", NULL), 1);
 	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", &d), 1);
@@ -407,7 +415,7 @@ static void test_load_stops_mid_step(void **state)
 
 	(void)state;
 	env_open(&v, evidence_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 15, "web", 10, 0); /* 150 requests, then nothing */
 	drive(&v, 224, NULL, 0, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
@@ -437,7 +445,7 @@ static void test_bad_canary_low_traffic_never_promoted(void **state)
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03, on_fail: "
 	             "pause, review: 10m}]\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	for (int i = 0; i < 200; i++) {
 		/* 5 canary requests per 10 s interval, one in five an error */
 		if (i % 2 == 0)
@@ -474,7 +482,7 @@ static void test_require_evidence_false(void **state)
 	             "    analysis:\n"
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 29, NULL, 0, 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
 	drive(&v, 1, NULL, 0, 0);
@@ -496,7 +504,7 @@ static void test_require_evidence_false(void **state)
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03, "
 	             "require_evidence: false}]\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 30, NULL, 0, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
 	env_close(&v);
@@ -521,7 +529,7 @@ static void test_srm_resume_needs_fresh_evidence(void **state)
 	v.be.split_reset = fake_split_reset;
 	v.be.read_split = fake_split_read;
 	env_restart(&v);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	for (int i = 0; i < 10; i++) { /* healthy, but the canary gets 3 units for 2 */
 		F.split[0] += 150, F.split[1] += 100;
 		drive(&v, 1, "web", 100, 0);
@@ -529,7 +537,7 @@ static void test_srm_resume_needs_fresh_evidence(void **state)
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
 	assert_int_equal(events(&v, "web-v2", "rollout.srm", NULL), 1);
 	drive(&v, 30, NULL, 0, 0); /* the step's for runs out while paused */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
 	assert_int_equal(events(&v, "web-v2", "rollout.step.passed", NULL), 0);
 	for (int i = 0; i < 10; i++) { /* equal slices again: a fresh pass */
@@ -556,7 +564,7 @@ static void test_old_document_counts_max_wait_from_the_step(void **state)
 
 	(void)state;
 	env_open(&v, evidence_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 30, NULL, 0, 0);
 	assert_int_equal(store_doc_get(v.st, "rollout", "web-v2", &text, NULL), 0);
 	doc = json_loads(text, 0, NULL);
@@ -583,7 +591,7 @@ static void test_step_counts_survive_a_restart(void **state)
 
 	(void)state;
 	env_open(&v, evidence_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 20, "web", 10, 0); /* 200 canary requests: evidence earned */
 	env_restart(&v);
 	drive(&v, 20, "web", 10, 0); /* 200 more, counted from the reading at load */
@@ -608,7 +616,7 @@ static void test_bad_canary_rolls_back(void **state)
 
 	(void)state;
 	env_open(&v, healthy_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 9, "web", 100, 5);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	drive(&v, 1, "web", 100, 5); /* first interval ends: 5% > 3% */
@@ -642,7 +650,7 @@ static void test_min_samples_never_pass(void **state)
 	             "    analysis:\n"
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	/* the weight step accumulates: 4 intervals of 50 requests make its 200 */
 	drive(&v, 39, "web", 5, 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
@@ -658,7 +666,7 @@ static void test_min_samples_never_pass(void **state)
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
 	assert_int_equal(last_weight("web"), 1000);
 	/* Resume restarts the hold; with traffic it now passes. */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 0);
 	drive(&v, 30, "web", 100, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
 	env_close(&v);
@@ -682,7 +690,7 @@ static void test_for_is_consecutive(void **state)
 	             "    analysis:\n"
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03, for: 30s}]\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	interval(&v, true);
 	interval(&v, true);
 	interval(&v, false); /* resets */
@@ -711,7 +719,7 @@ static void test_pause_review_rolls_back(void **state)
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03, on_fail: pause, "
 	             "review: 1m}]\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	interval(&v, true);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
 	assert_int_equal(events(&v, "web-v2", "rollout.paused", NULL), 1);
@@ -734,10 +742,10 @@ static void test_pause_review_rolls_back(void **state)
 	             "      interval: 10s\n"
 	             "      checks: [{name: errors, metric: error_rate, max: 0.03, on_fail: pause, "
 	             "review: 1m}]\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	interval(&v, true);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 0);
 	drive(&v, 120, "web", 100, 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 	env_close(&v);
@@ -754,20 +762,20 @@ static void test_approvals(void **state)
 	             "      - weight: 1\n"
 	             "      - approval: {required: [alice, bob, carol]}\n"
 	             "      - weight: 100\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 409); /* idle */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), ERR_STATE); /* idle */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
 	assert_int_equal(events(&v, "web-v2", "rollout.approval_needed", NULL), 1);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "mallory"), 403);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 200);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 200); /* idempotent */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "mallory"), ERR_FORBIDDEN);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 0);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "alice"), 0); /* idempotent */
 	assert_int_equal(events(&v, "web-v2", "rollout.approved", NULL), 1);
 	drive(&v, 5, NULL, 0, 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
 	env_restart(&v); /* approvals survive a restart */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "bob"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "bob"), 0);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "carol"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_APPROVE, "carol"), 0);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
 	assert_int_equal(events(&v, "web-v2", "rollout.approved", NULL), 3);
 	assert_int_equal(last_weight("web"), 100000);
@@ -792,7 +800,7 @@ static void test_per_target_rollback(void **state)
 	         "      interval: 10s\n"
 	         "      checks:\n"
 	         "        - {name: api-errors, metric: error_rate, max: 0.03, target: t-api}\n");
-	assert_int_equal(ctl(&v, "two", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "two", ROLLOUT_START, "ops"), 0);
 	assert_int_equal(last_weight("web"), 10000);
 	assert_int_equal(last_weight("api"), 10000);
 	for (int i = 0; i < 10; i++) {
@@ -806,7 +814,7 @@ static void test_per_target_rollback(void **state)
 	assert_int_equal(rollout_engine_state(v.e, "two"), ROLLOUT_PROGRESSING);
 	assert_string_equal(rollout_engine_owner(v.e, "web"), "two");
 	assert_null(rollout_engine_owner(v.e, "api"));
-	assert_int_equal(ctl(&v, "two", ROLLOUT_PROMOTE, "ops"), 200);
+	assert_int_equal(ctl(&v, "two", ROLLOUT_PROMOTE, "ops"), 0);
 	assert_int_equal(rollout_engine_state(v.e, "two"), ROLLOUT_COMPLETED);
 	assert_int_equal(last_weight("web"), 100000);
 	assert_int_equal(last_weight("api"), 0); /* a rolled-back target stays at 0 */
@@ -873,7 +881,7 @@ static void test_not_before_step(void **state)
 	             "      - {weight: 5, not_before: \"12:00Z\"}\n"
 	             "      - {weight: 50, window: \"Mon-Fri 13:00-14:00Z\"}\n"
 	             "      - {pause: {}}\n");
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	assert_int_equal(last_weight("web"), 1000);
 	F.now = at("2024-05-01T11:59:59Z");
 	rollout_engine_tick(v.e, F.now);
@@ -885,7 +893,7 @@ static void test_not_before_step(void **state)
 	rollout_engine_tick(v.e, at("2024-05-01T12:59:00Z"));
 	assert_int_equal(last_weight("web"), 5000);
 	/* promote lifts a gate */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_PROMOTE, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_PROMOTE, "ops"), 0);
 	assert_int_equal(last_weight("web"), 50000);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 3);
 	env_close(&v);
@@ -902,24 +910,24 @@ static void reach(struct env *v, enum rollout_state s)
 	case ROLLOUT_IDLE:
 		break;
 	case ROLLOUT_PROGRESSING:
-		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 0);
 		break;
 	case ROLLOUT_PAUSED:
-		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
-		assert_int_equal(ctl(v, "r", ROLLOUT_PAUSE, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 0);
+		assert_int_equal(ctl(v, "r", ROLLOUT_PAUSE, "ops"), 0);
 		break;
 	case ROLLOUT_COMPLETED:
-		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
-		assert_int_equal(ctl(v, "r", ROLLOUT_PROMOTE_FULL, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 0);
+		assert_int_equal(ctl(v, "r", ROLLOUT_PROMOTE_FULL, "ops"), 0);
 		break;
 	case ROLLOUT_ROLLED_BACK:
-		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
-		assert_int_equal(ctl(v, "r", ROLLOUT_ABORT, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 0);
+		assert_int_equal(ctl(v, "r", ROLLOUT_ABORT, "ops"), 0);
 		break;
 	case ROLLOUT_FAILED:
-		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_START, "ops"), 0);
 		F.fail_set = -5;
-		assert_int_equal(ctl(v, "r", ROLLOUT_ABORT, "ops"), 200);
+		assert_int_equal(ctl(v, "r", ROLLOUT_ABORT, "ops"), 0);
 		F.fail_set = 0;
 		break;
 	}
@@ -929,13 +937,14 @@ static void reach(struct env *v, enum rollout_state s)
 static void test_control_table(void **state)
 {
 	/* rows: states; columns: start promote full pause resume abort retry approve */
+	enum { OK = 0, ST = ERR_STATE };
 	static const int want[6][8] = {
-	    /* idle */ {200, 409, 409, 409, 409, 409, 409, 409},
-	    /* progressing */ {409, 200, 200, 200, 409, 200, 409, 409},
-	    /* paused */ {409, 200, 200, 409, 200, 200, 409, 409},
-	    /* completed */ {409, 409, 409, 409, 409, 409, 409, 409},
-	    /* rolled_back */ {409, 409, 409, 409, 409, 409, 200, 409},
-	    /* failed */ {409, 409, 409, 409, 409, 409, 200, 409},
+	    /* idle */ {OK, ST, ST, ST, ST, ST, ST, ST},
+	    /* progressing */ {ST, OK, OK, OK, ST, OK, ST, ST},
+	    /* paused */ {ST, OK, OK, ST, OK, OK, ST, ST},
+	    /* completed */ {ST, ST, ST, ST, ST, ST, ST, ST},
+	    /* rolled_back */ {ST, ST, ST, ST, ST, ST, OK, ST},
+	    /* failed */ {ST, ST, ST, ST, ST, ST, OK, ST},
 	};
 	static const enum rollout_state after[6][8] = {
 	    {ROLLOUT_PROGRESSING, 0, 0, 0, 0, 0, 0, 0},
@@ -961,7 +970,7 @@ static void test_control_table(void **state)
 				fail_msg("%s in %s: %d, want %d", rollout_control_name(c),
 				         rollout_state_name(s), code, want[s][c]);
 			assert_int_equal(rollout_engine_state(v.e, "r"),
-			                 code == 200 ? (int)after[s][c] : s);
+			                 code == OK ? (int)after[s][c] : s);
 			env_close(&v);
 		}
 	}
@@ -969,11 +978,11 @@ static void test_control_table(void **state)
 		struct env v;
 
 		env_open(&v, ctl_yaml);
-		assert_int_equal(ctl(&v, "nope", ROLLOUT_START, "ops"), 404);
+		assert_int_equal(ctl(&v, "nope", ROLLOUT_START, "ops"), ERR_NOTFOUND);
 		/* retry starts again from step 0 */
 		reach(&v, ROLLOUT_ROLLED_BACK);
 		F.ncalls = 0;
-		assert_int_equal(ctl(&v, "r", ROLLOUT_RETRY, "ops"), 200);
+		assert_int_equal(ctl(&v, "r", ROLLOUT_RETRY, "ops"), 0);
 		assert_int_equal(rollout_engine_step(v.e, "r"), 0);
 		assert_int_equal(last_weight("web"), 1000);
 		assert_int_equal(events(&v, "r", "rollout.retry", NULL), 1);
@@ -995,8 +1004,8 @@ static void test_emergency_rollback_all(void **state)
 	             "  c:\n"
 	             "    target: {service: pay, canary: p2}\n"
 	             "    steps: [{weight: 20}]\n");
-	assert_int_equal(ctl(&v, "a", ROLLOUT_START, "ops"), 200);
-	assert_int_equal(ctl(&v, "b", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "a", ROLLOUT_START, "ops"), 0);
+	assert_int_equal(ctl(&v, "b", ROLLOUT_START, "ops"), 0);
 	assert_int_equal(rollout_engine_rollback_all(v.e, "ops", F.now), 2);
 	assert_int_equal(rollout_engine_state(v.e, "a"), ROLLOUT_ROLLED_BACK);
 	assert_int_equal(rollout_engine_state(v.e, "b"), ROLLOUT_ROLLED_BACK);
@@ -1029,7 +1038,7 @@ static void crash_run(bool restart, int *steps, int *nsteps, uint32_t *weights, 
 	size_t i;
 
 	env_open(&v, crash_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	for (int s = 0; s < 400 && rollout_engine_state(v.e, "web-v2") == ROLLOUT_PROGRESSING;
 	     s++) {
 		traffic("web", 100, 0, 100, 0);
@@ -1080,7 +1089,7 @@ static void test_crash_safety(void **state)
 
 	/* A crash after the step was persisted but before its weight took effect. */
 	env_open(&v, crash_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 19, "web", 100, 0);
 	F.lose = true;
 	drive(&v, 1, "web", 100, 0); /* step 1 (5%) persisted, set_weight lost */
@@ -1106,7 +1115,7 @@ static void test_owner_conflict_and_view(void **state)
 
 	(void)state;
 	env_open(&v, healthy_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	j = rollout_engine_json(v.e, "web-v2");
 	assert_non_null(j);
 	assert_string_equal(json_string_value(json_object_get(j, "state")), "progressing");
@@ -1294,10 +1303,10 @@ static void test_rollback_pipeline(void **state)
 	v.be.hook_start = fake_hook_start;
 	v.be.hook_poll = fake_hook_poll;
 	env_restart(&v);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	H.pending = 3;
 	H.status = JOB_OK;
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 0);
 	assert_int_equal(last_weight("web"), 0);
 	assert_int_equal(events(&v, "web-v2", "rollout.mitigated", &d), 1);
 	assert_true(json_integer_value(json_object_get(d, "time_to_mitigate_us")) > 0);
@@ -1346,9 +1355,9 @@ static void test_hook_interrupted_by_restart(void **state)
 	v.be.hook_start = fake_hook_start;
 	v.be.hook_poll = fake_hook_poll;
 	env_restart(&v);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	H.pending = 1000; /* the first hook never ends before the crash */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 0);
 	drive(&v, 8, NULL, 0, 0);
 	assert_int_equal(H.started, 1);
 	env_restart(&v); /* the job is lost with the process */
@@ -1396,7 +1405,7 @@ static void test_bake_revert_and_finalize(void **state)
 	env_open(&v, yaml);
 	v.be.set_stable = fake_set_stable;
 	env_restart(&v);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	/* weight steps with checks do not pass at once: each needs its evidence */
 	assert_int_equal(last_weight("web"), 50000);
 	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 0);
@@ -1433,7 +1442,7 @@ static void test_bake_revert_and_finalize(void **state)
 	v.be.set_stable = fake_set_stable;
 	env_restart(&v);
 	drive(&v, 1, "web", 200, 0); /* some baseline history before the start */
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 20, "web", 200, 0);
 	d = rollout_engine_json(v.e, "web-v2"); /* both weight steps passed: baking */
 	assert_true(json_is_object(json_object_get(d, "bake")));
@@ -1460,9 +1469,9 @@ static void test_metrics_families(void **state)
 
 	(void)state;
 	env_open(&v, healthy_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 30, "web", 100, 0);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 0);
 	buf_init(&b, 1 << 20);
 	assert_int_equal(rollout_engine_write_prometheus(v.e, &b), 0);
 	buf_append(&b, "", 1);
@@ -1570,7 +1579,7 @@ static void test_source_query_async(void **state)
 
 	(void)state;
 	env_sources(&v, query_yaml);
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	S.pending = 4;
 	drive(&v, 10, NULL, 0, 0); /* the interval boundary: both cohorts' queries start */
 	assert_int_equal(S.started, 2);
@@ -1622,7 +1631,7 @@ static void test_source_errors_pause(void **state)
 	(void)state;
 	env_sources(&v, exec_yaml);
 	S.status = JOB_FAILED;
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 11, NULL, 0, 0);
 	assert_int_equal(S.started, 1); /* no cohort variable: runs once */
 	assert_string_equal(S.text[0], "probe web");
@@ -1646,7 +1655,7 @@ static void test_source_errors_pause(void **state)
 	assert_int_equal(events(&v, "web-v2", "rollout.rollback", NULL), 0);
 	/* a working source passes again after the resume */
 	S.status = JOB_OK;
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 0);
 	drive(&v, 10, NULL, 0, 0);
 	assert_int_equal(events(&v, "web-v2", "verdict", &d), 4);
 	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
@@ -1664,7 +1673,7 @@ static void test_source_timeout_is_an_error(void **state)
 	(void)state;
 	env_sources(&v, query_yaml);
 	S.never = true;
-	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 200);
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
 	drive(&v, 13, NULL, 0, 0);
 	assert_int_equal(events(&v, "web-v2", "verdict", NULL), 0);
 	drive(&v, 2, NULL, 0, 0); /* timeout 2 s + the queueing allowance */
@@ -1674,6 +1683,176 @@ static void test_source_timeout_is_an_error(void **state)
 	                       "no answer within 4000 ms (timeout 2000 ms"));
 	json_decref(d);
 	assert_int_equal(S.forgotten, 2); /* nobody polls those jobs again */
+	env_close(&v);
+}
+
+/* The state layer's fence answers this: a store that is away, or refuses. */
+static int fence_rc;
+
+static int fence(void *arg, struct store *st)
+{
+	(void)arg, (void)st;
+	return fence_rc;
+}
+
+/*
+ * rollout_engine_control's codes (engine.h): a target owned by another
+ * rollout, or a commit the fence refused, is ERR_CONFLICT; a write the
+ * store could not take is ERR_UNAVAILABLE (store away) or ERR_STORE
+ * (refused); nothing changes and no weight is applied; the API answers 409
+ * conflict / 503 store_unavailable / 500 store_error.
+ */
+static void test_control_error_codes(void **state)
+{
+	static const struct auth_token tokens[] = {{"ops", "s1", SCOPE_ADMIN}};
+	struct api api;
+	struct env v;
+	char msg[256];
+	json_t *j;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 5, for: 1h}, {weight: 100}]\n"
+	             "  web-again:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 10}]\n");
+	api_init(&api);
+	api.store = v.st;
+	api.tokens = tokens;
+	api.ntokens = 1;
+	assert_int_equal(api_rollouts_init(&api, v.e), 0);
+
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
+	assert_int_equal(
+	    rollout_engine_control(v.e, "web-again", ROLLOUT_START, "ops", F.now, msg, sizeof(msg)),
+	    ERR_CONFLICT);
+	assert_non_null(strstr(msg, "owned by active rollout web-v2"));
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-again/start", "s1", NULL, &j), 409);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+	                    "conflict");
+	json_decref(j);
+
+	/*
+	 * The store is away: nothing is written, the run stays as it was.  It
+	 * is restored from the last committed text kept in memory, not read
+	 * back from the store (here its copy is gone, as reads fail too when a
+	 * database is away).
+	 */
+	assert_int_equal(store_doc_delete(v.st, "rollout", "web-v2", STORE_REV_ANY, NULL), 0);
+	state_set_fence(v.state, fence, NULL);
+	fence_rc = ERR_UNAVAILABLE;
+	assert_int_equal(
+	    rollout_engine_control(v.e, "web-v2", ROLLOUT_PAUSE, "ops", F.now, msg, sizeof(msg)),
+	    ERR_UNAVAILABLE);
+	assert_non_null(strstr(msg, "the store refused the change"));
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/pause", "s1", NULL, &j), 503);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+	                    "store_unavailable");
+	json_decref(j);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+
+	/* a fenced commit (fleet mode: this node lost the leader's term) */
+	fence_rc = ERR_CONFLICT;
+	assert_int_equal(
+	    rollout_engine_control(v.e, "web-v2", ROLLOUT_ABORT, "ops", F.now, msg, sizeof(msg)),
+	    ERR_CONFLICT);
+	assert_non_null(strstr(msg, "not the fleet leader"));
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+
+	/* the store refuses the write */
+	fence_rc = ERR_STORE;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), ERR_STORE);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(call(&api, "POST", "/v1/rollouts/web-v2/abort", "s1", NULL, &j), 500);
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "error"), "code")),
+	                    "store_error");
+	json_decref(j);
+	assert_int_equal(last_weight("web"), 5000); /* the abort's 0% was never applied */
+
+	/* a start that cannot be written applies nothing */
+	fence_rc = 0;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_ABORT, "ops"), 0);
+	assert_int_equal(last_weight("web"), 0);
+	fence_rc = ERR_UNAVAILABLE;
+	F.ncalls = 0;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RETRY, "ops"), ERR_UNAVAILABLE);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(F.ncalls, 0);
+	state_set_fence(v.state, NULL, NULL);
+	fence_rc = 0;
+	env_close(&v);
+}
+
+/*
+ * Fleet mode's hook: a "rollout" document committed by another node
+ * (state_apply(), origin remote) reloads that run, without applying any
+ * action; the engine's own commits do not reload it.
+ */
+static void test_remote_reload(void **state)
+{
+	struct env v;
+	char *text = NULL, *changed;
+	int64_t rev = 0;
+	json_t *doc, *view;
+	int ncalls;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 5, for: 1h}, {weight: 50}]\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
+	ncalls = F.ncalls;
+
+	/* another node pauses it: its document and revision arrive */
+	assert_int_equal(store_doc_get(v.st, "rollout", "web-v2", &text, NULL), 0);
+	doc = json_loads(text, 0, NULL);
+	assert_non_null(doc);
+	json_object_set_new(doc, "state", json_string("paused"));
+	json_object_set_new(doc, "pause_reason", json_string("paused on node b"));
+	changed = json_dumps(doc, JSON_COMPACT);
+	assert_int_equal(store_doc_put(v.st, "rollout", "web-v2", changed, STORE_REV_ANY, &rev), 0);
+	assert_int_equal(state_apply(v.state, &(struct state_update){.kind = "rollout",
+	                                                             .name = "web-v2",
+	                                                             .json = changed,
+	                                                             .rev = rev,
+	                                                             .origin = STATE_REMOTE}),
+	                 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	view = rollout_engine_json(v.e, "web-v2");
+	assert_string_equal(json_string_value(json_object_get(view, "pause_reason")),
+	                    "paused on node b");
+	json_decref(view);
+	assert_int_equal(F.ncalls, ncalls); /* the other node applied its actions */
+
+	/* this engine's own commits come back as local updates: no reload */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_RESUME, "ops"), 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+
+	/* reload from the store; an unknown rollout; a remote delete makes it idle */
+	assert_int_equal(rollout_engine_reload(v.e, "web-v2", NULL), 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(rollout_engine_reload(v.e, "nope", NULL), ERR_NOTFOUND);
+	assert_int_equal(rollout_engine_reload(v.e, "web-v2", "{not json"), -EINVAL);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_IDLE);
+	assert_int_equal(state_apply(v.state, &(struct state_update){.kind = "rollout",
+	                                                             .name = "web-v2",
+	                                                             .json = text,
+	                                                             .rev = rev + 1,
+	                                                             .origin = STATE_REMOTE}),
+	                 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+	assert_int_equal(state_apply(v.state, &(struct state_update){.kind = "rollout",
+	                                                             .name = "web-v2",
+	                                                             .json = NULL,
+	                                                             .rev = rev + 2,
+	                                                             .origin = STATE_REMOTE}),
+	                 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_IDLE);
+	free(changed);
+	free(text);
+	json_decref(doc);
 	env_close(&v);
 }
 
@@ -1708,6 +1887,8 @@ int main(void)
 	    cmocka_unit_test(test_source_query_async),
 	    cmocka_unit_test(test_source_errors_pause),
 	    cmocka_unit_test(test_source_timeout_is_an_error),
+	    cmocka_unit_test(test_control_error_codes),
+	    cmocka_unit_test(test_remote_reload),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,13 @@
 /*
- * test_store.c - the store: migrations, events, documents, transactions.
- * File databases live in a fresh mkdtemp() directory per test, removed after.
+ * test_store.c - the store: migrations, events, documents, transactions,
+ * retention's primitives, and (postgres) availability.
+ *
+ * The generic tests run on both backends.  SQLite file databases live in a
+ * fresh mkdtemp() directory per test, removed after.  The postgres pass runs
+ * with CANARYD_TEST_PG_URL naming a server (tests/pg/pg-run starts one) and
+ * gets a fresh database per test (CREATE DATABASE, dropped after).  Run as
+ * `test_store --postgres` (what ctest's unit/test_store_pg does) the pass is
+ * required: without a server it fails instead of skipping.
  */
 #include <errno.h>
 #include <poll.h>
@@ -13,21 +20,83 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <sqlite3.h>
 
 #include "store/store.h"
+#include "store/store_pg.h"
 #include "store/store_sqlite.h"
 
 struct fixture {
 	char dir[64];
 	char path[128];
-	char url[160];
+	char url[512];
+	char pgdb[64]; /* postgres: this test's database */
 	struct store *st;
 };
+
+/* Set by main() for the postgres pass: the server's URL (its "postgres" database). */
+static const char *pg_admin_url;
+static int pg_dbs;
+
+static void pg_quiet(void *arg, const char *message)
+{
+	(void)arg;
+	(void)message;
+}
+
+/* A raw libpq connection to url, as another process (or an operator) would have. */
+static PGconn *pg_raw(const char *url)
+{
+	PGconn *c = PQconnectdb(url);
+
+	if (PQstatus(c) != CONNECTION_OK)
+		fail_msg("connect: %s", PQerrorMessage(c));
+	PQsetNoticeProcessor(c, pg_quiet, NULL);
+	return c;
+}
+
+/* Runs sql; 0 on success, else -1 with libpq's message in the last error. */
+static int pg_try(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+	int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+
+	PQclear(r);
+	return ok ? 0 : -1;
+}
+
+static void pg_exec(PGconn *c, const char *sql)
+{
+	if (pg_try(c, sql))
+		fail_msg("%s: %s", sql, PQerrorMessage(c));
+}
+
+static int64_t pg_int(PGconn *c, const char *sql)
+{
+	PGresult *r = PQexec(c, sql);
+	int64_t v;
+
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		fail_msg("%s: %s", sql, PQerrorMessage(c));
+	v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PQclear(r);
+	return v;
+}
+
+/* The admin URL with its database replaced by db. */
+static void pg_url_for(const char *db, char *out, size_t len)
+{
+	const char *slash = strrchr(pg_admin_url, '/');
+
+	assert_non_null(slash);
+	snprintf(out, len, "%.*s/%s", (int)(slash - pg_admin_url), pg_admin_url, db);
+}
 
 static int setup(void **state)
 {
@@ -41,7 +110,18 @@ static int setup(void **state)
 		return -1;
 	}
 	snprintf(f->path, sizeof(f->path), "%s/canaryd.db", f->dir);
-	snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
+	if (pg_admin_url) {
+		PGconn *c = pg_raw(pg_admin_url);
+		char sql[128];
+
+		snprintf(f->pgdb, sizeof(f->pgdb), "canaryd_ut_%d_%d", (int)getpid(), ++pg_dbs);
+		snprintf(sql, sizeof(sql), "CREATE DATABASE %s", f->pgdb);
+		pg_exec(c, sql);
+		PQfinish(c);
+		pg_url_for(f->pgdb, f->url, sizeof(f->url));
+	} else {
+		snprintf(f->url, sizeof(f->url), "sqlite:%s", f->path);
+	}
 	*state = f;
 	return 0;
 }
@@ -54,6 +134,14 @@ static int teardown(void **state)
 	size_t i;
 
 	store_close(f->st);
+	if (f->pgdb[0]) {
+		PGconn *c = pg_raw(pg_admin_url);
+		char sql[128];
+
+		snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->pgdb);
+		pg_exec(c, sql);
+		PQfinish(c);
+	}
 	for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
 		snprintf(p, sizeof(p), "%s%s", f->path, suffixes[i]);
 		unlink(p);
@@ -191,6 +279,14 @@ static void test_reopen_is_idempotent(void **state)
 	assert_int_equal(revision(f->st), 1);
 	free(body);
 
+	if (pg_admin_url) {
+		PGconn *c = pg_raw(f->url);
+
+		assert_int_equal(pg_int(c, "SELECT COUNT(*) FROM schema_migrations"),
+		                 STORE_SCHEMA_VERSION);
+		PQfinish(c);
+		return;
+	}
 	db = raw_open(f);
 	assert_int_equal(raw_int(db, "SELECT COUNT(*) FROM schema_migrations"),
 	                 STORE_SCHEMA_VERSION);
@@ -268,14 +364,44 @@ static void test_url_schemes(void **state)
 	err[0] = '\0';
 	assert_null(store_open("mysql://db/x", err, sizeof(err)));
 	assert_non_null(strstr(err, "unknown URL scheme 'mysql'"));
+	assert_int_equal(store_url_check("mysql://db/x", err, sizeof(err)), -ENOTSUP);
+	assert_non_null(strstr(err, "cannot open 'mysql:'"));
 
+	/* postgres: nothing listens on port 1; the password is never shown. */
 	err[0] = '\0';
-	assert_null(store_open("postgres://canary:s3cret@db.example/canary", err, sizeof(err)));
-	assert_non_null(strstr(err, "postgres backend not built yet"));
+	assert_null(store_open("postgres://canary:s3cret@127.0.0.1:1/canary", err, sizeof(err)));
+	assert_non_null(strstr(err, "cannot connect"));
 	assert_null(strstr(err, "s3cret"));
 	err[0] = '\0';
-	assert_null(store_open("postgresql://db/canary", err, sizeof(err)));
-	assert_non_null(strstr(err, "postgres backend not built yet"));
+	assert_null(store_open("postgresql://canary:s3cret@127.0.0.1:1/canary?nonsense=1", err,
+	                       sizeof(err)));
+	assert_non_null(strstr(err, "cannot be parsed"));
+	assert_null(strstr(err, "s3cret"));
+
+	/* --check: parse without connecting. */
+	assert_int_equal(store_url_check("sqlite:canaryd.db", err, sizeof(err)), 0);
+	assert_int_equal(store_url_check("sqlite:", err, sizeof(err)), -EINVAL);
+	assert_int_equal(
+	    store_url_check("postgres://canary:s3cret@db.example:5432/canary?sslmode=require", err,
+	                    sizeof(err)),
+	    0);
+	assert_int_equal(
+	    store_url_check("postgres://canary:s3cret@db.example/canary?bogus=1", err, sizeof(err)),
+	    -EINVAL);
+	assert_non_null(strstr(err, "cannot be parsed"));
+	assert_null(strstr(err, "s3cret"));
+	assert_int_equal(store_url_check("postgres://canary:s3cret@db.example:notaport/canary", err,
+	                                 sizeof(err)),
+	                 -EINVAL);
+	assert_null(strstr(err, "s3cret"));
+	assert_int_equal(store_url_check("postgres://db.example/canary?password_file=%2Fnonexistent"
+	                                 "%2Fpw",
+	                                 err, sizeof(err)),
+	                 -EINVAL);
+	assert_non_null(strstr(err, "/nonexistent/pw"));
+	assert_int_equal(
+	    store_url_check("postgres://db.example/canary?password_file=", err, sizeof(err)),
+	    -EINVAL);
 
 	err[0] = '\0';
 	assert_null(store_open("sqlite:", err, sizeof(err)));
@@ -389,7 +515,7 @@ static void test_events_limit_is_bounded(void **state)
 	json_t *arr = NULL;
 	int i;
 
-	f->st = open_ok("sqlite::memory:");
+	f->st = open_ok(f->url);
 	assert_int_equal(store_begin(f->st), 0);
 	for (i = 0; i < STORE_EVENTS_LIMIT_MAX + 5; i++)
 		assert_int_equal(store_event_append(f->st, "ops", "k", "s", NULL, NULL), 0);
@@ -517,6 +643,7 @@ struct listed {
 	int64_t revs[8];
 	struct store *st;
 	int nested_rc;
+	int events_rc; /* reading events from the callback */
 };
 
 static int collect(void *arg, const char *name, const char *json, int64_t rev)
@@ -529,8 +656,13 @@ static int collect(void *arg, const char *name, const char *json, int64_t rev)
 		l->revs[l->n] = rev;
 	}
 	l->n++;
-	if (l->st)
+	if (l->st) {
+		json_t *arr = NULL;
+
 		l->nested_rc = store_doc_put(l->st, "flag", "zz", "{}", STORE_REV_ANY, NULL);
+		l->events_rc = store_events_list(l->st, 0, 10, NULL, &arr);
+		json_decref(arr);
+	}
 	return l->stop_after && l->n == l->stop_after ? 7 : 0;
 }
 
@@ -568,6 +700,7 @@ static void test_doc_delete_and_list(void **state)
 	assert_int_equal(store_doc_list(f->st, "flag", collect, &l), 0);
 	assert_int_equal(l.n, 3);
 	assert_int_equal(l.nested_rc, -EBUSY);
+	assert_int_equal(l.events_rc, 0);
 
 	memset(&l, 0, sizeof(l));
 	assert_int_equal(store_doc_list(f->st, "nothing", collect, &l), 0);
@@ -666,7 +799,17 @@ static void test_failure_midway_leaves_nothing(void **state)
 	 * A database error in the middle of one doc_put: the revision is bumped,
 	 * then the row insert fails.  The op must undo its own bump.
 	 */
-	{
+	if (pg_admin_url) {
+		PGconn *c = pg_raw(f->url);
+
+		pg_exec(c, "CREATE FUNCTION inject() RETURNS trigger LANGUAGE plpgsql AS"
+		           " $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;"
+		           "CREATE TRIGGER inject_doc BEFORE INSERT ON docs FOR EACH ROW"
+		           " WHEN (NEW.name = 'boom') EXECUTE FUNCTION inject();"
+		           "CREATE TRIGGER inject_event BEFORE INSERT ON events FOR EACH ROW"
+		           " WHEN (NEW.kind = 'boom') EXECUTE FUNCTION inject();");
+		PQfinish(c);
+	} else {
 		sqlite3 *db = raw_open(f);
 
 		raw_exec(db, "CREATE TRIGGER inject_doc BEFORE INSERT ON docs"
@@ -709,7 +852,7 @@ static void test_transaction_misuse(void **state)
 {
 	struct fixture *f = *state;
 
-	f->st = open_ok("sqlite::memory:");
+	f->st = open_ok(f->url);
 	assert_int_equal(store_commit(f->st), STORE_ERR_TXN);
 	assert_int_equal(store_rollback(f->st), STORE_ERR_TXN);
 	assert_int_equal(store_begin(f->st), 0);
@@ -821,6 +964,566 @@ static void test_second_writer_waits_for_the_lock(void **state)
 	close(wait_pipe[1]);
 }
 
+/* --- retention primitives: query, each, delete ---------------------------------- */
+
+/* 12 events: for i in 0..11, subject rollout/a (even) or rollout/b (odd), kind by i % 3. */
+static const char *const fill_kinds[3] = {"rollout.interval", "verdict", "rollout.step"};
+
+static void fill_events(struct store *st, int64_t ids[12])
+{
+	int i;
+
+	assert_int_equal(store_begin(st), 0);
+	for (i = 0; i < 12; i++)
+		assert_int_equal(store_event_append(st, "canaryd", fill_kinds[i % 3],
+		                                    i % 2 ? "rollout/b" : "rollout/a", NULL,
+		                                    &ids[i]),
+		                 0);
+	assert_int_equal(store_commit(st), 0);
+}
+
+static int64_t id_at(json_t *arr, size_t i)
+{
+	return json_integer_value(json_object_get(json_array_get(arr, i), "id"));
+}
+
+static void test_events_query_filters(void **state)
+{
+	struct fixture *f = *state;
+	struct store_events_query q;
+	int64_t ids[12];
+	json_t *arr = NULL;
+
+	f->st = open_ok(f->url);
+	fill_events(f->st, ids);
+
+	/* Subject + kind, newest first, limited: the latest verdicts of rollout/b. */
+	q = (struct store_events_query){
+	    .subject = "rollout/b", .kind = "verdict", .limit = 1, .descending = 1};
+	assert_int_equal(store_events_query(f->st, &q, &arr), 0);
+	assert_int_equal(json_array_size(arr), 1);
+	assert_int_equal(id_at(arr, 0), ids[7]); /* i = 1, 7 are odd with i % 3 == 1 */
+	assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "kind")),
+	                    "verdict");
+	json_decref(arr);
+	q.limit = 0;
+	assert_int_equal(store_events_query(f->st, &q, &arr), 0);
+	assert_int_equal(json_array_size(arr), 2);
+	assert_int_equal(id_at(arr, 0), ids[7]);
+	assert_int_equal(id_at(arr, 1), ids[1]);
+	json_decref(arr);
+
+	/* Kind only, oldest first, inside (since, before). */
+	q = (struct store_events_query){
+	    .kind = "rollout.interval", .since_id = ids[0], .before_id = ids[9]};
+	assert_int_equal(store_events_query(f->st, &q, &arr), 0);
+	assert_int_equal(json_array_size(arr), 2);
+	assert_int_equal(id_at(arr, 0), ids[3]);
+	assert_int_equal(id_at(arr, 1), ids[6]);
+	json_decref(arr);
+
+	/* No filter, descending, before_id: paging back from the newest. */
+	q = (struct store_events_query){.descending = 1, .before_id = ids[11], .limit = 3};
+	assert_int_equal(store_events_query(f->st, &q, &arr), 0);
+	assert_int_equal(json_array_size(arr), 3);
+	assert_int_equal(id_at(arr, 0), ids[10]);
+	assert_int_equal(id_at(arr, 2), ids[8]);
+	json_decref(arr);
+
+	/* Subject only equals store_events_list with a subject. */
+	q = (struct store_events_query){.subject = "rollout/a"};
+	assert_int_equal(store_events_query(f->st, &q, &arr), 0);
+	assert_int_equal(json_array_size(arr), 6);
+	assert_int_equal(id_at(arr, 5), ids[10]);
+	json_decref(arr);
+	q = (struct store_events_query){.kind = "nothing"};
+	assert_int_equal(store_events_query(f->st, &q, &arr), 0);
+	assert_int_equal(json_array_size(arr), 0);
+	json_decref(arr);
+
+	/* Bad input. */
+	q = (struct store_events_query){.since_id = -1};
+	assert_int_equal(store_events_query(f->st, &q, &arr), -EINVAL);
+	q = (struct store_events_query){.kind = ""};
+	assert_int_equal(store_events_query(f->st, &q, &arr), -EINVAL);
+	assert_int_equal(store_events_query(f->st, NULL, &arr), -EINVAL);
+}
+
+struct walk {
+	struct store *st;
+	int n, stop_at;
+	int64_t first, last, prev;
+	int ordered; /* every id on the right side of the previous */
+	int descending;
+	int get_rc, put_rc, query_rc;
+	json_t *nested;
+	size_t details_len;
+};
+
+static int walk_row(void *arg, int64_t id, int64_t ts_ms, const char *actor, const char *kind,
+                    const char *subject, const char *details)
+{
+	struct walk *w = arg;
+
+	(void)ts_ms;
+	assert_string_equal(actor, "canaryd");
+	assert_string_equal(kind, "verdict");
+	assert_string_equal(subject, "rollout/x");
+	w->details_len += strlen(details);
+	if (w->n == 0)
+		w->first = id;
+	else if (w->descending ? id >= w->prev : id <= w->prev)
+		w->ordered = 0;
+	w->prev = w->last = id;
+	w->n++;
+	if (w->n == 1 && w->st) {
+		/* Reading documents from the callback works; writing is refused. */
+		w->get_rc = store_doc_get(w->st, "flag", "x", NULL, NULL);
+		w->put_rc = store_doc_put(w->st, "flag", "y", "{}", STORE_REV_ANY, NULL);
+		w->query_rc = store_events_list(w->st, 0, 1, NULL, &w->nested);
+	}
+	return w->stop_at && w->n == w->stop_at ? 9 : 0;
+}
+
+static void test_events_each_streams_everything(void **state)
+{
+	struct fixture *f = *state;
+	struct store_events_query q = {.subject = "rollout/x", .kind = "verdict"};
+	struct walk w;
+	int64_t first = 0, last = 0, id;
+	int i, n = 2345; /* more than any one page of a backend */
+
+	f->st = open_ok(f->url);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{}", STORE_REV_ANY, NULL), 0);
+	assert_int_equal(store_begin(f->st), 0);
+	for (i = 0; i < n; i++) {
+		assert_int_equal(store_event_append(f->st, "canaryd", "verdict", "rollout/x",
+		                                    "{\"p\":0.5}", &id),
+		                 0);
+		assert_int_equal(store_event_append(f->st, "canaryd", "rollout.interval",
+		                                    "rollout/x", NULL, NULL),
+		                 0);
+		if (i == 0)
+			first = id;
+		last = id;
+	}
+	assert_int_equal(store_commit(f->st), 0);
+
+	memset(&w, 0, sizeof(w));
+	w.ordered = 1;
+	w.st = f->st;
+	q.limit = 5; /* ignored by each */
+	assert_int_equal(store_events_each(f->st, &q, walk_row, &w), 0);
+	assert_int_equal(w.n, n);
+	assert_true(w.ordered);
+	assert_int_equal(w.first, first);
+	assert_int_equal(w.last, last);
+	assert_int_equal(w.details_len, (size_t)n * strlen("{\"p\":0.5}"));
+	assert_int_equal(w.get_rc, 0);
+	assert_int_equal(w.put_rc, -EBUSY);
+	assert_int_equal(w.query_rc, -EBUSY);
+	assert_null(w.nested);
+
+	/* Newest first, stopped by the callback, which store_events_each returns. */
+	memset(&w, 0, sizeof(w));
+	w.ordered = 1;
+	w.descending = 1;
+	w.stop_at = 1500;
+	q.descending = 1;
+	assert_int_equal(store_events_each(f->st, &q, walk_row, &w), 9);
+	assert_int_equal(w.n, 1500);
+	assert_true(w.ordered);
+	assert_int_equal(w.first, last);
+
+	/* Bounds. */
+	memset(&w, 0, sizeof(w));
+	w.ordered = 1;
+	q = (struct store_events_query){.kind = "verdict", .since_id = first, .before_id = last};
+	assert_int_equal(store_events_each(f->st, &q, walk_row, &w), 0);
+	assert_int_equal(w.n, n - 2);
+	assert_int_equal(store_events_each(f->st, &q, NULL, NULL), -EINVAL);
+}
+
+static void test_events_delete_compacts_evidence_only(void **state)
+{
+	struct fixture *f = *state;
+	struct store_events_query q = {0};
+	int64_t ids[12];
+	json_t *arr = NULL;
+	char msg[256];
+
+	f->st = open_ok(f->url);
+	fill_events(f->st, ids);
+	assert_int_equal(store_event_append(f->st, "ops", "config.loaded", "rollout/a", NULL, NULL),
+	                 0);
+
+	/* Audit kinds are never deleted. */
+	assert_int_equal(store_events_delete(f->st, "rollout.step", "rollout/a", 0, INT64_MAX),
+	                 -EPERM);
+	assert_non_null(strstr(store_errmsg(f->st, msg, sizeof(msg)), "never deleted"));
+	assert_int_equal(store_events_delete(f->st, "config.loaded", "rollout/a", 0, INT64_MAX),
+	                 -EPERM);
+	assert_int_equal(event_count(f->st, NULL), 13);
+
+	/* Exactly kind + subject + inclusive range. rollout/a intervals: i = 0, 6. */
+	assert_int_equal(
+	    store_events_delete(f->st, "rollout.interval", "rollout/a", ids[0] + 1, ids[6]), 1);
+	assert_int_equal(
+	    store_events_delete(f->st, "rollout.interval", "rollout/a", ids[0], ids[0]), 1);
+	assert_int_equal(store_events_delete(f->st, "rollout.interval", "rollout/a", 0, INT64_MAX),
+	                 0);
+	/* rollout/a verdicts: i = 4, 10. */
+	assert_int_equal(store_events_delete(f->st, "verdict", "rollout/a", 0, INT64_MAX), 2);
+	assert_int_equal(store_events_delete(f->st, "verdict", "rollout/a", 5, 4), 0);
+	assert_int_equal(event_count(f->st, NULL), 9);
+	assert_int_equal(event_count(f->st, "rollout/b"), 6);
+	q.subject = "rollout/a";
+	assert_int_equal(store_events_query(f->st, &q, &arr), 0);
+	assert_int_equal(json_array_size(arr), 3); /* two rollout.step + config.loaded */
+	json_decref(arr);
+
+	/* Inside a transaction, a rollback brings them back. */
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_events_delete(f->st, "verdict", "rollout/b", 0, INT64_MAX), 2);
+	assert_int_equal(event_count(f->st, "rollout/b"), 4);
+	assert_int_equal(store_rollback(f->st), 0);
+	assert_int_equal(event_count(f->st, "rollout/b"), 6);
+
+	/* Deleting does not change the revision or reuse ids. */
+	assert_int_equal(revision(f->st), 0);
+	{
+		int64_t id = 0;
+
+		assert_int_equal(store_event_append(f->st, "ops", "k", "s", NULL, &id), 0);
+		assert_true(id > ids[11] + 1);
+	}
+	assert_int_equal(store_events_delete(f->st, NULL, "s", 0, 1), -EINVAL);
+	assert_int_equal(store_events_delete(f->st, "verdict", "s", -1, 1), -EINVAL);
+}
+
+/* Raw SQL from another session: the schema itself keeps the audit log. */
+static void test_schema_refuses_audit_deletes(void **state)
+{
+	struct fixture *f = *state;
+
+	f->st = open_ok(f->url);
+	assert_int_equal(store_event_append(f->st, "ops", "rollout.step", "r", NULL, NULL), 0);
+	assert_int_equal(store_event_append(f->st, "ops", "verdict", "r", NULL, NULL), 0);
+	if (pg_admin_url) {
+		PGconn *c = pg_raw(f->url);
+
+		assert_int_not_equal(pg_try(c, "UPDATE events SET actor = 'mallory'"), 0);
+		assert_non_null(strstr(PQerrorMessage(c), "append-only"));
+		assert_int_not_equal(pg_try(c, "DELETE FROM events WHERE kind = 'rollout.step'"),
+		                     0);
+		assert_int_not_equal(pg_try(c, "TRUNCATE events"), 0);
+		assert_int_not_equal(pg_try(c, "UPDATE revision SET value = -1"), 0);
+		assert_int_not_equal(pg_try(c, "DELETE FROM revision"), 0);
+		assert_int_equal(pg_try(c, "DELETE FROM events WHERE kind = 'verdict'"), 0);
+		PQfinish(c);
+	} else {
+		sqlite3 *db = raw_open(f);
+
+		assert_int_not_equal(sqlite3_exec(db,
+		                                  "DELETE FROM events WHERE kind = 'rollout.step'",
+		                                  NULL, NULL, NULL),
+		                     SQLITE_OK);
+		assert_non_null(strstr(sqlite3_errmsg(db), "append-only"));
+		assert_int_equal(
+		    sqlite3_exec(db, "DELETE FROM events WHERE kind = 'verdict'", NULL, NULL, NULL),
+		    SQLITE_OK);
+		sqlite3_close(db);
+	}
+	assert_int_equal(event_count(f->st, NULL), 1);
+}
+
+/* A version-2 SQLite file refuses every delete; version 3 relaxes it for evidence only. */
+static void test_sqlite_migration_3_relaxes_deletes(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	sqlite3 *db;
+
+	db = raw_open(f);
+	assert_int_equal(store_sqlite_migrate(db, 2, err, sizeof(err)), 0);
+	raw_exec(db, "INSERT INTO events (ts_ms, actor, kind, subject, details)"
+	             " VALUES (1000, 'canaryd', 'verdict', 'rollout/a', '{}')");
+	assert_int_not_equal(sqlite3_exec(db, "DELETE FROM events", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	f->st = open_ok(f->url);
+	assert_int_equal(store_schema_version(f->st), 3);
+	assert_int_equal(store_events_delete(f->st, "verdict", "rollout/a", 0, INT64_MAX), 1);
+	db = raw_open(f);
+	assert_int_equal(raw_int(db, "SELECT COUNT(*) FROM sqlite_master WHERE type = 'index'"
+	                             " AND name IN ('events_subject_kind', 'events_kind')"),
+	                 2);
+	sqlite3_close(db);
+}
+
+/* --- postgres only ---------------------------------------------------------------- */
+
+static void test_pg_fresh_db_is_migrated(void **state)
+{
+	struct fixture *f = *state;
+	PGconn *c;
+
+	f->st = open_ok(f->url);
+	assert_string_equal(store_backend_name(f->st), "postgres");
+	assert_int_equal(store_available(f->st), 1);
+	assert_int_equal(store_schema_version(f->st), STORE_SCHEMA_VERSION);
+	assert_int_equal(revision(f->st), 0);
+	c = pg_raw(f->url);
+	assert_int_equal(pg_int(c, "SELECT COUNT(*) FROM schema_migrations"), STORE_SCHEMA_VERSION);
+	assert_true(pg_int(c, "SELECT MIN(applied_at) FROM schema_migrations") > 1600000000000LL);
+	assert_int_equal(pg_int(c, "SELECT COUNT(*) FROM pg_indexes WHERE indexname IN"
+	                           " ('events_subject', 'events_subject_kind', 'events_kind')"),
+	                 3);
+	/* The store's session: durable commits (synchronous_commit on), our name. */
+	assert_int_equal(pg_int(c, "SELECT COUNT(*) FROM pg_stat_activity"
+	                           " WHERE application_name = 'canaryd'"
+	                           " AND datname = current_database()"),
+	                 1);
+	PQfinish(c);
+}
+
+static void test_pg_older_db_gets_missing_migrations(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "";
+	struct store *old;
+	PGconn *c;
+
+	old = store_pg_open_at(f->url, 2, err, sizeof(err));
+	if (!old)
+		fail_msg("open at 2: %s", err);
+	assert_int_equal(store_schema_version(old), 2);
+	assert_int_equal(store_event_append(old, "canaryd", "verdict", "rollout/a", NULL, NULL), 0);
+	assert_int_equal(store_doc_put(old, "flag", "x", "{}", STORE_REV_ANY, NULL), 0);
+	store_close(old);
+	c = pg_raw(f->url);
+	assert_int_not_equal(pg_try(c, "DELETE FROM events"), 0); /* version 2: append-only */
+	PQfinish(c);
+
+	f->st = open_ok(f->url);
+	assert_int_equal(store_schema_version(f->st), STORE_SCHEMA_VERSION);
+	assert_int_equal(revision(f->st), 1);
+	assert_int_equal(store_events_delete(f->st, "verdict", "rollout/a", 0, INT64_MAX), 1);
+}
+
+static void test_pg_future_schema_is_refused(void **state)
+{
+	struct fixture *f = *state;
+	char err[256] = "", sql[160];
+	PGconn *c;
+
+	f->st = open_ok(f->url);
+	store_close(f->st);
+	f->st = NULL;
+	c = pg_raw(f->url);
+	snprintf(sql, sizeof(sql),
+	         "INSERT INTO schema_migrations (version, name, applied_at)"
+	         " VALUES (%d, 'from the future', 0)",
+	         STORE_SCHEMA_VERSION + 1);
+	pg_exec(c, sql);
+	assert_null(store_open(f->url, err, sizeof(err)));
+	assert_non_null(strstr(err, "newer than this canaryd"));
+	assert_int_equal(pg_int(c, "SELECT MAX(version) FROM schema_migrations"),
+	                 STORE_SCHEMA_VERSION + 1);
+	PQfinish(c);
+}
+
+static void test_pg_password_file(void **state)
+{
+	struct fixture *f = *state;
+	char url[600], bad[600], pwpath[160], err[512] = "";
+	const char *at = strchr(strstr(f->url, "://") + 3, '@');
+	const char *colon = strchr(strstr(f->url, "://") + 3, ':');
+	char password[128];
+	FILE *fp;
+
+	/* postgres://user:PASSWORD@host:port/db -> postgres://user@host:port/db?password_file= */
+	assert_non_null(at);
+	assert_non_null(colon);
+	snprintf(password, sizeof(password), "%.*s", (int)(at - colon - 1), colon + 1);
+	snprintf(pwpath, sizeof(pwpath), "%s/pg password", f->dir);
+	fp = fopen(pwpath, "w");
+	assert_non_null(fp);
+	fprintf(fp, "%s\n", password);
+	fclose(fp);
+	snprintf(url, sizeof(url), "%.*s%s?connect_timeout=5&password_file=%s/pg%%20password",
+	         (int)(colon - f->url), f->url, at, f->dir);
+	f->st = open_ok(url);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{}", STORE_REV_ANY, NULL), 0);
+	assert_int_equal(store_url_check(url, err, sizeof(err)), 0);
+
+	/* Without it the server refuses us; a wrong one too, and neither is echoed. */
+	snprintf(bad, sizeof(bad), "%.*s%s", (int)(colon - f->url), f->url, at);
+	assert_null(store_open(bad, err, sizeof(err)));
+	assert_non_null(strstr(err, "cannot connect"));
+	fp = fopen(pwpath, "w");
+	assert_non_null(fp);
+	fputs("not-the-password\n", fp);
+	fclose(fp);
+	assert_null(store_open(url, err, sizeof(err)));
+	assert_non_null(strstr(err, "password authentication failed"));
+	assert_null(strstr(err, "not-the-password"));
+	assert_null(strstr(err, password));
+	unlink(pwpath);
+}
+
+/* Ends the store's server session (the one canaryd session on the test's database db). */
+static void pg_kill_store_session(PGconn *c, const char *db)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+	         "SELECT COUNT(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity"
+	         " WHERE application_name = 'canaryd' AND datname = '%s'",
+	         db);
+	assert_int_equal(pg_int(c, sql), 1);
+}
+
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* Retries store_revision until it answers 0 (bounded: 15 s). */
+static int wait_available(struct store *st)
+{
+	int i, rc = STORE_ERR_UNAVAILABLE;
+
+	for (i = 0; i < 300 && rc != 0; i++) {
+		rc = store_revision(st, NULL);
+		if (rc == STORE_ERR_UNAVAILABLE)
+			poll(NULL, 0, 50);
+	}
+	return rc;
+}
+
+static void test_pg_unavailable_then_reconnects(void **state)
+{
+	struct fixture *f = *state;
+	PGconn *c;
+	char sql[160], msg[512];
+	int64_t rev = 0;
+
+	f->st = open_ok(f->url);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{\"v\":1}", STORE_REV_ANY, &rev), 0);
+	c = pg_raw(pg_admin_url);
+	/* The server "goes away" for this database: no new sessions, ours is killed. */
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS false", f->pgdb);
+	pg_exec(c, sql);
+	pg_kill_store_session(c, f->pgdb);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{\"v\":2}", rev, NULL),
+	                 STORE_ERR_UNAVAILABLE);
+	assert_int_equal(store_available(f->st), 0);
+	assert_non_null(strstr(store_errmsg(f->st, msg, sizeof(msg)), "unavailable"));
+	assert_null(strstr(msg, "canaryd-test-pw"));
+	/* Every call fails fast while it is away: reads and writes alike. */
+	assert_int_equal(store_doc_get(f->st, "flag", "x", NULL, NULL), STORE_ERR_UNAVAILABLE);
+	assert_int_equal(store_event_append(f->st, "ops", "k", "s", NULL, NULL),
+	                 STORE_ERR_UNAVAILABLE);
+	assert_int_equal(store_begin(f->st), STORE_ERR_UNAVAILABLE);
+	assert_int_equal(store_in_transaction(f->st), 0);
+	assert_int_equal(store_available(f->st), 0);
+	assert_string_equal(store_strerror(STORE_ERR_UNAVAILABLE), "store unavailable");
+	/*
+	 * No reconnect storm: a burst of calls makes at most one attempt per
+	 * backoff period (100 ms, doubling).  The bound is what the elapsed time
+	 * allows, however slow the machine; without the backoff every call tries.
+	 */
+	{
+		unsigned before = store_pg_reconnects(f->st), made;
+		uint64_t t0 = mono_ms(), elapsed;
+		int i;
+
+		for (i = 0; i < 200; i++)
+			assert_int_equal(store_revision(f->st, NULL), STORE_ERR_UNAVAILABLE);
+		elapsed = mono_ms() - t0;
+		made = store_pg_reconnects(f->st) - before;
+		if (made > 1 + elapsed / 100)
+			fail_msg("%u reconnect attempts in %llu ms", made,
+			         (unsigned long long)elapsed);
+	}
+
+	/* Back: the handle reconnects on its own, and nothing was written meanwhile. */
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS true", f->pgdb);
+	pg_exec(c, sql);
+	PQfinish(c);
+	assert_int_equal(wait_available(f->st), 0);
+	assert_int_equal(store_available(f->st), 1);
+	assert_int_equal(revision(f->st), rev);
+	assert_int_equal(event_count(f->st, NULL), 0);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{\"v\":2}", rev, &rev), 0);
+	assert_int_equal(rev, 2);
+}
+
+static void test_pg_lost_inside_a_transaction(void **state)
+{
+	struct fixture *f = *state;
+	PGconn *c;
+
+	f->st = open_ok(f->url);
+	c = pg_raw(f->url);
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{}", STORE_REV_ANY, NULL), 0);
+	pg_kill_store_session(c, f->pgdb);
+	assert_int_equal(store_event_append(f->st, "ops", "flag.updated", "flag/x", NULL, NULL),
+	                 STORE_ERR_UNAVAILABLE);
+	/* The server rolled it back; later calls in it do not run on a new session. */
+	assert_int_equal(store_doc_put(f->st, "flag", "y", "{}", STORE_REV_ANY, NULL),
+	                 STORE_ERR_UNAVAILABLE);
+	assert_int_equal(store_commit(f->st), STORE_ERR_UNAVAILABLE);
+	assert_int_equal(store_in_transaction(f->st), 0);
+	assert_int_equal(wait_available(f->st), 0);
+	assert_int_equal(store_doc_get(f->st, "flag", "x", NULL, NULL), STORE_ERR_NOTFOUND);
+	assert_int_equal(store_doc_get(f->st, "flag", "y", NULL, NULL), STORE_ERR_NOTFOUND);
+	assert_int_equal(revision(f->st), 0);
+
+	/* The same with a rollback: fine, and the handle works afterwards. */
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{}", STORE_REV_ANY, NULL), 0);
+	pg_kill_store_session(c, f->pgdb);
+	assert_int_equal(store_doc_put(f->st, "flag", "y", "{}", STORE_REV_ANY, NULL),
+	                 STORE_ERR_UNAVAILABLE);
+	assert_int_equal(store_rollback(f->st), 0);
+	assert_int_equal(wait_available(f->st), 0);
+	assert_int_equal(store_doc_put(f->st, "flag", "x", "{}", STORE_REV_ABSENT, NULL), 0);
+	assert_int_equal(revision(f->st), 1);
+	PQfinish(c);
+}
+
+/* Two handles (two canaryd processes on one database): one revision sequence, CAS holds. */
+static void test_pg_two_handles_share_one_revision(void **state)
+{
+	struct fixture *f = *state;
+	struct store *other;
+	int64_t rev = 0, id1 = 0, id2 = 0;
+
+	f->st = open_ok(f->url);
+	other = open_ok(f->url);
+	assert_int_equal(store_doc_put(f->st, "flag", "a", "{}", STORE_REV_ANY, &rev), 0);
+	assert_int_equal(rev, 1);
+	assert_int_equal(store_doc_put(other, "flag", "a", "{\"b\":1}", 1, &rev), 0);
+	assert_int_equal(rev, 2);
+	assert_int_equal(store_doc_put(f->st, "flag", "a", "{\"c\":1}", 1, NULL),
+	                 STORE_ERR_CONFLICT);
+	assert_int_equal(store_event_append(f->st, "ops", "k", "s", NULL, &id1), 0);
+	assert_int_equal(store_event_append(other, "ops", "k", "s", NULL, &id2), 0);
+	assert_true(id2 > id1);
+	/* A transaction on one handle holds the revision lock; the other waits, then follows. */
+	assert_int_equal(store_begin(f->st), 0);
+	assert_int_equal(store_doc_put(f->st, "flag", "b", "{}", STORE_REV_ANY, &rev), 0);
+	assert_int_equal(rev, 3);
+	assert_int_equal(store_commit(f->st), 0);
+	assert_int_equal(revision(other), 3);
+	store_close(other);
+}
+
 static void test_strerror(void **state)
 {
 	(void)state;
@@ -837,26 +1540,56 @@ static void test_strerror(void **state)
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
-int main(void)
+/* Every backend. */
+#define GENERIC_TESTS                                                                             \
+	T(test_reopen_is_idempotent), T(test_events_append_and_list),                             \
+	    T(test_events_limit_is_bounded), T(test_event_validation),                            \
+	    T(test_doc_put_get_conflict), T(test_doc_delete_and_list),                            \
+	    T(test_rollback_leaves_nothing), T(test_failure_midway_leaves_nothing),               \
+	    T(test_transaction_misuse), T(test_events_query_filters),                             \
+	    T(test_events_each_streams_everything), T(test_events_delete_compacts_evidence_only), \
+	    T(test_schema_refuses_audit_deletes)
+
+/*
+ * test_store             the sqlite pass (and the postgres pass too when
+ *                        CANARYD_TEST_PG_URL is set)
+ * test_store --postgres  only the postgres pass; fails without CANARYD_TEST_PG_URL
+ */
+int main(int argc, char **argv)
 {
-	const struct CMUnitTest tests[] = {
+	const struct CMUnitTest sqlite_tests[] = {
 	    T(test_fresh_file_db_is_migrated),
-	    T(test_reopen_is_idempotent),
 	    T(test_older_db_gets_missing_migrations),
 	    T(test_future_schema_is_refused),
 	    T(test_url_schemes),
-	    T(test_events_append_and_list),
-	    T(test_events_limit_is_bounded),
-	    T(test_event_validation),
 	    T(test_events_are_append_only),
-	    T(test_doc_put_get_conflict),
-	    T(test_doc_delete_and_list),
-	    T(test_rollback_leaves_nothing),
-	    T(test_failure_midway_leaves_nothing),
-	    T(test_transaction_misuse),
+	    T(test_sqlite_migration_3_relaxes_deletes),
 	    T(test_second_writer_waits_for_the_lock),
 	    T(test_strerror),
+	    GENERIC_TESTS,
 	};
+	const struct CMUnitTest pg_tests[] = {
+	    T(test_pg_fresh_db_is_migrated),           T(test_pg_older_db_gets_missing_migrations),
+	    T(test_pg_future_schema_is_refused),       T(test_pg_password_file),
+	    T(test_pg_unavailable_then_reconnects),    T(test_pg_lost_inside_a_transaction),
+	    T(test_pg_two_handles_share_one_revision), GENERIC_TESTS,
+	};
+	const char *url = getenv("CANARYD_TEST_PG_URL");
+	int pg_only = argc > 1 && strcmp(argv[1], "--postgres") == 0;
+	int rc = 0;
 
-	return cmocka_run_group_tests_name("store", tests, NULL, NULL);
+	if (url && !*url)
+		url = NULL;
+	if (pg_only && !url) {
+		fprintf(stderr, "test_store --postgres: CANARYD_TEST_PG_URL is not set "
+		                "(run it under tests/pg/pg-run)\n");
+		return 1;
+	}
+	if (!pg_only)
+		rc |= cmocka_run_group_tests_name("store/sqlite", sqlite_tests, NULL, NULL);
+	if (url) {
+		pg_admin_url = url;
+		rc |= cmocka_run_group_tests_name("store/postgres", pg_tests, NULL, NULL);
+	}
+	return rc;
 }
