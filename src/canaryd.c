@@ -46,6 +46,7 @@
 #include "rollout/engine.h"
 #include "rollout/evidence.h"
 #include "rollout/notify.h"
+#include "rollout/retention.h"
 #include "state/state.h"
 #include "store/store.h"
 
@@ -68,6 +69,7 @@ struct daemon {
 	struct api_flags *flags;          /* feature flags: API, OFREP, stream */
 	struct api_events_stream *events; /* GET /v1/events/stream */
 	struct loop_timer tick;
+	struct loop_timer compact; /* event retention (rollout/retention.h) */
 	struct jobs *jobs;     /* hooks and notifications */
 	struct notify *notify; /* the rollouts' webhooks */
 	char evidence_dir[1024];
@@ -249,35 +251,6 @@ static int engine_read_split(void *ctx, const char *service, const char *version
 	return metrics_split_read(d->metrics, series, cohort, out);
 }
 
-static json_t *engine_flag_save(void *ctx, const char *flag)
-{
-	struct daemon *d = ctx;
-
-	return api_flags_save(d->flags, flag);
-}
-
-static int engine_flag_set(void *ctx, const char *flag, uint32_t weight, const char *actor)
-{
-	struct daemon *d = ctx;
-	char err[512];
-
-	if (api_flags_set_percent(d->flags, flag, weight, actor, err, sizeof(err)) == 0)
-		return 0;
-	log_error("rollout could not set a flag's percentage", "flag", flag, "error", err, NULL);
-	return -1;
-}
-
-static int engine_flag_restore(void *ctx, const char *flag, const json_t *saved, const char *actor)
-{
-	struct daemon *d = ctx;
-	char err[512];
-
-	if (api_flags_restore(d->flags, flag, saved, actor, err, sizeof(err)) == 0)
-		return 0;
-	log_error("rollout could not restore a flag", "flag", flag, "error", err, NULL);
-	return -1;
-}
-
 static uint64_t engine_hook_start(void *ctx, const struct config_hook *h, const char *const *argv,
                                   const char *body)
 {
@@ -349,6 +322,30 @@ static void engine_tick(struct loop *loop, struct loop_timer *t)
 	notify_poll(d->notify);
 	if (!d->stopping)
 		loop_timer_start(loop, t, ENGINE_TICK_MS);
+}
+
+/*
+ * Compacts old per-interval events and verdicts (rollout/retention.h): a
+ * bounded batch per turn, again after 1 s while there is more, else every
+ * minute.  In a fleet only the leader compacts, so two nodes never
+ * summarise the same run.
+ */
+static void events_compact(struct loop *loop, struct loop_timer *t)
+{
+	struct daemon *d = t->data;
+	int more = 0;
+
+	if (!d->fleet || fleet_is_leader(d->fleet)) {
+		struct retention_conf rc = {(int64_t)d->cfg->events.full_resolution_ms,
+		                            (int64_t)d->cfg->events.summary_interval_ms};
+
+		more = retention_compact(state_store(d->state), (int64_t)clock_wall_ms(), &rc,
+		                         RETENTION_BATCH_DEFAULT, NULL);
+		if (more < 0)
+			log_warn("event compaction failed", "error", store_strerror(more), NULL);
+	}
+	if (!d->stopping)
+		loop_timer_start(loop, t, more == 1 ? 1000 : 60000);
 }
 
 /*
@@ -676,6 +673,7 @@ int main(int argc, char **argv)
 	notify_set_config(d.notify, d.cfg);
 	evidence_dir_of(d.cfg, d.evidence_dir, sizeof(d.evidence_dir));
 	d.rollout_be = (struct rollout_backend){.traffic = d.traffic,
+	                                        .flags = api_flags_module(d.flags),
 	                                        .notifier = d.notify,
 	                                        .read_cohort = engine_read_cohort,
 	                                        .hook_start = engine_hook_start,
@@ -684,9 +682,6 @@ int main(int argc, char **argv)
 	                                        .source_poll = engine_hook_poll,
 	                                        .source_forget = engine_source_forget,
 	                                        .evidence = engine_evidence,
-	                                        .flag_save = engine_flag_save,
-	                                        .flag_set = engine_flag_set,
-	                                        .flag_restore = engine_flag_restore,
 	                                        .read_shadow = engine_read_shadow,
 	                                        .split_reset = engine_split_reset,
 	                                        .read_split = engine_read_split,
@@ -713,6 +708,8 @@ int main(int argc, char **argv)
 	}
 	loop_timer_init(&d.tick, engine_tick, &d);
 	loop_timer_start(d.loop, &d.tick, ENGINE_TICK_MS);
+	loop_timer_init(&d.compact, events_compact, &d);
+	loop_timer_start(d.loop, &d.compact, 60000);
 	if (apply_config_to_api(&d) != 0) {
 		log_error("out of memory", NULL);
 		proxy_stop(d.proxy, 0);
@@ -746,6 +743,8 @@ out_proxy:
 	d.flags = NULL;
 	if (d.loop && d.tick.cb) /* armed only once the engine started */
 		loop_timer_stop(d.loop, &d.tick);
+	if (d.loop && d.compact.cb)
+		loop_timer_stop(d.loop, &d.compact);
 	rollout_engine_free(d.engine);
 	d.engine = NULL;
 	notify_free(d.notify);

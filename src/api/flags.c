@@ -1047,31 +1047,6 @@ int api_flags_reload(struct api_flags *af, const struct config *cfg, const char 
 	return flags_reload(af->fl, cfg, actor, err, errlen) ? -1 : 0;
 }
 
-json_t *api_flags_save(struct api_flags *af, const char *key)
-{
-	return af ? flags_save(af->fl, key) : NULL;
-}
-
-int api_flags_set_percent(struct api_flags *af, const char *key, uint32_t percent,
-                          const char *actor, char *err, size_t errlen)
-{
-	if (!af) {
-		snprintf(err, errlen, "no flags module");
-		return -1;
-	}
-	return flags_set_percent(af->fl, key, percent, actor, err, errlen) ? -1 : 0;
-}
-
-int api_flags_restore(struct api_flags *af, const char *key, const json_t *saved, const char *actor,
-                      char *err, size_t errlen)
-{
-	if (!af) {
-		snprintf(err, errlen, "no flags module");
-		return -1;
-	}
-	return flags_restore(af->fl, key, saved, actor, err, errlen) ? -1 : 0;
-}
-
 void api_flags_free(struct api_flags *af)
 {
 	if (!af)

@@ -71,18 +71,13 @@ struct flags *api_flags_module(struct api_flags *af);
 void api_flags_write_prometheus(struct api_flags *af, struct buf *out);
 
 /*
- * Until main wires the module directly: flags_check, flags_reload,
- * flags_save, flags_set_percent and flags_restore with the old returns
- * (0, or -1 with a message in err; "nothing changes" is 0).
+ * For a config reload by main: flags_check and flags_reload of the module
+ * behind af, 0 or -1 with a message in err.  (The rollout engine calls the
+ * module, flags/registry.h, directly for flag targets.)
  */
 int api_flags_check(struct api_flags *af, const struct config *cfg, char *err, size_t errlen);
 int api_flags_reload(struct api_flags *af, const struct config *cfg, const char *actor, char *err,
                      size_t errlen);
-json_t *api_flags_save(struct api_flags *af, const char *key);
-int api_flags_set_percent(struct api_flags *af, const char *key, uint32_t percent,
-                          const char *actor, char *err, size_t errlen);
-int api_flags_restore(struct api_flags *af, const char *key, const json_t *saved, const char *actor,
-                      char *err, size_t errlen);
 
 /*
  * Frees af and what api_flags_new made.  Call after the admin listener is
