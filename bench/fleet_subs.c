@@ -22,6 +22,10 @@
 #include <libpq-fe.h>
 
 #define MAX_SUBS 500
+#define FEED_SQL                                                   \
+	"SELECT c.rev, c.kind, c.name, d.body FROM changes c"      \
+	" LEFT JOIN docs d ON d.kind = c.kind AND d.name = c.name" \
+	" WHERE c.rev > $1::bigint ORDER BY c.rev LIMIT 500"
 
 static uint64_t wall_us(void)
 {
@@ -39,11 +43,7 @@ static int64_t read_feed(PGconn *c, int64_t since)
 	int64_t last = since;
 
 	snprintf(s, sizeof(s), "%" PRId64, since);
-	r = PQexecParams(c,
-	                 "SELECT c.rev, c.kind, c.name, d.body FROM changes c"
-	                 " LEFT JOIN docs d ON d.kind = c.kind AND d.name = c.name"
-	                 " WHERE c.rev > $1::bigint ORDER BY c.rev LIMIT 500",
-	                 1, NULL, p, NULL, NULL, 0);
+	r = PQexecParams(c, FEED_SQL, 1, NULL, p, NULL, NULL, 0);
 	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
 		last = strtoll(PQgetvalue(r, PQntuples(r) - 1, 0), NULL, 10);
 	PQclear(r);
@@ -55,6 +55,7 @@ int main(int argc, char **argv)
 	static PGconn *conns[MAX_SUBS];
 	static int64_t applied[MAX_SUBS];
 	static struct pollfd pfd[MAX_SUBS + 1];
+	static int waiting[MAX_SUBS];
 	long n;
 
 	if (argc != 3 || (n = strtol(argv[2], NULL, 10)) < 1 || n > MAX_SUBS) {
@@ -88,21 +89,38 @@ int main(int argc, char **argv)
 			if (read(0, b, sizeof(b)) <= 0)
 				break;
 		}
+		/* every notified subscriber sends its read at once, as separate nodes would */
 		for (long i = 0; i < n; i++) {
 			PGnotify *nt;
-			int got = 0;
+			char since[24];
+			const char *p[1] = {since};
 
+			waiting[i] = 0;
 			if (!pfd[i].revents)
 				continue;
 			PQconsumeInput(conns[i]);
 			while ((nt = PQnotifies(conns[i])) != NULL) {
-				got = 1;
+				waiting[i] = 1;
 				PQfreemem(nt);
 			}
-			if (got) {
-				applied[i] = read_feed(conns[i], applied[i]);
-				printf("%" PRId64 " %ld %" PRIu64 "\n", applied[i], i, wall_us());
+			if (!waiting[i])
+				continue;
+			snprintf(since, sizeof(since), "%" PRId64, applied[i]);
+			if (!PQsendQueryParams(conns[i], FEED_SQL, 1, NULL, p, NULL, NULL, 0))
+				waiting[i] = 0;
+		}
+		for (long i = 0; i < n; i++) {
+			PGresult *r;
+
+			if (!waiting[i])
+				continue;
+			while ((r = PQgetResult(conns[i])) != NULL) {
+				if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0)
+					applied[i] =
+					    strtoll(PQgetvalue(r, PQntuples(r) - 1, 0), NULL, 10);
+				PQclear(r);
 			}
+			printf("%" PRId64 " %ld %" PRIu64 "\n", applied[i], i, wall_us());
 		}
 		fflush(stdout);
 	}

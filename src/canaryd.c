@@ -37,6 +37,7 @@
 #include "core/jobs.h"
 #include "core/log.h"
 #include "core/loop.h"
+#include "fleet/counters.h"
 #include "fleet/fleet.h"
 #include "metrics/stats.h"
 #include "proxy/mirror.h"
@@ -67,7 +68,8 @@ struct daemon {
 	struct rollout_engine *engine;
 	struct rollout_backend rollout_be;
 	struct api_flags *flags;          /* feature flags: API, OFREP, stream */
-	struct api_events_stream *events; /* GET /v1/events/stream */
+	/* GET /v1/events/stream */
+	struct api_events_stream *events;
 	struct loop_timer tick;
 	struct loop_timer compact; /* event retention (rollout/retention.h) */
 	struct jobs *jobs;     /* hooks and notifications */
@@ -76,6 +78,7 @@ struct daemon {
 	struct store *store;
 	struct state *state; /* the one path of every persisted change */
 	struct fleet *fleet; /* fleet mode (postgres store); NULL on one node */
+	struct fleet_counters *counters; /* fleet mode: counter flushes, the leader's merge */
 	struct loop *loop;
 	struct api api;
 	struct admin *admin;
@@ -219,13 +222,24 @@ static int engine_read_cohort(void *ctx, const char *service, const char *versio
                               enum cohort cohort, struct metrics_cohort_snapshot *out)
 {
 	struct daemon *d = ctx;
-	int series = metrics_series_find(d->metrics, service, version);
+	int series;
 
+	if (d->counters) /* fleet mode: every node's counters, merged by the leader */
+		return fleet_counters_read(d->counters, service, version, cohort, out);
+	series = metrics_series_find(d->metrics, service, version);
 	if (series < 0) {
 		memset(out, 0, sizeof(*out));
 		return 0; /* no request recorded yet: an empty cohort */
 	}
 	return metrics_read(d->metrics, series, cohort, out);
+}
+
+/* Fleet mode: the live nodes whose counters the last merge lacks since since_ms. */
+static json_t *engine_missing_nodes(void *ctx, int64_t since_ms)
+{
+	struct daemon *d = ctx;
+
+	return d->counters ? fleet_counters_missing(d->counters, since_ms) : NULL;
 }
 
 /* The sample-ratio guard's counts (metrics_split_*); see struct rollout_backend. */
@@ -386,6 +400,10 @@ static void fleet_leading(void *arg, int64_t term)
 	struct daemon *d = arg;
 
 	(void)term;
+	if (d->counters) { /* the engine re-primes from fleet-wide readings */
+		fleet_counters_flush(d->counters);
+		fleet_counters_merge(d->counters);
+	}
 	if (d->engine && rollout_engine_load(d->engine, (int64_t)clock_wall_ms()) != 0)
 		log_error("fleet: cannot reload the rollouts on taking over", NULL);
 }
@@ -394,10 +412,18 @@ static void fleet_leading(void *arg, int64_t term)
  * Fleet mode for a postgres store: the node id is fleet.node, else
  * HOST:PORT of the admin listener (the host name for a wildcard address).
  */
+static int counters_leading(void *arg)
+{
+	struct daemon *d = arg;
+
+	return d->fleet && fleet_is_leader(d->fleet);
+}
+
 static int fleet_start(struct daemon *d, int64_t start_rev, const char *admin_addr)
 {
 	char id[300], host[256], err[512];
 	const struct config *cfg = d->cfg;
+	uint64_t flush_ms = FLEET_COUNTERS_FLUSH_MS;
 	const char *h = cfg->admin.listen.host;
 
 	if (cfg->store.kind != CONFIG_STORE_POSTGRES)
@@ -422,6 +448,29 @@ static int fleet_start(struct daemon *d, int64_t start_rev, const char *admin_ad
 		log_error("cannot start fleet mode", "error", err, NULL);
 		return -1;
 	}
+	/* flush at least three times per analysis interval: a live node is never missed */
+	for (size_t i = 0; i < cfg->nrollouts; i++) {
+		uint64_t iv = cfg->rollouts[i].analysis.interval_ms / 3;
+
+		if (iv && iv < flush_ms)
+			flush_ms = iv < 100 ? 100 : iv;
+	}
+	d->counters = fleet_counters_new(
+	    d->loop, d->metrics,
+	    &(struct fleet_counters_config){.url = cfg->store.url,
+	                                    .node_id = cfg->fleet.node ? cfg->fleet.node : id,
+	                                    .flush_ms = (int64_t)flush_ms,
+	                                    .lease_ms = (int64_t)cfg->fleet.lease_ms,
+	                                    .is_leader = counters_leading,
+	                                    .arg = d},
+	    err, sizeof(err));
+	if (!d->counters) {
+		log_error("cannot start fleet mode", "error", err, NULL);
+		return -1;
+	}
+	fleet_counters_flush(d->counters);
+	if (fleet_is_leader(d->fleet))
+		fleet_counters_merge(d->counters);
 	return 0;
 }
 
@@ -436,6 +485,7 @@ static void write_metrics(void *ctx, struct buf *out)
 	if (d->engine)
 		rollout_engine_write_prometheus(d->engine, out);
 	api_flags_write_prometheus(d->flags, out);
+	api_ui_write_metrics(&d->api, out); /* what the exported alert rules need */
 }
 
 static int listener_up(void *ctx, const char *name)
@@ -676,6 +726,7 @@ int main(int argc, char **argv)
 	                                        .flags = api_flags_module(d.flags),
 	                                        .notifier = d.notify,
 	                                        .read_cohort = engine_read_cohort,
+	                                        .missing_nodes = engine_missing_nodes,
 	                                        .hook_start = engine_hook_start,
 	                                        .hook_poll = engine_hook_poll,
 	                                        .source_start = engine_source_start,
@@ -737,6 +788,8 @@ int main(int argc, char **argv)
 out_proxy:
 	fleet_free(d.fleet); /* first: its hooks reach the engine; closing releases the lock */
 	d.fleet = NULL;
+	fleet_counters_free(d.counters);
+	d.counters = NULL;
 	api_flags_free(d.flags); /* after admin_free: its stream connections are gone */
 	api_events_stream_free(d.events);
 	d.events = NULL;

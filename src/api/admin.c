@@ -10,8 +10,8 @@
 #include "http/server.h"
 
 #define ADMIN_MAX_BODY (1u << 20)
-#define ADMIN_CSP                                                                          \
-	"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; "          \
+#define ADMIN_CSP                                                                       \
+	"default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; " \
 	"img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 
 struct admin {
@@ -55,8 +55,8 @@ static void admin_on_request(struct http_conn *c, const struct http_msg *req, st
 		return;
 	}
 	hdrs[nh++] = (struct http_header){STR_LIT("Content-Type"), str_c(resp.content_type)};
-	hdrs[nh++] = (struct http_header){STR_LIT("Cache-Control"),
-	                                  str_c(resp.cache_control ? resp.cache_control : "no-store")};
+	hdrs[nh++] = (struct http_header){
+	    STR_LIT("Cache-Control"), str_c(resp.cache_control ? resp.cache_control : "no-store")};
 	/* on every answer: the dashboard's policy (docs/dashboard.md) fits JSON too */
 	hdrs[nh++] = (struct http_header){STR_LIT("Content-Security-Policy"), STR_LIT(ADMIN_CSP)};
 	hdrs[nh++] = (struct http_header){STR_LIT("X-Content-Type-Options"), STR_LIT("nosniff")};

@@ -1,6 +1,5 @@
 #include "api/api.h"
 
-#include "api/ui.h"
 #include "core/err.h"
 
 #include <errno.h>
@@ -544,7 +543,6 @@ static void h_metrics(struct api_call *call)
 		           (unsigned long long)api->requests_by_class[c]);
 	if (api->metrics_fn)
 		api->metrics_fn(api->metrics_ctx, b);
-	api_ui_write_metrics(api, b); /* what the exported alert rules need (ui.h) */
 }
 
 static void h_events(struct api_call *call)

@@ -54,7 +54,8 @@ struct api_response {
 	int status;
 	const char *content_type; /* static string */
 	char etag[80];            /* sent as ETag when non-empty */
-	const char *cache_control; /* static; NULL: "no-store" (the dashboard's files: no-cache) */
+	/* static; NULL: "no-store" (the dashboard's files: no-cache) */
+	const char *cache_control;
 	struct buf body;
 	struct api_stream *stream; /* see struct api_stream; NULL for a plain response */
 };

@@ -19,9 +19,9 @@
 #include "http/server.h"
 #include "store/store.h"
 
-#define POLL_MS 250
-#define HEARTBEAT_MS 15000
-#define PAGE 500
+#define POLL_MS        250
+#define HEARTBEAT_MS   15000
+#define PAGE           500
 #define PAGES_PER_POLL 8
 
 struct sub {
@@ -213,7 +213,8 @@ static void stream_start(struct api_stream *hs, struct http_conn *conn)
 	int ok = 1;
 
 	if (!es || es->nsubs == EVENTS_STREAM_MAX_SUBS) {
-		http_conn_respond_error(conn, 503, "unavailable", "too many event stream subscribers");
+		http_conn_respond_error(conn, 503, "unavailable",
+		                        "too many event stream subscribers");
 		return;
 	}
 	if (!es->have_cursor) {
@@ -264,7 +265,8 @@ static void h_stream(struct api_call *call)
 	unsigned long long last;
 
 	if (!the_stream || the_stream->api != call->api) {
-		api_reply_error(call, 501, "not_implemented", NULL, "the event stream is not running");
+		api_reply_error(call, 501, "not_implemented", NULL,
+		                "the event stream is not running");
 		return;
 	}
 	s = calloc(1, sizeof(*s));

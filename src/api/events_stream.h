@@ -27,7 +27,7 @@ struct loop;
 struct api_events_stream;
 
 #define EVENTS_STREAM_MAX_SUBS 256
-#define EVENTS_STREAM_CATCHUP 5000
+#define EVENTS_STREAM_CATCHUP  5000
 
 /*
  * Registers the route on api (borrowed: api->store is read at each poll)

@@ -81,8 +81,8 @@ static void h_asset(struct api_call *call)
 static void h_whoami(struct api_call *call)
 {
 	const struct auth_token *who = NULL;
-	enum auth_result ar = auth_check(call->api->tokens, call->api->ntokens,
-	                                 call->req->authorization, 0, &who);
+	enum auth_result ar =
+	    auth_check(call->api->tokens, call->api->ntokens, call->req->authorization, 0, &who);
 	json_t *scopes;
 
 	if (ar != AUTH_OK || !who) {
@@ -121,7 +121,8 @@ static int waiting(const json_t *r, const char *reason)
 	if (!state)
 		return 0;
 	if (strcmp(reason, "review") == 0)
-		return strcmp(state, "paused") == 0 && json_is_integer(json_object_get(r, "review_deadline"));
+		return strcmp(state, "paused") == 0 &&
+		       json_is_integer(json_object_get(r, "review_deadline"));
 	if (strcmp(state, "progressing") != 0)
 		return 0;
 	if (strcmp(reason, "approval") == 0)
@@ -148,8 +149,9 @@ void api_ui_write_metrics(struct api *api, struct buf *out)
 		const char *name = json_string_value(json_object_get(r, "name"));
 
 		for (size_t k = 0; name && k < sizeof(reasons) / sizeof(reasons[0]); k++)
-			buf_printf(out, "canaryd_rollout_waiting{rollout=\"%s\",reason=\"%s\"} %d\n", name,
-			           reasons[k], waiting(r, reasons[k]));
+			buf_printf(out,
+			           "canaryd_rollout_waiting{rollout=\"%s\",reason=\"%s\"} %d\n",
+			           name, reasons[k], waiting(r, reasons[k]));
 	}
 	json_decref(list);
 }

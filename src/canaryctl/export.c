@@ -12,8 +12,8 @@
 #include "canaryctl/ctl.h"
 #include "config/config.h"
 
-#define EXPORT_USAGE                                                                       \
-	"export prometheus-rules [--mitigate-bound SECONDS]\n"                              \
+#define EXPORT_USAGE                                           \
+	"export prometheus-rules [--mitigate-bound SECONDS]\n" \
 	"  export grafana-dashboard [--service S]"
 
 /* ------------------------------------------------------------------------ */
@@ -49,8 +49,8 @@ static const struct rule rules[] = {
      "== 1",
      "15m", "warning", "Rollout {{ $labels.rollout }} is paused",
      "{{ $labels.rollout }} has been paused (awaiting review or resume) for 15 minutes."},
-    {"CanarydCheckFailing", "increase(canaryd_check_verdict_total{verdict=\"fail\"}[5m]) > 0",
-     "1m", "warning", "Check {{ $labels.check }} of {{ $labels.rollout }} is failing",
+    {"CanarydCheckFailing", "increase(canaryd_check_verdict_total{verdict=\"fail\"}[5m]) > 0", "1m",
+     "warning", "Check {{ $labels.check }} of {{ $labels.rollout }} is failing",
      "The check {{ $labels.check }} of rollout {{ $labels.rollout }} returned fail verdicts "
      "in the last 5 minutes."},
     {"CanarydNoEvidence", "canaryd_rollout_waiting{reason=\"evidence\"} == 1", "15m", "warning",
@@ -93,7 +93,8 @@ static int prometheus_rules(const char *bound)
 		char expr[512];
 
 		if (strstr(r->expr, "%s"))
-			snprintf(expr, sizeof(expr), "canaryd_time_to_mitigate_seconds > %s", bound);
+			snprintf(expr, sizeof(expr), "canaryd_time_to_mitigate_seconds > %s",
+			         bound);
 		else
 			snprintf(expr, sizeof(expr), "%s", r->expr);
 		printf("      - alert: %s\n        expr: ", r->alert);
@@ -120,7 +121,7 @@ struct panel {
 	const char *expr; /* $service: the template variable */
 };
 
-#define SVC "service=~\"$service\""
+#define SVC  "service=~\"$service\""
 #define RATE "[$__rate_interval]"
 
 static const struct panel panels[] = {
@@ -129,8 +130,8 @@ static const struct panel panels[] = {
      "sum by (service, version, cohort) (rate(canaryd_requests_total{" SVC "}" RATE "))"},
     {"Error rate: canary vs baseline", "timeseries", "percentunit",
      "{{service}} {{version}} {{cohort}}",
-     "(sum by (service, version, cohort) (rate(canaryd_requests_total{" SVC
-     ",code=\"5xx\"}" RATE ")) or 0 * sum by (service, version, cohort) "
+     "(sum by (service, version, cohort) (rate(canaryd_requests_total{" SVC ",code=\"5xx\"}" RATE
+     ")) or 0 * sum by (service, version, cohort) "
      "(rate(canaryd_requests_total{" SVC "}" RATE "))) / sum by (service, version, cohort) "
      "(rate(canaryd_requests_total{" SVC "}" RATE "))"},
     {"Latency p50", "timeseries", "s", "{{service}} {{version}} {{cohort}}",
@@ -172,14 +173,15 @@ static json_t *grafana_dashboard(const char *service)
 
 		json_array_append_new(
 		    list,
-		    json_pack("{s:I, s:s, s:s, s:o, s:{s:I, s:I, s:I, s:I}, s:{s:{s:s}, s:[]}, s:[{s:o, "
-		              "s:s, s:s, s:s, s:b}]}",
-		              "id", (json_int_t)(i + 1), "title", p->title, "type", p->type,
-		              "datasource", datasource(), "gridPos", "h", (json_int_t)8, "w",
-		              (json_int_t)w, "x", (json_int_t)((i % 2) * 12), "y",
-		              (json_int_t)((i / 2) * 8), "fieldConfig", "defaults", "unit", p->unit,
-		              "overrides", "targets", "datasource", datasource(), "refId", "A",
-		              "expr", p->expr, "legendFormat", p->legend, "range", 1));
+		    json_pack(
+		        "{s:I, s:s, s:s, s:o, s:{s:I, s:I, s:I, s:I}, s:{s:{s:s}, s:[]}, s:[{s:o, "
+		        "s:s, s:s, s:s, s:b}]}",
+		        "id", (json_int_t)(i + 1), "title", p->title, "type", p->type, "datasource",
+		        datasource(), "gridPos", "h", (json_int_t)8, "w", (json_int_t)w, "x",
+		        (json_int_t)((i % 2) * 12), "y", (json_int_t)((i / 2) * 8), "fieldConfig",
+		        "defaults", "unit", p->unit, "overrides", "targets", "datasource",
+		        datasource(), "refId", "A", "expr", p->expr, "legendFormat", p->legend,
+		        "range", 1));
 	}
 	json_array_append_new(vars, json_pack("{s:s, s:s, s:s, s:s, s:{s:s, s:s}}", "name",
 	                                      "datasource", "label", "Prometheus", "type",
@@ -230,9 +232,10 @@ int ctl_export(const struct ctl *ctl, int argc, char **argv)
 			if (strcmp(argv[i], "--mitigate-bound") == 0 && i + 1 < argc) {
 				bound = argv[++i];
 				if (strtod(bound, &end) <= 0 || *end || end == bound)
-					return ctl_usage_arg(EXPORT_USAGE,
-					                     "--mitigate-bound needs a positive number of seconds:",
-					                     bound);
+					return ctl_usage_arg(
+					    EXPORT_USAGE,
+					    "--mitigate-bound needs a positive number of seconds:",
+					    bound);
 			} else {
 				return ctl_usage_arg(EXPORT_USAGE, "unknown argument", argv[i]);
 			}
@@ -248,7 +251,8 @@ int ctl_export(const struct ctl *ctl, int argc, char **argv)
 			if (strcmp(argv[i], "--service") == 0 && i + 1 < argc) {
 				service = argv[++i];
 				if (!config_valid_name(service))
-					return ctl_usage_arg(EXPORT_USAGE, "invalid service name", service);
+					return ctl_usage_arg(EXPORT_USAGE, "invalid service name",
+					                     service);
 			} else {
 				return ctl_usage_arg(EXPORT_USAGE, "unknown argument", argv[i]);
 			}

@@ -520,13 +520,14 @@ static void on_listen_io(struct loop *loop, struct loop_io *io, uint32_t events)
 {
 	struct fleet *f = io->data;
 
-	(void)loop;
 	(void)events;
 	if (!f->ls.pg)
 		return;
 	listen_drain(f);
 	if (f->feed_wanted && f->ls.pg && !f->ls.sending)
 		fleet_catch_up(f);
+	if (!f->ls.pg) /* lost: reconnect and catch up soon, not at the slow poll */
+		loop_timer_start(loop, &f->poll_timer, (uint64_t)f->ls.backoff_ms);
 }
 
 /* After the loop turn of a local commit: one NOTIFY for everything it committed. */
@@ -584,7 +585,7 @@ static void on_poll(struct loop *loop, struct loop_timer *t)
 		}
 		PQclear(res);
 	}
-	loop_timer_start(loop, t, FLEET_POLL_MS);
+	loop_timer_start(loop, t, f->ls.pg ? FLEET_POLL_MS : (uint64_t)f->ls.backoff_ms);
 }
 
 /* --- leadership -------------------------------------------------------------------- */
@@ -722,6 +723,28 @@ static int check_holder(struct fleet *f)
 			    "holder", f->holder, "pid", p[0], NULL);
 			r2 = query(f, &f->lk, "SELECT pg_terminate_backend($1::integer)", 1, p);
 			PQclear(r2);
+			/*
+			 * Its store connection may sit in an open transaction holding the
+			 * lease row FOR SHARE (paused between the fence and COMMIT): the
+			 * term bump would wait for it.  End canaryd transactions idle for
+			 * longer than the lease.
+			 */
+			{
+				char lease[24];
+				const char *q[1] = {lease};
+
+				snprintf(lease, sizeof(lease), "%" PRId64, f->lease_ms);
+				r2 = query(f, &f->lk,
+				           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+				           " WHERE datname = current_database() AND pid <> "
+				           "pg_backend_pid()"
+				           " AND application_name = 'canaryd'"
+				           " AND state LIKE 'idle in transaction%'"
+				           " AND state_change < now() - $1::bigint * interval '1 "
+				           "millisecond'",
+				           1, q);
+				PQclear(r2);
+			}
 			ended = 1;
 		}
 	}

@@ -111,6 +111,13 @@ struct rollout_backend {
 	int (*read_cohort)(void *ctx, const char *service, const char *version, enum cohort cohort,
 	                   struct metrics_cohort_snapshot *out);
 	/*
+	 * Optional (fleet mode, fleet/counters.h): a new JSON array of the live
+	 * nodes whose counters read_cohort does not hold since since_ms (wall
+	 * ms), the start of the interval being judged; NULL or empty: complete.
+	 * A non-empty list marks the interval incomplete (docs/fleet.md).
+	 */
+	json_t *(*missing_nodes)(void *ctx, int64_t since_ms);
+	/*
 	 * Seam for notify_event(): called after an event was committed (kind
 	 * "rollout.step", "rollout.rollback", "verdict", ...).  details is only
 	 * borrowed.

@@ -776,6 +776,8 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	json_t *srm_detail = NULL; /* the sample-ratio guard's mismatch, for the pause */
 	char srm_why[SRM_REASON_MAX];
 	int srm = -1;
+	json_t *missing = NULL; /* fleet mode: live nodes not in these readings */
+	bool incomplete = false;
 
 	dc = calloc(ro->ntargets, sizeof(*dc));
 	db = calloc(ro->ntargets, sizeof(*db));
@@ -850,15 +852,29 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		tr->rd.prev_baseline = b;
 		tr->rd.have_prev = true;
 	}
+	/*
+	 * Fleet mode (docs/fleet.md "Fleet-wide judging"): a live node that did
+	 * not flush since the interval began makes it incomplete.  Its metric
+	 * verdicts may still fail (a regression on the nodes that reported is
+	 * real) but never count as a pass.
+	 */
+	if (e->be.missing_nodes && json_object_size(per_target)) {
+		missing = e->be.missing_nodes(e->be.ctx, now - (int64_t)interval);
+		incomplete = missing && json_array_size(missing) > 0;
+	}
 	t0_us = clock_mono_us();
-	if (json_object_size(per_target) || json_object_size(shadow))
-		json_array_append_new(
-		    evs,
-		    rollout_event("rollout.interval",
-		                  json_pack("{s:I, s:I, s:I, s:b, s:O, s:O}", "interval_end_ms",
-		                            (json_int_t)now, "interval_ms", (json_int_t)interval,
-		                            "step", (json_int_t)r->step, "bake", bake, "targets",
-		                            per_target, "shadow", shadow)));
+	if (json_object_size(per_target) || json_object_size(shadow)) {
+		json_t *ivd = json_pack("{s:I, s:I, s:I, s:b, s:O, s:O}", "interval_end_ms",
+		                        (json_int_t)now, "interval_ms", (json_int_t)interval,
+		                        "step", (json_int_t)r->step, "bake", bake, "targets",
+		                        per_target, "shadow", shadow);
+
+		if (ivd && missing) {
+			json_object_set_new(ivd, "incomplete", json_boolean(incomplete));
+			json_object_set(ivd, "missing_nodes", missing);
+		}
+		json_array_append_new(evs, rollout_event("rollout.interval", ivd));
+	}
 	if (r->state == ROLLOUT_PROGRESSING)
 		srm = srm_guard(e, r, now, per_target, evs, srm_why, sizeof(srm_why), &srm_detail);
 	if (srm >= 0)
@@ -869,6 +885,7 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		struct check_run *cr = &r->checks[k];
 		struct check_verdict best, cur, evbest, evcur;
 		int best_t = -1, ev_t = -1;
+		bool inc = incomplete && !shadow_metric(c); /* the mirror's counts are local */
 
 		if (c->source != CONFIG_SOURCE_METRIC) {
 			/* judged when its jobs answer (rollout_sources_tick()): the last round counts */
@@ -937,16 +954,24 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		if (best.outcome == CHECK_FAIL) {
 			if (cr->fails++ == 0)
 				cr->first_fail_ms = now;
-		} else {
+		} else if (!inc) { /* a pass on part of the fleet does not end a streak */
 			cr->fails = 0;
 			cr->first_fail_ms = 0;
 		}
-		if (best.outcome != CHECK_PASS)
+		if (best.outcome != CHECK_PASS || inc)
 			all_pass = false;
 		if (best.outcome == CHECK_FAIL)
 			any_fail = true;
-		if (srm < 0) /* unequal slices: nothing of this step counts (below) */
+		if (srm < 0 && !inc) { /* unequal slices: nothing of this step counts (below) */
 			evidence_note(r, k, &best, ev_t >= 0 ? &evbest : NULL);
+		} else if (srm < 0) { /* incomplete: only a failure counts */
+			struct check_verdict ivx = best;
+
+			if (ivx.outcome == CHECK_PASS)
+				ivx.outcome = CHECK_INCONCLUSIVE;
+			evidence_note(r, k, &ivx,
+			              ev_t >= 0 && evbest.outcome == CHECK_FAIL ? &evbest : NULL);
+		}
 		{
 			json_t *d = check_verdict_json(&best);
 
@@ -955,6 +980,10 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			json_object_set_new(d, "interval_end_ms", json_integer(now));
 			json_object_set_new(d, "consecutive_failures", json_integer(cr->fails));
 			json_object_set_new(d, "bake", json_boolean(bake));
+			if (missing && !shadow_metric(c)) {
+				json_object_set_new(d, "incomplete", json_boolean(inc));
+				json_object_set(d, "missing_nodes", missing);
+			}
 			if (ev_t >= 0)
 				json_object_set_new(
 				    d, "step_evidence",
@@ -1016,6 +1045,7 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		srm_detail = NULL;
 	}
 out:
+	json_decref(missing);
 	json_decref(srm_detail);
 	json_decref(evs);
 	json_decref(per_target);
