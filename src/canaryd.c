@@ -78,7 +78,8 @@ struct daemon {
 	struct store *store;
 	struct state *state; /* the one path of every persisted change */
 	struct fleet *fleet; /* fleet mode (postgres store); NULL on one node */
-	struct fleet_counters *counters; /* fleet mode: counter flushes, the leader's merge */
+	/* fleet mode: counter flushes and the leader's merge; NULL on one node */
+	struct fleet_counters *counters;
 	struct loop *loop;
 	struct api api;
 	struct admin *admin;

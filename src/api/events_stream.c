@@ -121,6 +121,7 @@ static void catch_up(struct sub *s)
 		goto reset; /* a newer id than the store has: another database */
 	while (s->conn && s->last_id < es->cursor) {
 		json_t *arr = NULL, *row;
+		int64_t before = s->last_id;
 		size_t i;
 
 		if (store_events_list(es->api->store, s->last_id, PAGE, NULL, &arr) != 0) {
@@ -145,6 +146,8 @@ static void catch_up(struct sub *s)
 				break;
 		}
 		json_decref(arr);
+		if (s->last_id == before)
+			break; /* nothing at or below the cursor any more (retention) */
 	}
 	return;
 reset:

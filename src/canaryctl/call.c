@@ -80,7 +80,8 @@ int ctl_call_ex(const struct ctl *ctl, const char *method, const char *path, jso
 		json_t *e = json_object_get(json_object_get(doc, "error"), "message");
 		json_t *f = json_object_get(json_object_get(doc, "error"), "field");
 
-		if (!(status / 100 == 5 && (flags & CTL_QUIET_TRANSIENT)))
+		if (!(status / 100 == 5 && (flags & CTL_QUIET_TRANSIENT)) &&
+		    !(status == 404 && (flags & CTL_QUIET_NOTFOUND)))
 			fprintf(stderr, "canaryctl: %s %s: %ld %s%s%s%s\n", method, path, status,
 			        json_is_string(e) ? json_string_value(e) : "(no message)",
 			        json_is_string(f) ? " (field " : "",

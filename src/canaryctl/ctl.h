@@ -32,6 +32,8 @@ int ctl_call(const struct ctl *ctl, const char *method, const char *path, json_t
 
 /* ctl_call_ex flags: print nothing when no answer came or the answer was a 5xx. */
 #define CTL_QUIET_TRANSIENT 1u
+/* ctl_call_ex flags: print nothing on a 404 (the caller explains it). */
+#define CTL_QUIET_NOTFOUND 2u
 
 /*
  * ctl_call with a timeout for the whole exchange (timeout_ms <= 0: 30 s),
@@ -75,6 +77,7 @@ struct ctl_verb {
 	const char *name;
 	const char *usage;
 	int (*run)(const struct ctl *ctl, int argc, char **argv);
+	int own_help; /* 1: the verb prints its own --help; else main.c prints usage */
 };
 
 int ctl_status(const struct ctl *ctl, int argc, char **argv);
@@ -117,6 +120,28 @@ int ctl_shadow(const struct ctl *ctl, int argc, char **argv);
  * | faults clear SERVICE VERSION - PUT / DELETE /v1/services/{name}/faults/{version}.
  */
 int ctl_faults(const struct ctl *ctl, int argc, char **argv);
+
+/*
+ * events.c: events [--follow] [--subject S] [--kind K] [--since ID] - the
+ * audit log (GET /v1/events), as a table, JSON Lines (-o json: one event
+ * a line) or YAML (one document an event); --follow keeps printing new
+ * events (polling since the last id) until SIGINT/SIGTERM.  --subject S
+ * matches "S" and "KIND/S" (so `checkout` finds "flag/checkout"); --kind K
+ * matches K, or every kind starting with K when K ends in '.'.
+ */
+int ctl_events(const struct ctl *ctl, int argc, char **argv);
+
+/*
+ * Calls fn(event, arg) for every event with id > since, oldest first,
+ * following the API's paging (events borrowed for the call).  fn returns
+ * 0 to go on, nonzero to stop.  Stores the last id seen in *last when not
+ * NULL.  Returns CTL_OK or CTL_FAILED (message printed).
+ */
+int ctl_events_each(const struct ctl *ctl, long long since, int (*fn)(json_t *ev, void *arg),
+                    void *arg, long long *last);
+
+/* completion.c: completion bash|zsh - prints a shell completion script. */
+int ctl_completion(const struct ctl *ctl, int argc, char **argv);
 
 /* fleet.c: fleet - GET /v1/fleet: the fleet's nodes, as a table or JSON/YAML. */
 int ctl_fleet(const struct ctl *ctl, int argc, char **argv);

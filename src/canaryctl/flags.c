@@ -1,9 +1,12 @@
 /*
  * flags.c - canaryctl's flag verbs (SPEC 8): flags list | get NAME |
- * set NAME [--percentage P] [--enabled[=true|false]] | exclude NAME --nodes
- * a,b | kill NAME.  They speak the admin API's flag endpoints (docs/api.md):
- * `set` and `kill` are the seed-compatible POST /v1/feature-flags, `exclude`
- * is POST /v1/feature-flags/exclude.
+ * set NAME [--percentage P] [--enabled[=true|false]] [--create] | exclude
+ * NAME --nodes a,b | kill NAME | history NAME.  They speak the admin API's
+ * flag endpoints (docs/api.md): `set` and `kill` are the seed-compatible
+ * POST /v1/feature-flags, `exclude` is POST /v1/feature-flags/exclude,
+ * `history` reads the flag's flag.* events from GET /v1/events.  `set` on a
+ * flag that does not exist fails unless --create: a typo during an incident
+ * must not create a new flag.
  */
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,7 +19,8 @@
 
 #define FLAGS_USAGE                                                        \
 	"flags list\n  flags get NAME\n  flags set NAME [--percentage P] " \
-	"[--enabled[=true|false]]\n  flags exclude NAME --nodes a,b\n  flags kill NAME"
+	"[--enabled[=true|false]] [--create]\n  flags exclude NAME --nodes a,b\n" \
+	"  flags kill NAME\n  flags history NAME"
 #define PATH_CAP 256
 
 /* A percentage as the API returns it (number), "-" otherwise. */
@@ -106,10 +110,86 @@ static json_t *split_nodes(const char *s)
 	return a;
 }
 
+struct hist {
+	const char *name;
+	json_t *all; /* -o json/yaml: the events, else NULL (printed as they come) */
+	size_t n;
+};
+
+/* "a -> b" for one field: compact JSON of each side, "-" when absent. */
+static void print_change(const char *k, const json_t *b, const json_t *a)
+{
+	char *bs = b ? json_dumps(b, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+	char *as = a ? json_dumps(a, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+
+	printf("    %s: %s -> %s\n", k, bs ?: "-", as ?: "-");
+	free(bs);
+	free(as);
+}
+
+static int hist_one(json_t *ev, void *arg)
+{
+	struct hist *h = arg;
+	const char *kind = json_string_value(json_object_get(ev, "kind")) ?: "";
+	const char *subj = json_string_value(json_object_get(ev, "subject")) ?: "";
+	json_t *det = json_object_get(ev, "details");
+	json_t *before = json_object_get(det, "before"), *after = json_object_get(det, "after");
+	const char *k;
+	json_t *v;
+
+	/* the API's flag events name "flag/NAME" */
+	if (strncmp(kind, "flag.", 5) != 0 || strncmp(subj, "flag/", 5) != 0 ||
+	    strcmp(subj + 5, h->name) != 0)
+		return 0;
+	h->n++;
+	if (h->all) {
+		json_array_append(h->all, ev);
+		return 0;
+	}
+	printf("%lld  %s  %s  %s\n", (long long)json_integer_value(json_object_get(ev, "id")),
+	       json_string_value(json_object_get(ev, "ts")) ?: "-",
+	       json_string_value(json_object_get(ev, "actor")) ?: "-", kind);
+	/* the fields that changed, before -> after */
+	json_object_foreach(json_is_object(after) ? after : before, k, v)
+	{
+		json_t *o = json_object_get(json_is_object(after) ? before : after, k);
+
+		if (!o || !json_equal(o, v))
+			print_change(k, json_is_object(after) ? o : v, json_is_object(after) ? v : o);
+	}
+	if (json_is_object(after) && json_is_object(before)) {
+		json_object_foreach(before, k, v)
+		{
+			if (!json_object_get(after, k))
+				print_change(k, v, NULL);
+		}
+	}
+	return 0;
+}
+
+/* flags history NAME: the flag's change events with what each changed. */
+static int history(const struct ctl *ctl, const char *name)
+{
+	struct hist h = {name, ctl->json ? json_array() : NULL, 0};
+	int rc = ctl_events_each(ctl, 0, hist_one, &h, NULL);
+
+	if (rc == CTL_OK && h.all) {
+		json_t *doc = json_pack("{s:s, s:O}", "flag", name, "events", h.all);
+
+		ctl_print(ctl, doc);
+		json_decref(doc);
+	} else if (rc == CTL_OK && h.n == 0) {
+		fprintf(stderr, "canaryctl: no change events for flag \"%s\"\n", name);
+	}
+	json_decref(h.all);
+	return rc;
+}
+
 int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 {
 	struct ctl ctl = *ctl_in;
 	const char *sub, *name = NULL, *pct = NULL, *nodes = NULL, *enabled = NULL;
+	int create = 0;
 	char path[PATH_CAP];
 	json_t *doc = NULL, *body;
 	int rc;
@@ -136,6 +216,8 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 			nodes = argv[++i];
 		} else if (strncmp(a, "--nodes=", 8) == 0) {
 			nodes = a + 8;
+		} else if (strcmp(a, "--create") == 0) {
+			create = 1;
 		} else if (strcmp(a, "--enabled") == 0) {
 			enabled = "true";
 		} else if (strncmp(a, "--enabled=", 10) == 0) {
@@ -158,7 +240,7 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 		return rc == CTL_OK ? show(&ctl, doc, 1) : rc;
 	}
 	if (strcmp(sub, "get") != 0 && strcmp(sub, "set") != 0 && strcmp(sub, "exclude") != 0 &&
-	    strcmp(sub, "kill") != 0)
+	    strcmp(sub, "kill") != 0 && strcmp(sub, "history") != 0)
 		return ctl_usage_arg(FLAGS_USAGE, "unknown flags command", sub);
 	if (!name)
 		return ctl_usage_arg(FLAGS_USAGE, "missing the flag NAME", NULL);
@@ -169,6 +251,10 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 		                     NULL);
 	if (nodes && strcmp(sub, "exclude") != 0)
 		return ctl_usage_arg(FLAGS_USAGE, "--nodes belongs to flags exclude", NULL);
+	if (create && strcmp(sub, "set") != 0)
+		return ctl_usage_arg(FLAGS_USAGE, "--create belongs to flags set", NULL);
+	if (strcmp(sub, "history") == 0)
+		return history(&ctl, name);
 	snprintf(path, sizeof(path), "/v1/feature-flags/%s", name);
 	if (strcmp(sub, "get") == 0) {
 		rc = ctl_call(&ctl, "GET", path, NULL, &doc);
@@ -186,6 +272,22 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 			return ctl_usage_arg(
 			    FLAGS_USAGE, "--percentage takes 0..100 with at most 3 decimals, not",
 			    pct);
+		if (!create) {
+			long st = 0;
+
+			rc = ctl_call_ex(&ctl, "GET", path, NULL, 0, CTL_QUIET_NOTFOUND, &st, &doc);
+			if (rc != CTL_OK && st == 404) {
+				fprintf(stderr,
+				        "canaryctl: flag \"%s\" does not exist (see `canaryctl flags "
+				        "list`; add --create to create it)\n",
+				        name);
+				return CTL_FAILED;
+			}
+			if (rc != CTL_OK)
+				return rc;
+			json_decref(doc);
+			doc = NULL;
+		}
 		body = json_pack("{s:s}", "feature", name);
 		if (pct)
 			json_object_set_new(body, "percentage", flag_percent_json(t));

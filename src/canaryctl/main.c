@@ -9,27 +9,43 @@
 #include "config/config.h"
 
 static const struct ctl_verb verbs[] = {
-    {"status", "status", ctl_status},
-    {"check-config", "check-config FILE", ctl_check_config},
+    {"status", "status", ctl_status, 0},
+    {"check-config", "check-config FILE", ctl_check_config, 0},
     {"rollout",
      "rollout list\n  rollout get NAME\n  rollout start|pause|resume|abort|retry NAME\n"
      "  rollout promote NAME [--full]\n  rollout approve NAME",
-     ctl_rollout},
-    {"rollback", "rollback --all", ctl_rollback},
-    {"watch", "watch NAME [--interval-ms 500]", ctl_watch},
-    {"evidence", "evidence NAME --out DIR", ctl_evidence},
+     ctl_rollout, 1},
+    {"rollback", "rollback --all", ctl_rollback, 1},
+    {"watch", "watch NAME [--interval-ms 500]", ctl_watch, 1},
+    {"evidence", "evidence NAME --out DIR", ctl_evidence, 1},
     {"flags",
-     "flags list\n  flags get NAME\n  flags set NAME [--percentage P] [--enabled[=true|false]]\n"
-     "  flags exclude NAME --nodes a,b\n  flags kill NAME",
-     ctl_flags},
-    {"shadow", "shadow SERVICE", ctl_shadow},
+     "flags list\n  flags get NAME\n"
+     "  flags set NAME [--percentage P] [--enabled[=true|false]] [--create]\n"
+     "  flags exclude NAME --nodes a,b\n  flags kill NAME\n  flags history NAME",
+     ctl_flags, 0},
+    {"events", "events [--follow] [--subject S] [--kind K] [--since ID] [--interval-ms 1000]",
+     ctl_events, 0},
+    {"shadow", "shadow SERVICE", ctl_shadow, 0},
     {"faults",
      "faults set SERVICE VERSION [--abort STATUS:PCT] [--delay DURATION:PCT]\n"
      "  faults clear SERVICE VERSION",
-     ctl_faults},
-    {"fleet", "fleet", ctl_fleet},
-    {"export", "export prometheus-rules|grafana-dashboard [--service S]", ctl_export},
+     ctl_faults, 0},
+    {"fleet", "fleet", ctl_fleet, 0},
+    {"export", "export prometheus-rules|grafana-dashboard [--service S]", ctl_export, 0},
+    {"completion", "completion bash|zsh", ctl_completion, 0},
 };
+
+/* "VERB ... --help" or "-h" anywhere among the verb's arguments. */
+static int wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return 0;
+		if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+			return 1;
+	}
+	return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -39,6 +55,7 @@ static void usage(FILE *f)
 	      "                 http://127.0.0.1:9901)\n"
 	      "  --token T      bearer token (default $CANARYD_TOKEN)\n"
 	      "  -o FORMAT      table (default), json or yaml\n"
+	      "  --version      print the version\n"
 	      "\n"
 	      "verbs:\n",
 	      f);
@@ -132,6 +149,7 @@ int main(int argc, char **argv)
 	    {"token", required_argument, NULL, 't'},
 	    {"output", required_argument, NULL, 'o'},
 	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct ctl ctl = {getenv("CANARYD_SERVER"), getenv("CANARYD_TOKEN"), 0, 0};
@@ -140,7 +158,7 @@ int main(int argc, char **argv)
 	if (!ctl.server || !*ctl.server)
 		ctl.server = "http://127.0.0.1:9901";
 	/* "+": stop at the verb so verbs parse their own options */
-	while ((c = getopt_long(argc, argv, "+o:h", lopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+o:hV", lopts, NULL)) != -1) {
 		switch (c) {
 		case 's':
 			ctl.server = optarg;
@@ -160,6 +178,9 @@ int main(int argc, char **argv)
 		case 'h':
 			usage(stdout);
 			return CTL_OK;
+		case 'V':
+			puts("canaryctl " CANARYD_VERSION);
+			return CTL_OK;
 		default:
 			usage(stderr);
 			return CTL_USAGE;
@@ -171,6 +192,10 @@ int main(int argc, char **argv)
 	}
 	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
 		if (strcmp(argv[optind], verbs[i].name) == 0) {
+			if (!verbs[i].own_help && wants_help(argc - optind, argv + optind)) {
+				printf("usage: canaryctl %s\n", verbs[i].usage);
+				return CTL_OK;
+			}
 			curl_global_init(CURL_GLOBAL_DEFAULT);
 			optind++;
 			/* verbs see argv[0] = their name, like a program of their own */

@@ -789,9 +789,13 @@ static void parse_faults(struct cctx *c, const struct cnode *n, const char *path
 		struct config_fault *f = v ? &v->fault : &scratch;
 
 		path_key(sub, path, n->keys[i]->text);
-		if (!v && s->versions)
-			cerr(c, n->keys[i]->line, sub, "version \"%s\" is not defined",
-			     n->keys[i]->text);
+		if (!v && s->versions) {
+			char names[256];
+
+			cerr(c, n->keys[i]->line, sub,
+			     "version \"%s\" is not defined in service \"%s\" (defined: %s)",
+			     n->keys[i]->text, s->name, config_version_names(s, names, sizeof(names)));
+		}
 		f->line = n->items[i]->line;
 		walk_map(c, n->items[i], sub, fault_fields, NFIELDS(fault_fields), f, NULL);
 	}
@@ -800,8 +804,11 @@ static void parse_faults(struct cctx *c, const struct cnode *n, const char *path
 static void check_version_ref(struct cctx *c, const struct config_service *s, const char *name,
                               int line, const char *path)
 {
+	char names[256];
+
 	if (name && s->versions && !config_version_find(s, name))
-		cerr(c, line, path, "version \"%s\" is not defined", name);
+		cerr(c, line, path, "version \"%s\" is not defined in service \"%s\" (defined: %s)",
+		     name, s->name, config_version_names(s, names, sizeof(names)));
 }
 
 static void parse_service(struct cctx *c, const char *name, const struct cnode *n, const char *path,

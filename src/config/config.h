@@ -594,6 +594,8 @@ size_t config_evidence_warnings(const struct config *cfg, struct config_errors *
 /* Lookups by name; NULL when absent. */
 struct config_service *config_service_find(const struct config *cfg, const char *name);
 struct config_version *config_version_find(const struct config_service *svc, const char *name);
+/* "v1, v2, v3": svc's version names, for error messages; truncated to len; returns buf. */
+const char *config_version_names(const struct config_service *svc, char *buf, size_t len);
 struct config_segment *config_segment_find(const struct config *cfg, const char *name);
 struct config_flag *config_flag_find(const struct config *cfg, const char *name);
 struct config_variant *config_variant_find(const struct config_flag *flag, const char *name);

@@ -7,6 +7,7 @@
  * (scripts/check-cycles).  libcanary links it too, without the loader.
  */
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "config/config.h"
@@ -29,6 +30,23 @@ struct config_service *config_service_find(const struct config *cfg, const char 
 struct config_version *config_version_find(const struct config_service *svc, const char *name)
 {
 	FIND(svc->versions, svc->nversions, name, name);
+}
+
+const char *config_version_names(const struct config_service *svc, char *buf, size_t len)
+{
+	size_t off = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (size_t i = 0; i < svc->nversions && off < len; i++) {
+		int n = snprintf(buf + off, len - off, "%s%s", i ? ", " : "",
+		                 svc->versions[i].name ? svc->versions[i].name : "?");
+
+		if (n < 0)
+			break;
+		off += (size_t)n;
+	}
+	return len ? buf : "";
 }
 
 struct config_segment *config_segment_find(const struct config *cfg, const char *name)

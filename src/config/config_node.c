@@ -786,6 +786,56 @@ static long keyset_add(struct keyset *ks, size_t i)
 }
 
 /* Reports key i when an earlier key of the mapping has its text; true when i is a duplicate. */
+/* Levenshtein distance of a and b, both at most CLOSE_MAX bytes. */
+#define CLOSE_MAX 64
+static size_t edit_distance(const char *a, size_t la, const char *b, size_t lb)
+{
+	size_t row[CLOSE_MAX + 1];
+
+	for (size_t j = 0; j <= lb; j++)
+		row[j] = j;
+	for (size_t i = 1; i <= la; i++) {
+		size_t diag = row[0];
+
+		row[0] = i;
+		for (size_t j = 1; j <= lb; j++) {
+			size_t up = row[j];
+			size_t best = diag + (a[i - 1] != b[j - 1]);
+
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			row[j] = best;
+			diag = up;
+		}
+	}
+	return row[lb];
+}
+
+/* The allowed key nearest to key when at most 2 edits away (first of a tie), else NULL. */
+static const char *closest_key(const char *key, const struct field *fields, size_t nfields)
+{
+	size_t lk = strlen(key), best = 3;
+	const char *near = NULL;
+
+	if (lk > CLOSE_MAX)
+		return NULL;
+	for (size_t f = 0; f < nfields; f++) {
+		size_t lf = strlen(fields[f].key), d;
+
+		if (lf > CLOSE_MAX)
+			continue;
+		d = edit_distance(key, lk, fields[f].key, lf);
+		/* a one-letter key is 1-2 edits from every short key: no guess */
+		if (d < best && d < lk) {
+			best = d;
+			near = fields[f].key;
+		}
+	}
+	return near;
+}
+
 static bool dup_key(struct cctx *c, struct keyset *ks, size_t i, const char *sub)
 {
 	const struct cnode *n = ks->map;
@@ -883,7 +933,12 @@ bool walk_map(struct cctx *c, const struct cnode *n, const char *path, const str
 			if (strcmp(fields[f].key, key) == 0)
 				break;
 		if (f == nfields) {
-			cerr(c, n->keys[i]->line, sub, "unknown key");
+			const char *near = closest_key(key, fields, nfields);
+
+			if (near)
+				cerr(c, n->keys[i]->line, sub, "unknown key (did you mean `%s`?)", near);
+			else
+				cerr(c, n->keys[i]->line, sub, "unknown key");
 			continue;
 		}
 		mask |= (uint64_t)1 << f;

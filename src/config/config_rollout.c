@@ -69,8 +69,11 @@ static bool parse_target(struct cctx *c, const struct cnode *n, const char *path
 	}
 	path_key(sub, path, "canary");
 	if (t->svc->versions && !config_version_find(t->svc, ref.canary)) {
+		char names[256];
+
 		cerr(c, key_line(n, "canary"), sub,
-		     "version \"%s\" is not defined in service \"%s\"", ref.canary, ref.service);
+		     "version \"%s\" is not defined in service \"%s\" (defined: %s)", ref.canary,
+		     ref.service, config_version_names(t->svc, names, sizeof(names)));
 		return false;
 	}
 	if (t->svc->stable && strcmp(t->svc->stable, ref.canary) == 0) {

@@ -49,8 +49,8 @@ static void diag_output(struct fy_diag *diag, void *user, const char *buf, size_
 	struct ybuild *b = user;
 	const char *tag = ": error: ";
 	char text[512];
-	const char *e, *p;
-	int line = 0;
+	const char *e, *p, *hint;
+	int line = 0, col = 0;
 	size_t ml;
 
 	(void)diag;
@@ -76,10 +76,21 @@ static void diag_output(struct fy_diag *diag, void *user, const char *buf, size_
 		if (q < p - 1)
 			line = 0;
 	}
+	for (const char *q = p; q < e && col < 100000; q++)
+		col = col * 10 + (*q - '0');
 	e += strlen(tag);
 	ml = strcspn(e, "\n");
 	b->failed = true;
-	cerr(b->c, line, "", "syntax error: %.*s", (int)ml, e);
+	/* most YAML slips are a key indented one step too far or too little */
+	hint = strstr(e, "indent") || strstr(e, "multiline") || strstr(e, "mapping") ||
+	               strstr(e, "block") || strstr(e, "tab")
+	           ? "; check the indentation: keys of one mapping start in the same column, "
+	             "indent with spaces, not tabs"
+	           : "";
+	if (col > 0)
+		cerr(b->c, line, "", "syntax error at column %d: %.*s%s", col, (int)ml, e, hint);
+	else
+		cerr(b->c, line, "", "syntax error: %.*s%s", (int)ml, e, hint);
 }
 
 static struct cnode *anchor_find(struct ybuild *b, struct fy_token *t)

@@ -21,20 +21,19 @@
 #define RECONNECT_MS 2000 /* a lost connection is retried at most this often */
 #define ID_MAX       200
 
-static const char schema_sql[] =
-    "CREATE TABLE IF NOT EXISTS fleet_counters ("
-    "  node_id TEXT COLLATE \"C\" NOT NULL,"
-    "  service TEXT COLLATE \"C\" NOT NULL,"
-    "  version TEXT COLLATE \"C\" NOT NULL,"
-    "  cohort INTEGER NOT NULL,"
-    "  start_id BIGINT NOT NULL,"
-    "  data TEXT NOT NULL,"
-    "  ts TIMESTAMPTZ NOT NULL DEFAULT now(),"
-    "  PRIMARY KEY (node_id, service, version, cohort));"
-    "CREATE TABLE IF NOT EXISTS fleet_flushes ("
-    "  node_id TEXT COLLATE \"C\" PRIMARY KEY,"
-    "  start_id BIGINT NOT NULL,"
-    "  flushed_at TIMESTAMPTZ NOT NULL)";
+static const char schema_sql[] = "CREATE TABLE IF NOT EXISTS fleet_counters ("
+                                 "  node_id TEXT COLLATE \"C\" NOT NULL,"
+                                 "  service TEXT COLLATE \"C\" NOT NULL,"
+                                 "  version TEXT COLLATE \"C\" NOT NULL,"
+                                 "  cohort INTEGER NOT NULL,"
+                                 "  start_id BIGINT NOT NULL,"
+                                 "  data TEXT NOT NULL,"
+                                 "  ts TIMESTAMPTZ NOT NULL DEFAULT now(),"
+                                 "  PRIMARY KEY (node_id, service, version, cohort));"
+                                 "CREATE TABLE IF NOT EXISTS fleet_flushes ("
+                                 "  node_id TEXT COLLATE \"C\" PRIMARY KEY,"
+                                 "  start_id BIGINT NOT NULL,"
+                                 "  flushed_at TIMESTAMPTZ NOT NULL)";
 
 struct fc_total { /* one fleet-wide series */
 	char *service, *version;
@@ -110,7 +109,8 @@ static uint64_t sub0(uint64_t a, uint64_t b)
 }
 
 /* sum += cur - prev field-wise (saturating); prev NULL: sum += cur. */
-static void snap_add(struct metrics_cohort_snapshot *sum, const struct metrics_cohort_snapshot *prev,
+static void snap_add(struct metrics_cohort_snapshot *sum,
+                     const struct metrics_cohort_snapshot *prev,
                      const struct metrics_cohort_snapshot *cur)
 {
 	static const struct metrics_cohort_snapshot zero;
@@ -247,9 +247,8 @@ void fleet_counters_clear_nodes(struct fleet_counters *fc)
 		fc->nnodes = 0;
 }
 
-int fleet_counters_read(const struct fleet_counters *fc, const char *service,
-                        const char *version, enum cohort cohort,
-                        struct metrics_cohort_snapshot *out)
+int fleet_counters_read(const struct fleet_counters *fc, const char *service, const char *version,
+                        enum cohort cohort, struct metrics_cohort_snapshot *out)
 {
 	long t;
 
@@ -502,13 +501,14 @@ int fleet_counters_flush(struct fleet_counters *fc)
 			    fleet_counters_encode(&snap, data, sizeof(data)))
 				continue;
 			snprintf(co, sizeof(co), "%d", c);
-			rc = run_cmd(fc,
-			             "INSERT INTO fleet_counters (node_id, service, version, cohort,"
-			             " start_id, data, ts) VALUES ($1, $2, $3, $4::int, $5::bigint,"
-			             " $6, now()) ON CONFLICT (node_id, service, version, cohort)"
-			             " DO UPDATE SET start_id = excluded.start_id,"
-			             " data = excluded.data, ts = excluded.ts",
-			             6, p, "upsert counters");
+			rc =
+			    run_cmd(fc,
+			            "INSERT INTO fleet_counters (node_id, service, version, cohort,"
+			            " start_id, data, ts) VALUES ($1, $2, $3, $4::int, $5::bigint,"
+			            " $6, now()) ON CONFLICT (node_id, service, version, cohort)"
+			            " DO UPDATE SET start_id = excluded.start_id,"
+			            " data = excluded.data, ts = excluded.ts",
+			            6, p, "upsert counters");
 			if (rc)
 				goto out;
 			pend[k] = snap.requests;
@@ -556,10 +556,10 @@ int fleet_counters_merge(struct fleet_counters *fc)
 	if (conn_ensure(fc, NULL, 0))
 		return ERR_UNAVAILABLE;
 	/* the registry first: a flush seen here has its rows visible to the next read */
-	res = PQexec(fc->pg,
-	             "SELECT n.id, (extract(epoch FROM now() - n.last_seen) * 1000)::bigint,"
-	             " (extract(epoch FROM now() - f.flushed_at) * 1000)::bigint"
-	             " FROM fleet_nodes n LEFT JOIN fleet_flushes f ON f.node_id = n.id");
+	res =
+	    PQexec(fc->pg, "SELECT n.id, (extract(epoch FROM now() - n.last_seen) * 1000)::bigint,"
+	                   " (extract(epoch FROM now() - f.flushed_at) * 1000)::bigint"
+	                   " FROM fleet_nodes n LEFT JOIN fleet_flushes f ON f.node_id = n.id");
 	now = (int64_t)clock_wall_ms();
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		PQclear(res);
@@ -577,8 +577,8 @@ int fleet_counters_merge(struct fleet_counters *fc)
 		fleet_counters_note_node(fc, PQgetvalue(res, i, 0), seen <= fc->lease_ms, flushed);
 	}
 	PQclear(res);
-	res = PQexec(fc->pg,
-	             "SELECT node_id, start_id, service, version, cohort, data FROM fleet_counters");
+	res = PQexec(
+	    fc->pg, "SELECT node_id, start_id, service, version, cohort, data FROM fleet_counters");
 	if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
 		PQclear(res);
 		conn_drop(fc, "counters");

@@ -97,9 +97,8 @@ int fleet_counters_merge(struct fleet_counters *fc);
  * The fleet-wide cumulative counters of (service, version, cohort) as of
  * the last merge; zeros when no node reported the series.  0 or -EINVAL.
  */
-int fleet_counters_read(const struct fleet_counters *fc, const char *service,
-                        const char *version, enum cohort cohort,
-                        struct metrics_cohort_snapshot *out);
+int fleet_counters_read(const struct fleet_counters *fc, const char *service, const char *version,
+                        enum cohort cohort, struct metrics_cohort_snapshot *out);
 
 /*
  * A new JSON array of the ids of the nodes that were live at the last merge

@@ -29,7 +29,8 @@
 #define LOCAL_REVS_MAX  65536 /* local commits not yet passed by the feed */
 #define BACKOFF_MIN_MS  250
 #define BACKOFF_MAX_MS  2000
-#define PRUNE_MS        60000 /* the leader prunes the feed this often */
+#define PRUNE_MS        60000   /* the leader prunes the feed this often */
+#define HELD_MAX        1000000 /* documents remembered for a resync's deletes */
 
 #define STR_(x) #x
 #define XSTR(x) STR_(x)
@@ -67,6 +68,10 @@ static const char schema_sql[] =
     "  name TEXT COLLATE \"C\" NOT NULL,"
     "  at TIMESTAMPTZ NOT NULL DEFAULT now());"
     "CREATE INDEX IF NOT EXISTS changes_at ON changes (at);"
+    "CREATE TABLE IF NOT EXISTS fleet_feed ("
+    "  id INTEGER PRIMARY KEY CHECK (id = 1),"
+    "  pruned_upto BIGINT NOT NULL DEFAULT 0);"
+    "INSERT INTO fleet_feed (id) VALUES (1) ON CONFLICT DO NOTHING;"
     "CREATE OR REPLACE FUNCTION canaryd_doc_changed() RETURNS trigger LANGUAGE plpgsql AS $$"
     " DECLARE r BIGINT; k TEXT; n TEXT;"
     " BEGIN"
@@ -131,6 +136,14 @@ struct fleet {
 	int64_t latest;  /* the highest revision known to exist */
 	int64_t *local;  /* revisions this node committed, above applied, ascending */
 	size_t nlocal, caplocal;
+	/*
+	 * The documents this node holds, as sorted "kind\x01name" keys (every
+	 * published change keeps it current): a resync deletes those the store
+	 * no longer has.
+	 */
+	char **held;
+	size_t nheld, capheld;
+	uint64_t resyncs;
 
 	int64_t notify_rev;             /* the highest local revision not yet announced */
 	struct loop_timer notify_timer; /* armed at 0 ms: runs after this turn (cancellable) */
@@ -218,6 +231,83 @@ static int local_take(struct fleet *f, int64_t rev)
 		f->nlocal -= i;
 	}
 	return found;
+}
+
+/* --- the documents held ------------------------------------------------------------ */
+
+/* Position of kind/name in the sorted held keys; *found says whether it is there. */
+static size_t held_find(const struct fleet *f, const char *kind, const char *name, int *found)
+{
+	size_t lo = 0, hi = f->nheld, kl = strlen(kind);
+
+	*found = 0;
+	while (lo < hi) {
+		size_t mid = lo + (hi - lo) / 2;
+		const char *k = f->held[mid];
+		int c = strncmp(k, kind, kl);
+
+		if (c == 0)
+			c = (unsigned char)k[kl] - 1; /* the separator */
+		if (c == 0)
+			c = strcmp(k + kl + 1, name);
+		if (c == 0) {
+			*found = 1;
+			return mid;
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo;
+}
+
+/* Records that this node holds kind/name (present) or no longer does. */
+static void held_set(struct fleet *f, const char *kind, const char *name, int present)
+{
+	int found;
+	size_t at = held_find(f, kind, name, &found);
+	size_t kl = strlen(kind), nl = strlen(name);
+	char *key;
+
+	if (!present) {
+		if (found) {
+			free(f->held[at]);
+			memmove(f->held + at, f->held + at + 1,
+			        (f->nheld - at - 1) * sizeof(char *));
+			f->nheld--;
+		}
+		return;
+	}
+	if (found || f->nheld == HELD_MAX)
+		return; /* past the cap a resync may miss a delete: logged there */
+	if (f->nheld == f->capheld) {
+		size_t cap = f->capheld ? f->capheld * 2 : 64;
+		char **v = realloc(f->held, cap * sizeof(*v));
+
+		if (!v)
+			return;
+		f->held = v;
+		f->capheld = cap;
+	}
+	key = malloc(kl + nl + 2);
+	if (!key)
+		return;
+	memcpy(key, kind, kl);
+	key[kl] = '\x01';
+	memcpy(key + kl + 1, name, nl + 1);
+	memmove(f->held + at + 1, f->held + at, (f->nheld - at) * sizeof(char *));
+	f->held[at] = key;
+	f->nheld++;
+}
+
+static void held_free(struct fleet *f)
+{
+	for (size_t i = 0; i < f->nheld; i++)
+		free(f->held[i]);
+	free(f->held);
+	f->held = NULL;
+	f->nheld = f->capheld = 0;
 }
 
 /* --- connections ------------------------------------------------------------------- */
@@ -404,27 +494,47 @@ static int listen_ensure(struct fleet *f, char *err, size_t errlen)
 
 /* --- the changes feed -------------------------------------------------------------- */
 
-/* Applies one batch of the feed; *n rows read.  0 or ERR_UNAVAILABLE. */
+/*
+ * Applies one batch of the feed; *n rows read.  0, ERR_UNAVAILABLE, or 1
+ * when the feed no longer reaches back to this node's revision (pruned
+ * past it: resync from the documents).  The prune watermark and the rows
+ * are read in one statement, so in one snapshot.
+ */
 static int feed_batch(struct fleet *f, int *n)
 {
 	char since[24];
 	const char *p[1] = {since};
 	PGresult *res;
+	int rows;
 
 	snprintf(since, sizeof(since), "%" PRId64, f->applied);
 	res = query(f, &f->ls,
-	            "SELECT c.rev, c.kind, c.name, d.body, d.rev FROM changes c"
-	            " LEFT JOIN docs d ON d.kind = c.kind AND d.name = c.name"
-	            " WHERE c.rev > $1::bigint ORDER BY c.rev LIMIT " XSTR(FEED_BATCH),
+	            "SELECT w.pruned_upto, c.rev, c.kind, c.name, c.body, c.doc_rev"
+	            " FROM fleet_feed w LEFT JOIN LATERAL ("
+	            "  SELECT c.rev, c.kind, c.name, d.body, d.rev AS doc_rev FROM changes c"
+	            "  LEFT JOIN docs d ON d.kind = c.kind AND d.name = c.name"
+	            "  WHERE c.rev > $1::bigint ORDER BY c.rev LIMIT " XSTR(
+	                FEED_BATCH) ") c ON true"
+	                            " WHERE w.id = 1 ORDER BY c.rev",
 	            1, p);
 	if (!res)
 		return ERR_UNAVAILABLE;
-	*n = PQntuples(res);
-	for (int i = 0; i < *n; i++) {
-		int64_t rev = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-		int deleted = PQgetisnull(res, i, 4);
-		int64_t doc_rev = deleted ? 0 : strtoll(PQgetvalue(res, i, 4), NULL, 10);
+	rows = PQntuples(res);
+	*n = 0;
+	if (rows >= 1 && strtoll(PQgetvalue(res, 0, 0), NULL, 10) > f->applied) {
+		PQclear(res);
+		return 1;
+	}
+	for (int i = 0; i < rows; i++) {
+		int64_t rev;
+		int deleted = PQgetisnull(res, i, 5);
+		int64_t doc_rev;
 
+		if (PQgetisnull(res, i, 1))
+			continue; /* the watermark's row alone: nothing new */
+		(*n)++;
+		rev = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+		doc_rev = deleted ? 0 : strtoll(PQgetvalue(res, i, 5), NULL, 10);
 		f->applied = rev;
 		if (rev > f->latest)
 			f->latest = rev;
@@ -433,15 +543,126 @@ static int feed_batch(struct fleet *f, int *n)
 		if (!deleted && doc_rev != rev)
 			continue; /* a later change carries this document */
 		state_apply(f->state,
-		            &(struct state_update){.kind = PQgetvalue(res, i, 1),
-		                                   .name = PQgetvalue(res, i, 2),
-		                                   .json = deleted ? NULL : PQgetvalue(res, i, 3),
+		            &(struct state_update){.kind = PQgetvalue(res, i, 2),
+		                                   .name = PQgetvalue(res, i, 3),
+		                                   .json = deleted ? NULL : PQgetvalue(res, i, 4),
 		                                   .rev = rev,
 		                                   .origin = STATE_REMOTE});
 		f->changes_applied++;
 	}
 	PQclear(res);
 	return 0;
+}
+
+/*
+ * The feed was pruned past this node's revision (it was away longer than
+ * the feed keeps): applies every document of every kind newer than what it
+ * has, and deletes those it holds that the store no longer has; then the
+ * feed continues from the store's revision read in the same snapshot.
+ * 0 or ERR_UNAVAILABLE (nothing changed then).
+ */
+static int resync(struct fleet *f)
+{
+	PGresult *res;
+	char *seen = NULL, **gone = NULL, applied[24], rev[24];
+	size_t ngone = 0;
+	int64_t top, from = f->applied;
+	int rows, rc = 0;
+
+	res =
+	    query(f, &f->ls,
+	          "SELECT (SELECT value FROM revision WHERE id = 1), d.kind, d.name, d.body, d.rev"
+	          " FROM (SELECT 1) one LEFT JOIN docs d ON d.kind IN ('traffic', 'mirror',"
+	          " 'faults', 'flag', 'flagconfig', 'rollout')",
+	          0, NULL);
+	if (!res)
+		return ERR_UNAVAILABLE;
+	rows = PQntuples(res);
+	top = rows ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : f->applied;
+	snprintf(applied, sizeof(applied), "%" PRId64, from);
+	snprintf(rev, sizeof(rev), "%" PRId64, top);
+	log_warn("fleet: the changes feed no longer reaches back to this node's revision; "
+	         "resyncing from the documents",
+	         "applied", applied, "revision", rev, NULL);
+	if (f->nheld == HELD_MAX)
+		log_warn("fleet: too many documents to remember; a resync may miss deletes", NULL);
+	/* first the held keys the store no longer has (publishing changes held) */
+	seen = calloc(f->nheld ? f->nheld : 1, 1);
+	if (!seen) {
+		PQclear(res);
+		return -ENOMEM;
+	}
+	for (int i = 0; i < rows; i++) {
+		int found;
+		size_t at;
+
+		if (PQgetisnull(res, i, 1))
+			continue;
+		at = held_find(f, PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), &found);
+		if (found)
+			seen[at] = 1;
+	}
+	for (size_t i = 0; i < f->nheld; i++)
+		ngone += !seen[i];
+	if (ngone) {
+		gone = calloc(ngone, sizeof(*gone));
+		if (!gone) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		for (size_t i = 0, k = 0; i < f->nheld; i++)
+			if (!seen[i] && !(gone[k++] = strdup(f->held[i]))) {
+				rc = -ENOMEM;
+				goto out;
+			}
+	}
+	/* every document newer than this node's revision (or not held) */
+	for (int i = 0; i < rows; i++) {
+		const char *kind = PQgetvalue(res, i, 1), *name = PQgetvalue(res, i, 2);
+		int64_t drev;
+		int found;
+
+		if (PQgetisnull(res, i, 1))
+			continue;
+		drev = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+		held_find(f, kind, name, &found);
+		if (found && drev <= from)
+			continue; /* this node applied this very write already */
+		state_apply(f->state, &(struct state_update){.kind = kind,
+		                                             .name = name,
+		                                             .json = PQgetvalue(res, i, 3),
+		                                             .rev = drev,
+		                                             .origin = STATE_REMOTE});
+		f->changes_applied++;
+	}
+	/* held but gone from the store: deleted while this node was away */
+	for (size_t k = 0; k < ngone; k++) {
+		char *sep = strchr(gone[k], '\x01');
+
+		if (!sep)
+			continue;
+		*sep = '\0';
+		state_apply(f->state, &(struct state_update){.kind = gone[k],
+		                                             .name = sep + 1,
+		                                             .json = NULL,
+		                                             .rev = top,
+		                                             .origin = STATE_REMOTE});
+		held_set(f, gone[k], sep + 1, 0); /* in case no subscriber took it */
+		f->changes_applied++;
+	}
+	if (top > f->applied)
+		f->applied = top;
+	if (top > f->latest)
+		f->latest = top;
+	local_take(f, f->applied);
+	f->resyncs++;
+out:
+	for (size_t k = 0; gone && k < ngone; k++)
+		free(gone[k]);
+	free(gone);
+	free(seen);
+	PQclear(res);
+	return rc;
 }
 
 static void take_notifies(struct fleet *f);
@@ -458,8 +679,13 @@ int fleet_catch_up(struct fleet *f)
 		int n = FEED_BATCH;
 
 		f->feed_wanted = 0;
-		while (n == FEED_BATCH && rc == 0)
+		while (n == FEED_BATCH && rc == 0) {
 			rc = feed_batch(f, &n);
+			if (rc == 1) { /* pruned past this node: from the documents, then on */
+				rc = resync(f);
+				n = FEED_BATCH;
+			}
+		}
 		take_notifies(f);
 		if (!f->feed_wanted)
 			break;
@@ -558,6 +784,7 @@ static void on_local_change(void *arg, const struct state_update *u)
 {
 	struct fleet *f = arg;
 
+	held_set(f, u->kind, u->name, u->json != NULL);
 	if (u->origin != STATE_LOCAL)
 		return;
 	local_add(f, u->rev);
@@ -734,15 +961,14 @@ static int check_holder(struct fleet *f)
 				const char *q[1] = {lease};
 
 				snprintf(lease, sizeof(lease), "%" PRId64, f->lease_ms);
-				r2 = query(f, &f->lk,
-				           "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-				           " WHERE datname = current_database() AND pid <> "
-				           "pg_backend_pid()"
-				           " AND application_name = 'canaryd'"
-				           " AND state LIKE 'idle in transaction%'"
-				           " AND state_change < now() - $1::bigint * interval '1 "
-				           "millisecond'",
-				           1, q);
+				r2 = query(
+				    f, &f->lk,
+				    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+				    " WHERE datname = current_database()"
+				    " AND pid <> pg_backend_pid() AND application_name = 'canaryd'"
+				    " AND state LIKE 'idle in transaction%' AND state_change <"
+				    " now() - $1::bigint * interval '1 millisecond'",
+				    1, q);
 				PQclear(r2);
 			}
 			ended = 1;
@@ -798,10 +1024,14 @@ static void on_node(struct loop *loop, struct loop_timer *t)
 		    5, p);
 		PQclear(res);
 		if (f->leader && f->lk.pg && clock_mono_ms() - f->last_prune_ms >= PRUNE_MS) {
-			/* a node an hour behind restarts from the documents (docs/fleet.md) */
-			PQclear(query(f, &f->lk,
-			              "DELETE FROM changes WHERE at < now() - interval '1 hour'", 0,
-			              NULL));
+			/* a node whose revision is pruned resyncs from the documents */
+			PQclear(
+			    query(f, &f->lk,
+			          "WITH gone AS (DELETE FROM changes WHERE at < now() - interval"
+			          " '1 hour' RETURNING rev) UPDATE fleet_feed SET pruned_upto ="
+			          " greatest(pruned_upto, (SELECT max(rev) FROM gone))"
+			          " WHERE id = 1 AND EXISTS (SELECT 1 FROM gone)",
+			          0, NULL));
 			f->last_prune_ms = clock_mono_ms();
 		}
 	}
@@ -844,6 +1074,24 @@ static int create_schema(struct fleet *f, char *err, size_t errlen)
 out_fail:
 	snprintf(err, errlen, "fleet: cannot create the fleet schema");
 	return -EIO;
+}
+
+/* The documents the modules loaded at start (the feed keeps the set current after). */
+static int held_load(struct fleet *f, char *err, size_t errlen)
+{
+	PGresult *res = query(f, &f->lk,
+	                      "SELECT kind, name FROM docs WHERE kind IN ('traffic', 'mirror',"
+	                      " 'faults', 'flag', 'flagconfig', 'rollout')",
+	                      0, NULL);
+
+	if (!res) {
+		snprintf(err, errlen, "fleet: cannot read the documents");
+		return ERR_UNAVAILABLE;
+	}
+	for (int i = 0; i < PQntuples(res); i++)
+		held_set(f, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1), 1);
+	PQclear(res);
+	return 0;
 }
 
 /* Was this node the last holder?  Then its old session is on its way out: wait for it. */
@@ -916,6 +1164,8 @@ struct fleet *fleet_new(struct loop *loop, struct state *state, const struct fle
 			goto out_free;
 		}
 	f->subscribed = 1;
+	if (held_load(f, err, errlen))
+		goto out_free;
 	state_set_fence(state, fence, f);
 	first_acquire(f);
 	loop_timer_start(loop, &f->lease_timer,
@@ -948,6 +1198,7 @@ void fleet_free(struct fleet *f)
 	conn_close(f, &f->ls);
 	conn_close(f, &f->lk); /* releases the lock: another node leads at its next try */
 	free(f->local);
+	held_free(f);
 	free(f->url);
 	free(f);
 }
@@ -1026,12 +1277,12 @@ json_t *fleet_health_json(struct fleet *f)
 {
 	int up = f->lk.pg && f->ls.pg;
 
-	return json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:b}", "status",
-	                 up ? "ok" : "degraded", "node", f->id, "role",
-	                 fleet_is_leader(f) ? "leader" : "follower", "term",
-	                 (json_int_t)fleet_term(f), "applied_revision",
-	                 (json_int_t)fleet_applied_revision(f), "lag_revisions", (json_int_t)lag(f),
-	                 "holder", f->holder, "listening", f->ls.registered);
+	return json_pack(
+	    "{s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:b, s:I}", "status", up ? "ok" : "degraded",
+	    "node", f->id, "role", fleet_is_leader(f) ? "leader" : "follower", "term",
+	    (json_int_t)fleet_term(f), "applied_revision", (json_int_t)fleet_applied_revision(f),
+	    "lag_revisions", (json_int_t)lag(f), "holder", f->holder, "listening", f->ls.registered,
+	    "resyncs", (json_int_t)f->resyncs);
 }
 
 int fleet_write_prometheus(const struct fleet *f, struct buf *out)

@@ -864,10 +864,10 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	}
 	t0_us = clock_mono_us();
 	if (json_object_size(per_target) || json_object_size(shadow)) {
-		json_t *ivd = json_pack("{s:I, s:I, s:I, s:b, s:O, s:O}", "interval_end_ms",
-		                        (json_int_t)now, "interval_ms", (json_int_t)interval,
-		                        "step", (json_int_t)r->step, "bake", bake, "targets",
-		                        per_target, "shadow", shadow);
+		json_t *ivd =
+		    json_pack("{s:I, s:I, s:I, s:b, s:O, s:O}", "interval_end_ms", (json_int_t)now,
+		              "interval_ms", (json_int_t)interval, "step", (json_int_t)r->step,
+		              "bake", bake, "targets", per_target, "shadow", shadow);
 
 		if (ivd && missing) {
 			json_object_set_new(ivd, "incomplete", json_boolean(incomplete));

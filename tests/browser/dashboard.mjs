@@ -161,6 +161,15 @@ try {
   await fl.page.click("[data-testid=unexclude-node-7]");
   await fl.page.waitForSelector("[data-testid=exclude] >> text=node-7", { state: "detached" });
   check(true, "a node excluded and removed again");
+  await fl.page.fill("[data-testid=node-input]", "node-9");
+  await fl.page.click("[data-testid=include-add]");
+  await fl.page.waitForSelector("[data-testid=include] >> text=node-9");
+  check(true, "a node included (PUT of the whole definition)");
+  await click(fl.page, "kill");
+  await fl.page.waitForSelector("[data-testid=flag-enabled]:has-text('no')");
+  await click(fl.page, "enable");
+  await fl.page.waitForSelector("[data-testid=flag-enabled]:has-text('yes')");
+  check(true, "kill switch and enable from the page");
   await fl.ctx.close();
 
   // -- a read token sees everything and can change nothing

@@ -346,7 +346,8 @@ static void test_undefined_version(void **state)
 	       "        endpoints: [10.0.0.1:80]\n"
 	       "    sticky: none\n"
 	       "    stable: v9\n",
-	       "bad.yaml:7: services.web.stable: version \"v9\" is not defined");
+	       "bad.yaml:7: services.web.stable: version \"v9\" is not defined in service \"web\" "
+	       "(defined: v1)");
 }
 
 static void test_unknown_keys_types_duplicates(void **state)
@@ -362,7 +363,7 @@ static void test_unknown_keys_types_duplicates(void **state)
 	       "metrics: http://x\n"
 	       "colour: blue\n",
 	       "bad.yaml:3: admin.listen: duplicate key (first defined on line 2)",
-	       "bad.yaml:4: admin.publik_read: unknown key",
+	       "bad.yaml:4: admin.publik_read: unknown key (did you mean `public_read`?)",
 	       "bad.yaml:5: admin.public_read: expected true or false, got \"yes\"",
 	       "bad.yaml:6: admin.tokens: expected a sequence, got a mapping",
 	       "bad.yaml:7: workers: expected an integer, got \"many\"",
@@ -458,7 +459,7 @@ static void test_service_policy_errors(void **state)
 	    "defined",
 	    "bad.yaml:13: services.web.overrides[1].cohort: expected canary or stable, got "
 	    "\"blue\"",
-	    "bad.yaml:15: services.web.overrides[2].version: version \"v3\" is not defined",
+	    "bad.yaml:15: services.web.overrides[2].version: version \"v3\" is not defined in service \"web\" (defined: v1, v2)",
 	    "bad.yaml:16: services.web.overrides[3]: missing required key \"cohort\" (or "
 	    "\"version\")",
 	    "bad.yaml:17: services.web.timeouts.connect: expected a duration like 250ms, 30s, "
@@ -471,9 +472,9 @@ static void test_service_policy_errors(void **state)
 	    "GET, got \"get\"",
 	    "bad.yaml:19: services.web.mirror.body_cap: expected a size like 65536, 64KiB or "
 	    "1MiB, got \"1TiB\"",
-	    "bad.yaml:19: services.web.mirror.version: version \"v5\" is not defined",
+	    "bad.yaml:19: services.web.mirror.version: version \"v5\" is not defined in service \"web\" (defined: v1, v2)",
 	    "bad.yaml:20: services.web.faults.v2.abort.status: must be between 100 and 599",
-	    "bad.yaml:20: services.web.faults.v7: version \"v7\" is not defined",
+	    "bad.yaml:20: services.web.faults.v7: version \"v7\" is not defined in service \"web\" (defined: v1, v2)",
 	    "bad.yaml:21: services.web.drain: expected a duration like 250ms, 30s, 5m, 24h or "
 	    "14d, got \"forever\"",
 	    "bad.yaml:22: services.web.max_header_bytes: must be between 1024 and 1048576 bytes");
@@ -811,7 +812,7 @@ static void test_syntax_errors(void **state)
 {
 	(void)state;
 	EXPECT("admin:\n  listen: [127.0.0.1:1\nworkers: 1\n",
-	       "bad.yaml:4: syntax error: flow sequence without a closing bracket");
+	       "bad.yaml:4: syntax error at column 1: flow sequence without a closing bracket");
 	EXPECT("a: 1\n  b: 2\n", "bad.yaml:1: syntax error: invalid multiline plain key");
 	EXPECT("", "bad.yaml: the configuration is empty");
 	EXPECT("- 1\n", "bad.yaml:1: expected a mapping, got a sequence");
@@ -988,7 +989,8 @@ static void test_load_file_errors(void **state)
 	assert_int_equal(config_errors_count(&errs), 2);
 	config_error_format(config_errors_get(&errs, 0), line, sizeof(line));
 	assert_string_equal(
-	    line, DATA "bad-stable.yaml:7: services.web.stable: version \"v9\" is not defined");
+	    line, DATA "bad-stable.yaml:7: services.web.stable: version \"v9\" is not defined in "
+	               "service \"web\" (defined: v1, v2)");
 	config_error_format(config_errors_get(&errs, 1), line, sizeof(line));
 	assert_string_equal(line, DATA "bad-stable.yaml:11: rollouts.web.steps[1].weight: must be "
 	                               "between 0 and 100");
@@ -1635,6 +1637,39 @@ static void test_errors_list(void **state)
 	assert_int_equal(config_errors_count(&errs), 0);
 }
 
+/* --- errors that help the fix (issue 15) ------------------------------------------ */
+
+static void test_errors_suggest_the_fix(void **state)
+{
+	(void)state;
+	/* a misspelt key: the allowed key of that mapping within 2 edits */
+	EXPECT("services:\n"
+	       "  demo:\n"
+	       "    versions:\n"
+	       "      v1: {endpoints: [10.0.0.1:80]}\n"
+	       "    stabel: v1\n"
+	       "    stable: v1\n"
+	       "    verisons: {}\n"
+	       "    zzzzzz: 1\n",
+	       "bad.yaml:5: services.demo.stabel: unknown key (did you mean `stable`?)",
+	       "bad.yaml:7: services.demo.verisons: unknown key (did you mean `versions`?)",
+	       "bad.yaml:8: services.demo.zzzzzz: unknown key");
+	/* a dangling version reference names the versions that exist */
+	EXPECT("services:\n"
+	       "  demo:\n"
+	       "    versions:\n"
+	       "      v1: {endpoints: [10.0.0.1:80]}\n"
+	       "      v2: {endpoints: [10.0.0.2:80]}\n"
+	       "      v3: {endpoints: [10.0.0.3:80]}\n"
+	       "    stable: v1\n"
+	       "rollouts:\n"
+	       "  r:\n"
+	       "    target: {service: demo, canary: v4}\n"
+	       "    steps: [{weight: 10}]\n",
+	       "bad.yaml:10: rollouts.r.target.canary: version \"v4\" is not defined in service "
+	       "\"demo\" (defined: v1, v2, v3)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1673,6 +1708,7 @@ int main(void)
 	    cmocka_unit_test(test_url_errors_redacted),
 	    cmocka_unit_test(test_name_rule),
 	    cmocka_unit_test(test_json_strict_types),
+	    cmocka_unit_test(test_errors_suggest_the_fix),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -337,6 +337,55 @@ static void test_a_paused_leader_is_ended_and_replaced(void **state)
 	fx->a.fleet->leader = 0;
 }
 
+/*
+ * A node away longer than the feed keeps (its rows pruned) resyncs from the
+ * documents: newer bodies applied, a document deleted meanwhile deleted,
+ * then the feed goes on from the store's revision.
+ */
+static void test_a_node_behind_a_pruned_feed_resyncs_from_the_documents(void **state)
+{
+	struct pgfix *fx = *state;
+	int64_t rev0;
+
+	assert_int_equal(commit_doc(&fx->a, "flag", "keep", "{\"v\":1}"), 0);
+	assert_int_equal(commit_doc(&fx->a, "flag", "gone", "{\"v\":1}"), 0);
+	assert_int_equal(commit_doc(&fx->a, "flag", "same", "{\"v\":1}"), 0);
+	rev0 = state_revision(fx->a.state);
+	/* b restarts: its modules loaded the documents at rev0 */
+	node_close(&fx->b);
+	memset(&fx->b, 0, sizeof(fx->b));
+	node_open(fx, &fx->b, "node-b");
+	fx->b.fleet->applied = rev0;
+	/* while b is away: a change, a delete, a new document; then the feed is pruned */
+	assert_int_equal(commit_doc(&fx->a, "flag", "keep", "{\"v\":2}"), 0);
+	assert_int_equal(state_commit(fx->a.state,
+	                              &(struct state_doc){.kind = "flag",
+	                                                  .name = "gone",
+	                                                  .json = NULL,
+	                                                  .expect_rev = STORE_REV_ANY},
+	                              1, NULL, 0, NULL),
+	                 0);
+	assert_int_equal(commit_doc(&fx->a, "flag", "new", "{\"v\":7}"), 0);
+	db_sql(fx, "UPDATE changes SET at = now() - interval '2 hours'");
+	assert_true(fleet_is_leader(fx->a.fleet));
+	fx->a.fleet->last_prune_ms = 0;
+	on_node(fx->loop, &fx->a.fleet->node_timer); /* the leader's prune */
+	assert_int_equal(fleet_catch_up(fx->b.fleet), 0);
+	assert_int_equal(fx->b.fleet->resyncs, 1);
+	assert_int_equal(fx->b.remote_flags, 2); /* keep v2 and new; "same" not again */
+	assert_int_equal(fx->b.remote_deletes, 1);
+	assert_int_equal(fleet_applied_revision(fx->b.fleet), state_revision(fx->a.state));
+	/* after it, the feed as usual: no second resync */
+	assert_int_equal(commit_doc(&fx->a, "flag", "after", "{\"v\":3}"), 0);
+	assert_int_equal(fleet_catch_up(fx->b.fleet), 0);
+	assert_int_equal(fx->b.fleet->resyncs, 1);
+	assert_int_equal(fx->b.remote_flags, 3);
+	assert_string_equal(fx->b.last_json, "{\"v\":3}");
+	/* a node that kept up is not resynced by a prune */
+	assert_int_equal(fleet_catch_up(fx->a.fleet), 0);
+	assert_int_equal(fx->a.fleet->resyncs, 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest pure[] = {
@@ -355,6 +404,8 @@ int main(void)
 	                                    pg_teardown),
 	    cmocka_unit_test_setup_teardown(test_a_paused_leader_is_ended_and_replaced, pg_setup,
 	                                    pg_teardown),
+	    cmocka_unit_test_setup_teardown(
+	        test_a_node_behind_a_pruned_feed_resyncs_from_the_documents, pg_setup, pg_teardown),
 	};
 	int rc = cmocka_run_group_tests_name("fleet", pure, NULL, NULL);
 

@@ -27,9 +27,8 @@ static const char *pg_url;
 static struct fleet_counters *pure_new(const char *node)
 {
 	char err[256];
-	struct fleet_counters *fc =
-	    fleet_counters_new(NULL, NULL, &(struct fleet_counters_config){.node_id = node}, err,
-	                       sizeof(err));
+	struct fleet_counters *fc = fleet_counters_new(
+	    NULL, NULL, &(struct fleet_counters_config){.node_id = node}, err, sizeof(err));
 
 	assert_non_null(fc);
 	return fc;
@@ -68,10 +67,10 @@ static void test_encode_decode_round_trip(void **state)
 	text[strlen(text) - 1] = 'x';
 	assert_int_equal(fleet_counters_decode(text, &b), -EINVAL);
 	assert_int_equal(b.requests, 0);
-	assert_int_equal(
-	    fleet_counters_decode("1 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 1 5 999:1", &b), -EINVAL);
-	assert_int_equal(
-	    fleet_counters_decode("1 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 1 5 5:2", &b), -EINVAL);
+	assert_int_equal(fleet_counters_decode("1 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 1 5 999:1", &b),
+	                 -EINVAL);
+	assert_int_equal(fleet_counters_decode("1 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 1 5 5:2", &b),
+	                 -EINVAL);
 	assert_int_equal(fleet_counters_decode("1 0 0 0 0 1 0 0 0 0 0 0 0 0 0 0 1 5 5:1", &b), 0);
 	assert_int_equal(b.hist.counts[5], 1);
 	assert_int_equal(fleet_counters_encode(&a, text, 8), -ENOBUFS);
@@ -148,7 +147,8 @@ static void test_state_is_bounded(void **state)
 	snap_of(&a, 1, 0, 10);
 	for (int i = 0; i < FLEET_COUNTERS_MAX_SERIES + 5; i++) {
 		snprintf(ver, sizeof(ver), "v%d", i);
-		if (fleet_counters_ingest(fc, "node-a", 1, "web", ver, COHORT_CANARY, &a) == -ENOSPC)
+		if (fleet_counters_ingest(fc, "node-a", 1, "web", ver, COHORT_CANARY, &a) ==
+		    -ENOSPC)
 			refused++;
 	}
 	assert_int_equal(refused, 5);
@@ -232,10 +232,11 @@ static void seen(PGconn *pg, const char *node, const char *ago)
 {
 	char q[512];
 
-	snprintf(q, sizeof(q),
-	         "INSERT INTO fleet_nodes VALUES ('%s', '', 'follower', 1, 0, now() - interval '%s')"
-	         " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
-	         node, ago);
+	snprintf(
+	    q, sizeof(q),
+	    "INSERT INTO fleet_nodes VALUES ('%s', '', 'follower', 1, 0, now() - interval '%s')"
+	    " ON CONFLICT (id) DO UPDATE SET last_seen = excluded.last_seen",
+	    node, ago);
 	sql(pg, q);
 }
 
@@ -270,7 +271,8 @@ static void node_down(struct pg_node *n)
 static void record(struct pg_node *n, enum cohort c, int count, int status, uint64_t lat)
 {
 	for (int i = 0; i < count; i++)
-		metrics_record(n->reg, (unsigned)(i % 2), n->web2, c, status, lat, METRICS_ERR_NONE);
+		metrics_record(n->reg, (unsigned)(i % 2), n->web2, c, status, lat,
+		               METRICS_ERR_NONE);
 }
 
 static void test_pg_flush_merge_restart_and_missing(void **state)
