@@ -96,7 +96,8 @@ static void usage(FILE *f)
 	      "\n"
 	      "  -c, --config FILE   configuration (default canaryd.yaml)\n"
 	      "  -t, --check         validate the configuration, print errors or a\n"
-	      "                      one-line summary, exit 0 (valid) or 1 (invalid)\n"
+	      "                      one-line summary, exit 0 (valid) or 1 (invalid)\n"	      "  --allow-missing-env with --check: an unset ${VAR} is a warning and is\n"
+	      "                      linted with a placeholder value (CI without secrets)\n"
 	      "  --log-level LEVEL   debug, info (default), warn or error\n"
 	      "  -V, --version       print the version\n"
 	      "  -h, --help          this help\n"
@@ -105,8 +106,68 @@ static void usage(FILE *f)
 	      f);
 }
 
-/* Loads and validates path; prints every error and returns NULL on failure. */
-static struct config *load_config(const char *path, char *msg, size_t msglen)
+#define ENV_SCAN_CAP (16u << 20) /* bytes of the config scanned for ${VAR} */
+
+/*
+ * --check --allow-missing-env: every ${NAME} of the file at path (no
+ * ":-default", not "$${") whose NAME is unset is warned about on stderr
+ * ("FILE:LINE: warning: ...") and set, for this process only, to a
+ * placeholder long enough for a token secret, so the rest of the file is
+ * still linted.  Returns how many were unset.
+ */
+static int env_placeholders(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char line[8192], name[128], val[192];
+	int lineno = 0, n = 0, at_start = 1;
+	size_t total = 0;
+
+	if (!f)
+		return 0; /* load_config reports it */
+	while (fgets(line, sizeof(line), f) && total < ENV_SCAN_CAP) {
+		const char *p = line;
+
+		total += strlen(line);
+		if (at_start)
+			lineno++;
+		at_start = strchr(line, '\n') != NULL; /* else the line goes on in the next read */
+		while ((p = strstr(p, "${"))) {
+			size_t nl = 0;
+
+			if (p > line && p[-1] == '$') {
+				p += 2;
+				continue;
+			}
+			p += 2;
+			while ((p[nl] == '_' || (p[nl] >= 'A' && p[nl] <= 'Z') ||
+			        (p[nl] >= 'a' && p[nl] <= 'z') || (nl && p[nl] >= '0' && p[nl] <= '9')) &&
+			       nl < sizeof(name) - 1)
+				nl++;
+			if (nl == 0 || p[nl] != '}')
+				continue; /* a default, or not a reference: the loader judges it */
+			memcpy(name, p, nl);
+			name[nl] = '\0';
+			if (!getenv(name)) {
+				fprintf(stderr,
+				        "%s:%d: warning: environment variable %s is not set "
+				        "(--allow-missing-env)\n",
+				        path, lineno, name);
+				snprintf(val, sizeof(val), "placeholder-for-unset-%s-0123456789abcdef", name);
+				if (setenv(name, val, 0) == 0)
+					n++;
+			}
+		}
+	}
+	fclose(f);
+	return n;
+}
+
+/*
+ * Loads and validates path; reports every error and returns NULL on
+ * failure: as "FILE:LINE: ..." lines for --check (a person or CI reads
+ * them), else as one JSON log line each (a running daemon's stderr is JSON).
+ */
+static struct config *load_config(const char *path, int human, char *msg, size_t msglen)
 {
 	struct config_errors errs;
 	struct config *cfg;
@@ -114,7 +175,16 @@ static struct config *load_config(const char *path, char *msg, size_t msglen)
 	config_errors_init(&errs);
 	cfg = config_load_file(path, &errs);
 	if (!cfg || config_errors_count(&errs)) {
-		config_errors_print(&errs, stderr);
+		if (human) {
+			config_errors_print(&errs, stderr);
+		} else {
+			char line[2048];
+
+			for (size_t i = 0; i < config_errors_count(&errs); i++) {
+				config_error_format(config_errors_get(&errs, i), line, sizeof(line));
+				log_error("configuration error", "config", path, "error", line, NULL);
+			}
+		}
 		if (msg) {
 			size_t off = 0;
 
@@ -331,8 +401,8 @@ static void engine_tick(struct loop *loop, struct loop_timer *t)
 {
 	struct daemon *d = t->data;
 
-	/* in a fleet only the leader decides; followers follow its documents */
-	if (!d->fleet || fleet_is_leader(d->fleet))
+	/* in a fleet only the leader decides (or, store lost, rollback-only: docs/fleet.md) */
+	if (!d->fleet || fleet_is_leader(d->fleet) || fleet_rollback_only(d->fleet))
 		rollout_engine_tick(d->engine, (int64_t)clock_wall_ms());
 	notify_poll(d->notify);
 	if (!d->stopping)
@@ -518,7 +588,7 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 	/* the actor may be a token name of the configuration being replaced */
 	snprintf(actor, sizeof(actor), "%s", actor_in);
 	msg[0] = '\0';
-	cfg = load_config(d->config_path, msg, msglen);
+	cfg = load_config(d->config_path, 0, msg, msglen);
 	if (!cfg)
 		return reload_failed(d, actor, msg);
 	if (api_flags_check(d->flags, cfg, msg, msglen) != 0) {
@@ -592,6 +662,7 @@ int main(int argc, char **argv)
 	static const struct option lopts[] = {
 	    {"config", required_argument, NULL, 'c'},
 	    {"check", no_argument, NULL, 't'},
+	    {"allow-missing-env", no_argument, NULL, 'E'},
 	    {"log-level", required_argument, NULL, 'l'},
 	    {"version", no_argument, NULL, 'V'},
 	    {"help", no_argument, NULL, 'h'},
@@ -599,7 +670,7 @@ int main(int argc, char **argv)
 	};
 	struct daemon d = {.config_path = "canaryd.yaml"};
 	char err[512], admin_addr[300], summary[512];
-	int c, check = 0, rc = 1;
+	int c, check = 0, allow_missing_env = 0, missing = 0, rc = 1;
 	int64_t start_rev = 0;
 
 	while ((c = getopt_long(argc, argv, "c:tVh", lopts, NULL)) != -1) {
@@ -609,6 +680,9 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			check = 1;
+			break;
+		case 'E':
+			allow_missing_env = 1;
 			break;
 		case 'l':
 			if (log_level_parse(optarg) < 0) {
@@ -632,7 +706,13 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	d.cfg = load_config(d.config_path, NULL, 0);
+	if (allow_missing_env && !check) {
+		fputs("canaryd: --allow-missing-env only goes with --check\n", stderr);
+		return 2;
+	}
+	if (check && allow_missing_env)
+		missing = env_placeholders(d.config_path);
+	d.cfg = load_config(d.config_path, check, NULL, 0);
 	if (!d.cfg)
 		return 1;
 	if (check) {
@@ -641,6 +721,9 @@ int main(int argc, char **argv)
 		config_errors_init(&warns); /* settings that advance without evidence */
 		config_evidence_warnings(d.cfg, &warns);
 		config_errors_print(&warns, stderr);
+		if (missing)
+			fprintf(stderr, "%s: %d environment variable(s) not set: linted with placeholders\n",
+			        d.config_path, missing);
 		config_errors_release(&warns);
 		config_summary(d.cfg, summary, sizeof(summary));
 		puts(summary);

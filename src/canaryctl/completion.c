@@ -12,7 +12,7 @@
 
 #include "canaryctl/ctl.h"
 
-#define VERBS                                                                            \
+#define VERBS                                                                             \
 	"status check-config rollout rollback watch evidence flags events shadow faults " \
 	"fleet export completion"
 

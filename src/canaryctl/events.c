@@ -15,8 +15,7 @@
 #include "canaryctl/ctl.h"
 #include "core/buf.h"
 
-#define EVENTS_USAGE \
-	"events [--follow] [--subject S] [--kind K] [--since ID] [--interval-ms 1000]"
+#define EVENTS_USAGE     "events [--follow] [--subject S] [--kind K] [--since ID] [--interval-ms 1000]"
 #define EVENTS_PAGE      1000
 #define EVENTS_MAX_PAGES 100000 /* 10^8 events: bounds a server that never ends a page */
 #define PATH_CAP         128
@@ -156,12 +155,12 @@ int ctl_events(const struct ctl *ctl_in, int argc, char **argv)
 		} else if (strcmp(a, "--interval-ms") == 0 && i + 1 < argc) {
 			interval_ms = strtoll(argv[++i], &end, 10);
 			if (end == argv[i] || *end || interval_ms < 50 || interval_ms > 600000)
-				return ctl_usage_arg(EVENTS_USAGE, "--interval-ms takes 50..600000, not",
-				                     argv[i]);
+				return ctl_usage_arg(
+				    EVENTS_USAGE, "--interval-ms takes 50..600000, not", argv[i]);
 		} else if (strcmp(a, "-o") == 0 && i + 1 < argc) {
 			if (ctl_set_output(&ctl, argv[++i]) != 0)
-				return ctl_usage_arg(EVENTS_USAGE, "-o takes table, json or yaml, not",
-				                     argv[i]);
+				return ctl_usage_arg(EVENTS_USAGE,
+				                     "-o takes table, json or yaml, not", argv[i]);
 		} else {
 			return ctl_usage_arg(EVENTS_USAGE, "unknown option or missing argument", a);
 		}

@@ -17,8 +17,8 @@
 #include "config/config.h"
 #include "flags/flag.h"
 
-#define FLAGS_USAGE                                                        \
-	"flags list\n  flags get NAME\n  flags set NAME [--percentage P] " \
+#define FLAGS_USAGE                                                               \
+	"flags list\n  flags get NAME\n  flags set NAME [--percentage P] "        \
 	"[--enabled[=true|false]] [--create]\n  flags exclude NAME --nodes a,b\n" \
 	"  flags kill NAME\n  flags history NAME"
 #define PATH_CAP 256
@@ -155,7 +155,8 @@ static int hist_one(json_t *ev, void *arg)
 		json_t *o = json_object_get(json_is_object(after) ? before : after, k);
 
 		if (!o || !json_equal(o, v))
-			print_change(k, json_is_object(after) ? o : v, json_is_object(after) ? v : o);
+			print_change(k, json_is_object(after) ? o : v,
+			             json_is_object(after) ? v : o);
 	}
 	if (json_is_object(after) && json_is_object(before)) {
 		json_object_foreach(before, k, v)
@@ -277,10 +278,11 @@ int ctl_flags(const struct ctl *ctl_in, int argc, char **argv)
 
 			rc = ctl_call_ex(&ctl, "GET", path, NULL, 0, CTL_QUIET_NOTFOUND, &st, &doc);
 			if (rc != CTL_OK && st == 404) {
-				fprintf(stderr,
-				        "canaryctl: flag \"%s\" does not exist (see `canaryctl flags "
-				        "list`; add --create to create it)\n",
-				        name);
+				fprintf(
+				    stderr,
+				    "canaryctl: flag \"%s\" does not exist (see `canaryctl flags "
+				    "list`; add --create to create it)\n",
+				    name);
 				return CTL_FAILED;
 			}
 			if (rc != CTL_OK)

@@ -8,11 +8,13 @@
  * and the "bake" objects are shown generically for that reason).
  */
 #include <errno.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -27,6 +29,68 @@
 #define GONE_MS         10000 /* watch gives up after this long without an answer */
 #define POLL_TIMEOUT_MS 3000  /* one watch request */
 #define EVIDENCE_MS     120000
+
+/*
+ * watch on a terminal without $NO_COLOR sets this: states and verdicts get
+ * colours and marks (render_view).  Everything else prints plain text.
+ */
+static bool styled;
+
+#define SGR_GREEN  "\x1b[32m"
+#define SGR_YELLOW "\x1b[33m"
+#define SGR_RED    "\x1b[31m"
+#define SGR_BOLD   "\x1b[1m"
+#define SGR_RESET  "\x1b[0m"
+
+/* The colour and mark of a rollout state or a verdict outcome ("" when plain). */
+static const char *style_of(const char *word, const char **mark)
+{
+	static const struct {
+		const char *word, *sgr, *mark;
+	} map[] = {
+	    {"completed", SGR_GREEN, "\xe2\x9c\x93 "},   {"pass", SGR_GREEN, "\xe2\x9c\x93 "},
+	    {"progressing", SGR_GREEN, "\xe2\x96\xb6 "}, {"paused", SGR_YELLOW, "\xe2\x8f\xb8 "},
+	    {"inconclusive", SGR_YELLOW, "? "},          {"error", SGR_YELLOW, "! "},
+	    {"rolled_back", SGR_RED, "\xe2\x9c\x97 "},   {"failed", SGR_RED, "\xe2\x9c\x97 "},
+	    {"fail", SGR_RED, "\xe2\x9c\x97 "},
+	};
+
+	*mark = "";
+	if (!styled)
+		return "";
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (strcmp(word, map[i].word) == 0) {
+			*mark = map[i].mark;
+			return map[i].sgr;
+		}
+	return "";
+}
+
+/* word, coloured and marked when styled, padded to width visible columns. */
+static void put_styled(struct buf *b, const char *word, int width)
+{
+	const char *mark, *sgr = style_of(word, &mark);
+	int pad = width - (int)strlen(word) - (*mark ? 2 : 0);
+
+	buf_printf(b, "%s%s%s%s%*s", sgr, mark, word, *sgr ? SGR_RESET : "", pad > 0 ? pad : 0, "");
+}
+
+/* "3s", "250ms", "2m30s", "1h5m": a duration in milliseconds for people. */
+static void fmt_duration(long long ms, char *out, size_t len)
+{
+	long long s = ms / 1000;
+
+	if (ms < 0)
+		snprintf(out, len, "-");
+	else if (ms < 1000)
+		snprintf(out, len, "%lldms", ms);
+	else if (s < 60)
+		snprintf(out, len, ms % 1000 ? "%.1fs" : "%.0fs", (double)ms / 1000.0);
+	else if (s < 3600)
+		snprintf(out, len, s % 60 ? "%lldm%llds" : "%lldm", s / 60, s % 60);
+	else
+		snprintf(out, len, (s / 60) % 60 ? "%lldh%lldm" : "%lldh", s / 3600, (s / 60) % 60);
+}
 
 /* ------------------------------------------------------------------ */
 /* Arguments */
@@ -274,8 +338,8 @@ static void put_state_line(struct buf *b, const json_t *ro)
 	struct step_pos p;
 
 	step_pos(ro, &p);
-	buf_printf(b, "%s \xe2\x80\x94 step %lld of %lld (%s, %s)", jstr(ro, "state", "?"), p.cur,
-	           p.of, p.kind, p.phase);
+	put_styled(b, jstr(ro, "state", "?"), 0);
+	buf_printf(b, " \xe2\x80\x94 step %lld of %lld (%s, %s)", p.cur, p.of, p.kind, p.phase);
 }
 
 /* "web=10%, api=0% (rolled back)" */
@@ -328,11 +392,21 @@ static void put_object_inline(struct buf *b, const json_t *o, const char *skip)
 	json_t *v;
 	char tmp[64];
 	bool first = true;
+	size_t klen;
 
 	json_object_foreach((json_t *)o, key, v)
 	{
 		if (json_is_null(v) || (skip && strcmp(key, skip) == 0))
 			continue;
+		klen = strlen(key);
+		if (json_is_integer(v) && klen > 3 && strcmp(key + klen - 3, "_ms") == 0 &&
+		    json_integer_value(v) < 1000000000000LL) {
+			/* "bake 3s", not "bake_ms 3000" */
+			fmt_duration((long long)json_integer_value(v), tmp, sizeof(tmp));
+			buf_printf(b, "%s%.*s %s", first ? "" : ", ", (int)(klen - 3), key, tmp);
+			first = false;
+			continue;
+		}
 		buf_printf(b, "%s%s ", first ? "" : ", ", key);
 		first = false;
 		if (json_is_string(v)) {
@@ -418,8 +492,10 @@ static void put_check(struct buf *b, const json_t *c)
 		buf_append_lit(b, " no verdict yet\n");
 		return;
 	}
+	buf_append_lit(b, " ");
+	put_styled(b, jstr(v, "outcome", "?"), 12);
 	buf_printf(
-	    b, " %-12s canary %s vs baseline %s (%lld / %lld requests)", jstr(v, "outcome", "?"),
+	    b, " canary %s vs baseline %s (%lld / %lld requests)",
 	    fmt_num(json_object_get(json_object_get(v, "canary"), "value"), cv, sizeof(cv)),
 	    fmt_num(json_object_get(json_object_get(v, "baseline"), "value"), bv, sizeof(bv)),
 	    jint(json_object_get(v, "canary"), "requests"),
@@ -505,9 +581,10 @@ static void render_view(struct buf *b, const json_t *ro)
 			buf_printf(b, "\n              reason: %s", jstr(x, "reason", ""));
 		buf_append_lit(b, "\n");
 	}
-	if (json_is_integer(json_object_get(ro, "time_to_detect_ms")))
-		buf_printf(b, "  detected    %lld ms after the first failing interval began\n",
-		           jint(ro, "time_to_detect_ms"));
+	if (json_is_integer(json_object_get(ro, "time_to_detect_ms"))) {
+		fmt_duration(jint(ro, "time_to_detect_ms"), t1, sizeof(t1));
+		buf_printf(b, "  detected    %s after the first failing interval began\n", t1);
+	}
 	if (json_is_integer(json_object_get(ro, "time_to_mitigate_us")))
 		buf_printf(b, "  mitigated   %.3f ms after the decision\n",
 		           (double)jint(ro, "time_to_mitigate_us") / 1000.0);
@@ -740,12 +817,111 @@ static int64_t mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+static volatile sig_atomic_t resized; /* SIGWINCH: redraw at the new width now */
+
+static void on_winch(int sig)
+{
+	(void)sig;
+	resized = 1;
+}
+
 static void sleep_ms(int64_t ms)
 {
 	struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
 
-	while (ms > 0 && nanosleep(&ts, &ts) == -1 && errno == EINTR)
+	while (ms > 0 && nanosleep(&ts, &ts) == -1 && errno == EINTR && !resized)
 		;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The terminal's columns (TIOCGWINSZ on stdout), 80 when it will not say. */
+static int term_width(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0)
+		return ws.ws_col;
+	return 80;
+}
+
+/*
+ * Appends text to out with every line cut to fit width columns, so the
+ * terminal never wraps one: a long line ends at its last space that fits
+ * (a word is not split unless it alone is wider) followed by an ellipsis.
+ * Colour escapes take no column; a UTF-8 character takes one.
+ */
+static void fit_lines(struct buf *out, const char *text, int width)
+{
+	const char *line = text;
+	int max = width > 2 ? width - 1 : 1; /* the last column: some terminals wrap there */
+
+	while (*line) {
+		const char *end = strchr(line, '\n'), *p, *cut = NULL, *space = NULL;
+		int cols = 0;
+
+		if (!end)
+			end = line + strlen(line);
+		for (p = line; p < end; p++) {
+			if (*p == '\x1b') { /* CSI ... final byte */
+				while (p + 1 < end &&
+				       !((p[1] >= '@' && p[1] <= '~') && p[1] != '['))
+					p++;
+				p++;
+				continue;
+			}
+			if (((unsigned char)*p & 0xC0) == 0x80)
+				continue;
+			if (cols == max - 1 && !cut)
+				cut = p; /* room left for the ellipsis */
+			if (*p == ' ' && cols < max - 1)
+				space = p;
+			cols++;
+		}
+		if (cols <= max) {
+			buf_append(out, line, (size_t)(end - line));
+		} else {
+			if (space && space > line && (space - line) > max / 3)
+				cut = space;
+			buf_append(out, line, (size_t)(cut - line));
+			if (styled)
+				buf_append_lit(out, SGR_RESET);
+			buf_append_lit(out, "\xe2\x80\xa6");
+		}
+		buf_append_lit(out, "\n");
+		line = *end ? end + 1 : end;
+	}
+}
+
+/* Countdowns a person at the terminal waits on: the next gate, the bake, a review. */
+static void put_countdowns(struct buf *b, const json_t *ro)
+{
+	const json_t *st = json_object_get(ro, "step"), *bake = json_object_get(ro, "bake");
+	int64_t now = wall_ms();
+	char d[40];
+
+	if (json_is_integer(json_object_get(st, "gate_at"))) {
+		fmt_duration(jint(st, "gate_at") - now > 0 ? jint(st, "gate_at") - now : 0, d,
+		             sizeof(d));
+		buf_printf(b, "  next gate   in %s\n", d);
+	}
+	if (json_is_integer(json_object_get(bake, "until"))) {
+		fmt_duration(jint(bake, "until") - now > 0 ? jint(bake, "until") - now : 0, d,
+		             sizeof(d));
+		buf_printf(b, "  bake ends   in %s\n", d);
+	}
+	if (json_is_integer(json_object_get(ro, "review_deadline"))) {
+		int64_t left = jint(ro, "review_deadline") - now;
+
+		fmt_duration(left > 0 ? left : 0, d, sizeof(d));
+		buf_printf(b, "  review ends in %s\n", d);
+	}
 }
 
 /* The rollback pipeline ("post") is over: missing, no stage, or stage done. */
@@ -819,6 +995,16 @@ int ctl_watch(const struct ctl *ctl, int argc, char **argv)
 		    interval_s);
 	rollout_path(path, sizeof(path), a.pos[0], "");
 	buf_init(&b, VIEW_CAP);
+	if (tty && !a.ctl.json) {
+		const char *nc = getenv("NO_COLOR"); /* no-color.org: set and not empty */
+		struct sigaction sa;
+
+		styled = !(nc && *nc);
+		memset(&sa, 0, sizeof(sa));
+		sa.sa_handler = on_winch; /* no SA_RESTART: the wait ends, the view is redrawn */
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGWINCH, &sa, NULL);
+	}
 	last_ok = mono_ms();
 	for (;;) {
 		int64_t t0 = mono_ms();
@@ -872,10 +1058,18 @@ int ctl_watch(const struct ctl *ctl, int argc, char **argv)
 			}
 			now_s = strndup(buf_head(&b), buf_used(&b));
 			if (tty && !a.ctl.json) {
+				struct buf screen;
+
 				/* redraw in place: home, clear screen, the view, a footer */
-				fputs("\x1b[H\x1b[2J", stdout);
-				fputs(now_s ? now_s : "", stdout);
-				printf("\n(every %lld ms; Ctrl-C to stop)\n", interval);
+				if (!watch_over(ro))
+					put_countdowns(&b, ro);
+				buf_printf(&b, "\n(every %lld ms; Ctrl-C to stop)\n", interval);
+				buf_init(&screen, VIEW_CAP);
+				buf_append_lit(&screen, "\x1b[H\x1b[2J");
+				resized = 0;
+				fit_lines(&screen, buf_cstr(&b), term_width());
+				fwrite(buf_head(&screen), 1, buf_used(&screen), stdout);
+				buf_release(&screen);
 			} else if (!prev || !now_s || strcmp(prev, now_s) != 0) {
 				if (prev && !a.ctl.json)
 					fputs("\n", stdout);

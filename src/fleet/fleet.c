@@ -131,6 +131,12 @@ struct fleet {
 	int64_t seen_term; /* the highest term seen (lease row, notifications) */
 	char holder[FLEET_ID_MAX + 1];
 	uint64_t renewed_ms; /* clock_mono_ms() when the last good renewal was sent */
+	/*
+	 * The term this node led when it lost the store (its connection, or the
+	 * lease ran out unrenewed); 0 otherwise.  While set and not leading, the
+	 * node judges rollback-only (fleet_rollback_only()).
+	 */
+	int64_t lost_term;
 
 	int64_t applied; /* the feed is applied up to here */
 	int64_t latest;  /* the highest revision known to exist */
@@ -561,12 +567,12 @@ static int feed_batch(struct fleet *f, int *n)
  * feed continues from the store's revision read in the same snapshot.
  * 0 or ERR_UNAVAILABLE (nothing changed then).
  */
-static int resync(struct fleet *f)
+static int resync(struct fleet *f, int everything)
 {
 	PGresult *res;
 	char *seen = NULL, **gone = NULL, applied[24], rev[24];
 	size_t ngone = 0;
-	int64_t top, from = f->applied;
+	int64_t top, from = everything ? 0 : f->applied;
 	int rows, rc = 0;
 
 	res =
@@ -581,8 +587,9 @@ static int resync(struct fleet *f)
 	top = rows ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : f->applied;
 	snprintf(applied, sizeof(applied), "%" PRId64, from);
 	snprintf(rev, sizeof(rev), "%" PRId64, top);
-	log_warn("fleet: the changes feed no longer reaches back to this node's revision; "
-	         "resyncing from the documents",
+	log_warn(everything ? "fleet: applying every document again"
+	                    : "fleet: the changes feed no longer reaches back to this node's "
+	                      "revision; resyncing from the documents",
 	         "applied", applied, "revision", rev, NULL);
 	if (f->nheld == HELD_MAX)
 		log_warn("fleet: too many documents to remember; a resync may miss deletes", NULL);
@@ -682,7 +689,7 @@ int fleet_catch_up(struct fleet *f)
 		while (n == FEED_BATCH && rc == 0) {
 			rc = feed_batch(f, &n);
 			if (rc == 1) { /* pruned past this node: from the documents, then on */
-				rc = resync(f);
+				rc = resync(f, 0);
 				n = FEED_BATCH;
 			}
 		}
@@ -817,13 +824,14 @@ static void on_poll(struct loop *loop, struct loop_timer *t)
 
 /* --- leadership -------------------------------------------------------------------- */
 
-static void step_down(struct fleet *f, const char *why)
+static void step_down(struct fleet *f, const char *why, int store_lost)
 {
 	char t[24];
 
 	if (!f->leader)
 		return;
 	f->leader = 0;
+	f->lost_term = store_lost ? f->term : 0;
 	f->leader_changes++;
 	snprintf(t, sizeof(t), "%" PRId64, f->term);
 	log_warn("fleet: no longer the leader", "term", t, "reason", why, NULL);
@@ -869,6 +877,7 @@ static int try_acquire(struct fleet *f)
 	f->seen_term = f->term;
 	f->renewed_ms = sent;
 	f->leader = 1;
+	f->lost_term = 0; /* leading again: a pending rollback commits under the new term */
 	f->leader_changes++;
 	snprintf(f->holder, sizeof(f->holder), "%s", f->id);
 	{
@@ -904,12 +913,12 @@ static void renew(struct fleet *f)
 	    2, p);
 	if (!res) {
 		if (!f->lk.pg)
-			step_down(f, "lost the lock's connection");
+			step_down(f, "lost the lock's connection", 1);
 		return;
 	}
 	if (PQntuples(res) != 1) {
 		PQclear(res);
-		step_down(f, "the term moved on");
+		step_down(f, "the term moved on", 0);
 		return;
 	}
 	PQclear(res);
@@ -984,13 +993,22 @@ static void on_lease(struct loop *loop, struct loop_timer *t)
 	uint64_t next = FLEET_TRY_MS;
 
 	if (f->leader && fleet_lease_lapsed(f->renewed_ms, clock_mono_ms(), f->lease_ms))
-		step_down(f, "the lease lapsed before it could be renewed");
+		step_down(f, "the lease lapsed before it could be renewed", 1);
 	if (conn_ensure(f, &f->lk, NULL, 0) == 0) {
 		if (f->leader) {
 			renew(f);
 			next = (uint64_t)f->lease_ms / 3;
 		} else if (try_acquire(f) == 1) {
 			next = (uint64_t)f->lease_ms / 3;
+		} else if (f->lk.pg && f->lost_term) {
+			/* another session holds the lock: the store is back and it leads */
+			if (resync(f, 1) == 0) {
+				log_warn(
+				    "fleet: the store is back and another node leads; what this "
+				    "node applied locally is undone",
+				    NULL);
+				f->lost_term = 0;
+			}
 		} else if (f->lk.pg && check_holder(f)) {
 			next = 50; /* its session is ending: try again soon */
 		}
@@ -1205,10 +1223,15 @@ void fleet_free(struct fleet *f)
 
 /* --- views ------------------------------------------------------------------------- */
 
+int fleet_rollback_only(struct fleet *f)
+{
+	return !fleet_is_leader(f) && f->lost_term != 0;
+}
+
 int fleet_is_leader(struct fleet *f)
 {
 	if (f->leader && fleet_lease_lapsed(f->renewed_ms, clock_mono_ms(), f->lease_ms))
-		step_down(f, "the lease lapsed before it could be renewed");
+		step_down(f, "the lease lapsed before it could be renewed", 1);
 	return f->leader;
 }
 

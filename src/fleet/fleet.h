@@ -94,6 +94,18 @@ void fleet_free(struct fleet *f);
  */
 int fleet_is_leader(struct fleet *f);
 
+/*
+ * 1 while this node, which led, has lost the store (its lock connection,
+ * or its lease ran out unrenewed) and has not seen another node lead since:
+ * it keeps judging in a rollback-only mode (docs/fleet.md).  Its decisions
+ * cannot commit (the fence refuses them without the term), except that a
+ * rollback is applied to this node's proxy at once and persisted when this
+ * node leads again.  Ends when it leads again, or when the store answers
+ * and another session holds the lock: then every document is applied
+ * again, which undoes the local-only change and drops the pending decision.
+ */
+int fleet_rollback_only(struct fleet *f);
+
 /* This node's term while leader, else the highest term seen (0: none yet). */
 int64_t fleet_term(const struct fleet *f);
 

@@ -634,6 +634,44 @@ int traffic_set_weight(struct traffic *t, const char *service, const char *canar
 	return set_traffic(t, service, NULL, canary, weight, actor, "service.traffic");
 }
 
+int traffic_set_weight_local(struct traffic *t, const char *service, const char *canary,
+                             uint32_t weight)
+{
+	const struct proxy_service *ps;
+	struct proxy_table *table;
+	struct entry next, *e;
+	char *name;
+	int rc = begin(t, service, &next, &ps);
+
+	if (rc)
+		return rc;
+	free(next.canary);
+	next.canary = dup_or_null(canary);
+	next.weight = weight;
+	if (canary && !next.canary) {
+		entry_release(&next);
+		return -ENOMEM;
+	}
+	table = derive(t, &next);
+	e = table ? entry_get(t, service) : NULL;
+	if (!e) {
+		if (table)
+			snap_obj_unref(&table->obj);
+		entry_release(&next);
+		return table ? -ENOMEM : ERR_INVALID;
+	}
+	name = e->service;
+	e->service = NULL;
+	entry_release(e);
+	*e = next;
+	free(e->service);
+	e->service = name;
+	publish(t, table);
+	log_warn("traffic changed on this node only (the store is away)", "service", service,
+	         "canary", canary ? canary : "", NULL);
+	return 0;
+}
+
 int traffic_set_stable(struct traffic *t, const char *service, const char *version,
                        const char *actor)
 {

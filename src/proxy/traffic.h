@@ -91,6 +91,15 @@ int traffic_set_weight(struct traffic *t, const char *service, const char *canar
  * Makes version service's stable version and removes the canary (a
  * completed rollout).  Audited as "service.promoted".
  */
+/*
+ * traffic_set_weight() on this node's proxy only, without a commit: the
+ * rollback a fleet leader takes while the store is away (docs/fleet.md).
+ * The next committed or applied document of the service replaces it.
+ * 0, ERR_NOTFOUND, ERR_INVALID, -ENOMEM.
+ */
+int traffic_set_weight_local(struct traffic *t, const char *service, const char *canary,
+                             uint32_t weight);
+
 int traffic_set_stable(struct traffic *t, const char *service, const char *version,
                        const char *actor);
 

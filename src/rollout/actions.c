@@ -108,6 +108,22 @@ int rollout_act_weight(struct rollout_engine *e, struct run *r, size_t t, const 
 	return rc ? traffic_failed(e, "rollout could not set a weight", tg->service, rc) : 0;
 }
 
+int rollout_act_weight_local(struct rollout_engine *e, struct run *r, size_t t)
+{
+	const struct config_target *tg = run_target(r, t);
+	const struct target_run *tr = &r->targets[t];
+	int rc;
+
+	if (tg->kind != CONFIG_TARGET_SERVICE)
+		return 0;
+	if (!e->be.traffic) /* the test seam has no commit to skip */
+		return e->be.set_weight(e->be.ctx, tg->service, tg->canary, tr->weight,
+		                        ENGINE_ACTOR);
+	rc = traffic_set_weight_local(e->be.traffic, tg->service, tg->canary, tr->weight);
+	return rc ? traffic_failed(e, "rollout could not set a weight locally", tg->service, rc)
+	          : 0;
+}
+
 const char *rollout_stable_version(const struct rollout_engine *e, const struct config_target *tg)
 {
 	const char *v = e->be.traffic     ? traffic_stable_of(e->be.traffic, tg->service)
@@ -172,9 +188,53 @@ int rollout_act_stable(struct rollout_engine *e, struct run *r, size_t t, const 
 	          : 0;
 }
 
+/*
+ * Logs the lifecycle events a person on call looks for in the daemon's log
+ * (starts, steps, approvals, failing verdicts, rollbacks, the end), with
+ * the same one-line text a notification carries; passing verdicts and
+ * intervals stay in the store only.
+ */
+static void log_lifecycle(const char *kind, const char *name, const json_t *details)
+{
+	static const char *const info[] = {
+	    "rollout.started",  "rollout.retry",  "rollout.step",    "rollout.approval_needed",
+	    "rollout.approved", "rollout.paused", "rollout.resumed", "rollout.completed",
+	};
+	static const char *const warn[] = {"rollout.rollback", "rollout.rollback.finished",
+	                                   "rollout.failed"};
+	const char *outcome = json_string_value(json_object_get(details, "outcome"));
+	char text[1024];
+
+	if (!kind)
+		return;
+	if (strcmp(kind, "verdict") == 0) {
+		if (!outcome || strcmp(outcome, "pass") == 0)
+			return;
+		notify_text(kind, name, details, text, sizeof(text));
+		log_warn("rollout check failed", "rollout", name, "event", kind, "outcome", outcome,
+		         "text", text, NULL);
+		return;
+	}
+	for (size_t i = 0; i < sizeof(warn) / sizeof(warn[0]); i++)
+		if (strcmp(kind, warn[i]) == 0) {
+			notify_text(kind, name, details, text, sizeof(text));
+			log_warn("rollout event", "rollout", name, "event", kind, "text", text,
+			         NULL);
+			return;
+		}
+	for (size_t i = 0; i < sizeof(info) / sizeof(info[0]); i++)
+		if (strcmp(kind, info[i]) == 0) {
+			notify_text(kind, name, details, text, sizeof(text));
+			log_info("rollout event", "rollout", name, "event", kind, "text", text,
+			         NULL);
+			return;
+		}
+}
+
 void rollout_act_notify(struct rollout_engine *e, const char *kind, const char *name,
                         const json_t *details)
 {
+	log_lifecycle(kind, name, details);
 	if (e->be.notifier)
 		notify_event(e->be.notifier, kind, name, details);
 	else if (e->be.notify)

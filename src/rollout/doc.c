@@ -323,7 +323,9 @@ int rollout_run_load(struct run *r, const char *text)
 	char *copy = strdup(text);
 
 	free(r->committed);
-	r->committed = copy; /* NULL when out of memory: a failed commit then idles the run */
+	r->committed = copy;     /* NULL when out of memory: a failed commit then idles the run */
+	json_decref(r->pending); /* another node's document wins over a local decision */
+	r->pending = NULL;
 	return rollout_run_parse(r, text);
 }
 
@@ -340,17 +342,26 @@ json_t *rollout_event_list(const char *kind, json_t *details)
 	return a;
 }
 
-int rollout_persist(struct rollout_engine *e, struct run *r, const char *actor, json_t *events)
+/*
+ * rollout_persist(), and with defer a rollback's: see engine_internal.h.
+ * A pending rollback's events go first, in the same transaction.
+ */
+static int persist(struct rollout_engine *e, struct run *r, const char *actor, json_t *events,
+                   bool defer)
 {
 	char subject[STORE_NAME_MAX + 1], errmsg[256];
-	size_t nevs = json_array_size(events), i;
+	size_t nevs, i;
 	struct state_event *evs = NULL;
 	char **details = NULL;
 	char *doc = NULL;
-	json_t *x;
+	json_t *x, *all = json_array();
 	int rc = -ENOMEM;
 
 	snprintf(subject, sizeof(subject), "rollout/%s", r->cfg->name);
+	if (!all || (r->pending && json_array_extend(all, r->pending)) ||
+	    (events && json_array_extend(all, events)))
+		goto out_restore;
+	nevs = json_array_size(all);
 	x = run_doc(r);
 	doc = x ? json_dumps(x, JSON_COMPACT) : NULL;
 	json_decref(x);
@@ -358,7 +369,7 @@ int rollout_persist(struct rollout_engine *e, struct run *r, const char *actor, 
 	details = calloc(nevs ? nevs : 1, sizeof(*details));
 	if (!doc || !evs || !details)
 		goto out_restore;
-	json_array_foreach(events, i, x)
+	json_array_foreach(all, i, x)
 	{
 		details[i] = json_dumps(json_object_get(x, "details"), JSON_COMPACT);
 		if (!details[i])
@@ -375,15 +386,33 @@ int rollout_persist(struct rollout_engine *e, struct run *r, const char *actor, 
 	    1, evs, nevs, NULL);
 	if (rc)
 		goto out_restore;
+	if (r->pending)
+		log_info("rollout: the rollback decided while the store was away is persisted",
+		         "rollout", r->cfg->name, NULL);
+	json_decref(r->pending);
+	r->pending = NULL;
 	free(r->committed);
 	r->committed = doc;
 	doc = NULL;
-	json_array_foreach(events, i, x)
+	json_array_foreach(all, i, x)
 	    rollout_act_notify(e, json_string_value(json_object_get(x, "kind")), r->cfg->name,
 	                       json_object_get(x, "details"));
 	goto out;
 
 out_restore:
+	if (defer && rc == ERR_UNAVAILABLE && doc) {
+		/* keep the decision: the run stays rolled back, its events wait */
+		log_warn("rollout: the store is away; the rollback is applied here and persisted "
+		         "when it returns",
+		         "rollout", r->cfg->name, NULL);
+		free(r->committed);
+		r->committed = doc;
+		doc = NULL;
+		json_decref(r->pending);
+		r->pending = json_incref(all);
+		rc = 1;
+		goto out;
+	}
 	log_warn("rollout store write failed", "rollout", r->cfg->name, "error", err_str(rc),
 	         "detail", state_errmsg(e->be.state, errmsg, sizeof(errmsg)), NULL);
 	run_restore(r);
@@ -393,7 +422,44 @@ out:
 	free(details);
 	free(evs);
 	free(doc);
+	json_decref(all);
 	json_decref(events);
+	return rc;
+}
+
+int rollout_persist(struct rollout_engine *e, struct run *r, const char *actor, json_t *events)
+{
+	return persist(e, r, actor, events, false);
+}
+
+int rollout_persist_or_defer(struct rollout_engine *e, struct run *r, const char *actor,
+                             json_t *events)
+{
+	return persist(e, r, actor, events, true);
+}
+
+int rollout_flush_pending(struct rollout_engine *e, struct run *r)
+{
+	int rc;
+
+	if (!r->pending)
+		return 0;
+	rc = rollout_persist(e, r, ENGINE_ACTOR, NULL);
+	if (rc == 0) {
+		/* now through the state path: every node's proxy takes the zero weights */
+		for (size_t t = 0; t < r->cfg->ntargets; t++)
+			if (r->targets[t].rolled_back)
+				rollout_act_weight(e, r, t, ENGINE_ACTOR);
+		return 0;
+	}
+	if (rc == ERR_CONFLICT) {
+		log_warn("rollout: another node leads now; the rollback decided while the store "
+		         "was away is dropped (the leader judges again)",
+		         "rollout", r->cfg->name, NULL);
+		json_decref(r->pending);
+		r->pending = NULL;
+		rollout_engine_reload(e, r->cfg->name, NULL);
+	}
 	return rc;
 }
 
@@ -403,6 +469,8 @@ static int load_doc(void *arg, const char *name, const char *json, int64_t rev)
 	struct run *r = rollout_find(e, name);
 
 	(void)rev;
+	if (r && r->pending)
+		return 0; /* a rollback decided while the store was away: kept, then persisted */
 	if (r && rollout_run_load(r, json))
 		log_warn("unreadable rollout document; treated as idle", "rollout", name, NULL);
 	return 0;

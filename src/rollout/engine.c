@@ -475,6 +475,7 @@ void rollout_engine_free(struct rollout_engine *e)
 		free(e->runs[i].targets);
 		free(e->runs[i].checks);
 		free(e->runs[i].committed);
+		json_decref(e->runs[i].pending);
 	}
 	free(e->runs);
 	free(e);

@@ -186,6 +186,13 @@ struct run {
 	 * reading the store (which may be the thing that is away).
 	 */
 	char *committed;
+	/*
+	 * A rollback decided while the store was away (docs/fleet.md): its
+	 * events (a JSON array, owned; NULL: none), committed with the run's
+	 * document by the next rollout_persist() that succeeds.  committed
+	 * holds the rolled-back document meanwhile.
+	 */
+	json_t *pending;
 };
 
 struct rollout_engine {
@@ -288,6 +295,24 @@ json_t *rollout_event_list(const char *kind, json_t *details);
  */
 int rollout_persist(struct rollout_engine *e, struct run *r, const char *actor, json_t *events);
 
+/*
+ * rollout_persist() for a rollback: when the store is away (ERR_UNAVAILABLE)
+ * the run keeps its new state, its document becomes the one a later
+ * failure restores, and the events join r->pending; returns 1 then (the
+ * caller applies the rollback locally), else what rollout_persist() does.
+ */
+int rollout_persist_or_defer(struct rollout_engine *e, struct run *r, const char *actor,
+                             json_t *events);
+
+/*
+ * Commits r's pending rollback (document and every deferred event) when
+ * the store takes it: 0 (or nothing pending), ERR_UNAVAILABLE (kept for the
+ * next try), or ERR_CONFLICT: this node no longer holds the leader's term,
+ * the decision is dropped and the run reloaded from the store (the leader
+ * judges again).
+ */
+int rollout_flush_pending(struct rollout_engine *e, struct run *r);
+
 /* Parses text into r as rollout_run_parse() and keeps it as r's last committed document. */
 int rollout_run_load(struct run *r, const char *text);
 
@@ -375,6 +400,13 @@ bool rollout_act_save_flag(struct rollout_engine *e, struct run *r, size_t t);
 
 /* Applies target t's desired weight (or restores a rolled-back flag).  0 or an error. */
 int rollout_act_weight(struct rollout_engine *e, struct run *r, size_t t, const char *actor);
+
+/*
+ * rollout_act_weight() on this node's proxy only, without a commit (a
+ * rollback while the store is away: traffic_set_weight_local()).  Flag and
+ * other targets wait for the store (0).
+ */
+int rollout_act_weight_local(struct rollout_engine *e, struct run *r, size_t t);
 
 /* Mirrors target t's service to its canary at r->targets[t].shadow.  0 or an error. */
 int rollout_act_shadow(struct rollout_engine *e, struct run *r, size_t t, const char *actor);

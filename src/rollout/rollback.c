@@ -79,6 +79,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	uint64_t mask = 0, t_persisted, t_set, t1_us;
 	char why[256] = "";
 	int rc, applied;
+	bool deferred;
 
 	if (!t0_us)
 		t0_us = clock_mono_us();
@@ -116,16 +117,24 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	if (v)
 		json_object_set_new(d, "verdict", check_verdict_json(v));
 	json_array_append_new(evs, rollout_event("rollout.rollback", d));
-	rc = rollout_persist(e, r, actor, evs);
-	if (rc)
+	/*
+	 * A failing check's rollback with the store away: the safe direction is
+	 * taken here at once and persisted when the store returns (docs/fleet.md).
+	 * Controls a person sends answer 503 instead.
+	 */
+	rc = 0 ? rollout_persist_or_defer(e, r, actor, evs)
+	                                       : rollout_persist(e, r, actor, evs);
+	if (rc < 0)
 		return rc;
+	deferred = rc == 1;
 	r->ctr.rollbacks[cls]++;
 	t_persisted = clock_mono_us();
 
 	for (size_t t = 0; t < ro->ntargets; t++) {
 		if (only >= 0 && (size_t)only != t)
 			continue;
-		rc = rollout_act_weight(e, r, t, actor);
+		rc = deferred ? rollout_act_weight_local(e, r, t)
+		              : rollout_act_weight(e, r, t, actor);
 		if (rc) {
 			failed = true;
 			snprintf(why, sizeof(why), "could not set %s to 0%%: error %d",
@@ -135,7 +144,8 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	t_set = clock_mono_us();
 	applied = rollout_act_wait_applied(e, APPLY_WAIT_US);
 	t1_us = clock_mono_us();
-	rollout_act_stop_shadow(e, r, only < 0 ? ~UINT64_C(0) : UINT64_C(1) << only, actor);
+	if (!deferred) /* a mirror change waits for the store, like the flags */
+		rollout_act_stop_shadow(e, r, only < 0 ? ~UINT64_C(0) : UINT64_C(1) << only, actor);
 	if (failed) {
 		r->state = ROLLOUT_FAILED;
 		r->ended_ms = now;
@@ -149,7 +159,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 		r->ctr.last_ttm_us = (int64_t)(t1 - t0_us);
 		if (all)
 			r->mitigated = true;
-		return rollout_persist(
+		rc = (deferred ? rollout_persist_or_defer : rollout_persist)(
 		    e, r, actor,
 		    rollout_event_list("rollout.mitigated",
 		                       json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
@@ -160,6 +170,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 		                                 "publish_us", (json_int_t)(t_set - t_persisted),
 		                                 "workers_us", (json_int_t)(t1 - t_set),
 		                                 "all_workers_confirmed", applied == 0)));
+		return rc == 1 ? 0 : rc;
 	}
 }
 
@@ -500,6 +511,9 @@ void rollout_post_step(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	struct post *p = &r->post;
 
+	/* a rollback decided while the store was away: persisted before anything else */
+	if (r->pending && rollout_flush_pending(e, r))
+		return;
 	switch (p->stage) {
 	case POST_DRAIN: {
 		long left = 0;

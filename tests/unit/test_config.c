@@ -813,7 +813,9 @@ static void test_syntax_errors(void **state)
 	(void)state;
 	EXPECT("admin:\n  listen: [127.0.0.1:1\nworkers: 1\n",
 	       "bad.yaml:4: syntax error at column 1: flow sequence without a closing bracket");
-	EXPECT("a: 1\n  b: 2\n", "bad.yaml:1: syntax error: invalid multiline plain key");
+	EXPECT("a: 1\n  b: 2\n", "bad.yaml:1: syntax error at column 4: invalid multiline plain key; check the "
+	       "indentation: keys of one mapping start in the same column, indent with spaces, not "
+	       "tabs");
 	EXPECT("", "bad.yaml: the configuration is empty");
 	EXPECT("- 1\n", "bad.yaml:1: expected a mapping, got a sequence");
 	EXPECT("workers: 1\n---\nworkers: 2\n", "bad.yaml:2: only one YAML document is allowed");

@@ -1856,6 +1856,71 @@ static void test_remote_reload(void **state)
 	env_close(&v);
 }
 
+/*
+ * docs/fleet.md, the store away: a failing check's rollback is applied to
+ * the proxy at once and kept pending; nothing else is decided (a promote
+ * answers ERR_UNAVAILABLE); when the store returns the rollback's document
+ * and events are committed and the weights go through the state path.
+ */
+static void test_rollback_while_the_store_is_away(void **state)
+{
+	char *text = NULL;
+	struct env v;
+
+	(void)state;
+	env_open(&v, "  web-v2:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps: [{weight: 10, for: 1h}, {weight: 100}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks:\n"
+	             "        - {name: errors, metric: error_rate, max: 0.03}\n");
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
+	assert_int_equal(last_weight("web"), 10000);
+	state_set_fence(v.state, fence, NULL);
+	fence_rc = ERR_UNAVAILABLE;
+	/* a promote cannot be persisted: not taken */
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_PROMOTE, "ops"), ERR_UNAVAILABLE);
+	assert_int_equal(last_weight("web"), 10000);
+	/* a failing canary: rolled back here at once */
+	for (int i = 0; i < 30 && last_weight("web") != 0; i++) {
+		traffic("web", 100, 20, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(last_weight("web"), 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	/* ... but nothing is in the store yet, and more ticks change nothing */
+	for (int i = 0; i < 5; i++) {
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", NULL), 0);
+	assert_int_equal(store_doc_get(v.st, "rollout", "web-v2", &text, NULL), 0);
+	assert_non_null(strstr(text, "\"state\":\"progressing\""));
+	free(text);
+	text = NULL;
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	/* the store returns: the pending decision is committed, events and all */
+	fence_rc = 0;
+	F.ncalls = 0;
+	F.now += 1000;
+	rollout_engine_tick(v.e, F.now);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", NULL), 1);
+	assert_int_equal(events(&v, "web-v2", "rollout.mitigated", NULL), 1);
+	assert_int_equal(store_doc_get(v.st, "rollout", "web-v2", &text, NULL), 0);
+	assert_non_null(strstr(text, "\"state\":\"rolled_back\""));
+	free(text);
+	assert_true(F.ncalls >= 1); /* the zero weight again, through the state path */
+	assert_int_equal(last_weight("web"), 0);
+	/* committed once: later ticks add nothing */
+	F.now += 1000;
+	rollout_engine_tick(v.e, F.now);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", NULL), 1);
+	state_set_fence(v.state, NULL, NULL);
+	env_close(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1888,6 +1953,7 @@ int main(void)
 	    cmocka_unit_test(test_source_errors_pause),
 	    cmocka_unit_test(test_source_timeout_is_an_error),
 	    cmocka_unit_test(test_control_error_codes),
+	    cmocka_unit_test(test_rollback_while_the_store_is_away),
 	    cmocka_unit_test(test_remote_reload),
 	};
 

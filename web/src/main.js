@@ -188,7 +188,11 @@ function Chart({ title, series, marks }) {
       title,
       width: Math.min(ref.current.clientWidth || 560, 560),
       height: 200,
-      scales: { x: { time: true, range: (u, min, max) => (min === max ? [min - 30, max + 30] : [min, max]) } },
+      // one interval so far: a minute around it instead of uPlot's years
+      scales:
+        series.x[0] === series.x[series.x.length - 1]
+          ? { x: { time: true, auto: false, range: [series.x[0] - 30, series.x[0] + 30] } }
+          : {},
       series: [{}, { label: "canary", stroke: "#d9480f" }, { label: "baseline", stroke: "#1864ab" }],
       hooks: {
         draw: [
