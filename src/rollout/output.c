@@ -68,6 +68,57 @@ static json_t *waiting_json(const struct run *r, int64_t now)
 	return json_string(text);
 }
 
+/*
+ * The rollout's plan, one entry per step: its kind, what it sets (target ->
+ * percent, or the shadow percent), its holds and gates, its approvers, and
+ * where the run is ("done", "current", "pending").
+ */
+static json_t *plan_json(const struct run *r)
+{
+	const struct config_rollout *ro = r->cfg;
+	json_t *plan = json_array();
+
+	for (size_t i = 0; plan && i < ro->nsteps; i++) {
+		const struct config_step *st = &ro->steps[i];
+		json_t *x = json_pack("{s:I, s:s, s:s}", "index", (json_int_t)i, "kind",
+		                      rollout_step_kind_name(st->kind), "status",
+		                      i < r->step    ? "done"
+		                      : i == r->step ? "current"
+		                                     : "pending");
+
+		if (!x)
+			continue;
+		if (st->kind == CONFIG_STEP_SET) {
+			json_t *w = json_object();
+
+			for (size_t k = 0; k < st->nsets; k++)
+				json_object_set_new(w, st->sets[k].target,
+				                    json_real(st->sets[k].percent / 1000.0));
+			json_object_set_new(x, "weights", w);
+		} else if (st->kind == CONFIG_STEP_SHADOW) {
+			json_object_set_new(x, "shadow_percent",
+			                    json_real(st->shadow_percent / 1000.0));
+		} else if (st->kind == CONFIG_STEP_APPROVAL) {
+			json_t *a = json_array();
+
+			for (size_t k = 0; k < st->approvers.n; k++)
+				json_array_append_new(a, json_string(st->approvers.v[k]));
+			json_object_set_new(x, "approvers", a);
+		} else if (st->kind == CONFIG_STEP_PAUSE && st->pause_ms) {
+			json_object_set_new(x, "pause_ms", json_integer((json_int_t)st->pause_ms));
+		} else if (st->kind == CONFIG_STEP_ANALYSIS && st->analysis_for_ms) {
+			json_object_set_new(x, "analysis_for_ms",
+			                    json_integer((json_int_t)st->analysis_for_ms));
+		}
+		if (st->for_ms)
+			json_object_set_new(x, "for_ms", json_integer((json_int_t)st->for_ms));
+		if (st->not_before.kind != CONFIG_NOT_BEFORE_NONE || st->window.set)
+			json_object_set_new(x, "gated", json_true());
+		json_array_append_new(plan, x);
+	}
+	return plan;
+}
+
 static json_t *run_json(const struct run *r, int64_t now)
 {
 	const struct config_rollout *ro = r->cfg;
@@ -147,6 +198,7 @@ static json_t *run_json(const struct run *r, int64_t now)
 	                        ? json_pack("{s:I, s:I}", "until", (json_int_t)r->bake_until_ms,
 	                                    "bake_ms", (json_int_t)ro->bake_ms)
 	                        : json_null());
+	json_object_set_new(o, "plan", plan_json(r));
 	if (r->state == ROLLOUT_COMPLETED)
 		json_object_set_new(o, "finalized", json_boolean(r->finalized));
 	if (r->post.stage != POST_NONE) {

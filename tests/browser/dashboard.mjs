@@ -88,6 +88,10 @@ try {
   await ops.page.waitForSelector("[data-testid=rollout-state]:has-text('idle')");
   check((await click(ops.page, "start")).includes("progressing"), "start from the page");
   await ops.page.waitForSelector("[data-testid=step-text]:has-text('Step 1 of 3')");
+  // the step list is the plan: what each step sets and who approves
+  await ops.page.waitForSelector("[data-testid=step-0]:has-text('set web 10%, for 3s')");
+  await ops.page.waitForSelector("[data-testid=step-1]:has-text('approval by vp-eng, infra-director, security-lead')");
+  await ops.page.waitForSelector("[data-testid=step-2]:has-text('set web 100%')");
   await ops.page.waitForSelector("[data-testid=weight-web]:has-text('10%')");
   // the step passes on evidence, then the approval step waits: seen without a reload
   await ops.page.waitForSelector("[data-testid=step-text]:has-text('Step 2 of 3')", { timeout: 60000 });

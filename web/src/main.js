@@ -14,6 +14,14 @@ const has = (me, scope) => !!me && (me.scopes.includes("admin") || me.scopes.inc
 const pct = (v) => (v === null || v === undefined || Number.isNaN(v) ? "–" : (v * 100).toFixed(2) + "%");
 const num = (v, d = 2) => (v === null || v === undefined ? "–" : Number(v).toFixed(d));
 const when = (ms) => (ms ? new Date(ms).toLocaleTimeString() : "–");
+// A duration in ms as "90s", "15m", "2h", "3d".
+function dur(ms) {
+  const s = Math.round(ms / 1000);
+  if (s < 120) return s + "s";
+  if (s < 7200) return Math.round(s / 60) + "m";
+  if (s < 172800) return Math.round(s / 3600) + "h";
+  return Math.round(s / 86400) + "d";
+}
 function left(ms) {
   if (!ms) return "";
   const s = Math.round((ms - Date.now()) / 1000);
@@ -165,6 +173,19 @@ function Overview({ tick }) {
 
 const clip = (s) => (s && s.length > 300 ? s.slice(0, 300) + "…" : s);
 
+// One plan step as text: "set web 5%", "shadow 100%", "approval by vp, sre", "pause 1m".
+function planText(p) {
+  if (!p) return "";
+  let t = p.kind;
+  if (p.weights) t += " " + Object.entries(p.weights).map(([k, v]) => `${k} ${v}%`).join(", ");
+  if (p.shadow_percent !== undefined) t += ` ${p.shadow_percent}%`;
+  if (p.approvers) t += " by " + p.approvers.join(", ");
+  if (p.pause_ms) t += " " + dur(p.pause_ms);
+  if (p.for_ms) t += ", for " + dur(p.for_ms);
+  if (p.gated) t += ", gated";
+  return t;
+}
+
 function gateText(r) {
   const s = r.step;
   if (r.state === "paused") return "paused: " + (r.pause_reason || "");
@@ -267,7 +288,7 @@ function Rollout({ name, me, tick }) {
     <${Err} error=${ro.error} />
     <ol class="steps" data-testid="steps">
       ${steps.map((i) => html`<li class=${i < s.index ? "done" : i === s.index ? "current" : ""}
-        data-testid=${"step-" + i}>step ${i + 1}${i === s.index ? ` (${s.kind}, ${s.phase})` : ""}</li>`)}
+        data-testid=${"step-" + i}>step ${i + 1}: ${planText(r.plan && r.plan[i])}${i === s.index ? ` (${s.phase})` : ""}</li>`)}
     </ol>
     <p data-testid="step-text">Step ${Math.min(s.index + 1, s.of)} of ${s.of}: ${s.kind}, ${s.phase}${s.started_at ? ", since " + when(s.started_at) : ""}</p>
     <p data-testid="gate">Next gate: ${gateText(r)}</p>
