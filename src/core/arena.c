@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define ARENA_FIRST_BLOCK 1024
+
 struct arena_block {
 	struct arena_block *next;
 	size_t used, size;
@@ -33,7 +35,17 @@ void *arena_alloc(struct arena *a, size_t n)
 
 	n = (n + 15) & ~(size_t)15;
 	if (!b || b->size - b->used < n) {
-		size_t size = n > a->block_size ? n : a->block_size;
+		/*
+		 * Blocks grow from 1 KiB, doubling up to block_size: most arenas
+		 * (one flag's parse, one request's headers) stay small, and a
+		 * 16 KiB block per small object costs a page fault per 4 KiB.
+		 */
+		size_t size = b ? b->size * 2 : ARENA_FIRST_BLOCK;
+
+		if (size > a->block_size)
+			size = a->block_size;
+		if (size < n)
+			size = n;
 
 		b = malloc(sizeof(*b) + size);
 		if (!b)
