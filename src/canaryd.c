@@ -67,13 +67,13 @@ struct daemon {
 	struct services_backend services;
 	struct rollout_engine *engine;
 	struct rollout_backend rollout_be;
-	struct api_flags *flags;          /* feature flags: API, OFREP, stream */
+	struct api_flags *flags; /* feature flags: API, OFREP, stream */
 	/* GET /v1/events/stream */
 	struct api_events_stream *events;
 	struct loop_timer tick;
 	struct loop_timer compact; /* event retention (rollout/retention.h) */
-	struct jobs *jobs;     /* hooks and notifications */
-	struct notify *notify; /* the rollouts' webhooks */
+	struct jobs *jobs;         /* hooks and notifications */
+	struct notify *notify;     /* the rollouts' webhooks */
 	char evidence_dir[1024];
 	struct store *store;
 	struct state *state; /* the one path of every persisted change */
@@ -96,7 +96,8 @@ static void usage(FILE *f)
 	      "\n"
 	      "  -c, --config FILE   configuration (default canaryd.yaml)\n"
 	      "  -t, --check         validate the configuration, print errors or a\n"
-	      "                      one-line summary, exit 0 (valid) or 1 (invalid)\n"	      "  --allow-missing-env with --check: an unset ${VAR} is a warning and is\n"
+	      "                      one-line summary, exit 0 (valid) or 1 (invalid)\n"
+	      "  --allow-missing-env with --check: an unset ${VAR} is a warning and is\n"
 	      "                      linted with a placeholder value (CI without secrets)\n"
 	      "  --log-level LEVEL   debug, info (default), warn or error\n"
 	      "  -V, --version       print the version\n"
@@ -140,7 +141,8 @@ static int env_placeholders(const char *path)
 			}
 			p += 2;
 			while ((p[nl] == '_' || (p[nl] >= 'A' && p[nl] <= 'Z') ||
-			        (p[nl] >= 'a' && p[nl] <= 'z') || (nl && p[nl] >= '0' && p[nl] <= '9')) &&
+			        (p[nl] >= 'a' && p[nl] <= 'z') ||
+			        (nl && p[nl] >= '0' && p[nl] <= '9')) &&
 			       nl < sizeof(name) - 1)
 				nl++;
 			if (nl == 0 || p[nl] != '}')
@@ -152,7 +154,8 @@ static int env_placeholders(const char *path)
 				        "%s:%d: warning: environment variable %s is not set "
 				        "(--allow-missing-env)\n",
 				        path, lineno, name);
-				snprintf(val, sizeof(val), "placeholder-for-unset-%s-0123456789abcdef", name);
+				snprintf(val, sizeof(val),
+				         "placeholder-for-unset-%s-0123456789abcdef", name);
 				if (setenv(name, val, 0) == 0)
 					n++;
 			}
@@ -181,8 +184,10 @@ static struct config *load_config(const char *path, int human, char *msg, size_t
 			char line[2048];
 
 			for (size_t i = 0; i < config_errors_count(&errs); i++) {
-				config_error_format(config_errors_get(&errs, i), line, sizeof(line));
-				log_error("configuration error", "config", path, "error", line, NULL);
+				config_error_format(config_errors_get(&errs, i), line,
+				                    sizeof(line));
+				log_error("configuration error", "config", path, "error", line,
+				          NULL);
 			}
 		}
 		if (msg) {
@@ -722,8 +727,10 @@ int main(int argc, char **argv)
 		config_evidence_warnings(d.cfg, &warns);
 		config_errors_print(&warns, stderr);
 		if (missing)
-			fprintf(stderr, "%s: %d environment variable(s) not set: linted with placeholders\n",
-			        d.config_path, missing);
+			fprintf(
+			    stderr,
+			    "%s: %d environment variable(s) not set: linted with placeholders\n",
+			    d.config_path, missing);
 		config_errors_release(&warns);
 		config_summary(d.cfg, summary, sizeof(summary));
 		puts(summary);

@@ -125,7 +125,8 @@ int ctl_faults(const struct ctl *ctl, int argc, char **argv);
  * events.c: events [--follow] [--subject S] [--kind K] [--since ID] - the
  * audit log (GET /v1/events), as a table, JSON Lines (-o json: one event
  * a line) or YAML (one document an event); --follow keeps printing new
- * events (polling since the last id) until SIGINT/SIGTERM.  --subject S
+ * events (GET /v1/events/stream, resumed with Last-Event-ID; polling
+ * GET /v1/events?since= when the server has no stream) until SIGINT/SIGTERM.  --subject S
  * matches "S" and "KIND/S" (so `checkout` finds "flag/checkout"); --kind K
  * matches K, or every kind starting with K when K ends in '.'.
  */

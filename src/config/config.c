@@ -794,7 +794,8 @@ static void parse_faults(struct cctx *c, const struct cnode *n, const char *path
 
 			cerr(c, n->keys[i]->line, sub,
 			     "version \"%s\" is not defined in service \"%s\" (defined: %s)",
-			     n->keys[i]->text, s->name, config_version_names(s, names, sizeof(names)));
+			     n->keys[i]->text, s->name,
+			     config_version_names(s, names, sizeof(names)));
 		}
 		f->line = n->items[i]->line;
 		walk_map(c, n->items[i], sub, fault_fields, NFIELDS(fault_fields), f, NULL);

@@ -936,7 +936,8 @@ bool walk_map(struct cctx *c, const struct cnode *n, const char *path, const str
 			const char *near = closest_key(key, fields, nfields);
 
 			if (near)
-				cerr(c, n->keys[i]->line, sub, "unknown key (did you mean `%s`?)", near);
+				cerr(c, n->keys[i]->line, sub, "unknown key (did you mean `%s`?)",
+				     near);
 			else
 				cerr(c, n->keys[i]->line, sub, "unknown key");
 			continue;

@@ -15,7 +15,10 @@
  *     waited for), and the reads of the changes feed.
  * A slow poll (FLEET_POLL_MS) catches missed notifications; after either
  * connection is lost the node reconnects with backoff and catches up from
- * its last applied revision.
+ * its last applied revision.  When the feed was pruned past that revision
+ * (fleet_feed.pruned_upto), the node resyncs from the documents instead:
+ * every newer document applied, every document it holds that is gone
+ * applied as a delete, then the feed goes on.
  *
  * Fencing: fleet_new() sets the state layer's fence.  Inside every
  * transaction that writes a "rollout" document or a rollout.* / verdict

@@ -3,7 +3,7 @@
  * the JSON document of kind "rollout" named after the rollout, parsed back
  * at load and after a failed write, committed with its events through the
  * state layer (rollout_persist()), and reloaded when another node commits
- * it (rollout_engine_reload(), the hook fleet mode uses).
+ * it (rollout_engine_reload() in engine.c, the hook fleet mode uses).
  *
  * Every transition follows the same order: change the in-memory run,
  * commit its document and events in one state_commit(), and only then
@@ -458,7 +458,7 @@ int rollout_flush_pending(struct rollout_engine *e, struct run *r)
 		         "rollout", r->cfg->name, NULL);
 		json_decref(r->pending);
 		r->pending = NULL;
-		rollout_engine_reload(e, r->cfg->name, NULL);
+		r->reload_wanted = true; /* by the engine's tick: doc.c never calls up */
 	}
 	return rc;
 }

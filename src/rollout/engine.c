@@ -532,6 +532,11 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 
 		if (r->post.stage != POST_NONE && r->post.stage != POST_DONE)
 			rollout_post_step(e, r, now_ms);
+		if (r->reload_wanted) {
+			r->reload_wanted = false;
+			rollout_engine_reload(e, r->cfg->name, NULL);
+			r = &e->runs[i];
+		}
 		if (r->state == ROLLOUT_COMPLETED && !r->finalized)
 			finalize(e, r);
 		if (!run_active(r))

@@ -193,6 +193,8 @@ struct run {
 	 * holds the rolled-back document meanwhile.
 	 */
 	json_t *pending;
+	bool reload_wanted; /* the pending decision was refused: reload from the store next tick */
+	int64_t pending_try_ms; /* the last attempt to commit it (one a second) */
 };
 
 struct rollout_engine {

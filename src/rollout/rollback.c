@@ -122,7 +122,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	 * taken here at once and persisted when the store returns (docs/fleet.md).
 	 * Controls a person sends answer 503 instead.
 	 */
-	rc = 0 ? rollout_persist_or_defer(e, r, actor, evs)
+	rc = cls == RB_CHECK || cls == RB_BAKE ? rollout_persist_or_defer(e, r, actor, evs)
 	                                       : rollout_persist(e, r, actor, evs);
 	if (rc < 0)
 		return rc;
@@ -512,8 +512,13 @@ void rollout_post_step(struct rollout_engine *e, struct run *r, int64_t now)
 	struct post *p = &r->post;
 
 	/* a rollback decided while the store was away: persisted before anything else */
-	if (r->pending && rollout_flush_pending(e, r))
-		return;
+	if (r->pending) {
+		if (now - r->pending_try_ms < 1000)
+			return;
+		r->pending_try_ms = now;
+		if (rollout_flush_pending(e, r))
+			return;
+	}
 	switch (p->stage) {
 	case POST_DRAIN: {
 		long left = 0;

@@ -459,7 +459,8 @@ static void test_service_policy_errors(void **state)
 	    "defined",
 	    "bad.yaml:13: services.web.overrides[1].cohort: expected canary or stable, got "
 	    "\"blue\"",
-	    "bad.yaml:15: services.web.overrides[2].version: version \"v3\" is not defined in service \"web\" (defined: v1, v2)",
+	    "bad.yaml:15: services.web.overrides[2].version: version \"v3\" is not defined in "
+	    "service \"web\" (defined: v1, v2)",
 	    "bad.yaml:16: services.web.overrides[3]: missing required key \"cohort\" (or "
 	    "\"version\")",
 	    "bad.yaml:17: services.web.timeouts.connect: expected a duration like 250ms, 30s, "
@@ -472,9 +473,11 @@ static void test_service_policy_errors(void **state)
 	    "GET, got \"get\"",
 	    "bad.yaml:19: services.web.mirror.body_cap: expected a size like 65536, 64KiB or "
 	    "1MiB, got \"1TiB\"",
-	    "bad.yaml:19: services.web.mirror.version: version \"v5\" is not defined in service \"web\" (defined: v1, v2)",
+	    "bad.yaml:19: services.web.mirror.version: version \"v5\" is not defined in service "
+	    "\"web\" (defined: v1, v2)",
 	    "bad.yaml:20: services.web.faults.v2.abort.status: must be between 100 and 599",
-	    "bad.yaml:20: services.web.faults.v7: version \"v7\" is not defined in service \"web\" (defined: v1, v2)",
+	    "bad.yaml:20: services.web.faults.v7: version \"v7\" is not defined in service \"web\" "
+	    "(defined: v1, v2)",
 	    "bad.yaml:21: services.web.drain: expected a duration like 250ms, 30s, 5m, 24h or "
 	    "14d, got \"forever\"",
 	    "bad.yaml:22: services.web.max_header_bytes: must be between 1024 and 1048576 bytes");
@@ -813,7 +816,8 @@ static void test_syntax_errors(void **state)
 	(void)state;
 	EXPECT("admin:\n  listen: [127.0.0.1:1\nworkers: 1\n",
 	       "bad.yaml:4: syntax error at column 1: flow sequence without a closing bracket");
-	EXPECT("a: 1\n  b: 2\n", "bad.yaml:1: syntax error at column 4: invalid multiline plain key; check the "
+	EXPECT("a: 1\n  b: 2\n",
+	       "bad.yaml:1: syntax error at column 4: invalid multiline plain key; check the "
 	       "indentation: keys of one mapping start in the same column, indent with spaces, not "
 	       "tabs");
 	EXPECT("", "bad.yaml: the configuration is empty");
