@@ -300,9 +300,19 @@ static int engine_read_cohort(void *ctx, const char *service, const char *versio
 	struct daemon *d = ctx;
 	int series;
 
+	series = metrics_series_find(d->metrics, service, version);
+	if (d->counters && d->fleet && fleet_rollback_only(d->fleet)) {
+		/* the store is away: the last merge plus this node's own traffic since */
+		struct metrics_cohort_snapshot local;
+
+		memset(&local, 0, sizeof(local));
+		if (series >= 0 && metrics_read(d->metrics, series, cohort, &local))
+			return -EIO;
+		return fleet_counters_read_degraded(d->counters, service, version, cohort, &local,
+		                                    out);
+	}
 	if (d->counters) /* fleet mode: every node's counters, merged by the leader */
 		return fleet_counters_read(d->counters, service, version, cohort, out);
-	series = metrics_series_find(d->metrics, service, version);
 	if (series < 0) {
 		memset(out, 0, sizeof(*out));
 		return 0; /* no request recorded yet: an empty cohort */

@@ -262,6 +262,36 @@ int fleet_counters_read(const struct fleet_counters *fc, const char *service, co
 	return 0;
 }
 
+uint64_t fleet_counters_start_id(const struct fleet_counters *fc)
+{
+	return fc->start;
+}
+
+int fleet_counters_read_degraded(const struct fleet_counters *fc, const char *service,
+                                 const char *version, enum cohort cohort,
+                                 const struct metrics_cohort_snapshot *local,
+                                 struct metrics_cohort_snapshot *out)
+{
+	const struct fc_entry *mine = NULL;
+	long t;
+	int rc = fleet_counters_read(fc, service, version, cohort, out);
+
+	if (rc || !local)
+		return rc ? rc : -EINVAL;
+	t = find_total(fc, service, version, cohort);
+	for (size_t i = 0; t >= 0 && i < fc->nentries; i++)
+		if (fc->entries[i].total == (size_t)t && !strcmp(fc->entries[i].node, fc->node)) {
+			mine = &fc->entries[i];
+			break;
+		}
+	/* this process's own traffic since the merge last saw it (all of it if never) */
+	if (mine && mine->start_id == fc->start && !went_back(&mine->last, local))
+		snap_add(out, &mine->last, local);
+	else
+		snap_add(out, NULL, local);
+	return 0;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);

@@ -100,6 +100,23 @@ int fleet_counters_merge(struct fleet_counters *fc);
 int fleet_counters_read(const struct fleet_counters *fc, const char *service, const char *version,
                         enum cohort cohort, struct metrics_cohort_snapshot *out);
 
+/* This process's start id (the flush rows carry it; a restart changes it). */
+uint64_t fleet_counters_start_id(const struct fleet_counters *fc);
+
+/*
+ * While the store is away (the leader in rollback-only mode, docs/fleet.md):
+ * the fleet-wide total of the last merge plus what this node served since
+ * the merge last saw its row (local: this node's CUMULATIVE counters now,
+ * from metrics_read()).  Still cumulative and never lower than the last
+ * merged value, so the engine's interval deltas stay right across the
+ * outage, and a failing canary on this node's traffic is seen and rolled
+ * back.  0 or -EINVAL.
+ */
+int fleet_counters_read_degraded(const struct fleet_counters *fc, const char *service,
+                                 const char *version, enum cohort cohort,
+                                 const struct metrics_cohort_snapshot *local,
+                                 struct metrics_cohort_snapshot *out);
+
 /*
  * A new JSON array of the ids of the nodes that were live at the last merge
  * and whose last flush was before since_ms (wall-clock ms), sorted; an

@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -144,7 +145,9 @@ NSTEPS = 6
 
 @pytest.fixture
 def fleet(pg, procs, upstream, tmp_path):
-    """start(n, plan=False, lease="3s") -> [Node]: n nodes on a database of their own."""
+    """start(n, plan=False, lease="3s") -> [Node]: n nodes on a database of their own
+    (plan: True for PLAN, or the text of a rollouts: section); start.v2_port is the
+    canary upstream's port of the last start."""
     url, _ = pg
     made, all_nodes = [], []
 
@@ -156,7 +159,8 @@ def fleet(pg, procs, upstream, tmp_path):
         text = (NODE_CONFIG.replace("STORE", url.rsplit("/", 1)[0] + "/" + db)
                 .replace("LEASE", lease).replace("V1", str(v1)).replace("V2", str(v2)))
         if plan:
-            text += PLAN
+            text += PLAN if plan is True else plan
+        start.v2_port = v2
         nodes = []
         for i in range(n):
             node = Node(procs, "ABC"[i] if i < 3 else str(i), str(tmp_path / f"{db}-n{i}"), text)
@@ -339,14 +343,8 @@ def test_a_paused_leader_is_replaced_and_cannot_commit(fleet):
     assert fl["term"] == new_term and fl["holder"] == new.get("/v1/fleet")[1]["self"], fl
 
 
-def test_postgres_restart_mid_rollout_loses_nothing(fleet, pg):
-    _, pgdir = pg
-    nodes = fleet(3, plan=True)
-    a = nodes[0]
-    st, _ = a.post("/v1/feature-flags", {"feature": "before", "percentage": 10, "enabled": True})
-    assert st in (200, 201)
-    start_rollout(nodes)
-    wait_until(lambda: len(step_sequence(a)) >= 2, 10, what="two steps")
+def pg_control(pgdir):
+    """(stop, start) of the session's PostgreSQL, restarted with its own command line."""
     as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     data = os.path.join(pgdir, "data")
     with open(os.path.join(data, "postmaster.opts")) as f:
@@ -360,7 +358,21 @@ def test_postgres_restart_mid_rollout_loses_nothing(fleet, pg):
                            stderr=subprocess.DEVNULL, timeout=60)
         assert r.returncode == 0, f"pg_ctl {args[0]} failed: see {pgdir}/server.log"
 
-    pg_ctl("stop", "-m", "fast")
+    return (lambda: pg_ctl("stop", "-m", "fast"),
+            lambda: pg_ctl("start", "-l", os.path.join(pgdir, "server.log"), "-o",
+                           shlex.join(server_args)))
+
+
+def test_postgres_restart_mid_rollout_loses_nothing(fleet, pg):
+    _, pgdir = pg
+    nodes = fleet(3, plan=True)
+    a = nodes[0]
+    st, _ = a.post("/v1/feature-flags", {"feature": "before", "percentage": 10, "enabled": True})
+    assert st in (200, 201)
+    start_rollout(nodes)
+    wait_until(lambda: len(step_sequence(a)) >= 2, 10, what="two steps")
+    pg_stop, pg_start = pg_control(pgdir)
+    pg_stop()
     try:
         # the database is away: writes answer 503, reads and routing go on
         def refused():
@@ -374,7 +386,7 @@ def test_postgres_restart_mid_rollout_loses_nothing(fleet, pg):
             assert proxied_version(n) in ("v1", "v2")
         time.sleep(1)
     finally:
-        pg_ctl("start", "-l", os.path.join(pgdir, "server.log"), "-o", shlex.join(server_args))
+        pg_start()
     # the nodes reconnect by themselves; writes work again and reach every node
     def flag_written():
         try:
@@ -393,3 +405,68 @@ def test_postgres_restart_mid_rollout_loses_nothing(fleet, pg):
     seq = step_sequence(a)
     assert [s[0] for s in seq] == list(range(NSTEPS)), seq
     wait_until(lambda: sum(n.leading() for n in nodes) == 1, 10, what="one leader again")
+
+
+BAD_CANARY_PLAN = """rollouts:
+  web-v2:
+    target: {{service: web, canary: v2}}
+    steps:
+      - weight: 50
+        for: 1h
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - {{name: errors, metric: error_rate, max: 0.05, min_samples: 10}}
+"""
+
+
+def canary_share(node, keys=30):
+    """How many of `keys` sticky users node's proxy sends to v2 (a bad v2 answers 500)."""
+    def version(key):
+        try:
+            return proxied_version(node, key)
+        except urllib.error.HTTPError as e:
+            return e.headers.get("X-Upstream-Version")
+
+    return sum(version(f"u{i}") == "v2" for i in range(keys))
+
+
+def test_rollback_while_postgres_is_down_is_local_at_once_and_persisted_after(fleet, pg):
+    """docs/fleet.md: with PostgreSQL away the leader still rolls a failing canary
+    back on its own proxy, judged on the last merge plus its own traffic since;
+    when the database returns the rollback is committed and every node applies it."""
+    _, pgdir = pg
+    nodes = fleet(2, plan=BAD_CANARY_PLAN, lease="2s")
+    v2 = fleet.v2_port
+    start_rollout(nodes)
+    lead = leader_of(nodes)
+    other = [n for n in nodes if n is not lead][0]
+    wait_until(lambda: canary_share(lead) > 0 and canary_share(other) > 0, 10,
+               what="both proxies send some users to v2")
+    pg_stop, pg_start = pg_control(pgdir)
+    pg_stop()
+    try:
+        # the canary turns bad while the database is away
+        urllib.request.urlopen(urllib.request.Request(
+            f"http://127.0.0.1:{v2}/_upstream/config?error_rate=1", method="POST"),
+            timeout=2).read()
+
+        def rolled_back_here():
+            for i in range(40):  # load through the leader's proxy: its own evidence
+                try:
+                    proxied_version(lead, f"load{i}")
+                except OSError:
+                    pass
+            return canary_share(lead) == 0
+
+        wait_until(rolled_back_here, 30, 0.1, what="the leader's proxy off the canary")
+        # nothing could be written: the follower still routes by the old weights
+        assert canary_share(other) > 0
+    finally:
+        pg_start()
+    # the database is back: the rollback is committed and the follower applies it
+    wait_until(lambda: rollout_state(other) == "rolled_back", 30, 0.2,
+               what="the rollback persisted and seen by the follower")
+    wait_until(lambda: canary_share(other) == 0, 10, 0.1, what="the follower off the canary")
+    assert conftest.events(other, "/v1/rollouts/web-v2/events", "rollout.rollback")

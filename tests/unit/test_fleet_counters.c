@@ -136,6 +136,47 @@ static void test_restart_is_a_reset(void **state)
 	fleet_counters_free(fc);
 }
 
+/*
+ * The store away: the last merge's total plus this node's own traffic since
+ * the merge last saw its row, so a canary failing on this node's traffic is
+ * still judged (docs/fleet.md, rollback while PostgreSQL is down).
+ */
+static void test_degraded_read_adds_own_traffic(void **state)
+{
+	struct fleet_counters *fc = pure_new("node-a");
+	struct metrics_cohort_snapshot a, b, local, out;
+	uint64_t me;
+
+	(void)state;
+	/* pure_new's start id is random: learn it through a degraded read of nothing */
+	snap_of(&b, 50, 5, 500);
+	fleet_counters_ingest(fc, "node-b", 2, "web", "v2", COHORT_CANARY, &b);
+	snap_of(&local, 40, 4, 500);
+	assert_int_equal(fleet_counters_read_degraded(fc, "web", "v2", COHORT_CANARY, &local, &out),
+	                 0);
+	/* no row of ours merged yet: all of our 40 count */
+	assert_int_equal(out.requests, 90);
+	assert_int_equal(out.errors, 9);
+	me = fleet_counters_start_id(fc);
+	snap_of(&a, 40, 4, 500);
+	fleet_counters_ingest(fc, "node-a", me, "web", "v2", COHORT_CANARY, &a);
+	fleet_counters_read(fc, "web", "v2", COHORT_CANARY, &out);
+	assert_int_equal(out.requests, 90);
+	/* the store goes away; we serve 30 more, 20 of them errors */
+	snap_of(&local, 70, 24, 500);
+	assert_int_equal(fleet_counters_read_degraded(fc, "web", "v2", COHORT_CANARY, &local, &out),
+	                 0);
+	assert_int_equal(out.requests, 120);
+	assert_int_equal(out.errors, 29);
+	assert_int_equal(out.hist.n, 120);
+	/* the merged total itself is untouched */
+	fleet_counters_read(fc, "web", "v2", COHORT_CANARY, &out);
+	assert_int_equal(out.requests, 90);
+	assert_int_equal(fleet_counters_read_degraded(fc, "web", "v2", COHORT_CANARY, NULL, &out),
+	                 -EINVAL);
+	fleet_counters_free(fc);
+}
+
 static void test_state_is_bounded(void **state)
 {
 	struct fleet_counters *fc = pure_new("node-a");
@@ -346,6 +387,7 @@ int main(void)
 	    cmocka_unit_test(test_encode_decode_round_trip),
 	    cmocka_unit_test(test_merge_adds_nodes_and_histograms),
 	    cmocka_unit_test(test_restart_is_a_reset),
+	    cmocka_unit_test(test_degraded_read_adds_own_traffic),
 	    cmocka_unit_test(test_state_is_bounded),
 	    cmocka_unit_test(test_missing_nodes_are_live_and_late),
 	};
