@@ -564,7 +564,11 @@ def ctl(d, *args, token=ADMIN_TOKEN):
 
 def test_canaryctl_flags_verbs(start):
     d = start()
+    # a flag that does not exist is created only when asked (a typo must not create one)
     rc, out, err = ctl(d, "flags", "set", "dwcp_v3_hde", "--percentage", "10")
+    assert rc == 1 and "--create" in err
+    assert d.get("/v1/feature-flags/dwcp_v3_hde")[0] == 404
+    rc, out, err = ctl(d, "flags", "set", "dwcp_v3_hde", "--percentage", "10", "--create")
     assert rc == 0, err
     assert "dwcp_v3_hde" in out and "10%" in out
     rc, out, _ = ctl(d, "flags", "list")
@@ -588,7 +592,7 @@ def test_canaryctl_flags_verbs(start):
     rc, _, err = ctl(d, "flags", "kill", "nope")
     assert rc == 1 and "404" in err
     assert d.get("/v1/feature-flags/nope")[0] == 404
-    rc, _, err = ctl(d, "flags", "set", "x", "--percentage", "1", token=READ_TOKEN)
+    rc, _, err = ctl(d, "flags", "set", "dwcp_v3_hde", "--percentage", "1", token=READ_TOKEN)
     assert rc == 1 and "403" in err
     rc, _, err = ctl(d, "flags", "set", "x")
     assert rc == 2
