@@ -182,16 +182,31 @@ for n in nodes:
 # --- proxy req/s -------------------------------------------------------------------
 fleet_node = Node("F", db_url("bench_fleet_proxy"))
 single = Node("S", "sqlite:" + os.path.join(W, "single.db"))
+def cpu_s(pid):
+    """utime + stime of a process so far, seconds (/proc/PID/stat)."""
+    st = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
 def wrk(node):
+    """(req/s, canaryd CPU microseconds per request) of one 5 s wrk run."""
+    c0 = cpu_s(node.p.pid)
     out = subprocess.run(["wrk", "-t1", "-c50", "-d5s", f"http://127.0.0.1:{node.proxy}/"],
                          capture_output=True, text=True).stdout
-    return float([l for l in out.splitlines() if l.startswith("Requests/sec")][0].split()[1])
+    cpu = cpu_s(node.p.pid) - c0
+    lines = out.splitlines()
+    rps = float([l for l in lines if l.startswith("Requests/sec")][0].split()[1])
+    total = int([l for l in lines if "requests in" in l][0].split()[0])
+    return rps, cpu / max(total, 1) * 1e6
 rf, rs = [], []
 for i in range(WRK_ROUNDS):
     for node, acc in ((fleet_node, rf), (single, rs)) if i % 2 == 0 else ((single, rs), (fleet_node, rf)):
         acc.append(wrk(node))
-print(f"proxy req/s, median of {WRK_ROUNDS} interleaved: fleet {statistics.median(rf):.0f}  "
-      f"single sqlite {statistics.median(rs):.0f}  ratio {statistics.median(rf)/statistics.median(rs):.3f}")
+mf, ms = statistics.median(r for r, _ in rf), statistics.median(r for r, _ in rs)
+cf, cs = statistics.median(c for _, c in rf), statistics.median(c for _, c in rs)
+print(f"proxy, median of {WRK_ROUNDS} interleaved rounds:")
+print(f"  {'mode':<14} {'req/s':>9} {'CPU us/req':>11}")
+print(f"  {'fleet':<14} {mf:>9.0f} {cf:>11.1f}")
+print(f"  {'single sqlite':<14} {ms:>9.0f} {cs:>11.1f}")
+print(f"  ratio fleet/single: req/s {mf/ms:.3f}, CPU per request {cf/cs:.3f}")
 for p in procs:
     if p.poll() is None:
         p.terminate()
