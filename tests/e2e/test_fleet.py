@@ -90,21 +90,8 @@ class Node(Daemon):
             return False
 
 
-NODE_CONFIG = """admin:
-  listen: 127.0.0.1:{admin_port}
-  tokens:
-    - name: ops
-      secret: ${{E2E_ADMIN_TOKEN}}
-      scopes: [admin]
-    - name: viewer
-      secret: ${{E2E_READ_TOKEN}}
-      scopes: [read]
-    - name: flagger
-      secret: ${{E2E_FLAGS_TOKEN}}
-      scopes: [read, flags:write]
-store: STORE
-workers: 1
-fleet:
+# conftest.BASE_ADMIN (the three e2e tokens) on the shared PostgreSQL database
+NODE_CONFIG = conftest.BASE_ADMIN.replace("store: sqlite:{workdir}/canaryd.db", "store: STORE") + """fleet:
   lease: LEASE
 listeners:
   - name: public
