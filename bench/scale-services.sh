@@ -108,9 +108,14 @@ print("%.2f %.2f %.2f %.2f" % (q(api, .5), q(api, .99), q(applied, .5), q(applie
 PY
 }
 
-rps() { # host
-	wrk -t1 -c20 -d"${DURATION}s" -H "Host: $1" "http://127.0.0.1:$PROXY/x" 2>&1 |
-		awk '/Requests\/sec/ {print $2}'
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$CANPID/stat"; }
+rps() { # host -> "req/s CPU-us-per-request" of canaryd over one wrk run
+	local c0 out
+	c0=$(cpu_ticks)
+	out=$(wrk -t1 -c20 -d"${DURATION}s" -H "Host: $1" "http://127.0.0.1:$PROXY/x" 2>&1)
+	awk -v c0="$c0" -v c1="$(cpu_ticks)" -v hz="$(getconf CLK_TCK)" '
+		/requests in/ {n = $1} /Requests\/sec/ {r = $2}
+		END {printf "%s %.1f\n", r, (c1 - c0) / hz * 1e6 / (n ? n : 1)}' <<<"$out"
 }
 median() { sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}'; }
 
@@ -127,12 +132,15 @@ for n in 10 1000; do
 				rps s0.bench >>"$work/first"
 				rps "s$((n - 1)).bench" >>"$work/last"
 			done
-			first=$(median <"$work/first")
-			last=$(median <"$work/last")
+			first=$(cut -d' ' -f1 "$work/first" | median)
+			last=$(cut -d' ' -f1 "$work/last" | median)
+			cfirst=$(cut -d' ' -f2 "$work/first" | median)
+			clast=$(cut -d' ' -f2 "$work/last" | median)
 			echo
 			echo "req/s at $n host routes (wrk -t1 -c20, ${DURATION}s, median of $RUNS interleaved):"
 			printf "  first route %s   last route %s   last/first %s\n" "$first" "$last" \
 				"$(awk -v a="$last" -v b="$first" 'BEGIN {printf "%.3f", a / b}')"
+			printf "  canaryd CPU per request: first %s us   last %s us\n" "$cfirst" "$clast"
 		else
 			echo "(wrk missing: scripts/install-deps --bench; route req/s skipped)"
 		fi
