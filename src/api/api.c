@@ -14,6 +14,7 @@
 
 #include "core/loop.h"
 #include "rollout/engine.h"
+#include "state/state.h"
 #include "store/store.h"
 
 static const struct api_route builtin_routes[];
@@ -567,7 +568,7 @@ static void h_events(struct api_call *call)
 	}
 	rc = store_events_list(call->api->store, (int64_t)since, (int)limit, NULL, &events);
 	if (rc != 0) {
-		api_reply_error(call, 500, "store_error", NULL, "cannot read events (%d)", rc);
+		api_reply_err(call, state_err_of_store(rc), NULL, store_strerror(rc));
 		return;
 	}
 	api_reply_json(call, 200, json_pack("{s:o}", "events", events));

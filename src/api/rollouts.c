@@ -165,7 +165,7 @@ static void events(struct api_call *call, const char *only)
 	rc = store_events_list(rollout_engine_store(call->api->rollouts), (int64_t)since,
 	                       STORE_EVENTS_LIMIT_MAX, subject, &arr);
 	if (rc) {
-		api_reply_error(call, 500, "internal", NULL, "store: %s", store_strerror(rc));
+		api_reply_err(call, state_err_of_store(rc), NULL, store_strerror(rc));
 		json_decref(view);
 		return;
 	}

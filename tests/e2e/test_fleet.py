@@ -456,4 +456,15 @@ def test_rollback_while_postgres_is_down_is_local_at_once_and_persisted_after(fl
     wait_until(lambda: rollout_state(other) == "rolled_back", 30, 0.2,
                what="the rollback persisted and seen by the follower")
     wait_until(lambda: canary_share(other) == 0, 10, 0.1, what="the follower off the canary")
-    assert conftest.events(other, "/v1/rollouts/web-v2/events", "rollout.rollback")
+
+    def rollback_event():
+        # the follower's own store handle reconnects on its backoff (at most
+        # 5 s after the server returns); until then a read is 503, never 500
+        st, doc = other.get("/v1/rollouts/web-v2/events?since=0&limit=1000")
+        if st == 503:
+            assert doc["error"]["code"] == "store_unavailable", doc
+            return None
+        assert st == 200, doc
+        return [e for e in doc["events"] if e["kind"] == "rollout.rollback"]
+
+    wait_until(rollback_event, 15, 0.2, what="the follower reads the rollback event")
