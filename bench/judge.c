@@ -46,16 +46,25 @@
 enum pattern { STEADY, BURSTY, DIURNAL };
 static const char *const pattern_names[] = {"steady", "bursty", "diurnal"};
 
+/* The statistical methods compared on the same streams (issue 18). */
+enum { M_MIXTURE, M_COUNT, M_OBF_MIX, M_POC_MIX, M_OBF_CNT, M_POC_CNT, NMETH };
+static const char *const meth_names[] = {"mixture",     "counting",    "obf+mixture",
+                                         "pocock+mix.", "obf+counting", "pocock+count"};
+
 struct scenario {
-	char name[64];
+	char name[96];
 	enum pattern pattern;
 	double rps, share; /* total traffic, canary share (fraction) */
+	double base_err;   /* the baseline's error rate */
 	double err_add;    /* canary error rate - baseline's, absolute */
+	double err_mul;    /* canary error rate / baseline's (before err_add) */
 	double lat_mul;    /* canary latency multiplier */
-	bool healthy;
+	bool healthy, literature; /* the literature's grid (issue 18) */
 	/* results */
 	double fr[3];  /* rolled back (healthy: false rollback) share */
 	double ttd[3]; /* median time to detect, minutes (NAN: none) */
+	double n_at;   /* ours: median canary requests (per cohort) at the rollback */
+	double meth_fr[NMETH], meth_ttd[NMETH];
 	/* the references over their parameter grids, for calibration */
 	double thr_fr[MAX_INTERVAL + 1], thr_ttd[MAX_INTERVAL + 1];
 	double kay_fr[16], kay_ttd[16];
@@ -283,6 +292,8 @@ static const double kay_alpha[] = {0.02, 0.01, 0.005, 0.002, 0.001, 5e-4, 2e-4, 
 
 struct run_result {
 	int detect[NJUDGES];         /* interval index (1-based) of the rollback, 0 none */
+	int n_at;                    /* ours: canary requests at the rollback */
+	int meth[NMETH];             /* the methods' rollbacks */
 	int thr_k[MAX_INTERVAL + 1]; /* threshold: when the k-th failure happened */
 	int kay[NALPHA];             /* kayenta: first High at each alpha */
 };
@@ -292,6 +303,53 @@ static void add_snap(struct metrics_cohort_snapshot *cum, const struct metrics_c
 	cum->requests += d->requests;
 	cum->errors += d->errors;
 	hist_merge(&cum->hist, &d->hist);
+}
+
+#define ALPHA    0.005 /* per check: two checks keep a healthy canary's rollbacks <= 1% */
+#define SPENDING CONFIG_SPEND_OBRIEN_FLEMING
+
+/*
+ * The methods side by side on the cumulative counts of look t: each is a
+ * whole judge (errors and latency at ALPHA each), rolling back at its first
+ * failing look.  The splits are check.c's: with a horizon 90% of the error
+ * goes to the group-sequential part and 10% to the anytime part.
+ */
+static void methods(struct run_result *out, const struct metrics_cohort_snapshot *cc,
+                    const struct metrics_cohort_snapshot *cb, int t, int intervals)
+{
+	struct judge_seq sfull, stail;
+	struct judge_count kfull, ktail;
+	struct judge_gs_look go, gp;
+	struct judge_mw w;
+	bool e[NMETH], l[NMETH], any = false;
+	double tail = 0.1 * ALPHA;
+
+	for (int m = 0; m < NMETH; m++)
+		any = any || !out->meth[m];
+	if (!any || cc->requests < 200 || cb->requests < 200)
+		return; /* min_samples, as ours */
+	judge_sequential(cc->errors, cc->requests, cb->errors, cb->requests, 0, 1 - ALPHA, 0, &sfull);
+	judge_sequential(cc->errors, cc->requests, cb->errors, cb->requests, 0, 1 - tail, 0, &stail);
+	judge_count(cc->errors, cc->requests, cb->errors, cb->requests, 1.0, ALPHA, 0, &kfull);
+	judge_count(cc->errors, cc->requests, cb->errors, cb->requests, 1.0, tail, 0, &ktail);
+	judge_gs_look(JUDGE_SPEND_OBRIEN_FLEMING, ALPHA - tail, (uint32_t)t, (uint32_t)intervals, &go);
+	judge_gs_look(JUDGE_SPEND_POCOCK, ALPHA - tail, (uint32_t)t, (uint32_t)intervals, &gp);
+	if (judge_mann_whitney(&cc->hist, &cb->hist, 1.05, &w))
+		abort();
+	e[M_MIXTURE] = sfull.decision == JUDGE_BEYOND;
+	e[M_COUNT] = kfull.decision == JUDGE_BEYOND;
+	e[M_OBF_MIX] = stail.decision == JUDGE_BEYOND || (go.analysis && sfull.z >= go.bound);
+	e[M_POC_MIX] = stail.decision == JUDGE_BEYOND || (gp.analysis && sfull.z >= gp.bound);
+	e[M_OBF_CNT] = ktail.decision == JUDGE_BEYOND || (go.analysis && sfull.z >= go.bound);
+	e[M_POC_CNT] = ktail.decision == JUDGE_BEYOND || (gp.analysis && sfull.z >= gp.bound);
+	l[M_MIXTURE] = l[M_COUNT] = w.p_greater < judge_alpha_spent(ALPHA, (uint32_t)t);
+	l[M_OBF_MIX] = l[M_OBF_CNT] = w.p_greater < judge_alpha_spent(tail, (uint32_t)t) ||
+	                              (go.analysis && w.sd_u > 0 && w.z_greater >= go.bound);
+	l[M_POC_MIX] = l[M_POC_CNT] = w.p_greater < judge_alpha_spent(tail, (uint32_t)t) ||
+	                              (gp.analysis && w.sd_u > 0 && w.z_greater >= gp.bound);
+	for (int m = 0; m < NMETH; m++)
+		if (!out->meth[m] && (e[m] || l[m]))
+			out->meth[m] = t;
 }
 
 struct dists {
@@ -319,7 +377,8 @@ static void run_one(const struct scenario *sc, const struct dists *ld, uint64_t 
 	err.metric = CONFIG_METRIC_ERROR_RATE;
 	err.min_samples = 200;
 	err.test.method = CONFIG_TEST_SEQUENTIAL;
-	err.test.confidence = 0.99;
+	err.test.confidence = 1.0 - ALPHA;
+	err.test.spending = SPENDING;
 	lat = err;
 	lat.name = "latency";
 	lat.metric = CONFIG_METRIC_LATENCY_P99;
@@ -327,7 +386,7 @@ static void run_one(const struct scenario *sc, const struct dists *ld, uint64_t 
 	lat.test.max_ratio = (struct config_bound){true, 1.05};
 
 	for (int t = 1; t <= intervals; t++) {
-		double vol = 1.0, pb = BASE_ERR, lam;
+		double vol = 1.0, pb = sc->base_err, lam;
 		bool burst = false;
 
 		if (sc->pattern == DIURNAL) {
@@ -335,18 +394,18 @@ static void run_one(const struct scenario *sc, const struct dists *ld, uint64_t 
 			double ph = sin(2.0 * M_PI * (double)t / (double)intervals);
 
 			vol = 1.0 + 0.6 * ph;
-			pb = BASE_ERR * (1.0 + 0.5 * ph);
+			pb = sc->base_err * (1.0 + 0.5 * ph);
 		} else if (sc->pattern == BURSTY) {
 			burst = unif(&r) < 0.1; /* a shared incident: both cohorts see it */
 			if (burst)
-				pb = BASE_ERR * 5;
+				pb = sc->base_err * 5;
 		}
 		lam = sc->rps * sc->share * vol * INTERVAL_S;
 		memset(&dc, 0, sizeof(dc));
 		memset(&db, 0, sizeof(db));
 		dc.requests = poisson(&r, lam);
 		db.requests = poisson(&r, lam);
-		dc.errors = binomial(&r, dc.requests, fmin(1.0, pb + sc->err_add));
+		dc.errors = binomial(&r, dc.requests, fmin(1.0, pb * sc->err_mul + sc->err_add));
 		db.errors = binomial(&r, db.requests, pb);
 		draw_hist(&r, burst ? &ld->canary_burst : &ld->canary, dc.requests, &dc.hist);
 		draw_hist(&r, burst ? &ld->base_burst : &ld->base, db.requests, &db.hist);
@@ -354,15 +413,18 @@ static void run_one(const struct scenario *sc, const struct dists *ld, uint64_t 
 		add_snap(&cb, &db);
 
 		if (!out->detect[J_OURS]) {
-			struct check_cumulative cum = {&cc, &cb, (uint32_t)t};
+			struct check_cumulative cum = {&cc, &cb, (uint32_t)t, (uint32_t)intervals};
 			struct check_verdict v;
 
 			if (check_evaluate_cumulative(&err, &dc, &db, &cum, INTERVAL_S * 1000,
 			                              &v) == CHECK_FAIL ||
 			    check_evaluate_cumulative(&lat, &dc, &db, &cum, INTERVAL_S * 1000,
-			                              &v) == CHECK_FAIL)
+			                              &v) == CHECK_FAIL) {
 				out->detect[J_OURS] = t;
+				out->n_at = (int)cc.requests;
+			}
 		}
+		methods(out, &cc, &cb, t, intervals);
 		{
 			bool bad;
 
@@ -429,7 +491,8 @@ static void summarize(int *t, int n, double *fr, double *ttd)
 
 static void run_scenario(struct scenario *sc, size_t idx)
 {
-	int ncol = NJUDGES + nintervals + NALPHA, *col;
+	int ncol = NJUDGES + nintervals + NALPHA + NMETH + 1, *col;
+	int *ns = NULL, nn = 0;
 	struct dists *ld = malloc(sizeof(*ld));
 
 	col = calloc((size_t)ncol * (size_t)nseeds, sizeof(int));
@@ -450,7 +513,21 @@ static void run_scenario(struct scenario *sc, size_t idx)
 			col[(NJUDGES + k - 1) * nseeds + s] = rr.thr_k[k];
 		for (int a = 0; a < NALPHA; a++)
 			col[(NJUDGES + nintervals + a) * nseeds + s] = rr.kay[a];
+		for (int m = 0; m < NMETH; m++)
+			col[(NJUDGES + nintervals + NALPHA + m) * nseeds + s] = rr.meth[m];
+		if (rr.detect[J_OURS])
+			col[(NJUDGES + nintervals + NALPHA + NMETH) * nseeds + nn++] = rr.n_at;
 	}
+	ns = col + (NJUDGES + nintervals + NALPHA + NMETH) * nseeds;
+	if (nn) {
+		qsort(ns, (size_t)nn, sizeof(int), cmp_int);
+		sc->n_at = ns[(nn - 1) / 2];
+	} else {
+		sc->n_at = NAN;
+	}
+	for (int m = 0; m < NMETH; m++)
+		summarize(col + (NJUDGES + nintervals + NALPHA + m) * nseeds, nseeds, &sc->meth_fr[m],
+		          &sc->meth_ttd[m]);
 	for (int j = 0; j < NJUDGES; j++)
 		summarize(col + j * nseeds, nseeds, &sc->fr[j], &sc->ttd[j]);
 	for (int k = 1; k <= nintervals; k++)
@@ -473,8 +550,8 @@ static void *worker(void *arg)
 	return NULL;
 }
 
-static void add(enum pattern p, double rps, double share, double err_add, double lat_mul,
-                const char *what)
+static void add(enum pattern p, double rps, double share, double base_err, double err_add,
+                double err_mul, double lat_mul, bool literature, const char *what)
 {
 	struct scenario *s = &scs[nscs++];
 
@@ -482,9 +559,12 @@ static void add(enum pattern p, double rps, double share, double err_add, double
 	s->pattern = p;
 	s->rps = rps;
 	s->share = share;
+	s->base_err = base_err;
 	s->err_add = err_add;
+	s->err_mul = err_mul;
 	s->lat_mul = lat_mul;
-	s->healthy = err_add == 0 && lat_mul == 1.0;
+	s->literature = literature;
+	s->healthy = err_add == 0 && err_mul == 1.0 && lat_mul == 1.0;
 	snprintf(s->name, sizeof(s->name), "%s %s", what, pattern_names[p]);
 }
 
@@ -500,7 +580,7 @@ static const struct scenario *healthy_of(const struct scenario *r)
 {
 	for (size_t i = 0; i < nscs; i++)
 		if (scs[i].healthy && scs[i].pattern == r->pattern && scs[i].rps == r->rps &&
-		    scs[i].share == r->share)
+		    scs[i].share == r->share && scs[i].base_err == r->base_err)
 			return &scs[i];
 	return NULL;
 }
@@ -567,6 +647,55 @@ static void calibrated(void)
 		       nratio, ratio_sum / nratio);
 }
 
+/* The methods side by side (issue 18): worst healthy rate, power, time to detect. */
+static void methods_table(void)
+{
+	double worst[NMETH] = {0}, pw[NMETH] = {0}, ttd_sum[NMETH] = {0};
+	int n = 0, nt = 0;
+	char a[16];
+
+	printf("\nthe methods on the same streams (errors and latency at %g each; "
+	       "gs: 90%% group-sequential over the %d looks + 10%% anytime)\n\n",
+	       ALPHA, nintervals);
+	printf("%-38s", "scenario");
+	for (int m = 0; m < NMETH; m++)
+		printf(" | %-12s", meth_names[m]);
+	printf("\n");
+	for (size_t i = 0; i < nscs; i++) {
+		const struct scenario *r = &scs[i];
+		bool all = true;
+
+		printf("%-38s", r->name);
+		for (int m = 0; m < NMETH; m++) {
+			ttd_str(a, sizeof(a), r->meth_ttd[m]);
+			if (r->healthy)
+				printf(" | FR %5.1f%%   ", 100 * r->meth_fr[m]);
+			else
+				printf(" | %5.1f%% %3s m", 100 * r->meth_fr[m], a);
+			if (r->healthy)
+				worst[m] = fmax(worst[m], r->meth_fr[m]);
+			else
+				pw[m] += r->meth_fr[m];
+			all = all && !isnan(r->meth_ttd[m]) && r->meth_fr[m] >= 0.5;
+		}
+		printf("\n");
+		if (!r->healthy)
+			n++;
+		if (!r->healthy && all) {
+			for (int m = 0; m < NMETH; m++)
+				ttd_sum[m] += r->meth_ttd[m];
+			nt++;
+		}
+	}
+	printf("\n%-38s", "worst healthy FR / mean power / ttd");
+	for (int m = 0; m < NMETH; m++)
+		printf(" | %4.2f%% %4.1f%% %4.1f", 100 * worst[m], n ? 100 * pw[m] / n : 0.0,
+		       nt ? ttd_sum[m] / nt : 0.0);
+	printf("\n(ttd: mean of the median minutes over the %d regressions every method detects "
+	       ">= 50%%)\n",
+	       nt);
+}
+
 int main(int argc, char **argv)
 {
 	static const double rpss[] = {50, 5000}, shares[] = {0.01, 0.05, 0.25};
@@ -600,7 +729,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "judge: bad --seeds or --intervals\n");
 		return 2;
 	}
-	scs = calloc(128, sizeof(*scs));
+	scs = calloc(160, sizeof(*scs));
 	if (!scs)
 		return 1;
 	for (size_t g = 0; g < sizeof(regs) / sizeof(regs[0]); g++)
@@ -616,30 +745,54 @@ int main(int argc, char **argv)
 
 					snprintf(what, sizeof(what), "%s %g/s %g%%", regs[g].what,
 					         rpss[i], shares[k] * 100);
-					add((enum pattern)p, rpss[i], shares[k], regs[g].err,
-					    regs[g].lat, what);
+					add((enum pattern)p, rpss[i], shares[k], BASE_ERR, regs[g].err,
+					    1.0, regs[g].lat, false, what);
 				}
+		}
+	/* the literature's grid (issue 18): per-cohort traffic, steady */
+	for (size_t i = 0; i < 3; i++)
+		for (size_t bi = 0; bi < 2; bi++) {
+			static const double per[] = {10, 100, 1000}, base[] = {0.001, 0.01};
+			static const double muls[] = {1.0, 1.25, 1.5, 2.0};
+			char what[64];
+
+			for (size_t m = 0; m < 4; m++) {
+				if (muls[m] == 1.0)
+					snprintf(what, sizeof(what), "A/A %g/s/cohort %g%%", per[i],
+					         base[bi] * 100);
+				else
+					snprintf(what, sizeof(what), "err x%g %g/s/cohort %g%%", muls[m],
+					         per[i], base[bi] * 100);
+				add(STEADY, per[i], 1.0, base[bi], 0, muls[m], 1.0, true, what);
+			}
+			for (size_t m = 0; m < 2 && bi == 1; m++) {
+				snprintf(what, sizeof(what), "p99 +%d%% %g/s/cohort", m ? 25 : 10,
+				         per[i]);
+				add(STEADY, per[i], 1.0, base[bi], 0, 1.0, m ? 1.25 : 1.10, true, what);
+			}
 		}
 	pthread_create(&th[0], NULL, worker, NULL);
 	pthread_create(&th[1], NULL, worker, NULL);
 	pthread_join(th[0], NULL);
 	pthread_join(th[1], NULL);
 
-	printf("judge benchmark: %d seeds per scenario, %d looks of %d s, baseline error %.0f%%, "
-	       "latency log-normal median %.0f ms sigma %.1f\n",
-	       nseeds, nintervals, INTERVAL_S, BASE_ERR * 100, LAT_MED_US / 1000, LAT_SIGMA);
+	printf("judge benchmark: %d seeds per scenario, %d looks of %d s (the step's horizon), "
+	       "baseline error %.0f%% (the literature's grid: as named), latency log-normal median "
+	       "%.0f ms sigma %.1f; ours: %s spending, %g per check\n",
+	       nseeds, nintervals, INTERVAL_S, BASE_ERR * 100, LAT_MED_US / 1000, LAT_SIGMA,
+	       judge_spending_name((enum judge_spending)SPENDING), ALPHA);
 	printf("healthy: false-rollback rate; regressions: detection power, median time to "
-	       "detect (min)\n\n");
-	printf("%-38s | %-14s | %-14s | %-14s\n", "scenario (rps, canary share, baseline)",
+	       "detect (min), ours' median canary requests at the rollback (n)\n\n");
+	printf("%-38s | %-24s | %-14s | %-14s\n", "scenario (rps, canary share, baseline)",
 	       judge_names[0], judge_names[1], judge_names[2]);
-	printf("%.38s-+-%.14s-+-%.14s-+-%.14s\n", "----------------------------------------",
-	       "----------------", "----------------", "----------------");
+	printf("%.38s-+-%.24s-+-%.14s-+-%.14s\n", "----------------------------------------",
+	       "--------------------------", "----------------", "----------------");
 	for (size_t i = 0; i < nscs; i++) {
 		struct scenario *s = &scs[i];
 
 		if (s->healthy) {
-			printf("%-38s | FR %5.1f%%      | FR %5.1f%%      | FR %5.1f%%\n", s->name,
-			       100 * s->fr[0], 100 * s->fr[1], 100 * s->fr[2]);
+			printf("%-38s | FR %5.1f%%                | FR %5.1f%%      | FR %5.1f%%\n",
+			       s->name, 100 * s->fr[0], 100 * s->fr[1], 100 * s->fr[2]);
 			for (int j = 0; j < NJUDGES; j++)
 				worst_fr[j] = fmax(worst_fr[j], s->fr[j]);
 			continue;
@@ -647,8 +800,8 @@ int main(int argc, char **argv)
 		ttd_str(a, sizeof(a), s->ttd[0]);
 		ttd_str(b, sizeof(b), s->ttd[1]);
 		ttd_str(c, sizeof(c), s->ttd[2]);
-		printf("%-38s | %5.1f%% %4s m  | %5.1f%% %4s m  | %5.1f%% %4s m\n", s->name,
-		       100 * s->fr[0], a, 100 * s->fr[1], b, 100 * s->fr[2], c);
+		printf("%-38s | %5.1f%% %4s m n=%-8.0f | %5.1f%% %4s m  | %5.1f%% %4s m\n", s->name,
+		       100 * s->fr[0], a, s->n_at, 100 * s->fr[1], b, 100 * s->fr[2], c);
 		nreg++;
 		for (int j = 0; j < NJUDGES; j++)
 			pow_sum[j] += s->fr[j];
@@ -671,6 +824,7 @@ int main(int argc, char **argv)
 		       "detect >= 50%%: %.2f (goal: <= 0.5)\n",
 		       nttd, ttd_ratio_sum / nttd);
 	calibrated();
+	methods_table();
 	free(scs);
 	return 0;
 }

@@ -40,6 +40,8 @@
 #include "fleet/counters.h"
 #include "fleet/fleet.h"
 #include "metrics/stats.h"
+#include "net/tls.h"
+#include "proxy/health.h"
 #include "proxy/mirror.h"
 #include "proxy/proxy.h"
 #include "proxy/table.h"
@@ -56,6 +58,7 @@
 #define ENGINE_TICK_MS       100
 #define JOB_THREADS          2
 #define JOB_QUEUE            256
+#define HEALTH_THREADS       4 /* probes block a thread up to their timeout */
 
 struct daemon {
 	const char *config_path;
@@ -64,6 +67,7 @@ struct daemon {
 	struct metrics_registry *metrics;
 	struct proxy *proxy;
 	struct traffic *traffic; /* services' traffic, mirror and fault documents */
+	struct health *health;   /* active health checks (their own job pool) */
 	struct services_backend services;
 	struct rollout_engine *engine;
 	struct rollout_backend rollout_be;
@@ -169,15 +173,23 @@ static int env_placeholders(const char *path)
  * Loads and validates path; reports every error and returns NULL on
  * failure: as "FILE:LINE: ..." lines for --check (a person or CI reads
  * them), else as one JSON log line each (a running daemon's stderr is JSON).
+ * The TLS contexts are built too (certificates read and checked, net/tls.h),
+ * their errors reported the same way; *tls gets them (NULL on failure).
  */
-static struct config *load_config(const char *path, int human, char *msg, size_t msglen)
+static struct config *load_config(const char *path, int human, char *msg, size_t msglen,
+                                  struct tls_set **tls)
 {
 	struct config_errors errs;
 	struct config *cfg;
 
+	*tls = NULL;
 	config_errors_init(&errs);
 	cfg = config_load_file(path, &errs);
+	if (cfg && !config_errors_count(&errs))
+		*tls = tls_set_new(cfg, &errs);
 	if (!cfg || config_errors_count(&errs)) {
+		tls_set_free(*tls);
+		*tls = NULL;
 		if (human) {
 			config_errors_print(&errs, stderr);
 		} else {
@@ -338,6 +350,14 @@ static void engine_split_reset(void *ctx, const char *service, const char *versi
 		metrics_split_reset(d->metrics, series);
 }
 
+static bool engine_endpoints_down(void *ctx, const char *service, const char *version,
+                                  char *reason, size_t len, int64_t *since_ms)
+{
+	struct daemon *d = ctx;
+
+	return health_version_down(d->health, service, version, reason, len, since_ms);
+}
+
 static int engine_read_split(void *ctx, const char *service, const char *version,
                              enum cohort cohort, struct metrics_split_snapshot *out)
 {
@@ -383,6 +403,28 @@ static void engine_source_forget(void *ctx, uint64_t id)
 	struct daemon *d = ctx;
 
 	jobs_detach(d->jobs, id);
+}
+
+/* validate (issue 16): the canary request sample of a decision, from the proxy's rings. */
+static json_t *engine_samples(void *ctx, const char *service, const char *version, int max)
+{
+	struct daemon *d = ctx;
+	struct proxy_sample *s;
+	json_t *a;
+	int n;
+
+	if (max <= 0 || !(s = calloc((size_t)max, sizeof(*s))))
+		return NULL;
+	n = proxy_samples(d->proxy, service, version, s, max);
+	a = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(
+		    a, json_pack("{s:s, s:s, s:s, s:i, s:f, s:I}", "request_id", s[i].request_id,
+		                 "method", s[i].method, "path", s[i].path, "status", s[i].status,
+		                 "latency_ms", (double)s[i].latency_us / 1000.0, "time_ms",
+		                 (json_int_t)(s[i].time_us / 1000)));
+	free(s);
+	return a;
 }
 
 /* Writes the evidence bundle under evidence_dir/NAME-GEN-TIME. */
@@ -568,6 +610,7 @@ static void write_metrics(void *ctx, struct buf *out)
 	if (d->fleet)
 		fleet_write_prometheus(d->fleet, out);
 	proxy_mirror_write_prometheus(d->proxy, out);
+	health_write_prometheus(d->health, out);
 	if (d->engine)
 		rollout_engine_write_prometheus(d->engine, out);
 	api_flags_write_prometheus(d->flags, out);
@@ -599,22 +642,26 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 	struct config_ref *cref;
 	struct proxy_table *t;
 	struct rollout_engine *e;
+	struct tls_set *tls;
 
 	/* the actor may be a token name of the configuration being replaced */
 	snprintf(actor, sizeof(actor), "%s", actor_in);
 	msg[0] = '\0';
-	cfg = load_config(d->config_path, 0, msg, msglen);
+	cfg = load_config(d->config_path, 0, msg, msglen, &tls);
 	if (!cfg)
 		return reload_failed(d, actor, msg);
 	if (api_flags_check(d->flags, cfg, msg, msglen) != 0) {
+		tls_set_free(tls);
 		config_free(cfg);
 		return reload_failed(d, actor, msg);
 	}
 	cref = config_ref_new(cfg); /* owns cfg from here on, even on failure */
 	if (!cref) {
+		tls_set_free(tls);
 		snprintf(msg, msglen, "out of memory");
 		return reload_failed(d, actor, msg);
 	}
+	cref->tls = tls; /* new connections take the new certificates with the new table */
 	t = traffic_build(d->traffic, cref, msg, msglen);
 	if (!t) {
 		snap_obj_unref(&cref->obj);
@@ -636,7 +683,11 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 	d->cfg = cfg;
 	notify_set_config(d->notify, cfg);
 	apply_config_to_api(d);
+	if (d->admin)
+		admin_set_tls(d->admin, tls_set_admin(cref->tls));
 	traffic_use(d->traffic, cref, t);
+	if (health_configure(d->health, cfg) != 0)
+		log_error("health checks kept from the previous configuration (out of memory)", NULL);
 	if (api_flags_reload(d->flags, cfg, actor, msg, msglen) != 0)
 		log_error("flags kept from the previous configuration", "error", msg, NULL);
 	d->api.config_revision++;
@@ -687,6 +738,7 @@ int main(int argc, char **argv)
 	char err[512], admin_addr[300], summary[512];
 	int c, check = 0, allow_missing_env = 0, missing = 0, rc = 1;
 	int64_t start_rev = 0;
+	struct tls_set *tls = NULL; /* d.cref owns it once made */
 
 	while ((c = getopt_long(argc, argv, "c:tVh", lopts, NULL)) != -1) {
 		switch (c) {
@@ -727,7 +779,7 @@ int main(int argc, char **argv)
 	}
 	if (check && allow_missing_env)
 		missing = env_placeholders(d.config_path);
-	d.cfg = load_config(d.config_path, check, NULL, 0);
+	d.cfg = load_config(d.config_path, check, NULL, 0, &tls);
 	if (!d.cfg)
 		return 1;
 	if (check) {
@@ -744,6 +796,7 @@ int main(int argc, char **argv)
 		config_errors_release(&warns);
 		config_summary(d.cfg, summary, sizeof(summary));
 		puts(summary);
+		tls_set_free(tls);
 		config_free(d.cfg);
 		return 0;
 	}
@@ -773,6 +826,8 @@ int main(int argc, char **argv)
 		d.cfg = NULL;
 		goto out_store;
 	}
+	d.cref->tls = tls; /* the contexts live as long as the configuration */
+	tls = NULL;
 	{
 		unsigned nworkers =
 		    d.cfg->workers ? d.cfg->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
@@ -793,6 +848,12 @@ int main(int argc, char **argv)
 			log_error("cannot start the proxy", "error", err, NULL);
 			goto out_proxy;
 		}
+		d.health = health_new(d.loop, d.traffic, HEALTH_THREADS);
+		if (!d.health || health_configure(d.health, d.cfg) != 0) {
+			log_error("cannot start the health checks", NULL);
+			proxy_stop(d.proxy, 0);
+			goto out_proxy;
+		}
 	}
 	api_init(&d.api);
 	d.api.store = d.store;
@@ -805,7 +866,10 @@ int main(int argc, char **argv)
 	d.api.listener_up_fn = listener_up;
 	d.api.listener_up_ctx = &d;
 	d.services =
-	    (struct services_backend){.traffic = d.traffic, .proxy = d.proxy, .metrics = d.metrics};
+	    (struct services_backend){.traffic = d.traffic,
+	                              .proxy = d.proxy,
+	                              .metrics = d.metrics,
+	                              .health = d.health};
 	api_services_init(&d.api, &d.services);
 	d.jobs = jobs_new(JOB_THREADS, JOB_QUEUE);
 	d.notify = d.jobs ? notify_new(d.jobs, d.state) : NULL;
@@ -834,9 +898,11 @@ int main(int argc, char **argv)
 	                                        .source_poll = engine_hook_poll,
 	                                        .source_forget = engine_source_forget,
 	                                        .evidence = engine_evidence,
+	                                        .samples = engine_samples, /* validate */
 	                                        .read_shadow = engine_read_shadow,
 	                                        .split_reset = engine_split_reset,
 	                                        .read_split = engine_read_split,
+	                                        .endpoints_down = engine_endpoints_down,
 	                                        .state = d.state,
 	                                        .ctx = &d};
 	/* before the engine loads: a follower's fence refuses rollout writes from then on */
@@ -868,7 +934,8 @@ int main(int argc, char **argv)
 		goto out_proxy;
 	}
 	addr_format(&d.cfg->admin.listen, admin_addr, sizeof(admin_addr));
-	d.admin = admin_start(d.loop, admin_addr, &d.api, err, sizeof(err));
+	d.admin = admin_start(d.loop, admin_addr, &d.api, tls_set_admin(d.cref->tls), err,
+	                      sizeof(err));
 	if (!d.admin) {
 		log_error("cannot start the admin listener", "listen", admin_addr, "error", err,
 		          NULL);
@@ -902,6 +969,8 @@ out_proxy:
 	rollout_engine_free(d.engine);
 	d.engine = NULL;
 	notify_free(d.notify);
+	health_free(d.health); /* its probes are done or killed, its pool joined */
+	d.health = NULL;
 	jobs_free(d.jobs);
 	traffic_free(d.traffic);
 	proxy_free(d.proxy);
@@ -921,6 +990,7 @@ out_cfg:
 	for (size_t i = 0; i < d.nlisteners; i++)
 		free(d.listener_addrs[i]);
 	free(d.listener_addrs);
+	tls_set_free(tls);
 	config_free(d.cfg);
 	return rc;
 }

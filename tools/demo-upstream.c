@@ -31,8 +31,12 @@
  *   POST /_upstream/reset   zeroes requests, errors, first/last_request_ms
  *                           (in_flight is a gauge and stays); answers stats.
  *   POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE&quality=Q
+ *                          &health_status=CODE
  *        changes any of these at runtime (all or none: a bad value is a 400);
  *        answers stats.
+ *   GET  /healthz           the health check path (canaryd's `health:`): answered
+ *                           at once with health_status (default 200), not
+ *                           counted; "health_probes" in stats counts them.
  *   POST /_upstream/hold     from now on, normal requests are held unanswered
  *                           (counted in in_flight and in "held") until ...
  *   POST /_upstream/release  answers every held request at once and stops
@@ -74,9 +78,10 @@ struct opts {
 	unsigned error_status;
 	unsigned long long seed;
 	double quality;
+	unsigned health_status; /* GET /healthz answers this */
 };
 
-static struct opts opt = {"127.0.0.1:7001", "v1", 0.0, 0, 500, 1, 1.0};
+static struct opts opt = {"127.0.0.1:7001", "v1", 0.0, 0, 500, 1, 1.0, 200};
 static unsigned long long rng_state;
 static int holding; /* POST /_upstream/hold until POST /_upstream/release */
 
@@ -229,6 +234,15 @@ static void control_respond(struct conn *c, int status, const char *body)
 	           c->close_after ? "Connection: close\r\n" : "", body);
 }
 
+/* GET /healthz: the status set with health_status=CODE, at once. */
+static unsigned long long health_probes;
+static void control_health(struct conn *c)
+{
+	health_probes++;
+	control_respond(c, (int)opt.health_status,
+	                opt.health_status < 400 ? "{\"healthy\":true}" : "{\"healthy\":false}");
+}
+
 static void control_stats(struct conn *c)
 {
 	json_t *o = json_object();
@@ -246,6 +260,8 @@ static void control_stats(struct conn *c)
 	json_object_set_new(o, "latency_ms", json_integer(opt.latency_ms));
 	json_object_set_new(o, "error_status", json_integer(opt.error_status));
 	json_object_set_new(o, "quality", json_real(opt.quality));
+	json_object_set_new(o, "health_status", json_integer(opt.health_status));
+	json_object_set_new(o, "health_probes", json_integer((json_int_t)health_probes));
 	s = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(12));
 	json_decref(o);
 	control_respond(c, s ? 200 : 500, s ? s : "{\"error\":\"out of memory\"}");
@@ -281,6 +297,7 @@ static void control_config(struct conn *c, struct str query)
 {
 	double rate = opt.error_rate, quality = opt.quality;
 	unsigned long long latency = opt.latency_ms, status = opt.error_status;
+	unsigned long long hstatus = opt.health_status;
 	size_t i = 0;
 	int any = 0;
 
@@ -309,6 +326,9 @@ static void control_config(struct conn *c, struct str query)
 		} else if (str_eq_c(name, "quality")) {
 			if (str_to_double(val, &quality) != 0)
 				goto out_bad;
+		} else if (str_eq_c(name, "health_status")) {
+			if (str_to_u64(val, &hstatus) != 0 || hstatus < 100 || hstatus > 599)
+				goto out_bad;
 		} else {
 			goto out_bad;
 		}
@@ -320,13 +340,14 @@ static void control_config(struct conn *c, struct str query)
 	opt.latency_ms = (unsigned)latency;
 	opt.error_status = (unsigned)status;
 	opt.quality = quality;
+	opt.health_status = (unsigned)hstatus;
 	control_stats(c);
 	return;
 
 out_bad:
 	control_respond(c, 400,
 	                "{\"error\":\"want error_rate=0..1, latency_ms=0..3600000, "
-	                "error_status=100..599 and/or quality=NUMBER\"}");
+	                "error_status=100..599, health_status=100..599 and/or quality=NUMBER\"}");
 }
 
 static void conn_parse(struct loop *loop, struct conn *c);
@@ -467,9 +488,12 @@ static void conn_parse(struct loop *loop, struct conn *c)
 		c->mis =
 		    vl > 0 ? parse_misbehave(str_make(v, (size_t)vl), &c->mis_bytes) : MIS_NONE;
 		if (str_has_prefix(target, STR_LIT("/_upstream/")) ||
-		    (str_eq_c(method, "GET") && str_eq_c(target, "/metrics"))) {
+		    (str_eq_c(method, "GET") &&
+		     (str_eq_c(target, "/metrics") || str_eq_c(target, "/healthz")))) {
 			if (str_eq_c(target, "/metrics"))
 				control_metrics(c);
+			else if (str_eq_c(target, "/healthz"))
+				control_health(c);
 			else
 				/* before target's bytes are consumed */
 				control(loop, c, method, target);
@@ -596,7 +620,8 @@ static void usage(FILE *f)
 	      "                     [--error-status CODE] [--latency-ms MS] [--seed N]\n"
 	      "control: GET /_upstream/stats, POST /_upstream/reset,\n"
 	      "         POST /_upstream/config?error_rate=R&latency_ms=MS&error_status=CODE&"
-	      "quality=Q, POST /_upstream/hold, POST /_upstream/release\n"
+	      "quality=Q&health_status=CODE, POST /_upstream/hold, POST /_upstream/release,\n"
+	      "         GET /healthz\n"
 	      "metrics: GET /metrics (Prometheus text: demo_requests_total, demo_errors_total,\n"
 	      "         demo_quality)\n"
 	      "misbehave: request header X-Upstream-Misbehave: reset|close|silent N (head and\n"

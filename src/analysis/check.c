@@ -278,6 +278,32 @@ static bool other_bound_violated(const struct config_check *c, const struct chec
 	return violated_except(c, w, skip);
 }
 
+/* The share of a test's error spent by its parts (docs/judge.md). */
+#define ANYTIME_SHARE  0.1 /* the anytime part, with a known horizon */
+#define ABSOLUTE_SHARE 0.1 /* the absolute bound's own test */
+
+/* The absolute bound a sequential check also tests: `max` on error_rate, `min`
+ * on success_rate (as an error rate: 1 - min); NAN when none. */
+static double absolute_error_bound(const struct config_check *c)
+{
+	if (c->metric == CONFIG_METRIC_SUCCESS_RATE)
+		return c->min.set && c->min.value > 0 && c->min.value < 1 ? 1.0 - c->min.value : NAN;
+	if (c->metric == CONFIG_METRIC_ERROR_RATE)
+		return c->max.set && c->max.value > 0 && c->max.value < 1 ? c->max.value : NAN;
+	return NAN;
+}
+
+/* "look 7 of 30, O'Brien-Fleming spending, 0.0012 of 0.01 spent" or "look 7, anytime-valid" */
+static void design_text(char *buf, size_t cap, const struct check_test_result *t)
+{
+	if (t->group_sequential)
+		snprintf(buf, cap, "look %u of %u, %s spending, %.2g of %.2g spent", t->looks,
+		         t->horizon, t->spending == JUDGE_SPEND_POCOCK ? "Pocock" : "O'Brien-Fleming",
+		         t->alpha_spent, 1.0 - t->confidence);
+	else
+		snprintf(buf, cap, "look %u, anytime-valid", t->looks);
+}
+
 static enum check_outcome sequential(const struct config_check *c,
                                      const struct check_cumulative *cum, struct check_verdict *v)
 {
@@ -285,15 +311,80 @@ static enum check_outcome sequential(const struct config_check *c,
 	const struct metrics_cohort_snapshot *a = cum->canary, *b = cum->baseline;
 	bool success = c->metric == CONFIG_METRIC_SUCCESS_RATE;
 	double d = margin_of(c), sign = success ? -1.0 : 1.0, lo, hi;
+	double alpha = 1.0 - c->test.confidence, a_abs = 0, a_any = alpha, a_gs = 0;
+	double abs_err = absolute_error_bound(c);
 	const char *m = v->metric, *word = success ? "decrease" : "increase";
 	unsigned skip = success ? 1u << CHECK_BOUND_MAX_DECREASE : 1u << CHECK_BOUND_MAX_INCREASE;
+	enum judge_decision dec, any_dec;
+	bool gs_beyond = false, gs_within = false, abs_beyond = false;
 	struct judge_seq s;
+	struct judge_gs_look gl;
 	struct check_verdict w;
-	char more[128];
+	char more[100], how[100];
 
-	judge_sequential(a->errors, a->requests, b->errors, b->requests, d, c->test.confidence, 0,
-	                 &s);
-	t->alpha = 1.0 - c->test.confidence;
+	if (!isnan(abs_err)) {
+		a_abs = ABSOLUTE_SHARE * alpha;
+		a_any -= a_abs;
+		skip |= success ? 1u << CHECK_BOUND_MIN : 1u << CHECK_BOUND_MAX;
+	}
+	if (cum->horizon) {
+		a_gs = a_any - ANYTIME_SHARE * alpha;
+		a_any = ANYTIME_SHARE * alpha;
+	}
+	judge_sequential(a->errors, a->requests, b->errors, b->requests, d, 1.0 - a_any, 0, &s);
+	any_dec = s.decision;
+	t->counting = d == 0; /* "no worse than the baseline": the exact counting test */
+	t->log_e = t->log_e_within = NAN;
+	if (t->counting) {
+		struct judge_count k;
+
+		judge_count(a->errors, a->requests, b->errors, b->requests, 1.0, a_any, 0, &k);
+		t->log_e = k.log_e_beyond;
+		t->log_e_within = k.log_e_within;
+		any_dec = k.decision;
+	}
+	t->alpha = a_any;
+	t->alpha_spent = a_any + a_abs;
+	t->horizon = cum->horizon;
+	t->spending = (uint32_t)c->test.spending;
+	t->z = s.z;
+	t->z_bound = t->boundary = NAN;
+	t->abs_bound = t->abs_log_e = t->abs_alpha = NAN;
+	if (cum->horizon && judge_gs_look((enum judge_spending)c->test.spending, a_gs, t->looks,
+	                                  cum->horizon, &gl) == 0) {
+		t->group_sequential = true;
+		t->analysis = gl.analysis;
+		t->alpha_spent += gl.spent;
+		if (gl.analysis) {
+			t->alpha = gl.alpha; /* the group-sequential part's, at this look */
+			t->z_bound = gl.bound;
+			t->boundary = sign * (d + gl.bound * s.se);
+			gs_beyond = isfinite(s.se) && s.z >= gl.bound;
+			gs_within = isfinite(s.se) && -s.z >= gl.bound;
+			if (isfinite(s.se) && isfinite(gl.bound)) {
+				/* the repeated confidence interval diff +- b se (Jennison and
+				 * Turnbull ch. 9) and the anytime sequence both cover: report
+				 * their intersection (its error is at most the sum) */
+				s.lower = fmax(s.lower, s.diff - gl.bound * s.se);
+				s.upper = fmin(s.upper, s.diff + gl.bound * s.se);
+			}
+		}
+	}
+	if (!isnan(abs_err)) {
+		uint64_t x = a->errors < a->requests ? a->errors : a->requests;
+
+		t->abs_bound = success ? 1.0 - abs_err : abs_err;
+		t->abs_alpha = a_abs;
+		t->abs_log_e = a->requests ? judge_beta_log_e(x, a->requests, abs_err,
+		                                              JUDGE_COUNT_KAPPA, true)
+		                           : 0.0;
+		abs_beyond = t->abs_log_e >= log(1.0 / a_abs);
+	}
+	dec = any_dec;
+	if (gs_beyond)
+		dec = JUDGE_BEYOND;
+	else if (gs_within && dec == JUDGE_UNDECIDED)
+		dec = JUDGE_WITHIN;
 	t->canary_errors = a->errors < a->requests ? a->errors : a->requests;
 	t->baseline_errors = b->errors < b->requests ? b->errors : b->requests;
 	t->canary_value = success ? 1.0 - s.p_canary : s.p_canary;
@@ -309,38 +400,97 @@ static enum check_outcome sequential(const struct config_check *c,
 	t->lower = lo;
 	t->upper = hi;
 	t->cles = t->shift_ms = NAN;
-	t->more_per_cohort = s.more_per_cohort;
+	t->more_per_cohort = dec == JUDGE_UNDECIDED ? s.more_per_cohort : 0.0;
+	if (dec == JUDGE_UNDECIDED && t->group_sequential && isfinite(s.z) && fabs(s.z) > 0.01) {
+		/* z grows like sqrt(n): what the design's last boundary needs */
+		struct judge_gs_look last;
+
+		if (judge_gs_look((enum judge_spending)c->test.spending, a_gs, cum->horizon,
+		                  cum->horizon, &last) == 0 &&
+		    isfinite(last.bound)) {
+			double k = last.bound * last.bound / (s.z * s.z), need;
+
+			need = k > 1 ? ceil((k - 1.0) * (double)(a->requests > b->requests
+			                                             ? a->requests
+			                                             : b->requests))
+			             : 0.0;
+			if (need > 0 && (!isfinite(t->more_per_cohort) || need < t->more_per_cohort))
+				t->more_per_cohort = need;
+		}
+	}
 	v->bound = success ? CHECK_BOUND_MAX_DECREASE : CHECK_BOUND_MAX_INCREASE;
 	v->bound_value = d;
 	v->observed = t->estimate;
+	design_text(how, sizeof(how), t);
 
-	if (s.decision == JUDGE_BEYOND) {
+	if (dec == JUDGE_BEYOND) {
 		v->outcome = CHECK_FAIL;
-		snprintf(
-		    v->reason, sizeof(v->reason),
-		    "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence (the %s is "
-		    "at least %.4g; %.4g vs %.4g over %llu vs %llu requests since the step began)",
-		    m, word, s.diff, check_bound_name(v->bound), d, 100 * c->test.confidence, word,
-		    s.lower, t->canary_value, t->baseline_value,
-		    (unsigned long long)t->canary_requests,
-		    (unsigned long long)t->baseline_requests);
+		if (gs_beyond && any_dec != JUDGE_BEYOND)
+			snprintf(v->reason, sizeof(v->reason),
+			         "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence: "
+			         "z = %.3g reached the boundary %.3g (an %s above %.4g fails at this "
+			         "look; %s; %.4g vs %.4g over %llu vs %llu requests per cohort since "
+			         "the step began)",
+			         m, word, s.diff, check_bound_name(v->bound), d,
+			         100 * c->test.confidence, s.z, t->z_bound, word, fabs(t->boundary),
+			         how, t->canary_value, t->baseline_value,
+			         (unsigned long long)t->canary_requests,
+			         (unsigned long long)t->baseline_requests);
+		else if (t->counting)
+			snprintf(v->reason, sizeof(v->reason),
+			         "%s on the canary is above the baseline's with %g%% confidence: %llu "
+			         "vs %llu errors where equal rates expect a %.3g share on the canary "
+			         "(counting-process e-value %.3g >= 1/%.3g; %s; %.4g vs %.4g over %llu vs "
+			         "%llu requests per cohort since the step began)",
+			         m, 100 * c->test.confidence,
+			         (unsigned long long)t->canary_errors,
+			         (unsigned long long)t->baseline_errors,
+			         (double)t->canary_requests /
+			             ((double)t->canary_requests + (double)t->baseline_requests),
+			         exp(fmin(700.0, t->log_e)), a_any, how, t->canary_value,
+			         t->baseline_value, (unsigned long long)t->canary_requests,
+			         (unsigned long long)t->baseline_requests);
+		else
+			snprintf(v->reason, sizeof(v->reason),
+			         "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence "
+			         "(the %s is at least %.4g; %s; %.4g vs %.4g over %llu vs %llu requests "
+			         "per cohort since the step began)",
+			         m, word, s.diff, check_bound_name(v->bound), d,
+			         100 * c->test.confidence, word, s.lower, how, t->canary_value,
+			         t->baseline_value, (unsigned long long)t->canary_requests,
+			         (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
-	if (s.decision == JUDGE_WITHIN && !other_bound_violated(c, v, skip, &w)) {
+	if (abs_beyond) {
+		v->outcome = CHECK_FAIL;
+		v->bound = success ? CHECK_BOUND_MIN : CHECK_BOUND_MAX;
+		v->bound_value = t->abs_bound;
+		v->observed = t->canary_value;
+		snprintf(v->reason, sizeof(v->reason),
+		         "%s on the canary is %s %s %.4g with %g%% confidence on its own counts "
+		         "(%llu errors in %llu requests since the step began, %.4g; e-value %.3g >= "
+		         "1/%.3g; %s)",
+		         m, success ? "below" : "above", success ? "min" : "max", t->abs_bound,
+		         100 * c->test.confidence, (unsigned long long)t->canary_errors,
+		         (unsigned long long)t->canary_requests, t->canary_value,
+		         exp(fmin(700.0, t->abs_log_e)), a_abs, how);
+		return v->outcome;
+	}
+	if (dec == JUDGE_WITHIN && !other_bound_violated(c, v, skip, &w)) {
 		v->outcome = CHECK_PASS;
 		v->bound = CHECK_BOUND_NONE;
 		snprintf(v->reason, sizeof(v->reason),
-		         "%s %s on the canary is within %s %.4g with %g%% confidence (the %s is at "
-		         "most %.4g; %.4g vs %.4g over %llu vs %llu requests since the step began)",
+		         "%s %s on the canary is within %s %.4g with %g%% confidence (%s; %.4g vs "
+		         "%.4g over %llu vs %llu requests per cohort since the step began)",
 		         m, word, success ? "max_decrease" : "max_increase", d,
-		         100 * c->test.confidence, word, s.upper, t->canary_value,
-		         t->baseline_value, (unsigned long long)t->canary_requests,
+		         100 * c->test.confidence, how, t->canary_value, t->baseline_value,
+		         (unsigned long long)t->canary_requests,
 		         (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
 	v->outcome = CHECK_INCONCLUSIVE;
 	v->bound = CHECK_BOUND_NONE;
-	if (s.decision == JUDGE_WITHIN) {
+	if (dec == JUDGE_WITHIN) {
 		snprintf(v->reason, sizeof(v->reason),
 		         "%s is within %.4g of the baseline with %g%% confidence, but %s %.4g is "
 		         "violated in this interval (%.4g), so the check cannot pass",
@@ -348,14 +498,13 @@ static enum check_outcome sequential(const struct config_check *c,
 		         w.observed);
 		return v->outcome;
 	}
-	more_text(more, sizeof(more), s.more_per_cohort);
-	snprintf(
-	    v->reason, sizeof(v->reason),
-	    "%s %s of %.4g (%.4g vs %.4g over %llu vs %llu requests) is not yet told apart from "
-	    "%.4g at %g%% confidence (the %s lies in [%.4g, %.4g]); %s",
-	    m, word, s.diff, t->canary_value, t->baseline_value,
-	    (unsigned long long)t->canary_requests, (unsigned long long)t->baseline_requests, d,
-	    100 * c->test.confidence, word, s.lower, s.upper, more);
+	more_text(more, sizeof(more), t->more_per_cohort);
+	snprintf(v->reason, sizeof(v->reason),
+	         "%s %s of %.4g (%.4g vs %.4g over %llu vs %llu requests per cohort) is not yet "
+	         "told apart from %.4g at %g%% confidence (%s; z = %.3g); %s",
+	         m, word, s.diff, t->canary_value, t->baseline_value,
+	         (unsigned long long)t->canary_requests, (unsigned long long)t->baseline_requests,
+	         d, 100 * c->test.confidence, how, s.z, more);
 	return v->outcome;
 }
 
@@ -363,11 +512,13 @@ static enum check_outcome mann_whitney(const struct config_check *c,
                                        const struct check_cumulative *cum, struct check_verdict *v)
 {
 	struct check_test_result *t = &v->test;
-	double r = ratio_of(c), alpha = 1.0 - c->test.confidence, zc, zo;
+	double r = ratio_of(c), alpha = 1.0 - c->test.confidence, zc, zo, zl, a_tail = alpha;
 	const char *m = v->metric;
+	bool beyond, within;
 	struct judge_mw w;
+	struct judge_gs_look gl;
 	struct check_verdict x;
-	char more[128];
+	char more[100], how[100];
 
 	if (judge_mann_whitney(&cum->canary->hist, &cum->baseline->hist, r, &w)) {
 		v->outcome = CHECK_ERROR;
@@ -375,7 +526,31 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 		         "out of memory while running the Mann-Whitney test for %s", m);
 		return v->outcome;
 	}
-	t->alpha = judge_alpha_spent(alpha, t->looks);
+	t->horizon = cum->horizon;
+	t->spending = (uint32_t)c->test.spending;
+	t->z_bound = t->boundary = NAN;
+	t->abs_bound = t->abs_log_e = t->abs_alpha = NAN;
+	if (cum->horizon)
+		a_tail = ANYTIME_SHARE * alpha;
+	/* the anytime part: alpha / (k (k + 1)) at look k, all of it without a horizon */
+	t->alpha = judge_alpha_spent(a_tail, t->looks);
+	t->alpha_spent = a_tail * (1.0 - 1.0 / (t->looks + 1.0));
+	t->z = w.z_greater;
+	zl = w.sd_u > 0 ? (w.n_canary * (double)w.n_baseline - w.u - w.mean_u - 0.5) / w.sd_u : 0.0;
+	beyond = w.p_greater < t->alpha;
+	within = w.p_less < t->alpha;
+	if (cum->horizon && judge_gs_look((enum judge_spending)c->test.spending, alpha - a_tail,
+	                                  t->looks, cum->horizon, &gl) == 0) {
+		t->group_sequential = true;
+		t->analysis = gl.analysis;
+		t->alpha_spent += gl.spent;
+		if (gl.analysis) {
+			t->alpha = gl.alpha;
+			t->z_bound = gl.bound;
+			beyond = beyond || (w.sd_u > 0 && w.z_greater >= gl.bound);
+			within = within || (w.sd_u > 0 && zl >= gl.bound);
+		}
+	}
 	t->canary_value = w.median_canary_us / 1000.0;
 	t->baseline_value = w.median_baseline_us / 1000.0;
 	t->margin = r;
@@ -390,37 +565,38 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 	v->bound = CHECK_BOUND_MAX_RATIO;
 	v->bound_value = r;
 	v->observed = w.ratio;
+	design_text(how, sizeof(how), t);
 
-	if (w.p_greater < t->alpha) {
+	if (beyond) {
 		v->outcome = CHECK_FAIL;
 		snprintf(
 		    v->reason, sizeof(v->reason),
 		    "latency on the canary is slower than %.4gx the baseline (Mann-Whitney "
-		    "p=%.3g < %.3g at look %u of confidence %g%%): median %.4g vs %.4g ms, shift "
-		    "%+.4g ms (ratio %.4g), CLES %.3f, over %llu vs %llu requests since the step "
-		    "began",
-		    r, w.p_greater, t->alpha, t->looks, 100 * c->test.confidence, t->canary_value,
+		    "p=%.3g, z = %.3g, at %g%% confidence; %s): median %.4g vs %.4g ms, shift "
+		    "%+.4g ms (ratio %.4g), CLES %.3f, over %llu vs %llu requests per cohort since "
+		    "the step began",
+		    r, w.p_greater, w.z_greater, 100 * c->test.confidence, how, t->canary_value,
 		    t->baseline_value, t->shift_ms, w.ratio, w.cles,
 		    (unsigned long long)t->canary_requests,
 		    (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
-	if (w.p_less < t->alpha && !other_bound_violated(c, v, 1u << CHECK_BOUND_MAX_RATIO, &x)) {
+	if (within && !other_bound_violated(c, v, 1u << CHECK_BOUND_MAX_RATIO, &x)) {
 		v->outcome = CHECK_PASS;
 		v->bound = CHECK_BOUND_NONE;
-		snprintf(
-		    v->reason, sizeof(v->reason),
-		    "latency on the canary is within %.4gx the baseline (Mann-Whitney p=%.3g < "
-		    "%.3g at look %u of confidence %g%%): median %.4g vs %.4g ms, shift %+.4g ms, "
-		    "CLES %.3f, over %llu vs %llu requests since the step began",
-		    r, w.p_less, t->alpha, t->looks, 100 * c->test.confidence, t->canary_value,
-		    t->baseline_value, t->shift_ms, w.cles, (unsigned long long)t->canary_requests,
-		    (unsigned long long)t->baseline_requests);
+		snprintf(v->reason, sizeof(v->reason),
+		         "latency on the canary is within %.4gx the baseline (Mann-Whitney p=%.3g at "
+		         "%g%% confidence; %s): median %.4g vs %.4g ms, shift %+.4g ms, CLES %.3f, "
+		         "over %llu vs %llu requests per cohort since the step began",
+		         r, w.p_less, 100 * c->test.confidence, how, t->canary_value,
+		         t->baseline_value, t->shift_ms, w.cles,
+		         (unsigned long long)t->canary_requests,
+		         (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
 	v->outcome = CHECK_INCONCLUSIVE;
 	v->bound = CHECK_BOUND_NONE;
-	if (w.p_less < t->alpha) {
+	if (within) {
 		snprintf(
 		    v->reason, sizeof(v->reason),
 		    "latency on the canary is within %.4gx the baseline with %g%% confidence, but "
@@ -430,22 +606,24 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 		return v->outcome;
 	}
 	/* z grows like sqrt(n): the factor on n that brings the nearer side to its critical value. */
-	zc = judge_norm_isf(t->alpha);
+	zc = t->group_sequential && isfinite(t->z_bound) ? t->z_bound : judge_norm_isf(t->alpha);
 	zo =
 	    fmax(judge_norm_isf(fmax(w.p_greater, 1e-300)), judge_norm_isf(fmax(w.p_less, 1e-300)));
 	t->more_per_cohort =
 	    zo > 0.01 ? ceil((zc * zc / (zo * zo) - 1.0) *
 	                     (double)(w.n_canary > w.n_baseline ? w.n_canary : w.n_baseline))
 	              : INFINITY;
+	if (t->more_per_cohort < 0)
+		t->more_per_cohort = 0;
 	more_text(more, sizeof(more), t->more_per_cohort);
 	snprintf(
 	    v->reason, sizeof(v->reason),
-	    "latency on the canary (median %.4g vs %.4g ms, shift %+.4g ms, CLES %.3f, over %llu "
-	    "vs %llu requests) is not yet told apart from %.4gx the baseline (Mann-Whitney p=%.3g "
-	    "slower, %.3g faster; %.3g needed at look %u); %s",
+	    "latency on the canary (median %.4g vs %.4g ms, shift %+.4g ms, CLES %.3f, %llu vs "
+	    "%llu requests per cohort) is not yet told apart from %.4gx the baseline "
+	    "(Mann-Whitney p=%.3g slower, %.3g faster; %.70s); %.80s",
 	    t->canary_value, t->baseline_value, t->shift_ms, w.cles,
 	    (unsigned long long)t->canary_requests, (unsigned long long)t->baseline_requests, r,
-	    w.p_greater, w.p_less, t->alpha, t->looks, more);
+	    w.p_greater, w.p_less, how, more);
 	return v->outcome;
 }
 
@@ -455,7 +633,7 @@ static enum check_outcome test_evaluate(const struct config_check *c,
                                         const struct check_cumulative *cum, uint64_t interval_ms,
                                         struct check_verdict *v)
 {
-	struct check_cumulative own = {canary, baseline, 1};
+	struct check_cumulative own = {canary, baseline, 1, 1}; /* one look of one */
 	struct check_test_result *t = &v->test;
 	static const struct metrics_cohort_snapshot empty;
 
@@ -473,6 +651,11 @@ static enum check_outcome test_evaluate(const struct config_check *c,
 	t->canary_value = t->baseline_value = t->margin = t->statistic = NAN;
 	t->p_value = t->p_within = t->lower = t->upper = t->estimate = NAN;
 	t->cles = t->shift_ms = t->alpha = NAN;
+	t->alpha_spent = t->z = t->z_bound = t->boundary = NAN;
+	t->abs_bound = t->abs_log_e = t->abs_alpha = NAN;
+	t->log_e = t->log_e_within = NAN;
+	t->horizon = cum->horizon;
+	t->spending = (uint32_t)c->test.spending;
 	t->more_per_cohort = INFINITY;
 	v->canary = check_metric_value(c->metric, canary, interval_ms);
 	v->baseline = check_metric_value(c->metric, baseline, interval_ms);
@@ -499,6 +682,8 @@ static enum check_outcome test_evaluate(const struct config_check *c,
 		return sequential(c, cum, v);
 	return mann_whitney(c, cum, v);
 }
+
+static json_t *check_verdict_json_base(const struct check_verdict *v);
 
 static json_t *num(double d)
 {
@@ -527,7 +712,50 @@ static json_t *test_json(const struct check_verdict *v)
 	    num(t->shift_ms), "more_per_cohort", num(t->more_per_cohort));
 }
 
+/* The test object's design and absolute-bound fields (issue 18). */
+static void test_json_design(json_t *o, const struct check_test_result *t)
+{
+	if (!json_is_object(o))
+		return;
+	json_object_set_new(o, "design",
+	                    json_string(t->group_sequential ? "group-sequential"
+	                                : t->method == CONFIG_TEST_SEQUENTIAL
+	                                    ? "confidence-sequence"
+	                                    : "alpha-spending"));
+	json_object_set_new(o, "spending",
+	                    t->group_sequential
+	                        ? json_string(judge_spending_name((enum judge_spending)t->spending))
+	                        : json_null());
+	json_object_set_new(o, "horizon", t->horizon ? json_integer((json_int_t)t->horizon)
+	                                             : json_null());
+	json_object_set_new(o, "analysis", json_boolean(t->analysis));
+	json_object_set_new(o, "alpha_spent", num(t->alpha_spent));
+	json_object_set_new(o, "z", num(t->z));
+	json_object_set_new(o, "z_bound", num(t->z_bound));
+	json_object_set_new(o, "boundary", num(t->boundary));
+	json_object_set_new(o, "anytime",
+	                    json_string(t->method == CONFIG_TEST_MANN_WHITNEY ? "alpha-spending"
+	                                : t->counting                        ? "counting-process"
+	                                                                     : "mixture"));
+	json_object_set_new(o, "log_e", num(t->log_e));
+	json_object_set_new(o, "log_e_within", num(t->log_e_within));
+	json_object_set_new(o, "absolute",
+	                    isnan(t->abs_bound)
+	                        ? json_null()
+	                        : json_pack("{s:o, s:o, s:o}", "bound", num(t->abs_bound), "alpha",
+	                                    num(t->abs_alpha), "log_e", num(t->abs_log_e)));
+}
+
 json_t *check_verdict_json(const struct check_verdict *v)
+{
+	json_t *j = check_verdict_json_base(v);
+
+	if (j && v->test.method != CONFIG_TEST_NONE)
+		test_json_design(json_object_get(j, "test"), &v->test);
+	return j;
+}
+
+static json_t *check_verdict_json_base(const struct check_verdict *v)
 {
 	return json_pack("{s:s, s:s, s:s, s:{s:o, s:I}, s:{s:o, s:I}, s:I, s:I, s:s, s:o, s:o, "
 	                 "s:o, s:s}",

@@ -25,6 +25,14 @@
  *    check's max_ratio, else 1; the error spent at look k is
  *    alpha / (k (k + 1)).  Fail when the canary is significantly slower than
  *    r x baseline, pass when it is significantly faster than r x baseline.
+ *  - With a known horizon (cum->horizon looks), both tests are
+ *    group-sequential: 80-90% of the error is spent over the horizon's
+ *    looks by test.spending (Lan-DeMets O'Brien-Fleming or Pocock type),
+ *    10% by an anytime part (the confidence sequence; Mann-Whitney:
+ *    alpha / (k (k + 1))) that also covers looks past the horizon.
+ *  - error_rate with `max` (success_rate with `min`): 10% of the error
+ *    tests the canary's own rate against that bound (an anytime-valid
+ *    Beta-mixture e-value on its counts); significant beyond it fails.
  *  - min_samples applies to the cumulative counts; below it: inconclusive.
  *  - The relative bounds the test replaces are not checked per interval; the
  *    others (min, max, and the other ratio/difference bounds) are checked on
@@ -93,12 +101,34 @@ struct check_test_result {
 	double shift_ms;        /* mann-whitney: Hodges-Lehmann shift, ms */
 	double more_per_cohort; /* inconclusive: extra requests per cohort needed; INFINITY
 	                           when it cannot be told; 0 when decided */
+	/* How the error was spent (docs/judge.md, "Known and open horizons"). */
+	bool group_sequential;  /* the step's horizon is known: a group-sequential test */
+	uint32_t spending;      /* enum judge_spending (group-sequential) */
+	uint32_t horizon;       /* looks in the step's horizon; 0 = open */
+	bool analysis;          /* group-sequential: this look is one of its analyses */
+	double alpha_spent;     /* error spent so far over the looks, every part counted */
+	double z;               /* the standardised statistic ((increase - d) / se; MW: z slower) */
+	double z_bound;         /* group-sequential: the boundary z must reach at this look */
+	double boundary;        /* sequential, group-sequential: the increase that fails at
+	                           this look (d + z_bound se), in the metric's terms */
+	/* The absolute bound (`max` on error_rate, `min` on success_rate) tested on the
+	 * canary alone with part of the error; NAN when the check has none. */
+	double abs_bound;       /* the bound, in the metric's terms */
+	double abs_log_e;       /* log e-value against "the canary is within it" */
+	double abs_alpha;       /* the error it may spend */
+	/* The anytime part with margin 0: the counting-process test (judge_count()). */
+	bool counting;
+	double log_e, log_e_within; /* its log e-values (beyond / within); NAN without */
 };
 
 /* The cumulative cohorts a test judges: since the rollout's run began. */
 struct check_cumulative {
 	const struct metrics_cohort_snapshot *canary, *baseline;
 	uint32_t looks; /* intervals evaluated on them so far, this one included (>= 1) */
+	/* the looks the step can take (its max_wait or `for` over the interval): a
+	 * group-sequential test spends its error over them; 0 = open (a confidence
+	 * sequence, any number of looks) */
+	uint32_t horizon;
 };
 
 /* One verdict with every input that produced it.  A plain value. */
@@ -188,7 +218,9 @@ void check_evidence_shortfall(const struct config_check *c, const struct check_v
  * null without a test, else {"method","applied","confidence","alpha","looks",
  * "canary":{"requests","errors","value"},"baseline":{...},"margin",
  * "statistic","p_value","p_within","lower","upper","estimate","cles",
- * "shift_ms","more_per_cohort"}.  NAN and infinite values are null.
+ * "shift_ms","more_per_cohort","design","spending","horizon","analysis",
+ * "alpha_spent","z","z_bound","boundary","absolute"}.  NAN and infinite
+ * values are null.
  * NULL only when out of memory.
  */
 json_t *check_verdict_json(const struct check_verdict *v);

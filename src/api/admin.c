@@ -76,8 +76,8 @@ static void admin_on_close(struct http_conn *c, void *data)
 		s->closed(s);
 }
 
-struct admin *admin_start(struct loop *loop, const char *addr, struct api *api, char *err,
-                          size_t errlen)
+struct admin *admin_start(struct loop *loop, const char *addr, struct api *api,
+                          struct tls_server *tls, char *err, size_t errlen)
 {
 	struct http_server_config cfg = {.max_body_bytes = ADMIN_MAX_BODY};
 	struct http_handler h = {.on_request = admin_on_request, .on_close = admin_on_close};
@@ -100,6 +100,7 @@ struct admin *admin_start(struct loop *loop, const char *addr, struct api *api, 
 		snprintf(err, errlen, "out of memory");
 		goto out_close;
 	}
+	http_server_set_tls(a->srv, tls);
 	rc = http_server_add_listener(a->srv, fd);
 	if (rc) {
 		snprintf(err, errlen, "cannot accept on %s: %s", addr, strerror(-rc));
@@ -113,6 +114,11 @@ out_close:
 out_free:
 	free(a);
 	return NULL;
+}
+
+void admin_set_tls(struct admin *a, struct tls_server *tls)
+{
+	http_server_set_tls(a->srv, tls);
 }
 
 static void admin_drained(struct http_server *s, void *data)

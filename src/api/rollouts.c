@@ -58,21 +58,100 @@ static void h_evidence(struct api_call *call)
 	api_reply_json(call, 200, o);
 }
 
+/*
+ * GET /v1/rollouts/{name}/validation (validate, issue 16): the windows with
+ * their state, times, per-check summary and report; ?format=md answers the
+ * reports' Markdown (text/markdown), ?window=NAME only that window's.
+ */
+static void h_validation(struct api_call *call)
+{
+	char name[STORE_NAME_MAX + 1], win[STORE_NAME_MAX + 1] = "";
+	struct str fmt = str_query_param(call->req->query, "format");
+	struct str w = str_query_param(call->req->query, "window");
+	bool md = fmt.len == 2 && memcmp(fmt.p, "md", 2) == 0, found = false;
+	json_t *o, *wins, *x;
+	size_t i;
+
+	name_of(call, name, sizeof(name));
+	if (fmt.len && !md && !(fmt.len == 4 && memcmp(fmt.p, "json", 4) == 0)) {
+		api_reply_error(call, 400, "invalid", "format", "format must be json or md");
+		return;
+	}
+	if (w.len)
+		snprintf(win, sizeof(win), "%.*s", (int)w.len, w.p);
+	o = rollout_engine_validation(call->api->rollouts, name);
+	if (!o) {
+		api_reply_error(call, 404, "not_found", NULL, "no rollout named \"%s\"", name);
+		return;
+	}
+	wins = json_object_get(o, "windows");
+	if (*win) {
+		json_array_foreach(wins, i, x)
+		{
+			if (strcmp(json_string_value(json_object_get(x, "name")), win) == 0)
+				found = true;
+		}
+		if (!found) {
+			json_decref(o);
+			api_reply_error(call, 404, "not_found", "window",
+			                "rollout %s has no validation window \"%s\"", name, win);
+			return;
+		}
+	}
+	if (!md) {
+		api_reply_json(call, 200, o);
+		return;
+	}
+	call->resp->status = 200;
+	call->resp->content_type = "text/markdown; charset=utf-8";
+	buf_reset(&call->resp->body);
+	json_array_foreach(wins, i, x)
+	{
+		const char *text = json_string_value(json_object_get(x, "report_md"));
+
+		if (*win && strcmp(json_string_value(json_object_get(x, "name")), win) != 0)
+			continue;
+		if (text)
+			buf_printf(&call->resp->body, "%s\n", text);
+		else
+			buf_printf(&call->resp->body, "# Validation window `%s` of rollout `%s`: %s\n\n",
+			           json_string_value(json_object_get(x, "name")), name,
+			           json_string_value(json_object_get(x, "state")));
+	}
+	json_decref(o);
+}
+
 static void control(struct api_call *call, enum rollout_control c)
 {
 	char name[STORE_NAME_MAX + 1], msg[512];
-	json_t *body = NULL, *full;
+	json_t *body = NULL, *full, *rh;
+	double rehearse = 0;
 	int rc;
 
 	name_of(call, name, sizeof(name));
 	if (call->req->body.len) {
 		static const char *const keys[] = {"full"}; /* promote only */
+		static const char *const start_keys[] = {"rehearse"};
 
 		body = api_body_json(call);
 		if (!body)
 			return;
-		if (api_only_keys(call, body, "", keys, c == ROLLOUT_PROMOTE ? 1 : 0) != 0)
+		if (c == ROLLOUT_START ? api_only_keys(call, body, "", start_keys, 1) != 0
+		                       : api_only_keys(call, body, "", keys,
+		                                       c == ROLLOUT_PROMOTE ? 1 : 0) != 0)
 			goto out;
+		/* start {"rehearse": SPEED}: a positive number, never a string */
+		rh = json_object_get(body, "rehearse");
+		if (rh && (!json_is_number(rh) || !(json_number_value(rh) > 0) ||
+		           json_number_value(rh) > ROLLOUT_REHEARSE_MAX)) {
+			api_reply_error(call, 422, "invalid", "rehearse",
+			                "rehearse must be a positive number (the speed: every "
+			                "duration of the plan is divided by it) up to %g",
+			                (double)ROLLOUT_REHEARSE_MAX);
+			goto out;
+		}
+		if (rh)
+			rehearse = json_number_value(rh);
 		full = json_object_get(body, "full");
 		if (full && !json_is_boolean(full)) {
 			api_reply_error(call, 422, "invalid", "full", "full must be a boolean");
@@ -81,8 +160,13 @@ static void control(struct api_call *call, enum rollout_control c)
 		if (json_is_true(full))
 			c = ROLLOUT_PROMOTE_FULL;
 	}
-	rc = rollout_engine_control(call->api->rollouts, name, c, call->actor,
-	                            rollout_engine_now(call->api->rollouts), msg, sizeof(msg));
+	if (c == ROLLOUT_START)
+		rc = rollout_engine_start(call->api->rollouts, name, rehearse, call->actor,
+		                          rollout_engine_now(call->api->rollouts), msg, sizeof(msg));
+	else
+		rc = rollout_engine_control(call->api->rollouts, name, c, call->actor,
+		                            rollout_engine_now(call->api->rollouts), msg,
+		                            sizeof(msg));
 	if (rc) {
 		api_reply_err(call, rc, NULL, msg);
 		goto out;
@@ -271,6 +355,7 @@ static const struct api_route routes[] = {
     {"GET", "/v1/rollouts/{name}/analysis", SCOPE_READ, h_analysis},
     {"GET", "/v1/rollouts/{name}/events", SCOPE_READ, h_events},
     {"GET", "/v1/rollouts/{name}/evidence", SCOPE_READ, h_evidence},
+    {"GET", "/v1/rollouts/{name}/validation", SCOPE_READ, h_validation}, /* validate */
     {"POST", "/v1/rollouts/{name}/start", SCOPE_ROLLOUTS_WRITE, h_start},
     {"POST", "/v1/rollouts/{name}/promote", SCOPE_ROLLOUTS_WRITE, h_promote},
     {"POST", "/v1/rollouts/{name}/pause", SCOPE_ROLLOUTS_WRITE, h_pause},

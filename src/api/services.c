@@ -7,6 +7,7 @@
 #include "config/config.h"
 #include "core/loop.h"
 #include "metrics/stats.h"
+#include "proxy/health.h"
 #include "proxy/mirror.h"
 #include "proxy/proxy.h"
 #include "proxy/traffic.h"
@@ -72,6 +73,71 @@ static json_t *fault_json(const struct proxy_fault *f)
 	return o;
 }
 
+/*
+ * An endpoint's active health check (proxy/health.h): {state, in_pick,
+ * kept, last_probe, last_status, last_latency_ms, since, passes, fails,
+ * reason}; state "unknown" with a reason when the version has no check.
+ * in_pick is the routing table's (picked), which the check decides.
+ */
+static json_t *check_json(const struct health *h, const char *svc, const char *version,
+                          const char *endpoint, bool picked)
+{
+	struct health_view v;
+	char at[40], since[40];
+	int checked = health_view(h, svc, version, endpoint, &v) == 0;
+
+	if (v.last_probe_ms)
+		api_format_time((uint64_t)v.last_probe_ms, at, sizeof(at));
+	if (v.since_ms)
+		api_format_time((uint64_t)v.since_ms, since, sizeof(since));
+	return json_pack("{s:s, s:b, s:b, s:b, s:s?, s:o, s:o, s:s?, s:I, s:I, s:s}", "state",
+	                 health_state_name(v.state), "checked", checked, "in_pick", picked,
+	                 "kept", v.kept, "last_probe", v.last_probe_ms ? at : NULL, "last_status",
+	                 v.last_status ? json_integer(v.last_status) : json_null(),
+	                 "last_latency_ms",
+	                 v.last_probe_ms ? json_integer(v.last_latency_ms) : json_null(), "since",
+	                 v.since_ms ? since : NULL, "passes", (json_int_t)v.passes, "fails",
+	                 (json_int_t)v.fails, "reason", v.reason);
+}
+
+/*
+ * The "endpoints" component of /v1/health/detailed: counts by state and
+ * every checked endpoint of every service in the published table.
+ */
+static json_t *endpoints_health(void *ctx)
+{
+	const struct services_backend *be = ctx;
+	struct proxy_table *t = proxy_table_get(be->proxy);
+	struct proxy_registry *reg = proxy_registry(be->proxy);
+	json_t *list = json_array();
+	size_t up, down, unknown;
+
+	health_counts_by_state(be->health, &up, &down, &unknown);
+	for (uint32_t s = 0; t && s < t->nservices; s++) {
+		const struct proxy_service *svc = &t->services[s];
+
+		for (uint32_t v = 0; v < svc->nversions; v++) {
+			const struct proxy_version *pv = &svc->versions[v];
+
+			for (uint32_t e = 0; e < (pv->nall ? pv->nall : pv->neps); e++) {
+				const char *name = proxy_registry_get(reg, pv->eps[e])->name;
+				json_t *c = check_json(be->health, svc->name, pv->name, name,
+				                       e < pv->neps);
+
+				json_object_set_new(c, "service", json_string(svc->name));
+				json_object_set_new(c, "version", json_string(pv->name));
+				json_object_set_new(c, "endpoint", json_string(name));
+				json_array_append_new(list, c);
+			}
+		}
+	}
+	if (t)
+		snap_obj_unref(&t->obj);
+	return json_pack("{s:s, s:I, s:I, s:I, s:o}", "status", down ? "degraded" : "ok", "up",
+	                 (json_int_t)up, "down", (json_int_t)down, "unknown", (json_int_t)unknown,
+	                 "endpoints", list);
+}
+
 /* The rollout that owns svc (manual changes would fight it), or NULL. */
 static const char *owner_of(const struct api *api, const char *service)
 {
@@ -95,15 +161,17 @@ static json_t *service_json(const struct api *api, const struct proxy_service *s
 		                   : (int)v == svc->canary ? "canary"
 		                                           : "idle";
 
-		for (uint32_t e = 0; e < pv->neps; e++) {
+		for (uint32_t e = 0; e < (pv->nall ? pv->nall : pv->neps); e++) {
 			struct proxy_endpoint *ep = proxy_registry_get(reg, pv->eps[e]);
 			int ejected = atomic_load(&ep->ejected_until_ms) > now;
 
 			json_array_append_new(
-			    eps, json_pack("{s:s, s:s, s:I, s:I}", "address", ep->name, "health",
+			    eps, json_pack("{s:s, s:s, s:I, s:I, s:o}", "address", ep->name, "health",
 			                   ejected ? "ejected" : "ok", "requests",
 			                   (json_int_t)atomic_load(&ep->requests), "failures",
-			                   (json_int_t)atomic_load(&ep->failures)));
+			                   (json_int_t)atomic_load(&ep->failures), "check",
+			                   check_json(backend->health, svc->name, pv->name, ep->name,
+			                              e < pv->neps)));
 		}
 		json_array_append_new(versions,
 		                      json_pack("{s:s, s:s, s:b, s:o, s:o}", "name", pv->name,
@@ -611,5 +679,11 @@ static const struct api_route routes[] = {
 int api_services_init(struct api *api, struct services_backend *be)
 {
 	api->services = be;
+	if (be->health) {
+		int rc = api_add_health(api, "endpoints", endpoints_health, be);
+
+		if (rc)
+			return rc;
+	}
 	return api_add_routes(api, routes, sizeof(routes) / sizeof(routes[0]));
 }

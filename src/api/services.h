@@ -17,12 +17,14 @@
 struct proxy;
 struct metrics_registry;
 struct traffic;
+struct health;
 
 /* What the handlers use (all borrowed; they must outlive api). */
 struct services_backend {
 	struct traffic *traffic;          /* changes */
 	struct proxy *proxy;              /* the published table, mirror counters */
 	struct metrics_registry *metrics; /* cohort figures; may be NULL */
+	struct health *health;            /* endpoints' health checks; may be NULL */
 };
 
 /* Registers the routes; be must outlive api. */

@@ -48,6 +48,8 @@ int ctl_call_ex(const struct ctl *ctl, const char *method, const char *path, jso
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &resp);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, timeout_ms > 0 ? timeout_ms : 30000L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (ctl->cacert)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ctl->cacert);
 	if (ctl->token) {
 		buf_printf(&auth, "Authorization: Bearer %s", ctl->token);
 		hdrs = curl_slist_append(hdrs, buf_cstr(&auth));

@@ -16,6 +16,7 @@ struct ctl {
 	const char *token;  /* --token or $CANARYD_TOKEN; may be NULL */
 	int json;           /* -o json or -o yaml: the server's document, not a table */
 	int yaml;           /* -o yaml: that document as YAML (ctl_print) */
+	const char *cacert; /* --cacert or $CANARYD_CACERT: CA file for an https:// server */
 };
 
 /* Output cap of one YAML document, like the cap on an answer's body. */

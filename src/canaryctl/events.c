@@ -217,6 +217,8 @@ static long follow_stream(const struct ctl *ctl, struct evq *q, long long *last)
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_data);
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	if (ctl->cacert)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ctl->cacert);
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, sse_progress);

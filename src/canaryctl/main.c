@@ -12,7 +12,8 @@ static const struct ctl_verb verbs[] = {
     {"status", "status", ctl_status, 0},
     {"check-config", "check-config FILE", ctl_check_config, 0},
     {"rollout",
-     "rollout list\n  rollout get NAME\n  rollout start|pause|resume|abort|retry NAME\n"
+     "rollout list\n  rollout get NAME\n  rollout start NAME [--rehearse SPEED]\n"
+     "  rollout pause|resume|abort|retry NAME\n"
      "  rollout promote NAME [--full]\n  rollout approve NAME",
      ctl_rollout, 1},
     {"rollback", "rollback --all", ctl_rollback, 1},
@@ -49,11 +50,14 @@ static int wants_help(int argc, char **argv)
 
 static void usage(FILE *f)
 {
-	fputs("usage: canaryctl [--server URL] [--token T] [-o table|json|yaml] VERB ...\n"
+	fputs("usage: canaryctl [--server URL] [--token T] [--cacert FILE] [-o table|json|yaml] "
+	      "VERB ...\n"
 	      "\n"
 	      "  --server URL   admin API of canaryd (default $CANARYD_SERVER or\n"
-	      "                 http://127.0.0.1:9901)\n"
+	      "                 http://127.0.0.1:9901; https://... when admin.tls is set)\n"
 	      "  --token T      bearer token (default $CANARYD_TOKEN)\n"
+	      "  --cacert FILE  CA certificate(s) that sign the server's certificate\n"
+	      "                 (default $CANARYD_CACERT, else the system's trust store)\n"
 	      "  -o FORMAT      table (default), json or yaml\n"
 	      "  --version      print the version\n"
 	      "\n"
@@ -147,13 +151,17 @@ int main(int argc, char **argv)
 	static const struct option lopts[] = {
 	    {"server", required_argument, NULL, 's'}, {"token", required_argument, NULL, 't'},
 	    {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {NULL, 0, NULL, 0},
+	    {"version", no_argument, NULL, 'V'},      {"cacert", required_argument, NULL, 'C'},
+	    {NULL, 0, NULL, 0},
 	};
-	struct ctl ctl = {getenv("CANARYD_SERVER"), getenv("CANARYD_TOKEN"), 0, 0};
+	struct ctl ctl = {getenv("CANARYD_SERVER"), getenv("CANARYD_TOKEN"), 0, 0, NULL};
 	int c, rc;
 
 	if (!ctl.server || !*ctl.server)
 		ctl.server = "http://127.0.0.1:9901";
+	ctl.cacert = getenv("CANARYD_CACERT");
+	if (ctl.cacert && !*ctl.cacert)
+		ctl.cacert = NULL;
 	/* "+": stop at the verb so verbs parse their own options */
 	while ((c = getopt_long(argc, argv, "+o:hV", lopts, NULL)) != -1) {
 		switch (c) {
@@ -162,6 +170,9 @@ int main(int argc, char **argv)
 			break;
 		case 't':
 			ctl.token = optarg;
+			break;
+		case 'C':
+			ctl.cacert = optarg;
 			break;
 		case 'o':
 			if (ctl_set_output(&ctl, optarg) != 0) {

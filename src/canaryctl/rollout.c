@@ -312,6 +312,7 @@ struct step_pos {
 	long long done; /* steps passed, for the progress bar */
 	const char *kind;
 	const char *phase;
+	const char *name; /* the step's name, or NULL */
 };
 
 static void step_pos(const json_t *ro, struct step_pos *p)
@@ -326,6 +327,7 @@ static void step_pos(const json_t *ro, struct step_pos *p)
 	p->cur = idx + 1 < p->of ? idx + 1 : p->of;
 	p->kind = jstr(st, "kind", "-");
 	p->phase = jstr(st, "phase", "-");
+	p->name = json_string_value(json_object_get(st, "name"));
 	if (strcmp(p->kind, "none") == 0) {
 		p->kind = "end";
 		p->phase = "done";
@@ -338,8 +340,12 @@ static void put_state_line(struct buf *b, const json_t *ro)
 	struct step_pos p;
 
 	step_pos(ro, &p);
+	if (json_is_number(json_object_get(ro, "rehearsal")))
+		buf_printf(b, "REHEARSAL (%gx) ",
+		           json_number_value(json_object_get(ro, "rehearsal")));
 	put_styled(b, jstr(ro, "state", "?"), 0);
-	buf_printf(b, " \xe2\x80\x94 step %lld of %lld (%s, %s)", p.cur, p.of, p.kind, p.phase);
+	buf_printf(b, " \xe2\x80\x94 step %lld of %lld (%s%s%s, %s)", p.cur, p.of,
+	           p.name ? p.name : "", p.name ? ", " : "", p.kind, p.phase);
 }
 
 /* "web=10%, api=0% (rolled back)" */
@@ -669,9 +675,9 @@ static void print_rollout_table(const json_t *list)
 /* ------------------------------------------------------------------ */
 /* rollout ... */
 
-#define ROLLOUT_USAGE                                                                           \
-	"rollout list | get NAME | start|pause|resume|abort|retry|approve NAME | promote NAME " \
-	"[--full]"
+#define ROLLOUT_USAGE                                                                      \
+	"rollout list | get NAME | start NAME [--rehearse SPEED] | "                         \
+	"pause|resume|abort|retry|approve NAME | promote NAME [--full]"
 
 static int rollout_list(const struct args *a)
 {
@@ -714,20 +720,45 @@ static void render_control(struct buf *b, const json_t *doc)
 	buf_append_lit(b, "\n");
 }
 
-static int rollout_control(const struct args *a, const char *verb, bool full)
+/* --rehearse SPEED: a positive number (every duration of the plan divided by it). */
+static bool parse_speed(const char *s, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !(v > 0) || v > 100000.0)
+		return false;
+	*out = v;
+	return true;
+}
+
+static int rollout_control(const struct args *a, const char *verb, bool full,
+                           const char *rehearse)
 {
 	char path[PATH_CAP], usage[64], suffix[32];
 	json_t *doc, *body = NULL;
+	double speed = 0;
 	int rc;
 
 	snprintf(usage, sizeof(usage), "rollout %s NAME%s", verb,
-	         strcmp(verb, "promote") == 0 ? " [--full]" : "");
+	         strcmp(verb, "promote") == 0 ? " [--full]"
+	         : strcmp(verb, "start") == 0 ? " [--rehearse SPEED]"
+	                                      : "");
 	if (want_only_name(a, usage))
 		return CTL_USAGE;
+	if (rehearse && !parse_speed(rehearse, &speed))
+		return ctl_usage_error(usage,
+		                       "--rehearse must be a positive number up to 100000 (the "
+		                       "speed: every duration is divided by it), not \"%s\"",
+		                       rehearse);
 	snprintf(suffix, sizeof(suffix), "/%s", verb);
 	rollout_path(path, sizeof(path), a->pos[0], suffix);
 	if (full)
 		body = json_pack("{s:b}", "full", 1);
+	if (rehearse)
+		body = json_pack("{s:f}", "rehearse", speed);
 	rc = ctl_call(&a->ctl, "POST", path, body, &doc);
 	json_decref(body);
 	return rc == CTL_OK ? print_doc(a, doc, render_control) : rc;
@@ -738,7 +769,9 @@ int ctl_rollout(const struct ctl *ctl, int argc, char **argv)
 	static const char *const controls[] = {"start", "promote", "pause",  "resume",
 	                                       "abort", "retry",   "approve"};
 	int full = 0, rc;
+	const char *rehearse = NULL;
 	const struct arg_opt opts[] = {{"full", NULL, &full}};
+	const struct arg_opt start_opts[] = {{"rehearse", &rehearse, NULL}};
 	struct args a;
 	const char *sub;
 	size_t i = 0;
@@ -758,16 +791,20 @@ int ctl_rollout(const struct ctl *ctl, int argc, char **argv)
 			return ctl_usage_error(ROLLOUT_USAGE, "unknown rollout subcommand \"%s\"",
 			                       sub);
 	}
-	/* --full exists for promote only; the subcommand is the verb's argv[0] */
-	rc = verb_args(ctl, argc - 1, argv + 1, opts, strcmp(sub, "promote") == 0 ? 1 : 0, 2, false,
-	               &a, ROLLOUT_USAGE, NULL);
+	/* --full exists for promote only, --rehearse for start; argv[0] is the verb */
+	if (strcmp(sub, "start") == 0)
+		rc = verb_args(ctl, argc - 1, argv + 1, start_opts, 1, 2, false, &a, ROLLOUT_USAGE,
+		               NULL);
+	else
+		rc = verb_args(ctl, argc - 1, argv + 1, opts, strcmp(sub, "promote") == 0 ? 1 : 0,
+		               2, false, &a, ROLLOUT_USAGE, NULL);
 	if (rc != CTL_OK)
 		return rc == ARGS_HELP ? CTL_OK : rc;
 	if (strcmp(sub, "list") == 0)
 		return rollout_list(&a);
 	if (strcmp(sub, "get") == 0)
 		return rollout_get(&a);
-	return rollout_control(&a, controls[i], full);
+	return rollout_control(&a, controls[i], full, rehearse);
 }
 
 /* ------------------------------------------------------------------ */

@@ -180,8 +180,14 @@ static bool admin_tokens(struct cctx *c, const struct cnode *n, const char *path
 	return true;
 }
 
+static bool admin_tls(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	return parse_tls(c, n, path, &((struct config_admin *)obj)->tls);
+}
+
 static const struct field admin_fields[] = {
     FLD("listen", FK_ADDR, struct config_admin, listen),
+    FLD_FN("tls", admin_tls),
     FLD_FN("tokens", admin_tokens),
     FLD("public_read", FK_BOOL, struct config_admin, public_read),
     FLD("evaluate_public", FK_BOOL, struct config_admin, evaluate_public),
@@ -334,10 +340,16 @@ static bool listener_routes(struct cctx *c, const struct cnode *n, const char *p
 	return true;
 }
 
+static bool listener_tls(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	return parse_tls(c, n, path, &((struct config_listener *)obj)->tls);
+}
+
 static const struct field listener_fields[] = {
     FLD_REQ("name", FK_NAME, struct config_listener, name),
     FLD_REQ("listen", FK_ADDR, struct config_listener, listen),
     FLD_FN_REQ("routes", listener_routes),
+    FLD_FN("tls", listener_tls),
 };
 
 static bool same_addr(const struct config_addr *a, const struct config_addr *b)
@@ -465,8 +477,76 @@ static bool version_endpoints(struct cctx *c, const struct cnode *n, const char 
 	return true;
 }
 
+/* `expect:` of health: a status (200) or a range (200-399) within 100-599. */
+static bool health_expect(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_health *h = obj;
+	const char *t = get_text(c, n, path);
+	unsigned long lo, hi;
+	char *end;
+
+	if (!t)
+		return false;
+	lo = strtoul(t, &end, 10);
+	hi = lo;
+	if (end != t && *end == '-' && isdigit((unsigned char)end[1]))
+		hi = strtoul(end + 1, &end, 10);
+	if (end == t || *end || !isdigit((unsigned char)*t) || lo < 100 || hi > 599 || lo > hi) {
+		cerr(c, n->line, path,
+		     "expected a status or a range of statuses within 100-599 like 200-399, got "
+		     "\"%.40s\"",
+		     t);
+		return false;
+	}
+	h->expect_lo = (uint32_t)lo;
+	h->expect_hi = (uint32_t)hi;
+	return true;
+}
+
+static const struct field health_fields[] = {
+    FLD("path", FK_STR, struct config_health, path),
+    FLD("interval", FK_DURATION, struct config_health, interval_ms),
+    FLD("timeout", FK_DURATION, struct config_health, timeout_ms),
+    FLD_RANGE("healthy", FK_U32, struct config_health, healthy, 1, 1000),
+    FLD_RANGE("unhealthy", FK_U32, struct config_health, unhealthy, 1, 1000),
+    FLD_FN("expect", health_expect),
+};
+
+static bool version_health(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_health *h = &((struct config_version *)obj)->health;
+	char sub[PATH_MAX_LEN];
+
+	*h = (struct config_health){.enabled = true, .path = "/healthz", .interval_ms = 5000,
+	                            .timeout_ms = 1000, .healthy = 2, .unhealthy = 3,
+	                            .expect_lo = 200, .expect_hi = 399, .line = n->line};
+	if (!walk_map(c, n, path, health_fields, NFIELDS(health_fields), h, NULL))
+		return false;
+	if (h->path[0] != '/' || strpbrk(h->path, " \t\r\n")) {
+		path_key(sub, path, "path");
+		cerr(c, key_line(n, "path"), sub, "expected a path starting with / without spaces");
+	}
+	if (h->interval_ms < 10) {
+		path_key(sub, path, "interval");
+		cerr(c, key_line(n, "interval"), sub, "must be at least 10ms");
+	} else if (h->timeout_ms == 0 || h->timeout_ms >= h->interval_ms) {
+		path_key(sub, path, "timeout");
+		cerr(c, key_line(n, "timeout"), sub,
+		     "must be above 0 and below the interval (%llums)",
+		     (unsigned long long)h->interval_ms);
+	}
+	return true;
+}
+
+static bool version_tls(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	return parse_upstream_tls(c, n, path, &((struct config_version *)obj)->tls);
+}
+
 static const struct field version_fields[] = {
     FLD_FN_REQ("endpoints", version_endpoints),
+    FLD_FN("health", version_health),
+    FLD_FN("tls", version_tls),
 };
 
 static bool svc_versions(struct cctx *c, const struct cnode *n, const char *path, void *obj)

@@ -103,8 +103,40 @@ struct config_token {
 	int line;
 };
 
+/*
+ * `tls:` of a listener or of admin (docs/tls.md).  The files are checked
+ * (read, key matches cert) by src/net/tls.c when the contexts are built,
+ * which reports into the same errors with these lines.
+ */
+struct config_tls_cert {
+	const char *cert; /* PEM certificate chain; relative paths resolved against the config's dir */
+	const char *key;  /* PEM private key */
+	int cert_line, key_line;
+	int line;
+};
+
+struct config_tls {
+	bool enabled;                  /* the key was given */
+	struct config_tls_cert *certs; /* >= 1 when enabled; certs[0] is the default */
+	size_t ncerts;
+	unsigned min_version;       /* 12 (default) or 13: TLS 1.2 / 1.3 */
+	struct config_strlist alpn; /* protocols offered, in order; default http/1.1 */
+	int line;
+};
+
+/* `tls:` of a version: its endpoints speak TLS (docs/tls.md). */
+struct config_upstream_tls {
+	bool enabled;    /* the key was given */
+	bool verify;     /* default true: chain and name checked */
+	const char *ca;  /* PEM CA file; NULL: the system's trust store */
+	const char *sni; /* server name sent and verified; NULL: the endpoint host if a name */
+	int ca_line;
+	int line;
+};
+
 struct config_admin {
 	struct config_addr listen; /* default 127.0.0.1:9901 */
+	struct config_tls tls;     /* `tls:`; .enabled false: plain HTTP */
 	struct config_token *tokens;
 	size_t ntokens;
 	bool public_read;     /* default false */
@@ -151,6 +183,7 @@ struct config_listener {
 	struct config_addr listen;
 	struct config_route *routes;
 	size_t nroutes;
+	struct config_tls tls; /* `tls:`; .enabled false: plain HTTP */
 	int line;
 };
 
@@ -164,11 +197,30 @@ struct config_fault {
 	int line;
 };
 
+/*
+ * `health:` of a version (docs/proxy.md "Active health checks"): a GET of
+ * path on each endpoint every interval; a status in expect_lo..expect_hi
+ * within timeout passes.  unhealthy failures in a row take the endpoint out
+ * of the pick, healthy passes in a row bring it back (proxy/health.h).
+ */
+struct config_health {
+	bool enabled;         /* the key was given */
+	const char *path;     /* default /healthz; starts with '/' */
+	uint64_t interval_ms; /* default 5s */
+	uint64_t timeout_ms;  /* default 1s; < interval */
+	uint32_t healthy;     /* default 2; >= 1 */
+	uint32_t unhealthy;   /* default 3; >= 1 */
+	uint32_t expect_lo, expect_hi; /* default 200-399 */
+	int line;
+};
+
 struct config_version {
 	const char *name;
 	struct config_addr *endpoints; /* >= 1 */
 	size_t nendpoints;
 	struct config_fault fault; /* from services.S.faults.VERSION; zero when none */
+	struct config_upstream_tls tls; /* `tls:`; .enabled false: plain HTTP to the endpoints */
+	struct config_health health;    /* `health:`; .enabled false: not probed */
 	int line;
 };
 
@@ -347,6 +399,7 @@ enum config_step_kind {
 	CONFIG_STEP_PAUSE,
 	CONFIG_STEP_ANALYSIS,
 	CONFIG_STEP_APPROVAL,
+	CONFIG_STEP_PREVIEW, /* blue-green: only override traffic reaches the canary */
 };
 
 struct config_set_entry {
@@ -377,6 +430,7 @@ struct config_window {
 
 struct config_step {
 	enum config_step_kind kind;
+	const char *name;              /* option `name:` (unique in the rollout); NULL: none */
 	struct config_set_entry *sets; /* CONFIG_STEP_SET */
 	size_t nsets;
 	uint32_t shadow_percent;         /* CONFIG_STEP_SHADOW */
@@ -422,9 +476,16 @@ enum config_test_method {
 	CONFIG_TEST_MANN_WHITNEY,
 };
 
+/* test.spending (docs/judge.md); the values match enum judge_spending */
+enum config_test_spending {
+	CONFIG_SPEND_OBRIEN_FLEMING = 0,
+	CONFIG_SPEND_POCOCK = 1,
+};
+
 enum config_on_fail {
 	CONFIG_ON_FAIL_ROLLBACK,
 	CONFIG_ON_FAIL_PAUSE,
+	CONFIG_ON_FAIL_ROLLBACK_TO, /* {rollback_to: previous | STEP}: weights back, pause */
 };
 
 struct config_bound {
@@ -447,12 +508,21 @@ struct config_check {
 		enum config_test_method method;
 		double confidence; /* in (0, 1) */
 		struct config_bound max_increase, max_ratio;
+		/* issue 18 (judge): the alpha-spending shape of the group-sequential test
+		 * used where the step's number of looks is known (docs/judge.md) */
+		enum config_test_spending spending;
 	} test;
 	uint64_t for_ms;
 	enum config_on_fail on_fail; /* default rollback */
 	uint64_t review_ms;          /* on_fail: pause only; 0 = wait forever */
-	const char *target;          /* NULL: all targets */
-	size_t target_index;
+	const char *target;          /* the first target named; NULL: all targets */
+	size_t target_index;         /* its index */
+	uint64_t target_mask;        /* bit t: targets[t] is in the check's set; 0: all */
+	/* CONFIG_ON_FAIL_ROLLBACK_TO: the step (index) or, previous, the traffic step before */
+	const char *rollback_to; /* as written: "previous" or a step name */
+	bool rollback_previous;
+	size_t rollback_step;
+	int rollback_line;
 	bool time_only;     /* require_evidence: false: no step waits for this check */
 	int time_only_line; /* its line, for the --check warning */
 	int line;
@@ -483,12 +553,39 @@ enum config_event {
 	CONFIG_EVENT_COMPLETED = 1u << 8,
 	CONFIG_EVENT_FAILED = 1u << 9,
 	CONFIG_EVENT_ABORTED = 1u << 10,
-	CONFIG_EVENT_ALL = (1u << 11) - 1,
+	/* validate.c: a validation window's end (failed covers inconclusive) */
+	CONFIG_EVENT_VALIDATION_PASSED = 1u << 12,
+	CONFIG_EVENT_VALIDATION_FAILED = 1u << 13,
+	CONFIG_EVENT_ALL =
+	    ((1u << 11) - 1) | CONFIG_EVENT_VALIDATION_PASSED | CONFIG_EVENT_VALIDATION_FAILED,
+	/* not in ALL: only with `notice` (a scheduled step or approval gate ahead) */
+	CONFIG_EVENT_UPCOMING = 1u << 11,
 };
 
 struct config_notify {
 	const char *webhook;
-	unsigned events; /* enum config_event bits; default all */
+	unsigned events;    /* enum config_event bits; default all */
+	uint64_t notice_ms; /* `notice:` how long before an `upcoming` step; with UPCOMING */
+	int line;
+};
+
+/*
+ * `validate:` post-rollout validation windows (rollout/validate.h,
+ * docs/rollout.md "Post-rollout validation"), one after another: window i
+ * starts `after` past the completion (after bake) and lasts `for`.
+ */
+enum config_validate_on_fail {
+	CONFIG_VALIDATE_NOTIFY, /* default */
+	CONFIG_VALIDATE_ROLLBACK,
+};
+
+struct config_validate_window {
+	const char *name;
+	uint64_t after_ms; /* from completion; default 0; >= the previous window's end */
+	uint64_t for_ms;   /* > 0, >= analysis.interval */
+	size_t *checks;    /* indexes into analysis.checks: the proxy-metric checks by default */
+	size_t nchecks;
+	enum config_validate_on_fail on_fail;
 	int line;
 };
 
@@ -513,6 +610,9 @@ struct config_rollout {
 		int line;
 	} rollback;
 	uint64_t bake_ms; /* default 0 */
+	struct config_validate_window *validate; /* `validate:` (validate.c) */
+	size_t nvalidate;
+	int validate_line;
 	struct config_notify *notify;
 	size_t nnotify;
 	int line;
@@ -602,6 +702,13 @@ struct config_variant *config_variant_find(const struct config_flag *flag, const
 struct config_token *config_token_find(const struct config *cfg, const char *name);
 struct config_listener *config_listener_find(const struct config *cfg, const char *name);
 struct config_rollout *config_rollout_find(const struct config *cfg, const char *name);
+
+/* Check k covers target t (its `target:` set, or every target). */
+static inline bool config_check_covers(const struct config_check *k, size_t t)
+{
+	return !k->target_mask || (t < 64 && (k->target_mask >> t & 1));
+}
+
 struct config_target *config_target_find(const struct config_rollout *ro, const char *name);
 
 /* ------------------------------------------------------------------------ */

@@ -238,6 +238,11 @@ bool parse_segment(struct cctx *c, const char *name, const struct cnode *n, cons
 /* A flag.  When c->cfg is not NULL, rule segments must be defined in it. */
 bool parse_flag(struct cctx *c, const char *name, const struct cnode *n, const char *path,
                 struct config_flag *f);
+/* `tls:` of a listener or of admin (config_tls.c); only the shape, not the files. */
+bool parse_tls(struct cctx *c, const struct cnode *n, const char *path, struct config_tls *t);
+/* `tls:` of a version: {verify, ca, sni} (config_tls.c). */
+bool parse_upstream_tls(struct cctx *c, const struct cnode *n, const char *path,
+                        struct config_upstream_tls *t);
 /* A rollout; c->cfg must already hold admin tokens, services and flags. */
 bool parse_rollout(struct cctx *c, const char *name, const struct cnode *n, const char *path,
                    struct config_rollout *r);

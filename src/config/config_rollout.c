@@ -4,6 +4,7 @@
  * before this runs, so every reference is checked against c->cfg here.
  */
 #include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "config/config_internal.h"
@@ -100,6 +101,10 @@ static bool ro_targets(struct cctx *c, const struct cnode *n, const char *path, 
 	if (!r->targets)
 		return false;
 	r->ntargets = cnt;
+	if (cnt > 64) {
+		cerr(c, n->line, path, "at most 64 targets per rollout (%zu given)", cnt);
+		return false;
+	}
 	for (size_t i = 0; i < cnt; i++) {
 		path_key(sub, path, n->keys[i]->text);
 		r->targets[i].name = cfg_arena_strdup(c->out, n->keys[i]->text);
@@ -343,7 +348,47 @@ static bool step_require_evidence(struct cctx *c, const struct cnode *n, const c
 	return true;
 }
 
-/* The first six are the step kinds: exactly one of them per step. */
+/*
+ * preview: {} (blue-green): only override traffic reaches the canary, so
+ * every service target needs an override that routes to cohort canary.
+ */
+static bool step_preview(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct step_ctx *sc = obj;
+	bool svc = false;
+
+	sc->s.kind = CONFIG_STEP_PREVIEW;
+	if (n->type != CN_NULL && !walk_map(c, n, path, NULL, 0, &sc->s, NULL))
+		return false;
+	for (size_t i = 0; i < sc->r->ntargets; i++) {
+		const struct config_target *t = &sc->r->targets[i];
+		bool routed = false;
+
+		if (t->kind != CONFIG_TARGET_SERVICE || !t->svc)
+			continue;
+		svc = true;
+		for (size_t o = 0; o < t->svc->noverrides; o++)
+			routed = routed || t->svc->overrides[o].action == CONFIG_OVERRIDE_CANARY ||
+			         (t->svc->overrides[o].action == CONFIG_OVERRIDE_VERSION &&
+			          t->svc->overrides[o].version &&
+			          strcmp(t->svc->overrides[o].version, t->canary) == 0);
+		if (!routed) {
+			cerr(c, n->line, path,
+			     "a preview step needs an override routing to the canary, and service "
+			     "\"%s\" (target \"%s\") has none (services.%s.overrides: "
+			     "[{match: ..., cohort: canary}])",
+			     t->service, t->name, t->service);
+			return false;
+		}
+	}
+	if (!svc && sc->r->targets) {
+		cerr(c, n->line, path, "preview needs a service target");
+		return false;
+	}
+	return true;
+}
+
+/* The first seven are the step kinds: exactly one of them per step. */
 static const struct field step_fields[] = {
     FLD_FN("set", step_set),
     FLD_FN("weight", step_weight),
@@ -351,14 +396,19 @@ static const struct field step_fields[] = {
     FLD_FN("pause", step_pause),
     FLD_FN("analysis", step_analysis),
     FLD_FN("approval", step_approval),
+    FLD_FN("preview", step_preview),
     FLD("for", FK_DURATION, struct step_ctx, s.for_ms),
     FLD_FN("not_before", step_not_before),
     FLD_FN("window", step_window),
     FLD("max_wait", FK_DURATION, struct step_ctx, s.max_wait_ms),
     FLD_FN("require_evidence", step_require_evidence),
+    FLD("name", FK_NAME, struct step_ctx, s.name),
 };
-#define STEP_KINDS         (BIT(6) - 1)
-#define STEP_EVIDENCE_OPTS (BIT(9) | BIT(10)) /* max_wait, require_evidence */
+#define STEP_KINDS         (BIT(7) - 1)
+#define STEP_TRAFFIC       (BIT(0) | BIT(1) | BIT(2) | BIT(6)) /* set, weight, shadow, preview */
+#define STEP_FOR           BIT(7)
+#define STEP_MAX_WAIT      BIT(10)
+#define STEP_EVIDENCE_OPTS (BIT(10) | BIT(11)) /* max_wait, require_evidence */
 
 static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
                         struct config_rollout *r)
@@ -386,29 +436,29 @@ static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
 			kinds = seen & STEP_KINDS;
 			if (kinds == 0)
 				cerr(c, sn->line, sub,
-				     "expected one of set, weight, shadow, pause, analysis or "
-				     "approval");
+				     "expected one of set, weight, shadow, pause, analysis, "
+				     "approval or preview");
 			else if (kinds & (kinds - 1))
 				cerr(c, sn->line, sub,
-				     "only one of set, weight, shadow, pause, analysis or approval "
-				     "per step");
-			else if ((seen & BIT(6)) && !(kinds & (BIT(0) | BIT(1) | BIT(2)))) {
+				     "only one of set, weight, shadow, pause, analysis, approval or "
+				     "preview per step");
+			else if ((seen & STEP_FOR) && !(kinds & STEP_TRAFFIC)) {
 				path_key(fp, sub, "for");
 				cerr(c, key_line(sn, "for"), fp,
-				     "only set, weight and shadow steps take \"for\"%s",
+				     "only set, weight, shadow and preview steps take \"for\"%s",
 				     kinds & BIT(3)   ? " (use pause: DURATION)"
 				     : kinds & BIT(4) ? " (use analysis: {for: DURATION})"
 				                      : "");
 			}
-			if ((seen & STEP_EVIDENCE_OPTS) && !(kinds & (BIT(0) | BIT(1) | BIT(2)))) {
-				const char *k = seen & BIT(9) ? "max_wait" : "require_evidence";
+			if ((seen & STEP_EVIDENCE_OPTS) && !(kinds & STEP_TRAFFIC)) {
+				const char *k = seen & STEP_MAX_WAIT ? "max_wait" : "require_evidence";
 
 				path_key(fp, sub, k);
 				cerr(c, key_line(sn, k), fp,
-				     "only set, weight and shadow steps take \"%s\"%s", k,
+				     "only set, weight, shadow and preview steps take \"%s\"%s", k,
 				     kinds & BIT(4) ? " (an analysis step pauses when its for ends)"
 				                    : "");
-			} else if ((seen & BIT(9)) && sc.s.max_wait_ms < sc.s.for_ms) {
+			} else if ((seen & STEP_MAX_WAIT) && sc.s.max_wait_ms < sc.s.for_ms) {
 				path_key(fp, sub, "max_wait");
 				cerr(c, key_line(sn, "max_wait"), fp,
 				     "must be at least the step's for (%" PRIu64 " ms)",
@@ -421,6 +471,19 @@ static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
 			}
 		}
 		r->steps[i] = sc.s;
+		for (size_t j = 0; sc.s.name && j < i; j++) {
+			if (!r->steps[j].name || strcmp(r->steps[j].name, sc.s.name) != 0)
+				continue;
+			path_key(fp, sub, "name");
+			cerr(c, key_line(sn, "name"), fp,
+			     "duplicate step name \"%s\" (also steps[%zu])", sc.s.name, j);
+			break;
+		}
+		if (sc.s.name && strcmp(sc.s.name, "previous") == 0) {
+			path_key(fp, sub, "name");
+			cerr(c, key_line(sn, "name"), fp,
+			     "\"previous\" is reserved (on_fail: {rollback_to: previous})");
+		}
 	}
 }
 
@@ -544,9 +607,29 @@ static bool test_confidence(struct cctx *c, const struct cnode *n, const char *p
 	return true;
 }
 
+/* test.spending (issue 18, judge): the group-sequential test's spending shape */
+static bool test_spending(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+	const char *t = get_text(c, n, path);
+
+	if (!t)
+		return false;
+	if (strcmp(t, "obrien-fleming") == 0) {
+		k->test.spending = CONFIG_SPEND_OBRIEN_FLEMING;
+	} else if (strcmp(t, "pocock") == 0) {
+		k->test.spending = CONFIG_SPEND_POCOCK;
+	} else {
+		cerr(c, n->line, path, "expected obrien-fleming or pocock, got \"%.60s\"", t);
+		return false;
+	}
+	return true;
+}
+
 static const struct field test_fields[] = {
     FLD_FN_REQ("method", test_method),
     FLD_FN("confidence", test_confidence),
+    FLD_FN("spending", test_spending),
     FLD("max_increase", FK_NUM, struct config_check, test.max_increase),
     FLD("max_ratio", FK_NUM, struct config_check, test.max_ratio),
 };
@@ -559,11 +642,25 @@ static bool check_test(struct cctx *c, const struct cnode *n, const char *path, 
 	return walk_map(c, n, path, test_fields, NFIELDS(test_fields), k, NULL);
 }
 
+static const struct field on_fail_fields[] = {
+    FLD_REQ("rollback_to", FK_NAME, struct config_check, rollback_to),
+};
+
+/*
+ * rollback | pause | {rollback_to: previous | STEP_NAME}; the step is
+ * resolved once the steps are parsed (resolve_rollback_to()).
+ */
 static bool check_on_fail(struct cctx *c, const struct cnode *n, const char *path, void *obj)
 {
 	struct config_check *k = obj;
-	const char *t = get_text(c, n, path);
+	const char *t;
 
+	if (n->type == CN_MAP) {
+		k->on_fail = CONFIG_ON_FAIL_ROLLBACK_TO;
+		k->rollback_line = key_line(n, "rollback_to");
+		return walk_map(c, n, path, on_fail_fields, NFIELDS(on_fail_fields), k, NULL);
+	}
+	t = get_text(c, n, path);
 	if (!t)
 		return false;
 	if (strcmp(t, "rollback") == 0) {
@@ -571,9 +668,28 @@ static bool check_on_fail(struct cctx *c, const struct cnode *n, const char *pat
 	} else if (strcmp(t, "pause") == 0) {
 		k->on_fail = CONFIG_ON_FAIL_PAUSE;
 	} else {
-		cerr(c, n->line, path, "expected rollback or pause, got \"%.60s\"", t);
+		cerr(c, n->line, path,
+		     "expected rollback, pause or {rollback_to: previous | STEP_NAME}, got "
+		     "\"%.60s\"",
+		     t);
 		return false;
 	}
+	return true;
+}
+
+/* target: NAME | [NAME, ...]: the names are resolved by check_semantics(). */
+static bool check_target(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+	struct config_strlist l = {0};
+
+	if (!get_strlist(c, n, path, true, &l))
+		return false;
+	if (l.n == 0) {
+		cerr(c, n->line, path, "at least one target is required (omit target: for all)");
+		return false;
+	}
+	k->target = l.v[0];
 	return true;
 }
 
@@ -610,7 +726,7 @@ static const struct field check_fields[] = {
     FLD("for", FK_DURATION, struct config_check, for_ms),
     FLD_FN("on_fail", check_on_fail),
     FLD("review", FK_DURATION, struct config_check, review_ms),
-    FLD("target", FK_NAME, struct config_check, target),
+    FLD_FN("target", check_target),
     FLD_FN("require_evidence", check_require_evidence),
 };
 #define CHECK_SOURCES (BIT(1) | BIT(2) | BIT(3) | BIT(4))
@@ -664,15 +780,36 @@ static void check_semantics(struct cctx *c, const struct cnode *n, const char *p
 		cerr(c, key_line(n, "review"), sub, "review needs on_fail: pause");
 	}
 	if (k->target) {
-		const struct config_target *t = config_target_find(r, k->target);
+		const struct cnode *tn = n->items[map_find(n, "target")];
+		struct config_strlist l = {0};
 
 		path_key(sub, path, "target");
-		if (t)
-			k->target_index = (size_t)(t - r->targets);
-		else if (r->targets)
-			cerr(c, key_line(n, "target"), sub, "target \"%s\" is not defined",
-			     k->target);
+		if (!get_strlist(c, tn, sub, true, &l))
+			return;
+		for (size_t j = 0; j < l.n; j++) {
+			const struct config_target *t = config_target_find(r, l.v[j]);
+			char jp[PATH_MAX_LEN];
+			int line = tn->type == CN_SEQ ? tn->items[j]->line : tn->line;
+
+			if (tn->type == CN_SEQ)
+				path_idx(jp, sub, j);
+			else
+				snprintf(jp, sizeof(jp), "%s", sub);
+			if (!t) {
+				if (r->targets)
+					cerr(c, line, jp, "target \"%s\" is not defined", l.v[j]);
+				continue;
+			}
+			if (j == 0)
+				k->target_index = (size_t)(t - r->targets);
+			if (k->target_mask >> (t - r->targets) & 1)
+				cerr(c, line, jp, "target \"%s\" is listed twice", l.v[j]);
+			k->target_mask |= BIT(t - r->targets);
+		}
 	}
+	if (k->on_fail == CONFIG_ON_FAIL_ROLLBACK_TO && k->rollback_to &&
+	    strcmp(k->rollback_to, "previous") == 0)
+		k->rollback_previous = true;
 }
 
 static void parse_checks(struct cctx *c, const struct cnode *n, const char *path,
@@ -810,6 +947,9 @@ static const struct {
     {"completed", CONFIG_EVENT_COMPLETED},
     {"failed", CONFIG_EVENT_FAILED},
     {"aborted", CONFIG_EVENT_ABORTED},
+    {"upcoming", CONFIG_EVENT_UPCOMING},
+    {"validation_passed", CONFIG_EVENT_VALIDATION_PASSED}, /* validate.c */
+    {"validation_failed", CONFIG_EVENT_VALIDATION_FAILED},
 };
 
 static bool notify_events(struct cctx *c, const struct cnode *n, const char *path, void *obj)
@@ -835,7 +975,8 @@ static bool notify_events(struct cctx *c, const struct cnode *n, const char *pat
 		cerr(c, n->type == CN_SEQ ? n->items[i]->line : n->line,
 		     n->type == CN_SEQ ? sub : path,
 		     "unknown event \"%.40s\" (started, step, paused, resumed, approval_needed, "
-		     "approved, verdict, rollback, completed, failed, aborted)",
+		     "approved, verdict, rollback, completed, failed, aborted, upcoming, "
+		     "validation_passed, validation_failed)",
 		     l.v[i]);
 	}
 	return true;
@@ -844,12 +985,14 @@ static bool notify_events(struct cctx *c, const struct cnode *n, const char *pat
 static const struct field notify_fields[] = {
     FLD_REQ("webhook", FK_URL, struct config_notify, webhook),
     FLD_FN("events", notify_events),
+    FLD("notice", FK_DURATION, struct config_notify, notice_ms),
 };
 
 static bool ro_notify(struct cctx *c, const struct cnode *n, const char *path, void *obj)
 {
 	struct config_rollout *r = obj;
-	char sub[PATH_MAX_LEN];
+	char sub[PATH_MAX_LEN], ep[PATH_MAX_LEN];
+	uint64_t seen;
 
 	if (!want_seq(c, n, path))
 		return false;
@@ -861,19 +1004,274 @@ static bool ro_notify(struct cctx *c, const struct cnode *n, const char *path, v
 		r->notify[i].line = n->items[i]->line;
 		r->notify[i].events = CONFIG_EVENT_ALL;
 		path_idx(sub, path, i);
-		walk_map(c, n->items[i], sub, notify_fields, NFIELDS(notify_fields), &r->notify[i],
-		         NULL);
+		if (!walk_map(c, n->items[i], sub, notify_fields, NFIELDS(notify_fields),
+		              &r->notify[i], &seen))
+			continue;
+		if ((r->notify[i].events & CONFIG_EVENT_UPCOMING) && !(seen & BIT(2))) {
+			path_key(ep, sub, "events");
+			cerr(c, key_line(n->items[i], "events"), ep,
+			     "upcoming needs notice: (how long before, e.g. notice: 48h)");
+		} else if ((seen & BIT(2)) && !(r->notify[i].events & CONFIG_EVENT_UPCOMING)) {
+			path_key(ep, sub, "notice");
+			cerr(c, key_line(n->items[i], "notice"), ep,
+			     "notice is for the upcoming event: add upcoming to events");
+		} else if ((seen & BIT(2)) && r->notify[i].notice_ms == 0) {
+			path_key(ep, sub, "notice");
+			cerr(c, key_line(n->items[i], "notice"), ep, "must be more than 0");
+		}
 	}
 	return true;
 }
 
-/* --- the rollout ---------------------------------------------------------------------------- */
+/* --- validate: post-rollout validation windows (owned by rollout/validate.c) ------------ */
+
+/* A check validation can run: a proxy metric judged on the stable's own traffic. */
+static bool validate_can_judge(const struct config_check *k)
+{
+	return k->source == CONFIG_SOURCE_METRIC && k->metric <= CONFIG_METRIC_LATENCY_MEAN;
+}
+
+/* ms as the largest whole unit ("8d", "90m", "1500ms"), for messages. */
+static void validate_dur(uint64_t ms, char *b, size_t n)
+{
+	static const struct {
+		uint64_t ms;
+		const char *u;
+	} units[] = {{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}};
+
+	for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+		if (ms && ms % units[i].ms == 0) {
+			snprintf(b, n, "%" PRIu64 "%s", ms / units[i].ms, units[i].u);
+			return;
+		}
+	snprintf(b, n, "%" PRIu64 "ms", ms);
+}
+
+struct validate_ctx {
+	struct config_validate_window w;
+	struct config_strlist checks; /* names, resolved against analysis.checks */
+};
+
+static bool validate_on_fail(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct validate_ctx *vc = obj;
+	const char *t = get_text(c, n, path);
+
+	if (!t)
+		return false;
+	if (strcmp(t, "rollback") == 0) {
+		vc->w.on_fail = CONFIG_VALIDATE_ROLLBACK;
+	} else if (strcmp(t, "notify") == 0) {
+		vc->w.on_fail = CONFIG_VALIDATE_NOTIFY;
+	} else {
+		cerr(c, n->line, path, "expected rollback or notify, got \"%.60s\"", t);
+		return false;
+	}
+	return true;
+}
+
+static const struct field validate_fields[] = {
+    FLD_REQ("name", FK_NAME, struct validate_ctx, w.name),
+    FLD("after", FK_DURATION, struct validate_ctx, w.after_ms),
+    FLD_REQ("for", FK_DURATION, struct validate_ctx, w.for_ms),
+    FLD("checks", FK_NAMELIST, struct validate_ctx, checks),
+    FLD_FN("on_fail", validate_on_fail),
+};
+
+/* Window vc's checks: the names given, else every check validation can run. */
+static void validate_resolve_checks(struct cctx *c, const struct cnode *wn, const char *path,
+                                    struct config_rollout *r, struct validate_ctx *vc, bool given)
+{
+	char sub[PATH_MAX_LEN], ip[PATH_MAX_LEN];
+	size_t n = given ? vc->checks.n : r->analysis.nchecks, k = 0;
+
+	vc->w.checks = cfg_arena_alloc(c->out, (n ? n : 1) * sizeof(*vc->w.checks));
+	if (!vc->w.checks)
+		return;
+	path_key(sub, path, "checks");
+	for (size_t i = 0; i < n; i++) {
+		const struct config_check *ck = NULL;
+
+		if (!given) {
+			if (validate_can_judge(&r->analysis.checks[i]))
+				vc->w.checks[k++] = i;
+			continue;
+		}
+		path_idx(ip, sub, i);
+		for (size_t j = 0; j < r->analysis.nchecks; j++)
+			if (r->analysis.checks[j].name &&
+			    strcmp(r->analysis.checks[j].name, vc->checks.v[i]) == 0)
+				ck = &r->analysis.checks[j];
+		if (!ck)
+			cerr(c, key_line(wn, "checks"), ip,
+			     "check \"%.60s\" is not defined in analysis.checks", vc->checks.v[i]);
+		else if (!validate_can_judge(ck))
+			cerr(c, key_line(wn, "checks"), ip,
+			     "check \"%.60s\" cannot judge a stable version on its own traffic: "
+			     "validation runs the built-in proxy metrics (request_rate, error_rate, "
+			     "success_rate, latency_*)",
+			     vc->checks.v[i]);
+		else
+			vc->w.checks[k++] = (size_t)(ck - r->analysis.checks);
+	}
+	vc->w.nchecks = k;
+	if (k == 0 && !given)
+		cerr(c, wn->line, path,
+		     "nothing to validate: the rollout has no proxy-metric check (analysis.checks "
+		     "with metric: error_rate, latency_p99, ...)");
+}
+
+/*
+ * validate: [{name, after?, for, checks?, on_fail?}]: windows after the
+ * completion, one after another (a window may not start before the
+ * previous one ends), judging the new stable with the rollout's proxy
+ * metric checks against the pre-rollout baseline.
+ */
+static void parse_validate(struct cctx *c, const struct cnode *n, const char *path,
+                           struct config_rollout *r)
+{
+	char sub[PATH_MAX_LEN], kp[PATH_MAX_LEN], a[32], b[32];
+	bool service = false;
+
+	r->validate_line = n->line;
+	if (!want_seq(c, n, path))
+		return;
+	for (size_t t = 0; t < r->ntargets; t++)
+		service = service || r->targets[t].kind == CONFIG_TARGET_SERVICE;
+	if (!service && r->targets)
+		cerr(c, n->line, path,
+		     "validation judges services' traffic, and this rollout has no service target");
+	r->validate = cfg_arena_alloc(c->out, (n->n ? n->n : 1) * sizeof(*r->validate));
+	if (!r->validate)
+		return;
+	r->nvalidate = n->n;
+	for (size_t i = 0; i < n->n; i++) {
+		const struct cnode *wn = n->items[i];
+		struct validate_ctx vc = {0};
+		uint64_t seen;
+
+		path_idx(sub, path, i);
+		vc.w.line = wn->line;
+		if (!walk_map(c, wn, sub, validate_fields, NFIELDS(validate_fields), &vc, &seen))
+			continue;
+		if ((seen & BIT(2)) && vc.w.for_ms == 0) {
+			path_key(kp, sub, "for");
+			cerr(c, key_line(wn, "for"), kp, "must be more than 0");
+		} else if ((seen & BIT(2)) && vc.w.for_ms < r->analysis.interval_ms) {
+			path_key(kp, sub, "for");
+			validate_dur(r->analysis.interval_ms, a, sizeof(a));
+			cerr(c, key_line(wn, "for"), kp,
+			     "must be at least analysis.interval (%s): the window is judged every "
+			     "interval",
+			     a);
+		}
+		validate_resolve_checks(c, wn, sub, r, &vc, seen & BIT(3));
+		for (size_t j = 0; j < i; j++)
+			if (vc.w.name && r->validate[j].name &&
+			    strcmp(vc.w.name, r->validate[j].name) == 0) {
+				path_key(kp, sub, "name");
+				cerr(c, key_line(wn, "name"), kp,
+				     "duplicate window name \"%s\" (also validate[%zu])", vc.w.name,
+				     j);
+			}
+		if (i > 0 && r->validate[i - 1].for_ms &&
+		    vc.w.after_ms < r->validate[i - 1].after_ms + r->validate[i - 1].for_ms) {
+			uint64_t end = r->validate[i - 1].after_ms + r->validate[i - 1].for_ms;
+
+			path_key(kp, sub, "after");
+			validate_dur(vc.w.after_ms, a, sizeof(a));
+			validate_dur(end, b, sizeof(b));
+			cerr(c, key_line(wn, "after"), kp,
+			     "window \"%s\" would start at %s, before validate[%zu] (\"%s\") ends "
+			     "at %s: windows run one after another (after counts from the "
+			     "completion; use after: %s or more)",
+			     vc.w.name ? vc.w.name : "?", a, i - 1,
+			     r->validate[i - 1].name ? r->validate[i - 1].name : "?", b, b);
+		}
+		r->validate[i] = vc.w;
+	}
+}
+
+static bool shadow_check(const struct config_check *k);
+
+/* A step that moves traffic: set/weight, shadow, preview (a partial rollback's `previous`). */
+static bool traffic_kind(enum config_step_kind k)
+{
+	return k == CONFIG_STEP_SET || k == CONFIG_STEP_SHADOW || k == CONFIG_STEP_PREVIEW;
+}
+
+/*
+ * The first step at which check k can act: a set step giving one of its
+ * targets a weight, a preview step (its override traffic), or a shadow step
+ * for a shadow_* check.  nsteps when there is none.
+ */
+static size_t first_acting_step(const struct config_rollout *r, const struct config_check *k)
+{
+	for (size_t s = 0; s < r->nsteps; s++) {
+		const struct config_step *st = &r->steps[s];
+
+		if (st->kind == CONFIG_STEP_SHADOW && shadow_check(k))
+			return s;
+		if (shadow_check(k))
+			continue;
+		if (st->kind == CONFIG_STEP_PREVIEW)
+			return s;
+		for (size_t i = 0; st->kind == CONFIG_STEP_SET && i < st->nsets; i++)
+			if (st->sets[i].percent > 0 && config_check_covers(k, st->sets[i].index))
+				return s;
+	}
+	return r->nsteps;
+}
+
+/*
+ * on_fail: {rollback_to: X} of check k, once the steps are known: X names a
+ * step before the first one where the check can act (it must point
+ * backwards), or is `previous` with a traffic step before that one.
+ */
+static void resolve_rollback_to(struct cctx *c, const char *path, struct config_rollout *r,
+                                size_t k)
+{
+	struct config_check *ck = &r->analysis.checks[k];
+	char sub[PATH_MAX_LEN];
+	size_t first, s;
+
+	if (ck->on_fail != CONFIG_ON_FAIL_ROLLBACK_TO || !ck->rollback_to)
+		return;
+	snprintf(sub, sizeof(sub), "%s.analysis.checks[%zu].on_fail.rollback_to", path, k);
+	first = first_acting_step(r, ck);
+	if (ck->rollback_previous) {
+		for (s = first; s > 0; s--)
+			if (traffic_kind(r->steps[s - 1].kind))
+				break;
+		if (s == 0)
+			cerr(c, ck->rollback_line, sub,
+			     "previous: there is no traffic step before steps[%zu], the first "
+			     "step where check %s can act",
+			     first < r->nsteps ? first : r->nsteps - 1, ck->name);
+		return;
+	}
+	for (s = 0; s < r->nsteps; s++)
+		if (r->steps[s].name && strcmp(r->steps[s].name, ck->rollback_to) == 0)
+			break;
+	if (s == r->nsteps) {
+		cerr(c, ck->rollback_line, sub,
+		     "no step is named \"%s\" (name a step with name: or use previous)",
+		     ck->rollback_to);
+		return;
+	}
+	ck->rollback_step = s;
+	if (s >= first)
+		cerr(c, ck->rollback_line, sub,
+		     "step \"%s\" (steps[%zu]) is not before steps[%zu], the first step where "
+		     "check %s can act: rollback_to must point backwards",
+		     ck->rollback_to, s, first < r->nsteps ? first : s, ck->name);
+}
 
 static const struct field rollout_fields[] = {
     FLD_FN("target", ro_target),      FLD_FN("targets", ro_targets),
     FLD_FN_REQ("steps", field_later), FLD_FN("analysis", field_later),
     FLD_FN("rollback", ro_rollback),  FLD("bake", FK_DURATION, struct config_rollout, bake_ms),
-    FLD_FN("notify", ro_notify),
+    FLD_FN("notify", ro_notify),      FLD_FN("validate", field_later),
 };
 
 bool parse_rollout(struct cctx *c, const char *name, const struct cnode *n, const char *path,
@@ -911,6 +1309,12 @@ bool parse_rollout(struct cctx *c, const char *name, const struct cnode *n, cons
 		path_key(sub, path, "steps");
 		parse_steps(c, n->items[i], sub, r);
 	}
+	for (size_t k = 0; r->steps && k < r->analysis.nchecks; k++)
+		resolve_rollback_to(c, path, r, k);
+	if ((i = map_find(n, "validate")) >= 0) { /* validate: after analysis (names checks) */
+		path_key(sub, path, "validate");
+		parse_validate(c, n->items[i], sub, r);
+	}
 	return true;
 }
 
@@ -942,7 +1346,7 @@ static bool step_judged(const struct config_rollout *r, const struct config_step
 		if (shadow_check(k))
 			continue;
 		for (size_t t = 0; t < r->ntargets; t++) {
-			if (k->target && k->target_index != t)
+			if (!config_check_covers(k, t))
 				continue;
 			if (k->source != CONFIG_SOURCE_METRIC ||
 			    r->targets[t].kind == CONFIG_TARGET_SERVICE)
@@ -979,7 +1383,7 @@ size_t config_evidence_warnings(const struct config *cfg, struct config_errors *
 		for (size_t s = 0; s < r->nsteps; s++) {
 			const struct config_step *st = &r->steps[s];
 
-			if (st->kind != CONFIG_STEP_SET && st->kind != CONFIG_STEP_SHADOW)
+			if (!traffic_kind(st->kind))
 				continue;
 			if (!st->time_only && !st->max_wait_ms && r->analysis.max_wait_ms &&
 			    r->analysis.max_wait_ms < st->for_ms) {

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -16,6 +17,8 @@
 #include "core/buf.h"
 #include "core/log.h"
 #include "http/sock.h"
+#include "net/tls.h"
+#include "net/transport.h"
 
 #define IN_CAP          (64 * 1024)
 #define READ_CHUNK      (16 * 1024 - 1) /* + buf's hidden NUL = one 16 KiB block */
@@ -47,6 +50,7 @@ struct http_server {
 	void (*done)(struct http_server *s, void *data);
 	void *done_data;
 	struct loop_defer done_defer;
+	struct tls_server *tls; /* new connections speak TLS with it; NULL: plain */
 };
 
 struct http_conn {
@@ -56,6 +60,9 @@ struct http_conn {
 	struct loop_timer timer;
 	struct loop_defer defer;
 	int fd;
+	struct transport t; /* every read and write of fd (plain or TLS) */
+	int hs_done;        /* t's handshake is over */
+	int rd_wants_write; /* the last read waits for the socket to be writable (TLS) */
 	struct http_parser parser;
 	struct buf in, out, body;
 
@@ -137,6 +144,51 @@ int http_local_port(int fd)
 /* --- output ---------------------------------------------------------- */
 
 /*
+ * sock_sendv() over the connection's transport: straight out when nothing
+ * is queued (and the handshake is over), the rest into the bounded output
+ * buffer.  Returns 0, -EPIPE or -ENOBUFS.
+ */
+static int t_sendv(struct http_conn *c, struct iovec *iov, int n)
+{
+	int i = 0;
+
+	if (c->hs_done && buf_used(&c->out) == 0) {
+		ssize_t w = transport_writev(&c->t, iov, n);
+
+		if (w == -1) {
+			if (errno != EAGAIN)
+				return -EPIPE;
+			w = 0;
+		}
+		while (i < n && (size_t)w >= iov[i].iov_len) {
+			w -= (ssize_t)iov[i].iov_len;
+			i++;
+		}
+		if (i < n) {
+			iov[i].iov_base = (char *)iov[i].iov_base + w;
+			iov[i].iov_len -= (size_t)w;
+		}
+	}
+	for (; i < n; i++)
+		if (buf_append(&c->out, iov[i].iov_base, iov[i].iov_len) != 0)
+			return -ENOBUFS;
+	return 0;
+}
+
+/* sock_flush() over the transport: 0 (all written, or it would block), -EPIPE. */
+static int t_flush(struct http_conn *c)
+{
+	while (c->hs_done && buf_used(&c->out) > 0) {
+		ssize_t w = transport_write(&c->t, buf_head(&c->out), buf_used(&c->out));
+
+		if (w == -1)
+			return errno == EAGAIN ? 0 : -EPIPE;
+		buf_consume(&c->out, (size_t)w);
+	}
+	return 0;
+}
+
+/*
  * Sends iov: straight to the socket when nothing is queued, the rest into
  * the bounded output buffer.  Returns 0, -EPIPE or -ENOBUFS (closes).
  */
@@ -146,7 +198,7 @@ static int conn_sendv(struct http_conn *c, struct iovec *iov, int n)
 
 	if (c->closed)
 		return -EPIPE;
-	rc = sock_sendv(c->fd, &c->out, iov, n);
+	rc = t_sendv(c, iov, n);
 	if (rc == -ENOBUFS)
 		log_warn("http output cap reached, closing", "peer", c->peer, NULL);
 	if (rc != 0)
@@ -665,27 +717,48 @@ static void linger_read(struct http_conn *c)
 	char junk[4096];
 
 	for (;;) {
-		ssize_t n = read(c->fd, junk, sizeof(junk));
+		ssize_t n = transport_read(&c->t, junk, sizeof(junk));
 
 		if (n > 0)
 			continue;
-		if (n == -1 && errno == EINTR)
-			continue;
-		if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		if (n == -1 && errno == EAGAIN) {
+			c->rd_wants_write = c->t.want == EPOLLOUT;
 			return;
+		}
 		conn_close(c);
 		return;
 	}
 }
 
-/* Reads once into the input buffer; see sock_read().  Notes EAGAIN. */
+/*
+ * Reads once into the input buffer (sock_read()'s returns: the count, 0 at
+ * EOF, -EAGAIN, -ENOBUFS when full, -ENOMEM, -errno).  Notes EAGAIN, and
+ * which event the transport waits on for the next read.
+ */
 static ssize_t conn_read(struct http_conn *c)
 {
-	ssize_t n = sock_read(c->fd, &c->in, READ_CHUNK);
+	size_t space = c->in.cap - buf_used(&c->in);
+	char *dst;
+	ssize_t n;
 
-	if (n == -EAGAIN)
+	if (space == 0)
+		return -ENOBUFS;
+	if (space > READ_CHUNK)
+		space = READ_CHUNK;
+	dst = buf_reserve(&c->in, space);
+	if (!dst)
+		return -ENOMEM;
+	n = transport_read(&c->t, dst, space);
+	if (n > 0)
+		buf_commit(&c->in, (size_t)n);
+	if (n >= 0)
+		return n;
+	if (errno == EAGAIN) {
 		c->can_read = 0;
-	return n;
+		c->rd_wants_write = c->t.want == EPOLLOUT;
+		return -EAGAIN;
+	}
+	return errno ? -errno : -EIO;
 }
 
 /* One pass of parsing.  Returns 1 if progress was made. */
@@ -726,7 +799,7 @@ static void conn_drive(struct http_conn *c)
 		c->rerun = 0;
 		if (c->closed)
 			return;
-		if (sock_flush(c->fd, &c->out) != 0) {
+		if (t_flush(c) != 0) {
 			conn_close(c);
 			return;
 		}
@@ -738,6 +811,7 @@ static void conn_drive(struct http_conn *c)
 			if (buf_used(&c->out) > 0)
 				return;
 			if (c->linger) {
+				c->t.ops->shutdown(&c->t); /* TLS: close_notify first */
 				shutdown(c->fd, SHUT_WR);
 				c->state = CS_LINGER;
 				timer_arm(c, TK_LINGER, LINGER_MS);
@@ -811,11 +885,34 @@ static void conn_kick(struct http_conn *c)
 	c->running = 0;
 }
 
+/*
+ * Drives the transport's handshake (TLS; plain is done at once).  Returns 1
+ * once it is over, 0 while it waits for the socket, -1 after closing c.  A
+ * handshake that never completes ends with the header timeout.
+ */
+static int conn_handshake(struct http_conn *c)
+{
+	if (c->hs_done)
+		return 1;
+	if (c->t.ops->handshake(&c->t) == -1) {
+		if (errno == EAGAIN)
+			return 0;
+		log_debug("tls handshake failed", "peer", c->peer, NULL);
+		conn_close(c);
+		return -1;
+	}
+	c->hs_done = 1;
+	c->can_read = 1; /* the first request may have come with the handshake */
+	return 1;
+}
+
 static void conn_io(struct loop *loop, struct loop_io *io, uint32_t events)
 {
 	struct http_conn *c = io->data;
 
-	if (events & (LOOP_READ | LOOP_ERROR))
+	if (conn_handshake(c) <= 0)
+		return;
+	if ((events & (LOOP_READ | LOOP_ERROR)) || (c->rd_wants_write && (events & LOOP_WRITE)))
 		c->can_read = 1;
 	conn_kick(c);
 }
@@ -862,6 +959,7 @@ static void conn_detach(struct http_conn *c)
 	c->closed = 1;
 	loop_io_del(c->srv->loop, &c->io);
 	loop_timer_stop(c->srv->loop, &c->timer);
+	transport_release(&c->t, c->hs_done); /* TLS: close_notify when it got that far */
 	close(c->fd);
 	c->fd = -1;
 }
@@ -898,7 +996,15 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
 	buf_init(&c->out, s->cfg.max_output_bytes);
 	buf_init(&c->body, s->cfg.max_body_bytes);
 	loop_timer_init(&c->timer, timer_cb, c);
+	if (s->tls ? tls_server_accept(s->tls, fd, &c->t) != 0
+	           : (transport_plain_init(&c->t, fd), 0)) {
+		http_parser_release(&c->parser);
+		close(fd);
+		free(c);
+		return;
+	}
 	if (loop_io_add(s->loop, &c->io, fd, conn_io, c) != 0) {
+		transport_release(&c->t, 0);
 		http_parser_release(&c->parser);
 		close(fd);
 		free(c);
@@ -911,7 +1017,8 @@ static void conn_new(struct http_server *s, int fd, const struct sockaddr_storag
 	s->nconns++;
 	timer_arm(c, TK_HEADER, s->cfg.header_timeout_ms);
 	c->can_read = 1;
-	conn_kick(c);
+	if (conn_handshake(c) > 0)
+		conn_kick(c);
 }
 
 static void accept_cb(struct loop *loop, struct loop_io *io, uint32_t events)
@@ -1106,5 +1213,14 @@ void http_server_free(struct http_server *s)
 		s->shutting_down = 0; /* no done callback from here */
 		conn_free(c);
 	}
+	tls_server_unref(s->tls);
 	free(s);
+}
+
+void http_server_set_tls(struct http_server *s, struct tls_server *tls)
+{
+	struct tls_server *old = s->tls;
+
+	s->tls = tls_server_ref(tls);
+	tls_server_unref(old);
 }

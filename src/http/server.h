@@ -32,6 +32,7 @@
 
 struct http_server;
 struct http_conn;
+struct tls_server;
 
 struct http_server_config {
 	size_t max_header_bytes;    /* 431 beyond; 0: 32768 */
@@ -101,6 +102,13 @@ struct http_server *http_server_new(struct loop *loop, const struct http_server_
  * it on shutdown/free.  Returns 0 or a negative errno.
  */
 int http_server_add_listener(struct http_server *s, int fd);
+/*
+ * Connections accepted from now on speak TLS with tls (net/tls.h; NULL:
+ * plain HTTP); open ones keep theirs.  Takes a reference and drops the
+ * previous one.  The handshake is non-blocking and bounded by
+ * header_timeout_ms like the header section.
+ */
+void http_server_set_tls(struct http_server *s, struct tls_server *tls);
 /* Open connections. */
 size_t http_server_conn_count(const struct http_server *s);
 /*

@@ -82,4 +82,38 @@ uint64_t proxy_client_conns(struct proxy *p);
  */
 long proxy_inflight(struct proxy *p, int series);
 
+#define PROXY_SAMPLE_RING 128 /* requests kept per (worker, version) */
+#define PROXY_SAMPLE_PATH 128 /* path bytes kept, NUL included */
+
+/*
+ * One request a version served, as the canary request sample keeps it
+ * (issue 16, the evidence of a decision): its X-Request-Id (the incoming
+ * one or the proxy's, truncated; empty when the proxy answered before
+ * forwarding), method, path (truncated; never the query, which may carry
+ * secrets),
+ * final status (the proxy's own for local answers: 502, 504, a fault's
+ * abort status...), latency from
+ * the request head to the end of the response, and the wall-clock time the
+ * exchange ended.  Strings are NUL-terminated.
+ */
+struct proxy_sample {
+	int64_t time_us; /* wall clock, microseconds since the epoch */
+	uint64_t latency_us;
+	int status;
+	char method[16];
+	char path[PROXY_SAMPLE_PATH];
+	char request_id[64];
+};
+
+/*
+ * The last requests version of service served, newest first, merged over
+ * the workers (each keeps its own ring of PROXY_SAMPLE_RING per version,
+ * written without locks; src/proxy/sample.h): copies up to max into out.
+ * Returns the count (0 when the version served nothing yet), ERR_NOTFOUND
+ * for a service or version the published table lacks, or -ENOMEM.  Any
+ * thread but a worker.
+ */
+int proxy_samples(struct proxy *p, const char *service, const char *version,
+                  struct proxy_sample *out, int max);
+
 #endif

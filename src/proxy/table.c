@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "net/tls.h"
 #include "proxy/mirror.h"
 #include "proxy/registry.h"
 
@@ -137,6 +138,7 @@ static void config_ref_destroy(struct snap_obj *o)
 {
 	struct config_ref *r = (struct config_ref *)o;
 
+	tls_set_free(r->tls); /* first: it names things inside cfg */
 	config_free(r->cfg);
 	free(r);
 }
@@ -226,6 +228,40 @@ static struct segment *svc_segment(struct svc_mem *m, const struct config_segmen
 	return s;
 }
 
+/*
+ * Moves the endpoints of pv that tr lists as down (health checks) behind
+ * the ones picked, keeping the configuration's order within each part, and
+ * sets neps to the count picked; never 0: with every endpoint down all
+ * stay in (the health module keeps one up, this is the backstop).
+ */
+static void hold_out_down(struct arena *a, struct proxy_version *pv, const char *version,
+                          const struct proxy_traffic *tr, struct proxy_registry *reg)
+{
+	uint32_t up = 0, *held, nheld = 0;
+
+	if (!tr || !tr->ndown)
+		return;
+	held = arena_alloc(a, (pv->nall + 1) * sizeof(*held));
+	if (!held)
+		return; /* out of memory: every endpoint stays picked */
+	for (uint32_t e = 0; e < pv->nall; e++) {
+		const char *name = proxy_registry_get(reg, pv->eps[e])->name;
+		int down = 0;
+
+		for (size_t k = 0; k < tr->ndown && !down; k++)
+			down = strcmp(tr->down[k].version, version) == 0 &&
+			       strcmp(tr->down[k].endpoint, name) == 0;
+		if (down)
+			held[nheld++] = pv->eps[e];
+		else
+			pv->eps[up++] = pv->eps[e];
+	}
+	if (up == 0)
+		return; /* all down: nothing was moved, all stay picked */
+	memcpy(pv->eps + up, held, nheld * sizeof(*held));
+	pv->neps = up;
+}
+
 /* Fills ps (zeroed by the caller) from cs and tr, in fresh shared memory of its own. */
 static int build_service(struct proxy_service *ps, const struct config_service *cs,
                          const struct proxy_traffic *tr, struct proxy_registry *reg,
@@ -263,6 +299,8 @@ static int build_service(struct proxy_service *ps, const struct config_service *
 				return -1;
 			pv->eps[e] = (uint32_t)id;
 		}
+		pv->nall = pv->neps;
+		hold_out_down(&m->arena, pv, cv->name, tr, reg);
 		pv->series = series_fn ? series_fn(series_ctx, cs->name, cv->name) : -1;
 		fault_from_config(&pv->fault, &cv->fault);
 		for (size_t k = 0; tr && k < tr->nfaults; k++)
@@ -538,6 +576,13 @@ fail:
 	return NULL;
 }
 
+/* The versions' upstream TLS clients, from the configuration's set. */
+static void service_tls(struct proxy_service *ps, const struct config_ref *cref)
+{
+	for (uint32_t v = 0; v < ps->nversions; v++)
+		ps->versions[v].tls = tls_set_upstream(cref->tls, ps->name, ps->versions[v].name);
+}
+
 /* A table without services yet, holding cref and shape (a reference each). */
 static struct proxy_table *table_new(struct config_ref *cref, struct snap_obj *shape)
 {
@@ -578,6 +623,7 @@ static int table_listeners(struct proxy_table *t, const struct config *cfg)
 		pl->routes = s->routes[i];
 		pl->index = &s->index[i];
 		pl->services = t->services;
+		pl->tls = tls_set_listener(((struct config_ref *)t->cfg_ref)->tls, cl->name);
 	}
 	return 0;
 }
@@ -618,6 +664,7 @@ struct proxy_table *proxy_table_build(struct config_ref *cref, const struct prox
 		if (build_service(&t->services[i], &cfg->services[i], tr_of[i], reg, series_fn,
 		                  series_ctx, err, errlen) != 0)
 			goto fail;
+		service_tls(&t->services[i], cref);
 		/* listener-wide parsing limits: the most permissive service's */
 		if (i == 0 || cfg->services[i].max_header_bytes > t->max_header_bytes)
 			t->max_header_bytes = cfg->services[i].max_header_bytes;
@@ -673,6 +720,7 @@ struct proxy_table *proxy_table_derive(const struct proxy_table *old,
 	if (build_service(&t->services[si], &cref->cfg->services[si], tr, reg, series_fn,
 	                  series_ctx, err, errlen) != 0)
 		goto fail;
+	service_tls(&t->services[si], cref);
 	if (table_listeners(t, cref->cfg) != 0)
 		goto nomem;
 	return t;

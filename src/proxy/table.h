@@ -24,6 +24,9 @@
 #include "http/parser.h"
 
 struct proxy_registry;
+struct tls_set;
+struct tls_server;
+struct tls_client;
 
 /* Faults injected on requests routed to a version (SPEC 4); percents in thousandths. */
 struct proxy_fault {
@@ -35,10 +38,17 @@ struct proxy_fault {
 struct proxy_version {
 	const char *name;
 	struct proxy_fault fault;
-	uint32_t *eps; /* endpoint registry ids */
+	/*
+	 * Endpoint registry ids, all nall of the version's endpoints: the first
+	 * neps (>= 1) are the ones requests pick; eps[neps..nall) are held out
+	 * because active health checks found them down (proxy_traffic.down).
+	 */
+	uint32_t *eps;
 	uint32_t neps;
+	uint32_t nall;
 	int series;   /* metrics series id of (service, version) */
 	int draining; /* canary whose weight went to 0: no new requests at all */
+	struct tls_client *tls; /* `tls:` (the config_ref's set, net/tls.h); NULL: plain */
 };
 
 struct proxy_override {
@@ -110,6 +120,7 @@ struct proxy_listener {
 	uint32_t nroutes;
 	const struct proxy_route_index *index; /* shared by tables of one configuration */
 	struct proxy_service *services;        /* the table's, which routes index */
+	struct tls_server *tls; /* `tls:` (the config_ref's set, net/tls.h); NULL: plain */
 };
 
 struct proxy_table {
@@ -137,6 +148,12 @@ struct proxy_fault_set {
 	struct config_fault fault;
 };
 
+/* An endpoint active health checks found down (proxy/health.h): out of the pick. */
+struct proxy_down {
+	const char *version;
+	const char *endpoint; /* "host:port" as the registry names it */
+};
+
 /* Runtime traffic state of one service (persisted by the daemon). */
 struct proxy_traffic {
 	const char *service;
@@ -151,6 +168,10 @@ struct proxy_traffic {
 	uint32_t mirror_percent;
 	const struct proxy_fault_set *faults; /* runtime faults, [nfaults] */
 	size_t nfaults;
+	/* endpoints held out of the pick (not persisted: each node probes its
+	 * own); a version keeps at least one endpoint whatever this says */
+	const struct proxy_down *down;
+	size_t ndown;
 };
 
 /*
@@ -160,6 +181,8 @@ struct proxy_traffic {
 struct config_ref {
 	struct snap_obj obj;
 	struct config *cfg;
+	/* cfg's TLS contexts (net/tls.h tls_set_new), freed with the ref; NULL: none */
+	struct tls_set *tls;
 };
 struct config_ref *config_ref_new(struct config *cfg);
 

@@ -38,6 +38,8 @@ struct entry {
 	uint32_t mirror_percent;
 	struct proxy_fault_set *faults; /* "faults": [nfaults], versions owned */
 	size_t nfaults;
+	struct proxy_down *down; /* health checks' (not a document): [ndown], strings owned */
+	size_t ndown;
 };
 
 /* What a local commit hands its own subscriber: the new entry and table. */
@@ -81,6 +83,33 @@ static void faults_free(struct proxy_fault_set *fs, size_t n)
 	free(fs);
 }
 
+static void down_free(struct proxy_down *d, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free((char *)d[i].version);
+		free((char *)d[i].endpoint);
+	}
+	free(d);
+}
+
+/* A deep copy of d[0..n), or NULL (n == 0, or out of memory: *nomem set). */
+static struct proxy_down *down_dup(const struct proxy_down *d, size_t n, int *nomem)
+{
+	struct proxy_down *out = n ? calloc(n, sizeof(*out)) : NULL;
+
+	*nomem = n && !out;
+	for (size_t i = 0; out && i < n; i++) {
+		out[i].version = strdup(d[i].version);
+		out[i].endpoint = strdup(d[i].endpoint);
+		if (!out[i].version || !out[i].endpoint) {
+			down_free(out, i + 1);
+			*nomem = 1;
+			return NULL;
+		}
+	}
+	return out;
+}
+
 static void entry_release(struct entry *e)
 {
 	free(e->service);
@@ -88,6 +117,7 @@ static void entry_release(struct entry *e)
 	free(e->canary);
 	free(e->mirror_version);
 	faults_free(e->faults, e->nfaults);
+	down_free(e->down, e->ndown);
 	memset(e, 0, sizeof(*e));
 }
 
@@ -153,7 +183,9 @@ static struct proxy_traffic entry_view(const struct entry *e)
 	                              .mirror_version = e->mirror_version,
 	                              .mirror_percent = e->mirror_percent,
 	                              .faults = e->faults,
-	                              .nfaults = e->nfaults};
+	                              .nfaults = e->nfaults,
+	                              .down = e->down,
+	                              .ndown = e->ndown};
 }
 
 static char *dup_or_null(const char *s)
@@ -187,6 +219,14 @@ static int entry_copy(struct entry *out, const struct entry *e)
 	if (!out->service || (e->stable && !out->stable) || (e->canary && !out->canary) ||
 	    (e->mirror_version && !out->mirror_version))
 		goto nomem;
+	{
+		int nomem;
+
+		out->down = down_dup(e->down, e->ndown, &nomem);
+		if (nomem)
+			goto nomem;
+		out->ndown = e->ndown;
+	}
 	return 0;
 nomem:
 	entry_release(out);
@@ -763,6 +803,34 @@ int traffic_set_fault(struct traffic *t, const char *service, const char *versio
 nomem:
 	entry_release(&next);
 	return -ENOMEM;
+}
+
+int traffic_set_down(struct traffic *t, const char *service, const struct proxy_down *down,
+                     size_t n)
+{
+	struct entry *e = entry_get(t, service);
+	struct proxy_down *copy;
+	struct proxy_table *table;
+	int nomem;
+
+	if (!e)
+		return -ENOMEM;
+	copy = down_dup(down, n, &nomem);
+	if (nomem)
+		return -ENOMEM;
+	down_free(e->down, e->ndown);
+	e->down = copy;
+	e->ndown = n;
+	if (!t->table || !proxy_table_service(t->table, service))
+		return 0; /* kept for the next build */
+	table = derive(t, e);
+	if (!table) {
+		log_error("cannot apply the health checks' endpoints", "service", service, "error",
+		          t->errmsg, NULL);
+		return ERR_INVALID;
+	}
+	publish(t, table);
+	return 0;
 }
 
 /* ---- reads ---- */

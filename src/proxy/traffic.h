@@ -120,6 +120,18 @@ int traffic_set_fault(struct traffic *t, const char *service, const char *versio
                       const struct config_fault *f, const char *actor);
 
 /*
+ * Replaces the endpoints of service that active health checks hold out of
+ * the pick (proxy/health.h) with down[0..n) (copied; n 0: none) and
+ * publishes the table derived with them.  Runtime only: not a document, not
+ * audited, kept across reloads (an endpoint the new configuration lacks is
+ * ignored).  0, -ENOMEM, ERR_INVALID (the table could not be built; the
+ * list is kept for the next build).
+ */
+struct proxy_down;
+int traffic_set_down(struct traffic *t, const char *service, const struct proxy_down *down,
+                     size_t n);
+
+/*
  * Service's stable version as routed now, or NULL (no such service).  The
  * string belongs to the running configuration (valid until the next
  * traffic_use).

@@ -88,6 +88,58 @@ static int set_flag(struct rollout_engine *e, const struct config_target *tg,
 	return rc;
 }
 
+/* Makes version tg's service's stable version (no canary). */
+static int set_stable(struct rollout_engine *e, const struct config_target *tg, const char *version,
+                      const char *actor)
+{
+	int rc;
+
+	if (!e->be.traffic)
+		return e->be.set_stable ? e->be.set_stable(e->be.ctx, tg->service, version, actor)
+		                        : 0;
+	rc = traffic_set_stable(e->be.traffic, tg->service, version, actor);
+	return rc ? traffic_failed(e, "rollout could not set the stable version", tg->service, rc)
+	          : 0;
+}
+
+/*
+ * validate (issue 16): the last requests each service target's canary
+ * served (bit t of mask), newest first, as a rollout.canary_requests event
+ * appended to evs, so the evidence bundle keeps them.  Nothing without the
+ * backend's samples callback or when no canary served anything.
+ */
+void rollout_act_samples(struct rollout_engine *e, const struct run *r, uint64_t mask, int64_t now,
+                         json_t *evs)
+{
+	json_t *targets;
+
+	if (!e->be.samples || !evs)
+		return;
+	targets = json_object();
+	for (size_t t = 0; t < r->cfg->ntargets && t < MAX_TARGETS; t++) {
+		const struct config_target *tg = run_target(r, t);
+		json_t *a;
+
+		if (!(mask >> t & 1) || tg->kind != CONFIG_TARGET_SERVICE || !tg->canary)
+			continue;
+		a = e->be.samples(e->be.ctx, tg->service, tg->canary, ROLLOUT_SAMPLE_MAX);
+		if (!json_is_array(a) || !json_array_size(a)) {
+			json_decref(a);
+			continue;
+		}
+		json_object_set_new(targets, tg->name,
+		                    json_pack("{s:s, s:s, s:o}", "service", tg->service, "version",
+		                              tg->canary, "requests", a));
+	}
+	if (!json_object_size(targets)) {
+		json_decref(targets);
+		return;
+	}
+	json_array_append_new(evs, rollout_event("rollout.canary_requests",
+	                                         json_pack("{s:I, s:o}", "decision_ms",
+	                                                   (json_int_t)now, "targets", targets)));
+}
+
 int rollout_act_weight(struct rollout_engine *e, struct run *r, size_t t, const char *actor)
 {
 	const struct config_target *tg = run_target(r, t);
@@ -102,6 +154,9 @@ int rollout_act_weight(struct rollout_engine *e, struct run *r, size_t t, const 
 	}
 	if (tg->kind != CONFIG_TARGET_SERVICE)
 		return 0;
+	/* validate_engine.c: a failed validation window reverts to the old stable (kept warm) */
+	if (tr->rolled_back && r->val.begun && r->val.reverted_by >= 0 && r->val.old_stable[t])
+		return set_stable(e, tg, r->val.old_stable[t], actor);
 	if (!e->be.traffic)
 		return e->be.set_weight(e->be.ctx, tg->service, tg->canary, tr->weight, actor);
 	rc = traffic_set_weight(e->be.traffic, tg->service, tg->canary, tr->weight, actor);

@@ -51,8 +51,30 @@ const char *rollout_step_kind_name(enum config_step_kind k)
 		return "analysis";
 	case CONFIG_STEP_APPROVAL:
 		return "approval";
+	case CONFIG_STEP_PREVIEW:
+		return "preview";
 	}
 	return "unknown";
+}
+
+/*
+ * What every event of r carries (docs/rollout.md "Events"): the name of the
+ * step it is about (details.step, when that step has a name) and, in a
+ * rehearsal, details.rehearsal: SPEED.
+ */
+static void event_decorate(const struct run *r, json_t *details)
+{
+	json_t *st = json_object_get(details, "step");
+
+	if (!json_is_object(details))
+		return;
+	if (json_is_integer(st) && json_integer_value(st) >= 0 &&
+	    (size_t)json_integer_value(st) < r->cfg->nsteps &&
+	    r->cfg->steps[json_integer_value(st)].name && !json_object_get(details, "step_name"))
+		json_object_set_new(details, "step_name",
+		                    json_string(r->cfg->steps[json_integer_value(st)].name));
+	if (r->rehearse > 0)
+		json_object_set_new(details, "rehearsal", json_real(r->rehearse));
 }
 
 static int state_from_name(const char *s)
@@ -151,20 +173,22 @@ static json_t *run_doc(const struct run *r)
 				json_array_append_new(appr, json_string(a->v[i]));
 	}
 	return json_pack(
-	    "{s:s, s:I, s:s, s:I, s:I, s:o, s:s, s:I, s:I, s:i, s:I, s:I, s:I, s:I, "
-	    "s:I, s:b, s:o, s:o, s:I, s:b, s:o, s:I, s:[I, I, I]}",
+	    "{s:s, s:I, s:s, s:I, s:I, s:o, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+	    "s:I, s:b, s:o, s:o, s:I, s:b, s:o, s:I, s:[I, I, I], s:f, s:I}",
 	    "state", rollout_state_name(r->state), "step", (json_int_t)r->step, "phase",
 	    r->phase == PHASE_WAITING ? "waiting" : "running", "waiting_since",
 	    (json_int_t)r->waiting_since_ms, "step_started", (json_int_t)r->step_started_ms,
 	    "approvals", appr, "pause_reason", r->pause_reason, "paused_at",
 	    (json_int_t)r->paused_at_ms, "review_deadline", (json_int_t)r->review_deadline_ms,
-	    "review_target", r->review_target, "next_interval", (json_int_t)r->next_interval_ms,
+	    "review_targets", (json_int_t)r->review_targets, "next_interval",
+	    (json_int_t)r->next_interval_ms,
 	    "started", (json_int_t)r->started_ms, "ended", (json_int_t)r->ended_ms, "decision",
 	    (json_int_t)r->decision_ms, "generation", (json_int_t)r->generation, "mitigated",
 	    r->mitigated, "targets", targets, "checks", checks, "bake_until",
 	    (json_int_t)r->bake_until_ms, "finalized", r->finalized, "post", post_doc(&r->post),
 	    "evidence_from", (json_int_t)r->evidence_from_ms, "step_intervals",
-	    (json_int_t)r->step_iv[0], (json_int_t)r->step_iv[1], (json_int_t)r->step_iv[2]);
+	    (json_int_t)r->step_iv[0], (json_int_t)r->step_iv[1], (json_int_t)r->step_iv[2],
+	    "rehearse", r->rehearse, "upcoming_sent", (json_int_t)r->upcoming_sent);
 }
 
 static int64_t jint(const json_t *o, const char *key)
@@ -175,6 +199,7 @@ static int64_t jint(const json_t *o, const char *key)
 /* Resets r to a fresh idle run (keeps metric readings and verdicts). */
 void rollout_run_reset(struct run *r)
 {
+	validate_reset(&r->val); /* validate_engine.c */
 	r->state = ROLLOUT_IDLE;
 	r->step = 0;
 	r->phase = PHASE_WAITING;
@@ -182,7 +207,9 @@ void rollout_run_reset(struct run *r)
 	r->approvals = 0;
 	r->pause_reason[0] = '\0';
 	r->paused_at_ms = r->review_deadline_ms = 0;
-	r->review_target = -1;
+	r->review_targets = ALL_TARGETS;
+	r->rehearse = 0;
+	r->upcoming_sent = 0;
 	r->next_interval_ms = r->started_ms = r->ended_ms = r->decision_ms = 0;
 	r->mitigated = false;
 	r->analysis_passed = false;
@@ -236,9 +263,21 @@ int rollout_run_parse(struct run *r, const char *text)
 	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", s ? s : "");
 	r->paused_at_ms = jint(o, "paused_at");
 	r->review_deadline_ms = jint(o, "review_deadline");
-	r->review_target = (int)jint(o, "review_target");
-	if (r->review_target < -1 || r->review_target >= (int)ro->ntargets)
-		r->review_target = -1;
+	if (json_is_integer(json_object_get(o, "review_targets"))) {
+		r->review_targets = (uint64_t)jint(o, "review_targets");
+	} else { /* written before target sets: one index, or -1 for all */
+		int64_t one = json_is_integer(json_object_get(o, "review_target"))
+		                  ? jint(o, "review_target")
+		                  : -1;
+
+		r->review_targets = one < 0 || one >= (int64_t)ro->ntargets || one >= MAX_TARGETS
+		                        ? ALL_TARGETS
+		                        : UINT64_C(1) << one;
+	}
+	r->rehearse = json_number_value(json_object_get(o, "rehearse"));
+	if (!(r->rehearse > 0))
+		r->rehearse = 0;
+	r->upcoming_sent = (size_t)jint(o, "upcoming_sent");
 	r->next_interval_ms = jint(o, "next_interval");
 	r->started_ms = jint(o, "started");
 	r->ended_ms = jint(o, "ended");
@@ -301,6 +340,7 @@ int rollout_run_parse(struct run *r, const char *text)
 					r->approvals |= UINT64_C(1) << k;
 		}
 	}
+	validate_parse(&r->val, json_object_get(o, "validation")); /* validate_engine.c */
 	json_decref(o);
 	return 0;
 bad:
@@ -363,6 +403,8 @@ static int persist(struct rollout_engine *e, struct run *r, const char *actor, j
 		goto out_restore;
 	nevs = json_array_size(all);
 	x = run_doc(r);
+	if (x && r->val.begun) /* validate_engine.c: the post-rollout windows */
+		json_object_set_new(x, "validation", validate_doc(&r->val));
 	doc = x ? json_dumps(x, JSON_COMPACT) : NULL;
 	json_decref(x);
 	evs = calloc(nevs ? nevs : 1, sizeof(*evs));
@@ -371,6 +413,7 @@ static int persist(struct rollout_engine *e, struct run *r, const char *actor, j
 		goto out_restore;
 	json_array_foreach(all, i, x)
 	{
+		event_decorate(r, json_object_get(x, "details"));
 		details[i] = json_dumps(json_object_get(x, "details"), JSON_COMPACT);
 		if (!details[i])
 			goto out_restore;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/err.h"
 #include "core/log.h"
@@ -112,7 +113,7 @@ static int apply_step(struct rollout_engine *e, struct run *r, const char *actor
 		if (rc) {
 			snprintf(why, sizeof(why), "setting %s to %.3f%% failed (error %d)",
 			         run_target(r, t)->name, st->sets[i].percent / 1000.0, rc);
-			rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, NULL);
+			rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, ALL_TARGETS, NULL);
 			return rc;
 		}
 		rollout_srm_restart(e, r, t); /* the step's slices start now */
@@ -134,7 +135,7 @@ static int apply_shadow(struct rollout_engine *e, struct run *r, const char *act
 		if (rc) {
 			snprintf(why, sizeof(why), "mirroring %.3f%% of %s to %s failed",
 			         r->targets[t].shadow / 1000.0, tg->service, tg->canary);
-			rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, NULL);
+			rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, ALL_TARGETS, NULL);
 			return rc;
 		}
 	}
@@ -258,7 +259,9 @@ static int complete(struct rollout_engine *e, struct run *r, const char *actor, 
 	    rollout_event("rollout.completed",
 	                  json_pack("{s:I, s:o, s:I, s:o}", "duration_ms",
 	                            (json_int_t)(now - r->started_ms), "stable", stable, "bake_ms",
-	                            (json_int_t)r->cfg->bake_ms, "bake_evidence", bake_ev)));
+	                            (json_int_t)rollout_dur(r, r->cfg->bake_ms), "bake_evidence",
+	                            bake_ev)));
+	rollout_validate_begin(e, r, now, evs); /* validate_engine.c: the windows start counting */
 	return rollout_persist(e, r, actor, evs);
 }
 
@@ -278,13 +281,14 @@ static int steps_done(struct rollout_engine *e, struct run *r, const char *actor
 		return complete(e, r, actor, now, evs);
 	r->step = r->cfg->nsteps;
 	r->phase = PHASE_WAITING;
-	r->bake_until_ms = now + (int64_t)r->cfg->bake_ms;
+	r->bake_until_ms = now + (int64_t)rollout_dur(r, r->cfg->bake_ms);
 	rollout_evidence_reset(e, r, now);
 	if (!evs)
 		evs = json_array();
 	json_array_append_new(
 	    evs, rollout_event("rollout.baking",
-	                       json_pack("{s:I, s:I}", "bake_ms", (json_int_t)r->cfg->bake_ms,
+	                       json_pack("{s:I, s:I}", "bake_ms",
+	                                 (json_int_t)rollout_dur(r, r->cfg->bake_ms),
 	                                 "until", (json_int_t)r->bake_until_ms)));
 	return rollout_persist(e, r, actor, evs);
 }
@@ -346,7 +350,7 @@ static bool evidence_gate(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	char list[400], why[256];
 	uint64_t review = 0;
-	int review_target = -1;
+	uint64_t review_target = ALL_TARGETS;
 
 	if (!rollout_evidence_missing(r, false, list, sizeof(list), &review, &review_target))
 		return true;
@@ -366,9 +370,10 @@ static bool step_done(const struct run *r, const struct config_step *st, int64_t
 	switch (st->kind) {
 	case CONFIG_STEP_SET:
 	case CONFIG_STEP_SHADOW:
-		return held >= (int64_t)st->for_ms;
+	case CONFIG_STEP_PREVIEW:
+		return held >= (int64_t)rollout_dur(r, st->for_ms);
 	case CONFIG_STEP_PAUSE:
-		return st->pause_ms && held >= (int64_t)st->pause_ms;
+		return st->pause_ms && held >= (int64_t)rollout_dur(r, st->pause_ms);
 	case CONFIG_STEP_ANALYSIS:
 		return r->analysis_passed;
 	case CONFIG_STEP_APPROVAL:
@@ -398,8 +403,7 @@ static void advance(struct rollout_engine *e, struct run *r, const char *actor, 
 		}
 		st = &r->cfg->steps[r->step];
 		if (r->phase == PHASE_WAITING) {
-			if (rollout_gate_time(&st->not_before, &st->window, r->waiting_since_ms,
-			                      now) > now)
+			if (run_gate_time(r, st, now) > now)
 				return;
 			if (begin_step(e, r, actor, now))
 				return;
@@ -407,13 +411,13 @@ static void advance(struct rollout_engine *e, struct run *r, const char *actor, 
 		}
 		if (st->kind == CONFIG_STEP_ANALYSIS && !r->analysis_passed &&
 		    st->analysis_for_ms &&
-		    now - r->step_started_ms >= (int64_t)st->analysis_for_ms) {
+		    now - r->step_started_ms >= (int64_t)rollout_dur(r, st->analysis_for_ms)) {
 			char why[128];
 
 			snprintf(why, sizeof(why),
 			         "analysis step %zu ended inconclusive after %" PRIu64 " ms",
-			         r->step, st->analysis_for_ms);
-			rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, NULL);
+			         r->step, rollout_dur(r, st->analysis_for_ms));
+			rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, ALL_TARGETS, NULL);
 			return;
 		}
 		if (!step_done(r, st, now) || !evidence_gate(e, r, now))
@@ -421,6 +425,116 @@ static void advance(struct rollout_engine *e, struct run *r, const char *actor, 
 		if (pass_step(e, r, actor, now, "done"))
 			return;
 	}
+}
+
+/* ---- advance notice: the `upcoming` event ---- */
+
+/* The largest `notice` of r's notify entries that want `upcoming` (0: none). */
+static uint64_t notice_ms(const struct run *r)
+{
+	uint64_t n = 0;
+
+	for (size_t i = 0; i < r->cfg->nnotify; i++)
+		if ((r->cfg->notify[i].events & CONFIG_EVENT_UPCOMING) &&
+		    r->cfg->notify[i].notice_ms > n)
+			n = r->cfg->notify[i].notice_ms;
+	return n;
+}
+
+static bool step_gated(const struct config_step *st)
+{
+	return st->not_before.kind != CONFIG_NOT_BEFORE_NONE || st->window.set;
+}
+
+/*
+ * The step that opens next at a time known now, and when (docs/rollout.md
+ * "Advance notice"): the step r waits at, behind a not_before or window;
+ * or, while a traffic step with `for` runs, the step after it when that is
+ * an approval gate (reachable when the for ends, at the earliest) or a
+ * gated step (its gate counted from then).  False when none is known.
+ */
+static bool next_opening(const struct run *r, int64_t now, size_t *step, int64_t *at)
+{
+	const struct config_rollout *ro = r->cfg;
+	const struct config_step *st, *nx;
+	int64_t end;
+
+	if (r->step >= ro->nsteps)
+		return false;
+	st = &ro->steps[r->step];
+	if (r->phase == PHASE_WAITING) {
+		if (!step_gated(st))
+			return false;
+		*step = r->step;
+		*at = run_gate_time(r, st, now);
+		return *at != INT64_MAX;
+	}
+	if (r->step + 1 >= ro->nsteps || !st->for_ms ||
+	    (st->kind != CONFIG_STEP_SET && st->kind != CONFIG_STEP_SHADOW &&
+	     st->kind != CONFIG_STEP_PREVIEW))
+		return false;
+	nx = &ro->steps[r->step + 1];
+	end = r->step_started_ms + (int64_t)rollout_dur(r, st->for_ms);
+	*step = r->step + 1;
+	if (step_gated(nx))
+		*at = run_gate_time_since(r, nx, end, end);
+	else if (nx->kind == CONFIG_STEP_APPROVAL)
+		*at = end;
+	else
+		return false;
+	return *at != INT64_MAX;
+}
+
+/* "2026-12-04T06:00:00Z" */
+static void iso_time(int64_t ms, char *out, size_t len)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	if (!gmtime_r(&t, &tm) || !strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm))
+		snprintf(out, len, "%" PRId64, ms);
+}
+
+/*
+ * Sends the `upcoming` event once per step (persisted with the document,
+ * so also once across restarts) when the next opening is within notice.
+ */
+static void upcoming_tick(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	uint64_t notice = notice_ms(r);
+	const struct config_step *nx;
+	char when[40], in[32];
+	size_t s;
+	int64_t at;
+	json_t *d;
+
+	if (!notice || r->state != ROLLOUT_PROGRESSING || !next_opening(r, now, &s, &at) ||
+	    r->upcoming_sent >= s + 1 || at <= now || now < at - (int64_t)rollout_dur(r, notice))
+		return;
+	nx = &r->cfg->steps[s];
+	iso_time(at, when, sizeof(when));
+	if (at - now >= 3600000)
+		snprintf(in, sizeof(in), "%" PRId64 "h%02" PRId64 "m", (at - now) / 3600000,
+		         (at - now) / 60000 % 60);
+	else
+		snprintf(in, sizeof(in), "%" PRId64 "m%02" PRId64 "s", (at - now) / 60000,
+		         (at - now) / 1000 % 60);
+
+	d = json_pack("{s:I, s:s, s:s, s:I, s:s, s:s, s:I}", "step", (json_int_t)s, "kind",
+	              rollout_step_kind_name(nx->kind), "what",
+	              nx->kind == CONFIG_STEP_APPROVAL ? "approval gate"
+	              : step_gated(nx)                 ? "scheduled step"
+	                                               : "step",
+	              "opens_at_ms", (json_int_t)at, "opens_at", when, "in", in, "notice_ms",
+	              (json_int_t)rollout_dur(r, notice));
+	if (nx->kind == CONFIG_STEP_APPROVAL) {
+		json_t *req = json_array();
+
+		for (size_t i = 0; i < nx->approvers.n; i++)
+			json_array_append_new(req, json_string(nx->approvers.v[i]));
+		json_object_set_new(d, "required", req);
+	}
+	rollout_persist(e, r, ENGINE_ACTOR, rollout_event_list("rollout.upcoming", d));
 }
 
 /* ---- the engine: new, load, tick ---- */
@@ -450,6 +564,8 @@ struct rollout_engine *rollout_engine_new(const struct config *cfg,
 		                   sizeof(*r->checks));
 		if (!r->targets || !r->checks)
 			goto out_free;
+		if (validate_init(&r->val, r->cfg)) /* validate_engine.c */
+			goto out_free;
 		rollout_run_reset(r);
 	}
 	if (state_subscribe(e->be.state, DOC_KIND, rollout_doc_changed, e))
@@ -474,6 +590,7 @@ void rollout_engine_free(struct rollout_engine *e)
 			rollout_src_drop(e, &e->runs[i].checks[k]);
 		free(e->runs[i].targets);
 		free(e->runs[i].checks);
+		validate_release(&e->runs[i].val);
 		free(e->runs[i].committed);
 		json_decref(e->runs[i].pending);
 	}
@@ -528,7 +645,7 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 {
 	for (size_t i = 0; i < e->nruns; i++) {
 		struct run *r = &e->runs[i];
-		uint64_t interval = r->cfg->analysis.interval_ms;
+		uint64_t interval = rollout_dur(r, r->cfg->analysis.interval_ms);
 
 		if (r->post.stage != POST_NONE && r->post.stage != POST_DONE)
 			rollout_post_step(e, r, now_ms);
@@ -539,6 +656,7 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 		}
 		if (r->state == ROLLOUT_COMPLETED && !r->finalized)
 			finalize(e, r);
+		rollout_validate_tick(e, r, now_ms); /* validate_engine.c: post-rollout windows */
 		if (!run_active(r))
 			continue;
 		if (r->state == ROLLOUT_PAUSED && r->review_deadline_ms &&
@@ -548,15 +666,16 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 			snprintf(why, sizeof(why),
 			         "nobody resumed or promoted within the review window (paused: %s)",
 			         r->pause_reason);
-			rollout_rollback(e, r, r->review_target, ENGINE_ACTOR, now_ms, why, NULL, 0,
+			rollout_rollback(e, r, r->review_targets, ENGINE_ACTOR, now_ms, why, NULL, 0,
 			                 RB_REVIEW, NULL, 0);
-			if (r->review_target >= 0 && r->state == ROLLOUT_PAUSED) {
+			if (r->state == ROLLOUT_PAUSED) {
 				r->review_deadline_ms = 0;
 				rollout_persist(e, r, ENGINE_ACTOR, NULL);
 			}
 			continue;
 		}
 		rollout_sources_tick(e, r, now_ms);
+		rollout_health_tick(e, r, now_ms);
 		if (!run_active(r))
 			continue;
 		if (interval && now_ms >= r->next_interval_ms) {
@@ -567,6 +686,7 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 		}
 		if (r->state == ROLLOUT_PROGRESSING)
 			advance(e, r, ENGINE_ACTOR, now_ms);
+		upcoming_tick(e, r, now_ms);
 	}
 }
 
@@ -589,22 +709,25 @@ static const char *conflict(const struct rollout_engine *e, const struct run *r)
 	return NULL;
 }
 
+/* Starts a run (a start, or a retry keeping the run's rehearsal speed: rehearse < 0). */
 static int begin_run(struct rollout_engine *e, struct run *r, const char *actor, int64_t now,
-                     const char *kind)
+                     const char *kind, double rehearse)
 {
 	uint32_t gen = r->generation;
+	double speed = rehearse < 0 ? r->rehearse : rehearse;
+	json_t *d;
 	int rc;
 
 	rollout_run_reset(r);
 	r->state = ROLLOUT_PROGRESSING;
 	r->generation = gen + 1;
+	r->rehearse = speed > 0 ? speed : 0;
 	r->started_ms = now;
 	r->waiting_since_ms = now;
-	r->next_interval_ms = now + (int64_t)r->cfg->analysis.interval_ms;
-	rc = rollout_persist(e, r, actor,
-	                     rollout_event_list(kind, json_pack("{s:I, s:I}", "generation",
-	                                                        (json_int_t)r->generation, "steps",
-	                                                        (json_int_t)r->cfg->nsteps)));
+	r->next_interval_ms = now + (int64_t)rollout_dur(r, r->cfg->analysis.interval_ms);
+	d = json_pack("{s:I, s:I}", "generation", (json_int_t)r->generation, "steps",
+	              (json_int_t)r->cfg->nsteps);
+	rc = rollout_persist(e, r, actor, rollout_event_list(kind, d));
 	if (rc)
 		return rc;
 	rollout_prime(e, r, true);
@@ -623,8 +746,28 @@ static int store_err(int rc)
 	return rc == ERR_UNAVAILABLE || rc == ERR_CONFLICT ? rc : ERR_STORE;
 }
 
+static int control(struct rollout_engine *e, const char *name, enum rollout_control c,
+                   const char *actor, int64_t now_ms, double rehearse, char *msg, size_t msglen);
+
 int rollout_engine_control(struct rollout_engine *e, const char *name, enum rollout_control c,
                            const char *actor, int64_t now_ms, char *msg, size_t msglen)
+{
+	return control(e, name, c, actor, now_ms, c == ROLLOUT_RETRY ? -1 : 0, msg, msglen);
+}
+
+int rollout_engine_start(struct rollout_engine *e, const char *name, double rehearse,
+                         const char *actor, int64_t now_ms, char *msg, size_t msglen)
+{
+	if (!(rehearse >= 0) || rehearse > ROLLOUT_REHEARSE_MAX) {
+		set_msg(msg, msglen, "rehearse: must be a positive number up to %g",
+		        (double)ROLLOUT_REHEARSE_MAX);
+		return -EINVAL;
+	}
+	return control(e, name, ROLLOUT_START, actor, now_ms, rehearse, msg, msglen);
+}
+
+static int control(struct rollout_engine *e, const char *name, enum rollout_control c,
+                   const char *actor, int64_t now_ms, double rehearse, char *msg, size_t msglen)
 {
 	struct run *r = rollout_find(e, name);
 	const struct config_step *st;
@@ -655,13 +798,17 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 			return ERR_CONFLICT;
 		}
 		rc = begin_run(e, r, actor, now_ms,
-		               c == ROLLOUT_START ? "rollout.started" : "rollout.retry");
+		               c == ROLLOUT_START ? "rollout.started" : "rollout.retry", rehearse);
 		if (rc) {
 			set_msg(msg, msglen, "%s: could not %s (store error)", name,
 			        rollout_control_name(c));
 			return store_err(rc);
 		}
-		set_msg(msg, msglen, "%s: %s", name, rollout_state_name(r->state));
+		if (r->rehearse > 0)
+			set_msg(msg, msglen, "%s: %s (REHEARSAL at %gx: every duration / %g)", name,
+			        rollout_state_name(r->state), r->rehearse, r->rehearse);
+		else
+			set_msg(msg, msglen, "%s: %s", name, rollout_state_name(r->state));
 		return 0;
 	}
 	case ROLLOUT_PROMOTE:
@@ -744,7 +891,7 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		if (r->state != ROLLOUT_PROGRESSING)
 			goto wrong_state;
 		snprintf(why, sizeof(why), "paused by %s", actor);
-		rc = rollout_pause(e, r, actor, now_ms, why, 0, -1, NULL);
+		rc = rollout_pause(e, r, actor, now_ms, why, 0, ALL_TARGETS, NULL);
 		if (rc)
 			goto store_error;
 		set_msg(msg, msglen, "%s: paused", name);
@@ -777,7 +924,8 @@ int rollout_engine_control(struct rollout_engine *e, const char *name, enum roll
 		if (!run_active(r))
 			goto wrong_state;
 		snprintf(why, sizeof(why), "aborted by %s", actor);
-		rc = rollout_rollback(e, r, -1, actor, now_ms, why, NULL, 0, RB_ABORT, NULL, 0);
+		rc = rollout_rollback(e, r, ALL_TARGETS, actor, now_ms, why, NULL, 0, RB_ABORT, NULL,
+		                      0);
 		if (rc && r->state != ROLLOUT_FAILED)
 			goto store_error;
 		set_msg(msg, msglen, "%s: %s", name, rollout_state_name(r->state));
@@ -847,7 +995,7 @@ int rollout_engine_rollback_all(struct rollout_engine *e, const char *actor, int
 	for (size_t i = 0; i < e->nruns; i++) {
 		if (!run_active(&e->runs[i]))
 			continue;
-		rollout_rollback(e, &e->runs[i], -1, actor ? actor : "anonymous", now_ms, why, NULL,
+		rollout_rollback(e, &e->runs[i], ALL_TARGETS, actor ? actor : "anonymous", now_ms, why, NULL,
 		                 0, RB_EMERGENCY, NULL, 0);
 		n++;
 	}
@@ -863,7 +1011,8 @@ static const char *owner(const struct rollout_engine *e, enum config_target_kind
 	for (size_t i = 0; e && name && i < e->nruns; i++) {
 		const struct run *r = &e->runs[i];
 
-		if (!run_active(r))
+		/* a validation window with on_fail: rollback keeps the services (validate.h) */
+		if (!run_active(r) && !validate_holds(&r->val))
 			continue;
 		for (size_t t = 0; t < r->cfg->ntargets; t++) {
 			const struct config_target *tg = run_target(r, t);

@@ -172,6 +172,14 @@ struct rollout_backend {
 	 */
 	int (*evidence)(void *ctx, const char *name, uint32_t gen, char *path, size_t pathlen);
 	/*
+	 * Optional (validate, issue 16): the last requests version of service
+	 * served, newest first, at most max, as a new JSON array of
+	 * {request_id, method, path, status, latency_ms, time_ms}
+	 * (proxy_samples()); NULL or empty: none.  Put into the evidence at a
+	 * rollback (event rollout.canary_requests).
+	 */
+	json_t *(*samples)(void *ctx, const char *service, const char *version, int max);
+	/*
 	 * Seam for flags_save / flags_set_percent / flags_restore (flag
 	 * targets): flag_save returns the flag's state before the
 	 * rollout (a new reference, opaque to the engine, persisted in the
@@ -207,6 +215,16 @@ struct rollout_backend {
 	void (*split_reset)(void *ctx, const char *service, const char *version);
 	int (*read_split)(void *ctx, const char *service, const char *version, enum cohort cohort,
 	                  struct metrics_split_snapshot *out);
+	/*
+	 * Optional (the built-in `health` check, proxy/health.h): true when
+	 * (service, version) has active health checks and every one of its
+	 * endpoints is down; reason (one sentence: which endpoints, since
+	 * when) and *since_ms (wall ms the last went down) are filled then.
+	 * A live canary it holds for is rolled back, as a failing check with
+	 * on_fail rollback.  Without it there is no such check.
+	 */
+	bool (*endpoints_down)(void *ctx, const char *service, const char *version, char *reason,
+	                       size_t len, int64_t *since_ms);
 	void *ctx;
 };
 
@@ -255,6 +273,22 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms);
  */
 int rollout_engine_control(struct rollout_engine *e, const char *name, enum rollout_control c,
                            const char *actor, int64_t now_ms, char *msg, size_t msglen);
+
+/* The largest rehearsal speed start accepts (a 30-day plan in ~26 s). */
+#define ROLLOUT_REHEARSE_MAX 100000.0
+
+/*
+ * ROLLOUT_START with a rehearsal speed (`start --rehearse SPEED`): rehearse
+ * 0 is a normal start; > 0 runs the plan with every duration (step for,
+ * max_wait, the analysis interval, check for, review, bake, drain, verify,
+ * validation windows, and not_before / window gates as offsets from the
+ * start) divided by it, persisted with the run and kept by retry; every
+ * event then carries details.rehearsal.  -EINVAL (msg says why) when
+ * rehearse is negative, not a number or above ROLLOUT_REHEARSE_MAX; else
+ * as rollout_engine_control().
+ */
+int rollout_engine_start(struct rollout_engine *e, const char *name, double rehearse,
+                         const char *actor, int64_t now_ms, char *msg, size_t msglen);
 
 /*
  * Rolls back every active (progressing or paused) rollout, for
@@ -313,6 +347,16 @@ int rollout_engine_write_prometheus(const struct rollout_engine *e, struct buf *
  * object; NULL when there is no such rollout or the store cannot be read.
  */
 json_t *rollout_engine_evidence(const struct rollout_engine *e, const char *name, int64_t now_ms);
+
+/*
+ * The post-rollout validation of rollout name (validate_engine.c, for GET
+ * /v1/rollouts/{name}/validation) as a new object: rollout, state, begun,
+ * completed_ms, holds_service, reverted_by, and windows [{name, state,
+ * on_fail, after_ms, for_ms, starts_ms, ends_ms, started_ms, ended_ms,
+ * report (validate_report_json()), report_md (its Markdown)}].  NULL when
+ * there is no such rollout.
+ */
+json_t *rollout_engine_validation(const struct rollout_engine *e, const char *name);
 
 /* Every rollout's live view, in config order, as a new JSON array. */
 json_t *rollout_engine_list_json(const struct rollout_engine *e);

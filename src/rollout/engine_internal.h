@@ -31,6 +31,7 @@
 #include "metrics/stats.h"
 #include "proxy/mirror.h"
 #include "rollout/engine.h"
+#include "rollout/validate.h"
 
 #define DOC_KIND      "rollout"
 #define ENGINE_ACTOR  "canaryd"
@@ -74,7 +75,19 @@ struct post {
 };
 
 /* Why a rollback happened, for canaryd_rollbacks_total and the event. */
-enum rb_class { RB_CHECK, RB_REVIEW, RB_ABORT, RB_EMERGENCY, RB_BAKE, RB_COUNT };
+enum rb_class {
+	RB_CHECK,
+	RB_REVIEW,
+	RB_ABORT,
+	RB_EMERGENCY,
+	RB_BAKE,
+	RB_PARTIAL,
+	RB_VALIDATION, /* validate_engine.c: a window with on_fail: rollback failed */
+	RB_COUNT
+};
+
+/* Every target, as a mask of rollout_rollback() and review_targets. */
+#define ALL_TARGETS (~UINT64_C(0))
 
 /* Counters for /metrics: since the process started (kept across reloads). */
 struct run_counters {
@@ -166,10 +179,18 @@ struct run {
 	uint64_t approvals; /* bit i: approvers.v[i] of the current step approved */
 	char pause_reason[256];
 	int64_t paused_at_ms, review_deadline_ms;
-	int review_target; /* on review expiry: -1 all targets, else one */
+	uint64_t review_targets; /* on review expiry: roll back these (bit t; ALL_TARGETS) */
 	int64_t next_interval_ms;
 	int64_t started_ms, ended_ms, decision_ms;
 	uint32_t generation; /* 1 after start, +1 per retry */
+	/*
+	 * > 0: this run is a rehearsal (`start --rehearse SPEED`) and every
+	 * duration of the plan is divided by it (rollout_dur()); 0: real time.
+	 * Persisted; set by start, kept by retry.
+	 */
+	double rehearse;
+	/* step index + 1 whose `upcoming` notice was sent (0: none); persisted */
+	size_t upcoming_sent;
 	bool mitigated;      /* the rollback's zero weights were applied */
 	bool analysis_passed;
 	int64_t bake_until_ms;    /* > 0: every step done, baking until then */
@@ -180,6 +201,7 @@ struct run {
 	struct run_counters ctr;
 	struct target_run *targets;
 	struct check_run *checks;
+	struct validate_run val; /* post-rollout validation windows (validate_engine.c) */
 	/*
 	 * The text of the run's last committed (or loaded) document, owned;
 	 * NULL before any.  A failed commit restores the run from it, without
@@ -234,6 +256,62 @@ static inline bool run_traffic_step(const struct run *r)
 		return false;
 	k = r->cfg->steps[r->step].kind;
 	return k == CONFIG_STEP_SET || k == CONFIG_STEP_SHADOW;
+}
+
+/*
+ * THE way the engine (and validate.c) turns a duration of the plan into the
+ * duration this run uses: ms itself, or ms / SPEED in a rehearsal (never 0
+ * for a non-zero ms).  Every `for`, max_wait, interval, review, bake,
+ * verify, drain and gate offset goes through it; nothing else special-cases
+ * rehearsals.
+ */
+static inline uint64_t rollout_dur(const struct run *r, uint64_t ms)
+{
+	double d;
+
+	if (!r || !(r->rehearse > 0) || ms == 0)
+		return ms;
+	d = (double)ms / r->rehearse;
+	if (d < 1.0)
+		return 1;
+	if (d >= 18446744073709549568.0)
+		return UINT64_MAX;
+	return (uint64_t)d;
+}
+
+/*
+ * When step st of r may begin, at or after from (rollout_gate_time()).  In
+ * a rehearsal the gates are judged on the plan's clock, which runs SPEED
+ * times faster from the start: an offset from the start in plan time is
+ * divided by SPEED.  INT64_MAX: never.
+ */
+static inline int64_t run_gate_time_since(const struct run *r, const struct config_step *st,
+                                          int64_t waiting_since, int64_t from)
+{
+	int64_t t0 = r->started_ms, g;
+	double sp = r->rehearse;
+
+	if (!(sp > 0))
+		return rollout_gate_time(&st->not_before, &st->window, waiting_since, from);
+	g = rollout_gate_time(&st->not_before, &st->window,
+	                      t0 + (int64_t)((double)(waiting_since - t0) * sp),
+	                      t0 + (int64_t)((double)(from - t0) * sp));
+	if (g == INT64_MAX)
+		return g;
+	return t0 + (int64_t)((double)(g - t0) / sp);
+}
+
+/* run_gate_time_since() for the step r is waiting at (since r->waiting_since_ms). */
+static inline int64_t run_gate_time(const struct run *r, const struct config_step *st,
+                                    int64_t from)
+{
+	return run_gate_time_since(r, st, r->waiting_since_ms, from);
+}
+
+/* The targets check c covers, as a mask (ALL_TARGETS when it names none). */
+static inline uint64_t check_targets(const struct config_check *c)
+{
+	return c->target_mask ? c->target_mask : ALL_TARGETS;
 }
 
 /* Target t is a service with a known config that has not been rolled back. */
@@ -338,6 +416,13 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now);
 /* Collects r's source jobs without blocking and judges finished rounds. */
 void rollout_sources_tick(struct rollout_engine *e, struct run *r, int64_t now);
 
+/*
+ * The built-in `health` check, every tick: a live service target whose
+ * canary has every endpoint down by active health checks
+ * (be.endpoints_down) gets a failing verdict and is rolled back.
+ */
+void rollout_health_tick(struct rollout_engine *e, struct run *r, int64_t now);
+
 /* Forgets check cr's running source round (its jobs are dropped). */
 void rollout_src_drop(struct rollout_engine *e, struct check_run *cr);
 
@@ -355,7 +440,7 @@ json_t *rollout_evidence_json(const struct run *r);
  * out, the first one's review to *review_ms / *review_target when given.
  */
 size_t rollout_evidence_missing(const struct run *r, bool brief, char *out, size_t len,
-                                uint64_t *review_ms, int *review_target);
+                                uint64_t *review_ms, uint64_t *review_targets);
 
 /* The current traffic step's (or bake's) max_wait. */
 uint64_t rollout_max_wait_ms(const struct run *r);
@@ -363,30 +448,76 @@ uint64_t rollout_max_wait_ms(const struct run *r);
 /* ---- rollback.c: the reactions to a failed check: pause, the rollback pipeline ---- */
 
 /*
- * Pauses r with reason (and a review deadline review_ms from now when not
- * 0, rolling back review_target on expiry: -1 all).  extra (stolen, may be
- * NULL) is merged into the rollout.paused event.  0 or the persist error.
+ * Pauses r with reason (and a review deadline review_ms of the plan from
+ * now when not 0 (rollout_dur()), rolling back review_targets on expiry).
+ * extra (stolen, may be NULL) is merged into the rollout.paused event.
+ * 0 or the persist error.
  */
 int rollout_pause(struct rollout_engine *e, struct run *r, const char *actor, int64_t now,
-                  const char *reason, uint64_t review_ms, int review_target, json_t *extra);
+                  const char *reason, uint64_t review_ms, uint64_t review_targets, json_t *extra);
 
 /*
- * Rolls back target only (-1: every target): persist with pre_events
- * (stolen, may be NULL), weights to 0, wait for the workers (time to
- * mitigate from t0_us, 0 = now).  v / first_fail_ms: the deciding verdict
- * (NULL / 0 for manual).  0 or the persist error.
+ * Rolls back the targets in `only` (bit t; ALL_TARGETS): persist with
+ * pre_events (stolen, may be NULL), weights to 0, wait for the workers
+ * (time to mitigate from t0_us, 0 = now).  v / first_fail_ms: the deciding
+ * verdict (NULL / 0 for manual).  0 or the persist error.
  */
-int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const char *actor,
+int rollout_rollback(struct rollout_engine *e, struct run *r, uint64_t only, const char *actor,
                      int64_t now, const char *reason, const struct check_verdict *v,
                      int64_t first_fail_ms, enum rb_class cls, json_t *pre_events, uint64_t t0_us);
+
+/*
+ * The step check c's on_fail {rollback_to} goes back to in r now: its
+ * named step, or for `previous` the traffic step before the one whose
+ * weights are in force.  r->cfg->nsteps when there is none.
+ */
+size_t rollout_rollback_step(const struct run *r, const struct config_check *c);
+
+/*
+ * The partial rollback (on_fail: {rollback_to}): the targets in `only`
+ * that are not rolled back go to the weights they had at the end of step
+ * `to`, the run goes back to that step (running) and pauses; persisted
+ * with pre_events (stolen) first, then the weights are applied and time to
+ * mitigate measured, and the pipeline (drain, hooks, verify, evidence)
+ * follows as for a rollback.  The caller restarts the step's evidence.
+ * 0 or the persist error.
+ */
+int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, size_t to,
+                        const char *actor, int64_t now, const char *reason,
+                        const struct check_verdict *v, int64_t first_fail_ms, json_t *pre_events,
+                        uint64_t t0_us);
 
 /* Moves the rollback pipeline (drain, hooks, verify, evidence) on; every tick. */
 void rollout_post_step(struct rollout_engine *e, struct run *r, int64_t now);
 
-/* "check", "review", "abort", "emergency", "bake". */
+/* "check", "review", "abort", "emergency", "bake", "partial". */
 const char *rollout_rb_class_name(enum rb_class c);
 
+/* ---- validate_engine.c: post-rollout validation (validate.h); called by engine.c ---- */
+
+/*
+ * At completion (r about to be committed as completed, evs its events):
+ * records each target at 100%: new and old stable and the old stable's
+ * slice over the run (bake's historical baseline), schedules the windows
+ * and appends rollout.validation.scheduled to evs.  No-op without validate:.
+ */
+void rollout_validate_begin(struct rollout_engine *e, struct run *r, int64_t now, json_t *evs);
+
+/* Moves a completed rollout's current validation window on; every tick. */
+void rollout_validate_tick(struct rollout_engine *e, struct run *r, int64_t now);
+
 /* ---- actions.c: the outside world ---- */
+
+/* Requests per target a decision's canary sample keeps (validate, issue 16). */
+#define ROLLOUT_SAMPLE_MAX 50
+
+/*
+ * Appends rollout.canary_requests (the last requests each service target in
+ * mask had its canary serve, newest first; backend samples) to evs when
+ * there are any.  now: the decision's time.
+ */
+void rollout_act_samples(struct rollout_engine *e, const struct run *r, uint64_t mask, int64_t now,
+                         json_t *evs);
 
 /* Flag targets can be driven (the flags backend is wired). */
 bool rollout_flags_wired(const struct rollout_engine *e);

@@ -25,6 +25,7 @@
 
 #include "core/buf.h"
 #include "rollout/retention.h"
+#include "rollout/validate.h"
 #include "store/store.h"
 
 #define TEXT_CAP      (4u << 20)  /* summary.md */
@@ -1441,6 +1442,9 @@ static void reached(const struct run *r, char *b, size_t n)
 	         w, w[0] ? ")" : "");
 }
 
+static void sum_validation(struct out *o, const struct run *r);
+static void sum_canary_requests(struct out *o, const struct run *r);
+
 static json_t *summary_md(const char *name, const struct run *r, const json_t *live, int64_t now_ms)
 {
 	struct out o;
@@ -1532,6 +1536,8 @@ static json_t *summary_md(const char *name, const struct run *r, const json_t *l
 		buf_release(&o.b);
 		return NULL;
 	}
+	sum_canary_requests(&o, r);
+	sum_validation(&o, r);
 	out_str(&o, "## Charts\n\n![canary vs baseline error rate](error_rate.svg)\n\n"
 	            "![canary vs baseline p99 latency](latency_p99.svg)\n\n");
 	out_str(&o, "## Impact\n\n_to be filled_\n\n"
@@ -1814,20 +1820,28 @@ static void svg_legend_entry(struct out *o, double y, const char *color, const c
  * One chart: canary vs baseline of `metric` over the latest run.  x is time
  * since the run's start, y starts at 0.
  */
-static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, const char *what,
-                         const char *metric, double scale, const char *yaxis)
+/* The words of a chart: its comparison, the two lines' names, the x origin. */
+struct chart_text {
+	const char *versus, *a, *b, *since, *marker;
+};
+
+static const struct chart_text RUN_TEXT = {"canary vs baseline", "canary", "baseline",
+                                           "the start", "rollback decision"};
+
+/*
+ * Draws chart c (released here): the run's charts and the validation
+ * reports' (validation_chart()) share this layout.
+ */
+static json_t *chart_draw(const char *name, struct chart *cp, const char *what, const char *yaxis,
+                          const struct chart_text *tx)
 {
-	struct chart c;
+	struct chart c = *cp;
 	struct out o;
 	double xmax = 0, ymax = 0, xspan, ytop, ystep, xstep, xdiv;
 	const char *unit;
 	bool any = false;
 	int dec;
 
-	if (chart_collect(&c, r, origin, metric, scale)) {
-		chart_release(&c);
-		return NULL;
-	}
 	out_init(&o, SVG_CAP);
 	out_printf(&o,
 	           "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" "
@@ -1841,7 +1855,7 @@ static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, 
 	           "font-size=\"15\">",
 	           SVG_W / 2.0);
 	svg_text(&o, name, 80);
-	out_printf(&o, ": %s, canary vs baseline", what);
+	out_printf(&o, ": %s, %s", what, tx->versus);
 	if (c.nlines > 0) {
 		if (c.ntargets > c.nlines)
 			out_printf(&o, " (first %zu of %zu targets: ", c.nlines, c.ntargets);
@@ -1931,8 +1945,8 @@ static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, 
 	}
 	out_printf(&o,
 	           "<text class=\"xlabel\" x=\"%.2f\" y=\"%.2f\" text-anchor=\"middle\">time since "
-	           "the start (%s)</text>\n",
-	           (PLOT_L + PLOT_R) / 2, PLOT_B + 40, unit);
+	           "%s (%s)</text>\n",
+	           (PLOT_L + PLOT_R) / 2, PLOT_B + 40, tx->since, unit);
 
 	/* step boundaries and the rollback, under the lines */
 	for (size_t i = 0; i < c.nm; i++) {
@@ -1973,10 +1987,10 @@ static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, 
 		bool multi = c.nlines > 1; /* name the targets only when there are several */
 
 		for (size_t l = 0; l < c.nlines; l++) {
-			svg_legend_entry(&o, y, CANARY_COLOR[l], "", "canary",
+			svg_legend_entry(&o, y, CANARY_COLOR[l], "", tx->a,
 			                 multi ? c.lines[l].target : NULL);
 			y += 18;
-			svg_legend_entry(&o, y, BASE_COLOR[l], "", "baseline",
+			svg_legend_entry(&o, y, BASE_COLOR[l], "", tx->b,
 			                 multi ? c.lines[l].target : NULL);
 			y += 18;
 		}
@@ -1992,7 +2006,7 @@ static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, 
 			y += 18;
 		}
 		if (rollbacks)
-			svg_legend_entry(&o, y, C_ROLLB, "", "rollback decision", NULL);
+			svg_legend_entry(&o, y, C_ROLLB, "", tx->marker, NULL);
 	}
 done:
 	out_str(&o, "</svg>\n");
@@ -2000,6 +2014,206 @@ done:
 	return out_finish(&o, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"880\" "
 	                      "height=\"420\"><text x=\"440\" y=\"210\" text-anchor=\"middle\">"
 	                      "chart over its size cap: see series.json</text></svg>\n");
+}
+
+static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, const char *what,
+                         const char *metric, double scale, const char *yaxis)
+{
+	struct chart c;
+
+	if (chart_collect(&c, r, origin, metric, scale)) {
+		chart_release(&c);
+		return NULL;
+	}
+	return chart_draw(name, &c, what, yaxis, &RUN_TEXT);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Post-rollout validation reports and the canary request sample (issue 16)  */
+
+static const struct chart_text VALIDATION_TEXT = {
+    "new stable vs pre-rollout baseline", "new stable", "pre-rollout baseline",
+    "the window's start", "window failed"};
+
+/* The report of a window's end event (rollout.validation.RESULT), or NULL. */
+static const json_t *validation_report(const json_t *e)
+{
+	const json_t *rep = json_object_get(ev_details(e), "report");
+
+	if (strncmp(ev_kind(e), "rollout.validation.", 19) != 0 || !json_is_object(rep) ||
+	    !jstr(rep, "window"))
+		return NULL;
+	return rep;
+}
+
+/* Percent for rates, ms for latencies. */
+static double metric_scale(const char *metric, char *yaxis, size_t n)
+{
+	bool rate = metric && (!strcmp(metric, "error_rate") || !strcmp(metric, "success_rate"));
+	bool latency = metric && !strncmp(metric, "latency_", 8);
+
+	snprintf(yaxis, n, "%.40s%s", metric ? metric : "value",
+	         rate ? " (%)" : latency ? " (ms)" : "");
+	return rate ? 100.0 : 1.0;
+}
+
+/* One check's trend over a validation window: the new stable's points and the baseline. */
+static json_t *validation_chart(const char *name, const json_t *report, const json_t *check)
+{
+	const char *metric = jstr(check, "metric");
+	int64_t origin = jint(report, "started_ms"), end = jint(report, "ended_ms");
+	const json_t *p;
+	struct chart c;
+	char yaxis[64], what[256];
+	double scale = metric_scale(metric, yaxis, sizeof(yaxis)), base = NAN;
+	size_t i;
+
+	memset(&c, 0, sizeof(c));
+	if (origin == NO_TIME)
+		origin = 0;
+	if (!jnum(check, "baseline", &base))
+		base = NAN;
+	c.nlines = c.ntargets = 1;
+	c.lines[0].target = jstr_or(check, "target", "every target");
+	json_array_foreach(json_object_get(check, "points"), i, p)
+	{
+		double v, x = (double)(jint(p, "end_ms") - origin);
+
+		if (line_add(&c.lines[0], x, jnum(p, "value", &v) ? v * scale : NAN, base * scale))
+			goto fail;
+	}
+	if (!strcmp(jstr_or(report, "state", ""), "failed") && end != NO_TIME &&
+	    marker_add(&c, (double)(end - origin), true, "window failed"))
+		goto fail;
+	snprintf(what, sizeof(what), "check %.60s (%.30s), window %.60s",
+	         jstr_or(check, "name", "?"), metric ? metric : "?", jstr_or(report, "window", "?"));
+	return chart_draw(name, &c, what, yaxis, &VALIDATION_TEXT);
+fail:
+	chart_release(&c);
+	return NULL;
+}
+
+/*
+ * Every validation report of the run into files (validation-WINDOW.md and
+ * one chart per check) and into reports.  Sets *bad when out of memory.
+ */
+static void validation_files(const char *name, const struct run *r, json_t *files,
+                             json_t *reports, bool *bad)
+{
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *rep = validation_report(json_array_get(r->events, i)), *ck;
+		char fname[300], *md;
+		size_t k;
+
+		if (!rep)
+			continue;
+		md = validate_report_md(name, rep);
+		snprintf(fname, sizeof(fname), "validation-%.120s.md", jstr(rep, "window"));
+		put(files, fname, md ? json_string(md) : NULL, bad);
+		free(md);
+		json_array_foreach(json_object_get(rep, "checks"), k, ck)
+		{
+			validate_chart_name(jstr(rep, "window"), jstr_or(ck, "name", "check"), fname,
+			                    sizeof(fname));
+			put(files, fname, validation_chart(name, rep, ck), bad);
+		}
+		if (json_array_append(reports, (json_t *)rep))
+			*bad = true;
+	}
+}
+
+/* The summary's section on the validation windows that ended in this run. */
+static void sum_validation(struct out *o, const struct run *r)
+{
+	char a[64], b[64];
+	bool any = false;
+
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *rep = validation_report(json_array_get(r->events, i));
+
+		if (!rep)
+			continue;
+		if (!any)
+			out_str(o, "## Post-rollout validation\n\n| window | result | started (UTC) | "
+			           "ended (UTC) | reason | report |\n|---|---|---|---|---|---|\n");
+		any = true;
+		fmt_time(jint(rep, "started_ms"), a, sizeof(a));
+		fmt_time(jint(rep, "ended_ms"), b, sizeof(b));
+		out_str(o, "| ");
+		md_text(o, jstr_or(rep, "window", "?"), 120);
+		out_str(o, " | **");
+		md_text(o, jstr_or(rep, "state", "?"), 40);
+		out_printf(o, "** | %s | %s | ", a, b);
+		md_text(o, jstr_or(rep, "reason", ""), 300);
+		out_str(o, " | [validation-");
+		md_text(o, jstr_or(rep, "window", "?"), 120);
+		out_str(o, ".md](validation-");
+		md_text(o, jstr_or(rep, "window", "?"), 120);
+		out_str(o, ".md) |\n");
+	}
+	if (any)
+		out_str(o, "\n");
+}
+
+/* The rollout.canary_requests events of the run (details with the event's id), or NULL. */
+static json_t *canary_samples(const struct run *r)
+{
+	json_t *a = NULL;
+
+	for (size_t i = r->first; i < r->end; i++) {
+		const json_t *e = json_array_get(r->events, i);
+
+		if (strcmp(ev_kind(e), "rollout.canary_requests") != 0 || !ev_details(e))
+			continue;
+		if (!a && !(a = json_array()))
+			return NULL;
+		json_array_append_new(a, json_deep_copy(ev_details(e)));
+	}
+	return a;
+}
+
+/* The summary's table of the last decision's canary requests. */
+static void sum_canary_requests(struct out *o, const struct run *r)
+{
+	const json_t *last = NULL, *tv, *q;
+	const char *target;
+	char a[64];
+	size_t i;
+
+	for (size_t k = r->first; k < r->end; k++)
+		if (!strcmp(ev_kind(json_array_get(r->events, k)), "rollout.canary_requests"))
+			last = ev_details(json_array_get(r->events, k));
+	if (!last)
+		return;
+	fmt_time(jint(last, "decision_ms"), a, sizeof(a));
+	out_printf(o,
+	           "## Canary requests around the decision\n\nThe last requests the canary served "
+	           "before the decision at %s UTC (all decisions: canary-requests.json).\n\n"
+	           "| target | version | time (UTC) | request id | method | path | status | "
+	           "latency (ms) |\n|---|---|---|---|---|---|---|---|\n",
+	           a);
+	json_object_foreach((json_t *)json_object_get(last, "targets"), target, tv)
+	{
+		json_array_foreach(json_object_get(tv, "requests"), i, q)
+		{
+			double lat = NAN;
+
+			fmt_time(jint(q, "time_ms"), a, sizeof(a));
+			out_str(o, "| ");
+			md_text(o, target, 60);
+			out_str(o, " | ");
+			md_text(o, jstr_or(tv, "version", "?"), 60);
+			out_printf(o, " | %s | ", a);
+			md_text(o, jstr_or(q, "request_id", ""), 64);
+			out_str(o, " | ");
+			md_text(o, jstr_or(q, "method", ""), 16);
+			out_str(o, " | ");
+			md_text(o, jstr_or(q, "path", ""), 128);
+			jnum(q, "latency_ms", &lat);
+			out_printf(o, " | %lld | %.1f |\n", (long long)jint(q, "status"), lat);
+		}
+	}
+	out_str(o, "\n");
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2627,7 +2841,7 @@ static json_t *bundle_of(const char *name, struct reading *rd, const json_t *liv
                          const char *config_text, int64_t now_ms)
 {
 	json_t *b = json_object(), *files = json_object(), *verdicts = json_array();
-	json_t *series = json_array(), *all = rd->events;
+	json_t *series = json_array(), *all = rd->events, *reports = json_array(), *samples = NULL;
 	struct run r;
 	bool bad = false;
 	int64_t origin;
@@ -2635,9 +2849,10 @@ static json_t *bundle_of(const char *name, struct reading *rd, const json_t *liv
 	rd->events = NULL;
 	if (!name)
 		name = "";
-	if (!b || !files || !verdicts || !series || !all)
+	if (!b || !files || !verdicts || !series || !all || !reports)
 		goto fail;
 	run_find(&r, all);
+	samples = canary_samples(&r);
 	r.tally = &rd->tally;
 	r.total = rd->total;
 	if (collect(all, r.number, verdicts, series))
@@ -2654,6 +2869,9 @@ static json_t *bundle_of(const char *name, struct reading *rd, const json_t *liv
 	    chart_svg(name, &r, origin, "error rate", "error_rate", 100.0, "error rate (%)"), &bad);
 	put(files, "latency_p99.svg",
 	    chart_svg(name, &r, origin, "p99 latency", "p99_ms", 1.0, "p99 latency (ms)"), &bad);
+	validation_files(name, &r, files, reports, &bad);
+	if (samples)
+		put(files, "canary-requests.json", pretty(samples), &bad);
 	if (bad)
 		goto fail;
 
@@ -2672,6 +2890,8 @@ static json_t *bundle_of(const char *name, struct reading *rd, const json_t *liv
 	put(b, "events", all, &bad);
 	put(b, "verdicts", verdicts, &bad);
 	put(b, "series", series, &bad);
+	put(b, "validation", reports, &bad);
+	put(b, "canary_requests", samples ? samples : json_array(), &bad);
 	put(b, "files", files, &bad);
 	if (bad) {
 		json_decref(b);
@@ -2684,6 +2904,8 @@ fail:
 	json_decref(verdicts);
 	json_decref(series);
 	json_decref(all);
+	json_decref(reports);
+	json_decref(samples);
 	return NULL;
 }
 

@@ -72,6 +72,11 @@ unsigned notify_event_of(const char *kind, const json_t *details)
 	    {"rollout.rollback.finished", CONFIG_EVENT_ROLLBACK},
 	    {"rollout.completed", CONFIG_EVENT_COMPLETED},
 	    {"rollout.failed", CONFIG_EVENT_FAILED},
+	    /* validate_engine.c: a window's end (inconclusive is not a pass) */
+	    {"rollout.validation.passed", CONFIG_EVENT_VALIDATION_PASSED},
+	    {"rollout.validation.failed", CONFIG_EVENT_VALIDATION_FAILED},
+	    {"rollout.validation.inconclusive", CONFIG_EVENT_VALIDATION_FAILED},
+	    {"rollout.upcoming", CONFIG_EVENT_UPCOMING},
 	};
 	const char *cls = json_string_value(json_object_get(details, "class"));
 
@@ -83,51 +88,92 @@ unsigned notify_event_of(const char *kind, const json_t *details)
 	return 0;
 }
 
+static void notify_line(const char *kind, const char *rollout, const json_t *det,
+                        const char *head, char *out, size_t len);
+
+/* Appends "w1=5%, w2=10%" of an object of weights to out (at *off). */
+static void weights_text(const json_t *weights, char *out, size_t len, size_t *off)
+{
+	const char *w = NULL;
+	json_t *v;
+
+	json_object_foreach((json_t *)weights, w, v)
+	{
+		int k = snprintf(out + *off, len - *off, "%s%s=%.3g%%", *off ? ", " : "", w,
+		                 json_number_value(v));
+
+		if (k < 0 || (size_t)k >= len - *off)
+			break;
+		*off += (size_t)k;
+	}
+}
+
 void notify_text(const char *kind, const char *rollout, const json_t *det, char *out, size_t len)
 {
+	char tag[48] = "", head[160];
+	double speed = json_number_value(json_object_get(det, "rehearsal"));
+
+	/* a rehearsal says so in every line: nobody mistakes it for production */
+	if (speed > 0)
+		snprintf(tag, sizeof(tag), "REHEARSAL (%gx) ", speed);
+	snprintf(head, sizeof(head), "canaryd: %s", tag);
+	notify_line(kind, rollout, det, head, out, len);
+}
+
+static void notify_line(const char *kind, const char *rollout, const json_t *det,
+                        const char *head, char *out, size_t len)
+{
 	const char *reason = json_string_value(json_object_get(det, "reason"));
+	const char *sname = json_string_value(json_object_get(det, "step_name"));
 
 	if (strcmp(kind, "rollout.step") == 0) {
-		const char *w = NULL;
-		json_t *v;
 		char weights[256] = "";
 		size_t off = 0;
 
-		json_object_foreach((json_t *)json_object_get(det, "weights"), w, v)
-		{
-			int k = snprintf(weights + off, sizeof(weights) - off, "%s%s=%.3g%%",
-			                 off ? ", " : "", w, json_number_value(v));
-
-			if (k < 0 || (size_t)k >= sizeof(weights) - off)
-				break;
-			off += (size_t)k;
-		}
-		snprintf(out, len, "canaryd: rollout %s started step %lld of %lld (%s)%s%s",
+		weights_text(json_object_get(det, "weights"), weights, sizeof(weights), &off);
+		snprintf(out, len, "%srollout %s started step %lld of %lld (%s%s%s)%s%s", head,
 		         rollout, (long long)json_integer_value(json_object_get(det, "step")) + 1,
-		         (long long)json_integer_value(json_object_get(det, "of")),
-		         json_string_value(json_object_get(det, "kind")) ?: "?", off ? ": " : "",
-		         weights);
+		         (long long)json_integer_value(json_object_get(det, "of")), sname ? sname : "",
+		         sname ? ", " : "", json_string_value(json_object_get(det, "kind")) ?: "?",
+		         off ? ": " : "", weights);
+	} else if (strcmp(kind, "rollout.rollback") == 0 &&
+	           json_is_true(json_object_get(det, "partial"))) {
+		char weights[256] = "";
+		size_t off = 0;
+
+		weights_text(json_object_get(det, "weights"), weights, sizeof(weights), &off);
+		snprintf(out, len, "%srollout %s ROLLED BACK to step %s (%s) and PAUSED: %s", head,
+		         rollout, json_string_value(json_object_get(det, "rollback_to")) ?: "?",
+		         weights, reason ? reason : "(no reason)");
 	} else if (strcmp(kind, "rollout.rollback") == 0) {
-		snprintf(out, len, "canaryd: rollout %s ROLLED BACK: %s", rollout,
+		snprintf(out, len, "%srollout %s ROLLED BACK: %s", head, rollout,
 		         reason ? reason : "(no reason)");
+	} else if (strcmp(kind, "rollout.upcoming") == 0) {
+		snprintf(out, len, "%srollout %s: step %lld%s%s%s (%s) opens at %s, in %s", head,
+		         rollout, (long long)json_integer_value(json_object_get(det, "step")) + 1,
+		         sname ? " (" : "", sname ? sname : "", sname ? ")" : "",
+		         json_string_value(json_object_get(det, "what")) ?: "?",
+		         json_string_value(json_object_get(det, "opens_at")) ?: "?",
+		         json_string_value(json_object_get(det, "in")) ?: "?");
 	} else if (strcmp(kind, "rollout.rollback.finished") == 0) {
 		const char *ev = json_string_value(json_object_get(det, "evidence"));
 
 		snprintf(out, len,
-		         "canaryd: rollback of %s finished: %lld hook(s) ok, %lld failed; verify "
+		         "%srollback of %s finished: %lld hook(s) ok, %lld failed; verify "
 		         "%s; evidence %s",
-		         rollout, (long long)json_integer_value(json_object_get(det, "hooks_ok")),
+		         head, rollout, (long long)json_integer_value(json_object_get(det, "hooks_ok")),
 		         (long long)json_integer_value(json_object_get(det, "hooks_failed")),
 		         json_string_value(json_object_get(det, "verify")) ?: "?",
 		         ev ? ev : "not written");
 	} else if (strcmp(kind, "verdict") == 0) {
-		snprintf(out, len, "canaryd: rollout %s check %s: %s", rollout,
+		snprintf(out, len, "%srollout %s check %s: %s", head, rollout,
 		         json_string_value(json_object_get(det, "check")) ?: "?",
 		         reason ? reason : "");
 	} else {
 		const char *what = strchr(kind, '.') ? strchr(kind, '.') + 1 : kind;
 
-		snprintf(out, len, "canaryd: rollout %s %s%s%s", rollout, what, reason ? ": " : "",
+		snprintf(out, len, "%srollout %s %s%s%s%s%s", head, rollout, what,
+		         sname ? " at " : "", sname ? sname : "", reason ? ": " : "",
 		         reason ? reason : "");
 	}
 }

@@ -48,7 +48,8 @@ static json_t *waiting_json(const struct run *r, int64_t now)
 	if (!run_active(r) || !run_traffic_step(r) || (!run_baking(r) && r->phase != PHASE_RUNNING))
 		return json_null();
 	hold_end = run_baking(r) ? r->bake_until_ms
-	                         : r->step_started_ms + (int64_t)r->cfg->steps[r->step].for_ms;
+	                         : r->step_started_ms +
+	                               (int64_t)rollout_dur(r, r->cfg->steps[r->step].for_ms);
 	missing = rollout_evidence_missing(r, true, list, sizeof(list), NULL, NULL) > 0;
 	if (now < hold_end) {
 		wait_text(hold_end - now, left, sizeof(left));
@@ -88,6 +89,8 @@ static json_t *plan_json(const struct run *r)
 
 		if (!x)
 			continue;
+		if (st->name)
+			json_object_set_new(x, "name", json_string(st->name));
 		if (st->kind == CONFIG_STEP_SET) {
 			json_t *w = json_object();
 
@@ -143,16 +146,26 @@ static json_t *run_json(const struct run *r, int64_t now)
 	for (size_t k = 0; k < ro->analysis.nchecks; k++) {
 		const struct config_check *c = &ro->analysis.checks[k];
 		const char *m = config_metric_name(c->metric);
+		json_t *x, *tl = json_array();
 
-		json_array_append_new(
-		    checks,
-		    json_pack("{s:s, s:s, s:s, s:I, s:I, s:o}", "name", c->name, "metric",
+		for (size_t t = 0; c->target_mask && t < ro->ntargets; t++)
+			if (config_check_covers(c, t))
+				json_array_append_new(tl, json_string(ro->targets[t].name));
+		x = json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o}", "name", c->name, "metric",
 		              c->source == CONFIG_SOURCE_METRIC && m ? m : "external", "on_fail",
-		              c->on_fail == CONFIG_ON_FAIL_PAUSE ? "pause" : "rollback",
+		              c->on_fail == CONFIG_ON_FAIL_PAUSE         ? "pause"
+		              : c->on_fail == CONFIG_ON_FAIL_ROLLBACK_TO ? "rollback_to"
+		                                                         : "rollback",
 		              "consecutive_failures", (json_int_t)r->checks[k].fails, "for_ms",
 		              (json_int_t)c->for_ms, "last_verdict",
 		              r->checks[k].have_verdict ? check_verdict_json(&r->checks[k].last)
-		                                        : json_null()));
+		                                        : json_null(),
+		              "targets", c->target_mask ? tl : json_null());
+		if (!c->target_mask)
+			json_decref(tl);
+		if (x && c->on_fail == CONFIG_ON_FAIL_ROLLBACK_TO)
+			json_object_set_new(x, "rollback_to", json_string(c->rollback_to));
+		json_array_append_new(checks, x);
 	}
 	step = json_pack("{s:I, s:I, s:s, s:s, s:o}", "index", (json_int_t)r->step, "of",
 	                 (json_int_t)ro->nsteps, "kind",
@@ -161,9 +174,10 @@ static json_t *run_json(const struct run *r, int64_t now)
 	                                 : "none",
 	                 "phase", r->phase == PHASE_WAITING ? "waiting" : "running", "started_at",
 	                 ms_or_null(r->phase == PHASE_RUNNING ? r->step_started_ms : 0));
+	if (st && st->name)
+		json_object_set_new(step, "name", json_string(st->name));
 	if (st && r->phase == PHASE_WAITING && run_active(r)) {
-		int64_t g = rollout_gate_time(&st->not_before, &st->window, r->waiting_since_ms,
-		                              r->waiting_since_ms);
+		int64_t g = run_gate_time(r, st, r->waiting_since_ms);
 
 		json_object_set_new(step, "gate_at",
 		                    g == INT64_MAX ? json_null() : json_integer(g));
@@ -196,8 +210,10 @@ static json_t *run_json(const struct run *r, int64_t now)
 	json_object_set_new(o, "bake",
 	                    run_baking(r)
 	                        ? json_pack("{s:I, s:I}", "until", (json_int_t)r->bake_until_ms,
-	                                    "bake_ms", (json_int_t)ro->bake_ms)
+	                                    "bake_ms", (json_int_t)rollout_dur(r, ro->bake_ms))
 	                        : json_null());
+	/* a rehearsal: every duration of the plan divided by this speed */
+	json_object_set_new(o, "rehearsal", r->rehearse > 0 ? json_real(r->rehearse) : json_null());
 	json_object_set_new(o, "plan", plan_json(r));
 	if (r->state == ROLLOUT_COMPLETED)
 		json_object_set_new(o, "finalized", json_boolean(r->finalized));

@@ -18,7 +18,9 @@
 #include "core/str.h"
 #include "rollout/engine_internal.h"
 
-static const char *const rb_class_names[] = {"check", "review", "abort", "emergency", "bake"};
+static const char *const rb_class_names[] = {"check", "review",  "abort",
+                                             "emergency", "bake", "partial",
+                                             "validation"};
 
 const char *rollout_rb_class_name(enum rb_class c)
 {
@@ -27,15 +29,15 @@ const char *rollout_rb_class_name(enum rb_class c)
 }
 
 int rollout_pause(struct rollout_engine *e, struct run *r, const char *actor, int64_t now,
-                  const char *reason, uint64_t review_ms, int review_target, json_t *extra)
+                  const char *reason, uint64_t review_ms, uint64_t review_targets, json_t *extra)
 {
 	json_t *d;
 
 	r->state = ROLLOUT_PAUSED;
 	r->paused_at_ms = now;
 	snprintf(r->pause_reason, sizeof(r->pause_reason), "%s", reason);
-	r->review_deadline_ms = review_ms ? now + (int64_t)review_ms : 0;
-	r->review_target = review_target;
+	r->review_deadline_ms = review_ms ? now + (int64_t)rollout_dur(r, review_ms) : 0;
+	r->review_targets = review_targets;
 	d = json_pack("{s:s, s:I, s:I}", "reason", reason, "step", (json_int_t)r->step,
 	              "review_deadline", (json_int_t)r->review_deadline_ms);
 	if (extra)
@@ -61,15 +63,52 @@ static void post_begin(struct run *r, uint64_t mask, const char *reason, int64_t
 	snprintf(p->reason, sizeof(p->reason), "%s", reason);
 }
 
+/* Time to detect: from the start of the first failing interval to the decision. */
+static void detect_fields(struct run *r, json_t *d, const struct check_verdict *v,
+                          int64_t first_fail_ms, int64_t now)
+{
+	if (first_fail_ms) {
+		int64_t start = first_fail_ms - (int64_t)rollout_dur(r, r->cfg->analysis.interval_ms);
+
+		json_object_set_new(d, "first_failing_interval_start_ms", json_integer(start));
+		json_object_set_new(d, "time_to_detect_ms", json_integer(now - start));
+		r->ctr.last_ttd_ms = now - start;
+	}
+	if (v)
+		json_object_set_new(d, "verdict", check_verdict_json(v));
+}
+
+/* Records time to mitigate (the workers route with the new weights) and commits it. */
+static int mitigated(struct rollout_engine *e, struct run *r, const char *actor, int64_t now,
+                     bool deferred, int applied, uint64_t t0_us, uint64_t t_persisted,
+                     uint64_t t_set, uint64_t t1)
+{
+	int rc;
+
+	r->ctr.last_ttm_us = (int64_t)(t1 - t0_us);
+	rc = (deferred ? rollout_persist_or_defer : rollout_persist)(
+	    e, r, actor,
+	    rollout_event_list("rollout.mitigated",
+	                       json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "decision_ms",
+	                                 (json_int_t)now, "applied_ms",
+	                                 (json_int_t)(now + (int64_t)(t1 - t0_us) / 1000),
+	                                 "time_to_mitigate_us", (json_int_t)(t1 - t0_us),
+	                                 "persist_us", (json_int_t)(t_persisted - t0_us),
+	                                 "publish_us", (json_int_t)(t_set - t_persisted),
+	                                 "workers_us", (json_int_t)(t1 - t_set),
+	                                 "all_workers_confirmed", applied == 0)));
+	return rc == 1 ? 0 : rc;
+}
+
 /*
- * Rolls back target `only` (-1: every target): persist (with pre_events,
+ * Rolls back the targets in `only` (bit t; ~0: every target): persist (with pre_events,
  * stolen, e.g. the verdicts that decided it), then weights to 0 at once,
  * then waits for every worker to route with them: that is time to mitigate,
  * measured from t0_us (the monotonic time of the decision; 0 = now).  The
  * rest of the pipeline (drain, hooks, verify, evidence) runs from the tick.
  * v / first_fail_ms describe the deciding verdict (NULL / 0 for manual).
  */
-int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const char *actor,
+int rollout_rollback(struct rollout_engine *e, struct run *r, uint64_t only, const char *actor,
                      int64_t now, const char *reason, const struct check_verdict *v,
                      int64_t first_fail_ms, enum rb_class cls, json_t *pre_events, uint64_t t0_us)
 {
@@ -84,7 +123,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	if (!t0_us)
 		t0_us = clock_mono_us();
 	for (size_t t = 0; t < ro->ntargets; t++) {
-		if (only < 0 || (size_t)only == t) {
+		if (only >> t & 1) {
 			if (!r->targets[t].rolled_back && t < MAX_TARGETS)
 				mask |= UINT64_C(1) << t;
 			r->targets[t].rolled_back = true;
@@ -106,24 +145,20 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	d = json_pack("{s:s, s:s, s:o, s:b, s:I, s:I, s:I, s:I}", "reason", reason, "class",
 	              rollout_rb_class_name(cls), "targets", names, "all", all, "step",
 	              (json_int_t)r->step, "decision_ms", (json_int_t)now, "drain_ms",
-	              (json_int_t)ro->rollback.drain_ms, "hooks", (json_int_t)ro->rollback.nhooks);
-	if (first_fail_ms) {
-		int64_t start = first_fail_ms - (int64_t)ro->analysis.interval_ms;
-
-		json_object_set_new(d, "first_failing_interval_start_ms", json_integer(start));
-		json_object_set_new(d, "time_to_detect_ms", json_integer(now - start));
-		r->ctr.last_ttd_ms = now - start;
-	}
-	if (v)
-		json_object_set_new(d, "verdict", check_verdict_json(v));
+	              (json_int_t)rollout_dur(r, ro->rollback.drain_ms), "hooks",
+	              (json_int_t)ro->rollback.nhooks);
+	detect_fields(r, d, v, first_fail_ms, now);
+	/* validate (issue 16): the canary's last requests before the decision, for the evidence */
+	rollout_act_samples(e, r, only, now, evs);
 	json_array_append_new(evs, rollout_event("rollout.rollback", d));
 	/*
 	 * A failing check's rollback with the store away: the safe direction is
 	 * taken here at once and persisted when the store returns (docs/fleet.md).
 	 * Controls a person sends answer 503 instead.
 	 */
-	rc = cls == RB_CHECK || cls == RB_BAKE ? rollout_persist_or_defer(e, r, actor, evs)
-	                                       : rollout_persist(e, r, actor, evs);
+	rc = cls == RB_CHECK || cls == RB_BAKE || cls == RB_VALIDATION
+	         ? rollout_persist_or_defer(e, r, actor, evs)
+	         : rollout_persist(e, r, actor, evs);
 	if (rc < 0)
 		return rc;
 	deferred = rc == 1;
@@ -131,7 +166,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	t_persisted = clock_mono_us();
 
 	for (size_t t = 0; t < ro->ntargets; t++) {
-		if (only >= 0 && (size_t)only != t)
+		if (!(only >> t & 1))
 			continue;
 		rc = deferred ? rollout_act_weight_local(e, r, t)
 		              : rollout_act_weight(e, r, t, actor);
@@ -145,7 +180,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 	applied = rollout_act_wait_applied(e, APPLY_WAIT_US);
 	t1_us = clock_mono_us();
 	if (!deferred) /* a mirror change waits for the store, like the flags */
-		rollout_act_stop_shadow(e, r, only < 0 ? ~UINT64_C(0) : UINT64_C(1) << only, actor);
+		rollout_act_stop_shadow(e, r, only, actor);
 	if (failed) {
 		r->state = ROLLOUT_FAILED;
 		r->ended_ms = now;
@@ -153,25 +188,163 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, int only, const ch
 		    e, r, actor,
 		    rollout_event_list("rollout.failed", json_pack("{s:s}", "reason", why)));
 	}
-	{
-		uint64_t t1 = t1_us;
+	if (all)
+		r->mitigated = true;
+	return mitigated(e, r, actor, now, deferred, applied, t0_us, t_persisted, t_set, t1_us);
+}
 
-		r->ctr.last_ttm_us = (int64_t)(t1 - t0_us);
-		if (all)
-			r->mitigated = true;
-		rc = (deferred ? rollout_persist_or_defer : rollout_persist)(
-		    e, r, actor,
-		    rollout_event_list("rollout.mitigated",
-		                       json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}",
-		                                 "decision_ms", (json_int_t)now, "applied_ms",
-		                                 (json_int_t)(now + (int64_t)(t1 - t0_us) / 1000),
-		                                 "time_to_mitigate_us", (json_int_t)(t1 - t0_us),
-		                                 "persist_us", (json_int_t)(t_persisted - t0_us),
-		                                 "publish_us", (json_int_t)(t_set - t_persisted),
-		                                 "workers_us", (json_int_t)(t1 - t_set),
-		                                 "all_workers_confirmed", applied == 0)));
-		return rc == 1 ? 0 : rc;
+/*
+ * The weight target t had at the end of step s: the last set step at or
+ * before s that names it (0 when none does; a preview step runs at 0).
+ */
+static uint32_t weight_at_step(const struct config_rollout *ro, size_t s, size_t t)
+{
+	uint32_t w = 0;
+
+	for (size_t i = 0; i <= s && i < ro->nsteps; i++) {
+		const struct config_step *st = &ro->steps[i];
+
+		for (size_t j = 0; st->kind == CONFIG_STEP_SET && j < st->nsets; j++)
+			if (st->sets[j].index == t)
+				w = st->sets[j].percent;
+		if (st->kind == CONFIG_STEP_PREVIEW && ro->targets[t].kind == CONFIG_TARGET_SERVICE)
+			w = 0;
 	}
+	return w;
+}
+
+static bool traffic_kind(enum config_step_kind k)
+{
+	return k == CONFIG_STEP_SET || k == CONFIG_STEP_SHADOW || k == CONFIG_STEP_PREVIEW;
+}
+
+size_t rollout_rollback_step(const struct run *r, const struct config_check *c)
+{
+	const struct config_rollout *ro = r->cfg;
+	size_t cur, s;
+
+	if (!c->rollback_previous)
+		return c->rollback_step < ro->nsteps ? c->rollback_step : ro->nsteps;
+	/* the traffic step whose weights are in force now ... */
+	cur = r->step < ro->nsteps && r->phase == PHASE_RUNNING ? r->step + 1 : r->step;
+	if (cur > ro->nsteps)
+		cur = ro->nsteps;
+	for (; cur > 0; cur--)
+		if (traffic_kind(ro->steps[cur - 1].kind))
+			break;
+	if (cur == 0)
+		return ro->nsteps;
+	/* ... and the one before it */
+	for (s = cur - 1; s > 0; s--)
+		if (traffic_kind(ro->steps[s - 1].kind))
+			return s - 1;
+	return ro->nsteps;
+}
+
+int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, size_t to,
+                        const char *actor, int64_t now, const char *reason,
+                        const struct check_verdict *v, int64_t first_fail_ms, json_t *pre_events,
+                        uint64_t t0_us)
+{
+	const struct config_rollout *ro = r->cfg;
+	const struct config_step *st = &ro->steps[to];
+	json_t *names = json_array(), *weights = json_object(), *d,
+	       *evs = pre_events ? pre_events : json_array();
+	uint64_t mask = 0, t_persisted, t_set, t1_us;
+	char why[256] = "", stepname[96];
+	bool failed = false, deferred;
+	int rc, applied;
+
+	if (to >= ro->nsteps)
+		return -EINVAL;
+	if (!t0_us)
+		t0_us = clock_mono_us();
+	if (st->name)
+		snprintf(stepname, sizeof(stepname), "%s", st->name);
+	else
+		snprintf(stepname, sizeof(stepname), "steps[%zu]", to);
+	for (size_t t = 0; t < ro->ntargets && t < MAX_TARGETS; t++) {
+		struct target_run *tr = &r->targets[t];
+
+		if (!(only >> t & 1) || tr->rolled_back)
+			continue;
+		if (run_target(r, t)->kind == CONFIG_TARGET_FLAG &&
+		    (!rollout_flags_wired(e) || !tr->touched))
+			continue;
+		mask |= UINT64_C(1) << t;
+		tr->weight = weight_at_step(ro, to, t);
+		tr->touched = true;
+		tr->shadow = 0;
+		json_array_append_new(names, json_string(run_target(r, t)->name));
+		json_object_set_new(weights, run_target(r, t)->name, json_real(tr->weight / 1000.0));
+	}
+	r->step = to;
+	r->phase = PHASE_RUNNING;
+	r->step_started_ms = now;
+	r->waiting_since_ms = now;
+	r->approvals = 0;
+	r->analysis_passed = false;
+	r->bake_until_ms = 0;
+	r->decision_ms = now;
+	r->state = ROLLOUT_PAUSED;
+	r->paused_at_ms = now;
+	r->review_deadline_ms = 0;
+	snprintf(r->pause_reason, sizeof(r->pause_reason), "rolled back to %.60s: %.170s", stepname,
+	         reason);
+	post_begin(r, mask, reason, now);
+	d = json_pack("{s:s, s:s, s:o, s:b, s:b, s:s, s:I, s:o, s:I, s:I, s:I, s:I}", "reason",
+	              reason, "class", rollout_rb_class_name(RB_PARTIAL), "targets", names, "all",
+	              0, "partial", 1, "rollback_to", stepname, "rollback_to_step", (json_int_t)to,
+	              "weights", weights, "step", (json_int_t)to, "decision_ms", (json_int_t)now,
+	              "drain_ms", (json_int_t)rollout_dur(r, ro->rollback.drain_ms), "hooks",
+	              (json_int_t)ro->rollback.nhooks);
+	detect_fields(r, d, v, first_fail_ms, now);
+	rollout_act_samples(e, r, only, now, evs); /* validate (issue 16): the evidence */
+	json_array_append_new(evs, rollout_event("rollout.rollback", d));
+	json_array_append_new(
+	    evs, rollout_event("rollout.paused",
+	                       json_pack("{s:s, s:I, s:I, s:s}", "reason", r->pause_reason, "step",
+	                                 (json_int_t)to, "review_deadline", (json_int_t)0, "cause",
+	                                 "partial_rollback")));
+	rc = rollout_persist_or_defer(e, r, actor, evs);
+	if (rc < 0)
+		return rc;
+	deferred = rc == 1;
+	r->ctr.rollbacks[RB_PARTIAL]++;
+	t_persisted = clock_mono_us();
+	for (size_t t = 0; t < ro->ntargets && t < MAX_TARGETS; t++) {
+		if (!(mask >> t & 1))
+			continue;
+		rc = deferred ? rollout_act_weight_local(e, r, t) : rollout_act_weight(e, r, t, actor);
+		if (rc) {
+			failed = true;
+			snprintf(why, sizeof(why), "could not set %s to %.3f%%: error %d",
+			         ro->targets[t].name, r->targets[t].weight / 1000.0, rc);
+		}
+	}
+	t_set = clock_mono_us();
+	applied = rollout_act_wait_applied(e, APPLY_WAIT_US);
+	t1_us = clock_mono_us();
+	if (!deferred) {
+		rollout_act_stop_shadow(e, r, mask, actor);
+		/* back to a shadow step: its mirrors run again for the targets rolled back */
+		for (size_t t = 0; st->kind == CONFIG_STEP_SHADOW && t < ro->ntargets; t++) {
+			if (!(mask >> t & 1) || run_target(r, t)->kind != CONFIG_TARGET_SERVICE ||
+			    !rollout_shadow_wired(e))
+				continue;
+			r->targets[t].shadow = st->shadow_percent;
+			if (rollout_act_shadow(e, r, t, actor))
+				r->targets[t].shadow = 0;
+		}
+	}
+	if (failed) {
+		r->state = ROLLOUT_FAILED;
+		r->ended_ms = now;
+		return rollout_persist(
+		    e, r, actor,
+		    rollout_event_list("rollout.failed", json_pack("{s:s}", "reason", why)));
+	}
+	return mitigated(e, r, actor, now, deferred, applied, t0_us, t_persisted, t_set, t1_us);
 }
 
 static void post_set_stage(struct run *r, enum post_stage st, int64_t now)
@@ -316,7 +489,7 @@ static void post_hooks(struct rollout_engine *e, struct run *r, int64_t now)
 
 	if (!hook_at(r, r->post.hook, &h, &t)) {
 		post_set_stage(r, r->cfg->rollback.verify_ms ? POST_VERIFY : POST_EVIDENCE, now);
-		r->post.verify_next_ms = now + (int64_t)r->cfg->analysis.interval_ms;
+		r->post.verify_next_ms = now + (int64_t)rollout_dur(r, r->cfg->analysis.interval_ms);
 		for (size_t k = 0; k < r->cfg->ntargets && k < MAX_TARGETS; k++) {
 			struct target_run *tr = &r->targets[k];
 
@@ -388,7 +561,7 @@ static void post_hooks(struct rollout_engine *e, struct run *r, int64_t now)
 static void post_verify(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	const struct config_rollout *ro = r->cfg;
-	uint64_t interval = ro->analysis.interval_ms;
+	uint64_t interval = rollout_dur(r, ro->analysis.interval_ms);
 	struct post *p = &r->post;
 
 	bool evaluated = false;
@@ -418,8 +591,7 @@ static void post_verify(struct rollout_engine *e, struct run *r, int64_t now)
 				const struct config_check *c = &ro->analysis.checks[k];
 				struct check_verdict v;
 
-				if (c->source != CONFIG_SOURCE_METRIC ||
-				    (c->target && c->target_index != t))
+				if (c->source != CONFIG_SOURCE_METRIC || !config_check_covers(c, t))
 					continue;
 				check_evaluate(c, &d, &d, interval, &v);
 				if (v.outcome == CHECK_FAIL && !failed) {
@@ -437,7 +609,8 @@ static void post_verify(struct rollout_engine *e, struct run *r, int64_t now)
 		else if (passed)
 			p->verify_passes++;
 	}
-	if (!p->verify_failed && now - p->stage_started_ms < (int64_t)ro->rollback.verify_ms) {
+	if (!p->verify_failed &&
+	    now - p->stage_started_ms < (int64_t)rollout_dur(r, ro->rollback.verify_ms)) {
 		if (evaluated)
 			rollout_persist(e, r, ENGINE_ACTOR, NULL);
 		return;
@@ -527,7 +700,9 @@ void rollout_post_step(struct rollout_engine *e, struct run *r, int64_t now)
 		for (size_t t = 0; known && t < r->cfg->ntargets && t < MAX_TARGETS; t++) {
 			long n;
 
-			if (!(p->mask >> t & 1) || run_target(r, t)->kind != CONFIG_TARGET_SERVICE)
+			/* a partial rollback that leaves the canary some weight drains nothing */
+			if (!(p->mask >> t & 1) || run_target(r, t)->kind != CONFIG_TARGET_SERVICE ||
+			    r->targets[t].weight > 0)
 				continue;
 			n = rollout_inflight(e, run_target(r, t)->service,
 			                     run_target(r, t)->canary);
@@ -542,13 +717,14 @@ void rollout_post_step(struct rollout_engine *e, struct run *r, int64_t now)
 		}
 		/* ends as soon as nothing is left in flight, else at the deadline */
 		if ((!known || left > 0) &&
-		    now - p->stage_started_ms < (int64_t)r->cfg->rollback.drain_ms)
+		    now - p->stage_started_ms < (int64_t)rollout_dur(r, r->cfg->rollback.drain_ms))
 			return;
 		{
 			json_t *d =
 			    json_pack("{s:I, s:I, s:b, s:b}", "duration_ms",
 			              (json_int_t)(now - p->stage_started_ms), "limit_ms",
-			              (json_int_t)r->cfg->rollback.drain_ms, "in_flight_known",
+			              (json_int_t)rollout_dur(r, r->cfg->rollback.drain_ms),
+			              "in_flight_known",
 			              known, "deadline_hit", !known || left > 0);
 
 			if (known)

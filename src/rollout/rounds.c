@@ -178,7 +178,7 @@ static bool check_applies(const struct run *r, size_t k)
 		const struct config_target *tg = &r->cfg->targets[t];
 		const struct target_run *tr = &r->targets[t];
 
-		if ((c->target && c->target_index != t) || tr->rolled_back)
+		if (!config_check_covers(c, t) || tr->rolled_back)
 			continue;
 		if (shadow_metric(c)) {
 			if (shadow_step && tr->shadow)
@@ -203,26 +203,59 @@ static bool evidence_required(const struct run *r)
 	return run_baking(r) || !r->cfg->steps[r->step].time_only;
 }
 
+/*
+ * judge (issue 18): the looks the current step can take, for a
+ * group-sequential test (docs/judge.md): a traffic step's max_wait (a
+ * step that does not wait for evidence: its `for`), an analysis step's or
+ * a timed pause's `for`, over the interval; 0 = open (bake, `pause: {}`,
+ * approval, shadow): the test stays anytime-valid.
+ */
+static uint32_t step_horizon(const struct run *r, uint64_t interval)
+{
+	const struct config_step *st;
+	uint64_t span = 0, k;
+
+	if (run_baking(r) || r->step >= r->cfg->nsteps || interval == 0)
+		return 0;
+	st = &r->cfg->steps[r->step];
+	switch (st->kind) {
+	case CONFIG_STEP_SET:
+	case CONFIG_STEP_PREVIEW:
+		span = st->time_only ? rollout_dur(r, st->for_ms) : rollout_max_wait_ms(r);
+		break;
+	case CONFIG_STEP_ANALYSIS:
+		span = rollout_dur(r, st->analysis_for_ms);
+		break;
+	case CONFIG_STEP_PAUSE:
+		span = rollout_dur(r, st->pause_ms);
+		break;
+	default:
+		break;
+	}
+	k = (span + interval - 1) / interval;
+	return k > UINT32_MAX ? UINT32_MAX : (uint32_t)k;
+}
+
 uint64_t rollout_max_wait_ms(const struct run *r)
 {
 	const struct config_rollout *ro = r->cfg;
 	uint64_t hold;
 
 	if (!run_baking(r) && r->step < ro->nsteps && ro->steps[r->step].max_wait_ms)
-		return ro->steps[r->step].max_wait_ms;
+		return rollout_dur(r, ro->steps[r->step].max_wait_ms);
 	if (ro->analysis.max_wait_ms)
-		return ro->analysis.max_wait_ms;
+		return rollout_dur(r, ro->analysis.max_wait_ms);
 	hold = run_baking(r) ? ro->bake_ms : r->step < ro->nsteps ? ro->steps[r->step].for_ms : 0;
-	return hold ? MAX_WAIT_FACTOR * hold : MAX_WAIT_DEFAULT_MS;
+	return rollout_dur(r, hold ? MAX_WAIT_FACTOR * hold : MAX_WAIT_DEFAULT_MS);
 }
 
 /*
  * How many applicable checks still lack evidence; their shortfalls go to
  * out ("; " or ", " between them), and the first one's review (on_fail:
- * pause with review) to *review_ms / *review_target when given.
+ * pause with review) to *review_ms / *review_targets when given.
  */
 size_t rollout_evidence_missing(const struct run *r, bool brief, char *out, size_t len,
-                                uint64_t *review_ms, int *review_target)
+                                uint64_t *review_ms, uint64_t *review_targets)
 {
 	size_t n = 0, off = 0;
 
@@ -240,7 +273,7 @@ size_t rollout_evidence_missing(const struct run *r, bool brief, char *out, size
 			continue;
 		if (n++ == 0 && review_ms && c->review_ms) {
 			*review_ms = c->review_ms;
-			*review_target = c->target ? (int)c->target_index : -1;
+			*review_targets = check_targets(c);
 		}
 		check_evidence_shortfall(c, cr->have_ev ? &cr->ev : NULL, brief, one_check,
 		                         sizeof(one_check));
@@ -452,7 +485,7 @@ static void src_vars(const struct rollout_engine *e, const struct run *r, size_t
 	memset(v, 0, sizeof(*v));
 	v->cohort = baseline ? "baseline" : "canary";
 	v->target = tg->name;
-	v->interval_ms = r->cfg->analysis.interval_ms;
+	v->interval_ms = rollout_dur(r, r->cfg->analysis.interval_ms);
 	if (tg->kind == CONFIG_TARGET_FLAG) {
 		v->service = tg->flag;
 		v->version = v->variant = flag_cohort_variant(tg->flg, baseline);
@@ -486,7 +519,7 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 		const struct config_target *tg = run_target(r, t);
 		const struct target_run *tr = &r->targets[t];
 
-		if ((c->target && c->target_index != t) || tr->rolled_back || !tr->touched ||
+		if (!config_check_covers(c, t) || tr->rolled_back || !tr->touched ||
 		    tr->weight == 0 || (tg->kind == CONFIG_TARGET_SERVICE ? !tg->svc : !tg->flg))
 			continue;
 		used++;
@@ -518,6 +551,30 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 }
 
 /*
+ * Check c failed long enough and its on_fail rolls back: its targets (or
+ * all) to 0, or with {rollback_to} back to that step's weights and paused.
+ * A rollback_to with no step to go back to (`previous` from the first
+ * traffic step) rolls the targets back fully.  evs (stolen): the verdicts.
+ */
+static void check_rollback(struct rollout_engine *e, struct run *r, const struct config_check *c,
+                           int64_t now, const char *why, const struct check_verdict *v,
+                           int64_t first_fail_ms, bool bake, json_t *evs, uint64_t t0_us)
+{
+	size_t to = r->cfg->nsteps;
+
+	if (c->on_fail == CONFIG_ON_FAIL_ROLLBACK_TO)
+		to = rollout_rollback_step(r, c);
+	if (to < r->cfg->nsteps) {
+		if (rollout_rollback_to(e, r, check_targets(c), to, ENGINE_ACTOR, now, why, v,
+		                        first_fail_ms, evs, t0_us) == 0)
+			rollout_evidence_reset(e, r, now);
+		return;
+	}
+	rollout_rollback(e, r, check_targets(c), ENGINE_ACTOR, now, why, v, first_fail_ms,
+	                 bake ? RB_BAKE : RB_CHECK, evs, t0_us);
+}
+
+/*
  * Judges check k's round: the worst verdict over its targets, persisted with
  * the source's inputs; then for/on_fail like the built-in metrics, and
  * SOURCE_ERRORS_PAUSE consecutive errors pause the rollout.
@@ -528,7 +585,7 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 	const struct config_check *c = &ro->analysis.checks[k];
 	struct check_run *cr = &r->checks[k];
 	struct src_round *rd = cr->src;
-	uint64_t interval = ro->analysis.interval_ms;
+	uint64_t interval = rollout_dur(r, ro->analysis.interval_ms);
 	struct check_verdict best, cur;
 	json_t *d, *evs, *src = NULL;
 	int best_t = -1;
@@ -582,7 +639,8 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 	/* evidence: a round whose whole interval lies in this step (or bake) */
 	if (rd->step == r->step && rd->bake == run_baking(r) &&
 	    rd->end_ms - (int64_t)interval >=
-	        (rd->bake ? r->bake_until_ms - (int64_t)ro->bake_ms : r->step_started_ms))
+	        (rd->bake ? r->bake_until_ms - (int64_t)rollout_dur(r, ro->bake_ms)
+	                  : r->step_started_ms))
 		evidence_note(r, k, &best, &best);
 	d = check_verdict_json(&best);
 	json_object_set_new(d, "target", json_string(ro->targets[best_t].name));
@@ -594,16 +652,16 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 	json_object_set_new(d, "source", src ? src : json_null());
 	src = NULL;
 	evs = rollout_event_list("verdict", d);
-	act = best.outcome == CHECK_FAIL && (uint64_t)cr->fails * interval >= c->for_ms;
+	act = best.outcome == CHECK_FAIL &&
+	      (uint64_t)cr->fails * interval >= rollout_dur(r, c->for_ms);
 	pause_err = best.outcome == CHECK_ERROR && cr->src_errors >= SOURCE_ERRORS_PAUSE;
-	if (act && c->on_fail == CONFIG_ON_FAIL_ROLLBACK) {
-		int only = c->target ? (int)c->target_index : -1;
+	if (act && c->on_fail != CONFIG_ON_FAIL_PAUSE) {
 		char why[CHECK_REASON_MAX + 32];
 
 		snprintf(why, sizeof(why), "%s%s", rd->bake ? "during bake: " : "",
 		         cr->last.reason);
-		rollout_rollback(e, r, only, ENGINE_ACTOR, now, why, &cr->last, cr->first_fail_ms,
-		                 rd->bake ? RB_BAKE : RB_CHECK, evs, t0_us);
+		check_rollback(e, r, c, now, why, &cr->last, cr->first_fail_ms, rd->bake, evs,
+		               t0_us);
 		goto out;
 	}
 	if (pause_err)
@@ -615,7 +673,7 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 		                      check_verdict_json(&cr->last));
 
 		rollout_pause(e, r, ENGINE_ACTOR, now, cr->last.reason, c->review_ms,
-		              c->target ? (int)c->target_index : -1, x);
+		              check_targets(c), x);
 	} else if (pause_err) {
 		char why[CHECK_REASON_MAX + 96];
 		json_t *x = json_pack("{s:s, s:o}", "check", c->name, "verdict",
@@ -623,7 +681,7 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 
 		snprintf(why, sizeof(why), "check %s: %d consecutive source errors (last: %s)",
 		         c->name, SOURCE_ERRORS_PAUSE, cr->last.reason);
-		rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, -1, x);
+		rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, ALL_TARGETS, x);
 	}
 out:
 	json_decref(src);
@@ -676,6 +734,30 @@ void rollout_sources_tick(struct rollout_engine *e, struct run *r, int64_t now)
 		    !(ro->analysis.interval_ms && now >= r->next_interval_ms))
 			continue;
 		src_finish(e, r, k, now);
+	}
+}
+
+void rollout_health_tick(struct rollout_engine *e, struct run *r, int64_t now)
+{
+	for (size_t t = 0; e->be.endpoints_down && run_active(r) && t < r->cfg->ntargets; t++) {
+		const struct config_target *tg = run_target(r, t);
+		struct check_verdict v = {.outcome = CHECK_FAIL, .check = "health", .metric = "health",
+		                          .canary = NAN, .baseline = NAN, .bound_value = NAN,
+		                          .observed = NAN};
+		int64_t since = 0;
+		json_t *d;
+
+		if (!run_live_service(r, t) ||
+		    !e->be.endpoints_down(e->be.ctx, tg->service, tg->canary, v.reason,
+		                          sizeof(v.reason), &since))
+			continue;
+		d = check_verdict_json(&v);
+		json_object_set_new(d, "target", json_string(tg->name));
+		json_object_set_new(d, "step", json_integer((json_int_t)r->step));
+		json_object_set_new(d, "builtin", json_true());
+		json_object_set_new(d, "down_since_ms", json_integer(since));
+		rollout_rollback(e, r, UINT64_C(1) << t, ENGINE_ACTOR, now, v.reason, &v, 0, RB_CHECK,
+		                 rollout_event_list("verdict", d), 0);
 	}
 }
 
@@ -766,7 +848,7 @@ static bool read_shadow_interval(struct rollout_engine *e, struct run *r, size_t
 void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	const struct config_rollout *ro = r->cfg;
-	uint64_t interval = ro->analysis.interval_ms, t0_us;
+	uint64_t interval = rollout_dur(r, ro->analysis.interval_ms), t0_us;
 	struct metrics_cohort_snapshot *dc = NULL, *db = NULL, *cc = NULL, *cb = NULL;
 	struct mirror_snapshot *sd = NULL, *sc = NULL;
 	bool *have = NULL, *have_sh = NULL, all_pass = true, any = false, any_fail = false;
@@ -903,9 +985,10 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			/* judged on the mirror's comparisons, only while a shadow step runs */
 			for (size_t t = 0; t < ro->ntargets; t++) {
 				struct metrics_cohort_snapshot ic, ib, kc, kb;
-				struct check_cumulative cum = {&kc, &kb, r->targets[t].rd.sh_looks};
+				struct check_cumulative cum = {&kc, &kb, r->targets[t].rd.sh_looks,
+				                               0}; /* judge: open horizon */
 
-				if (!have_sh[t] || (c->target && c->target_index != t))
+				if (!have_sh[t] || !config_check_covers(c, t))
 					continue;
 				shadow_cohorts(c->metric, &sd[t], &ic, &ib);
 				shadow_cohorts(c->metric, &sc[t], &kc, &kb);
@@ -925,9 +1008,10 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 				continue; /* no shadow step: not applicable */
 		}
 		for (size_t t = 0; t < ro->ntargets && !shadow_metric(c); t++) {
-			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].rd.step_looks};
+			struct check_cumulative cum = {&cc[t], &cb[t], r->targets[t].rd.step_looks,
+			                               step_horizon(r, interval)}; /* judge */
 
-			if (!have[t] || (c->target && c->target_index != t))
+			if (!have[t] || !config_check_covers(c, t))
 				continue;
 			check_evaluate_cumulative(c, &dc[t], &db[t], &cum, interval, &cur);
 			if (best_t < 0 || rank(cur.outcome) > rank(best.outcome)) {
@@ -996,7 +1080,7 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			json_array_append_new(evs, rollout_event("verdict", d));
 		}
 		if (act < 0 && best.outcome == CHECK_FAIL &&
-		    (uint64_t)cr->fails * interval >= c->for_ms)
+		    (uint64_t)cr->fails * interval >= rollout_dur(r, c->for_ms))
 			act = (int)k;
 	}
 	if (!any && !json_array_size(evs))
@@ -1014,15 +1098,13 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	    r->phase == PHASE_RUNNING && ro->steps[r->step].kind == CONFIG_STEP_ANALYSIS &&
 	    now - (int64_t)interval >= r->step_started_ms)
 		r->analysis_passed = true;
-	if (act >= 0 && ro->analysis.checks[act].on_fail == CONFIG_ON_FAIL_ROLLBACK) {
+	if (act >= 0 && ro->analysis.checks[act].on_fail != CONFIG_ON_FAIL_PAUSE) {
 		const struct config_check *c = &ro->analysis.checks[act];
 		struct check_run *cr = &r->checks[act];
-		int only = c->target ? (int)c->target_index : -1;
 		char why[CHECK_REASON_MAX + 32];
 
 		snprintf(why, sizeof(why), "%s%s", bake ? "during bake: " : "", cr->last.reason);
-		rollout_rollback(e, r, only, ENGINE_ACTOR, now, why, &cr->last, cr->first_fail_ms,
-		                 bake ? RB_BAKE : RB_CHECK, evs, t0_us);
+		check_rollback(e, r, c, now, why, &cr->last, cr->first_fail_ms, bake, evs, t0_us);
 		evs = NULL;
 		goto out;
 	}
@@ -1034,14 +1116,14 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 	if (act >= 0 && r->state == ROLLOUT_PROGRESSING) {
 		const struct config_check *c = &ro->analysis.checks[act];
 		struct check_run *cr = &r->checks[act];
-		int only = c->target ? (int)c->target_index : -1;
 		json_t *x = json_pack("{s:s, s:o}", "check", c->name, "verdict",
 		                      check_verdict_json(&cr->last));
 
-		rollout_pause(e, r, ENGINE_ACTOR, now, cr->last.reason, c->review_ms, only, x);
+		rollout_pause(e, r, ENGINE_ACTOR, now, cr->last.reason, c->review_ms,
+		              check_targets(c), x);
 	}
 	if (srm >= 0 && r->state == ROLLOUT_PROGRESSING) {
-		rollout_pause(e, r, ENGINE_ACTOR, now, srm_why, 0, -1, srm_detail);
+		rollout_pause(e, r, ENGINE_ACTOR, now, srm_why, 0, ALL_TARGETS, srm_detail);
 		srm_detail = NULL;
 	}
 out:

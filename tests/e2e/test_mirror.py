@@ -244,6 +244,37 @@ def test_post_mirrored_when_listed_body_copied_up_to_cap(canaryd, upstream, pyup
     assert upstream_stats(v1)["requests"] == 2
 
 
+def test_copy_completed_when_the_primary_answers_before_the_body(canaryd, upstream, pyup):
+    """demo-upstream answers as soon as it has a request's head.  When the
+    client's body comes only after that answer, the shadow still gets the whole
+    request (issue 17: the copy used to be dropped, never counted, which made
+    the test above fail when Python's body send came a little late)."""
+    import socket
+    v1 = upstream("v1")
+    sh = pyup("v2")
+    port = free_port()
+    d = start(canaryd, config(port, web(
+        v1, sh.port, "{version: v2, percent: 100, methods: [POST], body_cap: 1KiB}"), ""))
+    body = b"z" * 500
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n")
+        got = b""
+        deadline = time.monotonic() + 10
+        while b"\r\n\r\n" not in got and time.monotonic() < deadline:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            got += chunk
+        head = got.split(b"\r\n\r\n", 1)[0].decode().lower()
+        assert head.startswith("http/1.1 200"), got
+        assert "connection: close" in head, head  # the rest of the body ends the connection
+        s.sendall(body)
+    s = wait_compared(d, 1)
+    assert s["counts"]["mirrored"] == 1, s["counts"]
+    assert s["counts"]["matched"] == 1, s["counts"]
+    assert [(m, p, b) for m, p, _, b in sh.requests()] == [("POST", "/early", body)]
+
+
 def test_shadow_head_strips_hop_by_hop_and_adds_forwarding(canaryd, upstream, pyup):
     """The shadow gets the request's end-to-end headers only: no hop-by-hop
     ones, none the Connection header names, the client's X-Canary-Shadow

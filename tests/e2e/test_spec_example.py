@@ -29,11 +29,9 @@ SPEC = os.path.join(SRC, "..", "shared", "SPEC.md")
 # does not accept yet.  Delete an entry when its key is built.
 NOT_BUILT = [
     "listeners[0].tls",                                    # TLS listeners
-    "services.dwcp-manager.versions.v3.health",            # active health checks
     "rollouts.dwcp-manager-v3.steps[1].name",              # named steps
     "rollouts.dwcp-manager-v3.analysis.checks[3].target",  # a check on a set of targets
     "rollouts.dwcp-manager-v3.analysis.checks[3].on_fail",  # on_fail: {rollback_to: ...}
-    "rollouts.dwcp-manager-v3.validate",                   # post-rollout validation windows
     "rollouts.dwcp-manager-v3.notify[0].events[5]",        # the `upcoming` event
     "rollouts.dwcp-manager-v3.notify[0].notice",           # ... and its notice
 ]

@@ -676,15 +676,15 @@ static void test_rollout_errors(void **state)
 	    "targets use set: {TARGET: PERCENT}",
 	    "bad.yaml:24: rollouts.r1.steps[1].set.t9: target \"t9\" is not defined",
 	    "bad.yaml:25: rollouts.r1.steps[2]: expected one of set, weight, shadow, pause, "
-	    "analysis or approval",
-	    "bad.yaml:26: rollouts.r1.steps[3]: only one of set, weight, shadow, pause, analysis "
-	    "or approval per step",
+	    "analysis, approval or preview",
+	    "bad.yaml:26: rollouts.r1.steps[3]: only one of set, weight, shadow, pause, analysis, "
+	    "approval or preview per step",
 	    "bad.yaml:27: rollouts.r1.steps[4].approval.required[1]: token \"ghost\" is not "
 	    "defined in admin.tokens",
 	    "bad.yaml:27: rollouts.r1.steps[4].approval.required[2]: token \"viewer\" cannot "
 	    "approve (needs the approve scope)",
-	    "bad.yaml:29: rollouts.r1.steps[5].for: only set, weight and shadow steps take \"for\" "
-	    "(use pause: DURATION)",
+	    "bad.yaml:29: rollouts.r1.steps[5].for: only set, weight, shadow and preview steps take "
+	    "\"for\" (use pause: DURATION)",
 	    "bad.yaml:30: rollouts.r1.steps[5].not_before: expected \"HH:MMZ\" or an RFC 3339 "
 	    "time, got \"6am\"",
 	    "bad.yaml:31: rollouts.r1.steps[5].window: expected a window like \"Mon-Fri "
@@ -692,6 +692,125 @@ static void test_rollout_errors(void **state)
 	    "bad.yaml:32: rollouts.r1.steps[6].pause: expected a duration like 250ms, 30s, 5m, "
 	    "24h or 14d, got \"soon\"",
 	    "bad.yaml:33: rollouts.r1.steps[7].analysis: an analysis step needs analysis.checks");
+}
+
+/* Issue 16: named steps, check target sets, rollback_to, upcoming/notice, preview. */
+static void test_plan_key_errors(void **state)
+{
+	char yaml[4096];
+
+	(void)state;
+	snprintf(yaml, sizeof(yaml),
+	         "admin:\n"
+	         "  tokens:\n"
+	         "    - {name: ops, secret: s1, scopes: [admin]}\n"
+	         "    - {name: viewer, secret: s2, scopes: [read]}\n"
+	         "%s" /* lines 5-10 */
+	         "rollouts:\n"
+	         "  r:\n"
+	         "    targets:\n"
+	         "      a: {service: web, canary: v2}\n"
+	         "    steps:\n"
+	         "      - {name: p5, set: {a: 5}}\n"
+	         "      - {name: p5, set: {a: 25}}\n"
+	         "      - {name: previous, pause: {}}\n"
+	         "      - preview: {}\n"
+	         "    analysis:\n"
+	         "      checks:\n"
+	         "        - {name: c0, metric: error_rate, max: 0.1, target: [a, b]}\n"
+	         "        - {name: c1, metric: error_rate, max: 0.1, on_fail: {rollback_to: nope}}\n"
+	         "        - {name: c2, metric: error_rate, max: 0.1, on_fail: {rollback_to: p5}}\n"
+	         "        - {name: c3, metric: error_rate, max: 0.1, on_fail: {rollback_to: previous}}\n"
+	         "        - {name: c4, metric: error_rate, max: 0.1, on_fail: {go: p5}}\n"
+	         "        - {name: c5, metric: error_rate, max: 0.1, target: [a, a]}\n"
+	         "    notify:\n"
+	         "      - {webhook: http://h/x, events: [upcoming]}\n"
+	         "      - {webhook: http://h/x, events: [step], notice: 48h}\n"
+	         "      - {webhook: http://h/x, events: [upcoming], notice: 48h}\n",
+	         svc_web);
+	EXPECT(yaml,
+	       "bad.yaml:17: rollouts.r.steps[1].name: duplicate step name \"p5\" (also steps[0])",
+	       "bad.yaml:18: rollouts.r.steps[2].name: \"previous\" is reserved (on_fail: "
+	       "{rollback_to: previous})",
+	       "bad.yaml:19: rollouts.r.steps[3].preview: a preview step needs an override routing "
+	       "to the canary, and service \"web\" (target \"a\") has none "
+	       "(services.web.overrides: [{match: ..., cohort: canary}])",
+	       "bad.yaml:22: rollouts.r.analysis.checks[0].target[1]: target \"b\" is not defined",
+	       "bad.yaml:23: rollouts.r.analysis.checks[1].on_fail.rollback_to: no step is named "
+	       "\"nope\" (name a step with name: or use previous)",
+	       "bad.yaml:24: rollouts.r.analysis.checks[2].on_fail.rollback_to: step \"p5\" "
+	       "(steps[0]) is not before steps[0], the first step where check c2 can act: "
+	       "rollback_to must point backwards",
+	       "bad.yaml:25: rollouts.r.analysis.checks[3].on_fail.rollback_to: previous: there is "
+	       "no traffic step before steps[0], the first step where check c3 can act",
+	       "bad.yaml:26: rollouts.r.analysis.checks[4].on_fail.go: unknown key",
+	       "bad.yaml:26: rollouts.r.analysis.checks[4].on_fail: missing required key "
+	       "\"rollback_to\"",
+	       "bad.yaml:27: rollouts.r.analysis.checks[5].target[1]: target \"a\" is listed twice",
+	       "bad.yaml:29: rollouts.r.notify[0].events: upcoming needs notice: (how long "
+	       "before, e.g. notice: 48h)",
+	       "bad.yaml:30: rollouts.r.notify[1].notice: notice is for the upcoming event: add "
+	       "upcoming to events");
+}
+
+/* The keys of the customer's plan, parsed into the model the engine reads. */
+static void test_plan_keys(void **state)
+{
+	char yaml[4096];
+	struct config_errors errs = {0};
+	struct config *cfg;
+	const struct config_rollout *r;
+
+	(void)state;
+	snprintf(yaml, sizeof(yaml),
+	         "admin:\n"
+	         "  tokens: [{name: ops, secret: s1, scopes: [admin]}]\n"
+	         "services:\n"
+	         "  web:\n"
+	         "    versions: {v1: {endpoints: [127.0.0.1:1]}, v2: {endpoints: [127.0.0.1:2]}}\n"
+	         "    stable: v1\n"
+	         "    overrides: [{match: {header: {x-canary: always}}, cohort: canary}]\n"
+	         "  api:\n"
+	         "    versions: {a1: {endpoints: [127.0.0.1:3]}, a2: {endpoints: [127.0.0.1:4]}}\n"
+	         "    stable: a1\n"
+	         "    overrides: [{match: {header: {x-canary: always}}, version: a2}]\n"
+	         "rollouts:\n"
+	         "  r:\n"
+	         "    targets:\n"
+	         "      w: {service: web, canary: v2}\n"
+	         "      a: {service: api, canary: a2}\n"
+	         "    steps:\n"
+	         "      - {name: warm, set: {w: 0, a: 0}}\n"
+	         "      - {name: blue, preview: {}, for: 1m}\n"
+	         "      - {name: p5, set: {w: 5, a: 5}}\n"
+	         "      - {name: p50, set: {w: 50, a: 50}}\n"
+	         "    analysis:\n"
+	         "      checks:\n"
+	         "        - {name: c0, metric: error_rate, max: 0.1, target: [a, w]}\n"
+	         "        - {name: c1, metric: error_rate, max: 0.1, target: a,\n"
+	         "           on_fail: {rollback_to: previous}}\n"
+	         "    notify: [{webhook: http://h/x, events: [upcoming, step], notice: 48h}]\n");
+	cfg = config_load_string("ok.yaml", yaml, strlen(yaml), &errs);
+	if (!cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(cfg);
+	r = &cfg->rollouts[0];
+	assert_int_equal(r->steps[1].kind, CONFIG_STEP_PREVIEW);
+	assert_int_equal(r->steps[1].for_ms, 60000);
+	assert_string_equal(r->steps[1].name, "blue");
+	assert_string_equal(r->steps[3].name, "p50");
+	assert_int_equal(r->analysis.checks[0].target_mask, 3);
+	assert_true(config_check_covers(&r->analysis.checks[0], 1));
+	assert_int_equal(r->analysis.checks[1].target_mask, 2);
+	assert_false(config_check_covers(&r->analysis.checks[1], 0));
+	assert_int_equal(r->analysis.checks[1].target_index, 1);
+	assert_int_equal(r->analysis.checks[1].on_fail, CONFIG_ON_FAIL_ROLLBACK_TO);
+	assert_true(r->analysis.checks[1].rollback_previous);
+	assert_int_equal(r->notify[0].notice_ms, 48 * 3600 * 1000);
+	assert_true(r->notify[0].events & CONFIG_EVENT_UPCOMING);
+	assert_true(r->notify[0].events & CONFIG_EVENT_STEP);
+	config_free(cfg);
+	config_errors_release(&errs);
 }
 
 static void test_check_errors(void **state)
@@ -761,8 +880,8 @@ static void test_check_errors(void **state)
 	    "(exclusive), like 0.99",
 	    "bad.yaml:25: rollouts.r.analysis.checks[2].test.method: sequential tests compare "
 	    "rates: use error_rate, success_rate or a shadow rate",
-	    "bad.yaml:26: rollouts.r.analysis.checks[2].on_fail: expected rollback or pause, got "
-	    "\"panic\"",
+	    "bad.yaml:26: rollouts.r.analysis.checks[2].on_fail: expected rollback, pause or "
+	    "{rollback_to: previous | STEP_NAME}, got \"panic\"",
 	    "bad.yaml:31: rollouts.r.analysis.checks[3].min_samples: must be an integer between 0 "
 	    "and 1000000000",
 	    "bad.yaml:34: rollouts.r.analysis.checks[4].test.method: mann-whitney compares "
@@ -776,7 +895,7 @@ static void test_check_errors(void **state)
 	    "\"hooks\"",
 	    "bad.yaml:41: rollouts.r.notify[0].events[1]: unknown event \"boom\" (started, step, "
 	    "paused, resumed, approval_needed, approved, verdict, rollback, completed, failed, "
-	    "aborted)",
+	    "aborted, upcoming, validation_passed, validation_failed)",
 	    "bad.yaml:42: rollouts.r.bake: expected a duration like 250ms, 30s, 5m, 24h or 14d, "
 	    "got \"1y\"");
 }
@@ -1693,6 +1812,8 @@ int main(void)
 	    cmocka_unit_test(test_flag_errors),
 	    cmocka_unit_test(test_rollout_errors),
 	    cmocka_unit_test(test_check_errors),
+	    cmocka_unit_test(test_plan_key_errors),
+	    cmocka_unit_test(test_plan_keys),
 	    cmocka_unit_test(test_target_owned_twice),
 	    cmocka_unit_test(test_syntax_errors),
 	    cmocka_unit_test(test_anchors_and_aliases),

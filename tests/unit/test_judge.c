@@ -284,7 +284,7 @@ static void test_check_sequential(void **state)
 {
 	struct config_check c = seq_check(0.005);
 	struct metrics_cohort_snapshot a, b, ca, cb;
-	struct check_cumulative cum = {&ca, &cb, 7};
+	struct check_cumulative cum = {&ca, &cb, 7, 0};
 	struct check_verdict v;
 	json_t *j, *t;
 
@@ -367,7 +367,7 @@ static void test_check_mann_whitney(void **state)
 {
 	struct config_check c;
 	static struct metrics_cohort_snapshot a, b, ca, cb;
-	struct check_cumulative cum = {&ca, &cb, 3};
+	struct check_cumulative cum = {&ca, &cb, 3, 0};
 	struct check_verdict v;
 	json_t *j, *t;
 

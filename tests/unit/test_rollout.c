@@ -1921,6 +1921,310 @@ static void test_rollback_while_the_store_is_away(void **state)
 	env_close(&v);
 }
 
+
+/* --- issue 16: the customer's plan ------------------------------------------------- */
+
+static const char *plan_yaml =
+    "  plan:\n"
+    "    targets:\n"
+    "      t-web: {service: web, canary: v2}\n"
+    "      t-api: {service: api, canary: a2}\n"
+    "      t-pay: {service: pay, canary: p2}\n"
+    "    steps:\n"
+    "      - {name: dark, set: {t-web: 0, t-api: 0, t-pay: 0}}\n"
+    "      - {name: p10, set: {t-web: 10, t-api: 10, t-pay: 10}, for: 20s}\n"
+    "      - {name: p50, set: {t-web: 50, t-api: 50, t-pay: 50}, for: 20s}\n"
+    "      - pause: {}\n"
+    "      - set: {t-web: 100, t-api: 100, t-pay: 100}\n"
+    "    analysis:\n"
+    "      interval: 10s\n"
+    "      checks:\n"
+    "        - {name: integration, metric: error_rate, max: 0.03, target: [t-api, t-pay],\n"
+    "           on_fail: ";
+
+static void plan_open(struct env *v, const char *on_fail)
+{
+	char y[2048];
+
+	snprintf(y, sizeof(y), "%s%s}\n", plan_yaml, on_fail);
+	env_open(v, y);
+}
+
+/* Ticks one second with traffic on all three services; api's canary errs at err/100. */
+static void plan_drive(struct env *v, int seconds, uint64_t api_err)
+{
+	for (int i = 0; i < seconds; i++) {
+		traffic("web", 100, 0, 100, 0);
+		traffic("api", 100, api_err, 100, 0);
+		traffic("pay", 100, 0, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v->e, F.now);
+	}
+}
+
+/* Named steps: in rollout.step events, the live view and the plan. */
+static void test_named_steps(void **state)
+{
+	struct env v;
+	json_t *d, *j;
+
+	(void)state;
+	plan_open(&v, "rollback");
+	assert_int_equal(ctl(&v, "plan", ROLLOUT_START, "ops"), 0);
+	assert_int_equal(events(&v, "plan", "rollout.step", &d), 2);
+	assert_string_equal(json_string_value(json_object_get(d, "step_name")), "p10");
+	json_decref(d);
+	j = rollout_engine_json(v.e, "plan");
+	assert_string_equal(json_string_value(json_object_get(json_object_get(j, "step"), "name")),
+	                    "p10");
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_array_get(json_object_get(j, "plan"), 2), "name")),
+	                    "p50");
+	assert_null(json_object_get(json_array_get(json_object_get(j, "plan"), 3), "name"));
+	assert_true(json_is_null(json_object_get(j, "rehearsal")));
+	json_decref(j);
+	plan_drive(&v, 25, 0);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 2);
+	assert_int_equal(events(&v, "plan", "rollout.step.passed", &d), 2);
+	assert_string_equal(json_string_value(json_object_get(d, "step_name")), "p10");
+	json_decref(d);
+	assert_int_equal(events(&v, "plan", "rollout.step", &d), 3);
+	assert_string_equal(json_string_value(json_object_get(d, "step_name")), "p50");
+	json_decref(d);
+	env_close(&v);
+}
+
+/* target: [t-api, t-pay]: a failure rolls back both; t-web keeps its weight. */
+static void test_target_set_rollback(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	plan_open(&v, "rollback");
+	assert_int_equal(ctl(&v, "plan", ROLLOUT_START, "ops"), 0);
+	/* web is not in the check's set: its errors are not the check's */
+	for (int i = 0; i < 10; i++) {
+		traffic("web", 100, 10, 100, 0);
+		traffic("api", 100, 0, 100, 0);
+		traffic("pay", 100, 0, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(events(&v, "plan", "rollout.rollback", NULL), 0);
+	assert_int_equal(last_weight("api"), 10000);
+	plan_drive(&v, 10, 10); /* api's canary: 10% errors */
+	assert_int_equal(last_weight("api"), 0);
+	assert_int_equal(last_weight("pay"), 0);
+	assert_int_equal(last_weight("web"), 10000);
+	assert_int_equal(rollout_engine_state(v.e, "plan"), ROLLOUT_PROGRESSING);
+	assert_string_equal(rollout_engine_owner(v.e, "web"), "plan");
+	assert_null(rollout_engine_owner(v.e, "pay"));
+	assert_int_equal(events(&v, "plan", "rollout.rollback", &d), 1);
+	assert_int_equal(json_array_size(json_object_get(d, "targets")), 2);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(d, "targets"), 0)),
+	                    "t-api");
+	assert_string_equal(json_string_value(json_array_get(json_object_get(d, "targets"), 1)),
+	                    "t-pay");
+	json_decref(d);
+	env_close(&v);
+}
+
+/*
+ * on_fail: {rollback_to: previous} at p50: t-api and t-pay back to p10's
+ * 10%, t-web stays at 50%, paused at step p10 with the full pipeline; a
+ * restart re-applies those weights; resume goes on from p10.
+ */
+static void test_partial_rollback_previous(void **state)
+{
+	struct env v;
+	json_t *d, *j;
+	struct buf b;
+
+	(void)state;
+	plan_open(&v, "{rollback_to: previous}");
+	assert_int_equal(ctl(&v, "plan", ROLLOUT_START, "ops"), 0);
+	plan_drive(&v, 25, 0);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 2);
+	assert_int_equal(last_weight("api"), 50000);
+	plan_drive(&v, 10, 10);
+	assert_int_equal(rollout_engine_state(v.e, "plan"), ROLLOUT_PAUSED);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 1);
+	assert_int_equal(last_weight("api"), 10000);
+	assert_int_equal(last_weight("pay"), 10000);
+	assert_int_equal(last_weight("web"), 50000);
+	assert_int_equal(events(&v, "plan", "rollout.rollback", &d), 1);
+	assert_true(json_is_true(json_object_get(d, "partial")));
+	assert_string_equal(json_string_value(json_object_get(d, "rollback_to")), "p10");
+	assert_string_equal(json_string_value(json_object_get(d, "class")), "partial");
+	assert_true(json_number_value(json_object_get(json_object_get(d, "weights"), "t-api")) ==
+	            10.0);
+	assert_null(json_object_get(json_object_get(d, "weights"), "t-web"));
+	assert_true(json_integer_value(json_object_get(d, "time_to_detect_ms")) > 0);
+	json_decref(d);
+	assert_int_equal(events(&v, "plan", "rollout.mitigated", NULL), 1);
+	buf_init(&b, 1 << 20);
+	assert_int_equal(rollout_engine_write_prometheus(v.e, &b), 0);
+	buf_append(&b, "", 1);
+	assert_non_null(strstr(
+	    (char *)b.data, "canaryd_rollbacks_total{rollout=\"plan\",reason=\"partial\"} 1"));
+	buf_release(&b);
+	/* a restart mid-pipeline: the partial weights are applied again, still paused */
+	F.ncalls = 0;
+	env_restart(&v);
+	assert_int_equal(rollout_engine_state(v.e, "plan"), ROLLOUT_PAUSED);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 1);
+	assert_int_equal(last_weight("api"), 10000);
+	assert_int_equal(last_weight("web"), 50000);
+	plan_drive(&v, 40, 0); /* drain (30 s) and the rest of the pipeline, healthy */
+	assert_int_equal(events(&v, "plan", "rollout.rollback.finished", NULL), 1);
+	j = rollout_engine_json(v.e, "plan");
+	assert_false(json_is_true(json_object_get(
+	    json_array_get(json_object_get(j, "targets"), 1), "rolled_back")));
+	json_decref(j);
+	/* resumed: p10 passes on fresh evidence, then p50 raises every target again */
+	assert_int_equal(ctl(&v, "plan", ROLLOUT_RESUME, "ops"), 0);
+	plan_drive(&v, 10, 0);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 2);
+	assert_int_equal(last_weight("api"), 50000);
+	assert_int_equal(last_weight("pay"), 50000);
+	assert_int_equal(rollout_engine_state(v.e, "plan"), ROLLOUT_PROGRESSING);
+	env_close(&v);
+}
+
+/* rollback_to a named step before the check acts: weights back to it, paused there. */
+static void test_partial_rollback_named(void **state)
+{
+	struct env v;
+
+	(void)state;
+	env_open(&v, "  named:\n"
+	             "    targets:\n"
+	             "      t-web: {service: web, canary: v2}\n"
+	             "      t-api: {service: api, canary: a2}\n"
+	             "    steps:\n"
+	             "      - {name: web-first, set: {t-web: 20, t-api: 0}, for: 20s}\n"
+	             "      - {name: both, set: {t-web: 40, t-api: 40}, for: 20s}\n"
+	             "      - set: {t-web: 100, t-api: 100}\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks:\n"
+	             "        - {name: api, metric: error_rate, max: 0.03, target: t-api,\n"
+	             "           on_fail: {rollback_to: web-first}}\n");
+	assert_int_equal(ctl(&v, "named", ROLLOUT_START, "ops"), 0);
+	for (int i = 0; i < 25; i++) {
+		traffic("web", 100, 0, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(rollout_engine_step(v.e, "named"), 1);
+	for (int i = 0; i < 20 && rollout_engine_state(v.e, "named") == ROLLOUT_PROGRESSING;
+	     i++) {
+		traffic("web", 100, 0, 100, 0);
+		traffic("api", 100, 10, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(rollout_engine_state(v.e, "named"), ROLLOUT_PAUSED);
+	assert_int_equal(rollout_engine_step(v.e, "named"), 0);
+	assert_int_equal(last_weight("api"), 0);
+	assert_int_equal(last_weight("web"), 40000); /* not in the check's set */
+	env_close(&v);
+}
+
+/* --rehearse 600: a 1h step takes 6 s, a 10m interval 1 s, a 12:00Z gate 2h/600 after start. */
+static void test_rehearsal(void **state)
+{
+	struct env v;
+	char msg[256];
+	json_t *d, *j;
+	int64_t t0;
+
+	(void)state;
+	env_open(&v, "  rh:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps:\n"
+	             "      - {weight: 10, for: 1h}\n"
+	             "      - {weight: 50, not_before: \"12:00Z\"}\n"
+	             "      - weight: 100\n"
+	             "    analysis:\n"
+	             "      interval: 10m\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
+	assert_int_equal(rollout_engine_start(v.e, "rh", -1, "ops", F.now, msg, sizeof(msg)),
+	                 -EINVAL);
+	assert_int_equal(rollout_engine_state(v.e, "rh"), ROLLOUT_IDLE);
+	t0 = F.now; /* 10:00Z */
+	assert_int_equal(rollout_engine_start(v.e, "rh", 600, "ops", F.now, msg, sizeof(msg)), 0);
+	assert_non_null(strstr(msg, "REHEARSAL"));
+	drive(&v, 5, "web", 100, 0);
+	assert_int_equal(rollout_engine_step(v.e, "rh"), 0);
+	drive(&v, 2, "web", 100, 0); /* 6 s = 1h / 600, with a 1 s (10m / 600) interval */
+	assert_int_equal(rollout_engine_step(v.e, "rh"), 1);
+	j = rollout_engine_json(v.e, "rh");
+	assert_true(json_number_value(json_object_get(j, "rehearsal")) == 600.0);
+	/* the gate: 12:00Z is 2h after the start on the plan's clock = 12 s */
+	assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "step"), "gate_at")),
+	                 t0 + 12000);
+	json_decref(j);
+	while (F.now < t0 + 11000)
+		drive(&v, 1, "web", 100, 0);
+	assert_int_equal(events(&v, "rh", "rollout.step", NULL), 1);
+	drive(&v, 2, "web", 100, 0);
+	assert_int_equal(events(&v, "rh", "rollout.step", &d), 2);
+	assert_true(json_number_value(json_object_get(d, "rehearsal")) == 600.0);
+	json_decref(d);
+	/* every event says so, and a restart keeps the speed */
+	assert_int_equal(events(&v, "rh", "rollout.started", &d), 1);
+	assert_true(json_number_value(json_object_get(d, "rehearsal")) == 600.0);
+	json_decref(d);
+	env_restart(&v);
+	drive(&v, 8, "web", 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "rh"), ROLLOUT_COMPLETED);
+	assert_int_equal(events(&v, "rh", "rollout.completed", &d), 1);
+	assert_true(json_number_value(json_object_get(d, "rehearsal")) == 600.0);
+	json_decref(d);
+	env_close(&v);
+}
+
+/* notice: 48h before an approval gate reachable when a 72h step ends: once, across restarts. */
+static void test_upcoming_notice(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, "  up:\n"
+	             "    target: {service: web, canary: v2}\n"
+	             "    steps:\n"
+	             "      - {name: p5, weight: 5, for: 72h, require_evidence: false}\n"
+	             "      - {name: gate, approval: {required: [alice]}}\n"
+	             "      - weight: 100\n"
+	             "    notify: [{webhook: http://127.0.0.1:1/x, events: [upcoming], "
+	             "notice: 48h}]\n");
+	assert_int_equal(ctl(&v, "up", ROLLOUT_START, "ops"), 0);
+	for (int h = 0; h < 23; h++) {
+		F.now += 3600 * 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(events(&v, "up", "rollout.upcoming", NULL), 0);
+	F.now += 3600 * 1000; /* 24h: the gate is 48h away */
+	rollout_engine_tick(v.e, F.now);
+	assert_int_equal(events(&v, "up", "rollout.upcoming", &d), 1);
+	assert_int_equal(json_integer_value(json_object_get(d, "step")), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "step_name")), "gate");
+	assert_string_equal(json_string_value(json_object_get(d, "what")), "approval gate");
+	assert_int_equal(json_integer_value(json_object_get(d, "opens_at_ms")),
+	                 T0 + 72 * 3600 * 1000);
+	json_decref(d);
+	env_restart(&v);
+	for (int h = 0; h < 10; h++) {
+		F.now += 3600 * 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(events(&v, "up", "rollout.upcoming", NULL), 1);
+	env_close(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1955,6 +2259,12 @@ int main(void)
 	    cmocka_unit_test(test_control_error_codes),
 	    cmocka_unit_test(test_rollback_while_the_store_is_away),
 	    cmocka_unit_test(test_remote_reload),
+	    cmocka_unit_test(test_named_steps),
+	    cmocka_unit_test(test_target_set_rollback),
+	    cmocka_unit_test(test_partial_rollback_previous),
+	    cmocka_unit_test(test_partial_rollback_named),
+	    cmocka_unit_test(test_rehearsal),
+	    cmocka_unit_test(test_upcoming_notice),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,0 +1,28 @@
+/*
+ * transport_pick.c - the proxy's transport choosers (transport_pick.h).
+ */
+#include "proxy/transport_pick.h"
+
+#include "net/tls.h"
+
+int proxy_transport_accept(const struct proxy_listener *l, int fd, struct transport *t)
+{
+	if (l && l->tls)
+		return tls_server_accept(l->tls, fd, t);
+	transport_plain_init(t, fd);
+	return 0;
+}
+
+int proxy_transport_upstream(const struct proxy_version *v, const struct proxy_endpoint *e, int fd,
+                             struct transport *t)
+{
+	if (v && v->tls)
+		return tls_client_connect(v->tls, e->name, fd, t);
+	transport_plain_init(t, fd);
+	return 0;
+}
+
+int proxy_transport_reusable(const struct proxy_version *v, const struct transport *t)
+{
+	return tls_transport_is_tls(t) == (v && v->tls != NULL);
+}

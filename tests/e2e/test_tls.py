@@ -1,0 +1,515 @@
+"""TLS end to end (issue 17 section 2, docs/tls.md): TLS listeners with SNI
+choosing the certificate, old protocol versions refused, bad handshakes kept
+away from the upstream, a slow handshake not blocking anyone, certificates
+reloaded on SIGHUP while open connections go on; upstream TLS with
+verification on and off; the admin API and canaryctl over TLS; config errors
+naming file:line:path.
+
+Certificates are made by the tests with the openssl CLI (a CA, a.test, b.test,
+a re-issued a.test, and a second CA nobody trusts).  Clients are Python's ssl
+module and curl.  Every wait is bounded."""
+import http.client as httpclient
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from conftest import (ADMIN_TOKEN, BASE_ADMIN, bin_path, free_port, http, wait_until)
+
+OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
+
+
+# --------------------------------------------------------------------------
+# certificates
+
+
+def _run(*argv):
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, f"{' '.join(argv)}: {r.stderr}"
+
+
+def _ca(d, name):
+    _run(OPENSSL, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.crt", "-days", "2",
+         "-subj", f"/CN=canaryd e2e {name}")
+
+
+def _leaf(d, name, cn, ca="ca", ip=True):
+    _run(OPENSSL, "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", f"{d}/{name}.key", "-out", f"{d}/{name}.csr", "-subj", f"/CN={cn}")
+    san = f"DNS:{cn}" + (",IP:127.0.0.1" if ip else "")
+    with open(f"{d}/{name}.ext", "w") as f:
+        f.write(f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n")
+    _run(OPENSSL, "x509", "-req", "-in", f"{d}/{name}.csr", "-CA", f"{d}/{ca}.crt", "-CAkey",
+         f"{d}/{ca}.key", "-CAcreateserial", "-out", f"{d}/{name}.crt", "-days", "2",
+         "-extfile", f"{d}/{name}.ext")
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory):
+    d = str(tmp_path_factory.mktemp("certs"))
+    _ca(d, "ca")
+    _ca(d, "otherca")
+    _leaf(d, "a", "a.test")
+    _leaf(d, "b", "b.test")
+    _leaf(d, "a2", "a.test")  # a.test again: another key and serial (the reload)
+    return d
+
+
+# --------------------------------------------------------------------------
+# clients
+
+
+def client_ctx(cafile=None, verify=True):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False  # the tests look at the certificate themselves
+    if verify:
+        ctx.load_verify_locations(cafile)
+    else:
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def tls_connect(port, sni, ctx, timeout=5.0):
+    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        return ctx.wrap_socket(raw, server_hostname=sni)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def peer_cn(s):
+    subject = dict(x[0] for x in s.getpeercert()["subject"])
+    return subject["commonName"]
+
+
+def roundtrip(s, host="x", path="/", timeout=5.0):
+    """One keep-alive GET on socket s; (status, body)."""
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\r\n\r\n" not in buf:
+        assert time.monotonic() < deadline, "no response head"
+        b = s.recv(65536)
+        assert b, f"connection closed before the head: {buf!r}"
+        buf += b
+    head, _, body = buf.partition(b"\r\n\r\n")
+    m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+    assert m, head
+    n = int(m.group(1))
+    while len(body) < n:
+        assert time.monotonic() < deadline, "short body"
+        b = s.recv(65536)
+        assert b, "connection closed inside the body"
+        body += b
+    return int(head.split(b" ", 2)[1]), body[:n]
+
+
+def closed_without_http(port, data, timeout=5.0):
+    """Sends data to port; returns what came back once the server closed."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        got = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                b = s.recv(65536)
+            except ConnectionResetError:
+                return got
+            if not b:
+                return got
+            got += b
+        raise AssertionError(f"the server kept the connection open (got {got!r})")
+
+
+def upstream_requests(port):
+    st, _, body = http("GET", f"http://127.0.0.1:{port}/_upstream/stats")
+    assert st == 200
+    return json.loads(body)["requests"]
+
+
+def listener_config(port, cert_yaml, upstream_port, extra=""):
+    return f"""listeners:
+  - name: public
+    listen: 127.0.0.1:{port}
+    tls:
+      certs:
+{cert_yaml}{extra}
+    routes:
+      - service: web
+services:
+  web:
+    versions:
+      v1: {{endpoints: [127.0.0.1:{upstream_port}]}}
+    stable: v1
+"""
+
+
+def esc(body):
+    """body for the canaryd fixture, which .format()s it: braces kept as written."""
+    return body.replace("{", "{{").replace("}", "}}")
+
+
+def certs_yaml(d, names):
+    return "".join(f"        - {{cert: {d}/{n}.crt, key: {d}/{n}.key}}\n" for n in names)
+
+
+# --------------------------------------------------------------------------
+# listeners
+
+
+def test_sni_picks_the_certificate_and_unknown_or_absent_sni_gets_the_default(
+        canaryd, upstream, certs):
+    up = upstream("v1")
+    port = free_port()
+    canaryd(esc(listener_config(port, certs_yaml(certs, ["a", "b"]), up)))
+    ctx = client_ctx(f"{certs}/ca.crt")
+    for sni, want in [("a.test", "a.test"), ("b.test", "b.test"), ("B.Test", "b.test"),
+                      ("c.test", "a.test"), (None, "a.test")]:
+        with tls_connect(port, sni, ctx) as s:
+            assert peer_cn(s) == want, f"SNI {sni!r}"
+            assert s.selected_alpn_protocol() is None  # the client offered none
+            st, body = roundtrip(s)
+            assert st == 200 and b'"version":"v1"' in body
+    # ALPN: http/1.1 chosen among what the client offers
+    actx = client_ctx(f"{certs}/ca.crt")
+    actx.set_alpn_protocols(["h2", "http/1.1"])
+    with tls_connect(port, "b.test", actx) as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+    # curl, verifying the chain and the name
+    for name in ("a.test", "b.test"):
+        r = subprocess.run(["curl", "-sS", "--cacert", f"{certs}/ca.crt", "--resolve",
+                            f"{name}:{port}:127.0.0.1", "-w", "\n%{http_code}",
+                            f"https://{name}:{port}/hello"],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.endswith("\n200") and '"path":"/hello"' in r.stdout
+    assert upstream_requests(up) == 5 + 2
+
+
+def test_tls_1_0_and_1_1_refused_and_min_version_1_3(canaryd, upstream, certs):
+    up = upstream("v1")
+    port, port13 = free_port(), free_port()
+    body = listener_config(port, certs_yaml(certs, ["a"]), up)
+    body = body.replace("services:", f"""  - name: strict
+    listen: 127.0.0.1:{port13}
+    tls:
+      certs:
+{certs_yaml(certs, ["a"])}      min_version: 1.3
+    routes:
+      - service: web
+services:""")
+    canaryd(esc(body))
+    for top in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.TLSv1_1):
+        old = client_ctx(verify=False)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = top
+        old.set_ciphers("DEFAULT:@SECLEVEL=0")  # so it is the server that refuses
+        with pytest.raises(ssl.SSLError):
+            tls_connect(port, "a.test", old).close()
+    tls12 = client_ctx(verify=False)
+    tls12.maximum_version = ssl.TLSVersion.TLSv1_2
+    with tls_connect(port, "a.test", tls12) as s:
+        assert s.version() == "TLSv1.2"
+        assert roundtrip(s)[0] == 200
+    with pytest.raises(ssl.SSLError):
+        tls_connect(port13, "a.test", tls12).close()
+    with tls_connect(port13, "a.test", client_ctx(verify=False)) as s:
+        assert s.version() == "TLSv1.3"
+        assert roundtrip(s)[0] == 200
+    assert upstream_requests(up) == 2
+
+
+def test_bad_handshakes_never_reach_the_upstream_and_are_closed(canaryd, upstream, certs):
+    up = upstream("v1")
+    port = free_port()
+    canaryd(esc(listener_config(port, certs_yaml(certs, ["a"]), up)))
+    for junk in (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+                 b"\x16\x03\x01\x00\x10" + b"\x00" * 16,  # a record that is no ClientHello
+                 bytes(range(256)) * 4):
+        got = closed_without_http(port, junk)
+        assert b"HTTP/" not in got, got
+    # a client that does not trust the certificate gives up mid-handshake
+    with pytest.raises(ssl.SSLError):
+        tls_connect(port, "a.test", client_ctx(f"{certs}/otherca.crt")).close()
+    # the listener still serves, and only that request reached the upstream
+    with tls_connect(port, "a.test", client_ctx(f"{certs}/ca.crt")) as s:
+        assert roundtrip(s)[0] == 200
+    assert upstream_requests(up) == 1
+
+
+def test_a_slow_handshake_does_not_block_other_clients(canaryd, upstream, certs):
+    up = upstream("v1")
+    port = free_port()
+    canaryd(esc(listener_config(port, certs_yaml(certs, ["a"]), up)))  # workers: 1
+    silent = socket.create_connection(("127.0.0.1", port), timeout=5)
+    partial = socket.create_connection(("127.0.0.1", port), timeout=5)
+    partial.sendall(b"\x16\x03\x01")  # the start of a record header, then nothing
+    try:
+        ctx = client_ctx(f"{certs}/ca.crt")
+        for _ in range(3):
+            with tls_connect(port, "a.test", ctx, timeout=5) as s:
+                assert roundtrip(s)[0] == 200
+    finally:
+        silent.close()
+        partial.close()
+    assert upstream_requests(up) == 3
+
+
+def _serial(port, ctx):
+    with tls_connect(port, "a.test", ctx) as s:
+        return s.getpeercert()["serialNumber"]
+
+
+def test_sighup_reload_serves_new_certificate_to_new_connections_old_ones_go_on(
+        canaryd, upstream, certs, tmp_path):
+    up = upstream("v1")
+    port = free_port()
+    live = tmp_path / "live"
+    live.mkdir()
+    shutil.copy(f"{certs}/a.crt", live / "srv.crt")
+    shutil.copy(f"{certs}/a.key", live / "srv.key")
+    d = canaryd(esc(listener_config(
+        port, f"        - {{cert: {live}/srv.crt, key: {live}/srv.key}}\n", up)))
+    ctx = client_ctx(f"{certs}/ca.crt")
+    first = _serial(port, ctx)
+    kept = tls_connect(port, "a.test", ctx, timeout=10)
+    try:
+        assert roundtrip(kept)[0] == 200
+        shutil.copy(f"{certs}/a2.crt", live / "srv.crt")
+        shutil.copy(f"{certs}/a2.key", live / "srv.key")
+        d.proc.signal(signal.SIGHUP)
+        second = wait_until(lambda: (lambda s: s != first and s)(_serial(port, ctx)), 10,
+                            what="the re-issued certificate on a new connection")
+        # the connection opened before the reload is still up and served
+        for _ in range(2):
+            assert roundtrip(kept)[0] == 200
+        assert kept.getpeercert()["serialNumber"] == first
+
+        # a reload whose key does not match keeps the running certificates
+        shutil.copy(f"{certs}/b.key", live / "srv.key")
+        d.proc.signal(signal.SIGHUP)
+
+        def failed():
+            st, doc = d.get("/v1/events?limit=1000")
+            evs = doc["events"] if isinstance(doc, dict) else doc
+            return [e for e in evs if e["kind"] == "config.reload_failed"]
+
+        ev = wait_until(failed, 10, what="config.reload_failed")
+        assert "does not match the certificate" in json.dumps(ev[-1])
+        assert _serial(port, ctx) == second
+        assert roundtrip(kept)[0] == 200
+    finally:
+        kept.close()
+    assert upstream_requests(up) == 4
+
+
+# --------------------------------------------------------------------------
+# upstream TLS
+
+
+class _TLSUpstream:
+    """An HTTPS upstream in a thread, serving a.test's certificate."""
+
+    def __init__(self, certs):
+        self.requests = 0
+        self.sni = []
+        outer = self
+
+        class H(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self):
+                outer.requests += 1
+                body = b"from-tls-upstream"
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *a):
+                pass
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(f"{certs}/a.crt", f"{certs}/a.key")
+        ctx.sni_callback = lambda sock, name, c: self.sni.append(name) and None
+        self.srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.srv.daemon_threads = True
+        self.srv.socket = ctx.wrap_socket(self.srv.socket, server_side=True,
+                                          do_handshake_on_connect=False)
+        self.port = self.srv.server_address[1]
+        self.t = threading.Thread(target=self.srv.serve_forever, daemon=True)
+        self.t.start()
+
+    def close(self):
+        self.srv.shutdown()
+        self.srv.server_close()
+
+
+def _get(port, host, timeout=10):
+    c = httpclient.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", "/", headers={"Host": host})
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def test_upstream_tls_verification_on_and_off(canaryd, certs):
+    up = _TLSUpstream(certs)
+    try:
+        port = free_port()
+        ep = f"127.0.0.1:{up.port}"
+        cases = {
+            # service: (its tls:, expected status)
+            "good": (f"{{ca: {certs}/ca.crt, sni: a.test}}", 200),
+            "byip": (f"{{ca: {certs}/ca.crt}}", 200),  # no name: the IP SAN is checked
+            "wrongca": (f"{{ca: {certs}/otherca.crt, sni: a.test}}", 502),
+            "wrongname": (f"{{ca: {certs}/ca.crt, sni: b.test}}", 502),
+            "noverify": (f"{{verify: false, ca: {certs}/otherca.crt, sni: b.test}}", 200),
+            "plain": (None, 502),  # plain HTTP to a TLS port
+        }
+        routes = "".join(f"      - match: {{host: {s}.test}}\n        service: {s}\n"
+                         for s in cases)
+        services = "".join(
+            f"  {s}:\n    versions:\n      v1: {{endpoints: [{ep}]"
+            + (f", tls: {t}" if t else "") + "}\n    stable: v1\n"
+            for s, (t, _) in cases.items())
+        canaryd(esc(f"""listeners:
+  - name: public
+    listen: 127.0.0.1:{port}
+    routes:
+{routes}services:
+{services}"""))
+        for s, (_, want) in cases.items():
+            st, body = _get(port, f"{s}.test")
+            assert st == want, (s, st, body)
+            if want == 200:
+                assert body == b"from-tls-upstream"
+        assert up.requests == 3
+        assert up.sni.count("a.test") >= 1 and up.sni.count("b.test") >= 1
+        assert None in up.sni  # byip: an IP address is never sent as SNI
+    finally:
+        up.close()
+
+
+# --------------------------------------------------------------------------
+# admin API and canaryctl
+
+
+def test_admin_api_and_canaryctl_over_tls(canaryd, certs):
+    header = BASE_ADMIN.replace("  tokens:", f"""  tls:
+    certs: [{{{{cert: {certs}/a.crt, key: {certs}/a.key}}}}]
+  tokens:""")
+    d = canaryd(header, header=False, wait=False)
+    url = f"https://127.0.0.1:{d.admin_port}"
+    ctx = client_ctx(f"{certs}/ca.crt")
+
+    def healthy():
+        assert d.proc.alive(), d.proc.output()
+        c = httpclient.HTTPSConnection("127.0.0.1", d.admin_port, context=ctx, timeout=2)
+        try:
+            c.request("GET", "/v1/health")
+            return c.getresponse().status == 200
+        finally:
+            c.close()
+
+    wait_until(healthy, 10, what="admin over TLS")
+    # the bearer token travels inside TLS only: plain HTTP gets no HTTP answer
+    assert b"HTTP/" not in closed_without_http(d.admin_port, b"GET /v1/health HTTP/1.1\r\n"
+                                                             b"Host: x\r\n\r\n")
+    ctl = [bin_path("canaryctl"), "--server", url, "--token", ADMIN_TOKEN]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CANARYD_")}
+    r = subprocess.run(ctl + ["--cacert", f"{certs}/ca.crt", "-o", "json", "status"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "ok"
+    r = subprocess.run(ctl + ["status"], env=dict(env, CANARYD_CACERT=f"{certs}/ca.crt"),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run(ctl + ["status"], env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "certificate" in r.stderr.lower(), r.stderr
+    r = subprocess.run(ctl + ["--cacert", f"{certs}/otherca.crt", "status"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1, r.stdout
+
+
+# --------------------------------------------------------------------------
+# configuration errors
+
+
+def test_check_reports_tls_errors_with_file_line_and_path(certs, tmp_path):
+    cfg = tmp_path / "canaryd.yaml"
+    cfg.write_text(f"""listeners:
+  - name: public
+    listen: 127.0.0.1:{free_port()}
+    tls:
+      certs:
+        - {{cert: {certs}/a.crt, key: {certs}/b.key}}
+        - {{cert: {tmp_path}/missing.crt, key: {certs}/a.key}}
+        - {{cert: {certs}/a.key, key: {certs}/a.key}}
+    routes:
+      - service: web
+  - name: old
+    listen: 127.0.0.1:{free_port()}
+    tls:
+      certs: [{{cert: {certs}/a.crt, key: {certs}/a.key}}]
+      min_version: 1.1
+      alpn: [h2]
+    routes:
+      - service: web
+services:
+  web:
+    versions:
+      v1:
+        endpoints: [127.0.0.1:1]
+        tls: {{ca: {tmp_path}/missing-ca.pem}}
+    stable: v1
+""")
+    r = subprocess.run([bin_path("canaryd"), "--check", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    out = r.stdout + r.stderr
+    want = [
+        (15, "listeners[1].tls.min_version", "TLS 1.1 is not supported"),
+        (16, "listeners[1].tls.alpn[0]", 'unknown ALPN protocol "h2"'),
+    ]
+    for line, path, msg in want:
+        assert re.search(rf"canaryd\.yaml:{line}: {re.escape(path)}: .*{re.escape(msg)}",
+                         out), (path, out)
+    # the files are checked once the shape is right
+    cfg.write_text(cfg.read_text().replace("min_version: 1.1", "min_version: 1.2")
+                   .replace("alpn: [h2]", "alpn: [http/1.1]"))
+    r = subprocess.run([bin_path("canaryd"), "--check", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    out = r.stdout + r.stderr
+    want = [
+        (6, "listeners[0].tls.certs[0].key", "does not match the certificate"),
+        (7, "listeners[0].tls.certs[1].cert", "cannot read"),
+        (8, "listeners[0].tls.certs[2].cert", "is not a PEM certificate"),
+        (24, "services.web.versions.v1.tls.ca", "cannot read"),
+    ]
+    for line, path, msg in want:
+        assert re.search(rf"canaryd\.yaml:{line}: {re.escape(path)}: .*{re.escape(msg)}",
+                         out), (path, out)
+    # fixed, it passes
+    cfg.write_text(cfg.read_text()
+                   .replace(f"{certs}/b.key", f"{certs}/a.key")
+                   .replace(f"        - {{cert: {tmp_path}/missing.crt, key: {certs}/a.key}}\n", "")
+                   .replace(f"        - {{cert: {certs}/a.key, key: {certs}/a.key}}\n", "")
+                   .replace(f"{tmp_path}/missing-ca.pem", f"{certs}/ca.crt"))
+    r = subprocess.run([bin_path("canaryd"), "--check", "-c", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
