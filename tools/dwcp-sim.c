@@ -13,7 +13,7 @@
  * API requests (any path outside /metrics and /_sim/) answer
  *   200 {"component":"manager","version":"v3","path":"/x","status":"ok"}
  * after a latency drawn per request: BASE_MS plus an exponential tail of
- * mean TAIL_MS, per version (--latency; default 2:1 for every version),
+ * mean TAIL_MS, per version (--latency; default 10:2 for every version),
  * deterministic under --seed.  A fault may turn a share of them into
  *   503 {"component":..,"version":..,"error":"FAULT"}.
  *
@@ -46,7 +46,8 @@
  *   POST /_sim/fault?fault=NAME[&version=V][&component=C][&percent=P][&latency_ms=MS]
  *   or the same keys as a JSON object body ({"fault":"accuracy_low","version":"v3"})
  *     accuracy_low        compression accuracy 0.985 (< 99%)
- *     consensus_failures  probft consensus failures +1 a second (> 3 in 5 min)
+ *     consensus_failures  probft consensus failures: 4 at once, then +1 a second
+ *                         (> 3 in 5 min from the first scrape on)
  *     throughput_low      bullshark 150000 tx/s (< 200K)
  *     memory_leak         manager memory grows 64 MiB a second
  *     integration_errors  manager and compression answer P% (default 2) of API
@@ -263,10 +264,10 @@ static void metrics_render(struct buf *b, const struct instance *in, uint64_t no
 	case C_PROBFT:
 		gauge(b, "dwcp_probft_consensus_time_p95_seconds", "gauge", in, 1.8);
 		gauge(b, "dwcp_probft_byzantine_events_total", "counter", in, 0);
-		/* +1 at once, then +1 a second */
+		/* 4 at once (more than 3 by the first scrape), then +1 a second */
 		gauge(b, "dwcp_probft_consensus_failures_total", "counter", in,
 		      fault_on(in, F_CONSENSUS_FAILURES)
-		          ? 1.0 + floor(fault_age_s(in, F_CONSENSUS_FAILURES, now_ms))
+		          ? 4.0 + floor(fault_age_s(in, F_CONSENSUS_FAILURES, now_ms))
 		          : 0.0);
 		break;
 	case C_BULLSHARK:
@@ -617,7 +618,7 @@ out_method:
 
 static double latency_of(const struct instance *in)
 {
-	double base = 2, tail = 1, u;
+	double base = 10, tail = 2, u;
 
 	for (int i = 0; i < n_latencies; i++)
 		if (strcmp(latencies[i].version, in->version) == 0) {

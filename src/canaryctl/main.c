@@ -149,9 +149,12 @@ int ctl_check_config(const struct ctl *ctl, int argc, char **argv)
 int main(int argc, char **argv)
 {
 	static const struct option lopts[] = {
-	    {"server", required_argument, NULL, 's'}, {"token", required_argument, NULL, 't'},
-	    {"output", required_argument, NULL, 'o'}, {"help", no_argument, NULL, 'h'},
-	    {"version", no_argument, NULL, 'V'},      {"cacert", required_argument, NULL, 'C'},
+	    {"server", required_argument, NULL, 's'},
+	    {"token", required_argument, NULL, 't'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"cacert", required_argument, NULL, 'C'},
 	    {NULL, 0, NULL, 0},
 	};
 	struct ctl ctl = {getenv("CANARYD_SERVER"), getenv("CANARYD_TOKEN"), 0, 0, NULL};

@@ -578,6 +578,15 @@ static void render_view(struct buf *b, const json_t *ro)
 		put_object_inline(b, json_object_get(ro, "bake"), NULL);
 		buf_append_lit(b, "\n");
 	}
+	if (json_array_size(json_object_get(ro, "validation"))) {
+		/* validate: post-rollout windows (details: GET .../validation) */
+		buf_append_lit(b, "  validation\n");
+		json_array_foreach(json_object_get(ro, "validation"), i, c)
+		{
+			buf_printf(b, "    %-16s %-13s on_fail %s\n", jstr(c, "name", "?"),
+			           jstr(c, "state", "?"), jstr(c, "on_fail", "?"));
+		}
+	}
 	x = json_object_get(ro, "post");
 	if (json_is_object(x)) {
 		/* the rollback pipeline: drain, hooks, verify, evidence, done */

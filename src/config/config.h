@@ -109,7 +109,7 @@ struct config_token {
  * which reports into the same errors with these lines.
  */
 struct config_tls_cert {
-	const char *cert; /* PEM certificate chain; relative paths resolved against the config's dir */
+	const char *cert; /* PEM certificate chain; a relative path starts at the config's dir */
 	const char *key;  /* PEM private key */
 	int cert_line, key_line;
 	int line;
@@ -219,8 +219,9 @@ struct config_version {
 	struct config_addr *endpoints; /* >= 1 */
 	size_t nendpoints;
 	struct config_fault fault; /* from services.S.faults.VERSION; zero when none */
-	struct config_upstream_tls tls; /* `tls:`; .enabled false: plain HTTP to the endpoints */
-	struct config_health health;    /* `health:`; .enabled false: not probed */
+	/* `tls:`; .enabled false: plain HTTP to the endpoints */
+	struct config_upstream_tls tls;
+	struct config_health health; /* `health:`; .enabled false: not probed */
 	int line;
 };
 

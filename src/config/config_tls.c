@@ -85,8 +85,8 @@ static bool tls_certs(struct cctx *c, const struct cnode *n, const char *path, v
 static bool tls_min_version(struct cctx *c, const struct cnode *n, const char *path, void *obj)
 {
 	struct config_tls *t = obj;
-	const char *v = n->type == CN_SCALAR && n->json && !n->quoted ? n->text
-	                                                              : get_text(c, n, path);
+	const char *v =
+	    n->type == CN_SCALAR && n->json && !n->quoted ? n->text : get_text(c, n, path);
 
 	if (!v)
 		return false;
@@ -126,8 +126,9 @@ static bool tls_alpn(struct cctx *c, const struct cnode *n, const char *path, vo
 			continue;
 		path_idx(sub, path, i);
 		cerr(c, n->type == CN_SEQ ? n->items[i]->line : n->line,
-		     n->type == CN_SEQ ? sub : path, "unknown ALPN protocol \"%.60s\" (supported: %s)",
-		     t->alpn.v[i], alpn_known[0]);
+		     n->type == CN_SEQ ? sub : path,
+		     "unknown ALPN protocol \"%.60s\" (supported: %s)", t->alpn.v[i],
+		     alpn_known[0]);
 		ok = false;
 	}
 	return ok;
@@ -161,8 +162,9 @@ static bool up_sni(struct cctx *c, const struct cnode *n, const char *path, void
 	if (!v)
 		return false;
 	len = strlen(v);
-	if (len == 0 || len > 253 || strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-	                                       "0123456789-.") != len ||
+	if (len == 0 || len > 253 ||
+	    strspn(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	              "0123456789-.") != len ||
 	    v[0] == '.' || v[0] == '-') {
 		cerr(c, n->line, path, "invalid server name \"%.100s\" (a DNS name)", v);
 		return false;

@@ -32,10 +32,9 @@
 #define SID_CTX          "canaryd"
 
 /* Modern TLS 1.2 suites (forward secret, AEAD); TLS 1.3 keeps OpenSSL's. */
-static const char cipher_list[] =
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+static const char cipher_list[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+                                  "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+                                  "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
 
 /* --- session-ticket keys (process-wide) -------------------------------------- */
 
@@ -104,8 +103,8 @@ static int key_mac_init(EVP_MAC_CTX *hctx, const struct ticket_key *k)
 {
 	OSSL_PARAM params[3];
 
-	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac,
-	                                              sizeof(k->hmac));
+	params[0] =
+	    OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, (void *)k->hmac, sizeof(k->hmac));
 	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, "SHA256", 0);
 	params[2] = OSSL_PARAM_construct_end();
 	return EVP_MAC_CTX_set_params(hctx, params) == 1 ? 0 : -1;
@@ -343,10 +342,10 @@ struct where {
 	const char *path; /* "listeners[0].tls" or "admin.tls" */
 };
 
-#define werr(w, line, sub, ...)                                               \
-	do {                                                                  \
-		char p_[1024];                                                \
-		snprintf(p_, sizeof(p_), "%s%s", (w)->path, sub);             \
+#define werr(w, line, sub, ...)                                                 \
+	do {                                                                    \
+		char p_[1024];                                                  \
+		snprintf(p_, sizeof(p_), "%s%s", (w)->path, sub);               \
 		config_errors_add((w)->errs, (w)->file, line, p_, __VA_ARGS__); \
 	} while (0)
 
@@ -363,8 +362,8 @@ static SSL_CTX *server_ctx(struct tls_server *s, const struct config_tls *cfg, s
 		     ossl_reason(why, sizeof(why), "out of memory"));
 		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(ctx, cfg->min_version == 13 ? TLS1_3_VERSION
-	                                                          : TLS1_2_VERSION);
+	SSL_CTX_set_min_proto_version(ctx,
+	                              cfg->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 	                             SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -521,7 +520,8 @@ static struct tls_client *client_new(const struct config_upstream_tls *cfg, cons
 	SSL_CTX_set_options(c->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
 	                                SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
-	                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+	                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	                             SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_cipher_list(c->ctx, cipher_list);
 	SSL_CTX_set_alpn_protos(c->ctx, alpn, sizeof(alpn) - 1);
 	SSL_CTX_set_default_passwd_cb(c->ctx, no_passphrase);
@@ -687,6 +687,7 @@ size_t tls_set_count(const struct tls_set *set)
 struct tls_conn {
 	SSL *ssl;
 	struct tls_server *srv; /* server side: keeps the SNI table alive */
+	uint64_t client_id;     /* client side: tls_client_id() of its context */
 	int done;               /* handshake finished */
 	int failed;             /* fatal error: no close_notify */
 };
@@ -879,6 +880,13 @@ int tls_transport_is_tls(const struct transport *t)
 	return t && t->ops == &tls_ops;
 }
 
+uint64_t tls_transport_client_id(const struct transport *t)
+{
+	const struct tls_conn *c = tls_transport_is_tls(t) ? t->impl : NULL;
+
+	return c ? c->client_id : 0;
+}
+
 const char *tls_transport_sni(const struct transport *t)
 {
 	const struct tls_conn *c;
@@ -952,6 +960,7 @@ int tls_client_connect(struct tls_client *cl, const char *endpoint, int fd, stru
 	rc = conn_new(t, cl->ctx, fd, &c);
 	if (rc != 0)
 		return rc;
+	c->client_id = cl->id;
 	SSL_set_connect_state(c->ssl);
 	if (name && SSL_set_tlsext_host_name(c->ssl, name) != 1)
 		goto out_nomem;

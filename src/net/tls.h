@@ -90,6 +90,12 @@ int tls_server_accept(struct tls_server *s, int fd, struct transport *t);
  */
 int tls_client_connect(struct tls_client *c, const char *endpoint, int fd, struct transport *t);
 
+/*
+ * tls_client_id() of the client context a client-side TLS transport was made
+ * with; 0 for a plain or a server-side transport.
+ */
+uint64_t tls_transport_client_id(const struct transport *t);
+
 /* 1 when t is a TLS transport (its ops are this module's). */
 int tls_transport_is_tls(const struct transport *t);
 

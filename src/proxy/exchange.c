@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/buf.h"
@@ -152,8 +153,10 @@ static void sample_note(struct worker *w, const struct exchange *ex, int series,
                         uint64_t lat)
 {
 	struct proxy_sample e;
+	struct timespec ts;
 
-	e.time_us = (int64_t)loop_wall_ms(w->loop) * 1000;
+	clock_gettime(CLOCK_REALTIME, &ts); /* vDSO: no syscall */
+	e.time_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 	e.latency_us = lat;
 	e.status = status;
 	memcpy(e.method, ex->method, sizeof(e.method));
@@ -202,8 +205,10 @@ static int resp_head(struct upconn *u, const struct http_msg *m, void *owner)
 	headers_forward(o, m, resp_skip, sizeof(resp_skip) / sizeof(resp_skip[0]));
 	if (m->no_body || ex->head) {
 		ex->rf = RF_NONE;
+		/* a HEAD's length, and an empty body's "Content-Length: 0" (without
+		 * it an HTTP/1.1 client would read until the connection closes) */
 		cl = http_msg_header(m, "content-length");
-		if (cl && ex->head) {
+		if (cl && (ex->head || (m->has_content_length && m->status != 204))) {
 			buf_append_lit(o, "Content-Length: ");
 			buf_append(o, cl->p, cl->len);
 			buf_append_lit(o, "\r\n");

@@ -66,7 +66,8 @@ bool health_counts_note(struct health_counts *c, const struct config_health *hc,
 		if (c->passes < UINT32_MAX)
 			c->passes++;
 		/* an unknown endpoint was never out: one pass is enough */
-		if (c->state == HEALTH_UNKNOWN || (c->state == HEALTH_DOWN && c->passes >= hc->healthy))
+		if (c->state == HEALTH_UNKNOWN ||
+		    (c->state == HEALTH_DOWN && c->passes >= hc->healthy))
 			c->state = HEALTH_UP;
 	} else {
 		c->passes = 0;
@@ -96,8 +97,8 @@ static void target_release(struct health *h, struct target *t)
 	memset(t, 0, sizeof(*t));
 }
 
-static struct target *target_find(const struct health *h, const char *service,
-                                  const char *version, const char *endpoint)
+static struct target *target_find(const struct health *h, const char *service, const char *version,
+                                  const char *endpoint)
 {
 	for (size_t i = 0; i < h->ntargets; i++) {
 		struct target *t = &h->targets[i];
@@ -175,7 +176,8 @@ static void apply_service(struct health *h, const char *service)
 	}
 	for (size_t i = 0; i < h->ntargets; i++)
 		if (h->targets[i].held && strcmp(h->targets[i].service, service) == 0)
-			down[n++] = (struct proxy_down){h->targets[i].version, h->targets[i].endpoint};
+			down[n++] =
+			    (struct proxy_down){h->targets[i].version, h->targets[i].endpoint};
 	if (h->traffic)
 		traffic_set_down(h->traffic, service, down, n);
 	free(down);
@@ -216,12 +218,14 @@ static void note(struct health *h, size_t i, int status, int64_t latency_ms, con
 		snprintf(t->last_error, sizeof(t->last_error), "status %d (expected %u-%u)", status,
 		         t->hc.expect_lo, t->hc.expect_hi);
 	else
-		snprintf(t->last_error, sizeof(t->last_error), "%s", err && *err ? err : "no answer");
+		snprintf(t->last_error, sizeof(t->last_error), "%s",
+		         err && *err ? err : "no answer");
 	if (health_counts_note(&t->c, &t->hc, pass)) {
 		t->since_ms = wall_ms;
 		if (t->c.state == HEALTH_DOWN)
-			log_warn("endpoint failed its health checks", "service", t->service, "version",
-			         t->version, "endpoint", t->endpoint, "error", t->last_error, NULL);
+			log_warn("endpoint failed its health checks", "service", t->service,
+			         "version", t->version, "endpoint", t->endpoint, "error",
+			         t->last_error, NULL);
 		else
 			log_info("endpoint passes its health checks", "service", t->service,
 			         "version", t->version, "endpoint", t->endpoint, NULL);
@@ -502,8 +506,8 @@ bool health_version_down(const struct health *h, const char *service, const char
 		*since_ms = since;
 	if (!reason || !len)
 		return true;
-	off = (size_t)snprintf(reason, len, "every endpoint of %s %s fails its health checks:",
-	                       service, version);
+	off = (size_t)snprintf(
+	    reason, len, "every endpoint of %s %s fails its health checks:", service, version);
 	for (size_t i = 0; i < h->ntargets && off < len; i++) {
 		const struct target *t = &h->targets[i];
 		char at[32];
@@ -543,8 +547,8 @@ void health_write_prometheus(const struct health *h, struct buf *out)
 
 		if (t->c.state == HEALTH_UNKNOWN)
 			continue;
-		buf_printf(out,
-		           "canaryd_endpoint_up{service=\"%s\",version=\"%s\",endpoint=\"%s\"} %d\n",
-		           t->service, t->version, t->endpoint, t->c.state == HEALTH_UP);
+		buf_printf(
+		    out, "canaryd_endpoint_up{service=\"%s\",version=\"%s\",endpoint=\"%s\"} %d\n",
+		    t->service, t->version, t->endpoint, t->c.state == HEALTH_UP);
 	}
 }

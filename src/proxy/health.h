@@ -62,14 +62,14 @@ bool health_status_ok(const struct config_health *hc, int status);
 /* What the API and the metrics show of one endpoint. */
 struct health_view {
 	enum health_state state;
-	bool in_pick;              /* requests may go to it */
-	bool kept;                 /* down, but the last of its version in the pick */
-	int64_t last_probe_ms;     /* wall clock of the last answer; 0: none yet */
-	int last_status;           /* HTTP status of the last probe; 0: none */
-	int64_t last_latency_ms;   /* duration of the last probe */
-	int64_t since_ms;          /* wall clock of the last state change; 0: none */
-	uint32_t passes, fails;    /* in a row */
-	char reason[320];          /* one sentence: why the state is what it is */
+	bool in_pick;            /* requests may go to it */
+	bool kept;               /* down, but the last of its version in the pick */
+	int64_t last_probe_ms;   /* wall clock of the last answer; 0: none yet */
+	int last_status;         /* HTTP status of the last probe; 0: none */
+	int64_t last_latency_ms; /* duration of the last probe */
+	int64_t since_ms;        /* wall clock of the last state change; 0: none */
+	uint32_t passes, fails;  /* in a row */
+	char reason[320];        /* one sentence: why the state is what it is */
 };
 
 struct health;

@@ -15,6 +15,13 @@
 
 struct sample_slot {
 	_Atomic uint32_t seq; /* odd while being written; 0: never written */
+	uint64_t n;           /* the record's number in its ring (orders equal times) */
+	struct proxy_sample e;
+};
+
+/* A copied entry with its ring number, for sorting. */
+struct sample_copy {
+	uint64_t n;
 	struct proxy_sample e;
 };
 
@@ -76,24 +83,27 @@ void sample_record(struct sample_store *s, unsigned w, int series, const struct 
 	seq = atomic_load_explicit(&sl->seq, memory_order_relaxed);
 	atomic_store_explicit(&sl->seq, seq + 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_release);
+	sl->n = n;
 	sl->e = *e;
 	atomic_store_explicit(&sl->seq, seq + 2, memory_order_release);
 	atomic_store_explicit(&r->n, n + 1, memory_order_release);
 }
 
-/* Newest first: later completion, then the larger latency as a tie-break. */
+/* Newest first: later completion; at the same time, the later record. */
 static int sample_cmp_newest(const void *a, const void *b)
 {
-	const struct proxy_sample *x = a, *y = b;
+	const struct sample_copy *x = a, *y = b;
 
-	if (x->time_us != y->time_us)
-		return x->time_us < y->time_us ? 1 : -1;
+	if (x->e.time_us != y->e.time_us)
+		return x->e.time_us < y->e.time_us ? 1 : -1;
+	if (x->n != y->n)
+		return x->n < y->n ? 1 : -1;
 	return 0;
 }
 
 int sample_read(struct sample_store *s, int series, struct proxy_sample *out, int max)
 {
-	struct proxy_sample *all;
+	struct sample_copy *all;
 	size_t n = 0;
 	int ret;
 
@@ -120,7 +130,8 @@ int sample_read(struct sample_store *s, int series, struct proxy_sample *out, in
 
 			if (before == 0 || (before & 1))
 				continue;
-			all[n] = sl->e;
+			all[n].n = sl->n;
+			all[n].e = sl->e;
 			atomic_thread_fence(memory_order_acquire);
 			if (atomic_load_explicit(&sl->seq, memory_order_relaxed) != before)
 				continue; /* rewritten while copied */
@@ -129,7 +140,8 @@ int sample_read(struct sample_store *s, int series, struct proxy_sample *out, in
 	}
 	qsort(all, n, sizeof(*all), sample_cmp_newest);
 	ret = n < (size_t)max ? (int)n : max;
-	memcpy(out, all, sizeof(*out) * (size_t)ret);
+	for (int i = 0; i < ret; i++)
+		out[i] = all[i].e;
 	free(all);
 	return ret;
 }

@@ -11,7 +11,7 @@
  * number (a seqlock per slot) and a slot being written, or rewritten while
  * it was copied, is skipped.  A ring is freed only with the store.
  *
- * Memory: sizeof(struct proxy_sample) * PROXY_SAMPLE_RING (~28 KiB) per
+ * Memory: sizeof(struct proxy_sample) * PROXY_SAMPLE_RING (~32 KiB) per
  * (worker, version) that served traffic, plus one pointer per (worker,
  * series) for the index.
  */

@@ -325,7 +325,8 @@ static int build_service(struct proxy_service *ps, const struct config_service *
 			ps->canary = -1; /* a version cannot be its own canary */
 		} else {
 			ps->weight = tr->weight > BUCKET_COUNT ? BUCKET_COUNT : tr->weight;
-			ps->versions[ps->canary].draining = ps->weight == 0;
+			/* a preview (blue-green) keeps the canary for its overrides */
+			ps->versions[ps->canary].draining = ps->weight == 0 && !tr->preview;
 		}
 	}
 	ps->sticky = cs->sticky;

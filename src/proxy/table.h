@@ -48,7 +48,8 @@ struct proxy_version {
 	uint32_t nall;
 	int series;   /* metrics series id of (service, version) */
 	int draining; /* canary whose weight went to 0: no new requests at all */
-	struct tls_client *tls; /* `tls:` (the config_ref's set, net/tls.h); NULL: plain */
+	/* `tls:` (the config_ref's set, net/tls.h); NULL: plain */
+	struct tls_client *tls;
 };
 
 struct proxy_override {
@@ -160,6 +161,7 @@ struct proxy_traffic {
 	const char *stable; /* NULL: the config's; set when a rollout completed */
 	const char *canary; /* NULL: no canary */
 	uint32_t weight;    /* thousandths */
+	int preview;        /* weight 0 without draining: only overrides reach the canary */
 	/* runtime mirror: when mirror_set, {mirror_version, mirror_percent}
 	 * replace the config's version and percent (methods, body_cap and
 	 * compare_body stay the config's, or the defaults) */

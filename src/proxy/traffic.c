@@ -33,6 +33,7 @@ struct entry {
 	char *stable; /* "traffic": NULL, the config's */
 	char *canary;
 	uint32_t weight;
+	int preview;    /* "traffic": weight 0 without draining (traffic_set_preview) */
 	int mirror_set; /* a "mirror" document exists */
 	char *mirror_version;
 	uint32_t mirror_percent;
@@ -179,6 +180,7 @@ static struct proxy_traffic entry_view(const struct entry *e)
 	                              .stable = e->stable,
 	                              .canary = e->canary,
 	                              .weight = e->weight,
+	                              .preview = e->preview,
 	                              .mirror_set = e->mirror_set,
 	                              .mirror_version = e->mirror_version,
 	                              .mirror_percent = e->mirror_percent,
@@ -201,6 +203,7 @@ static int entry_copy(struct entry *out, const struct entry *e)
 	out->stable = dup_or_null(e->stable);
 	out->canary = dup_or_null(e->canary);
 	out->weight = e->weight;
+	out->preview = e->preview;
 	out->mirror_set = e->mirror_set;
 	out->mirror_version = dup_or_null(e->mirror_version);
 	out->mirror_percent = e->mirror_percent;
@@ -299,6 +302,7 @@ static int entry_apply(struct entry *e, const char *kind, const char *text)
 		e->stable = doc ? string_member(doc, "stable") : NULL;
 		e->canary = doc ? string_member(doc, "canary") : NULL;
 		e->weight = doc ? int_member(doc, "weight_thousandths") : 0;
+		e->preview = doc && json_is_true(json_object_get(doc, "preview"));
 	} else if (strcmp(kind, "mirror") == 0) {
 		free(e->mirror_version);
 		e->mirror_set = doc != NULL;
@@ -617,7 +621,8 @@ static const char *version_name(const struct proxy_service *ps, int v)
 
 /* stable NULL: keep the current one; event names the change. */
 static int set_traffic(struct traffic *t, const char *service, const char *stable,
-                       const char *canary, uint32_t weight, const char *actor, const char *event)
+                       const char *canary, uint32_t weight, int preview, const char *actor,
+                       const char *event)
 {
 	const struct proxy_service *before;
 	const struct config_service *cs;
@@ -640,10 +645,13 @@ static int set_traffic(struct traffic *t, const char *service, const char *stabl
 	next.stable = dup_or_null(recorded);
 	next.canary = dup_or_null(canary);
 	next.weight = weight;
+	next.preview = preview;
 	doc = json_pack("{s:o, s:o, s:I, s:f}", "stable",
 	                recorded ? json_string(recorded) : json_null(), "canary",
 	                canary ? json_string(canary) : json_null(), "weight_thousandths",
 	                (json_int_t)weight, "weight", weight / 1000.0);
+	if (doc && preview)
+		json_object_set_new(doc, "preview", json_true());
 	text = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
 	json_decref(doc);
 	details = json_pack("{s:o, s:o, s:f, s:f, s:o, s:o}", "canary",
@@ -671,7 +679,13 @@ static int set_traffic(struct traffic *t, const char *service, const char *stabl
 int traffic_set_weight(struct traffic *t, const char *service, const char *canary, uint32_t weight,
                        const char *actor)
 {
-	return set_traffic(t, service, NULL, canary, weight, actor, "service.traffic");
+	return set_traffic(t, service, NULL, canary, weight, 0, actor, "service.traffic");
+}
+
+int traffic_set_preview(struct traffic *t, const char *service, const char *canary,
+                        const char *actor)
+{
+	return set_traffic(t, service, NULL, canary, 0, 1, actor, "service.traffic");
 }
 
 int traffic_set_weight_local(struct traffic *t, const char *service, const char *canary,
@@ -688,6 +702,7 @@ int traffic_set_weight_local(struct traffic *t, const char *service, const char 
 	free(next.canary);
 	next.canary = dup_or_null(canary);
 	next.weight = weight;
+	next.preview = 0;
 	if (canary && !next.canary) {
 		entry_release(&next);
 		return -ENOMEM;
@@ -715,7 +730,7 @@ int traffic_set_weight_local(struct traffic *t, const char *service, const char 
 int traffic_set_stable(struct traffic *t, const char *service, const char *version,
                        const char *actor)
 {
-	return set_traffic(t, service, version, NULL, 0, actor, "service.promoted");
+	return set_traffic(t, service, version, NULL, 0, 0, actor, "service.promoted");
 }
 
 int traffic_set_mirror(struct traffic *t, const char *service, const char *version,

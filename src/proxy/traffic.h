@@ -88,6 +88,14 @@ int traffic_set_weight(struct traffic *t, const char *service, const char *canar
                        const char *actor);
 
 /*
+ * A rollout's preview step (blue-green): canary becomes service's canary at
+ * weight 0 without draining, so only the service's overrides reach it.
+ * The next traffic_set_weight() ends it.  Audited as "service.traffic".
+ */
+int traffic_set_preview(struct traffic *t, const char *service, const char *canary,
+                        const char *actor);
+
+/*
  * Makes version service's stable version and removes the canary (a
  * completed rollout).  Audited as "service.promoted".
  */

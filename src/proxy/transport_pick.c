@@ -24,5 +24,7 @@ int proxy_transport_upstream(const struct proxy_version *v, const struct proxy_e
 
 int proxy_transport_reusable(const struct proxy_version *v, const struct transport *t)
 {
-	return tls_transport_is_tls(t) == (v && v->tls != NULL);
+	/* the same client context (trust, name, verify), not just TLS vs plain:
+	 * ids are never reused, so a reload's new context does not match */
+	return tls_transport_client_id(t) == tls_client_id(v ? v->tls : NULL);
 }

@@ -157,10 +157,24 @@ int rollout_act_weight(struct rollout_engine *e, struct run *r, size_t t, const 
 	/* validate_engine.c: a failed validation window reverts to the old stable (kept warm) */
 	if (tr->rolled_back && r->val.begun && r->val.reverted_by >= 0 && r->val.old_stable[t])
 		return set_stable(e, tg, r->val.old_stable[t], actor);
+	if (tr->preview && !tr->rolled_back && tr->weight == 0) { /* a preview step */
+		if (!e->be.traffic)
+			return e->be.set_preview
+			           ? e->be.set_preview(e->be.ctx, tg->service, tg->canary, actor)
+			           : 0;
+		rc = traffic_set_preview(e->be.traffic, tg->service, tg->canary, actor);
+		return rc ? traffic_failed(e, "rollout could not start a preview", tg->service, rc)
+		          : 0;
+	}
 	if (!e->be.traffic)
 		return e->be.set_weight(e->be.ctx, tg->service, tg->canary, tr->weight, actor);
 	rc = traffic_set_weight(e->be.traffic, tg->service, tg->canary, tr->weight, actor);
 	return rc ? traffic_failed(e, "rollout could not set a weight", tg->service, rc) : 0;
+}
+
+bool rollout_preview_wired(const struct rollout_engine *e)
+{
+	return e->be.traffic || e->be.set_preview;
 }
 
 int rollout_act_weight_local(struct rollout_engine *e, struct run *r, size_t t)

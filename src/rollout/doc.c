@@ -146,13 +146,14 @@ static json_t *run_doc(const struct run *r)
 	for (size_t i = 0; i < ro->ntargets; i++)
 		json_array_append_new(
 		    targets,
-		    json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I, s:I, s:I}", "name",
+		    json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I, s:I, s:I, s:b}", "name",
 		              ro->targets[i].name, "weight", (json_int_t)r->targets[i].weight,
 		              "touched", r->targets[i].touched, "rolled_back",
 		              r->targets[i].rolled_back, "saved", r->targets[i].saved, "shadow",
 		              (json_int_t)r->targets[i].shadow, "step_canary",
 		              (json_int_t)r->targets[i].step_canary, "step_baseline",
-		              (json_int_t)r->targets[i].step_baseline));
+		              (json_int_t)r->targets[i].step_baseline, "preview",
+		              r->targets[i].preview));
 	for (size_t i = 0; i < ro->analysis.nchecks; i++) {
 		const struct check_run *cr = &r->checks[i];
 
@@ -222,6 +223,7 @@ void rollout_run_reset(struct run *r)
 		r->targets[i].weight = 0;
 		r->targets[i].step_canary = r->targets[i].step_baseline = 0;
 		r->targets[i].touched = r->targets[i].rolled_back = false;
+		r->targets[i].preview = false;
 		json_decref(r->targets[i].saved);
 		r->targets[i].saved = NULL;
 	}
@@ -307,6 +309,7 @@ int rollout_run_parse(struct run *r, const char *text)
 			json_decref(r->targets[t].saved);
 			r->targets[t].saved = json_incref(json_object_get(v, "saved"));
 			r->targets[t].shadow = (uint32_t)jint(v, "shadow");
+			r->targets[t].preview = json_is_true(json_object_get(v, "preview"));
 			r->targets[t].step_canary = (uint64_t)jint(v, "step_canary");
 			r->targets[t].step_baseline = (uint64_t)jint(v, "step_baseline");
 		}

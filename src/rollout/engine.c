@@ -142,6 +142,26 @@ static int apply_shadow(struct rollout_engine *e, struct run *r, const char *act
 	return 0;
 }
 
+/* Starts the current preview step's routing (persisted by the caller). */
+static int apply_preview(struct rollout_engine *e, struct run *r, const char *actor, int64_t now)
+{
+	for (size_t t = 0; t < r->cfg->ntargets; t++) {
+		char why[256];
+		int rc;
+
+		if (!r->targets[t].preview)
+			continue;
+		rc = rollout_act_weight(e, r, t, actor);
+		if (rc) {
+			snprintf(why, sizeof(why), "starting the preview of %s failed (error %d)",
+			         run_target(r, t)->name, rc);
+			rollout_pause(e, r, ENGINE_ACTOR, now, why, 0, ALL_TARGETS, NULL);
+			return rc;
+		}
+	}
+	return 0;
+}
+
 /* Begins step r->step: persist, then apply.  Gates were checked by the caller. */
 static int begin_step(struct rollout_engine *e, struct run *r, const char *actor, int64_t now)
 {
@@ -154,7 +174,38 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 	r->step_started_ms = now;
 	r->approvals = 0;
 	r->analysis_passed = false;
-	if (st->kind == CONFIG_STEP_SET || st->kind == CONFIG_STEP_SHADOW)
+	/* a preview ends when a set step moves its targets (the baseline cohort changes) */
+	for (size_t i = 0; st->kind == CONFIG_STEP_SET && i < st->nsets; i++)
+		if (r->targets[st->sets[i].index].preview) {
+			r->targets[st->sets[i].index].preview = false;
+			r->targets[st->sets[i].index].rd.have_prev = false;
+		}
+	if (st->kind == CONFIG_STEP_PREVIEW) {
+		for (size_t t = 0; t < ro->ntargets; t++) {
+			const char *why = NULL;
+
+			if (run_target(r, t)->kind != CONFIG_TARGET_SERVICE)
+				why = "a flag target has no override traffic";
+			else if (r->targets[t].rolled_back)
+				why = "the target was rolled back";
+			else if (!rollout_preview_wired(e))
+				why = "this engine has no traffic backend";
+			if (why) {
+				json_array_append_new(skipped, json_pack("{s:s, s:s}", "target",
+				                                         run_target(r, t)->name,
+				                                         "why", why));
+				continue;
+			}
+			if (!r->targets[t].preview)
+				r->targets[t].rd.have_prev = false; /* baseline: the stable cohort now */
+			r->targets[t].preview = true;
+			r->targets[t].weight = 0;
+			r->targets[t].touched = true;
+			json_object_set_new(weights, run_target(r, t)->name, json_string("preview"));
+		}
+	}
+	if (st->kind == CONFIG_STEP_SET || st->kind == CONFIG_STEP_SHADOW ||
+	    st->kind == CONFIG_STEP_PREVIEW)
 		rollout_evidence_reset(e, r, now);
 	if (st->kind == CONFIG_STEP_SET) {
 		for (size_t i = 0; i < st->nsets; i++) {
@@ -232,6 +283,8 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 		return apply_step(e, r, actor, now);
 	if (st->kind == CONFIG_STEP_SHADOW)
 		return apply_shadow(e, r, actor, now);
+	if (st->kind == CONFIG_STEP_PREVIEW)
+		return apply_preview(e, r, actor, now);
 	return 0;
 }
 
@@ -519,7 +572,7 @@ static void upcoming_tick(struct rollout_engine *e, struct run *r, int64_t now)
 	else
 		snprintf(in, sizeof(in), "%" PRId64 "m%02" PRId64 "s", (at - now) / 60000,
 		         (at - now) / 1000 % 60);
-
+	r->upcoming_sent = s + 1;
 	d = json_pack("{s:I, s:s, s:s, s:I, s:s, s:s, s:I}", "step", (json_int_t)s, "kind",
 	              rollout_step_kind_name(nx->kind), "what",
 	              nx->kind == CONFIG_STEP_APPROVAL ? "approval gate"

@@ -104,6 +104,13 @@ struct rollout_backend {
 	int (*set_weight)(void *ctx, const char *service, const char *canary, uint32_t weight,
 	                  const char *actor);
 	/*
+	 * Seam for traffic_set_preview() (a preview step, blue-green): canary
+	 * at weight 0 reached by the service's overrides only; the next
+	 * set_weight ends it.  Optional: without traffic or it, preview steps
+	 * are skipped.  0 or a negative error.
+	 */
+	int (*set_preview)(void *ctx, const char *service, const char *canary, const char *actor);
+	/*
 	 * Fills *out with the CUMULATIVE counters of (service, version, cohort);
 	 * the engine takes per-interval deltas itself.  Returns 0 or a
 	 * negative error (the interval is then skipped for that target).

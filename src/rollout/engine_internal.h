@@ -164,6 +164,7 @@ struct target_run {
 	bool rolled_back; /* weight forced to 0; later steps skip it */
 	json_t *saved;    /* flag target: its state before the run (flag_save) */
 	uint32_t shadow;  /* mirror percent a shadow step set and has not stopped yet */
+	bool preview;     /* a preview step runs it: weight 0, override traffic only */
 	uint64_t step_canary, step_baseline; /* requests accumulated in this step */
 	struct readings rd;
 	/* the split guard's count began at this weight; 0: none yet (not persisted) */
@@ -255,7 +256,7 @@ static inline bool run_traffic_step(const struct run *r)
 	if (r->step >= r->cfg->nsteps)
 		return false;
 	k = r->cfg->steps[r->step].kind;
-	return k == CONFIG_STEP_SET || k == CONFIG_STEP_SHADOW;
+	return k == CONFIG_STEP_SET || k == CONFIG_STEP_SHADOW || k == CONFIG_STEP_PREVIEW;
 }
 
 /*
@@ -306,6 +307,21 @@ static inline int64_t run_gate_time(const struct run *r, const struct config_ste
                                     int64_t from)
 {
 	return run_gate_time_since(r, st, r->waiting_since_ms, from);
+}
+
+/*
+ * The cohort target t's baseline is read from: the baseline slice, or in a
+ * preview (weight 0: no slice) the stable cohort of the stable version.
+ */
+static inline enum cohort run_baseline_cohort(const struct run *r, size_t t)
+{
+	return r->targets[t].preview ? COHORT_STABLE : COHORT_BASELINE;
+}
+
+/* Target t has canary traffic to judge: a weight, or a preview's override traffic. */
+static inline bool run_canary_live(const struct run *r, size_t t)
+{
+	return r->targets[t].touched && (r->targets[t].weight > 0 || r->targets[t].preview);
 }
 
 /* The targets check c covers, as a mask (ALL_TARGETS when it names none). */
@@ -506,6 +522,9 @@ void rollout_validate_begin(struct rollout_engine *e, struct run *r, int64_t now
 /* Moves a completed rollout's current validation window on; every tick. */
 void rollout_validate_tick(struct rollout_engine *e, struct run *r, int64_t now);
 
+/* The windows for the live view: [{name, state, on_fail, starts_ms, ends_ms}]; NULL without validate:. */
+json_t *rollout_validate_view(const struct run *r);
+
 /* ---- actions.c: the outside world ---- */
 
 /* Requests per target a decision's canary sample keeps (validate, issue 16). */
@@ -521,6 +540,9 @@ void rollout_act_samples(struct rollout_engine *e, const struct run *r, uint64_t
 
 /* Flag targets can be driven (the flags backend is wired). */
 bool rollout_flags_wired(const struct rollout_engine *e);
+
+/* Preview steps can route override traffic (traffic or its seam is wired). */
+bool rollout_preview_wired(const struct rollout_engine *e);
 
 /* Shadow steps can mirror (the mirror backend is wired). */
 bool rollout_shadow_wired(const struct rollout_engine *e);

@@ -217,6 +217,8 @@ static json_t *run_json(const struct run *r, int64_t now)
 	json_object_set_new(o, "plan", plan_json(r));
 	if (r->state == ROLLOUT_COMPLETED)
 		json_object_set_new(o, "finalized", json_boolean(r->finalized));
+	if (r->cfg->nvalidate) /* validate_engine.c: the post-rollout windows */
+		json_object_set_new(o, "validation", rollout_validate_view(r));
 	if (r->post.stage != POST_NONE) {
 		const struct post *p = &r->post;
 

@@ -129,6 +129,7 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, uint64_t only, con
 			r->targets[t].rolled_back = true;
 			r->targets[t].weight = 0;
 			r->targets[t].touched = true;
+			r->targets[t].preview = false; /* the canary drains */
 			json_array_append_new(names, json_string(ro->targets[t].name));
 		}
 		all = all && r->targets[t].rolled_back;
@@ -275,6 +276,11 @@ int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, 
 		tr->weight = weight_at_step(ro, to, t);
 		tr->touched = true;
 		tr->shadow = 0;
+		if (tr->preview != (st->kind == CONFIG_STEP_PREVIEW &&
+		                    run_target(r, t)->kind == CONFIG_TARGET_SERVICE))
+			tr->rd.have_prev = false; /* the baseline cohort changes */
+		tr->preview = st->kind == CONFIG_STEP_PREVIEW &&
+		              run_target(r, t)->kind == CONFIG_TARGET_SERVICE;
 		json_array_append_new(names, json_string(run_target(r, t)->name));
 		json_object_set_new(weights, run_target(r, t)->name, json_real(tr->weight / 1000.0));
 	}

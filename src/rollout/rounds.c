@@ -41,7 +41,7 @@ void rollout_prime(struct rollout_engine *e, struct run *r, bool run_start)
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY,
 		                      &tr->rd.prev_canary) == 0 &&
 		    e->be.read_cohort(e->be.ctx, tg->service, rollout_stable_version(e, tg),
-		                      COHORT_BASELINE, &tr->rd.prev_baseline) == 0) {
+		                      run_baseline_cohort(r, t), &tr->rd.prev_baseline) == 0) {
 			tr->rd.have_prev = true;
 			if (run_start) {
 				tr->rd.cum0_canary = tr->rd.prev_canary;
@@ -185,7 +185,7 @@ static bool check_applies(const struct run *r, size_t k)
 				return true;
 			continue;
 		}
-		if (!tr->touched || tr->weight == 0)
+		if (!run_canary_live(r, t))
 			continue;
 		if (tg->kind == CONFIG_TARGET_SERVICE
 		        ? tg->svc != NULL
@@ -313,7 +313,7 @@ void rollout_evidence_reset(struct rollout_engine *e, struct run *r, int64_t now
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY,
 		                      &tr->rd.step0_canary) == 0 &&
 		    e->be.read_cohort(e->be.ctx, tg->service, rollout_stable_version(e, tg),
-		                      COHORT_BASELINE, &tr->rd.step0_baseline) == 0)
+		                      run_baseline_cohort(r, t), &tr->rd.step0_baseline) == 0)
 			tr->rd.have_step0 = true;
 	}
 }
@@ -519,8 +519,7 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 		const struct config_target *tg = run_target(r, t);
 		const struct target_run *tr = &r->targets[t];
 
-		if (!config_check_covers(c, t) || tr->rolled_back || !tr->touched ||
-		    tr->weight == 0 || (tg->kind == CONFIG_TARGET_SERVICE ? !tg->svc : !tg->flg))
+		if (!config_check_covers(c, t) || tr->rolled_back || !run_canary_live(r, t) || (tg->kind == CONFIG_TARGET_SERVICE ? !tg->svc : !tg->flg))
 			continue;
 		used++;
 		for (int co = 0; co < (rd->per_cohort ? 2 : 1); co++) {
@@ -885,7 +884,7 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			continue;
 		if (e->be.read_cohort(e->be.ctx, tg->service, tg->canary, COHORT_CANARY, &c) ||
 		    e->be.read_cohort(e->be.ctx, tg->service, rollout_stable_version(e, tg),
-		                      COHORT_BASELINE, &b)) {
+		                      run_baseline_cohort(r, t), &b)) {
 			tr->rd.have_prev = false;
 			continue;
 		}
@@ -902,7 +901,7 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 			tr->rd.step_baseline0 = tr->step_baseline;
 			tr->rd.have_step0 = true;
 		}
-		if (tr->rd.have_prev && tr->touched && tr->weight > 0) {
+		if (tr->rd.have_prev && run_canary_live(r, t)) {
 			/*
 			 * At 100% (and in bake) the baseline slice is empty (docs/bucketing.md):
 			 * the canary is compared with the baseline accumulated over the run.
@@ -1108,6 +1107,9 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		evs = NULL;
 		goto out;
 	}
+	/* validate (issue 16): a failing check that pauses keeps the canary's last requests */
+	if (act >= 0 && r->state == ROLLOUT_PROGRESSING)
+		rollout_act_samples(e, r, check_targets(&ro->analysis.checks[act]), now, evs);
 	if (rollout_persist(e, r, ENGINE_ACTOR, evs)) {
 		evs = NULL;
 		goto out;

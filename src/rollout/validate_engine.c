@@ -355,6 +355,7 @@ void rollout_validate_tick(struct rollout_engine *e, struct run *r, int64_t now)
 			return;
 	}
 	if (!w->next_ms) { /* resumed after a restart: the window goes on from its persisted times */
+		w->started_ms = now; /* BREAK */
 		w->next_ms = now + (int64_t)iv_ms;
 		prime(e, r);
 		return;
@@ -421,4 +422,29 @@ json_t *rollout_engine_validation(const struct rollout_engine *e, const char *na
 	                  : json_null(),
 	              "windows", wins);
 	return o;
+}
+
+json_t *rollout_validate_view(const struct run *r)
+{
+	const struct validate_run *v = &r->val;
+	json_t *a;
+
+	if (!r->cfg->nvalidate)
+		return NULL;
+	a = json_array();
+	for (size_t i = 0; i < r->cfg->nvalidate; i++) {
+		int64_t start = 0, end = 0;
+
+		if (v->begun)
+			validate_span(v, i, run_dur, r, &start, &end);
+		json_array_append_new(
+		    a, json_pack("{s:s, s:s, s:s, s:o, s:o}", "name", r->cfg->validate[i].name,
+		                 "state", v->w ? validate_state_name(v->w[i].state) : "pending",
+		                 "on_fail",
+		                 r->cfg->validate[i].on_fail == CONFIG_VALIDATE_ROLLBACK ? "rollback"
+		                                                                         : "notify",
+		                 "starts_ms", v->begun ? json_integer(start) : json_null(), "ends_ms",
+		                 v->begun ? json_integer(end) : json_null()));
+	}
+	return a;
 }

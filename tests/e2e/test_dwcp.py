@@ -21,6 +21,7 @@ import pytest
 from conftest import (ADMIN_TOKEN, SRC, Daemon, bin_path, free_port, http, http_json,
                       parse_metrics, wait_until)
 from test_judge import prom_query, prometheus_start
+from test_rollout import Receiver
 
 COMPONENTS = ("manager", "compression", "probft", "bullshark", "tpbft", "maddpg")
 VERSIONS = ("v1", "v3")
@@ -288,8 +289,8 @@ class Plan:
     """A rehearsal of the production plan on loopback: dwcp-sim, Prometheus, canaryd,
     one loadgen per component."""
 
-    def __init__(self, procs, tmp_path, sim):
-        self.sim = sim(extra=["--latency", "v1:1:0.5", "--latency", "v3:1:0.5"])
+    def __init__(self, procs, tmp_path, sim, receiver, hold=None):
+        self.sim = sim(extra=["--latency", "v1:20:4", "--latency", "v3:20:4"])
         self.prom = prometheus_start(procs, tmp_path, list(self.sim.ports.values()))
         wait_until(lambda: len(prom_query(self.prom, "dwcp_api_requests_total")) == 12, 30,
                    0.2, what="every sim instance scraped")
@@ -301,10 +302,19 @@ class Plan:
         # shorter steps and windows than the plan's: seconds once divided by SPEED
         path = derive(tmp_path, SPEED, addrs,
                       ["--min-samples", "10", "--step-for", "1d", "--validate", "1d"])
+        if hold:  # some steps held longer (the test says why)
+            import yaml
+            with open(path) as f:
+                doc = yaml.load(f, Loader=plan_loader())
+            for st in doc["rollouts"]["dwcp-v3"]["steps"]:
+                if st.get("name") in hold:
+                    st["for"] = hold[st["name"]]
+            with open(path, "w") as f:
+                yaml.safe_dump(doc, f, sort_keys=False)
         env = secrets_env(tmp_path)
         self.tokens = {w: env.pop("TOKEN_" + w) for w in APPROVERS}
         env["DWCP_PROMETHEUS"] = self.prom
-        env["DWCP_NOTIFY_WEBHOOK"] = f"http://127.0.0.1:{free_port()}/notify"
+        env["DWCP_NOTIFY_WEBHOOK"] = f"http://127.0.0.1:{receiver.port}/notify"
         p = procs([bin_path("canaryd"), "-c", path], env=env, cwd=str(tmp_path), name="canaryd")
         self.d = Daemon(p, admin, str(tmp_path), path)
 
@@ -332,7 +342,9 @@ class Plan:
 
     def observe(self):
         r = self.get()
-        key = (r["step"].get("name"), self.weights(r))
+        # a step's weights apply once it runs (a time gate may hold it waiting first)
+        name = r["step"].get("name") if r["step"].get("phase") == "running" else None
+        key = (name, self.weights(r))
         if not self.seen or self.seen[-1] != key:
             self.seen.append(key)
         return r
@@ -381,8 +393,15 @@ def step_weights(name):
     raise KeyError(name)
 
 
-def test_rehearsal_healthy_path_through_every_phase(procs, tmp_path, sim):
-    plan = Plan(procs, tmp_path, sim)
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def test_rehearsal_healthy_path_through_every_phase(procs, tmp_path, sim, receiver):
+    plan = Plan(procs, tmp_path, sim, receiver)
     plan.start()
     r = plan.run_until(lambda r: r["state"] in TERMINAL, 120, "completion")
     assert r["state"] == "completed", (r["state"], r["step"], plan.seen,
@@ -407,10 +426,18 @@ def test_rehearsal_healthy_path_through_every_phase(procs, tmp_path, sim):
     started = plan.events("rollout.started")
     assert started and started[-1]["details"].get("rehearsal") == SPEED, started
     assert not plan.events("rollout.rollback")
+    # "48 hours before phase transition": an `upcoming` notification before each
+    # scheduled step (06:00Z, 12:00Z) and approval gate, each sent once
+    got = receiver.on("/notify")
+    ups = [b["canaryd"] for b in got if b["canaryd"]["event"].endswith("upcoming")]
+    assert ups, sorted({b["canaryd"]["event"] for b in got})
+    assert all("REHEARSAL" in b["text"] for b in got), [b["text"] for b in got]
 
 
-def test_rehearsal_faults_roll_back_what_the_seed_says(procs, tmp_path, sim):
-    plan = Plan(procs, tmp_path, sim)
+def test_rehearsal_faults_roll_back_what_the_seed_says(procs, tmp_path, sim, receiver):
+    # phase-6 is held 8 s (the other steps 1 s) so the cascade is injected and
+    # detected while phase-6's weights are in force
+    plan = Plan(procs, tmp_path, sim, receiver, hold={"phase-6": "8d"})
     plan.start()
     s = plan.sim
 
@@ -420,48 +447,59 @@ def test_rehearsal_faults_roll_back_what_the_seed_says(procs, tmp_path, sim):
     def rollbacks():
         return [e["details"] for e in plan.events("rollout.rollback")]
 
-    # 1. Phase 3: "Compression accuracy <99% -> Rollback Compression Selector"
-    r = plan.run_until(at("phase-3"), 60, "phase-3")
-    assert plan.weights(r) == {"manager": 25, "compression": 5, "probft": 0, "bullshark": 0,
-                               "tpbft": 0, "maddpg": 0}, r
+    def rolled_back(r):
+        return {t["name"] for t in r["targets"] if t["rolled_back"]}
+
+    # 1. Phase 3: "Compression accuracy <99% -> Rollback Compression Selector".  The
+    # accuracy drops during phase-2, before the Compression Selector takes traffic:
+    # its check applies from phase-3 on, whose evidence it then holds back.
+    plan.run_until(at("phase-2"), 60, "phase-2")
     assert s.fault("accuracy_low", version="v3")[0] == 200
-    r = plan.run_until(lambda r: len(rollbacks()) == 1, 30, "the compression rollback")
+    plan.run_until(lambda r: rollbacks() or r["state"] in TERMINAL, 60, "compression rollback")
     s.fault("clear")
-    rb = rollbacks()[0]
-    assert rb["targets"] == ["compression"], rb
-    assert rb["verdict"]["check"] == "compression-accuracy", rb
-    w = plan.weights()
-    assert w["compression"] == 0 and w["manager"] == 25, w  # the manager kept its weight
-    # 2. Phase 4: "Consensus failure detected -> Automated rollback" (ProBFT)
-    r = plan.run_until(at("phase-4"), 60, "phase-4")
-    assert plan.weights(r) == {"manager": 50, "compression": 0, "probft": 5, "bullshark": 0,
-                               "tpbft": 0, "maddpg": 0}, r
+    rb = rollbacks()
+    assert len(rb) == 1 and rb[0]["targets"] == ["compression"], rb
+    assert rb[0]["verdict"]["check"] == "compression-accuracy", rb
+    assert rb[0]["step"] == 3 and not rb[0].get("partial"), rb  # phase-3
+    r = plan.get()
+    assert rolled_back(r) == {"compression"}, r
+    # only the Compression Selector moved: the manager kept phase-3's 25%
+    assert plan.weights(r) == dict(step_weights("phase-3"), compression=0), r
+    # 2. Phase 4: "Consensus failure detected -> Automated rollback" of ProBFT,
+    # injected before ProBFT joins at 5%
     assert s.fault("consensus_failures", version="v3")[0] == 200
-    r = plan.run_until(lambda r: len(rollbacks()) == 2, 30, "the probft rollback")
+    plan.run_until(lambda r: len(rollbacks()) == 2 or r["state"] in TERMINAL, 60,
+                   "probft rollback")
     s.fault("clear")
     rb = rollbacks()[1]
-    assert rb["targets"] == ["probft"], rb
+    assert rb["targets"] == ["probft"] and rb["step"] == 4, rb  # phase-4
     assert rb["verdict"]["check"] == "probft-consensus-failures", rb
-    w = plan.weights()
-    assert w["probft"] == 0 and w["manager"] == 50 and w["compression"] == 0, w
-    # 3. Phase 6: "Cascading failures across systems -> Rollback to 75%": every target
-    # back to the previous phase's weights (phase-6-canary: manager 75%), paused
-    r = plan.run_until(at("phase-6"), 60, "phase-6")
-    assert plan.weights(r) == {"manager": 90, "compression": 0, "probft": 0, "bullshark": 90,
-                               "tpbft": 90, "maddpg": 90}, r
+    r = plan.get()
+    assert rolled_back(r) == {"compression", "probft"}, r
+    assert plan.weights(r) == dict(step_weights("phase-4"), compression=0, probft=0), r
+    # 3. Phase 6: "Cascading failures across systems -> Rollback to 75%": every
+    # target back to the previous phase's weights (phase-6-canary: manager at 75%)
+    r = plan.run_until(lambda r: at("phase-6")(r) and r["step"]["phase"] == "running", 60,
+                       "phase-6")
+    assert plan.weights(r) == dict(step_weights("phase-6"), compression=0, probft=0), r
     assert s.fault("cascading", version="v3")[0] == 200
-    r = plan.run_until(lambda r: len(rollbacks()) == 3, 30, "the partial rollback")
+    plan.run_until(lambda r: len(rollbacks()) == 3 or r["state"] in TERMINAL, 30,
+                   "the partial rollback")
     s.fault("clear")
     rb = rollbacks()[2]
     assert rb.get("partial") is True and rb.get("rollback_to") == "phase-6-canary", rb
-    r = plan.run_until(lambda r: r["state"] == "paused", 10, "paused")
-    assert r["step"]["name"] == "phase-6-canary", r
-    # the rolled-back targets stay at 0; the others at phase-6-canary's weights
-    assert plan.weights(r) == {"manager": 75, "compression": 0, "probft": 0, "bullshark": 5,
-                               "tpbft": 5, "maddpg": 5}, r
-    assert [x["targets"] for x in rollbacks()[:2]] == [["compression"], ["probft"]]
-    # paused stays paused: nothing moves without a person
-    time.sleep(2)
+    assert rb["verdict"]["check"] == "cascading", rb
     r = plan.get()
-    assert r["state"] == "paused" and plan.weights(r)["manager"] == 75, r
-    assert len(rollbacks()) == 3
+    assert r["state"] == "paused" and r["step"]["name"] == "phase-6-canary", r
+    # rolled-back targets stay at 0, the others at phase-6-canary's weights
+    want = dict(step_weights("phase-6-canary"), compression=0, probft=0)
+    assert plan.weights(r) == want and want["manager"] == 75, r
+    assert rolled_back(r) == {"compression", "probft"}, r
+    # in that order, each with its evidence bundle, and nothing moves while paused
+    assert [x["targets"] for x in rollbacks()[:2]] == [["compression"], ["probft"]]
+    time.sleep(3)
+    r = plan.get()
+    assert r["state"] == "paused" and plan.weights(r) == want, r
+    assert len(rollbacks()) == 3, rollbacks()
+    finished = plan.events("rollout.rollback.finished")
+    assert len(finished) == 3 and all(e["details"].get("evidence") for e in finished), finished

@@ -1286,10 +1286,91 @@ static void test_write_dir(void **state)
 	json_decref(evs);
 }
 
+/*
+ * issue 16: the canary request sample of a rollback (canary-requests.json
+ * and a table in the summary) and the reports of validation windows (one
+ * Markdown file per window, one chart per check, a summary section).
+ */
+static void test_canary_requests_and_validation_reports(void **state)
+{
+	json_t *evs = rollback_scenario(), *b, *sample, *pts = json_array(), *rep;
+	const char *md, *svg;
+
+	(void)state;
+	/* a validation window that passed after the completion, then the sample of a revert */
+	for (int i = 1; i <= 3; i++)
+		json_array_append_new(pts, json_pack("{s:I, s:f, s:i, s:i}", "end_ms",
+		                                     (json_int_t)(T0 + (300 + 10 * i) * SEC), "value",
+		                                     0.01 * i, "requests", 500, "intervals", 1));
+	rep = json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:s, s:{}, "
+	                "s:[{s:s, s:s, s:n, s:s, s:f, s:f, s:f, s:i, s:i, s:s, "
+	                "s:{s:i, s:i, s:i, s:i}, s:o}]}",
+	                "window", "day-1", "index", 0, "of", 1, "state", "failed", "on_fail",
+	                "rollback", "after_ms", (json_int_t)0, "for_ms", (json_int_t)60000,
+	                "started_ms", (json_int_t)(T0 + 300 * SEC), "ended_ms",
+	                (json_int_t)(T0 + 330 * SEC), "interval_ms", 10000, "looks", 3, "reason",
+	                "check errors failed: error_rate 3%", "targets", "checks", "name", "errors",
+	                "metric", "error_rate", "target", "outcome", "fail", "value", 0.03,
+	                "baseline", 0.005, "observed", 0.025, "canary_requests", 500,
+	                "baseline_requests", 24000, "reason", "error_rate 3% | high", "intervals",
+	                "pass", 2, "fail", 1, "inconclusive", 0, "error", 0, "points", pts);
+	assert_non_null(rep);
+	add(evs, T0 + 330 * SEC, "rollout.validation.failed",
+	    json_pack("{s:s, s:i, s:s, s:o}", "window", "day-1", "index", 0, "result", "failed",
+	              "report", rep));
+	sample = json_pack("{s:I, s:{s:{s:s, s:s, s:[{s:s, s:s, s:s, s:i, s:f, s:I}, "
+	                   "{s:s, s:s, s:s, s:i, s:f, s:I}]}}}",
+	                   "decision_ms", (json_int_t)(T0 + 330 * SEC), "targets", "web", "service",
+	                   "web", "version", "v2", "requests", "request_id", "e2e-42", "method",
+	                   "GET", "path", "/item/42", "status", 500, "latency_ms", 12.5, "time_ms",
+	                   (json_int_t)(T0 + 329 * SEC), "request_id", "e2e-41|x", "method", "POST",
+	                   "path", "/cart", "status", 200, "latency_ms", 3.0, "time_ms",
+	                   (json_int_t)(T0 + 328 * SEC));
+	assert_non_null(sample);
+	add(evs, T0 + 330 * SEC, "rollout.canary_requests", sample);
+	b = evidence_build("web", evs, NULL, NULL, T0 + 400 * SEC);
+	assert_non_null(b);
+
+	contains(file(b, "canary-requests.json"), "\"request_id\": \"e2e-42\"");
+	assert_int_equal(json_array_size(json_object_get(b, "canary_requests")), 1);
+	md = file(b, "summary.md");
+	contains(md, "## Canary requests around the decision");
+	contains(md, "| web | v2 | 2024-05-01 10:05:29.000 | e2e-42 | GET | /item/42 | 500 | 12.5 |");
+	contains(md, "| e2e-41\\|x | POST | /cart | 200 | 3.0 |"); /* escaped for the table */
+	contains(md, "## Post-rollout validation");
+	contains(md, "| day-1 | **failed** | 2024-05-01 10:05:00.000 | 2024-05-01 10:05:30.000 | "
+	             "check errors failed: error_rate 3% | [validation-day-1.md](validation-day-1.md) |");
+	md = file(b, "validation-day-1.md");
+	contains(md, "# Validation window `day-1` of rollout `web`: failed");
+	contains(md, "| errors | error_rate | **fail** | 3.000% | 0.500% | 500 / 24000 | 2 / 1 / 0 / 0 "
+	             "| error_rate 3% \\| high |");
+	svg = file(b, "validation-day-1-errors.svg");
+	svg_shape(svg);
+	xml_parses(svg);
+	contains(svg, "new stable vs pre-rollout baseline");
+	contains(svg, "class=\"rollback\""); /* the window's failure */
+	assert_int_equal(count(svg, "class=\"canary\""), 1);
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_array_get(json_object_get(b, "validation"), 0), "window")),
+	                    "day-1");
+	json_decref(b);
+
+	/* none of it in a bundle without those events */
+	json_decref(evs);
+	evs = rollback_scenario();
+	b = evidence_build("web", evs, NULL, NULL, T0 + 400 * SEC);
+	assert_null(json_object_get(json_object_get(b, "files"), "canary-requests.json"));
+	lacks(file(b, "summary.md"), "## Canary requests");
+	lacks(file(b, "summary.md"), "## Post-rollout validation");
+	json_decref(b);
+	json_decref(evs);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_rollback_summary),
+	    cmocka_unit_test(test_canary_requests_and_validation_reports),
 	    cmocka_unit_test(test_verdicts_and_series),
 	    cmocka_unit_test(test_charts),
 	    cmocka_unit_test(test_escaping),

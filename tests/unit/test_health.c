@@ -77,8 +77,8 @@ static void with_health(const char *value, char *out, size_t len)
 	snprintf(out, len, "%.*s        health: %s%s", (int)(at - yaml), yaml, value, end);
 }
 
-static const struct config_health hc3 = {.enabled = true, .healthy = 2, .unhealthy = 3,
-                                         .expect_lo = 200, .expect_hi = 399};
+static const struct config_health hc3 = {
+    .enabled = true, .healthy = 2, .unhealthy = 3, .expect_lo = 200, .expect_hi = 399};
 
 static void test_counts_state_machine(void **state)
 {
@@ -209,9 +209,8 @@ static void test_never_the_last_endpoint(void **state)
 	assert_string_equal(a.reason, "no health check configured");
 	/* 7002 fails 3 times: down, out of the pick (7003 remains) */
 	for (int i = 0; i < 3; i++)
-		assert_int_equal(health_note_probe(h, "web", "v2", "127.0.0.1:7002", 503, 3, NULL,
-		                                   1000 + i),
-		                 0);
+		assert_int_equal(
+		    health_note_probe(h, "web", "v2", "127.0.0.1:7002", 503, 3, NULL, 1000 + i), 0);
 	health_view(h, "web", "v2", "127.0.0.1:7002", &a);
 	assert_int_equal(a.state, HEALTH_DOWN);
 	assert_false(a.in_pick);
@@ -221,8 +220,8 @@ static void test_never_the_last_endpoint(void **state)
 	assert_false(health_version_down(h, "web", "v2", reason, sizeof(reason), &since));
 	/* 7003 times out 3 times: down too, but the last in the pick: kept */
 	for (int i = 0; i < 3; i++)
-		health_note_probe(h, "web", "v2", "127.0.0.1:7003", 0, 100, "no answer within 100ms",
-		                  2000 + i);
+		health_note_probe(h, "web", "v2", "127.0.0.1:7003", 0, 100,
+		                  "no answer within 100ms", 2000 + i);
 	health_view(h, "web", "v2", "127.0.0.1:7003", &b);
 	assert_int_equal(b.state, HEALTH_DOWN);
 	assert_true(b.in_pick);

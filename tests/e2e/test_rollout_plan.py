@@ -1,0 +1,167 @@
+"""The rollout engine's part of the customer's plan (issue 16 section 2), end to
+end: named steps, a check's target set, the partial rollback `on_fail:
+{rollback_to: previous}`, `start --rehearse SPEED` and the `upcoming` notice.
+
+A real canaryd with its proxy, demo-upstream versions and loadgen on 127.0.0.1;
+short holds; every wait bounded; processes stopped by the fixtures."""
+import datetime
+
+import pytest
+
+from conftest import free_port, wait_until
+from test_canaryctl_rollout import ctl
+from test_rollout import (Load, Receiver, config, control, events, rollout, service,
+                          set_error_rate, start, wait_state)
+
+
+@pytest.fixture
+def receiver():
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def two_services(proxy_port, web, api, rollouts):
+    """Services web (v1 stable, v2) and api (a1 stable, a2) behind /web and /api."""
+    return config(proxy_port,
+                  service("web", {"v1": web[0], "v2": web[1]}) +
+                  service("api", {"a1": api[0], "a2": api[1]}, stable="a1"),
+                  rollouts, routes=(("/web", "web"), ("/api", "api")))
+
+
+PLAN = """  plan:
+    targets:
+      t-web: {service: web, canary: v2}
+      t-api: {service: api, canary: a2}
+    steps:
+      - {name: dark, set: {t-web: 0, t-api: 0}}
+      - {name: p20, set: {t-web: 20, t-api: 20}, for: 1s}
+      - {name: p50, set: {t-web: 50, t-api: 50}}
+      - pause: {}
+      - set: {t-web: 100, t-api: 100}
+    analysis:
+      interval: 1s
+      checks:
+        - name: integration
+          metric: error_rate
+          max: 0.05
+          min_samples: 20
+          target: [t-api]
+          on_fail: {rollback_to: previous}
+    rollback:
+      drain: 0s
+"""
+
+
+def weights(view):
+    return {t["name"]: t["weight"] for t in view["targets"]}
+
+
+def service_weight(d, name):
+    st, doc = d.get(f"/v1/services/{name}")
+    assert st == 200, doc
+    return doc["weight"]
+
+
+def test_partial_rollback_to_previous_keeps_other_targets(canaryd, upstream, procs, tmp_path):
+    """A failing check on [t-api] at p50: t-api goes back to p20's 20% (applied in
+    the proxy), t-web keeps 50%, the rollout pauses at p20 with the pipeline and
+    evidence of a rollback; events and canaryctl name the steps; resume goes on."""
+    web = (upstream("v1"), upstream("v2"))
+    api = (upstream("a1"), upstream("a2"))
+    port = free_port()
+    d = start(canaryd, two_services(port, web, api, PLAN),
+              extra_env={"CANARYD_EVIDENCE_DIR": str(tmp_path / "evidence")})
+    load_web = Load(procs, port, rate=150, path="/web")
+    load_api = Load(procs, port, rate=150, path="/api")
+    try:
+        assert control(d, "plan", "start")[0] == 200
+        wait_until(lambda: rollout(d, "plan")["step"]["index"] == 3, 30, 0.05,
+                   what="the pause after p50")
+        assert service_weight(d, "api") == 50 and service_weight(d, "web") == 50
+        set_error_rate(api[1], 0.5)  # the canary of api only
+        r = wait_state(d, "plan", ("paused",), 30, post_done=True)
+    finally:
+        load_web.stop()
+        load_api.stop()
+    # paused at p20, not rolled back; only t-api moved
+    assert r["step"]["index"] == 1 and r["step"]["name"] == "p20", r["step"]
+    assert weights(r) == {"t-web": 50, "t-api": 20}, r["targets"]
+    assert not any(t["rolled_back"] for t in r["targets"])
+    assert service_weight(d, "api") == 20 and service_weight(d, "web") == 50
+    rb = events(d, "plan", "rollout.rollback")
+    assert len(rb) == 1, rb
+    det = rb[0]["details"]
+    assert det["partial"] is True and det["rollback_to"] == "p20" and det["class"] == "partial"
+    assert det["targets"] == ["t-api"] and det["weights"] == {"t-api": 20}
+    assert det["verdict"]["check"] == "integration"
+    assert det["time_to_detect_ms"] > 0
+    mit = events(d, "plan", "rollout.mitigated")
+    assert len(mit) == 1 and mit[0]["details"]["all_workers_confirmed"] is True, mit
+    fin = events(d, "plan", "rollout.rollback.finished")
+    assert len(fin) == 1 and fin[0]["details"]["evidence"], fin
+    # named steps in the events and the CLI
+    names = [e["details"].get("step_name") for e in events(d, "plan", "rollout.step")]
+    assert names == ["dark", "p20", "p50", None], names
+    out = ctl(d, "rollout", "get", "plan").stdout
+    assert "(p20, set, running)" in out, out
+    assert "rolled back to p20" in out, out
+
+
+REHEARSED = """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - {name: p10, weight: 10, for: 1h}
+      - {name: full, weight: 100, not_before: "+NB"}
+    analysis:
+      interval: 1m
+      checks: [{name: errors, metric: error_rate, max: 0.05, min_samples: 20}]
+    notify:
+      - webhook: http://127.0.0.1:RP/slack
+        events: [step, upcoming, completed]
+        notice: 30m
+"""
+
+
+def test_rehearsal_runs_the_plan_fast_and_says_so(canaryd, upstream, procs, receiver):
+    """--rehearse 1200: the 1h step holds 3 s and the 1m interval is 50 ms; every
+    event and notification says REHEARSAL; the `upcoming` notice 30m (1.5 s) before
+    the gated step arrives once; bad speeds are refused naming rehearse."""
+    v1, v2 = upstream("v1"), upstream("v2")
+    port = free_port()
+    # an RFC 3339 gate 2h after now on the plan's clock = 6 s after the start
+    gate = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=2))
+    plan = REHEARSED.replace("+NB", gate.strftime("%Y-%m-%dT%H:%M:%SZ")).replace(
+        "RP", str(receiver.port))
+    text = config(port, service("web", {"v1": v1, "v2": v2}), plan)
+    d = start(canaryd, text)
+    # bad speeds: 422 from the API naming the field, exit 2 from canaryctl
+    for bad in ("fast", 0, -3, None):
+        st, doc = control(d, "web-v2", "start", body={"rehearse": bad})
+        assert st == 422 and doc["error"]["field"] == "rehearse", (bad, st, doc)
+    r = ctl(d, "rollout", "start", "web-v2", "--rehearse", "zero")
+    assert r.returncode == 2 and "--rehearse" in r.stderr, (r.returncode, r.stderr)
+    assert rollout(d, "web-v2")["state"] == "idle"
+    load = Load(procs, port, rate=200)
+    try:
+        r = ctl(d, "rollout", "start", "web-v2", "--rehearse", "1200")
+        assert r.returncode == 0 and "REHEARSAL" in r.stdout, (r.stdout, r.stderr)
+        done = wait_state(d, "web-v2", ("completed", "rolled_back", "failed"), 40)
+    finally:
+        load.stop()
+    assert done["state"] == "completed", done
+    assert done["rehearsal"] == 1200
+    evs = events(d, "web-v2")
+    assert evs and all(e["details"].get("rehearsal") == 1200 for e in evs), \
+        [e for e in evs if e["details"].get("rehearsal") != 1200][:3]
+    steps = events(d, "web-v2", "rollout.step")
+    held = steps[1]["details"]["at_ms"] - steps[0]["details"]["at_ms"]
+    # not before 6 s (the gate: 2h / 1200) -- and far less than the real hour
+    assert held >= 5000, held
+    assert held < 60000, held
+    slack = receiver.on("/slack")
+    assert slack and all(s["text"].startswith("canaryd: REHEARSAL (1200x)") for s in slack), slack
+    up = [s for s in slack if s["canaryd"]["event"] == "rollout.upcoming"]
+    assert len(up) == 1, [s["canaryd"]["event"] for s in slack]
+    assert up[0]["canaryd"]["details"]["step_name"] == "full"
+    assert "scheduled step" in up[0]["text"], up[0]["text"]
