@@ -6,7 +6,7 @@ COV_BUILD  ?= build-coverage
 JOBS       ?= $(shell nproc)
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps build test test-fast check-source demo bench fuzz coverage clean
+.PHONY: all deps build test test-fast check-source demo demo-dwcp bench fuzz coverage clean
 
 all: build
 
@@ -34,6 +34,10 @@ check-source: deps
 
 demo: build
 	@scripts/demo $(BUILD)
+
+# The customer's DWCP plan rehearsed in about three minutes (docs/dwcp.md).
+demo-dwcp: build
+	@scripts/demo-dwcp $(BUILD)
 
 bench: build
 	@scripts/install-deps --bench

@@ -48,17 +48,17 @@ static const char *const pattern_names[] = {"steady", "bursty", "diurnal"};
 
 /* The statistical methods compared on the same streams (issue 18). */
 enum { M_MIXTURE, M_COUNT, M_OBF_MIX, M_POC_MIX, M_OBF_CNT, M_POC_CNT, NMETH };
-static const char *const meth_names[] = {"mixture",     "counting",    "obf+mixture",
+static const char *const meth_names[] = {"mixture",     "counting",     "obf+mixture",
                                          "pocock+mix.", "obf+counting", "pocock+count"};
 
 struct scenario {
 	char name[96];
 	enum pattern pattern;
-	double rps, share; /* total traffic, canary share (fraction) */
-	double base_err;   /* the baseline's error rate */
-	double err_add;    /* canary error rate - baseline's, absolute */
-	double err_mul;    /* canary error rate / baseline's (before err_add) */
-	double lat_mul;    /* canary latency multiplier */
+	double rps, share;        /* total traffic, canary share (fraction) */
+	double base_err;          /* the baseline's error rate */
+	double err_add;           /* canary error rate - baseline's, absolute */
+	double err_mul;           /* canary error rate / baseline's (before err_add) */
+	double lat_mul;           /* canary latency multiplier */
 	bool healthy, literature; /* the literature's grid (issue 18) */
 	/* results */
 	double fr[3];  /* rolled back (healthy: false rollback) share */
@@ -328,11 +328,14 @@ static void methods(struct run_result *out, const struct metrics_cohort_snapshot
 		any = any || !out->meth[m];
 	if (!any || cc->requests < 200 || cb->requests < 200)
 		return; /* min_samples, as ours */
-	judge_sequential(cc->errors, cc->requests, cb->errors, cb->requests, 0, 1 - ALPHA, 0, &sfull);
-	judge_sequential(cc->errors, cc->requests, cb->errors, cb->requests, 0, 1 - tail, 0, &stail);
+	judge_sequential(cc->errors, cc->requests, cb->errors, cb->requests, 0, 1 - ALPHA, 0,
+	                 &sfull);
+	judge_sequential(cc->errors, cc->requests, cb->errors, cb->requests, 0, 1 - tail, 0,
+	                 &stail);
 	judge_count(cc->errors, cc->requests, cb->errors, cb->requests, 1.0, ALPHA, 0, &kfull);
 	judge_count(cc->errors, cc->requests, cb->errors, cb->requests, 1.0, tail, 0, &ktail);
-	judge_gs_look(JUDGE_SPEND_OBRIEN_FLEMING, ALPHA - tail, (uint32_t)t, (uint32_t)intervals, &go);
+	judge_gs_look(JUDGE_SPEND_OBRIEN_FLEMING, ALPHA - tail, (uint32_t)t, (uint32_t)intervals,
+	              &go);
 	judge_gs_look(JUDGE_SPEND_POCOCK, ALPHA - tail, (uint32_t)t, (uint32_t)intervals, &gp);
 	if (judge_mann_whitney(&cc->hist, &cb->hist, 1.05, &w))
 		abort();
@@ -526,8 +529,8 @@ static void run_scenario(struct scenario *sc, size_t idx)
 		sc->n_at = NAN;
 	}
 	for (int m = 0; m < NMETH; m++)
-		summarize(col + (NJUDGES + nintervals + NALPHA + m) * nseeds, nseeds, &sc->meth_fr[m],
-		          &sc->meth_ttd[m]);
+		summarize(col + (NJUDGES + nintervals + NALPHA + m) * nseeds, nseeds,
+		          &sc->meth_fr[m], &sc->meth_ttd[m]);
 	for (int j = 0; j < NJUDGES; j++)
 		summarize(col + j * nseeds, nseeds, &sc->fr[j], &sc->ttd[j]);
 	for (int k = 1; k <= nintervals; k++)
@@ -745,8 +748,8 @@ int main(int argc, char **argv)
 
 					snprintf(what, sizeof(what), "%s %g/s %g%%", regs[g].what,
 					         rpss[i], shares[k] * 100);
-					add((enum pattern)p, rpss[i], shares[k], BASE_ERR, regs[g].err,
-					    1.0, regs[g].lat, false, what);
+					add((enum pattern)p, rpss[i], shares[k], BASE_ERR,
+					    regs[g].err, 1.0, regs[g].lat, false, what);
 				}
 		}
 	/* the literature's grid (issue 18): per-cohort traffic, steady */
@@ -761,14 +764,15 @@ int main(int argc, char **argv)
 					snprintf(what, sizeof(what), "A/A %g/s/cohort %g%%", per[i],
 					         base[bi] * 100);
 				else
-					snprintf(what, sizeof(what), "err x%g %g/s/cohort %g%%", muls[m],
-					         per[i], base[bi] * 100);
+					snprintf(what, sizeof(what), "err x%g %g/s/cohort %g%%",
+					         muls[m], per[i], base[bi] * 100);
 				add(STEADY, per[i], 1.0, base[bi], 0, muls[m], 1.0, true, what);
 			}
 			for (size_t m = 0; m < 2 && bi == 1; m++) {
 				snprintf(what, sizeof(what), "p99 +%d%% %g/s/cohort", m ? 25 : 10,
 				         per[i]);
-				add(STEADY, per[i], 1.0, base[bi], 0, 1.0, m ? 1.25 : 1.10, true, what);
+				add(STEADY, per[i], 1.0, base[bi], 0, 1.0, m ? 1.25 : 1.10, true,
+				    what);
 			}
 		}
 	pthread_create(&th[0], NULL, worker, NULL);

@@ -350,8 +350,8 @@ static void engine_split_reset(void *ctx, const char *service, const char *versi
 		metrics_split_reset(d->metrics, series);
 }
 
-static bool engine_endpoints_down(void *ctx, const char *service, const char *version,
-                                  char *reason, size_t len, int64_t *since_ms)
+static bool engine_endpoints_down(void *ctx, const char *service, const char *version, char *reason,
+                                  size_t len, int64_t *since_ms)
 {
 	struct daemon *d = ctx;
 
@@ -687,7 +687,8 @@ static int reload(void *ctx, const char *actor_in, char *msg, size_t msglen)
 		admin_set_tls(d->admin, tls_set_admin(cref->tls));
 	traffic_use(d->traffic, cref, t);
 	if (health_configure(d->health, cfg) != 0)
-		log_error("health checks kept from the previous configuration (out of memory)", NULL);
+		log_error("health checks kept from the previous configuration (out of memory)",
+		          NULL);
 	if (api_flags_reload(d->flags, cfg, actor, msg, msglen) != 0)
 		log_error("flags kept from the previous configuration", "error", msg, NULL);
 	d->api.config_revision++;
@@ -865,11 +866,8 @@ int main(int argc, char **argv)
 	d.api.metrics_ctx = &d;
 	d.api.listener_up_fn = listener_up;
 	d.api.listener_up_ctx = &d;
-	d.services =
-	    (struct services_backend){.traffic = d.traffic,
-	                              .proxy = d.proxy,
-	                              .metrics = d.metrics,
-	                              .health = d.health};
+	d.services = (struct services_backend){
+	    .traffic = d.traffic, .proxy = d.proxy, .metrics = d.metrics, .health = d.health};
 	api_services_init(&d.api, &d.services);
 	d.jobs = jobs_new(JOB_THREADS, JOB_QUEUE);
 	d.notify = d.jobs ? notify_new(d.jobs, d.state) : NULL;

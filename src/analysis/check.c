@@ -287,7 +287,8 @@ static bool other_bound_violated(const struct config_check *c, const struct chec
 static double absolute_error_bound(const struct config_check *c)
 {
 	if (c->metric == CONFIG_METRIC_SUCCESS_RATE)
-		return c->min.set && c->min.value > 0 && c->min.value < 1 ? 1.0 - c->min.value : NAN;
+		return c->min.set && c->min.value > 0 && c->min.value < 1 ? 1.0 - c->min.value
+		                                                          : NAN;
 	if (c->metric == CONFIG_METRIC_ERROR_RATE)
 		return c->max.set && c->max.value > 0 && c->max.value < 1 ? c->max.value : NAN;
 	return NAN;
@@ -298,7 +299,8 @@ static void design_text(char *buf, size_t cap, const struct check_test_result *t
 {
 	if (t->group_sequential)
 		snprintf(buf, cap, "look %u of %u, %s spending, %.2g of %.2g spent", t->looks,
-		         t->horizon, t->spending == JUDGE_SPEND_POCOCK ? "Pocock" : "O'Brien-Fleming",
+		         t->horizon,
+		         t->spending == JUDGE_SPEND_POCOCK ? "Pocock" : "O'Brien-Fleming",
 		         t->alpha_spent, 1.0 - t->confidence);
 	else
 		snprintf(buf, cap, "look %u, anytime-valid", t->looks);
@@ -375,9 +377,9 @@ static enum check_outcome sequential(const struct config_check *c,
 
 		t->abs_bound = success ? 1.0 - abs_err : abs_err;
 		t->abs_alpha = a_abs;
-		t->abs_log_e = a->requests ? judge_beta_log_e(x, a->requests, abs_err,
-		                                              JUDGE_COUNT_KAPPA, true)
-		                           : 0.0;
+		t->abs_log_e =
+		    a->requests ? judge_beta_log_e(x, a->requests, abs_err, JUDGE_COUNT_KAPPA, true)
+		                : 0.0;
 		abs_beyond = t->abs_log_e >= log(1.0 / a_abs);
 	}
 	dec = any_dec;
@@ -414,7 +416,8 @@ static enum check_outcome sequential(const struct config_check *c,
 			                                             ? a->requests
 			                                             : b->requests))
 			             : 0.0;
-			if (need > 0 && (!isfinite(t->more_per_cohort) || need < t->more_per_cohort))
+			if (need > 0 &&
+			    (!isfinite(t->more_per_cohort) || need < t->more_per_cohort))
 				t->more_per_cohort = need;
 		}
 	}
@@ -426,39 +429,42 @@ static enum check_outcome sequential(const struct config_check *c,
 	if (dec == JUDGE_BEYOND) {
 		v->outcome = CHECK_FAIL;
 		if (gs_beyond && any_dec != JUDGE_BEYOND)
-			snprintf(v->reason, sizeof(v->reason),
-			         "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence: "
-			         "z = %.3g reached the boundary %.3g (an %s above %.4g fails at this "
-			         "look; %s; %.4g vs %.4g over %llu vs %llu requests per cohort since "
-			         "the step began)",
-			         m, word, s.diff, check_bound_name(v->bound), d,
-			         100 * c->test.confidence, s.z, t->z_bound, word, fabs(t->boundary),
-			         how, t->canary_value, t->baseline_value,
-			         (unsigned long long)t->canary_requests,
-			         (unsigned long long)t->baseline_requests);
+			snprintf(
+			    v->reason, sizeof(v->reason),
+			    "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence: "
+			    "z = %.3g reached the boundary %.3g (an %s above %.4g fails at this "
+			    "look; %s; %.4g vs %.4g over %llu vs %llu requests per cohort since "
+			    "the step began)",
+			    m, word, s.diff, check_bound_name(v->bound), d,
+			    100 * c->test.confidence, s.z, t->z_bound, word, fabs(t->boundary), how,
+			    t->canary_value, t->baseline_value,
+			    (unsigned long long)t->canary_requests,
+			    (unsigned long long)t->baseline_requests);
 		else if (t->counting)
-			snprintf(v->reason, sizeof(v->reason),
-			         "%s on the canary is above the baseline's with %g%% confidence: %llu "
-			         "vs %llu errors where equal rates expect a %.3g share on the canary "
-			         "(counting-process e-value %.3g >= 1/%.3g; %s; %.4g vs %.4g over %llu vs "
-			         "%llu requests per cohort since the step began)",
-			         m, 100 * c->test.confidence,
-			         (unsigned long long)t->canary_errors,
-			         (unsigned long long)t->baseline_errors,
-			         (double)t->canary_requests /
-			             ((double)t->canary_requests + (double)t->baseline_requests),
-			         exp(fmin(700.0, t->log_e)), a_any, how, t->canary_value,
-			         t->baseline_value, (unsigned long long)t->canary_requests,
-			         (unsigned long long)t->baseline_requests);
+			snprintf(
+			    v->reason, sizeof(v->reason),
+			    "%s on the canary is above the baseline's with %g%% confidence: %llu "
+			    "vs %llu errors where equal rates expect a %.3g share on the canary "
+			    "(counting-process e-value %.3g >= 1/%.3g; %s; %.4g vs %.4g over %llu "
+			    "vs "
+			    "%llu requests per cohort since the step began)",
+			    m, 100 * c->test.confidence, (unsigned long long)t->canary_errors,
+			    (unsigned long long)t->baseline_errors,
+			    (double)t->canary_requests /
+			        ((double)t->canary_requests + (double)t->baseline_requests),
+			    exp(fmin(700.0, t->log_e)), a_any, how, t->canary_value,
+			    t->baseline_value, (unsigned long long)t->canary_requests,
+			    (unsigned long long)t->baseline_requests);
 		else
-			snprintf(v->reason, sizeof(v->reason),
-			         "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence "
-			         "(the %s is at least %.4g; %s; %.4g vs %.4g over %llu vs %llu requests "
-			         "per cohort since the step began)",
-			         m, word, s.diff, check_bound_name(v->bound), d,
-			         100 * c->test.confidence, word, s.lower, how, t->canary_value,
-			         t->baseline_value, (unsigned long long)t->canary_requests,
-			         (unsigned long long)t->baseline_requests);
+			snprintf(
+			    v->reason, sizeof(v->reason),
+			    "%s %s of %.4g on the canary is above %s %.4g with %g%% confidence "
+			    "(the %s is at least %.4g; %s; %.4g vs %.4g over %llu vs %llu requests "
+			    "per cohort since the step began)",
+			    m, word, s.diff, check_bound_name(v->bound), d,
+			    100 * c->test.confidence, word, s.lower, how, t->canary_value,
+			    t->baseline_value, (unsigned long long)t->canary_requests,
+			    (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
 	if (abs_beyond) {
@@ -466,14 +472,15 @@ static enum check_outcome sequential(const struct config_check *c,
 		v->bound = success ? CHECK_BOUND_MIN : CHECK_BOUND_MAX;
 		v->bound_value = t->abs_bound;
 		v->observed = t->canary_value;
-		snprintf(v->reason, sizeof(v->reason),
-		         "%s on the canary is %s %s %.4g with %g%% confidence on its own counts "
-		         "(%llu errors in %llu requests since the step began, %.4g; e-value %.3g >= "
-		         "1/%.3g; %s)",
-		         m, success ? "below" : "above", success ? "min" : "max", t->abs_bound,
-		         100 * c->test.confidence, (unsigned long long)t->canary_errors,
-		         (unsigned long long)t->canary_requests, t->canary_value,
-		         exp(fmin(700.0, t->abs_log_e)), a_abs, how);
+		snprintf(
+		    v->reason, sizeof(v->reason),
+		    "%s on the canary is %s %s %.4g with %g%% confidence on its own counts "
+		    "(%llu errors in %llu requests since the step began, %.4g; e-value %.3g >= "
+		    "1/%.3g; %s)",
+		    m, success ? "below" : "above", success ? "min" : "max", t->abs_bound,
+		    100 * c->test.confidence, (unsigned long long)t->canary_errors,
+		    (unsigned long long)t->canary_requests, t->canary_value,
+		    exp(fmin(700.0, t->abs_log_e)), a_abs, how);
 		return v->outcome;
 	}
 	if (dec == JUDGE_WITHIN && !other_bound_violated(c, v, skip, &w)) {
@@ -584,14 +591,14 @@ static enum check_outcome mann_whitney(const struct config_check *c,
 	if (within && !other_bound_violated(c, v, 1u << CHECK_BOUND_MAX_RATIO, &x)) {
 		v->outcome = CHECK_PASS;
 		v->bound = CHECK_BOUND_NONE;
-		snprintf(v->reason, sizeof(v->reason),
-		         "latency on the canary is within %.4gx the baseline (Mann-Whitney p=%.3g at "
-		         "%g%% confidence; %s): median %.4g vs %.4g ms, shift %+.4g ms, CLES %.3f, "
-		         "over %llu vs %llu requests per cohort since the step began",
-		         r, w.p_less, 100 * c->test.confidence, how, t->canary_value,
-		         t->baseline_value, t->shift_ms, w.cles,
-		         (unsigned long long)t->canary_requests,
-		         (unsigned long long)t->baseline_requests);
+		snprintf(
+		    v->reason, sizeof(v->reason),
+		    "latency on the canary is within %.4gx the baseline (Mann-Whitney p=%.3g at "
+		    "%g%% confidence; %s): median %.4g vs %.4g ms, shift %+.4g ms, CLES %.3f, "
+		    "over %llu vs %llu requests per cohort since the step began",
+		    r, w.p_less, 100 * c->test.confidence, how, t->canary_value, t->baseline_value,
+		    t->shift_ms, w.cles, (unsigned long long)t->canary_requests,
+		    (unsigned long long)t->baseline_requests);
 		return v->outcome;
 	}
 	v->outcome = CHECK_INCONCLUSIVE;
@@ -726,8 +733,8 @@ static void test_json_design(json_t *o, const struct check_test_result *t)
 	                    t->group_sequential
 	                        ? json_string(judge_spending_name((enum judge_spending)t->spending))
 	                        : json_null());
-	json_object_set_new(o, "horizon", t->horizon ? json_integer((json_int_t)t->horizon)
-	                                             : json_null());
+	json_object_set_new(o, "horizon",
+	                    t->horizon ? json_integer((json_int_t)t->horizon) : json_null());
 	json_object_set_new(o, "analysis", json_boolean(t->analysis));
 	json_object_set_new(o, "alpha_spent", num(t->alpha_spent));
 	json_object_set_new(o, "z", num(t->z));
@@ -735,8 +742,8 @@ static void test_json_design(json_t *o, const struct check_test_result *t)
 	json_object_set_new(o, "boundary", num(t->boundary));
 	json_object_set_new(o, "anytime",
 	                    json_string(t->method == CONFIG_TEST_MANN_WHITNEY ? "alpha-spending"
-	                                : t->counting                        ? "counting-process"
-	                                                                     : "mixture"));
+	                                : t->counting                         ? "counting-process"
+	                                                                      : "mixture"));
 	json_object_set_new(o, "log_e", num(t->log_e));
 	json_object_set_new(o, "log_e_within", num(t->log_e_within));
 	json_object_set_new(o, "absolute",

@@ -102,20 +102,20 @@ struct check_test_result {
 	double more_per_cohort; /* inconclusive: extra requests per cohort needed; INFINITY
 	                           when it cannot be told; 0 when decided */
 	/* How the error was spent (docs/judge.md, "Known and open horizons"). */
-	bool group_sequential;  /* the step's horizon is known: a group-sequential test */
-	uint32_t spending;      /* enum judge_spending (group-sequential) */
-	uint32_t horizon;       /* looks in the step's horizon; 0 = open */
-	bool analysis;          /* group-sequential: this look is one of its analyses */
-	double alpha_spent;     /* error spent so far over the looks, every part counted */
-	double z;               /* the standardised statistic ((increase - d) / se; MW: z slower) */
-	double z_bound;         /* group-sequential: the boundary z must reach at this look */
-	double boundary;        /* sequential, group-sequential: the increase that fails at
+	bool group_sequential; /* the step's horizon is known: a group-sequential test */
+	uint32_t spending;     /* enum judge_spending (group-sequential) */
+	uint32_t horizon;      /* looks in the step's horizon; 0 = open */
+	bool analysis;         /* group-sequential: this look is one of its analyses */
+	double alpha_spent;    /* error spent so far over the looks, every part counted */
+	double z;              /* the standardised statistic ((increase - d) / se; MW: z slower) */
+	double z_bound;        /* group-sequential: the boundary z must reach at this look */
+	double boundary;       /* sequential, group-sequential: the increase that fails at
 	                           this look (d + z_bound se), in the metric's terms */
 	/* The absolute bound (`max` on error_rate, `min` on success_rate) tested on the
 	 * canary alone with part of the error; NAN when the check has none. */
-	double abs_bound;       /* the bound, in the metric's terms */
-	double abs_log_e;       /* log e-value against "the canary is within it" */
-	double abs_alpha;       /* the error it may spend */
+	double abs_bound; /* the bound, in the metric's terms */
+	double abs_log_e; /* log e-value against "the canary is within it" */
+	double abs_alpha; /* the error it may spend */
 	/* The anytime part with margin 0: the counting-process test (judge_count()). */
 	bool counting;
 	double log_e, log_e_within; /* its log e-values (beyond / within); NAN without */

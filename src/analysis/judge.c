@@ -362,7 +362,7 @@ struct gs_grid {
 };
 
 #define GS_STEP  0.125 /* grid spacing, in standard deviations of an increment */
-#define GS_RANGE 7.5 /* the grid reaches this many standard deviations below 0 (P < 1e-13) */
+#define GS_RANGE 7.5   /* the grid reaches this many standard deviations below 0 (P < 1e-13) */
 
 static double simpson_w(unsigned j, unsigned m, double h)
 {
@@ -379,7 +379,8 @@ static double gs_cross(const struct gs_grid *g, double s, double c)
 
 	/* points more than 12 s below c cannot reach it (P < 1e-32) */
 	for (unsigned j = j0; j <= g->m; j++)
-		p += simpson_w(j, g->m, g->h) * g->f[j] * judge_norm_sf((c - (g->lo + j * g->h)) / s);
+		p += simpson_w(j, g->m, g->h) * g->f[j] *
+		     judge_norm_sf((c - (g->lo + j * g->h)) / s);
 	return p;
 }
 
@@ -410,10 +411,12 @@ int judge_gs_bounds(enum judge_spending f, double alpha, const double *t, unsign
 		} else {
 			lo = -GS_RANGE * sqrt(info);
 			hi = 40.0 * sqrt(info);
-			if (gs_cross(&g, s, lo) < target) { /* cannot spend it all: spend what is there */
+			if (gs_cross(&g, s, lo) <
+			    target) { /* cannot spend it all: spend what is there */
 				c = lo;
 			} else {
-				for (int it = 0; it < 100 && hi - lo > 1e-7 * fmax(1.0, fabs(hi)); it++) {
+				for (int it = 0; it < 100 && hi - lo > 1e-7 * fmax(1.0, fabs(hi));
+				     it++) {
 					double mid = 0.5 * (lo + hi);
 
 					if (gs_cross(&g, s, mid) > target)
@@ -460,7 +463,8 @@ int judge_gs_bounds(enum judge_spending f, double alpha, const double *t, unsign
 			} else {
 				double acc = 0;
 				/* only grid points within 8.5 s of w matter (the rest < 1e-16) */
-				double a = (w - 8.5 * s - g.lo) / g.h, z = (w + 8.5 * s - g.lo) / g.h;
+				double a = (w - 8.5 * s - g.lo) / g.h,
+				       z = (w + 8.5 * s - g.lo) / g.h;
 				unsigned j0 = a <= 0 ? 0 : (unsigned)a, j1;
 
 				j1 = z >= (double)g.m ? g.m : (unsigned)z;
@@ -541,8 +545,8 @@ int judge_gs_look(enum judge_spending f, double alpha, uint32_t k, uint32_t K,
 	if (!out->analysis)
 		return 0;
 	out->alpha =
-	    out->spent - (j > 1 ? judge_spend(f, alpha, (double)gs_analysis_look(j - 1, n, K) / K)
-	                        : 0.0);
+	    out->spent -
+	    (j > 1 ? judge_spend(f, alpha, (double)gs_analysis_look(j - 1, n, K) / K) : 0.0);
 
 	pthread_mutex_lock(&gs_lock);
 	for (unsigned i = 0; i < GS_MEMO; i++) {
@@ -627,8 +631,8 @@ static double log_ibeta_lower(double x, double a, double b)
 	if (x < (a + 1.0) / (a + b + 2.0))
 		return a * log(x) + b * log1p(-x) - lbeta(a, b) + log(ibeta_cf(x, a, b) / a);
 	/* I_x(a, b) = 1 - I_{1-x}(b, a) */
-	return log1p(-exp((b * log1p(-x) + a * log(x) - lbeta(a, b)) +
-	                  log(ibeta_cf(1.0 - x, b, a) / b)));
+	return log1p(
+	    -exp((b * log1p(-x) + a * log(x) - lbeta(a, b)) + log(ibeta_cf(1.0 - x, b, a) / b)));
 }
 
 double judge_ibeta(double x, double a, double b)

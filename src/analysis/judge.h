@@ -173,14 +173,14 @@ int judge_gs_bounds(enum judge_spending f, double alpha, const double *t, unsign
 
 /* Where look k (1-based) of a design with a horizon of K looks stands. */
 struct judge_gs_look {
-	bool analysis;       /* the test may decide at this look */
-	uint32_t index;      /* analyses at or before this look (1-based) */
-	uint32_t analyses;   /* analyses in the whole design */
-	uint32_t next;       /* the next look that is an analysis (0: none left) */
-	double fraction;     /* information fraction k / K (capped at 1) */
-	double bound;        /* z boundary at this look; INFINITY when not an analysis */
-	double spent;        /* error spent up to and including this look */
-	double alpha;        /* error spent at this look (0 when not an analysis) */
+	bool analysis;     /* the test may decide at this look */
+	uint32_t index;    /* analyses at or before this look (1-based) */
+	uint32_t analyses; /* analyses in the whole design */
+	uint32_t next;     /* the next look that is an analysis (0: none left) */
+	double fraction;   /* information fraction k / K (capped at 1) */
+	double bound;      /* z boundary at this look; INFINITY when not an analysis */
+	double spent;      /* error spent up to and including this look */
+	double alpha;      /* error spent at this look (0 when not an analysis) */
 };
 
 /*

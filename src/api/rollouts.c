@@ -136,9 +136,9 @@ static void control(struct api_call *call, enum rollout_control c)
 		body = api_body_json(call);
 		if (!body)
 			return;
-		if (c == ROLLOUT_START ? api_only_keys(call, body, "", start_keys, 1) != 0
-		                       : api_only_keys(call, body, "", keys,
-		                                       c == ROLLOUT_PROMOTE ? 1 : 0) != 0)
+		if (c == ROLLOUT_START
+		        ? api_only_keys(call, body, "", start_keys, 1) != 0
+		        : api_only_keys(call, body, "", keys, c == ROLLOUT_PROMOTE ? 1 : 0) != 0)
 			goto out;
 		/* start {"rehearse": SPEED}: a positive number, never a string */
 		rh = json_object_get(body, "rehearse");
@@ -161,8 +161,9 @@ static void control(struct api_call *call, enum rollout_control c)
 			c = ROLLOUT_PROMOTE_FULL;
 	}
 	if (c == ROLLOUT_START)
-		rc = rollout_engine_start(call->api->rollouts, name, rehearse, call->actor,
-		                          rollout_engine_now(call->api->rollouts), msg, sizeof(msg));
+		rc =
+		    rollout_engine_start(call->api->rollouts, name, rehearse, call->actor,
+		                         rollout_engine_now(call->api->rollouts), msg, sizeof(msg));
 	else
 		rc = rollout_engine_control(call->api->rollouts, name, c, call->actor,
 		                            rollout_engine_now(call->api->rollouts), msg,

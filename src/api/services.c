@@ -91,8 +91,8 @@ static json_t *check_json(const struct health *h, const char *svc, const char *v
 	if (v.since_ms)
 		api_format_time((uint64_t)v.since_ms, since, sizeof(since));
 	return json_pack("{s:s, s:b, s:b, s:b, s:s?, s:o, s:o, s:s?, s:I, s:I, s:s}", "state",
-	                 health_state_name(v.state), "checked", checked, "in_pick", picked,
-	                 "kept", v.kept, "last_probe", v.last_probe_ms ? at : NULL, "last_status",
+	                 health_state_name(v.state), "checked", checked, "in_pick", picked, "kept",
+	                 v.kept, "last_probe", v.last_probe_ms ? at : NULL, "last_status",
 	                 v.last_status ? json_integer(v.last_status) : json_null(),
 	                 "last_latency_ms",
 	                 v.last_probe_ms ? json_integer(v.last_latency_ms) : json_null(), "since",
@@ -121,8 +121,8 @@ static json_t *endpoints_health(void *ctx)
 
 			for (uint32_t e = 0; e < (pv->nall ? pv->nall : pv->neps); e++) {
 				const char *name = proxy_registry_get(reg, pv->eps[e])->name;
-				json_t *c = check_json(be->health, svc->name, pv->name, name,
-				                       e < pv->neps);
+				json_t *c =
+				    check_json(be->health, svc->name, pv->name, name, e < pv->neps);
 
 				json_object_set_new(c, "service", json_string(svc->name));
 				json_object_set_new(c, "version", json_string(pv->name));
@@ -166,12 +166,12 @@ static json_t *service_json(const struct api *api, const struct proxy_service *s
 			int ejected = atomic_load(&ep->ejected_until_ms) > now;
 
 			json_array_append_new(
-			    eps, json_pack("{s:s, s:s, s:I, s:I, s:o}", "address", ep->name, "health",
-			                   ejected ? "ejected" : "ok", "requests",
+			    eps, json_pack("{s:s, s:s, s:I, s:I, s:o}", "address", ep->name,
+			                   "health", ejected ? "ejected" : "ok", "requests",
 			                   (json_int_t)atomic_load(&ep->requests), "failures",
 			                   (json_int_t)atomic_load(&ep->failures), "check",
-			                   check_json(backend->health, svc->name, pv->name, ep->name,
-			                              e < pv->neps)));
+			                   check_json(backend->health, svc->name, pv->name,
+			                              ep->name, e < pv->neps)));
 		}
 		json_array_append_new(versions,
 		                      json_pack("{s:s, s:s, s:b, s:o, s:o}", "name", pv->name,

@@ -684,8 +684,8 @@ static void print_rollout_table(const json_t *list)
 /* ------------------------------------------------------------------ */
 /* rollout ... */
 
-#define ROLLOUT_USAGE                                                                      \
-	"rollout list | get NAME | start NAME [--rehearse SPEED] | "                         \
+#define ROLLOUT_USAGE                                                \
+	"rollout list | get NAME | start NAME [--rehearse SPEED] | " \
 	"pause|resume|abort|retry|approve NAME | promote NAME [--full]"
 
 static int rollout_list(const struct args *a)
@@ -743,8 +743,7 @@ static bool parse_speed(const char *s, double *out)
 	return true;
 }
 
-static int rollout_control(const struct args *a, const char *verb, bool full,
-                           const char *rehearse)
+static int rollout_control(const struct args *a, const char *verb, bool full, const char *rehearse)
 {
 	char path[PATH_CAP], usage[64], suffix[32];
 	json_t *doc, *body = NULL;

@@ -517,9 +517,15 @@ static bool version_health(struct cctx *c, const struct cnode *n, const char *pa
 	struct config_health *h = &((struct config_version *)obj)->health;
 	char sub[PATH_MAX_LEN];
 
-	*h = (struct config_health){.enabled = true, .path = "/healthz", .interval_ms = 5000,
-	                            .timeout_ms = 1000, .healthy = 2, .unhealthy = 3,
-	                            .expect_lo = 200, .expect_hi = 399, .line = n->line};
+	*h = (struct config_health){.enabled = true,
+	                            .path = "/healthz",
+	                            .interval_ms = 5000,
+	                            .timeout_ms = 1000,
+	                            .healthy = 2,
+	                            .unhealthy = 3,
+	                            .expect_lo = 200,
+	                            .expect_hi = 399,
+	                            .line = n->line};
 	if (!walk_map(c, n, path, health_fields, NFIELDS(health_fields), h, NULL))
 		return false;
 	if (h->path[0] != '/' || strpbrk(h->path, " \t\r\n")) {

@@ -204,12 +204,12 @@ struct config_fault {
  * of the pick, healthy passes in a row bring it back (proxy/health.h).
  */
 struct config_health {
-	bool enabled;         /* the key was given */
-	const char *path;     /* default /healthz; starts with '/' */
-	uint64_t interval_ms; /* default 5s */
-	uint64_t timeout_ms;  /* default 1s; < interval */
-	uint32_t healthy;     /* default 2; >= 1 */
-	uint32_t unhealthy;   /* default 3; >= 1 */
+	bool enabled;                  /* the key was given */
+	const char *path;              /* default /healthz; starts with '/' */
+	uint64_t interval_ms;          /* default 5s */
+	uint64_t timeout_ms;           /* default 1s; < interval */
+	uint32_t healthy;              /* default 2; >= 1 */
+	uint32_t unhealthy;            /* default 3; >= 1 */
 	uint32_t expect_lo, expect_hi; /* default 200-399 */
 	int line;
 };
@@ -611,7 +611,8 @@ struct config_rollout {
 		int line;
 	} rollback;
 	uint64_t bake_ms; /* default 0 */
-	struct config_validate_window *validate; /* `validate:` (validate.c) */
+	/* `validate:` post-rollout windows (rollout/validate.c) */
+	struct config_validate_window *validate;
 	size_t nvalidate;
 	int validate_line;
 	struct config_notify *notify;

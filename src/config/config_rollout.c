@@ -439,9 +439,10 @@ static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
 				     "expected one of set, weight, shadow, pause, analysis, "
 				     "approval or preview");
 			else if (kinds & (kinds - 1))
-				cerr(c, sn->line, sub,
-				     "only one of set, weight, shadow, pause, analysis, approval or "
-				     "preview per step");
+				cerr(
+				    c, sn->line, sub,
+				    "only one of set, weight, shadow, pause, analysis, approval or "
+				    "preview per step");
 			else if ((seen & STEP_FOR) && !(kinds & STEP_TRAFFIC)) {
 				path_key(fp, sub, "for");
 				cerr(c, key_line(sn, "for"), fp,
@@ -451,7 +452,8 @@ static void parse_steps(struct cctx *c, const struct cnode *n, const char *path,
 				                      : "");
 			}
 			if ((seen & STEP_EVIDENCE_OPTS) && !(kinds & STEP_TRAFFIC)) {
-				const char *k = seen & STEP_MAX_WAIT ? "max_wait" : "require_evidence";
+				const char *k =
+				    seen & STEP_MAX_WAIT ? "max_wait" : "require_evidence";
 
 				path_key(fp, sub, k);
 				cerr(c, key_line(sn, k), fp,
@@ -1106,11 +1108,12 @@ static void validate_resolve_checks(struct cctx *c, const struct cnode *wn, cons
 			cerr(c, key_line(wn, "checks"), ip,
 			     "check \"%.60s\" is not defined in analysis.checks", vc->checks.v[i]);
 		else if (!validate_can_judge(ck))
-			cerr(c, key_line(wn, "checks"), ip,
-			     "check \"%.60s\" cannot judge a stable version on its own traffic: "
-			     "validation runs the built-in proxy metrics (request_rate, error_rate, "
-			     "success_rate, latency_*)",
-			     vc->checks.v[i]);
+			cerr(
+			    c, key_line(wn, "checks"), ip,
+			    "check \"%.60s\" cannot judge a stable version on its own traffic: "
+			    "validation runs the built-in proxy metrics (request_rate, error_rate, "
+			    "success_rate, latency_*)",
+			    vc->checks.v[i]);
 		else
 			vc->w.checks[k++] = (size_t)(ck - r->analysis.checks);
 	}

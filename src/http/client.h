@@ -6,7 +6,10 @@
  * parser.c (status, headers, streamed body) and, when both sides agree on
  * keep-alive, go idle for the next request.  One request at a time, no
  * pipelining.  No DNS: addresses are numeric (workers never block).
- * Pools are built on top of this by the proxy.
+ * Used by tools (tools/loadgen.c).  The proxy does NOT build on it: its
+ * data plane has its own upstream connection (src/proxy/upstream.h:
+ * per-worker pools, transports, owner ops) and shares only the parser
+ * (http/parser.h) with this file.
  *
  * Lifecycle: http_client_connect*() returns a client that is connecting;
  * requests may be queued at once.  The client lives until it closes (error,

@@ -30,8 +30,7 @@ int headers_in_connection_tokens(const struct http_msg *m, struct str name)
 	return 0;
 }
 
-int headers_forward(struct buf *o, const struct http_msg *m, const char *const *skip,
-                    size_t nskip)
+int headers_forward(struct buf *o, const struct http_msg *m, const char *const *skip, size_t nskip)
 {
 	int conn = http_msg_header(m, "connection") != NULL, rc = 0;
 

@@ -33,8 +33,7 @@ int headers_in_connection_tokens(const struct http_msg *m, struct str name);
  * in skip[0..nskip) (lower-case names), and not Host when m's target was in
  * absolute form (headers_request_line() wrote the authority instead).
  */
-int headers_forward(struct buf *o, const struct http_msg *m, const char *const *skip,
-                    size_t nskip);
+int headers_forward(struct buf *o, const struct http_msg *m, const char *const *skip, size_t nskip);
 
 /*
  * Appends the request line an upstream gets, always origin-form

@@ -29,7 +29,6 @@
 #define TICKET_ROTATE_MS (3600ull * 1000) /* a new ticket key every hour */
 #define MAX_NAMES        256              /* SNI names per server, all certificates */
 #define WRITE_COALESCE   (16 * 1024)      /* one TLS record's worth of small iovecs */
-#define SID_CTX          "canaryd"
 
 /* Modern TLS 1.2 suites (forward secret, AEAD); TLS 1.3 keeps OpenSSL's. */
 static const char cipher_list[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -251,17 +250,55 @@ static SSL_CTX *server_pick(const struct tls_server *s, const char *sni)
 	return NULL;
 }
 
-/* SNI: switch to the certificate naming the host; unknown or absent keeps the default. */
-static int servername_cb(SSL *ssl, int *alert, void *arg)
+/*
+ * The host_name of a ClientHello's server_name extension (RFC 6066 3) into
+ * out[cap]; 0, or -1 when absent or malformed (the default certificate).
+ */
+static int hello_sni(SSL *ssl, char *out, size_t cap)
+{
+	const unsigned char *p;
+	size_t len, list;
+
+	if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &p, &len) != 1 || len < 2)
+		return -1;
+	list = (size_t)p[0] << 8 | p[1];
+	if (list + 2 != len)
+		return -1;
+	for (p += 2; list >= 3;) {
+		size_t n = (size_t)p[1] << 8 | p[2];
+
+		if (n + 3 > list)
+			return -1;
+		if (p[0] == TLSEXT_NAMETYPE_host_name) {
+			if (n == 0 || n >= cap || memchr(p + 3, '\0', n))
+				return -1;
+			memcpy(out, p + 3, n);
+			out[n] = '\0';
+			return 0;
+		}
+		p += 3 + n;
+		list -= 3 + n;
+	}
+	return -1;
+}
+
+/*
+ * SNI, before anything else of the ClientHello is looked at: switch to the
+ * certificate naming the host (unknown or absent keeps the default).  Doing
+ * it this early also switches the session id context, which is per
+ * certificate, so a session or ticket made under one certificate never
+ * resumes under another.
+ */
+static int client_hello_cb(SSL *ssl, int *alert, void *arg)
 {
 	const struct tls_server *s = arg;
-	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-	SSL_CTX *ctx = server_pick(s, sni);
+	char sni[256];
+	SSL_CTX *ctx = hello_sni(ssl, sni, sizeof(sni)) == 0 ? server_pick(s, sni) : NULL;
 
 	(void)alert;
 	if (ctx && ctx != SSL_get_SSL_CTX(ssl))
 		SSL_set_SSL_CTX(ssl, ctx);
-	return SSL_TLSEXT_ERR_OK;
+	return SSL_CLIENT_HELLO_SUCCESS;
 }
 
 /* ALPN: our first protocol the client offers; none in common is a fatal alert (RFC 7301). */
@@ -355,6 +392,8 @@ static SSL_CTX *server_ctx(struct tls_server *s, const struct config_tls *cfg, s
 {
 	const struct config_tls_cert *c = &cfg->certs[i];
 	char sub[64], why[256];
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
 	if (!ctx) {
@@ -371,12 +410,10 @@ static SSL_CTX *server_ctx(struct tls_server *s, const struct config_tls *cfg, s
 	SSL_CTX_set_cipher_list(ctx, cipher_list);
 	/* stateless resumption only: no server-side cache (memory, a lock per handshake) */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)SID_CTX, sizeof(SID_CTX) - 1);
 	SSL_CTX_set_num_tickets(ctx, 1);
 	SSL_CTX_set_timeout(ctx, (long)(2 * TICKET_ROTATE_MS / 1000));
 	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
-	SSL_CTX_set_tlsext_servername_callback(ctx, servername_cb);
-	SSL_CTX_set_tlsext_servername_arg(ctx, s);
+	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, s);
 	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, s);
 	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
 
@@ -415,6 +452,13 @@ static SSL_CTX *server_ctx(struct tls_server *s, const struct config_tls *cfg, s
 		werr(w, c->key_line, sub, "the key in \"%s\" does not match the certificate \"%s\"",
 		     c->key, c->cert);
 		ERR_clear_error();
+		goto out_free;
+	}
+	/* sessions resume under the same certificate only (and survive a reload that kept it) */
+	if (X509_digest(SSL_CTX_get0_certificate(ctx), EVP_sha256(), md, &mdlen) != 1 ||
+	    SSL_CTX_set_session_id_context(ctx, md, mdlen) != 1) {
+		werr(w, c->cert_line, sub, "cannot fingerprint \"%s\": %s", c->cert,
+		     ossl_reason(why, sizeof(why), "out of memory"));
 		goto out_free;
 	}
 	return ctx;

@@ -303,11 +303,10 @@ static void resp_fail(struct upconn *u, enum metrics_err kind, int stale, void *
 	 * (not with a body: part of it may be gone with the connection) */
 	if (stale && !ex->req_has_body && !ex->retried && exchange_retry(c) == 0)
 		return;
-	exchange_fail(c,
-	              kind == METRICS_ERR_CONNECT_TIMEOUT || kind == METRICS_ERR_RESPONSE_TIMEOUT
-	                  ? 504
-	                  : 502,
-	              kind);
+	exchange_fail(
+	    c,
+	    kind == METRICS_ERR_CONNECT_TIMEOUT || kind == METRICS_ERR_RESPONSE_TIMEOUT ? 504 : 502,
+	    kind);
 }
 
 static void resp_parsed(struct upconn *u, void *owner)
@@ -367,8 +366,8 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 			               kind);
 			/* the split guard counts only what the bucket split placed */
 			if (ex->dec.bucket != UINT32_MAX)
-				metrics_split_record(w->p->metrics, w->id, v->series, ex->dec.cohort,
-				                     ex->dec.key_hash);
+				metrics_split_record(w->p->metrics, w->id, v->series,
+				                     ex->dec.cohort, ex->dec.key_hash);
 		}
 		sample_note(w, ex, v->series, status, lat);
 		if (!ex->fault && (!ex->local || kind != METRICS_ERR_NO_ENDPOINT))
@@ -402,7 +401,8 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 		 * closes when it is complete (close_after), or at the header
 		 * timeout */
 		c->close_after = 1;
-		loop_timer_start(w->loop, &c->timer, w->table ? w->table->header_timeout_ms : 10000);
+		loop_timer_start(w->loop, &c->timer,
+		                 w->table ? w->table->header_timeout_ms : 10000);
 		if (c->paused) {
 			c->paused = 0;
 			http_parser_resume(&c->parser);
@@ -631,8 +631,9 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 		buf_append_hex(o, worker_rng(w) | (1ULL << 63));
 		buf_append_hex(o, worker_rng(w) | (1ULL << 63));
 		if (buf_used(o) > rid_off + 14)
-			str_copy_trunc(ex->rid, sizeof(ex->rid),
-			               str_make(buf_head(o) + rid_off + 14, buf_used(o) - rid_off - 14));
+			str_copy_trunc(
+			    ex->rid, sizeof(ex->rid),
+			    str_make(buf_head(o) + rid_off + 14, buf_used(o) - rid_off - 14));
 		buf_append_lit(o, "\r\n");
 	}
 	rc = buf_append_lit(o, "\r\n");

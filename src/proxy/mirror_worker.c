@@ -351,7 +351,8 @@ struct mreq *mirror_begin(struct worker *w, struct proxy_table *t, const struct 
 	const struct str *xff;
 	int rc;
 
-	if (mi->version < 0 || mi->version == primary || worker_rng(w) % BUCKET_COUNT >= mi->percent)
+	if (mi->version < 0 || mi->version == primary ||
+	    worker_rng(w) % BUCKET_COUNT >= mi->percent)
 		return NULL;
 	if (!method_listed(mi->methods, m->method)) {
 		mirror_stats_count(ms, svc->stats_slot, w->id, MIRROR_METHOD);
@@ -394,7 +395,8 @@ struct mreq *mirror_begin(struct worker *w, struct proxy_table *t, const struct 
 	xff = http_msg_header(m, "x-forwarded-for");
 	rc = headers_request_line(o, m);
 	if (!rc)
-		rc = headers_forward(o, m, shadow_skip, sizeof(shadow_skip) / sizeof(shadow_skip[0]));
+		rc = headers_forward(o, m, shadow_skip,
+		                     sizeof(shadow_skip) / sizeof(shadow_skip[0]));
 	if (m->version == 10 && !m->host.len)
 		buf_printf(o, "Host: %s\r\n", proxy_registry_get(w->p->reg, r->ep)->name);
 	buf_append_lit(o, "X-Forwarded-For: ");

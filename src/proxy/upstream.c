@@ -399,7 +399,8 @@ static void upconn_timeout(struct loop *loop, struct loop_timer *t)
 		loop_timer_start(loop, t, u->response_ms);
 		return;
 	}
-	upconn_failed(u, u->connecting ? METRICS_ERR_CONNECT_TIMEOUT : METRICS_ERR_RESPONSE_TIMEOUT);
+	upconn_failed(u,
+	              u->connecting ? METRICS_ERR_CONNECT_TIMEOUT : METRICS_ERR_RESPONSE_TIMEOUT);
 }
 
 static void kick_cb(struct loop *loop, struct loop_defer *d)

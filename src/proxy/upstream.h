@@ -33,9 +33,9 @@
 #include "proxy/registry.h"
 #include "proxy/table.h"
 
-#define UPSTREAM_READ_CHUNK     16384
-#define UPSTREAM_BUF_CAP        (1u << 20)   /* input/output cap per connection */
-#define UPSTREAM_HIGH_WATER     (256u << 10) /* stop reading above this */
+#define UPSTREAM_READ_CHUNK      16384
+#define UPSTREAM_BUF_CAP         (1u << 20)   /* input/output cap per connection */
+#define UPSTREAM_HIGH_WATER      (256u << 10) /* stop reading above this */
 #define UPSTREAM_MAX_IDLE_PER_EP 128
 
 struct upconn;
@@ -98,7 +98,7 @@ struct upconn_req {
 	uint64_t response_ms; /* request sent to response head, and between body reads */
 	uint64_t idle_ms;     /* kept this long in the pool afterwards */
 	int head_req;         /* HEAD: the response has no body */
-	int upload;           /* a request body follows: its progress restarts the response timeout */
+	int upload; /* a request body follows: its progress restarts the response timeout */
 };
 
 /* Sets up us for loop and reg (pools empty). */

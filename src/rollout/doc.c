@@ -146,14 +146,13 @@ static json_t *run_doc(const struct run *r)
 	for (size_t i = 0; i < ro->ntargets; i++)
 		json_array_append_new(
 		    targets,
-		    json_pack("{s:s, s:I, s:b, s:b, s:O*, s:I, s:I, s:I, s:b}", "name",
-		              ro->targets[i].name, "weight", (json_int_t)r->targets[i].weight,
-		              "touched", r->targets[i].touched, "rolled_back",
-		              r->targets[i].rolled_back, "saved", r->targets[i].saved, "shadow",
-		              (json_int_t)r->targets[i].shadow, "step_canary",
-		              (json_int_t)r->targets[i].step_canary, "step_baseline",
-		              (json_int_t)r->targets[i].step_baseline, "preview",
-		              r->targets[i].preview));
+		    json_pack(
+		        "{s:s, s:I, s:b, s:b, s:O*, s:I, s:I, s:I, s:b}", "name",
+		        ro->targets[i].name, "weight", (json_int_t)r->targets[i].weight, "touched",
+		        r->targets[i].touched, "rolled_back", r->targets[i].rolled_back, "saved",
+		        r->targets[i].saved, "shadow", (json_int_t)r->targets[i].shadow,
+		        "step_canary", (json_int_t)r->targets[i].step_canary, "step_baseline",
+		        (json_int_t)r->targets[i].step_baseline, "preview", r->targets[i].preview));
 	for (size_t i = 0; i < ro->analysis.nchecks; i++) {
 		const struct check_run *cr = &r->checks[i];
 
@@ -182,12 +181,11 @@ static json_t *run_doc(const struct run *r)
 	    "approvals", appr, "pause_reason", r->pause_reason, "paused_at",
 	    (json_int_t)r->paused_at_ms, "review_deadline", (json_int_t)r->review_deadline_ms,
 	    "review_targets", (json_int_t)r->review_targets, "next_interval",
-	    (json_int_t)r->next_interval_ms,
-	    "started", (json_int_t)r->started_ms, "ended", (json_int_t)r->ended_ms, "decision",
-	    (json_int_t)r->decision_ms, "generation", (json_int_t)r->generation, "mitigated",
-	    r->mitigated, "targets", targets, "checks", checks, "bake_until",
-	    (json_int_t)r->bake_until_ms, "finalized", r->finalized, "post", post_doc(&r->post),
-	    "evidence_from", (json_int_t)r->evidence_from_ms, "step_intervals",
+	    (json_int_t)r->next_interval_ms, "started", (json_int_t)r->started_ms, "ended",
+	    (json_int_t)r->ended_ms, "decision", (json_int_t)r->decision_ms, "generation",
+	    (json_int_t)r->generation, "mitigated", r->mitigated, "targets", targets, "checks",
+	    checks, "bake_until", (json_int_t)r->bake_until_ms, "finalized", r->finalized, "post",
+	    post_doc(&r->post), "evidence_from", (json_int_t)r->evidence_from_ms, "step_intervals",
 	    (json_int_t)r->step_iv[0], (json_int_t)r->step_iv[1], (json_int_t)r->step_iv[2],
 	    "rehearse", r->rehearse, "upcoming_sent", (json_int_t)r->upcoming_sent);
 }

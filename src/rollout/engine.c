@@ -197,11 +197,13 @@ static int begin_step(struct rollout_engine *e, struct run *r, const char *actor
 				continue;
 			}
 			if (!r->targets[t].preview)
-				r->targets[t].rd.have_prev = false; /* baseline: the stable cohort now */
+				r->targets[t].rd.have_prev =
+				    false; /* baseline: the stable cohort now */
 			r->targets[t].preview = true;
 			r->targets[t].weight = 0;
 			r->targets[t].touched = true;
-			json_object_set_new(weights, run_target(r, t)->name, json_string("preview"));
+			json_object_set_new(weights, run_target(r, t)->name,
+			                    json_string("preview"));
 		}
 	}
 	if (st->kind == CONFIG_STEP_SET || st->kind == CONFIG_STEP_SHADOW ||
@@ -308,12 +310,11 @@ static int complete(struct rollout_engine *e, struct run *r, const char *actor, 
 	if (!evs)
 		evs = json_array();
 	json_array_append_new(
-	    evs,
-	    rollout_event("rollout.completed",
-	                  json_pack("{s:I, s:o, s:I, s:o}", "duration_ms",
-	                            (json_int_t)(now - r->started_ms), "stable", stable, "bake_ms",
-	                            (json_int_t)rollout_dur(r, r->cfg->bake_ms), "bake_evidence",
-	                            bake_ev)));
+	    evs, rollout_event("rollout.completed",
+	                       json_pack("{s:I, s:o, s:I, s:o}", "duration_ms",
+	                                 (json_int_t)(now - r->started_ms), "stable", stable,
+	                                 "bake_ms", (json_int_t)rollout_dur(r, r->cfg->bake_ms),
+	                                 "bake_evidence", bake_ev)));
 	rollout_validate_begin(e, r, now, evs); /* validate_engine.c: the windows start counting */
 	return rollout_persist(e, r, actor, evs);
 }
@@ -339,10 +340,10 @@ static int steps_done(struct rollout_engine *e, struct run *r, const char *actor
 	if (!evs)
 		evs = json_array();
 	json_array_append_new(
-	    evs, rollout_event("rollout.baking",
-	                       json_pack("{s:I, s:I}", "bake_ms",
-	                                 (json_int_t)rollout_dur(r, r->cfg->bake_ms),
-	                                 "until", (json_int_t)r->bake_until_ms)));
+	    evs,
+	    rollout_event("rollout.baking", json_pack("{s:I, s:I}", "bake_ms",
+	                                              (json_int_t)rollout_dur(r, r->cfg->bake_ms),
+	                                              "until", (json_int_t)r->bake_until_ms)));
 	return rollout_persist(e, r, actor, evs);
 }
 
@@ -719,8 +720,8 @@ void rollout_engine_tick(struct rollout_engine *e, int64_t now_ms)
 			snprintf(why, sizeof(why),
 			         "nobody resumed or promoted within the review window (paused: %s)",
 			         r->pause_reason);
-			rollout_rollback(e, r, r->review_targets, ENGINE_ACTOR, now_ms, why, NULL, 0,
-			                 RB_REVIEW, NULL, 0);
+			rollout_rollback(e, r, r->review_targets, ENGINE_ACTOR, now_ms, why, NULL,
+			                 0, RB_REVIEW, NULL, 0);
 			if (r->state == ROLLOUT_PAUSED) {
 				r->review_deadline_ms = 0;
 				rollout_persist(e, r, ENGINE_ACTOR, NULL);
@@ -977,8 +978,8 @@ static int control(struct rollout_engine *e, const char *name, enum rollout_cont
 		if (!run_active(r))
 			goto wrong_state;
 		snprintf(why, sizeof(why), "aborted by %s", actor);
-		rc = rollout_rollback(e, r, ALL_TARGETS, actor, now_ms, why, NULL, 0, RB_ABORT, NULL,
-		                      0);
+		rc = rollout_rollback(e, r, ALL_TARGETS, actor, now_ms, why, NULL, 0, RB_ABORT,
+		                      NULL, 0);
 		if (rc && r->state != ROLLOUT_FAILED)
 			goto store_error;
 		set_msg(msg, msglen, "%s: %s", name, rollout_state_name(r->state));
@@ -1048,8 +1049,8 @@ int rollout_engine_rollback_all(struct rollout_engine *e, const char *actor, int
 	for (size_t i = 0; i < e->nruns; i++) {
 		if (!run_active(&e->runs[i]))
 			continue;
-		rollout_rollback(e, &e->runs[i], ALL_TARGETS, actor ? actor : "anonymous", now_ms, why, NULL,
-		                 0, RB_EMERGENCY, NULL, 0);
+		rollout_rollback(e, &e->runs[i], ALL_TARGETS, actor ? actor : "anonymous", now_ms,
+		                 why, NULL, 0, RB_EMERGENCY, NULL, 0);
 		n++;
 	}
 	return n;

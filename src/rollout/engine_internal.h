@@ -192,7 +192,7 @@ struct run {
 	double rehearse;
 	/* step index + 1 whose `upcoming` notice was sent (0: none); persisted */
 	size_t upcoming_sent;
-	bool mitigated;      /* the rollback's zero weights were applied */
+	bool mitigated; /* the rollback's zero weights were applied */
 	bool analysis_passed;
 	int64_t bake_until_ms;    /* > 0: every step done, baking until then */
 	bool finalized;           /* completed and the canaries made stable */
@@ -303,8 +303,7 @@ static inline int64_t run_gate_time_since(const struct run *r, const struct conf
 }
 
 /* run_gate_time_since() for the step r is waiting at (since r->waiting_since_ms). */
-static inline int64_t run_gate_time(const struct run *r, const struct config_step *st,
-                                    int64_t from)
+static inline int64_t run_gate_time(const struct run *r, const struct config_step *st, int64_t from)
 {
 	return run_gate_time_since(r, st, r->waiting_since_ms, from);
 }

@@ -1825,8 +1825,8 @@ struct chart_text {
 	const char *versus, *a, *b, *since, *marker;
 };
 
-static const struct chart_text RUN_TEXT = {"canary vs baseline", "canary", "baseline",
-                                           "the start", "rollback decision"};
+static const struct chart_text RUN_TEXT = {"canary vs baseline", "canary", "baseline", "the start",
+                                           "rollback decision"};
 
 /*
  * Draws chart c (released here): the run's charts and the validation
@@ -2031,9 +2031,9 @@ static json_t *chart_svg(const char *name, const struct run *r, int64_t origin, 
 /* ------------------------------------------------------------------------ */
 /* Post-rollout validation reports and the canary request sample (issue 16)  */
 
-static const struct chart_text VALIDATION_TEXT = {
-    "new stable vs pre-rollout baseline", "new stable", "pre-rollout baseline",
-    "the window's start", "window failed"};
+static const struct chart_text VALIDATION_TEXT = {"new stable vs pre-rollout baseline",
+                                                  "new stable", "pre-rollout baseline",
+                                                  "the window's start", "window failed"};
 
 /* The report of a window's end event (rollout.validation.RESULT), or NULL. */
 static const json_t *validation_report(const json_t *e)
@@ -2053,7 +2053,9 @@ static double metric_scale(const char *metric, char *yaxis, size_t n)
 	bool latency = metric && !strncmp(metric, "latency_", 8);
 
 	snprintf(yaxis, n, "%.40s%s", metric ? metric : "value",
-	         rate ? " (%)" : latency ? " (ms)" : "");
+	         rate      ? " (%)"
+	         : latency ? " (ms)"
+	                   : "");
 	return rate ? 100.0 : 1.0;
 }
 
@@ -2086,7 +2088,8 @@ static json_t *validation_chart(const char *name, const json_t *report, const js
 	    marker_add(&c, (double)(end - origin), true, "window failed"))
 		goto fail;
 	snprintf(what, sizeof(what), "check %.60s (%.30s), window %.60s",
-	         jstr_or(check, "name", "?"), metric ? metric : "?", jstr_or(report, "window", "?"));
+	         jstr_or(check, "name", "?"), metric ? metric : "?",
+	         jstr_or(report, "window", "?"));
 	return chart_draw(name, &c, what, yaxis, &VALIDATION_TEXT);
 fail:
 	chart_release(&c);
@@ -2097,8 +2100,8 @@ fail:
  * Every validation report of the run into files (validation-WINDOW.md and
  * one chart per check) and into reports.  Sets *bad when out of memory.
  */
-static void validation_files(const char *name, const struct run *r, json_t *files,
-                             json_t *reports, bool *bad)
+static void validation_files(const char *name, const struct run *r, json_t *files, json_t *reports,
+                             bool *bad)
 {
 	for (size_t i = r->first; i < r->end; i++) {
 		const json_t *rep = validation_report(json_array_get(r->events, i)), *ck;
@@ -2113,8 +2116,8 @@ static void validation_files(const char *name, const struct run *r, json_t *file
 		free(md);
 		json_array_foreach(json_object_get(rep, "checks"), k, ck)
 		{
-			validate_chart_name(jstr(rep, "window"), jstr_or(ck, "name", "check"), fname,
-			                    sizeof(fname));
+			validate_chart_name(jstr(rep, "window"), jstr_or(ck, "name", "check"),
+			                    fname, sizeof(fname));
 			put(files, fname, validation_chart(name, rep, ck), bad);
 		}
 		if (json_array_append(reports, (json_t *)rep))
@@ -2134,8 +2137,9 @@ static void sum_validation(struct out *o, const struct run *r)
 		if (!rep)
 			continue;
 		if (!any)
-			out_str(o, "## Post-rollout validation\n\n| window | result | started (UTC) | "
-			           "ended (UTC) | reason | report |\n|---|---|---|---|---|---|\n");
+			out_str(o,
+			        "## Post-rollout validation\n\n| window | result | started (UTC) | "
+			        "ended (UTC) | reason | report |\n|---|---|---|---|---|---|\n");
 		any = true;
 		fmt_time(jint(rep, "started_ms"), a, sizeof(a));
 		fmt_time(jint(rep, "ended_ms"), b, sizeof(b));

@@ -88,8 +88,8 @@ unsigned notify_event_of(const char *kind, const json_t *details)
 	return 0;
 }
 
-static void notify_line(const char *kind, const char *rollout, const json_t *det,
-                        const char *head, char *out, size_t len);
+static void notify_line(const char *kind, const char *rollout, const json_t *det, const char *head,
+                        char *out, size_t len);
 
 /* Appends "w1=5%, w2=10%" of an object of weights to out (at *off). */
 static void weights_text(const json_t *weights, char *out, size_t len, size_t *off)
@@ -99,8 +99,11 @@ static void weights_text(const json_t *weights, char *out, size_t len, size_t *o
 
 	json_object_foreach((json_t *)weights, w, v)
 	{
-		int k = snprintf(out + *off, len - *off, "%s%s=%.3g%%", *off ? ", " : "", w,
-		                 json_number_value(v));
+		int k = json_is_string(v) /* "preview" */
+		            ? snprintf(out + *off, len - *off, "%s%s=%s", *off ? ", " : "", w,
+		                       json_string_value(v))
+		            : snprintf(out + *off, len - *off, "%s%s=%.3g%%", *off ? ", " : "", w,
+		                       json_number_value(v));
 
 		if (k < 0 || (size_t)k >= len - *off)
 			break;
@@ -120,8 +123,8 @@ void notify_text(const char *kind, const char *rollout, const json_t *det, char 
 	notify_line(kind, rollout, det, head, out, len);
 }
 
-static void notify_line(const char *kind, const char *rollout, const json_t *det,
-                        const char *head, char *out, size_t len)
+static void notify_line(const char *kind, const char *rollout, const json_t *det, const char *head,
+                        char *out, size_t len)
 {
 	const char *reason = json_string_value(json_object_get(det, "reason"));
 	const char *sname = json_string_value(json_object_get(det, "step_name"));
@@ -133,9 +136,10 @@ static void notify_line(const char *kind, const char *rollout, const json_t *det
 		weights_text(json_object_get(det, "weights"), weights, sizeof(weights), &off);
 		snprintf(out, len, "%srollout %s started step %lld of %lld (%s%s%s)%s%s", head,
 		         rollout, (long long)json_integer_value(json_object_get(det, "step")) + 1,
-		         (long long)json_integer_value(json_object_get(det, "of")), sname ? sname : "",
-		         sname ? ", " : "", json_string_value(json_object_get(det, "kind")) ?: "?",
-		         off ? ": " : "", weights);
+		         (long long)json_integer_value(json_object_get(det, "of")),
+		         sname ? sname : "", sname ? ", " : "",
+		         json_string_value(json_object_get(det, "kind")) ?: "?", off ? ": " : "",
+		         weights);
 	} else if (strcmp(kind, "rollout.rollback") == 0 &&
 	           json_is_true(json_object_get(det, "partial"))) {
 		char weights[256] = "";
@@ -161,7 +165,8 @@ static void notify_line(const char *kind, const char *rollout, const json_t *det
 		snprintf(out, len,
 		         "%srollback of %s finished: %lld hook(s) ok, %lld failed; verify "
 		         "%s; evidence %s",
-		         head, rollout, (long long)json_integer_value(json_object_get(det, "hooks_ok")),
+		         head, rollout,
+		         (long long)json_integer_value(json_object_get(det, "hooks_ok")),
 		         (long long)json_integer_value(json_object_get(det, "hooks_failed")),
 		         json_string_value(json_object_get(det, "verify")) ?: "?",
 		         ev ? ev : "not written");

@@ -18,9 +18,8 @@
 #include "core/str.h"
 #include "rollout/engine_internal.h"
 
-static const char *const rb_class_names[] = {"check", "review",  "abort",
-                                             "emergency", "bake", "partial",
-                                             "validation"};
+static const char *const rb_class_names[] = {"check", "review",  "abort",     "emergency",
+                                             "bake",  "partial", "validation"};
 
 const char *rollout_rb_class_name(enum rb_class c)
 {
@@ -68,7 +67,8 @@ static void detect_fields(struct run *r, json_t *d, const struct check_verdict *
                           int64_t first_fail_ms, int64_t now)
 {
 	if (first_fail_ms) {
-		int64_t start = first_fail_ms - (int64_t)rollout_dur(r, r->cfg->analysis.interval_ms);
+		int64_t start =
+		    first_fail_ms - (int64_t)rollout_dur(r, r->cfg->analysis.interval_ms);
 
 		json_object_set_new(d, "first_failing_interval_start_ms", json_integer(start));
 		json_object_set_new(d, "time_to_detect_ms", json_integer(now - start));
@@ -88,15 +88,14 @@ static int mitigated(struct rollout_engine *e, struct run *r, const char *actor,
 	r->ctr.last_ttm_us = (int64_t)(t1 - t0_us);
 	rc = (deferred ? rollout_persist_or_defer : rollout_persist)(
 	    e, r, actor,
-	    rollout_event_list("rollout.mitigated",
-	                       json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "decision_ms",
-	                                 (json_int_t)now, "applied_ms",
-	                                 (json_int_t)(now + (int64_t)(t1 - t0_us) / 1000),
-	                                 "time_to_mitigate_us", (json_int_t)(t1 - t0_us),
-	                                 "persist_us", (json_int_t)(t_persisted - t0_us),
-	                                 "publish_us", (json_int_t)(t_set - t_persisted),
-	                                 "workers_us", (json_int_t)(t1 - t_set),
-	                                 "all_workers_confirmed", applied == 0)));
+	    rollout_event_list(
+	        "rollout.mitigated",
+	        json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:b}", "decision_ms", (json_int_t)now,
+	                  "applied_ms", (json_int_t)(now + (int64_t)(t1 - t0_us) / 1000),
+	                  "time_to_mitigate_us", (json_int_t)(t1 - t0_us), "persist_us",
+	                  (json_int_t)(t_persisted - t0_us), "publish_us",
+	                  (json_int_t)(t_set - t_persisted), "workers_us", (json_int_t)(t1 - t_set),
+	                  "all_workers_confirmed", applied == 0)));
 	return rc == 1 ? 0 : rc;
 }
 
@@ -282,7 +281,8 @@ int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, 
 		tr->preview = st->kind == CONFIG_STEP_PREVIEW &&
 		              run_target(r, t)->kind == CONFIG_TARGET_SERVICE;
 		json_array_append_new(names, json_string(run_target(r, t)->name));
-		json_object_set_new(weights, run_target(r, t)->name, json_real(tr->weight / 1000.0));
+		json_object_set_new(weights, run_target(r, t)->name,
+		                    json_real(tr->weight / 1000.0));
 	}
 	r->step = to;
 	r->phase = PHASE_RUNNING;
@@ -321,7 +321,8 @@ int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, 
 	for (size_t t = 0; t < ro->ntargets && t < MAX_TARGETS; t++) {
 		if (!(mask >> t & 1))
 			continue;
-		rc = deferred ? rollout_act_weight_local(e, r, t) : rollout_act_weight(e, r, t, actor);
+		rc = deferred ? rollout_act_weight_local(e, r, t)
+		              : rollout_act_weight(e, r, t, actor);
 		if (rc) {
 			failed = true;
 			snprintf(why, sizeof(why), "could not set %s to %.3f%%: error %d",
@@ -495,7 +496,8 @@ static void post_hooks(struct rollout_engine *e, struct run *r, int64_t now)
 
 	if (!hook_at(r, r->post.hook, &h, &t)) {
 		post_set_stage(r, r->cfg->rollback.verify_ms ? POST_VERIFY : POST_EVIDENCE, now);
-		r->post.verify_next_ms = now + (int64_t)rollout_dur(r, r->cfg->analysis.interval_ms);
+		r->post.verify_next_ms =
+		    now + (int64_t)rollout_dur(r, r->cfg->analysis.interval_ms);
 		for (size_t k = 0; k < r->cfg->ntargets && k < MAX_TARGETS; k++) {
 			struct target_run *tr = &r->targets[k];
 
@@ -707,7 +709,8 @@ void rollout_post_step(struct rollout_engine *e, struct run *r, int64_t now)
 			long n;
 
 			/* a partial rollback that leaves the canary some weight drains nothing */
-			if (!(p->mask >> t & 1) || run_target(r, t)->kind != CONFIG_TARGET_SERVICE ||
+			if (!(p->mask >> t & 1) ||
+			    run_target(r, t)->kind != CONFIG_TARGET_SERVICE ||
 			    r->targets[t].weight > 0)
 				continue;
 			n = rollout_inflight(e, run_target(r, t)->service,
@@ -730,8 +733,7 @@ void rollout_post_step(struct rollout_engine *e, struct run *r, int64_t now)
 			    json_pack("{s:I, s:I, s:b, s:b}", "duration_ms",
 			              (json_int_t)(now - p->stage_started_ms), "limit_ms",
 			              (json_int_t)rollout_dur(r, r->cfg->rollback.drain_ms),
-			              "in_flight_known",
-			              known, "deadline_hit", !known || left > 0);
+			              "in_flight_known", known, "deadline_hit", !known || left > 0);
 
 			if (known)
 				json_object_set_new(d, "in_flight_left", json_integer(left));

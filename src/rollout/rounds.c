@@ -519,7 +519,8 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 		const struct config_target *tg = run_target(r, t);
 		const struct target_run *tr = &r->targets[t];
 
-		if (!config_check_covers(c, t) || tr->rolled_back || !run_canary_live(r, t) || (tg->kind == CONFIG_TARGET_SERVICE ? !tg->svc : !tg->flg))
+		if (!config_check_covers(c, t) || tr->rolled_back || !run_canary_live(r, t) ||
+		    (tg->kind == CONFIG_TARGET_SERVICE ? !tg->svc : !tg->flg))
 			continue;
 		used++;
 		for (int co = 0; co < (rd->per_cohort ? 2 : 1); co++) {
@@ -740,8 +741,12 @@ void rollout_health_tick(struct rollout_engine *e, struct run *r, int64_t now)
 {
 	for (size_t t = 0; e->be.endpoints_down && run_active(r) && t < r->cfg->ntargets; t++) {
 		const struct config_target *tg = run_target(r, t);
-		struct check_verdict v = {.outcome = CHECK_FAIL, .check = "health", .metric = "health",
-		                          .canary = NAN, .baseline = NAN, .bound_value = NAN,
+		struct check_verdict v = {.outcome = CHECK_FAIL,
+		                          .check = "health",
+		                          .metric = "health",
+		                          .canary = NAN,
+		                          .baseline = NAN,
+		                          .bound_value = NAN,
 		                          .observed = NAN};
 		int64_t since = 0;
 		json_t *d;
@@ -755,8 +760,8 @@ void rollout_health_tick(struct rollout_engine *e, struct run *r, int64_t now)
 		json_object_set_new(d, "step", json_integer((json_int_t)r->step));
 		json_object_set_new(d, "builtin", json_true());
 		json_object_set_new(d, "down_since_ms", json_integer(since));
-		rollout_rollback(e, r, UINT64_C(1) << t, ENGINE_ACTOR, now, v.reason, &v, 0, RB_CHECK,
-		                 rollout_event_list("verdict", d), 0);
+		rollout_rollback(e, r, UINT64_C(1) << t, ENGINE_ACTOR, now, v.reason, &v, 0,
+		                 RB_CHECK, rollout_event_list("verdict", d), 0);
 	}
 }
 

@@ -22,7 +22,7 @@ static const char *const state_names[] = {"pending", "running",      "passed",
 const char *validate_state_name(enum validate_state s)
 {
 	return (size_t)s < sizeof(state_names) / sizeof(state_names[0]) ? state_names[s]
-	                                                                 : "unknown";
+	                                                                : "unknown";
 }
 
 static int state_of(const char *s)
@@ -210,8 +210,8 @@ json_t *validate_snapshot_json(const struct metrics_cohort_snapshot *s)
 		json_array_append_new(up, json_integer((json_int_t)s->upstream[i]));
 	for (size_t i = 0; i < HIST_BUCKETS; i++)
 		if (s->hist.counts[i])
-			json_array_append_new(b, json_pack("[I, I]", (json_int_t)i,
-			                                   (json_int_t)s->hist.counts[i]));
+			json_array_append_new(
+			    b, json_pack("[I, I]", (json_int_t)i, (json_int_t)s->hist.counts[i]));
 	return json_pack("{s:I, s:I, s:I, s:o, s:o, s:{s:I, s:I, s:o}}", "requests",
 	                 (json_int_t)s->requests, "errors", (json_int_t)s->errors, "proxy_errors",
 	                 (json_int_t)s->proxy_errors, "by_class", cls, "upstream", up, "hist", "n",
@@ -269,9 +269,8 @@ static json_t *verdict_doc(const struct check_verdict *x)
 {
 	return json_pack("{s:s, s:o, s:o, s:o, s:I, s:I, s:s}", "outcome",
 	                 check_outcome_name(x->outcome), "value", num_or_null(x->canary),
-	                 "baseline", num_or_null(x->baseline), "observed",
-	                 num_or_null(x->observed), "canary_requests",
-	                 (json_int_t)x->canary_requests, "baseline_requests",
+	                 "baseline", num_or_null(x->baseline), "observed", num_or_null(x->observed),
+	                 "canary_requests", (json_int_t)x->canary_requests, "baseline_requests",
 	                 (json_int_t)x->baseline_requests, "reason", x->reason);
 }
 
@@ -305,9 +304,9 @@ static json_t *points_json(const struct validate_check *c)
 
 	for (size_t i = 0; i < c->npts; i++)
 		json_array_append_new(a, json_pack("[I, o, I, I]", (json_int_t)c->pts[i].end_ms,
-		                                    num_or_null(c->pts[i].value),
-		                                    (json_int_t)c->pts[i].requests,
-		                                    (json_int_t)c->pts[i].intervals));
+		                                   num_or_null(c->pts[i].value),
+		                                   (json_int_t)c->pts[i].requests,
+		                                   (json_int_t)c->pts[i].intervals));
 	return a;
 }
 
@@ -322,11 +321,11 @@ json_t *validate_doc(const struct validate_run *v)
 	windows = json_array();
 	for (size_t t = 0; t < v->ntargets; t++)
 		json_array_append_new(
-		    targets, json_pack("{s:s, s:s?, s:s?, s:o}", "name", cfg->targets[t].name,
-		                       "old_stable", v->old_stable[t], "new_stable", v->new_stable[t],
-		                       "baseline",
-		                       v->have_baseline[t] ? validate_snapshot_json(&v->baseline[t])
-		                                           : json_null()));
+		    targets,
+		    json_pack("{s:s, s:s?, s:s?, s:o}", "name", cfg->targets[t].name, "old_stable",
+		              v->old_stable[t], "new_stable", v->new_stable[t], "baseline",
+		              v->have_baseline[t] ? validate_snapshot_json(&v->baseline[t])
+		                                  : json_null()));
 	for (size_t i = 0; i < cfg->nvalidate; i++) {
 		const struct validate_window *w = &v->w[i];
 		json_t *checks = json_array(), *cum = json_array();
@@ -340,21 +339,23 @@ json_t *validate_doc(const struct validate_run *v)
 
 			json_array_append_new(
 			    checks,
-			    json_pack("{s:s, s:[I, I, I, I], s:I, s:I, s:b, s:o, s:o, s:I, s:o}", "name",
-			              cfg->analysis.checks[c->check].name, "iv", (json_int_t)c->iv[0],
-			              (json_int_t)c->iv[1], (json_int_t)c->iv[2], (json_int_t)c->iv[3],
-			              "fails", (json_int_t)c->fails, "first_fail",
+			    json_pack("{s:s, s:[I, I, I, I], s:I, s:I, s:b, s:o, s:o, s:I, s:o}",
+			              "name", cfg->analysis.checks[c->check].name, "iv",
+			              (json_int_t)c->iv[0], (json_int_t)c->iv[1],
+			              (json_int_t)c->iv[2], (json_int_t)c->iv[3], "fails",
+			              (json_int_t)c->fails, "first_fail",
 			              (json_int_t)c->first_fail_ms, "failed", c->failed, "final",
 			              c->have_final ? verdict_doc(&c->final) : json_null(), "last",
 			              c->have_last ? verdict_doc(&c->last) : json_null(), "stride",
 			              (json_int_t)c->stride, "points", points_json(c)));
 		}
-		json_array_append_new(
-		    windows, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:o}", "name",
-		                       cfg->validate[i].name, "state", validate_state_name(w->state),
-		                       "started", (json_int_t)w->started_ms, "ended",
-		                       (json_int_t)w->ended_ms, "looks", (json_int_t)w->looks,
-		                       "reason", w->reason, "cum", cum, "checks", checks));
+		json_array_append_new(windows, json_pack("{s:s, s:s, s:I, s:I, s:I, s:s, s:o, s:o}",
+		                                         "name", cfg->validate[i].name, "state",
+		                                         validate_state_name(w->state), "started",
+		                                         (json_int_t)w->started_ms, "ended",
+		                                         (json_int_t)w->ended_ms, "looks",
+		                                         (json_int_t)w->looks, "reason", w->reason,
+		                                         "cum", cum, "checks", checks));
 	}
 	o = json_pack("{s:b, s:I, s:i, s:o, s:o}", "begun", 1, "completed",
 	              (json_int_t)v->completed_ms, "reverted_by", v->reverted_by, "targets",
@@ -367,15 +368,15 @@ static char *dup_or_null(const char *s)
 	return s ? strdup(s) : NULL;
 }
 
-static void check_parse(const struct config_rollout *cfg, struct validate_check *c,
-                        const json_t *o)
+static void check_parse(const struct config_rollout *cfg, struct validate_check *c, const json_t *o)
 {
 	const struct config_check *cc = &cfg->analysis.checks[c->check];
 	const json_t *x;
 	size_t i;
 
 	for (i = 0; i < 4; i++)
-		c->iv[i] = (uint32_t)json_integer_value(json_array_get(json_object_get(o, "iv"), i));
+		c->iv[i] =
+		    (uint32_t)json_integer_value(json_array_get(json_object_get(o, "iv"), i));
 	c->fails = (uint32_t)ju64(o, "fails");
 	c->first_fail_ms = (int64_t)json_integer_value(json_object_get(o, "first_fail"));
 	c->failed = json_is_true(json_object_get(o, "failed"));
@@ -420,10 +421,13 @@ void validate_parse(struct validate_run *v, const json_t *doc)
 				continue;
 			free(v->old_stable[t]);
 			free(v->new_stable[t]);
-			v->old_stable[t] = dup_or_null(json_string_value(json_object_get(x, "old_stable")));
-			v->new_stable[t] = dup_or_null(json_string_value(json_object_get(x, "new_stable")));
+			v->old_stable[t] =
+			    dup_or_null(json_string_value(json_object_get(x, "old_stable")));
+			v->new_stable[t] =
+			    dup_or_null(json_string_value(json_object_get(x, "new_stable")));
 			v->have_baseline[t] =
-			    validate_snapshot_parse(json_object_get(x, "baseline"), &v->baseline[t]) == 0;
+			    validate_snapshot_parse(json_object_get(x, "baseline"),
+			                            &v->baseline[t]) == 0;
 		}
 	}
 	/* windows by name: a reload may have changed the list */
@@ -446,8 +450,8 @@ void validate_parse(struct validate_run *v, const json_t *doc)
 			w->looks = (uint32_t)ju64(x, "looks");
 			s = json_string_value(json_object_get(x, "reason"));
 			snprintf(w->reason, sizeof(w->reason), "%s", s ? s : "");
-			json_array_foreach(json_object_get(x, "cum"), k, y) if (k < v->ntargets &&
-			                                                          !json_is_null(y))
+			json_array_foreach(json_object_get(x, "cum"), k,
+			                   y) if (k < v->ntargets && !json_is_null(y))
 			    validate_snapshot_parse(y, &w->cum[k]);
 			json_array_foreach(json_object_get(x, "checks"), k, y)
 			{
@@ -455,7 +459,8 @@ void validate_parse(struct validate_run *v, const json_t *doc)
 
 				for (size_t m = 0; cn && m < cfg->validate[j].nchecks; m++)
 					if (strcmp(cn,
-					           cfg->analysis.checks[w->checks[m].check].name) == 0)
+					           cfg->analysis.checks[w->checks[m].check].name) ==
+					    0)
 						check_parse(cfg, &w->checks[m], y);
 			}
 		}
@@ -466,11 +471,10 @@ void validate_parse(struct validate_run *v, const json_t *doc)
 
 static json_t *cohort_summary(const struct metrics_cohort_snapshot *s)
 {
-	return json_pack("{s:I, s:I, s:o, s:o, s:o}", "requests", (json_int_t)s->requests,
-	                 "errors", (json_int_t)s->errors, "error_rate",
-	                 num_or_null(metrics_error_rate(s)), "p50_ms",
-	                 num_or_null(metrics_latency_quantile_us(s, 0.50) / 1000.0), "p99_ms",
-	                 num_or_null(metrics_latency_quantile_us(s, 0.99) / 1000.0));
+	return json_pack("{s:I, s:I, s:o, s:o, s:o}", "requests", (json_int_t)s->requests, "errors",
+	                 (json_int_t)s->errors, "error_rate", num_or_null(metrics_error_rate(s)),
+	                 "p50_ms", num_or_null(metrics_latency_quantile_us(s, 0.50) / 1000.0),
+	                 "p99_ms", num_or_null(metrics_latency_quantile_us(s, 0.99) / 1000.0));
 }
 
 json_t *validate_report_json(const struct validate_run *v, size_t i, int64_t interval_ms)
@@ -498,17 +502,18 @@ json_t *validate_report_json(const struct validate_run *v, size_t i, int64_t int
 	for (size_t k = 0; k < cw->nchecks; k++) {
 		const struct validate_check *c = &w->checks[k];
 		const struct config_check *cc = &cfg->analysis.checks[c->check];
-		const struct check_verdict *x = c->have_final ? &c->final
+		const struct check_verdict *x = c->have_final  ? &c->final
 		                                : c->have_last ? &c->last
 		                                               : NULL;
 		json_t *pts = json_array();
 
 		for (size_t p = 0; p < c->npts; p++)
-			json_array_append_new(
-			    pts, json_pack("{s:I, s:o, s:I, s:I}", "end_ms", (json_int_t)c->pts[p].end_ms,
-			                   "value", num_or_null(c->pts[p].value), "requests",
-			                   (json_int_t)c->pts[p].requests, "intervals",
-			                   (json_int_t)c->pts[p].intervals));
+			json_array_append_new(pts,
+			                      json_pack("{s:I, s:o, s:I, s:I}", "end_ms",
+			                                (json_int_t)c->pts[p].end_ms, "value",
+			                                num_or_null(c->pts[p].value), "requests",
+			                                (json_int_t)c->pts[p].requests, "intervals",
+			                                (json_int_t)c->pts[p].intervals));
 		json_array_append_new(
 		    checks,
 		    json_pack("{s:s, s:s, s:o, s:s, s:b, s:b, s:o, s:o, s:o, s:I, s:I, s:s, "
@@ -681,8 +686,9 @@ char *validate_report_md(const char *rollout, const json_t *report)
 		md_text(&b, reason, 400);
 	}
 	buf_append_lit(&b, " |\n\n## New stable vs pre-rollout baseline\n\n");
-	buf_append_lit(&b, "| target | new stable | requests | error rate | p99 | pre-rollout stable "
-	                   "| requests | error rate | p99 |\n|---|---|---|---|---|---|---|---|---|\n");
+	buf_append_lit(&b,
+	               "| target | new stable | requests | error rate | p99 | pre-rollout stable "
+	               "| requests | error rate | p99 |\n|---|---|---|---|---|---|---|---|---|\n");
 	json_object_foreach((json_t *)json_object_get(report, "targets"), key, tv)
 	{
 		buf_append_lit(&b, "| ");

@@ -53,25 +53,25 @@ struct validate_point {
 
 /* One check of one window. */
 struct validate_check {
-	size_t check;       /* index into the rollout's analysis.checks */
-	uint32_t iv[4];     /* this window's interval verdicts by enum check_outcome */
-	uint32_t fails;     /* consecutive failing intervals */
+	size_t check;   /* index into the rollout's analysis.checks */
+	uint32_t iv[4]; /* this window's interval verdicts by enum check_outcome */
+	uint32_t fails; /* consecutive failing intervals */
 	int64_t first_fail_ms;
-	bool failed;        /* a streak reached the check's `for`: the window failed */
-	bool have_final;    /* final: the verdict on the window's data (at its end) */
+	bool failed;     /* a streak reached the check's `for`: the window failed */
+	bool have_final; /* final: the verdict on the window's data (at its end) */
 	struct check_verdict final;
-	bool have_last;     /* last: the last interval's verdict */
+	bool have_last; /* last: the last interval's verdict */
 	struct check_verdict last;
 	struct validate_point pts[VALIDATE_POINTS];
 	size_t npts;
-	uint32_t stride;    /* intervals per point now (1, 2, 4, ...) */
+	uint32_t stride; /* intervals per point now (1, 2, 4, ...) */
 };
 
 struct validate_window {
 	enum validate_state state;
 	int64_t started_ms, ended_ms;
-	int64_t next_ms;    /* the next interval's end (not persisted: re-primed) */
-	uint32_t looks;     /* intervals judged */
+	int64_t next_ms; /* the next interval's end (not persisted: re-primed) */
+	uint32_t looks;  /* intervals judged */
 	char reason[CHECK_REASON_MAX + 64];
 	struct validate_check *checks; /* cfg->validate[i].nchecks */
 	/* the new stable's traffic over the window, per target */
@@ -84,8 +84,8 @@ struct validate_run {
 	int64_t completed_ms; /* the windows' `after` counts from here */
 	size_t ntargets;
 	/* per target, recorded at completion (persisted): */
-	char **old_stable;    /* the stable before the rollout: what a revert goes back to */
-	char **new_stable;    /* the version the rollout made stable (NULL: not a service at 100%) */
+	char **old_stable; /* the stable before the rollout: what a revert goes back to */
+	char **new_stable; /* the version the rollout made stable (NULL: not a service at 100%) */
 	bool *have_baseline;
 	struct metrics_cohort_snapshot *baseline; /* the old stable's traffic during the run */
 	struct validate_window *w;                /* cfg->nvalidate */

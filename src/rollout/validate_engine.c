@@ -78,9 +78,8 @@ void rollout_validate_begin(struct rollout_engine *e, struct run *r, int64_t now
 			continue;
 		any = true;
 		/* bake's historical baseline: the old stable's slice over the whole run */
-		if (tr->rd.have_cum0 &&
-		    e->be.read_cohort(e->be.ctx, tg->service, v->old_stable[t], COHORT_BASELINE,
-		                      &b) == 0) {
+		if (tr->rd.have_cum0 && e->be.read_cohort(e->be.ctx, tg->service, v->old_stable[t],
+		                                          COHORT_BASELINE, &b) == 0) {
 			metrics_snapshot_delta(&tr->rd.cum0_baseline, &b, &v->baseline[t]);
 			v->have_baseline[t] = true;
 		}
@@ -103,16 +102,15 @@ void rollout_validate_begin(struct rollout_engine *e, struct run *r, int64_t now
 
 		validate_span(v, i, run_dur, r, &start, &end);
 		json_array_append_new(
-		    wins, json_pack("{s:s, s:I, s:I, s:s}", "name", r->cfg->validate[i].name,
-		                    "starts_ms", (json_int_t)start, "ends_ms", (json_int_t)end,
-		                    "on_fail",
-		                    r->cfg->validate[i].on_fail == CONFIG_VALIDATE_ROLLBACK
-		                        ? "rollback"
-		                        : "notify"));
+		    wins,
+		    json_pack("{s:s, s:I, s:I, s:s}", "name", r->cfg->validate[i].name, "starts_ms",
+		              (json_int_t)start, "ends_ms", (json_int_t)end, "on_fail",
+		              r->cfg->validate[i].on_fail == CONFIG_VALIDATE_ROLLBACK ? "rollback"
+		                                                                      : "notify"));
 	}
-	json_array_append_new(evs, rollout_event("rollout.validation.scheduled",
-	                                         json_pack("{s:o, s:o}", "windows", wins,
-	                                                   "targets", targets)));
+	json_array_append_new(
+	    evs, rollout_event("rollout.validation.scheduled",
+	                       json_pack("{s:o, s:o}", "windows", wins, "targets", targets)));
 }
 
 /* Takes the readings the window's next interval counts from. */
@@ -121,8 +119,9 @@ static void prime(struct rollout_engine *e, struct run *r)
 	struct validate_run *v = &r->val;
 
 	for (size_t t = 0; t < r->cfg->ntargets; t++)
-		v->have_prev[t] = v->new_stable[t] &&
-		                  read_version(e, run_target(r, t), v->new_stable[t], &v->prev[t]) == 0;
+		v->have_prev[t] =
+		    v->new_stable[t] &&
+		    read_version(e, run_target(r, t), v->new_stable[t], &v->prev[t]) == 0;
 }
 
 static int rank(enum check_outcome o)
@@ -161,14 +160,13 @@ static bool judge(struct run *r, const struct validate_window *w, size_t k,
 }
 
 /* One interval of window i ending at now.  The index of a check that failed the window, or -1. */
-static int interval(struct rollout_engine *e, struct run *r, size_t i, int64_t now,
-                    uint64_t iv_ms)
+static int interval(struct rollout_engine *e, struct run *r, size_t i, int64_t now, uint64_t iv_ms)
 {
 	struct validate_run *v = &r->val;
 	struct validate_window *w = &v->w[i];
 	const struct config_validate_window *cw = &r->cfg->validate[i];
-	struct metrics_cohort_snapshot *d = calloc(r->cfg->ntargets ? r->cfg->ntargets : 1,
-	                                           sizeof(*d));
+	struct metrics_cohort_snapshot *d =
+	    calloc(r->cfg->ntargets ? r->cfg->ntargets : 1, sizeof(*d));
 	bool *have = calloc(r->cfg->ntargets ? r->cfg->ntargets : 1, sizeof(*have)), any = false;
 	int failed = -1;
 
@@ -262,7 +260,8 @@ static void finish(struct rollout_engine *e, struct run *r, size_t i, int64_t no
 			if (!decider)
 				decider = &c->final;
 		}
-		all_pass = all_pass && c->have_final && c->final.outcome == CHECK_PASS && !c->failed;
+		all_pass =
+		    all_pass && c->have_final && c->final.outcome == CHECK_PASS && !c->failed;
 	}
 	free(have);
 	w->state = fail ? VALIDATE_FAILED : all_pass ? VALIDATE_PASSED : VALIDATE_INCONCLUSIVE;
@@ -275,8 +274,9 @@ static void finish(struct rollout_engine *e, struct run *r, size_t i, int64_t no
 		         "every check passed on the window's data (%u intervals)", w->looks);
 	else {
 		snprintf(w->reason, sizeof(w->reason), "%s",
-		         w->looks ? "not every check reached a conclusive pass"
-		                  : "no interval was judged (no traffic, or canaryd was not running)");
+		         w->looks
+		             ? "not every check reached a conclusive pass"
+		             : "no interval was judged (no traffic, or canaryd was not running)");
 		for (size_t k = 0; k < cw->nchecks; k++)
 			if (w->checks[k].have_final && w->checks[k].final.outcome != CHECK_PASS) {
 				snprintf(w->reason, sizeof(w->reason), "check %s: %s",
@@ -291,14 +291,12 @@ static void finish(struct rollout_engine *e, struct run *r, size_t i, int64_t no
 	}
 	report = validate_report_json(v, i, (int64_t)iv_ms);
 	snprintf(kind, sizeof(kind), "rollout.validation.%s", validate_state_name(w->state));
-	evs = rollout_event_list(kind, json_pack("{s:s, s:I, s:s, s:s, s:s, s:o}", "window",
-	                                         cw->name, "index", (json_int_t)i, "result",
-	                                         validate_state_name(w->state), "reason",
-	                                         w->reason, "on_fail",
-	                                         cw->on_fail == CONFIG_VALIDATE_ROLLBACK
-	                                             ? "rollback"
-	                                             : "notify",
-	                                         "report", report ? report : json_null()));
+	evs = rollout_event_list(
+	    kind,
+	    json_pack("{s:s, s:I, s:s, s:s, s:s, s:o}", "window", cw->name, "index", (json_int_t)i,
+	              "result", validate_state_name(w->state), "reason", w->reason, "on_fail",
+	              cw->on_fail == CONFIG_VALIDATE_ROLLBACK ? "rollback" : "notify", "report",
+	              report ? report : json_null()));
 	if (v->reverted_by == (int)i) {
 		char why[sizeof(w->reason) + 64];
 
@@ -344,9 +342,9 @@ void rollout_validate_tick(struct rollout_engine *e, struct run *r, int64_t now)
 		        e, r, ENGINE_ACTOR,
 		        rollout_event_list(
 		            "rollout.validation.started",
-		            json_pack("{s:s, s:I, s:I, s:I, s:s}", "window", r->cfg->validate[i].name,
-		                      "index", (json_int_t)i, "until_ms", (json_int_t)end,
-		                      "interval_ms", (json_int_t)iv_ms, "on_fail",
+		            json_pack("{s:s, s:I, s:I, s:I, s:s}", "window",
+		                      r->cfg->validate[i].name, "index", (json_int_t)i, "until_ms",
+		                      (json_int_t)end, "interval_ms", (json_int_t)iv_ms, "on_fail",
 		                      r->cfg->validate[i].on_fail == CONFIG_VALIDATE_ROLLBACK
 		                          ? "rollback"
 		                          : "notify"))))
@@ -355,7 +353,6 @@ void rollout_validate_tick(struct rollout_engine *e, struct run *r, int64_t now)
 			return;
 	}
 	if (!w->next_ms) { /* resumed after a restart: the window goes on from its persisted times */
-		w->started_ms = now; /* BREAK */
 		w->next_ms = now + (int64_t)iv_ms;
 		prime(e, r);
 		return;
@@ -397,19 +394,18 @@ json_t *rollout_engine_validation(const struct rollout_engine *e, const char *na
 			validate_span(v, i, run_dur, r, &start, &end);
 		json_array_append_new(
 		    wins,
-		    json_pack("{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o}", "name",
-		              cw->name, "state",
-		              v->w ? validate_state_name(v->w[i].state) : "pending", "on_fail",
-		              cw->on_fail == CONFIG_VALIDATE_ROLLBACK ? "rollback" : "notify",
-		              "after_ms", (json_int_t)cw->after_ms, "for_ms", (json_int_t)cw->for_ms,
-		              "starts_ms", v->begun ? json_integer(start) : json_null(), "ends_ms",
-		              v->begun ? json_integer(end) : json_null(), "started_ms",
-		              v->w && v->w[i].started_ms ? json_integer(v->w[i].started_ms)
-		                                         : json_null(),
-		              "ended_ms",
-		              v->w && v->w[i].ended_ms ? json_integer(v->w[i].ended_ms) : json_null(),
-		              "report", rep && v->begun ? json_incref(rep) : json_null(), "report_md",
-		              md ? json_string(md) : json_null()));
+		    json_pack(
+		        "{s:s, s:s, s:s, s:I, s:I, s:o, s:o, s:o, s:o, s:o, s:o}", "name", cw->name,
+		        "state", v->w ? validate_state_name(v->w[i].state) : "pending", "on_fail",
+		        cw->on_fail == CONFIG_VALIDATE_ROLLBACK ? "rollback" : "notify", "after_ms",
+		        (json_int_t)cw->after_ms, "for_ms", (json_int_t)cw->for_ms, "starts_ms",
+		        v->begun ? json_integer(start) : json_null(), "ends_ms",
+		        v->begun ? json_integer(end) : json_null(), "started_ms",
+		        v->w && v->w[i].started_ms ? json_integer(v->w[i].started_ms) : json_null(),
+		        "ended_ms",
+		        v->w && v->w[i].ended_ms ? json_integer(v->w[i].ended_ms) : json_null(),
+		        "report", rep && v->begun ? json_incref(rep) : json_null(), "report_md",
+		        md ? json_string(md) : json_null()));
 		json_decref(rep);
 		free(md);
 	}
@@ -438,13 +434,13 @@ json_t *rollout_validate_view(const struct run *r)
 		if (v->begun)
 			validate_span(v, i, run_dur, r, &start, &end);
 		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:s, s:o, s:o}", "name", r->cfg->validate[i].name,
-		                 "state", v->w ? validate_state_name(v->w[i].state) : "pending",
-		                 "on_fail",
-		                 r->cfg->validate[i].on_fail == CONFIG_VALIDATE_ROLLBACK ? "rollback"
-		                                                                         : "notify",
-		                 "starts_ms", v->begun ? json_integer(start) : json_null(), "ends_ms",
-		                 v->begun ? json_integer(end) : json_null()));
+		    a, json_pack(
+		           "{s:s, s:s, s:s, s:o, s:o}", "name", r->cfg->validate[i].name, "state",
+		           v->w ? validate_state_name(v->w[i].state) : "pending", "on_fail",
+		           r->cfg->validate[i].on_fail == CONFIG_VALIDATE_ROLLBACK ? "rollback"
+		                                                                   : "notify",
+		           "starts_ms", v->begun ? json_integer(start) : json_null(), "ends_ms",
+		           v->begun ? json_integer(end) : json_null()));
 	}
 	return a;
 }

@@ -197,6 +197,28 @@ def test_sni_picks_the_certificate_and_unknown_or_absent_sni_gets_the_default(
     assert upstream_requests(up) == 5 + 2
 
 
+def test_session_tickets_resume_across_connections_and_certificates(canaryd, upstream, certs):
+    up = upstream("v1")
+    port = free_port()
+    canaryd(esc(listener_config(port, certs_yaml(certs, ["a", "b"]), up)))
+    for top in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+        ctx = client_ctx(f"{certs}/ca.crt")
+        ctx.maximum_version = top
+        with tls_connect(port, "a.test", ctx) as s:
+            assert roundtrip(s)[0] == 200  # TLS 1.3 tickets come after the handshake
+            sess = s.session
+            assert not s.session_reused
+        assert sess.has_ticket, top
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="a.test", session=sess) as s:
+            assert s.session_reused, f"{top}: the ticket was not accepted"
+            assert roundtrip(s)[0] == 200
+    # a ticket never carries a session to the other name's certificate
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with ctx.wrap_socket(raw, server_hostname="b.test", session=sess) as s:
+        assert peer_cn(s) == "b.test"
+
+
 def test_tls_1_0_and_1_1_refused_and_min_version_1_3(canaryd, upstream, certs):
     up = upstream("v1")
     port, port13 = free_port(), free_port()

@@ -683,7 +683,8 @@ static void test_rollout_errors(void **state)
 	    "defined in admin.tokens",
 	    "bad.yaml:27: rollouts.r1.steps[4].approval.required[2]: token \"viewer\" cannot "
 	    "approve (needs the approve scope)",
-	    "bad.yaml:29: rollouts.r1.steps[5].for: only set, weight, shadow and preview steps take "
+	    "bad.yaml:29: rollouts.r1.steps[5].for: only set, weight, shadow and preview steps "
+	    "take "
 	    "\"for\" (use pause: DURATION)",
 	    "bad.yaml:30: rollouts.r1.steps[5].not_before: expected \"HH:MMZ\" or an RFC 3339 "
 	    "time, got \"6am\"",
@@ -700,34 +701,35 @@ static void test_plan_key_errors(void **state)
 	char yaml[4096];
 
 	(void)state;
-	snprintf(yaml, sizeof(yaml),
-	         "admin:\n"
-	         "  tokens:\n"
-	         "    - {name: ops, secret: s1, scopes: [admin]}\n"
-	         "    - {name: viewer, secret: s2, scopes: [read]}\n"
-	         "%s" /* lines 5-10 */
-	         "rollouts:\n"
-	         "  r:\n"
-	         "    targets:\n"
-	         "      a: {service: web, canary: v2}\n"
-	         "    steps:\n"
-	         "      - {name: p5, set: {a: 5}}\n"
-	         "      - {name: p5, set: {a: 25}}\n"
-	         "      - {name: previous, pause: {}}\n"
-	         "      - preview: {}\n"
-	         "    analysis:\n"
-	         "      checks:\n"
-	         "        - {name: c0, metric: error_rate, max: 0.1, target: [a, b]}\n"
-	         "        - {name: c1, metric: error_rate, max: 0.1, on_fail: {rollback_to: nope}}\n"
-	         "        - {name: c2, metric: error_rate, max: 0.1, on_fail: {rollback_to: p5}}\n"
-	         "        - {name: c3, metric: error_rate, max: 0.1, on_fail: {rollback_to: previous}}\n"
-	         "        - {name: c4, metric: error_rate, max: 0.1, on_fail: {go: p5}}\n"
-	         "        - {name: c5, metric: error_rate, max: 0.1, target: [a, a]}\n"
-	         "    notify:\n"
-	         "      - {webhook: http://h/x, events: [upcoming]}\n"
-	         "      - {webhook: http://h/x, events: [step], notice: 48h}\n"
-	         "      - {webhook: http://h/x, events: [upcoming], notice: 48h}\n",
-	         svc_web);
+	snprintf(
+	    yaml, sizeof(yaml),
+	    "admin:\n"
+	    "  tokens:\n"
+	    "    - {name: ops, secret: s1, scopes: [admin]}\n"
+	    "    - {name: viewer, secret: s2, scopes: [read]}\n"
+	    "%s" /* lines 5-10 */
+	    "rollouts:\n"
+	    "  r:\n"
+	    "    targets:\n"
+	    "      a: {service: web, canary: v2}\n"
+	    "    steps:\n"
+	    "      - {name: p5, set: {a: 5}}\n"
+	    "      - {name: p5, set: {a: 25}}\n"
+	    "      - {name: previous, pause: {}}\n"
+	    "      - preview: {}\n"
+	    "    analysis:\n"
+	    "      checks:\n"
+	    "        - {name: c0, metric: error_rate, max: 0.1, target: [a, b]}\n"
+	    "        - {name: c1, metric: error_rate, max: 0.1, on_fail: {rollback_to: nope}}\n"
+	    "        - {name: c2, metric: error_rate, max: 0.1, on_fail: {rollback_to: p5}}\n"
+	    "        - {name: c3, metric: error_rate, max: 0.1, on_fail: {rollback_to: previous}}\n"
+	    "        - {name: c4, metric: error_rate, max: 0.1, on_fail: {go: p5}}\n"
+	    "        - {name: c5, metric: error_rate, max: 0.1, target: [a, a]}\n"
+	    "    notify:\n"
+	    "      - {webhook: http://h/x, events: [upcoming]}\n"
+	    "      - {webhook: http://h/x, events: [step], notice: 48h}\n"
+	    "      - {webhook: http://h/x, events: [upcoming], notice: 48h}\n",
+	    svc_web);
 	EXPECT(yaml,
 	       "bad.yaml:17: rollouts.r.steps[1].name: duplicate step name \"p5\" (also steps[0])",
 	       "bad.yaml:18: rollouts.r.steps[2].name: \"previous\" is reserved (on_fail: "

@@ -1299,9 +1299,10 @@ static void test_canary_requests_and_validation_reports(void **state)
 	(void)state;
 	/* a validation window that passed after the completion, then the sample of a revert */
 	for (int i = 1; i <= 3; i++)
-		json_array_append_new(pts, json_pack("{s:I, s:f, s:i, s:i}", "end_ms",
-		                                     (json_int_t)(T0 + (300 + 10 * i) * SEC), "value",
-		                                     0.01 * i, "requests", 500, "intervals", 1));
+		json_array_append_new(pts,
+		                      json_pack("{s:I, s:f, s:i, s:i}", "end_ms",
+		                                (json_int_t)(T0 + (300 + 10 * i) * SEC), "value",
+		                                0.01 * i, "requests", 500, "intervals", 1));
 	rep = json_pack("{s:s, s:i, s:i, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:s, s:{}, "
 	                "s:[{s:s, s:s, s:n, s:s, s:f, s:f, s:f, s:i, s:i, s:s, "
 	                "s:{s:i, s:i, s:i, s:i}, s:o}]}",
@@ -1335,15 +1336,19 @@ static void test_canary_requests_and_validation_reports(void **state)
 	assert_int_equal(json_array_size(json_object_get(b, "canary_requests")), 1);
 	md = file(b, "summary.md");
 	contains(md, "## Canary requests around the decision");
-	contains(md, "| web | v2 | 2024-05-01 10:05:29.000 | e2e-42 | GET | /item/42 | 500 | 12.5 |");
+	contains(md,
+	         "| web | v2 | 2024-05-01 10:05:29.000 | e2e-42 | GET | /item/42 | 500 | 12.5 |");
 	contains(md, "| e2e-41\\|x | POST | /cart | 200 | 3.0 |"); /* escaped for the table */
 	contains(md, "## Post-rollout validation");
-	contains(md, "| day-1 | **failed** | 2024-05-01 10:05:00.000 | 2024-05-01 10:05:30.000 | "
-	             "check errors failed: error_rate 3% | [validation-day-1.md](validation-day-1.md) |");
+	contains(
+	    md,
+	    "| day-1 | **failed** | 2024-05-01 10:05:00.000 | 2024-05-01 10:05:30.000 | "
+	    "check errors failed: error_rate 3% | [validation-day-1.md](validation-day-1.md) |");
 	md = file(b, "validation-day-1.md");
 	contains(md, "# Validation window `day-1` of rollout `web`: failed");
-	contains(md, "| errors | error_rate | **fail** | 3.000% | 0.500% | 500 / 24000 | 2 / 1 / 0 / 0 "
-	             "| error_rate 3% \\| high |");
+	contains(md,
+	         "| errors | error_rate | **fail** | 3.000% | 0.500% | 500 / 24000 | 2 / 1 / 0 / 0 "
+	         "| error_rate 3% \\| high |");
 	svg = file(b, "validation-day-1-errors.svg");
 	svg_shape(svg);
 	xml_parses(svg);

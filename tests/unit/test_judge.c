@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <errno.h>
 #include <math.h>
 #include <string.h>
 
@@ -421,6 +422,367 @@ static void test_check_mann_whitney(void **state)
 	close_rel(v.test.margin, 3.0, 0, 0);
 }
 
+/* ---- issue 18: group-sequential boundaries, the counting test, the wiring ---- */
+
+static void test_spending_vectors(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < N(spend_vectors); i++) {
+		const struct spend_vector *x = &spend_vectors[i];
+
+		close_rel(judge_spend((enum judge_spending)x->f, x->alpha, x->t), x->spent, 1e-9,
+		          1e-15);
+	}
+	/* 0 before the first look, alpha at (and past) the horizon, increasing */
+	for (int f = 0; f < 2; f++) {
+		double prev = 0;
+
+		assert_true(judge_spend((enum judge_spending)f, 0.01, 0) == 0);
+		assert_true(judge_spend((enum judge_spending)f, 0.01, 1.5) == 0.01);
+		for (int k = 1; k <= 100; k++) {
+			double a = judge_spend((enum judge_spending)f, 0.01, k / 100.0);
+
+			assert_true(a > prev);
+			prev = a;
+		}
+	}
+	/* O'Brien-Fleming keeps its error for the end; Pocock spends early. */
+	assert_true(judge_spend(JUDGE_SPEND_OBRIEN_FLEMING, 0.01, 0.2) <
+	            judge_spend(JUDGE_SPEND_POCOCK, 0.01, 0.2) / 100);
+}
+
+static void test_gs_bounds_vectors(void **state)
+{
+	/* Published one-sided 0.025 Lan-DeMets boundaries, five equally spaced
+	 * looks (Jennison and Turnbull 2000, table 7.6; R gsDesign/ldbounds) */
+	static const double t5[5] = {0.2, 0.4, 0.6, 0.8, 1.0};
+	static const double obf5[5] = {4.8769, 3.3569, 2.6803, 2.2898, 2.0310};
+	static const double poc5[5] = {2.4380, 2.4268, 2.4101, 2.3966, 2.3859};
+	double b[5];
+
+	(void)state;
+	for (size_t i = 0; i < N(gs_vectors); i++) {
+		const struct gs_vector *x = &gs_vectors[i];
+
+		assert_int_equal(
+		    judge_gs_bounds((enum judge_spending)x->f, x->alpha, x->t, x->n, b), 0);
+		for (unsigned j = 0; j < x->n; j++)
+			close_rel(b[j], x->b[j], 0, 5e-4);
+	}
+	assert_int_equal(judge_gs_bounds(JUDGE_SPEND_OBRIEN_FLEMING, 0.025, t5, 5, b), 0);
+	for (int j = 0; j < 5; j++)
+		close_rel(b[j], obf5[j], 0, 2e-4);
+	assert_int_equal(judge_gs_bounds(JUDGE_SPEND_POCOCK, 0.025, t5, 5, b), 0);
+	for (int j = 0; j < 5; j++)
+		close_rel(b[j], poc5[j], 0, 2e-4);
+	/* One look is the fixed-sample test. */
+	assert_int_equal(judge_gs_bounds(JUDGE_SPEND_POCOCK, 0.01, t5 + 4, 1, b), 0);
+	close_rel(b[0], judge_norm_isf(0.01), 0, 1e-9);
+	/* Bad input. */
+	assert_int_equal(judge_gs_bounds(JUDGE_SPEND_POCOCK, 0, t5, 5, b), -EINVAL);
+	assert_int_equal(judge_gs_bounds(JUDGE_SPEND_POCOCK, 0.01, t5, 0, b), -EINVAL);
+	{
+		static const double bad[2] = {0.5, 0.5};
+
+		assert_int_equal(judge_gs_bounds(JUDGE_SPEND_POCOCK, 0.01, bad, 2, b), -EINVAL);
+	}
+}
+
+static void test_gs_look(void **state)
+{
+	struct judge_gs_look l, m;
+	double b[JUDGE_GS_MAX_ANALYSES], t[JUDGE_GS_MAX_ANALYSES];
+
+	(void)state;
+	/* every look of a short horizon is an analysis, with the design's boundary */
+	for (unsigned k = 1; k <= 30; k++)
+		t[k - 1] = k / 30.0;
+	assert_int_equal(judge_gs_bounds(JUDGE_SPEND_OBRIEN_FLEMING, 0.009, t, 30, b), 0);
+	for (uint32_t k = 1; k <= 30; k++) {
+		assert_int_equal(judge_gs_look(JUDGE_SPEND_OBRIEN_FLEMING, 0.009, k, 30, &l), 0);
+		assert_true(l.analysis);
+		assert_int_equal(l.index, k);
+		close_rel(l.bound, b[k - 1], 0, 1e-12);
+		close_rel(l.spent, judge_spend(JUDGE_SPEND_OBRIEN_FLEMING, 0.009, k / 30.0), 1e-12,
+		          0);
+	}
+	/* past the horizon: nothing left to spend */
+	assert_int_equal(judge_gs_look(JUDGE_SPEND_OBRIEN_FLEMING, 0.009, 31, 30, &l), 0);
+	assert_false(l.analysis);
+	assert_true(isinf(l.bound) && l.spent == 0.009);
+	/* a long horizon: 256 evenly spread analyses, the looks between wait */
+	assert_int_equal(judge_gs_look(JUDGE_SPEND_POCOCK, 0.009, 300, 1000, &l), 0);
+	assert_int_equal(l.analyses, JUDGE_GS_MAX_ANALYSES);
+	assert_false(l.analysis);
+	assert_true(isinf(l.bound));
+	assert_int_equal(judge_gs_look(JUDGE_SPEND_POCOCK, 0.009, l.next, 1000, &m), 0);
+	assert_true(m.analysis && isfinite(m.bound) && m.index == l.index + 1);
+	assert_int_equal(judge_gs_look(JUDGE_SPEND_POCOCK, 0.009, 1000, 1000, &m), 0);
+	assert_true(m.analysis && m.index == JUDGE_GS_MAX_ANALYSES && m.next == 0);
+	close_rel(m.spent, 0.009, 1e-12, 0);
+	assert_int_equal(judge_gs_look(JUDGE_SPEND_POCOCK, 0.009, 1, 0, &m), -EINVAL);
+}
+
+/* The design's error over repeated looks, by simulation: standard normal
+ * increments, the z statistic at each of K looks against judge_gs_look(). */
+static double gaussian(void)
+{
+	return sqrt(-2.0 * log(uniform() + 1e-300)) * cos(2.0 * M_PI * uniform());
+}
+
+static void test_gs_type1_simulated(void **state)
+{
+	(void)state;
+	for (int f = 0; f < 2; f++) {
+		for (int K = 10; K <= 300; K += 290) { /* every look; and 256 of 300 analyses */
+			int crossed = 0, runs = K == 10 ? 20000 : 4000;
+
+			for (int r = 0; r < runs; r++) {
+				double w = 0;
+
+				for (int k = 1; k <= K; k++) {
+					struct judge_gs_look l;
+
+					w += gaussian();
+					assert_int_equal(judge_gs_look((enum judge_spending)f, 0.05,
+					                               (uint32_t)k, (uint32_t)K,
+					                               &l),
+					                 0);
+					if (l.analysis && w / sqrt(k) >= l.bound) {
+						crossed++;
+						break;
+					}
+				}
+			}
+			/* 0.05 within 3.5 standard errors (and not far below: the design spends it) */
+			if (fabs(crossed - runs * 0.05) > 3.5 * sqrt(runs * 0.05 * 0.95))
+				fail_msg("spending %d over %d looks: %d of %d crossed", f, K,
+				         crossed, runs);
+		}
+	}
+}
+
+static void test_count_vectors(void **state)
+{
+	struct judge_count k;
+
+	(void)state;
+	for (size_t i = 0; i < N(ibeta_vectors); i++)
+		close_rel(judge_ibeta(ibeta_vectors[i].x, ibeta_vectors[i].a, ibeta_vectors[i].b),
+		          ibeta_vectors[i].i, 1e-9, 1e-14);
+	for (size_t i = 0; i < N(beta_vectors); i++) {
+		const struct beta_vector *x = &beta_vectors[i];
+
+		close_rel(judge_beta_log_e(x->x, x->n, x->theta0, x->kappa, x->above), x->log_e,
+		          1e-7, 1e-7);
+	}
+	/* 27 vs 9 errors on equal traffic: the canary's share of the errors is 0.75
+	 * against 0.5; the e-value is the vectors' first. */
+	judge_count(27, 900, 9, 900, 1.0, 0.01, 20, &k);
+	close_rel(k.theta0, 0.5, 1e-12, 0);
+	close_rel(k.theta_hat, 0.75, 1e-12, 0);
+	close_rel(k.ratio_hat, 3.0, 1e-12, 0);
+	close_rel(k.log_e_beyond, beta_vectors[0].log_e, 1e-7, 1e-7);
+	assert_int_equal(k.decision, JUDGE_UNDECIDED); /* e^3.16 = 24 < 100 */
+	judge_count(27, 900, 9, 900, 1.0, 0.05, 20, &k);
+	assert_int_equal(k.decision, JUDGE_BEYOND); /* 24 >= 20 */
+	/* a rate-ratio margin moves the null share: 1.5 x on equal traffic is 0.6 */
+	judge_count(27, 900, 9, 900, 1.5, 0.05, 20, &k);
+	close_rel(k.theta0, 0.6, 1e-12, 0);
+	/* unequal exposure is accounted for: 3x the traffic, 3x the errors is equal */
+	judge_count(30, 3000, 10, 1000, 1.0, 0.05, 20, &k);
+	close_rel(k.theta0, 0.75, 1e-12, 0);
+	assert_true(k.log_e_beyond < 0.5 && k.decision == JUDGE_UNDECIDED);
+	/* no errors, an empty cohort: undecided, no NaN */
+	judge_count(0, 1000, 0, 1000, 1.0, 0.05, 20, &k);
+	assert_true(k.log_e_beyond == 0 && k.decision == JUDGE_UNDECIDED);
+	judge_count(10, 0, 0, 1000, NAN, NAN, NAN, &k);
+	assert_false(isnan(k.theta0) || isnan(k.log_e_beyond));
+	/* a much better canary: within */
+	judge_count(5, 100000, 200, 100000, 1.0, 0.01, 20, &k);
+	assert_int_equal(k.decision, JUDGE_WITHIN);
+}
+
+/* The counting test's anytime validity by simulation: A/A Poisson-like
+ * traffic at 1% errors, looked at after every interval. */
+static void test_count_anytime_aa(void **state)
+{
+	int crossed = 0, runs = 400;
+
+	(void)state;
+	for (int r = 0; r < runs; r++) {
+		uint64_t ec = 0, nc = 0, eb = 0, nb = 0;
+
+		for (int t = 0; t < 60; t++) {
+			struct judge_count k;
+
+			ec += binomial_small(100, 0.01);
+			eb += binomial_small(100, 0.01);
+			nc += 100;
+			nb += 100;
+			judge_count(ec, nc, eb, nb, 1.0, 0.05, 0, &k);
+			if (k.decision == JUDGE_BEYOND) {
+				crossed++;
+				break;
+			}
+		}
+	}
+	assert_true(crossed <= runs * 0.05 + 3 * sqrt(runs * 0.05));
+}
+
+static void test_check_group_sequential(void **state)
+{
+	struct config_check c = seq_check(0.005);
+	struct metrics_cohort_snapshot a, b, ca, cb;
+	struct check_cumulative open = {&ca, &cb, 30, 0}, known = {&ca, &cb, 30, 30};
+	struct check_verdict v;
+	json_t *j, *t;
+
+	(void)state;
+	/* At the horizon's last look, an increase of 0.0125 over 6000 requests per
+	 * cohort: the anytime sequence cannot tell it from 0.005 yet, the
+	 * group-sequential test can. */
+	cohort(&a, 200, 6, 1000);
+	cohort(&b, 200, 2, 1000);
+	cohort(&ca, 6000, 180, 1000);
+	cohort(&cb, 6000, 105, 1000);
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &open, 60000, &v),
+	                 CHECK_INCONCLUSIVE);
+	assert_false(v.test.group_sequential);
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v), CHECK_FAIL);
+	assert_true(v.test.group_sequential && v.test.analysis);
+	assert_int_equal(v.test.horizon, 30);
+	assert_true(v.test.z >= v.test.z_bound && v.test.z_bound > 2 && v.test.z_bound < 3);
+	close_rel(v.test.alpha_spent, 0.01, 1e-9, 0); /* all of it at the horizon */
+	assert_true(v.test.lower > 0.005);            /* the repeated confidence interval */
+	assert_true(v.test.boundary > 0.005 && v.test.boundary < v.test.estimate);
+	assert_non_null(strstr(v.reason, "look 30 of 30, O'Brien-Fleming spending"));
+	assert_non_null(strstr(v.reason, "6000 vs 6000 requests per cohort"));
+	j = check_verdict_json(&v);
+	t = json_object_get(j, "test");
+	assert_string_equal(json_string_value(json_object_get(t, "design")), "group-sequential");
+	assert_string_equal(json_string_value(json_object_get(t, "spending")), "obrien-fleming");
+	assert_int_equal(json_integer_value(json_object_get(t, "horizon")), 30);
+	assert_true(json_is_real(json_object_get(t, "z_bound")));
+	assert_true(json_is_real(json_object_get(t, "alpha_spent")));
+	assert_true(json_is_null(json_object_get(t, "absolute")));
+	json_decref(j);
+	/* The same counts at look 3 of 30: O'Brien-Fleming's early boundary holds. */
+	known.looks = 3;
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v),
+	                 CHECK_INCONCLUSIVE);
+	assert_true(v.test.z_bound > 5 && v.test.alpha_spent < 0.002);
+	/* Pocock spends early: the same look fails. */
+	c.test.spending = CONFIG_SPEND_POCOCK;
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v), CHECK_FAIL);
+	assert_non_null(strstr(v.reason, "Pocock"));
+	/* Past the horizon only the anytime part is left. */
+	known.looks = 31;
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v),
+	                 CHECK_INCONCLUSIVE);
+	assert_false(v.test.analysis);
+	/* The pass side: healthy with a horizon passes sooner than without. */
+	c.test.spending = CONFIG_SPEND_OBRIEN_FLEMING;
+	known.looks = open.looks = 30;
+	cohort(&ca, 3000, 30, 1000);
+	cohort(&cb, 3000, 32, 1000);
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &open, 60000, &v),
+	                 CHECK_INCONCLUSIVE);
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v), CHECK_PASS);
+	assert_true(v.test.upper < 0.005);
+}
+
+static void test_check_counting_and_absolute(void **state)
+{
+	struct config_check c = seq_check(0);
+	struct metrics_cohort_snapshot a, b, ca, cb;
+	struct check_cumulative cum = {&ca, &cb, 5, 0};
+	struct check_verdict v;
+	json_t *j, *t;
+
+	(void)state;
+	c.test.max_increase.set = false;
+	/* Margin 0: the anytime part is the counting-process test. */
+	cohort(&a, 100, 5, 1000);
+	cohort(&b, 100, 1, 1000);
+	cohort(&ca, 900, 40, 1000);
+	cohort(&cb, 900, 9, 1000);
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &cum, 60000, &v), CHECK_FAIL);
+	assert_true(v.test.counting && v.test.log_e >= log(100));
+	assert_non_null(strstr(v.reason, "40 vs 9 errors"));
+	assert_non_null(strstr(v.reason, "counting-process e-value"));
+	j = check_verdict_json(&v);
+	t = json_object_get(j, "test");
+	assert_string_equal(json_string_value(json_object_get(t, "anytime")), "counting-process");
+	assert_true(json_is_real(json_object_get(t, "log_e")));
+	json_decref(j);
+
+	/* An absolute max with the test: a canary far above it fails on its own
+	 * counts even though the baseline is as bad (no relative increase). */
+	c = seq_check(0.005);
+	c.max = (struct config_bound){true, 0.02};
+	cohort(&ca, 400, 40, 1000);
+	cohort(&cb, 400, 38, 1000);
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &cum, 60000, &v), CHECK_FAIL);
+	assert_int_equal(v.bound, CHECK_BOUND_MAX);
+	close_rel(v.bound_value, 0.02, 0, 0);
+	close_rel(v.test.abs_alpha, 0.001, 1e-12, 0);
+	assert_non_null(strstr(v.reason, "above max 0.02 with 99% confidence on its own counts"));
+	j = check_verdict_json(&v);
+	t = json_object_get(json_object_get(j, "test"), "absolute");
+	assert_true(json_is_object(t));
+	close_rel(json_real_value(json_object_get(t, "bound")), 0.02, 0, 0);
+	json_decref(j);
+	/* ... but a canary at 1% against max 2% gives the bound no evidence. */
+	cohort(&ca, 4000, 40, 1000);
+	cohort(&cb, 4000, 41, 1000);
+	assert_int_not_equal(check_evaluate_cumulative(&c, &a, &b, &cum, 60000, &v), CHECK_FAIL);
+	assert_true(v.test.abs_log_e < 0);
+	/* success_rate: min is the absolute bound, as 1 - min on errors */
+	c = seq_check(0);
+	c.test.max_increase.set = false;
+	c.metric = CONFIG_METRIC_SUCCESS_RATE;
+	c.min = (struct config_bound){true, 0.98};
+	cohort(&ca, 400, 40, 1000);
+	cohort(&cb, 400, 38, 1000);
+	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &cum, 60000, &v), CHECK_FAIL);
+	assert_int_equal(v.bound, CHECK_BOUND_MIN);
+	assert_non_null(strstr(v.reason, "below min 0.98"));
+}
+
+/* The absolute part does not raise false rollbacks: A/A at 1% with max 2%,
+ * 0.99 confidence, 30 looks of a known horizon: crossings stay <= alpha. */
+static void test_check_aa_with_max(void **state)
+{
+	struct config_check c = seq_check(0);
+	static struct metrics_cohort_snapshot a, b, ca, cb;
+	int crossed = 0, runs = 300;
+
+	(void)state;
+	c.test.max_increase.set = false;
+	c.max = (struct config_bound){true, 0.02};
+	for (int r = 0; r < runs; r++) {
+		memset(&ca, 0, sizeof(ca));
+		memset(&cb, 0, sizeof(cb));
+		for (uint32_t k = 1; k <= 30; k++) {
+			struct check_cumulative cum = {&ca, &cb, k, 30};
+			struct check_verdict v;
+
+			cohort(&a, 60, binomial_small(60, 0.01), 1000);
+			cohort(&b, 60, binomial_small(60, 0.01), 1000);
+			ca.requests += a.requests;
+			ca.errors += a.errors;
+			cb.requests += b.requests;
+			cb.errors += b.errors;
+			if (check_evaluate_cumulative(&c, &a, &b, &cum, 60000, &v) == CHECK_FAIL) {
+				crossed++;
+				break;
+			}
+		}
+	}
+	assert_true(crossed <= runs * 0.01 + 3 * sqrt(runs * 0.01));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -432,6 +794,15 @@ int main(void)
 	    cmocka_unit_test(test_mann_whitney_edges),
 	    cmocka_unit_test(test_check_sequential),
 	    cmocka_unit_test(test_check_mann_whitney),
+	    cmocka_unit_test(test_spending_vectors),
+	    cmocka_unit_test(test_gs_bounds_vectors),
+	    cmocka_unit_test(test_gs_look),
+	    cmocka_unit_test(test_gs_type1_simulated),
+	    cmocka_unit_test(test_count_vectors),
+	    cmocka_unit_test(test_count_anytime_aa),
+	    cmocka_unit_test(test_check_group_sequential),
+	    cmocka_unit_test(test_check_counting_and_absolute),
+	    cmocka_unit_test(test_check_aa_with_max),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

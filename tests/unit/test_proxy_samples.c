@@ -219,9 +219,10 @@ static void *up_main(void *arg)
 			n += (size_t)r;
 			buf[n] = '\0';
 			while ((end = strstr(buf, "\r\n\r\n"))) {
-				const char *resp = strncmp(buf, "GET /fail", 9) == 0
-				                       ? "HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n"
-				                       : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+				const char *resp =
+				    strncmp(buf, "GET /fail", 9) == 0
+				        ? "HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n"
+				        : "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
 				size_t used = (size_t)(end + 4 - buf);
 
 				if (write(fd, resp, strlen(resp)) < 0)
@@ -329,7 +330,7 @@ static void test_proxy_samples_end_to_end(void **state)
 	assert_string_equal(out[0].path, "/fail/two");
 	assert_int_equal(out[0].status, 503);
 	assert_int_equal(strlen(out[0].request_id), 32); /* the proxy's own id */
-	assert_string_equal(out[1].path, "/one"); /* never the query */
+	assert_string_equal(out[1].path, "/one");        /* never the query */
 	assert_string_equal(out[1].request_id, "my-id-1");
 	assert_int_equal(out[1].status, 200);
 	assert_true(out[1].latency_us > 0);

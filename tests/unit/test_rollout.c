@@ -40,6 +40,7 @@ struct call {
 
 static struct fake {
 	int64_t now;
+	int previews; /* set_preview calls */
 	struct call calls[512];
 	int ncalls;
 	bool lose;    /* accept set_weight but drop it: a crash before it took effect */
@@ -58,6 +59,13 @@ static int fake_set(void *ctx, const char *svc, const char *canary, uint32_t w, 
 		return 0;
 	snprintf(F.calls[F.ncalls].svc, sizeof(F.calls[0].svc), "%s", svc);
 	F.calls[F.ncalls++].w = w;
+	return 0;
+}
+
+static int fake_preview(void *ctx, const char *svc, const char *canary, const char *actor)
+{
+	(void)ctx, (void)svc, (void)canary, (void)actor;
+	F.previews++;
 	return 0;
 }
 
@@ -146,7 +154,7 @@ static const char *common =
     "  api: {versions: {a1: {endpoints: [127.0.0.1:7003]}, a2: {endpoints: [127.0.0.1:7004]}}, "
     "stable: a1}\n"
     "  pay: {versions: {p1: {endpoints: [127.0.0.1:7005]}, p2: {endpoints: [127.0.0.1:7006]}}, "
-    "stable: p1}\n"
+    "stable: p1, overrides: [{match: {header: {x-canary: always}}, cohort: canary}]}\n"
     "rollouts:\n";
 
 struct env {
@@ -179,6 +187,7 @@ static void env_open(struct env *v, const char *rollouts)
 	v->state = state_new(v->st);
 	assert_non_null(v->state);
 	v->be = (struct rollout_backend){.set_weight = fake_set,
+	                                 .set_preview = fake_preview,
 	                                 .read_cohort = fake_read,
 	                                 .now_ms = fake_now,
 	                                 .state = v->state};
@@ -1921,7 +1930,6 @@ static void test_rollback_while_the_store_is_away(void **state)
 	env_close(&v);
 }
 
-
 /* --- issue 16: the customer's plan ------------------------------------------------- */
 
 static const char *plan_yaml =
@@ -2068,8 +2076,8 @@ static void test_partial_rollback_previous(void **state)
 	buf_init(&b, 1 << 20);
 	assert_int_equal(rollout_engine_write_prometheus(v.e, &b), 0);
 	buf_append(&b, "", 1);
-	assert_non_null(strstr(
-	    (char *)b.data, "canaryd_rollbacks_total{rollout=\"plan\",reason=\"partial\"} 1"));
+	assert_non_null(strstr((char *)b.data,
+	                       "canaryd_rollbacks_total{rollout=\"plan\",reason=\"partial\"} 1"));
 	buf_release(&b);
 	/* a restart mid-pipeline: the partial weights are applied again, still paused */
 	F.ncalls = 0;
@@ -2081,8 +2089,8 @@ static void test_partial_rollback_previous(void **state)
 	plan_drive(&v, 40, 0); /* drain (30 s) and the rest of the pipeline, healthy */
 	assert_int_equal(events(&v, "plan", "rollout.rollback.finished", NULL), 1);
 	j = rollout_engine_json(v.e, "plan");
-	assert_false(json_is_true(json_object_get(
-	    json_array_get(json_object_get(j, "targets"), 1), "rolled_back")));
+	assert_false(json_is_true(
+	    json_object_get(json_array_get(json_object_get(j, "targets"), 1), "rolled_back")));
 	json_decref(j);
 	/* resumed: p10 passes on fresh evidence, then p50 raises every target again */
 	assert_int_equal(ctl(&v, "plan", ROLLOUT_RESUME, "ops"), 0);
@@ -2120,8 +2128,7 @@ static void test_partial_rollback_named(void **state)
 		rollout_engine_tick(v.e, F.now);
 	}
 	assert_int_equal(rollout_engine_step(v.e, "named"), 1);
-	for (int i = 0; i < 20 && rollout_engine_state(v.e, "named") == ROLLOUT_PROGRESSING;
-	     i++) {
+	for (int i = 0; i < 20 && rollout_engine_state(v.e, "named") == ROLLOUT_PROGRESSING; i++) {
 		traffic("web", 100, 0, 100, 0);
 		traffic("api", 100, 10, 100, 0);
 		F.now += 1000;
@@ -2185,6 +2192,66 @@ static void test_rehearsal(void **state)
 	assert_int_equal(events(&v, "rh", "rollout.completed", &d), 1);
 	assert_true(json_number_value(json_object_get(d, "rehearsal")) == 600.0);
 	json_decref(d);
+	env_close(&v);
+}
+
+/*
+ * preview: only override traffic reaches the canary (set_preview, no weight);
+ * the checks judge it against the stable cohort and the step waits for that
+ * evidence; then the cutover sets 100 % at once.  A failing preview rolls back.
+ */
+static void test_preview_step(void **state)
+{
+	struct env v;
+	json_t *d;
+
+	(void)state;
+	env_open(&v, "  pv:\n"
+	             "    target: {service: pay, canary: p2}\n"
+	             "    steps:\n"
+	             "      - {name: blue, preview: {}, for: 20s}\n"
+	             "      - {name: cutover, weight: 100}\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks:\n"
+	             "        - {name: errors, metric: error_rate, max: 0.03}\n"
+	             "        - {name: vs-stable, metric: error_rate, max_increase: 0.05}\n");
+	assert_int_equal(ctl(&v, "pv", ROLLOUT_START, "ops"), 0);
+	assert_int_equal(F.previews, 1);
+	assert_int_equal(F.ncalls, 0); /* no weight: everyone else stays on p1 */
+	assert_int_equal(events(&v, "pv", "rollout.step", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "kind")), "preview");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(d, "weights"), "pay")), "preview");
+	json_decref(d);
+	/* no override traffic yet: the preview has no evidence and does not pass */
+	drive(&v, 30, NULL, 0, 0);
+	assert_int_equal(rollout_engine_step(v.e, "pv"), 0);
+	for (int i = 0; i < 20; i++) { /* override traffic (canary) vs the stable cohort */
+		add("pay", "p2", COHORT_CANARY, 50, 0);
+		add("pay", "p1", COHORT_STABLE, 500, 1);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(rollout_engine_step(v.e, "pv"), 1);
+	assert_int_equal(last_weight("pay"), 100000);
+	env_close(&v);
+
+	env_open(&v, "  pv:\n"
+	             "    target: {service: pay, canary: p2}\n"
+	             "    steps: [{preview: {}, for: 1h}, {weight: 100}]\n"
+	             "    analysis:\n"
+	             "      interval: 10s\n"
+	             "      checks: [{name: errors, metric: error_rate, max: 0.03}]\n");
+	assert_int_equal(ctl(&v, "pv", ROLLOUT_START, "ops"), 0);
+	for (int i = 0; i < 20 && rollout_engine_state(v.e, "pv") == ROLLOUT_PROGRESSING; i++) {
+		add("pay", "p2", COHORT_CANARY, 50, 10);
+		add("pay", "p1", COHORT_STABLE, 500, 1);
+		F.now += 1000;
+		rollout_engine_tick(v.e, F.now);
+	}
+	assert_int_equal(rollout_engine_state(v.e, "pv"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(last_weight("pay"), 0); /* a plain weight 0: the canary drains */
 	env_close(&v);
 }
 
@@ -2267,6 +2334,7 @@ int main(void)
 	    cmocka_unit_test(test_partial_rollback_named),
 	    cmocka_unit_test(test_rehearsal),
 	    cmocka_unit_test(test_upcoming_notice),
+	    cmocka_unit_test(test_preview_step),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -640,7 +640,8 @@ static void test_interim_response_skipped(void **state)
 	assert_int_equal(owner_send(&o), 0);
 	fd = upstream_accept(f);
 	upstream_read_head(f, fd, head, sizeof(head));
-	upstream_write(fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+	upstream_write(
+	    fd, "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
 	run_until(f, &o.done);
 	assert_int_equal(o.status, 201);
 	close(fd);

@@ -80,10 +80,11 @@ static void test_config(void **state)
 
 	(void)state;
 	extra = with_exec;
-	cfg = load("      - {name: day-1, for: 24h}\n"
-	           "      - {name: week-1, after: 24h, for: 7d, on_fail: rollback}\n"
-	           "      - {name: month-1, after: 8d, for: 30d, checks: [errors], on_fail: notify}\n",
-	           &errs);
+	cfg = load(
+	    "      - {name: day-1, for: 24h}\n"
+	    "      - {name: week-1, after: 24h, for: 7d, on_fail: rollback}\n"
+	    "      - {name: month-1, after: 8d, for: 30d, checks: [errors], on_fail: notify}\n",
+	    &errs);
 	if (!cfg)
 		config_errors_print(&errs, stderr);
 	assert_non_null(cfg);
@@ -107,11 +108,10 @@ static void test_config(void **state)
 	                                    "would start at 7d, before validate[1] (\"week-1\") "
 	                                    "ends at 8d"},
 	              1);
-	expect_errors("      - {name: a, for: 0s}\n"
-	              "      - {name: b, after: -1h, for: 1h}\n",
-	              (const char *const[]){"validate[0].for: must be more than 0",
-	                                    "validate[1].after:"},
-	              2);
+	expect_errors(
+	    "      - {name: a, for: 0s}\n"
+	    "      - {name: b, after: -1h, for: 1h}\n",
+	    (const char *const[]){"validate[0].for: must be more than 0", "validate[1].after:"}, 2);
 	expect_errors("      - {name: a, for: 5s}\n",
 	              (const char *const[]){"validate[0].for: must be at least analysis.interval"},
 	              1);
@@ -520,9 +520,9 @@ static void complete(struct env *v)
 {
 	char msg[256];
 
-	assert_int_equal(rollout_engine_control(v->e, "web-v2", ROLLOUT_START, "ops", F.now, msg,
-	                                        sizeof(msg)),
-	                 0);
+	assert_int_equal(
+	    rollout_engine_control(v->e, "web-v2", ROLLOUT_START, "ops", F.now, msg, sizeof(msg)),
+	    0);
 	for (int i = 0; i < 120 && rollout_engine_state(v->e, "web-v2") != ROLLOUT_COMPLETED; i++)
 		drive(v, 1, 100, 0);
 	assert_int_equal(rollout_engine_state(v->e, "web-v2"), ROLLOUT_COMPLETED);
@@ -541,9 +541,10 @@ static void test_windows_pass_in_order_and_resume(void **state)
 	             "      - {name: w2, after: 90s, for: 30s}\n");
 	complete(&v);
 	assert_int_equal(count_events(&v, "rollout.validation.scheduled", &d), 1);
-	assert_string_equal(json_string_value(json_object_get(
-	                        json_object_get(json_object_get(d, "targets"), "web"), "old_stable")),
-	                    "v1");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(json_object_get(d, "targets"), "web"),
+	                                      "old_stable")),
+	    "v1");
 	json_decref(d);
 	o = rollout_engine_validation(v.e, "web-v2");
 	done = (int64_t)json_integer_value(json_object_get(o, "completed_ms"));
@@ -564,7 +565,7 @@ static void test_windows_pass_in_order_and_resume(void **state)
 	drive(&v, 28, 100, 0);
 	assert_string_equal(wstate(&v, 0), "passed");
 	assert_int_equal(wint(&v, 0, "ended_ms"), done + 60000); /* at its scheduled end */
-	assert_null(rollout_engine_owner(v.e, "web")); /* no rollback window left */
+	assert_null(rollout_engine_owner(v.e, "web"));           /* no rollback window left */
 	assert_string_equal(wstate(&v, 1), "pending");
 	drive(&v, 30, 100, 0); /* w2 starts at completion + 90 s */
 	assert_string_equal(wstate(&v, 1), "running");
@@ -574,8 +575,8 @@ static void test_windows_pass_in_order_and_resume(void **state)
 	assert_int_equal(count_events(&v, "rollout.validation.started", NULL), 2);
 	assert_int_equal(count_events(&v, "rollout.validation.passed", &d), 2);
 	assert_string_equal(json_string_value(json_object_get(d, "window")), "w2");
-	assert_string_equal(json_string_value(json_object_get(json_object_get(d, "report"), "state")),
-	                    "passed");
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(d, "report"), "state")), "passed");
 	json_decref(d);
 	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
 	assert_int_equal(F.stable_calls, 1); /* never reverted */
@@ -600,8 +601,8 @@ static void test_failure_notifies_and_the_next_window_runs(void **state)
 	drive(&v, 15, 100, 30);                        /* the new stable turns bad */
 	assert_string_equal(wstate(&v, 0), "failed");
 	assert_int_equal(count_events(&v, "rollout.validation.failed", &d), 1);
-	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")),
-	                       "check errors failed"));
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(d, "reason")), "check errors failed"));
 	json_decref(d);
 	json_array_foreach(F.notified, i, d) seen =
 	    seen || !strcmp(json_string_value(d), "rollout.validation.failed");
@@ -634,9 +635,10 @@ static void test_failure_reverts_to_the_old_stable(void **state)
 	assert_int_equal(count_events(&v, "rollout.canary_requests", &d), 1);
 	assert_string_equal(
 	    json_string_value(json_object_get(
-	        json_array_get(json_object_get(json_object_get(json_object_get(d, "targets"), "web"),
-	                                       "requests"),
-	                       0),
+	        json_array_get(
+	            json_object_get(json_object_get(json_object_get(d, "targets"), "web"),
+	                            "requests"),
+	            0),
 	        "request_id")),
 	    "req-1");
 	json_decref(d);
