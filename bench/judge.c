@@ -23,7 +23,7 @@
  * rate on healthy canaries, detection power and median time to detect per
  * regression, and the ratios against the issue's goals.
  *
- *   judge [--seeds N] [--intervals N] [--quick]
+ *   judge [--seeds N] [--intervals N] [--quick] [--no-methods]
  *
  * Deterministic: every (scenario, seed) has its own RNG stream.
  */
@@ -305,6 +305,8 @@ static void add_snap(struct metrics_cohort_snapshot *cum, const struct metrics_c
 	hist_merge(&cum->hist, &d->hist);
 }
 
+static bool with_methods = true; /* --no-methods: the main table only (half the CPU) */
+
 #define ALPHA    0.005 /* per check: two checks keep a healthy canary's rollbacks <= 1% */
 #define SPENDING CONFIG_SPEND_OBRIEN_FLEMING
 
@@ -427,7 +429,8 @@ static void run_one(const struct scenario *sc, const struct dists *ld, uint64_t 
 				out->n_at = (int)cc.requests;
 			}
 		}
-		methods(out, &cc, &cb, t, intervals);
+		if (with_methods)
+			methods(out, &cc, &cb, t, intervals);
 		{
 			bool bad;
 
@@ -723,8 +726,12 @@ int main(int argc, char **argv)
 			nintervals = (int)strtol(argv[++i], NULL, 10);
 		else if (!strcmp(argv[i], "--quick"))
 			nseeds = 200;
+		else if (!strcmp(argv[i], "--no-methods"))
+			with_methods = false;
 		else {
-			fprintf(stderr, "usage: judge [--seeds N] [--intervals N] [--quick]\n");
+			fprintf(
+			    stderr,
+			    "usage: judge [--seeds N] [--intervals N] [--quick] [--no-methods]\n");
 			return 2;
 		}
 	}
@@ -828,7 +835,8 @@ int main(int argc, char **argv)
 		       "detect >= 50%%: %.2f (goal: <= 0.5)\n",
 		       nttd, ttd_ratio_sum / nttd);
 	calibrated();
-	methods_table();
+	if (with_methods)
+		methods_table();
 	free(scs);
 	return 0;
 }

@@ -418,11 +418,11 @@ static json_t *engine_samples(void *ctx, const char *service, const char *versio
 	n = proxy_samples(d->proxy, service, version, s, max);
 	a = json_array();
 	for (int i = 0; i < n; i++)
-		json_array_append_new(
-		    a, json_pack("{s:s, s:s, s:s, s:i, s:f, s:I}", "request_id", s[i].request_id,
-		                 "method", s[i].method, "path", s[i].path, "status", s[i].status,
-		                 "latency_ms", (double)s[i].latency_us / 1000.0, "time_ms",
-		                 (json_int_t)(s[i].time_us / 1000)));
+		json_array_append_new(a, json_pack("{s:s, s:s, s:s, s:i, s:f, s:I}", "request_id",
+		                                   s[i].request_id, "method", s[i].method, "path",
+		                                   s[i].path, "status", s[i].status, "latency_ms",
+		                                   (double)s[i].latency_us / 1000.0, "time_ms",
+		                                   (json_int_t)(s[i].time_us / 1000)));
 	free(s);
 	return a;
 }

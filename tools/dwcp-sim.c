@@ -104,9 +104,8 @@ enum fault {
 	F_N
 };
 
-static const char *const fault_names[F_N] = {"accuracy_low",   "consensus_failures",
-                                             "throughput_low", "memory_leak",
-                                             "integration_errors", "cascading"};
+static const char *const fault_names[F_N] = {"accuracy_low", "consensus_failures", "throughput_low",
+                                             "memory_leak",  "integration_errors", "cascading"};
 
 /* Which components each fault touches (a bit per enum comp). */
 static const unsigned fault_comps[F_N] = {
@@ -241,8 +240,7 @@ static double window_error_ratio(const struct instance *in, uint64_t now_ms)
 static void gauge(struct buf *b, const char *name, const char *type, const struct instance *in,
                   double v)
 {
-	buf_printf(b, "# TYPE %s %s\n%s{version=\"%s\"} %.12g\n", name, type, name, in->version,
-	           v);
+	buf_printf(b, "# TYPE %s %s\n%s{version=\"%s\"} %.12g\n", name, type, name, in->version, v);
 }
 
 /* The component's own series, then the API counters and the active faults. */
@@ -281,7 +279,8 @@ static void metrics_render(struct buf *b, const struct instance *in, uint64_t no
 		      is_legacy(in) ? 0 : 0.41);
 		break;
 	case C_MADDPG:
-		gauge(b, "dwcp_maddpg_efficiency_gain_ratio", "gauge", in, is_legacy(in) ? 0 : 0.284);
+		gauge(b, "dwcp_maddpg_efficiency_gain_ratio", "gauge", in,
+		      is_legacy(in) ? 0 : 0.284);
 		break;
 	default:
 		break;
@@ -299,9 +298,9 @@ static void metrics_render(struct buf *b, const struct instance *in, uint64_t no
 	           window_error_ratio(in, now_ms));
 	for (int f = 0; f < F_N; f++)
 		if (fault_on(in, (enum fault)f))
-			buf_printf(b,
-			           "dwcp_sim_fault{component=\"%s\",version=\"%s\",fault=\"%s\"} 1\n",
-			           comp_names[in->comp], in->version, fault_names[f]);
+			buf_printf(
+			    b, "dwcp_sim_fault{component=\"%s\",version=\"%s\",fault=\"%s\"} 1\n",
+			    comp_names[in->comp], in->version, fault_names[f]);
 }
 
 /* --- connections ---------------------------------------------------------------------- */
@@ -357,11 +356,12 @@ static void respond(struct conn *c, int status, const char *ctype, const char *b
 	                     : status == 405 ? "Method Not Allowed"
 	                                     : "Service Unavailable";
 
-	buf_printf(&c->out,
-	           "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n"
-	           "X-Dwcp-Component: %s\r\nX-Upstream-Version: %s\r\nContent-Length: %zu\r\n%s\r\n",
-	           status, reason, ctype, comp_names[c->inst->comp], c->inst->version, n,
-	           c->close_after ? "Connection: close\r\n" : "");
+	buf_printf(
+	    &c->out,
+	    "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nCache-Control: no-store\r\n"
+	    "X-Dwcp-Component: %s\r\nX-Upstream-Version: %s\r\nContent-Length: %zu\r\n%s\r\n",
+	    status, reason, ctype, comp_names[c->inst->comp], c->inst->version, n,
+	    c->close_after ? "Connection: close\r\n" : "");
 	buf_append(&c->out, body, n);
 }
 
@@ -425,7 +425,8 @@ static json_t *status_json(uint64_t now_ms)
 			if (!fs1->since_ms)
 				continue;
 			fo = json_object();
-			json_object_set_new(fo, "since_ms", json_integer((json_int_t)fs1->since_ms));
+			json_object_set_new(fo, "since_ms",
+			                    json_integer((json_int_t)fs1->since_ms));
 			json_object_set_new(fo, "percent", json_real(fs1->percent));
 			json_object_set_new(fo, "latency_ms", json_integer(fs1->latency_ms));
 			json_object_set_new(fs, fault_names[f], fo);
@@ -525,7 +526,8 @@ static const char *fault_req_json(struct fault_req *r, struct str body)
 				break;
 			}
 			n = json_is_integer(v)
-			        ? snprintf(num, sizeof(num), "%lld", (long long)json_integer_value(v))
+			        ? snprintf(num, sizeof(num), "%lld",
+			                   (long long)json_integer_value(v))
 			        : snprintf(num, sizeof(num), "%.17g", json_real_value(v));
 			if (n < 0 || (size_t)n >= sizeof(num)) {
 				err = "a number is out of range";
@@ -750,7 +752,8 @@ static void conn_parse(struct loop *loop, struct conn *c)
 
 				buf_init(&m, SIM_BUF_CAP);
 				metrics_render(&m, c->inst, clock_wall_ms());
-				respond(c, 200, "text/plain; version=0.0.4", buf_head(&m), buf_used(&m));
+				respond(c, 200, "text/plain; version=0.0.4", buf_head(&m),
+				        buf_used(&m));
 				buf_release(&m);
 			} else {
 				/* before the request's bytes are consumed */
@@ -1028,8 +1031,8 @@ int main(int argc, char **argv)
 	if (!loop || loop_signals(loop, on_signal, NULL) != 0)
 		goto out_close;
 	for (int i = 0; i < n_instances; i++) {
-		if (loop_io_add(loop, &instances[i].io, instances[i].fd, accept_cb, &instances[i]) !=
-		    0)
+		if (loop_io_add(loop, &instances[i].io, instances[i].fd, accept_cb,
+		                &instances[i]) != 0)
 			goto out_del;
 		added++;
 		log_info("dwcp-sim listening", "component", comp_names[instances[i].comp],

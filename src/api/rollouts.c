@@ -114,7 +114,8 @@ static void h_validation(struct api_call *call)
 		if (text)
 			buf_printf(&call->resp->body, "%s\n", text);
 		else
-			buf_printf(&call->resp->body, "# Validation window `%s` of rollout `%s`: %s\n\n",
+			buf_printf(&call->resp->body,
+			           "# Validation window `%s` of rollout `%s`: %s\n\n",
 			           json_string_value(json_object_get(x, "name")), name,
 			           json_string_value(json_object_get(x, "state")));
 	}

@@ -62,9 +62,12 @@ struct job {
 	int detached;    /* nobody will poll: free it when it ends */
 	int stdout_only; /* exec: stderr is not captured */
 	uint64_t timeout_ms;
-	char **argv; /* exec: NULL-terminated copy */
-	char *url;   /* post, get */
-	char *body;  /* post */
+	char **argv;      /* exec: NULL-terminated copy */
+	char *url;        /* post, get */
+	char *body;       /* post */
+	int tls_noverify; /* get: https without chain/name checks */
+	char *ca;         /* get: CA file, or NULL */
+	char *connect_to; /* get: curl CONNECT_TO entry, or NULL */
 	struct job_result res;
 };
 
@@ -121,6 +124,8 @@ static void job_free(struct job *job)
 	}
 	free(job->url);
 	free(job->body);
+	free(job->ca);
+	free(job->connect_to);
 	job_result_release(&job->res);
 	free(job);
 }
@@ -499,7 +504,7 @@ static void run_http(struct jobs *j, struct job *job, int get)
 	struct job_result *res = &job->res;
 	struct capture cap = {.p = res->output, .whole = get, .res = res};
 	const char *verb = get ? "get" : "post";
-	struct curl_slist *hdrs = NULL, *h;
+	struct curl_slist *hdrs = NULL, *h, *conn_to = NULL;
 	struct curl_waitfd stopw = {.fd = j->stop_fd, .events = CURL_WAIT_POLLIN};
 	CURLcode cc = CURLE_OK;
 	CURLMcode mc = CURLM_OK;
@@ -557,6 +562,22 @@ static void run_http(struct jobs *j, struct job *job, int get)
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, capture_write);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, &cap);
 	curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_cloexec_socket);
+	if (job->tls_noverify) {
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	if (job->ca)
+		curl_easy_setopt(easy, CURLOPT_CAINFO, job->ca);
+	if (job->connect_to) {
+		conn_to = curl_slist_append(NULL, job->connect_to);
+		if (!conn_to) {
+			res->status = JOB_ERROR;
+			snprintf(res->error, sizeof(res->error), "could not %s: out of memory",
+			         verb);
+			goto out_free;
+		}
+		curl_easy_setopt(easy, CURLOPT_CONNECT_TO, conn_to);
+	}
 	mc = curl_multi_add_handle(multi, easy);
 
 	/* The multi interface lets the stop eventfd interrupt a transfer at once. */
@@ -617,6 +638,7 @@ out_free:
 	if (easy)
 		curl_easy_cleanup(easy);
 	curl_slist_free_all(hdrs);
+	curl_slist_free_all(conn_to);
 	if (res->status != JOB_OK && res->status != JOB_FAILED)
 		job_result_release(res); /* a partial body means nothing */
 }
@@ -822,6 +844,30 @@ uint64_t jobs_submit_get(struct jobs *j, const char *url, uint64_t timeout_ms)
 		return 0;
 	job->url = strdup(url);
 	if (!job->url) {
+		job_free(job);
+		return 0;
+	}
+	job->timeout_ms = timeout_ms;
+	return enqueue(j, job);
+}
+
+uint64_t jobs_submit_get_tls(struct jobs *j, const char *url, uint64_t timeout_ms,
+                             const struct job_tls *tls)
+{
+	struct job *job;
+
+	if (!tls)
+		return jobs_submit_get(j, url, timeout_ms);
+	if (!j || !url)
+		return 0;
+	job = job_alloc(JOB_KIND_GET);
+	if (!job)
+		return 0;
+	job->url = strdup(url);
+	job->tls_noverify = !tls->verify;
+	job->ca = tls->ca ? strdup(tls->ca) : NULL;
+	job->connect_to = tls->connect_to ? strdup(tls->connect_to) : NULL;
+	if (!job->url || (tls->ca && !job->ca) || (tls->connect_to && !job->connect_to)) {
 		job_free(job);
 		return 0;
 	}

@@ -86,6 +86,18 @@ uint64_t jobs_submit_post(struct jobs *j, const char *url, const char *body, uin
  */
 uint64_t jobs_submit_get(struct jobs *j, const char *url, uint64_t timeout_ms);
 
+/* TLS options of a GET over https:// (health probes of versions with upstream `tls:`). */
+struct job_tls {
+	int verify;             /* 0: neither the chain nor the name is checked */
+	const char *ca;         /* PEM CA file; NULL: the system's trust store */
+	const char *connect_to; /* "NAME:PORT:ADDR:PORT": the URL names NAME (the SNI and the
+	                           name verified), the connection goes to ADDR; NULL: none */
+};
+
+/* jobs_submit_get with TLS options (copied); tls NULL is jobs_submit_get. */
+uint64_t jobs_submit_get_tls(struct jobs *j, const char *url, uint64_t timeout_ms,
+                             const struct job_tls *tls);
+
 /*
  * Result of job id: 0 done (*out filled; the job is forgotten, a second
  * poll gives -ENOENT), 1 still queued or running, -ENOENT unknown id.

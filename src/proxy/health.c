@@ -32,6 +32,8 @@
 struct target {
 	char *service, *version, *endpoint;
 	char *url;
+	char *ca, *connect_to; /* upstream `tls:` (tls set): probes go over https */
+	bool tls, tls_verify;
 	struct config_health hc; /* path is NULL: it lives in url */
 	struct health_counts c;
 	bool held;    /* out of the pick (as applied) */
@@ -46,7 +48,8 @@ struct target {
 struct health {
 	struct loop *loop;
 	struct traffic *traffic;
-	struct jobs *jobs;
+	struct jobs *jobs; /* created with the first checked endpoint */
+	unsigned threads;  /* its size; 0: none (probes fed by health_note_probe) */
 	struct loop_timer timer;
 	struct target *targets;
 	size_t ntargets;
@@ -94,6 +97,8 @@ static void target_release(struct health *h, struct target *t)
 	free(t->version);
 	free(t->endpoint);
 	free(t->url);
+	free(t->ca);
+	free(t->connect_to);
 	memset(t, 0, sizeof(*t));
 }
 
@@ -279,7 +284,14 @@ static void tick(struct loop *loop, struct loop_timer *timer)
 			probe_collect(h, i, wall);
 		if (t->job || now < t->next_ms)
 			continue;
-		t->job = jobs_submit_get(h->jobs, t->url, t->hc.timeout_ms);
+		if (t->tls) {
+			struct job_tls tls = {
+			    .verify = t->tls_verify, .ca = t->ca, .connect_to = t->connect_to};
+
+			t->job = jobs_submit_get_tls(h->jobs, t->url, t->hc.timeout_ms, &tls);
+		} else {
+			t->job = jobs_submit_get(h->jobs, t->url, t->hc.timeout_ms);
+		}
 		/* queue full: tried again next interval, the counts wait */
 		t->next_ms = now + t->hc.interval_ms;
 	}
@@ -297,10 +309,7 @@ struct health *health_new(struct loop *loop, struct traffic *traffic, unsigned t
 		return NULL;
 	h->loop = loop;
 	h->traffic = traffic;
-	if (threads && !(h->jobs = jobs_new(threads, HEALTH_QUEUE))) {
-		free(h);
-		return NULL;
-	}
+	h->threads = threads;
 	loop_timer_init(&h->timer, tick, h);
 	return h;
 }
@@ -318,14 +327,39 @@ void health_free(struct health *h)
 	free(h);
 }
 
-static char *url_of(const char *endpoint, const char *path)
+static char *url_of(const char *scheme, const char *endpoint, const char *path)
 {
-	size_t n = strlen("http://") + strlen(endpoint) + strlen(path) + 1;
+	size_t n = strlen(scheme) + strlen("://") + strlen(endpoint) + strlen(path) + 1;
 	char *u = malloc(n);
 
 	if (u)
-		snprintf(u, n, "http://%s%s", endpoint, path);
+		snprintf(u, n, "%s://%s%s", scheme, endpoint, path);
 	return u;
+}
+
+/*
+ * A version with upstream `tls:` is probed over https with its settings:
+ * verify, ca, and sni (the URL names the SNI host; curl's CONNECT_TO sends
+ * the connection to the endpoint itself).
+ */
+static int target_tls(struct target *t, const struct config_upstream_tls *tls,
+                      const struct config_addr *a, const char *name, const char *path)
+{
+	char host[300], to[700];
+
+	t->tls = true;
+	t->tls_verify = tls->verify;
+	if (tls->ca && !(t->ca = strdup(tls->ca)))
+		return -ENOMEM;
+	if (!tls->sni) {
+		t->url = url_of("https", name, path);
+		return t->url ? 0 : -ENOMEM;
+	}
+	snprintf(host, sizeof(host), "%s:%u", tls->sni, a->port);
+	snprintf(to, sizeof(to), "%s:%u:%s", tls->sni, a->port, name);
+	t->url = url_of("https", host, path);
+	t->connect_to = strdup(to);
+	return t->url && t->connect_to ? 0 : -ENOMEM;
 }
 
 /* The targets of cfg in *out (zeroed strings on failure are released by the caller). */
@@ -363,7 +397,12 @@ static int targets_of(const struct config *cfg, struct target **out, size_t *nou
 				t->service = strdup(cs->name);
 				t->version = strdup(cv->name);
 				t->endpoint = strdup(name);
-				t->url = url_of(name, cv->health.path);
+				if (cv->tls.enabled) {
+					if (target_tls(t, &cv->tls, a, name, cv->health.path))
+						return -ENOMEM;
+				} else {
+					t->url = url_of("http", name, cv->health.path);
+				}
 				t->hc.path = NULL;
 				if (!t->service || !t->version || !t->endpoint || !t->url)
 					return -ENOMEM;
@@ -382,6 +421,8 @@ int health_configure(struct health *h, const struct config *cfg)
 	if (!h)
 		return 0;
 	rc = targets_of(cfg, &ts, &n);
+	if (!rc && n && h->threads && !h->jobs && !(h->jobs = jobs_new(h->threads, HEALTH_QUEUE)))
+		rc = -ENOMEM;
 	if (rc) {
 		for (size_t i = 0; i < n; i++)
 			target_release(h, &ts[i]);

@@ -75,11 +75,11 @@ struct health_view {
 struct health;
 
 /*
- * A module that probes from its own job pool and applies the endpoints it
- * finds down through traffic (borrowed), its ticks run by loop (borrowed).
- * loop or traffic NULL (unit tests): no timer / nothing applied; threads
- * 0: no pool (probes are fed with health_note_probe()).  NULL when out of
- * memory.
+ * A module that probes from its own job pool of threads threads (created
+ * with the first endpoint to check) and applies the endpoints it finds down
+ * through traffic (borrowed), its ticks run by loop (borrowed).  loop or
+ * traffic NULL (unit tests): no timer / nothing applied; threads 0: no pool
+ * (probes are fed with health_note_probe()).  NULL when out of memory.
  */
 struct health *health_new(struct loop *loop, struct traffic *traffic, unsigned threads);
 

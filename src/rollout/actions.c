@@ -135,9 +135,10 @@ void rollout_act_samples(struct rollout_engine *e, const struct run *r, uint64_t
 		json_decref(targets);
 		return;
 	}
-	json_array_append_new(evs, rollout_event("rollout.canary_requests",
-	                                         json_pack("{s:I, s:o}", "decision_ms",
-	                                                   (json_int_t)now, "targets", targets)));
+	/* an event list entry as rollout_event() makes it (doc.c is to the left: no call) */
+	json_array_append_new(evs, json_pack("{s:s, s:{s:I, s:o}}", "kind",
+	                                     "rollout.canary_requests", "details", "decision_ms",
+	                                     (json_int_t)now, "targets", targets));
 }
 
 int rollout_act_weight(struct rollout_engine *e, struct run *r, size_t t, const char *actor)

@@ -1010,6 +1010,31 @@ static void timeline_detail(struct out *o, const json_t *e)
 		}
 	} else if (!strcmp(k, "rollout.failed")) {
 		md_text(o, jstr(d, "reason"), 200);
+	} else if (!strcmp(k, "rollout.validation.scheduled")) {
+		out_printf(o, "%zu validation window(s) scheduled",
+		           json_array_size(json_object_get(d, "windows")));
+	} else if (!strcmp(k, "rollout.validation.started")) {
+		fmt_time(jint(d, "until_ms"), a, sizeof(a));
+		out_str(o, "validation window ");
+		md_text(o, jstr_or(d, "window", "?"), 60);
+		out_printf(o, " runs until %s UTC", a);
+	} else if (!strncmp(k, "rollout.validation.", 19)) {
+		out_str(o, "validation window ");
+		md_text(o, jstr_or(d, "window", "?"), 60);
+		out_str(o, ": ");
+		md_text(o, jstr_or(d, "result", "?"), 20);
+		out_str(o, ": ");
+		md_text(o, jstr_or(d, "reason", ""), 200);
+	} else if (!strcmp(k, "rollout.canary_requests")) {
+		const json_t *tv;
+		const char *t;
+		size_t n = 0;
+
+		json_object_foreach((json_t *)json_object_get(d, "targets"), t, tv)
+		{
+			n += json_array_size(json_object_get(tv, "requests"));
+		}
+		out_printf(o, "the canary's last %zu request(s) kept (canary-requests.json)", n);
 	} else if (d) {
 		/* an unknown kind: its details, compact and shortened */
 		char *text = json_dumps(d, JSON_COMPACT);

@@ -57,8 +57,26 @@ LEGACY = {"dwcp_tpbft_latency_seconds": 0.057, "dwcp_tpbft_message_reduction_rat
           "dwcp_maddpg_efficiency_gain_ratio": 0}
 
 
-def test_plan_ports_are_the_examples():
-    assert PLAN_PORT[("manager", "v1")] == 7111 and PLAN_PORT[("maddpg", "v3")] == 7163
+def test_examples_agree_on_the_simulator_ports():
+    """canaryd.yaml, staging.yaml, prometheus.yml and `make demo-dwcp` (which starts
+    dwcp-sim on PLAN_PORT) name the same twelve instances."""
+    import yaml
+    for name in ("canaryd.yaml", "staging.yaml"):
+        with open(os.path.join(EXAMPLES, name)) as f:
+            doc = yaml.load(f, Loader=plan_loader())
+        got = {(svc[len("dwcp-"):], ver): v["endpoints"]
+               for svc, s in doc["services"].items() for ver, v in s["versions"].items()}
+        assert got == {k: [f"127.0.0.1:{p}"] for k, p in PLAN_PORT.items()}, (name, got)
+        routes = {r["service"]: r["match"]["path_prefix"] for r in doc["listeners"][0]["routes"]}
+        assert routes == {f"dwcp-{c}": p for c, p in PATHS.items()}, (name, routes)
+    with open(os.path.join(EXAMPLES, "prometheus.yml")) as f:
+        prom = yaml.safe_load(f)
+    targets = prom["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert sorted(targets) == sorted(f"127.0.0.1:{p}" for p in PLAN_PORT.values()), targets
+    with open(os.path.join(SRC, "scripts", "demo-dwcp")) as f:
+        demo = f.read()
+    assert '--instance "$c:v1:127.0.0.1:71${n}1" --instance "$c:v3:127.0.0.1:71${n}3"' in demo
+    assert "for c in manager compression probft bullshark tpbft maddpg; do" in demo
 
 
 # --- the simulator ------------------------------------------------------------------------

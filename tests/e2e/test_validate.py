@@ -6,7 +6,9 @@ every process is stopped by the fixtures."""
 import http.client as httpc
 import json
 import os
+import re
 import signal
+import subprocess
 import threading
 import time
 
@@ -148,6 +150,13 @@ def test_healthy_completion_windows_pass_in_order_with_reports(canaryd, upstream
     assert rollout(d, "web-v2")["state"] == "completed"
     st, s = d.get("/v1/services/web")
     assert s["stable"] == "v2", s
+    # canaryctl rollout get lists the windows
+    r = subprocess.run([bin_path("canaryctl"), "--server", d.url, "--token", ADMIN_TOKEN,
+                        "rollout", "get", "web-v2"], capture_output=True, text=True, timeout=20,
+                       env={k: v for k, v in os.environ.items()
+                            if k not in ("CANARYD_TOKEN", "CANARYD_SERVER")})
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"validation\n +w1 +passed +on_fail notify\n +w2 +passed", r.stdout), r.stdout
 
 
 def test_bad_after_completion_reverts_with_the_canary_sample(canaryd, upstream, receiver):

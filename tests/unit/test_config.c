@@ -815,6 +815,54 @@ static void test_plan_keys(void **state)
 	config_errors_release(&errs);
 }
 
+/* judge (issue 18): test.spending, the group-sequential test's spending shape */
+static void test_check_test_spending(void **state)
+{
+	char yaml[2048];
+	struct config_errors errs = {0};
+	struct config *cfg;
+	const struct config_rollout *r;
+
+	(void)state;
+	snprintf(yaml, sizeof(yaml),
+	         "%s" /* lines 1-6 */
+	         "rollouts:\n"
+	         "  r:\n"
+	         "    target: {service: web, canary: v2}\n"
+	         "    steps: [{weight: 10}]\n"
+	         "    analysis:\n"
+	         "      checks:\n"
+	         "        - {name: a, metric: error_rate, test: {method: sequential}}\n"
+	         "        - name: b\n"
+	         "          metric: latency_p99\n"
+	         "          test: {method: mann-whitney, spending: pocock}\n",
+	         svc_web);
+	cfg = config_load_string("ok.yaml", yaml, strlen(yaml), &errs);
+	if (!cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(cfg);
+	r = config_rollout_find(cfg, "r");
+	assert_int_equal(r->analysis.checks[0].test.spending, CONFIG_SPEND_OBRIEN_FLEMING);
+	assert_int_equal(r->analysis.checks[1].test.spending, CONFIG_SPEND_POCOCK);
+	config_free(cfg);
+	config_errors_release(&errs);
+
+	snprintf(yaml, sizeof(yaml),
+	         "%s"
+	         "rollouts:\n"
+	         "  r:\n"
+	         "    target: {service: web, canary: v2}\n"
+	         "    steps: [{weight: 10}]\n"
+	         "    analysis:\n"
+	         "      checks:\n"
+	         "        - name: a\n"
+	         "          metric: error_rate\n"
+	         "          test: {method: sequential, spending: linear}\n",
+	         svc_web);
+	EXPECT(yaml, "bad.yaml:15: rollouts.r.analysis.checks[0].test.spending: expected "
+	             "obrien-fleming or pocock, got \"linear\"");
+}
+
 static void test_check_errors(void **state)
 {
 	char yaml[4096];
@@ -1814,6 +1862,7 @@ int main(void)
 	    cmocka_unit_test(test_flag_errors),
 	    cmocka_unit_test(test_rollout_errors),
 	    cmocka_unit_test(test_check_errors),
+	    cmocka_unit_test(test_check_test_spending),
 	    cmocka_unit_test(test_plan_key_errors),
 	    cmocka_unit_test(test_plan_keys),
 	    cmocka_unit_test(test_target_owned_twice),

@@ -1317,8 +1317,8 @@ static void test_canary_requests_and_validation_reports(void **state)
 	                "pass", 2, "fail", 1, "inconclusive", 0, "error", 0, "points", pts);
 	assert_non_null(rep);
 	add(evs, T0 + 330 * SEC, "rollout.validation.failed",
-	    json_pack("{s:s, s:i, s:s, s:o}", "window", "day-1", "index", 0, "result", "failed",
-	              "report", rep));
+	    json_pack("{s:s, s:i, s:s, s:s, s:o}", "window", "day-1", "index", 0, "result",
+	              "failed", "reason", "check errors failed: error_rate 3%", "report", rep));
 	sample = json_pack("{s:I, s:{s:{s:s, s:s, s:[{s:s, s:s, s:s, s:i, s:f, s:I}, "
 	                   "{s:s, s:s, s:s, s:i, s:f, s:I}]}}}",
 	                   "decision_ms", (json_int_t)(T0 + 330 * SEC), "targets", "web", "service",
@@ -1339,6 +1339,8 @@ static void test_canary_requests_and_validation_reports(void **state)
 	contains(md,
 	         "| web | v2 | 2024-05-01 10:05:29.000 | e2e-42 | GET | /item/42 | 500 | 12.5 |");
 	contains(md, "| e2e-41\\|x | POST | /cart | 200 | 3.0 |"); /* escaped for the table */
+	contains(md, "the canary's last 2 request(s) kept (canary-requests.json)"); /* timeline */
+	contains(md, "validation window day-1: failed: check errors failed: error_rate 3%");
 	contains(md, "## Post-rollout validation");
 	contains(
 	    md,
