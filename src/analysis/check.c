@@ -351,7 +351,7 @@ static enum check_outcome sequential(const struct config_check *c,
 	t->z = s.z;
 	t->z_bound = t->boundary = NAN;
 	t->abs_bound = t->abs_log_e = t->abs_alpha = NAN;
-	if (0 && judge_gs_look((enum judge_spending)c->test.spending, a_gs, t->looks,
+	if (cum->horizon && judge_gs_look((enum judge_spending)c->test.spending, a_gs, t->looks,
 	                                  cum->horizon, &gl) == 0) {
 		t->group_sequential = true;
 		t->analysis = gl.analysis;

@@ -7,6 +7,7 @@
 
 #include "canaryctl/ctl.h"
 #include "config/config.h"
+#include "net/tls.h"
 
 static const struct ctl_verb verbs[] = {
     {"status", "status", ctl_status, 0},
@@ -133,6 +134,8 @@ int ctl_check_config(const struct ctl *ctl, int argc, char **argv)
 	}
 	config_errors_init(&errs);
 	cfg = config_load_file(argv[1], &errs);
+	if (cfg && !config_errors_count(&errs))
+		tls_set_free(tls_set_new(cfg, &errs)); /* the certificates and keys, as --check */
 	if (!cfg || config_errors_count(&errs)) {
 		config_errors_print(&errs, stderr);
 		config_errors_release(&errs);

@@ -530,22 +530,35 @@ static void client_free(struct tls_client *c)
 }
 
 /*
- * The trust store, read now (control thread): with OpenSSL's hashed
- * directory lookup a verification could open files on a worker.
+ * The system's trust store, read now (control thread): with OpenSSL's
+ * hashed directory lookup a verification could open files on a worker.
+ * Read once per set and shared by its clients (a bundle is ~150 certificates).
  */
-static int load_system_cas(SSL_CTX *ctx)
+static X509_STORE *system_store(X509_STORE **cache)
 {
 	const char *file = getenv(X509_get_default_cert_file_env());
+	X509_STORE *st = *cache;
 
+	if (st)
+		return st;
+	st = X509_STORE_new();
+	if (!st)
+		return NULL;
 	if (!file || !*file)
 		file = X509_get_default_cert_file();
-	if (SSL_CTX_load_verify_locations(ctx, file, NULL) == 1)
-		return 0;
-	ERR_clear_error();
-	return SSL_CTX_set_default_verify_paths(ctx) == 1 ? 0 : -1;
+	if (X509_STORE_load_file(st, file) != 1) {
+		ERR_clear_error();
+		if (X509_STORE_set_default_paths(st) != 1) {
+			X509_STORE_free(st);
+			return NULL;
+		}
+	}
+	*cache = st;
+	return st;
 }
 
-static struct tls_client *client_new(const struct config_upstream_tls *cfg, const struct where *w)
+static struct tls_client *client_new(const struct config_upstream_tls *cfg, const struct where *w,
+                                     X509_STORE **sys)
 {
 	static const unsigned char alpn[] = "\x08http/1.1";
 	struct tls_client *c = calloc(1, sizeof(*c));
@@ -585,7 +598,9 @@ static struct tls_client *client_new(const struct config_upstream_tls *cfg, cons
 			     ossl_reason(why, sizeof(why), "no certificate found"));
 			goto out_free;
 		}
-	} else if (load_system_cas(c->ctx) != 0) {
+	} else if (system_store(sys)) {
+		SSL_CTX_set1_cert_store(c->ctx, *sys); /* a reference each */
+	} else {
 		werr(w, cfg->line, "", "cannot load the system's CA certificates: %s",
 		     ossl_reason(why, sizeof(why), "not found"));
 		goto out_free;
@@ -618,6 +633,7 @@ struct tls_named_client {
 };
 
 struct tls_set {
+	X509_STORE *system; /* the system's CAs, shared by the clients without `ca` */
 	struct tls_server *admin;
 	struct tls_named_server *servers;
 	size_t nservers;
@@ -634,6 +650,7 @@ void tls_set_free(struct tls_set *set)
 		tls_server_unref(set->servers[i].srv);
 	for (size_t i = 0; i < set->nclients; i++)
 		client_free(set->clients[i].cli);
+	X509_STORE_free(set->system);
 	free(set->servers);
 	free(set->clients);
 	free(set);
@@ -681,7 +698,7 @@ struct tls_set *tls_set_new(const struct config *cfg, struct config_errors *errs
 				continue;
 			snprintf(path, sizeof(path), "services.%s.versions.%s.tls", svc->name,
 			         v->name);
-			c = client_new(&v->tls, &w);
+			c = client_new(&v->tls, &w, &set->system);
 			if (c)
 				set->clients[set->nclients++] =
 				    (struct tls_named_client){svc->name, v->name, c};

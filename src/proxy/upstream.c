@@ -495,9 +495,11 @@ struct upconn *upconn_get(struct upstream *us, const struct proxy_version *v, ui
 {
 	struct upconn *u;
 
-	/* an idle connection of another transport kind is not reused */
-	while ((u = us->pools[ep].head) && !proxy_transport_reusable(v, &u->t))
-		upconn_do_close(u);
+	/* the first idle connection made with this version's transport (two
+	 * versions may name one address with different tls:); the others stay
+	 * for their own versions until their idle timeout */
+	for (u = us->pools[ep].head; u && !proxy_transport_reusable(v, &u->t); u = u->pool_next)
+		;
 	if (u) {
 		pool_remove(u);
 		loop_timer_stop(us->loop, &u->timer);

@@ -352,7 +352,9 @@ static inline struct run *rollout_find(const struct rollout_engine *e, const cha
  *   output.c -> engine.c -> rounds.c -> rollback.c -> doc.c -> actions.c
  *
  * (output.c uses only engine.c's public rollout_engine_now()).  A file may
- * call the files to its right, never those to its left.
+ * call the files to its right, never those to its left.  validate_engine.c
+ * sits beside rounds.c (engine.c -> validate_engine.c -> rollback.c, doc.c,
+ * actions.c); validate.c, its model, calls none of them.
  */
 
 /* ---- engine.c: the state machine (nothing here is called by the other files) ---- */

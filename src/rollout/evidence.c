@@ -1481,6 +1481,13 @@ static json_t *summary_md(const char *name, const struct run *r, const json_t *l
 	out_str(&o, "# Rollout ");
 	md_text(&o, name, 200);
 	out_printf(&o, ": %s\n\n", outcome_text(r->outcome));
+	/* engine (issue 16): a rehearsal says so first (its events carry details.rehearsal) */
+	if (json_number_value(json_object_get(live, "rehearsal")) > 0)
+		out_printf(&o,
+		           "**REHEARSAL** at %gx: every duration of the plan was divided by %g "
+		           "(`start --rehearse`).\n\n",
+		           json_number_value(json_object_get(live, "rehearsal")),
+		           json_number_value(json_object_get(live, "rehearsal")));
 
 	out_str(&o, "## What happened\n\n");
 	if (r->outcome == OUT_NONE) {

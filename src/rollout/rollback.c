@@ -154,11 +154,11 @@ int rollout_rollback(struct rollout_engine *e, struct run *r, uint64_t only, con
 	/*
 	 * A failing check's rollback with the store away: the safe direction is
 	 * taken here at once and persisted when the store returns (docs/fleet.md).
-	 * Controls a person sends answer 503 instead.
+	 * Controls a person sends answer 503 instead.  A validation revert waits
+	 * for the store: putting the old stable back is a committed traffic change.
 	 */
-	rc = cls == RB_CHECK || cls == RB_BAKE || cls == RB_VALIDATION
-	         ? rollout_persist_or_defer(e, r, actor, evs)
-	         : rollout_persist(e, r, actor, evs);
+	rc = cls == RB_CHECK || cls == RB_BAKE ? rollout_persist_or_defer(e, r, actor, evs)
+	                                       : rollout_persist(e, r, actor, evs);
 	if (rc < 0)
 		return rc;
 	deferred = rc == 1;
@@ -284,6 +284,16 @@ int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, 
 		json_object_set_new(weights, run_target(r, t)->name,
 		                    json_real(tr->weight / 1000.0));
 	}
+	/*
+	 * The checks judge the new weights afresh: no streak carries over, and
+	 * the interval in progress (requests from before the change) only primes
+	 * the moved targets' readings.
+	 */
+	for (size_t k = 0; k < ro->analysis.nchecks; k++)
+		r->checks[k].fails = 0, r->checks[k].first_fail_ms = 0;
+	for (size_t t = 0; t < ro->ntargets && t < MAX_TARGETS; t++)
+		if (mask >> t & 1)
+			r->targets[t].rd.have_prev = false;
 	r->step = to;
 	r->phase = PHASE_RUNNING;
 	r->step_started_ms = now;
@@ -295,6 +305,11 @@ int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, 
 	r->state = ROLLOUT_PAUSED;
 	r->paused_at_ms = now;
 	r->review_deadline_ms = 0;
+	/* sim (issue 16): `for` streaks start afresh at the new weights, as after a
+	 * resume; else a check still failing on data read before the rollback (a
+	 * Prometheus scrape behind) steps back again at once, and again */
+	for (size_t k = 0; k < ro->analysis.nchecks; k++)
+		r->checks[k].fails = 0, r->checks[k].first_fail_ms = 0;
 	snprintf(r->pause_reason, sizeof(r->pause_reason), "rolled back to %.60s: %.170s", stepname,
 	         reason);
 	post_begin(r, mask, reason, now);

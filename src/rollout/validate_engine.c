@@ -149,7 +149,7 @@ static bool judge(struct run *r, const struct validate_window *w, size_t k,
 		struct check_cumulative cum = {&w->cum[t], b, w->looks ? w->looks : 1, 0};
 		struct check_verdict x;
 
-		if (!have[t] || (cc->target && cc->target_index != t))
+		if (!have[t] || !config_check_covers(cc, t))
 			continue;
 		check_evaluate_cumulative(cc, &s[t], b, &cum, span_ms, &x);
 		if (!any || rank(x.outcome) > rank(out->outcome))

@@ -308,7 +308,7 @@ class Plan:
     one loadgen per component."""
 
     def __init__(self, procs, tmp_path, sim, receiver, hold=None):
-        self.sim = sim(extra=["--latency", "v1:20:4", "--latency", "v3:20:4"])
+        self.sim = sim(extra=["--latency", "v1:50:10", "--latency", "v3:50:10"])
         self.prom = prometheus_start(procs, tmp_path, list(self.sim.ports.values()))
         wait_until(lambda: len(prom_query(self.prom, "dwcp_api_requests_total")) == 12, 30,
                    0.2, what="every sim instance scraped")
@@ -343,7 +343,7 @@ class Plan:
 
         wait_until(healthy, 15, what="canaryd health")
         self.loads = [procs([bin_path("loadgen"), "--url",
-                             f"http://127.0.0.1:{self.proxy}{PATHS[c]}/op", "--rate", "80",
+                             f"http://127.0.0.1:{self.proxy}{PATHS[c]}/op", "--rate", "60",
                              "--duration", "0", "--keys", "5000", "--header", "x-session-id",
                              "--seed", str(11 + i)], name=f"loadgen-{c}")
                       for i, c in enumerate(COMPONENTS)]
@@ -384,7 +384,9 @@ class Plan:
                     st, doc = self.d.post("/v1/rollouts/dwcp-v3/approve", token=self.tokens[who])
                     assert st == 200, doc
             time.sleep(0.05)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}: {self.get()}")
+        r = self.get()
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}: state "
+                             f"{r['state']} ({r.get('pause_reason')}) at {r['step']}")
 
     def events(self, kind):
         out, since = [], 0

@@ -80,6 +80,9 @@ def test_partial_rollback_to_previous_keeps_other_targets(canaryd, upstream, pro
                    what="the pause after p50")
         assert service_weight(d, "api") == 50 and service_weight(d, "web") == 50
         set_error_rate(api[1], 0.5)  # the canary of api only
+        wait_state(d, "plan", ("paused",), 30)
+        # fixed: at p20 the check passes (a second failure would step back again)
+        set_error_rate(api[1], 0)
         r = wait_state(d, "plan", ("paused",), 30, post_done=True)
     finally:
         load_web.stop()
@@ -165,6 +168,9 @@ def test_rehearsal_runs_the_plan_fast_and_says_so(canaryd, upstream, procs, rece
     assert len(up) == 1, [s["canaryd"]["event"] for s in slack]
     assert up[0]["canaryd"]["details"]["step_name"] == "full"
     assert "scheduled step" in up[0]["text"], up[0]["text"]
+    # the evidence bundle says it too
+    st, bundle = d.get("/v1/rollouts/web-v2/evidence")
+    assert st == 200 and "**REHEARSAL** at 1200x" in bundle["files"]["summary.md"], st
 
 
 PREVIEW = """  web-green:

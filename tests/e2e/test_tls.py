@@ -411,6 +411,8 @@ def test_upstream_tls_verification_on_and_off(canaryd, certs):
         cases = {
             # service: (its tls:, expected status)
             "good": (f"{{ca: {certs}/ca.crt, sni: a.test}}", 200),
+            # no ca: the system's store, here $SSL_CERT_FILE (read at load time)
+            "system": ("{sni: a.test}", 200),
             "byip": (f"{{ca: {certs}/ca.crt}}", 200),  # no name: the IP SAN is checked
             "wrongca": (f"{{ca: {certs}/otherca.crt, sni: a.test}}", 502),
             "wrongname": (f"{{ca: {certs}/ca.crt, sni: b.test}}", 502),
@@ -423,20 +425,22 @@ def test_upstream_tls_verification_on_and_off(canaryd, certs):
             f"  {s}:\n    versions:\n      v1: {{endpoints: [{ep}]"
             + (f", tls: {t}" if t else "") + "}\n    stable: v1\n"
             for s, (t, _) in cases.items())
-        canaryd(esc(f"""listeners:
+        d = canaryd(esc(f"""listeners:
   - name: public
     listen: 127.0.0.1:{port}
     routes:
 {routes}services:
-{services}"""))
+{services}"""), extra_env={"SSL_CERT_FILE": f"{certs}/ca.crt"})
         for s, (_, want) in cases.items():
             st, body = _get(port, f"{s}.test")
             assert st == want, (s, st, body)
             if want == 200:
                 assert body == b"from-tls-upstream"
-        assert up.requests == 3
+        assert up.requests == 4
         assert up.sni.count("a.test") >= 1 and up.sni.count("b.test") >= 1
         assert None in up.sni  # byip: an IP address is never sent as SNI
+        d.proc.signal(signal.SIGTERM)  # under ASan: the client contexts are all freed
+        assert d.proc.wait(60) == 0, d.proc.output()[-4000:]
     finally:
         up.close()
 
@@ -445,9 +449,13 @@ def test_upstream_tls_verification_on_and_off(canaryd, certs):
 # admin API and canaryctl
 
 
-def test_admin_api_and_canaryctl_over_tls(canaryd, certs):
+def test_admin_api_and_canaryctl_over_tls(canaryd, certs, tmp_path):
+    live = tmp_path / "admin-certs"
+    live.mkdir()
+    shutil.copy(f"{certs}/a.crt", live / "adm.crt")
+    shutil.copy(f"{certs}/a.key", live / "adm.key")
     header = BASE_ADMIN.replace("  tokens:", f"""  tls:
-    certs: [{{{{cert: {certs}/a.crt, key: {certs}/a.key}}}}]
+    certs: [{{{{cert: {live}/adm.crt, key: {live}/adm.key}}}}]
   tokens:""")
     d = canaryd(header, header=False, wait=False)
     url = f"https://127.0.0.1:{d.admin_port}"
@@ -480,6 +488,22 @@ def test_admin_api_and_canaryctl_over_tls(canaryd, certs):
     r = subprocess.run(ctl + ["--cacert", f"{certs}/otherca.crt", "status"], env=env,
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 1, r.stdout
+    # SIGHUP: new admin connections get the re-issued certificate, an open one goes on
+    first = _serial(d.admin_port, ctx)
+    kept = httpclient.HTTPSConnection("127.0.0.1", d.admin_port, context=ctx, timeout=10)
+    kept.request("GET", "/v1/health")
+    assert kept.getresponse().read() and kept.sock is not None
+    shutil.copy(f"{certs}/a2.crt", live / "adm.crt")
+    shutil.copy(f"{certs}/a2.key", live / "adm.key")
+    d.proc.signal(signal.SIGHUP)
+    wait_until(lambda: _serial(d.admin_port, ctx) != first, 10,
+               what="the re-issued admin certificate")
+    sock = kept.sock
+    kept.request("GET", "/v1/health")
+    assert kept.getresponse().status == 200 and kept.sock is sock  # the same connection
+    kept.close()
+    d.proc.signal(signal.SIGTERM)  # under ASan: the admin's TLS server is released
+    assert d.proc.wait(60) == 0, d.proc.output()[-4000:]
 
 
 # --------------------------------------------------------------------------
@@ -541,6 +565,12 @@ services:
     for line, path, msg in want:
         assert re.search(rf"canaryd\.yaml:{line}: {re.escape(path)}: .*{re.escape(msg)}",
                          out), (path, out)
+    # canaryctl check-config checks the files too
+    r = subprocess.run([bin_path("canaryctl"), "check-config", str(cfg)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 1
+    assert re.search(r"canaryd\.yaml:6: listeners\[0\]\.tls\.certs\[0\]\.key: .*does not match",
+                     r.stderr), r.stderr
     # fixed, it passes
     cfg.write_text(cfg.read_text()
                    .replace(f"{certs}/b.key", f"{certs}/a.key")

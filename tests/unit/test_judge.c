@@ -680,6 +680,14 @@ static void test_check_group_sequential(void **state)
 	c.test.spending = CONFIG_SPEND_POCOCK;
 	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v), CHECK_FAIL);
 	assert_non_null(strstr(v.reason, "Pocock"));
+	/* With an absolute max the error is split three ways and still sums to alpha:
+	 * 0.8 group-sequential, 0.1 anytime, 0.1 the absolute bound. */
+	c.max = (struct config_bound){true, 0.5};
+	known.looks = 30;
+	check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v);
+	close_rel(v.test.abs_alpha, 0.001, 1e-12, 0);
+	close_rel(v.test.alpha_spent, 0.01, 1e-9, 0);
+	c.max.set = false;
 	/* Past the horizon only the anytime part is left. */
 	known.looks = 31;
 	assert_int_equal(check_evaluate_cumulative(&c, &a, &b, &known, 60000, &v),

@@ -147,7 +147,7 @@ function Overview({ tick }) {
       ${rollouts.map((r) => html`<tr>
         <td><a href=${"#/rollout/" + encodeURIComponent(r.name)}>${r.name}</a></td>
         <td class=${"state " + r.state} data-testid=${"state-" + r.name}>${r.state}</td>
-        <td>${Math.min(r.step.index + 1, r.step.of)} of ${r.step.of} (${r.step.kind})</td>
+        <td>${Math.min(r.step.index + 1, r.step.of)} of ${r.step.of} (${r.step.name ? r.step.name + ", " : ""}${r.step.kind})</td>
         <td><progress max=${r.step.of} value=${Math.min(r.step.index, r.step.of)}></progress></td>
         <td>${gateText(r)}</td></tr>`)}
     </table>
@@ -176,7 +176,7 @@ const clip = (s) => (s && s.length > 300 ? s.slice(0, 300) + "…" : s);
 // One plan step as text: "set web 5%", "shadow 100%", "approval by vp, sre", "pause 1m".
 function planText(p) {
   if (!p) return "";
-  let t = p.kind;
+  let t = (p.name ? p.name + ": " : "") + p.kind;
   if (p.weights) t += " " + Object.entries(p.weights).map(([k, v]) => `${k} ${v}%`).join(", ");
   if (p.shadow_percent !== undefined) t += ` ${p.shadow_percent}%`;
   if (p.approvers) t += " by " + p.approvers.join(", ");
@@ -290,7 +290,7 @@ function Rollout({ name, me, tick }) {
       ${steps.map((i) => html`<li class=${i < s.index ? "done" : i === s.index ? "current" : ""}
         data-testid=${"step-" + i}>step ${i + 1}: ${planText(r.plan && r.plan[i])}${i === s.index ? ` (${s.phase})` : ""}</li>`)}
     </ol>
-    <p data-testid="step-text">Step ${Math.min(s.index + 1, s.of)} of ${s.of}: ${s.kind}, ${s.phase}${s.started_at ? ", since " + when(s.started_at) : ""}</p>
+    <p data-testid="step-text">Step ${Math.min(s.index + 1, s.of)} of ${s.of}: ${s.name ? s.name + ", " : ""}${s.kind}, ${s.phase}${s.started_at ? ", since " + when(s.started_at) : ""}</p>
     <p data-testid="gate">Next gate: ${gateText(r)}</p>
     ${s.approvals && html`<p data-testid="approvals">Approvals given: ${s.approvals.approved.join(", ") || "none"};
       missing: ${s.approvals.required.filter((n) => !s.approvals.approved.includes(n)).join(", ") || "none"}</p>`}
