@@ -4,7 +4,7 @@
  * mismatches, and the response diff (SPEC 4 "Mirror", docs/proxy.md).
  *
  * The worker side of mirroring (copying the request, the shadow's own
- * connection pool, the bounded queue) lives in proxy.c; this module only
+ * upstream connection, the bounded queue) lives in mirror_worker.c; this module only
  * holds what is shared with the control thread:
  *
  *  - a registry of per-service slots, created by the control thread when a

@@ -305,11 +305,6 @@ int rollout_rollback_to(struct rollout_engine *e, struct run *r, uint64_t only, 
 	r->state = ROLLOUT_PAUSED;
 	r->paused_at_ms = now;
 	r->review_deadline_ms = 0;
-	/* sim (issue 16): `for` streaks start afresh at the new weights, as after a
-	 * resume; else a check still failing on data read before the rollback (a
-	 * Prometheus scrape behind) steps back again at once, and again */
-	for (size_t k = 0; k < ro->analysis.nchecks; k++)
-		r->checks[k].fails = 0, r->checks[k].first_fail_ms = 0;
 	snprintf(r->pause_reason, sizeof(r->pause_reason), "rolled back to %.60s: %.170s", stepname,
 	         reason);
 	post_begin(r, mask, reason, now);

@@ -439,6 +439,10 @@ def test_rehearsal_healthy_path_through_every_phase(procs, tmp_path, sim, receiv
     for c in COMPONENTS:
         wait_until(lambda c=c: plan.d.get(f"/v1/services/dwcp-{c}")[1]["stable"] == "v3", 10,
                    what=f"{c} stable v3")
+    # "Day 1 ... Week 1 ... Month 1": the plan's validation windows follow completion
+    st, doc = plan.d.get("/v1/rollouts/dwcp-v3/validation")
+    assert st == 200, doc
+    assert [w["name"] for w in doc["windows"]] == ["day-1", "week-1", "month-1"], doc
     # two approval gates, each approved by the three approvers
     who = [e["actor"] for e in plan.events("rollout.approved")]
     assert who == list(APPROVERS) * 2, who

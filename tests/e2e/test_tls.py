@@ -449,6 +449,46 @@ def test_upstream_tls_verification_on_and_off(canaryd, certs):
 # admin API and canaryctl
 
 
+def test_health_probes_of_a_tls_upstream_use_its_tls_settings(canaryd, certs):
+    """A version with upstream tls: is probed over https with its own ca and
+    sni: trusted -> up; a CA that does not trust the upstream -> down (kept,
+    as the last endpoint of its version), never a plain-HTTP probe."""
+    up = _TLSUpstream(certs)
+    try:
+        port = free_port()
+        ep = f"127.0.0.1:{up.port}"
+        hc = "{path: /healthz, interval: 200ms, timeout: 150ms, healthy: 1, unhealthy: 1}"
+        cases = {"good": f"{{ca: {certs}/ca.crt, sni: a.test}}",
+                 "wrongca": f"{{ca: {certs}/otherca.crt, sni: a.test}}"}
+        routes = "".join(f"      - match: {{host: {s}.test}}\n        service: {s}\n"
+                         for s in cases)
+        services = "".join(
+            f"  {s}:\n    versions:\n      v1: {{endpoints: [{ep}], tls: {t}, health: {hc}}}\n"
+            "    stable: v1\n" for s, t in cases.items())
+        d = canaryd(esc(f"""listeners:
+  - name: public
+    listen: 127.0.0.1:{port}
+    routes:
+{routes}services:
+{services}"""))
+
+        def check(svc):
+            st, doc = d.get(f"/v1/services/{svc}")
+            assert st == 200, doc
+            return doc["versions"][0]["endpoints"][0]["check"]
+
+        wait_until(lambda: check("good")["state"] == "up", 10, 0.05, what="good probed up")
+        bad = wait_until(lambda: (lambda c: c if c["state"] == "down" else None)(
+            check("wrongca")), 10, 0.05, what="wrongca probed down")
+        assert bad["kept"] is True, bad
+        # the probes spoke TLS with the configured name (a plain probe would
+        # fail the handshake and never send it)
+        assert "a.test" in up.sni
+        assert check("good")["state"] == "up"
+    finally:
+        up.close()
+
+
 def test_admin_api_and_canaryctl_over_tls(canaryd, certs, tmp_path):
     live = tmp_path / "admin-certs"
     live.mkdir()

@@ -2102,6 +2102,36 @@ static void test_partial_rollback_previous(void **state)
 	env_close(&v);
 }
 
+/*
+ * After a partial rollback the check judges the new weights afresh: the
+ * interval in progress only primes the readings, so one more failing
+ * interval of old data does not step back again; a failure on the new
+ * weights does (here: p20 -> dark, every target of the set at 0).
+ */
+static void test_partial_rollback_judges_afresh(void **state)
+{
+	struct env v;
+
+	(void)state;
+	plan_open(&v, "{rollback_to: previous}");
+	assert_int_equal(ctl(&v, "plan", ROLLOUT_START, "ops"), 0);
+	plan_drive(&v, 25, 0);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 2);
+	for (int i = 0; i < 20 && rollout_engine_state(v.e, "plan") == ROLLOUT_PROGRESSING; i++)
+		plan_drive(&v, 1, 10);
+	assert_int_equal(rollout_engine_state(v.e, "plan"), ROLLOUT_PAUSED);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 1);
+	plan_drive(&v, 10, 10); /* the interval in progress: primes only */
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 1);
+	assert_int_equal(events(&v, "plan", "rollout.rollback", NULL), 1);
+	plan_drive(&v, 10, 10); /* still failing at p10: back to dark */
+	assert_int_equal(events(&v, "plan", "rollout.rollback", NULL), 2);
+	assert_int_equal(rollout_engine_step(v.e, "plan"), 0);
+	assert_int_equal(last_weight("api"), 0);
+	assert_int_equal(last_weight("web"), 50000);
+	env_close(&v);
+}
+
 /* rollback_to a named step before the check acts: weights back to it, paused there. */
 static void test_partial_rollback_named(void **state)
 {
@@ -2332,6 +2362,7 @@ int main(void)
 	    cmocka_unit_test(test_target_set_rollback),
 	    cmocka_unit_test(test_partial_rollback_previous),
 	    cmocka_unit_test(test_partial_rollback_named),
+	    cmocka_unit_test(test_partial_rollback_judges_afresh),
 	    cmocka_unit_test(test_rehearsal),
 	    cmocka_unit_test(test_upcoming_notice),
 	    cmocka_unit_test(test_preview_step),

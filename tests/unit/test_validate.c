@@ -34,18 +34,19 @@ static const char *common =
     "    target: {service: web, canary: v2}\n"
     "    steps: [{weight: 50}, {weight: 100}]\n"
     "    analysis: {interval: 10s, checks: [{name: errors, metric: error_rate, max_increase: "
-    "0.05, min_samples: 50}";
+    "0.05, min_samples: 50";
 
 /* An exec check (it cannot judge a stable) for the config tests; the engine's have none. */
 static const char *with_exec = ", {name: hook, exec: [true], max: 1, require_evidence: false}";
 static const char *extra = "";
+static const char *errors_opts = ""; /* more keys of check errors */
 
 static struct config *load(const char *validate, struct config_errors *errs)
 {
 	char yaml[4096], head[2048];
 	int n;
 
-	snprintf(head, sizeof(head), "%s%s]}\n", common, extra);
+	snprintf(head, sizeof(head), "%s%s}%s]}\n", common, errors_opts, extra);
 	n = snprintf(yaml, sizeof(yaml), "%s    validate:\n%s", head, validate);
 
 	assert_true(n > 0 && (size_t)n < sizeof(yaml));
@@ -655,6 +656,63 @@ static void test_failure_reverts_to_the_old_stable(void **state)
 	env_close(&v);
 }
 
+/* A rehearsal divides the windows like every other duration (rollout_dur()). */
+static void test_rehearsal_divides_the_windows(void **state)
+{
+	struct env v;
+	char msg[256];
+	json_t *o;
+	int64_t done;
+
+	(void)state;
+	env_open(&v, "      - {name: w1, for: 600s}\n"
+	             "      - {name: w2, after: 1200s, for: 300s}\n");
+	assert_int_equal(rollout_engine_start(v.e, "web-v2", 10.0, "ops", F.now, msg, sizeof(msg)),
+	                 0);
+	for (int i = 0; i < 120 && rollout_engine_state(v.e, "web-v2") != ROLLOUT_COMPLETED; i++)
+		drive(&v, 1, 100, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_COMPLETED);
+	o = rollout_engine_validation(v.e, "web-v2");
+	done = (int64_t)json_integer_value(json_object_get(o, "completed_ms"));
+	json_decref(o);
+	assert_int_equal(wint(&v, 0, "ends_ms"), done + 60000);    /* 600 s / 10 */
+	assert_int_equal(wint(&v, 1, "starts_ms"), done + 120000); /* 1200 s / 10 */
+	assert_int_equal(wint(&v, 1, "ends_ms"), done + 150000);
+	drive(&v, 61, 100, 0);
+	assert_string_equal(wstate(&v, 0), "passed");
+	drive(&v, 90, 100, 0);
+	assert_string_equal(wstate(&v, 1), "passed");
+	assert_int_equal(wint(&v, 1, "ended_ms"), done + 150000);
+	env_close(&v);
+}
+
+/* A failing check that pauses (not a rollback) keeps the canary's last requests too. */
+static void test_pause_keeps_the_canary_sample(void **state)
+{
+	struct env v;
+	char msg[256];
+	json_t *d;
+
+	(void)state;
+	errors_opts = ", on_fail: pause";
+	env_open(&v, "      - {name: w1, for: 60s}\n");
+	errors_opts = "";
+	assert_int_equal(
+	    rollout_engine_control(v.e, "web-v2", ROLLOUT_START, "ops", F.now, msg, sizeof(msg)),
+	    0);
+	for (int i = 0; i < 30 && rollout_engine_state(v.e, "web-v2") != ROLLOUT_PAUSED; i++)
+		drive(&v, 1, 100, 30);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PAUSED);
+	assert_int_equal(count_events(&v, "rollout.canary_requests", &d), 1);
+	assert_int_equal(F.sample_calls, 1);
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_object_get(json_object_get(d, "targets"), "web"), "version")),
+	                    "v2");
+	json_decref(d);
+	assert_int_equal(count_events(&v, "rollout.rollback", NULL), 0);
+	env_close(&v);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -664,6 +722,8 @@ int main(void)
 	    cmocka_unit_test(test_windows_pass_in_order_and_resume),
 	    cmocka_unit_test(test_failure_notifies_and_the_next_window_runs),
 	    cmocka_unit_test(test_failure_reverts_to_the_old_stable),
+	    cmocka_unit_test(test_rehearsal_divides_the_windows),
+	    cmocka_unit_test(test_pause_keeps_the_canary_sample),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
