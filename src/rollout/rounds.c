@@ -1113,7 +1113,7 @@ void rollout_evaluate(struct rollout_engine *e, struct run *r, int64_t now)
 		goto out;
 	}
 	/* validate (issue 16): a failing check that pauses keeps the canary's last requests */
-	if (0 && act >= 0 && r->state == ROLLOUT_PROGRESSING) /* BREAK */
+	if (act >= 0 && r->state == ROLLOUT_PROGRESSING)
 		rollout_act_samples(e, r, check_targets(&ro->analysis.checks[act]), now, evs);
 	if (rollout_persist(e, r, ENGINE_ACTOR, evs)) {
 		evs = NULL;
