@@ -53,7 +53,7 @@
  *     integration_errors  manager and compression answer P% (default 2) of API
  *                         calls with 503
  *     cascading           probft, bullshark, tpbft and maddpg answer P% (default
- *                         2) with 503 and add MS (default 2) to every answer
+ *                         1.5) with 503 and add MS (default 2) to every answer
  *     clear               ends every fault (of V / C when given) and empties
  *                         the error-ratio windows
  *   A fault applies to the instances of its components at version V (every
@@ -588,7 +588,7 @@ static void control(struct conn *c, struct str method, struct str target, struct
 			goto out_method;
 		respond_json(c, 200, status_json(now));
 	} else if (str_eq_c(path, "/_sim/fault")) {
-		struct fault_req r = {.fault = -1, .comp = -1, .percent = 2, .latency_ms = 2};
+		struct fault_req r = {.fault = -1, .comp = -1, .percent = -1, .latency_ms = 2};
 		const char *err;
 
 		if (!str_eq_c(method, "POST"))
@@ -603,6 +603,8 @@ static void control(struct conn *c, struct str method, struct str target, struct
 			respond_error(c, 400, err);
 			return;
 		}
+		if (r.percent < 0) /* above the 1% and 0.5% error bounds, below 3% */
+			r.percent = r.fault == F_CASCADING ? 1.5 : 2;
 		fault_apply(&r, now);
 		log_info("dwcp-sim fault", "fault", r.fault == F_N ? "clear" : fault_names[r.fault],
 		         "version", r.version[0] ? r.version : "(every)", NULL);

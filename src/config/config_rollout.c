@@ -1228,8 +1228,10 @@ static size_t first_acting_step(const struct config_rollout *r, const struct con
 
 /*
  * on_fail: {rollback_to: X} of check k, once the steps are known: X names a
- * step before the first one where the check can act (it must point
- * backwards), or is `previous` with a traffic step before that one.
+ * step with a step after it where the check can act (it must point
+ * backwards; a failure at or before X goes back one traffic step, as
+ * `previous`), or is `previous` with a traffic step before the first step
+ * where the check can act.
  */
 static void resolve_rollback_to(struct cctx *c, const char *path, struct config_rollout *r,
                                 size_t k)
@@ -1263,11 +1265,11 @@ static void resolve_rollback_to(struct cctx *c, const char *path, struct config_
 		return;
 	}
 	ck->rollback_step = s;
-	if (s >= first)
+	if (first >= r->nsteps || s + 1 >= r->nsteps)
 		cerr(c, ck->rollback_line, sub,
-		     "step \"%s\" (steps[%zu]) is not before steps[%zu], the first step where "
-		     "check %s can act: rollback_to must point backwards",
-		     ck->rollback_to, s, first < r->nsteps ? first : s, ck->name);
+		     "step \"%s\" (steps[%zu]) is not before any step where check %s can act: "
+		     "rollback_to must point backwards",
+		     ck->rollback_to, s, ck->name);
 }
 
 static const struct field rollout_fields[] = {

@@ -223,8 +223,6 @@ size_t rollout_rollback_step(const struct run *r, const struct config_check *c)
 	const struct config_rollout *ro = r->cfg;
 	size_t cur, s;
 
-	if (!c->rollback_previous)
-		return c->rollback_step < ro->nsteps ? c->rollback_step : ro->nsteps;
 	/* the traffic step whose weights are in force now ... */
 	cur = r->step < ro->nsteps && r->phase == PHASE_RUNNING ? r->step + 1 : r->step;
 	if (cur > ro->nsteps)
@@ -234,6 +232,10 @@ size_t rollout_rollback_step(const struct run *r, const struct config_check *c)
 			break;
 	if (cur == 0)
 		return ro->nsteps;
+	/* a named step behind it; a failure at or before that step goes back
+	 * one traffic step instead, as `previous` would (docs/rollout.md) */
+	if (!c->rollback_previous && c->rollback_step < cur - 1)
+		return c->rollback_step;
 	/* ... and the one before it */
 	for (s = cur - 1; s > 0; s--)
 		if (traffic_kind(ro->steps[s - 1].kind))
@@ -394,6 +396,9 @@ static void hook_begin(struct rollout_engine *e, struct run *r, size_t h, size_t
 	const char *canary = tg->kind == CONFIG_TARGET_SERVICE ? tg->canary : "";
 	const char *stable =
 	    tg->kind == CONFIG_TARGET_SERVICE && tg->svc ? rollout_stable_version(e, tg) : "";
+	/* a partial rollback (rollback_to) leaves the canary a weight: hooks can tell */
+	bool partial = !r->targets[t].rolled_back;
+	char weight[32];
 	const char *vars[] = {"rollout", r->cfg->name,
 	                      "target",  tg->name,
 	                      "service", svc,
@@ -401,11 +406,14 @@ static void hook_begin(struct rollout_engine *e, struct run *r, size_t h, size_t
 	                      "stable",  stable,
 	                      "reason",  r->post.reason,
 	                      "flag",    tg->flag ? tg->flag : "",
+	                      "partial", partial ? "true" : "false",
+	                      "weight",  weight,
 	                      NULL};
 	char **argv = NULL;
 	char *body = NULL;
 	json_t *b;
 
+	snprintf(weight, sizeof(weight), "%g", r->targets[t].weight / 1000.0);
 	r->post.hook_started = true;
 	if (rollout_persist(
 	        e, r, ENGINE_ACTOR,
@@ -431,10 +439,11 @@ static void hook_begin(struct rollout_engine *e, struct run *r, size_t h, size_t
 			r->post.job =
 			    e->be.hook_start(e->be.ctx, hk, (const char *const *)argv, NULL);
 	} else {
-		b = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I}", "rollout", r->cfg->name,
-		              "target", tg->name, "service", svc, "canary", canary, "stable",
-		              stable, "reason", r->post.reason, "decision_ms",
-		              (json_int_t)r->post.decision_ms, "at", (json_int_t)now);
+		b = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:b, s:f}", "rollout",
+		              r->cfg->name, "target", tg->name, "service", svc, "canary", canary,
+		              "stable", stable, "reason", r->post.reason, "decision_ms",
+		              (json_int_t)r->post.decision_ms, "at", (json_int_t)now, "partial",
+		              partial, "weight", r->targets[t].weight / 1000.0);
 		body = b ? json_dumps(b, JSON_COMPACT) : NULL;
 		json_decref(b);
 		if (body)

@@ -50,6 +50,8 @@ PLAN = """  plan:
           on_fail: {rollback_to: previous}
     rollback:
       drain: 0s
+      hooks:
+        - exec: [sh, -c, "echo $0 $1 $2 >> HOOKLOG", "{{target}}", "{{partial}}", "{{weight}}"]
 """
 
 
@@ -70,7 +72,8 @@ def test_partial_rollback_to_previous_keeps_other_targets(canaryd, upstream, pro
     web = (upstream("v1"), upstream("v2"))
     api = (upstream("a1"), upstream("a2"))
     port = free_port()
-    d = start(canaryd, two_services(port, web, api, PLAN),
+    hook_log = tmp_path / "hook.log"
+    d = start(canaryd, two_services(port, web, api, PLAN.replace("HOOKLOG", str(hook_log))),
               extra_env={"CANARYD_EVIDENCE_DIR": str(tmp_path / "evidence")})
     load_web = Load(procs, port, rate=150, path="/web")
     load_api = Load(procs, port, rate=150, path="/api")
@@ -103,6 +106,8 @@ def test_partial_rollback_to_previous_keeps_other_targets(canaryd, upstream, pro
     assert len(mit) == 1 and mit[0]["details"]["all_workers_confirmed"] is True, mit
     fin = events(d, "plan", "rollout.rollback.finished")
     assert len(fin) == 1 and fin[0]["details"]["evidence"], fin
+    # the hooks ran for t-api only, told it is partial and the weight left
+    assert hook_log.read_text() == "t-api true 20\n"
     # named steps in the events and the CLI
     names = [e["details"].get("step_name") for e in events(d, "plan", "rollout.step")]
     assert names == ["dark", "p20", "p50", None], names

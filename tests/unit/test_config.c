@@ -716,12 +716,12 @@ static void test_plan_key_errors(void **state)
 	    "      - {name: p5, set: {a: 5}}\n"
 	    "      - {name: p5, set: {a: 25}}\n"
 	    "      - {name: previous, pause: {}}\n"
-	    "      - preview: {}\n"
+	    "      - {name: last, preview: {}}\n"
 	    "    analysis:\n"
 	    "      checks:\n"
 	    "        - {name: c0, metric: error_rate, max: 0.1, target: [a, b]}\n"
 	    "        - {name: c1, metric: error_rate, max: 0.1, on_fail: {rollback_to: nope}}\n"
-	    "        - {name: c2, metric: error_rate, max: 0.1, on_fail: {rollback_to: p5}}\n"
+	    "        - {name: c2, metric: error_rate, max: 0.1, on_fail: {rollback_to: last}}\n"
 	    "        - {name: c3, metric: error_rate, max: 0.1, on_fail: {rollback_to: previous}}\n"
 	    "        - {name: c4, metric: error_rate, max: 0.1, on_fail: {go: p5}}\n"
 	    "        - {name: c5, metric: error_rate, max: 0.1, target: [a, a]}\n"
@@ -740,8 +740,8 @@ static void test_plan_key_errors(void **state)
 	       "bad.yaml:22: rollouts.r.analysis.checks[0].target[1]: target \"b\" is not defined",
 	       "bad.yaml:23: rollouts.r.analysis.checks[1].on_fail.rollback_to: no step is named "
 	       "\"nope\" (name a step with name: or use previous)",
-	       "bad.yaml:24: rollouts.r.analysis.checks[2].on_fail.rollback_to: step \"p5\" "
-	       "(steps[0]) is not before steps[0], the first step where check c2 can act: "
+	       "bad.yaml:24: rollouts.r.analysis.checks[2].on_fail.rollback_to: step \"last\" "
+	       "(steps[3]) is not before any step where check c2 can act: "
 	       "rollback_to must point backwards",
 	       "bad.yaml:25: rollouts.r.analysis.checks[3].on_fail.rollback_to: previous: there is "
 	       "no traffic step before steps[0], the first step where check c3 can act",

@@ -2171,6 +2171,61 @@ static void test_partial_rollback_named(void **state)
 	env_close(&v);
 }
 
+/*
+ * rollback_to a named phase (seed: "cascading failures -> rollback to 75%"):
+ * a failure after it goes back to it; a failure at it goes one traffic step
+ * back, as previous.
+ */
+static void run_to_failure(struct env *v, const char *name, int healthy_ticks)
+{
+	for (int i = 0; i < healthy_ticks; i++) {
+		traffic("web", 100, 0, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v->e, F.now);
+	}
+	for (int i = 0; i < 20 && rollout_engine_state(v->e, name) == ROLLOUT_PROGRESSING; i++) {
+		traffic("web", 100, 10, 100, 0);
+		F.now += 1000;
+		rollout_engine_tick(v->e, F.now);
+	}
+}
+
+static void test_partial_rollback_named_phase(void **state)
+{
+	static const char *plan = "  ph:\n"
+	                          "    target: {service: web, canary: v2}\n"
+	                          "    steps:\n"
+	                          "      - {name: p10, weight: 10, for: 20s}\n"
+	                          "      - {name: p75, weight: 75, for: 20s}\n"
+	                          "      - {name: p90, weight: 90, for: 20s}\n"
+	                          "      - weight: 100\n"
+	                          "    analysis:\n"
+	                          "      interval: 10s\n"
+	                          "      checks:\n"
+	                          "        - {name: cascade, metric: error_rate, max: 0.03,\n"
+	                          "           on_fail: {rollback_to: p75}}\n";
+	struct env v;
+
+	(void)state;
+	/* failing at 90 %: back to the named 75 % phase, paused there */
+	env_open(&v, plan);
+	assert_int_equal(ctl(&v, "ph", ROLLOUT_START, "ops"), 0);
+	run_to_failure(&v, "ph", 50);
+	assert_int_equal(rollout_engine_step(v.e, "ph"), 1);
+	assert_int_equal(rollout_engine_state(v.e, "ph"), ROLLOUT_PAUSED);
+	assert_int_equal(last_weight("web"), 75000);
+	env_close(&v);
+
+	/* failing at 75 % itself: the named step is not behind, one step back */
+	env_open(&v, plan);
+	assert_int_equal(ctl(&v, "ph", ROLLOUT_START, "ops"), 0);
+	run_to_failure(&v, "ph", 25);
+	assert_int_equal(rollout_engine_step(v.e, "ph"), 0);
+	assert_int_equal(rollout_engine_state(v.e, "ph"), ROLLOUT_PAUSED);
+	assert_int_equal(last_weight("web"), 10000);
+	env_close(&v);
+}
+
 /* --rehearse 600: a 1h step takes 6 s, a 10m interval 1 s, a 12:00Z gate 2h/600 after start. */
 static void test_rehearsal(void **state)
 {
@@ -2362,6 +2417,7 @@ int main(void)
 	    cmocka_unit_test(test_target_set_rollback),
 	    cmocka_unit_test(test_partial_rollback_previous),
 	    cmocka_unit_test(test_partial_rollback_named),
+	    cmocka_unit_test(test_partial_rollback_named_phase),
 	    cmocka_unit_test(test_partial_rollback_judges_afresh),
 	    cmocka_unit_test(test_rehearsal),
 	    cmocka_unit_test(test_upcoming_notice),
