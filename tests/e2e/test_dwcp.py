@@ -3,7 +3,8 @@ components and their fault switch, `canaryd --check` on every examples/dwcp
 config, and rehearsals of examples/dwcp/canaryd.yaml (`start --rehearse`) on a
 real canaryd, a real Prometheus scraping the simulator and loadgen traffic:
 
-  - the healthy path through every phase, with the three approvers;
+  - the healthy path through every phase, with the three approvers, and beside it
+    the dwcp_v3_hde flag plan (10% -> 50% -> 100% of nodes, node exclusion);
   - accuracy < 99% rolls back Compression only, consensus failures ProBFT only,
     cascading failures take every target back to the previous phase and pause.
 
@@ -348,6 +349,7 @@ class Plan:
                              "--seed", str(11 + i)], name=f"loadgen-{c}")
                       for i, c in enumerate(COMPONENTS)]
         self.seen = []  # (step name, weights) in the order they were first seen
+        self.flag_plan = False  # also approve the dwcp-v3-hde gates
 
     def get(self):
         st, doc = self.d.get("/v1/rollouts/dwcp-v3")
@@ -379,10 +381,17 @@ class Plan:
             r = self.observe()
             if pred(r):
                 return r
-            if r["state"] == "progressing" and r["step"]["kind"] == "approval":
-                for who in APPROVERS:
-                    st, doc = self.d.post("/v1/rollouts/dwcp-v3/approve", token=self.tokens[who])
-                    assert st == 200, doc
+            gates = [("dwcp-v3", r)]
+            if self.flag_plan:
+                st, doc = self.d.get("/v1/rollouts/dwcp-v3-hde")
+                assert st == 200, doc
+                gates.append(("dwcp-v3-hde", doc))
+            for name, x in gates:
+                if x["state"] == "progressing" and x["step"]["kind"] == "approval":
+                    for who in APPROVERS:
+                        st, doc = self.d.post(f"/v1/rollouts/{name}/approve",
+                                              token=self.tokens[who])
+                        assert st == 200, doc
             time.sleep(0.05)
         r = self.get()
         raise AssertionError(f"timed out after {timeout}s waiting for {what}: state "
@@ -420,9 +429,21 @@ def receiver():
     r.close()
 
 
+def hde(d, node):
+    st, doc = d.post("/ofrep/v1/evaluate/flags/dwcp_v3_hde",
+                     {"context": {"targetingKey": node, "nodeId": node}})
+    assert st == 200, doc
+    return doc["value"]
+
+
 def test_rehearsal_healthy_path_through_every_phase(procs, tmp_path, sim, receiver):
     plan = Plan(procs, tmp_path, sim, receiver)
     plan.start()
+    # the dwcp_v3_hde flag plan runs beside it: 10% -> 50% -> 100% of the nodes
+    plan.flag_plan = True
+    st, doc = plan.d.post("/v1/rollouts/dwcp-v3-hde/start", {"rehearse": SPEED})
+    assert st == 200, doc
+    nodes = [f"node-{i}" for i in range(200) if i not in (123, 456)]
     r = plan.run_until(lambda r: r["state"] in TERMINAL, 120, "completion")
     assert r["state"] == "completed", (r["state"], r["step"], plan.seen,
                                        [e["details"].get("reason")
@@ -439,6 +460,18 @@ def test_rehearsal_healthy_path_through_every_phase(procs, tmp_path, sim, receiv
     for c in COMPONENTS:
         wait_until(lambda c=c: plan.d.get(f"/v1/services/dwcp-{c}")[1]["stable"] == "v3", 10,
                    what=f"{c} stable v3")
+    # the flag plan: both gates approved by the three approvers, at 100% every node
+    # but the excluded node-123 and node-456 gets HDE
+    f = wait_until(lambda: (lambda x: x["state"] in TERMINAL and x)(
+        plan.d.get("/v1/rollouts/dwcp-v3-hde")[1]), 60, 0.1, what="dwcp-v3-hde done")
+    assert f["state"] == "completed", f
+    flag_steps = [e["details"].get("step_name") for e in plan.d.get(
+        "/v1/rollouts/dwcp-v3-hde/events?limit=1000")[1]["events"] if e["kind"] == "rollout.step"]
+    assert [n for n in flag_steps if n in ("hde-10", "hde-50", "hde-100")] == \
+        ["hde-10", "hde-50", "hde-100"], flag_steps
+    assert hde(plan.d, "node-123") is False and hde(plan.d, "node-456") is False
+    off = [n for n in nodes if hde(plan.d, n) is not True]
+    assert not off, f"nodes without HDE at 100%: {off}"
     # "Day 1 ... Week 1 ... Month 1": the plan's validation windows follow completion
     st, doc = plan.d.get("/v1/rollouts/dwcp-v3/validation")
     assert st == 200, doc
