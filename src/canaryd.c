@@ -932,8 +932,8 @@ int main(int argc, char **argv)
 		goto out_proxy;
 	}
 	addr_format(&d.cfg->admin.listen, admin_addr, sizeof(admin_addr));
-	d.admin = admin_start(d.loop, admin_addr, &d.api, tls_set_admin(d.cref->tls), err,
-	                      sizeof(err));
+	d.admin =
+	    admin_start(d.loop, admin_addr, &d.api, tls_set_admin(d.cref->tls), err, sizeof(err));
 	if (!d.admin) {
 		log_error("cannot start the admin listener", "listen", admin_addr, "error", err,
 		          NULL);

@@ -373,9 +373,9 @@ class Plan:
         st, doc = self.d.post("/v1/rollouts/dwcp-v3/start", {"rehearse": SPEED})
         assert st == 200, doc
 
-    def run_until(self, pred, timeout, what):
+    def run_until(self, pred, timeout, what, approve=True):
         """Polls the rollout (recording steps and weights) and gives every approval
-        gate its three approvals, until pred(rollout) holds."""
+        gate its three approvals (unless approve is False), until pred(rollout) holds."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             r = self.observe()
@@ -387,7 +387,7 @@ class Plan:
                 assert st == 200, doc
                 gates.append(("dwcp-v3-hde", doc))
             for name, x in gates:
-                if x["state"] == "progressing" and x["step"]["kind"] == "approval":
+                if approve and x["state"] == "progressing" and x["step"]["kind"] == "approval":
                     for who in APPROVERS:
                         st, doc = self.d.post(f"/v1/rollouts/{name}/approve",
                                               token=self.tokens[who])
@@ -540,8 +540,10 @@ def test_rehearsal_faults_roll_back_what_the_seed_says(procs, tmp_path, sim, rec
                        "phase-6")
     assert plan.weights(r) == dict(step_weights("phase-6"), compression=0, probft=0), r
     assert s.fault("cascading", version="v3")[0] == 200
+    # cutover-approval is not given: should phase-6 pass before the cascade is
+    # detected, the rollout waits at the gate with phase-6's weights in force
     plan.run_until(lambda r: len(rollbacks()) == 3 or r["state"] in TERMINAL, 30,
-                   "the partial rollback")
+                   "the partial rollback", approve=False)
     s.fault("clear")
     rb = rollbacks()[2]
     assert rb.get("partial") is True and rb.get("rollback_to") == "phase-6-canary", rb
