@@ -392,7 +392,10 @@ table() { # set title suffix haproxy_peer nginx_peer
 			"$(ratio "$cpu" "$h_cpu")" "$(ratio "$cpu" "$n_cpu")" "${SC[$peer]:--}"
 	done
 }
-head="interleaved over $ROUNDS rounds, median; 90/10 sticky split, 1 worker, wrk -t1 -c$CONNS -d${DURATION}s"
+# canaryd runs with its default `io:` (auto); its log names the path auto chose
+io_path=$(cat "$work"/canaryd*.log 2>/dev/null | grep -o '"msg":"proxy I/O path","io":"[a-z]*"' |
+	head -1 | sed 's/.*"io":"//; s/"$//')
+head="interleaved over $ROUNDS rounds, median; 90/10 sticky split, 1 worker, wrk -t1 -c$CONNS -d${DURATION}s; canaryd I/O path: ${io_path:-unknown} (io: auto)"
 for s in $SETS; do
 	case $s in
 	demo) table demo "Upstreams: demo-upstream ($head)" "" haproxy nginx ;;

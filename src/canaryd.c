@@ -836,6 +836,10 @@ int main(int argc, char **argv)
 
 		d.metrics = metrics_registry_new(nworkers, MAX_SERIES);
 		d.proxy = proxy_new(nworkers, d.metrics, seed ? strtoull(seed, NULL, 10) : 0);
+		if (d.proxy)
+			proxy_set_io(d.proxy, d.cfg->io == CONFIG_IO_URING  ? PROXY_IO_URING
+			                      : d.cfg->io == CONFIG_IO_AUTO ? PROXY_IO_AUTO
+			                                                    : PROXY_IO_EPOLL);
 		d.traffic = d.proxy && d.metrics ? traffic_new(d.state, d.proxy, d.metrics) : NULL;
 		if (!d.metrics || !d.proxy || !d.traffic) {
 			log_error("out of memory", NULL);

@@ -64,6 +64,27 @@ double check_metric_value(enum config_metric m, const struct metrics_cohort_snap
 	}
 }
 
+/* The metric a test judges: a count check's (query/http/exec) is its error rate. */
+static enum config_metric judged_metric(const struct config_check *c)
+{
+	return c->source == CONFIG_SOURCE_METRIC ? c->metric : CONFIG_METRIC_ERROR_RATE;
+}
+
+/* What a test's reasons call the judged value: the metric, or "exec error rate". */
+static const char *judged_name(const struct config_check *c, const char *metric)
+{
+	switch (c->source) {
+	case CONFIG_SOURCE_QUERY:
+		return "query error rate";
+	case CONFIG_SOURCE_HTTP:
+		return "http error rate";
+	case CONFIG_SOURCE_EXEC:
+		return "exec error rate";
+	default:
+		return metric;
+	}
+}
+
 bool check_has_relative_bounds(const struct config_check *c)
 {
 	return c->min_ratio.set || c->max_ratio.set || c->max_increase.set || c->max_decrease.set;
@@ -156,7 +177,7 @@ enum check_outcome check_evaluate_cumulative(const struct config_check *c,
 	v->canary_requests = canary ? canary->requests : 0;
 	v->baseline_requests = baseline ? baseline->requests : 0;
 
-	if (c->source != CONFIG_SOURCE_METRIC) {
+	if (c->source != CONFIG_SOURCE_METRIC && !config_check_counts(c)) {
 		v->outcome = CHECK_ERROR;
 		snprintf(v->reason, sizeof(v->reason),
 		         "%s checks are judged on their source's values (analysis/source.h), not "
@@ -238,7 +259,7 @@ static double margin_of(const struct config_check *c)
 {
 	if (c->test.max_increase.set)
 		return c->test.max_increase.value;
-	if (c->metric == CONFIG_METRIC_SUCCESS_RATE)
+	if (judged_metric(c) == CONFIG_METRIC_SUCCESS_RATE)
 		return c->max_decrease.set ? c->max_decrease.value : 0.0;
 	return c->max_increase.set ? c->max_increase.value : 0.0;
 }
@@ -286,10 +307,10 @@ static bool other_bound_violated(const struct config_check *c, const struct chec
  * on success_rate (as an error rate: 1 - min); NAN when none. */
 static double absolute_error_bound(const struct config_check *c)
 {
-	if (c->metric == CONFIG_METRIC_SUCCESS_RATE)
+	if (judged_metric(c) == CONFIG_METRIC_SUCCESS_RATE)
 		return c->min.set && c->min.value > 0 && c->min.value < 1 ? 1.0 - c->min.value
 		                                                          : NAN;
-	if (c->metric == CONFIG_METRIC_ERROR_RATE)
+	if (judged_metric(c) == CONFIG_METRIC_ERROR_RATE)
 		return c->max.set && c->max.value > 0 && c->max.value < 1 ? c->max.value : NAN;
 	return NAN;
 }
@@ -311,11 +332,11 @@ static enum check_outcome sequential(const struct config_check *c,
 {
 	struct check_test_result *t = &v->test;
 	const struct metrics_cohort_snapshot *a = cum->canary, *b = cum->baseline;
-	bool success = c->metric == CONFIG_METRIC_SUCCESS_RATE;
+	bool success = judged_metric(c) == CONFIG_METRIC_SUCCESS_RATE;
 	double d = margin_of(c), sign = success ? -1.0 : 1.0, lo, hi;
 	double alpha = 1.0 - c->test.confidence, a_abs = 0, a_any = alpha, a_gs = 0;
 	double abs_err = absolute_error_bound(c);
-	const char *m = v->metric, *word = success ? "decrease" : "increase";
+	const char *m = judged_name(c, v->metric), *word = success ? "decrease" : "increase";
 	unsigned skip = success ? 1u << CHECK_BOUND_MAX_DECREASE : 1u << CHECK_BOUND_MAX_INCREASE;
 	enum judge_decision dec, any_dec;
 	bool gs_beyond = false, gs_within = false, abs_beyond = false;
@@ -663,8 +684,8 @@ static enum check_outcome test_evaluate(const struct config_check *c,
 	t->horizon = cum->horizon;
 	t->spending = (uint32_t)c->test.spending;
 	t->more_per_cohort = INFINITY;
-	v->canary = check_metric_value(c->metric, canary, interval_ms);
-	v->baseline = check_metric_value(c->metric, baseline, interval_ms);
+	v->canary = check_metric_value(judged_metric(c), canary, interval_ms);
+	v->baseline = check_metric_value(judged_metric(c), baseline, interval_ms);
 
 	if (t->canary_requests < c->min_samples || t->baseline_requests < c->min_samples) {
 		uint64_t have = t->canary_requests < t->baseline_requests ? t->canary_requests
@@ -678,7 +699,7 @@ static enum check_outcome test_evaluate(const struct config_check *c,
 		    "baseline since the step began, min_samples is %u (%llu more per cohort "
 		    "needed)",
 		    c->test.method == CONFIG_TEST_SEQUENTIAL ? "sequential" : "mann-whitney",
-		    v->metric, (unsigned long long)t->canary_requests,
+		    judged_name(c, v->metric), (unsigned long long)t->canary_requests,
 		    (unsigned long long)t->baseline_requests, c->min_samples,
 		    (unsigned long long)(c->min_samples - have));
 		return v->outcome;
@@ -779,6 +800,7 @@ void check_evidence_shortfall(const struct config_check *c, const struct check_v
                               bool brief, char *out, size_t len)
 {
 	bool baseline = c->test.method != CONFIG_TEST_NONE || check_has_relative_bounds(c);
+	bool counted = c->source == CONFIG_SOURCE_METRIC || config_check_counts(c);
 
 	if (!out || len == 0)
 		return;
@@ -790,13 +812,12 @@ void check_evidence_shortfall(const struct config_check *c, const struct check_v
 	}
 	switch (v->outcome) {
 	case CHECK_INCONCLUSIVE:
-		if (c->source == CONFIG_SOURCE_METRIC && v->canary_requests < c->min_samples) {
+		if (counted && v->canary_requests < c->min_samples) {
 			snprintf(out, len,
 			         brief ? "%s %llu/%u canary requests"
 			               : "check %s has %llu of %u requests on the canary",
 			         c->name, (unsigned long long)v->canary_requests, c->min_samples);
-		} else if (c->source == CONFIG_SOURCE_METRIC && baseline &&
-		           v->baseline_requests < c->min_samples) {
+		} else if (counted && baseline && v->baseline_requests < c->min_samples) {
 			snprintf(out, len,
 			         brief ? "%s %llu/%u baseline requests"
 			               : "check %s has %llu of %u requests on the baseline",

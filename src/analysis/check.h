@@ -42,7 +42,10 @@
  *    decision needs at the current rates.
  *
  * Checks with query/http/exec sources are judged by analysis/source.h on
- * the values their jobs return; here they give `error`.  The shadow_*
+ * the values their jobs return; here they give `error` -- except count
+ * checks (config_check_counts(): a source with a test), whose error and
+ * request counts source_evaluate_counts() passes here as cohorts (requests
+ * and errors only) to be judged as error_rate.  The shadow_*
  * metrics are judged on cohorts the engine builds from the mirror's
  * comparisons (shadow as canary, primary as baseline).
  *

@@ -21,6 +21,18 @@
  * {prometheus}/api/v1/query?query=...; an http URL is templated as is; every
  * exec argument is templated.
  *
+ * Count checks (config_check_counts(): a source with a `test:`, issue 18)
+ * give two numbers per cohort per interval, its errors and its requests:
+ *   query:  `query` gives the errors and the check's `requests:` query the
+ *           requests (two jobs per cohort, source_request_build_requests());
+ *   http:   the JSON at `pointer` is {"errors": E, "requests": N};
+ *   exec:   stdout is "E N" (two numbers, whitespace between).
+ * Finite, >= 0, rounded to the nearest integer (increase() extrapolates),
+ * errors <= requests after rounding; anything else is an error reading.
+ * source_evaluate_counts() adds a round's counts to the step's
+ * (struct source_counts) and judges them with the check's test, as the
+ * built-in error_rate (analysis/check.h).
+ *
  * Any thread; no allocation except the JSON that source_json() returns.
  */
 #ifndef ANALYSIS_SOURCE_H
@@ -66,7 +78,9 @@ struct source_request {
 /* One cohort's outcome. */
 struct source_reading {
 	bool ok;             /* value is set; else error says why */
+	bool counts;         /* a count check's reading: value = errors, requests set */
 	double value;        /* finite when ok */
+	double requests;     /* counts: the cohort's requests over the interval */
 	int64_t duration_ms; /* how long the job ran (0 when it never ran) */
 	char error[SOURCE_ERROR_MAX];
 };
@@ -90,10 +104,22 @@ int source_request_build(const struct config_check *c, const char *prometheus,
                          size_t errlen);
 
 /*
+ * A query count check's second request for one cohort: its `requests:`
+ * query, templated and encoded like the check's query.  Returns 0, or -1
+ * with a sentence in err.  c must be a query check with requests_query.
+ */
+int source_request_build_requests(const struct config_check *c, const char *prometheus,
+                                  const struct source_vars *v, struct source_request *out,
+                                  char *err, size_t errlen);
+
+/*
  * Reads the number out of a finished job: for query checks a Prometheus
  * /api/v1/query answer (source_parse_prometheus), for http checks the
  * number at c->http_pointer in the JSON body, for exec checks the
- * command's stdout (source_parse_number).  A job that failed, timed out or
+ * command's stdout (source_parse_number).  Count checks: http and exec
+ * jobs give both counts (source_parse_counts_json / source_parse_counts,
+ * then source_counts_valid()); a query job gives one count (errors or
+ * requests), merged by source_reading_counts().  A job that failed, timed out or
  * answered a non-2xx status is an error naming that (a Prometheus error
  * body's message is used when there is one).  Fills *out completely.
  */
@@ -123,6 +149,40 @@ int source_parse_json_pointer(const char *body, size_t len, const char *ptr, dou
 int source_parse_number(const char *text, double *out, char *err, size_t errlen);
 
 /*
+ * A count check's http answer: the JSON at RFC 6901 pointer ptr must be an
+ * object holding two JSON numbers, "errors" and "requests" (a string is
+ * not a number).  Returns 0, or -1 with a sentence in err.
+ */
+int source_parse_counts_json(const char *body, size_t len, const char *ptr, double *errors,
+                             double *requests, char *err, size_t errlen);
+
+/*
+ * A count check's command output: exactly two finite numbers, errors then
+ * requests, separated by whitespace (surrounding whitespace ignored).
+ * Returns 0, or -1 and err.
+ */
+int source_parse_counts(const char *text, double *errors, double *requests, char *err,
+                        size_t errlen);
+
+/*
+ * Counts as a source gave them: both finite and >= 0 (at most 2^53), and
+ * errors <= requests once both are rounded to the nearest integer.  On 0
+ * the rounded counts go to *e and *n (either may be NULL); -1 and a
+ * sentence in err otherwise.
+ */
+int source_counts_valid(double errors, double requests, uint64_t *e, uint64_t *n, char *err,
+                        size_t errlen);
+
+/*
+ * A query count check's reading of one cohort from its two jobs' readings
+ * (errors: the check's query; requests: its requests query): ok with
+ * counts when both are and source_counts_valid() holds, else the first
+ * error naming which query.  duration_ms: the longer of the two.
+ */
+void source_reading_counts(const struct source_reading *errors,
+                           const struct source_reading *requests, struct source_reading *out);
+
+/*
  * Percent-encodes in (RFC 3986: everything but ALPHA, DIGIT and -._~) into
  * out.  Returns 0, or -ENOSPC when out is too small (out is then
  * truncated, NUL-terminated).
@@ -146,11 +206,39 @@ enum check_outcome source_evaluate(const struct config_check *c,
                                    const struct source_reading *baseline, uint64_t interval_ms,
                                    struct check_verdict *out);
 
+/* A count check's counts of one target since its step began (see below). */
+struct source_counts {
+	uint64_t canary_errors, canary_requests;
+	uint64_t baseline_errors, baseline_requests;
+	uint32_t looks; /* rounds added: the test's looks */
+};
+
+/*
+ * Judges one round of count check c (config_check_counts()) on one target:
+ * the two cohorts' readings (baseline NULL only if the source runs once,
+ * which the config refuses: an error verdict).  A reading that failed, or
+ * is not a count reading, is CHECK_ERROR and adds nothing to *acc;
+ * otherwise the round's rounded counts are added to *acc (saturating),
+ * acc->looks counts it, and the check's test judges the accumulated counts
+ * at that look with horizon (looks in the step; 0 = open) through
+ * check_evaluate_cumulative(), exactly as the built-in error_rate:
+ * out->canary/baseline are the round's error rates, *_requests the round's
+ * requests, out->test the test's numbers on the accumulated counts.
+ * Returns out->outcome.
+ */
+enum check_outcome source_evaluate_counts(const struct config_check *c,
+                                          const struct source_reading *canary,
+                                          const struct source_reading *baseline,
+                                          struct source_counts *acc, uint32_t horizon,
+                                          uint64_t interval_ms, struct check_verdict *out);
+
 /*
  * The inputs of one round as a new JSON object (caller owns it):
  * {"kind","per_cohort","canary":{"request","value","duration_ms","error"},
  *  "baseline":{...} or null}.  request is the expanded query, URL or
- * command line.  NULL only when out of memory.
+ * command line.  A count reading also has "errors" and "requests" (as the
+ * source gave them) and value = errors / requests.  NULL only when out of
+ * memory.
  */
 json_t *source_json(const struct config_check *c, const struct source_request *canary_req,
                     const struct source_reading *canary, const struct source_request *baseline_req,

@@ -245,6 +245,28 @@ static bool parse_workers(struct cctx *c, const struct cnode *n, const char *pat
 	return get_u32(c, n, path, 1, 256, w);
 }
 
+/* `io: auto | epoll | uring` (src/core/uring.h; docs/proxy.md "I/O path") */
+static bool parse_io(struct cctx *c, const struct cnode *n, const char *path, enum config_io *io)
+{
+	static const char *const names[] = {"epoll", "auto", "uring"};
+	const char *t = n->type == CN_SCALAR ? get_text(c, n, path) : NULL;
+
+	if (n->type != CN_SCALAR) {
+		cerr(c, n->line, path, "expected auto, epoll or uring");
+		return false;
+	}
+	if (!t)
+		return false;
+	for (int k = 0; k < 3; k++) {
+		if (strcmp(t, names[k]) == 0) {
+			*io = (enum config_io)k;
+			return true;
+		}
+	}
+	cerr(c, n->line, path, "expected auto, epoll or uring, got \"%.100s\"", t);
+	return false;
+}
+
 static const struct field metrics_fields[] = {
     FLD("prometheus", FK_URL, struct config, metrics.prometheus),
 };
@@ -1021,7 +1043,7 @@ static const struct field top_fields[] = {
     FLD_FN("listeners", field_later), FLD_FN("services", field_later),
     FLD_FN("segments", field_later),  FLD_FN("flags", field_later),
     FLD_FN("rollouts", field_later),  FLD_FN("events", field_later),
-    FLD_FN("fleet", field_later),
+    FLD_FN("fleet", field_later),     FLD_FN("io", field_later),
 };
 
 static const struct field fleet_fields[] = {
@@ -1080,6 +1102,9 @@ static void parse_root(struct cctx *c, const struct cnode *root)
 		parse_store(c, root->items[i], "store", &cfg->store);
 	if ((i = map_find(root, "workers")) >= 0)
 		parse_workers(c, root->items[i], "workers", &cfg->workers);
+	cfg->io = CONFIG_IO_AUTO; /* the default, measured: docs/proxy.md "I/O path" */
+	if ((i = map_find(root, "io")) >= 0)
+		parse_io(c, root->items[i], "io", &cfg->io);
 	if ((i = map_find(root, "metrics")) >= 0)
 		walk_map(c, root->items[i], "metrics", metrics_fields, NFIELDS(metrics_fields), cfg,
 		         NULL);

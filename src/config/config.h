@@ -498,7 +498,10 @@ struct config_check {
 	const char *name;
 	enum config_source_kind source;
 	enum config_metric metric;
-	const char *query;          /* CONFIG_SOURCE_QUERY (PromQL, {{...}} unexpanded) */
+	const char *query; /* CONFIG_SOURCE_QUERY (PromQL, {{...}} unexpanded) */
+	/* a query check with a test (issue 18): the cohort's requests over the
+	 * interval, templated like query (which then gives its errors) */
+	const char *requests_query;
 	const char *http_url;       /* CONFIG_SOURCE_HTTP */
 	const char *http_pointer;   /* JSON pointer, "" = the whole body */
 	struct config_strlist exec; /* CONFIG_SOURCE_EXEC argv */
@@ -627,6 +630,8 @@ struct config {
 	struct config_admin admin;
 	struct config_store store;
 	uint32_t workers; /* 0 = auto (one per core) */
+	/* `io:` the proxy's I/O path for plain TCP (docs/proxy.md); restart to change */
+	enum config_io { CONFIG_IO_EPOLL, CONFIG_IO_AUTO, CONFIG_IO_URING } io;
 	struct {
 		const char *prometheus; /* NULL when not configured */
 	} metrics;
@@ -709,6 +714,19 @@ struct config_rollout *config_rollout_find(const struct config *cfg, const char 
 static inline bool config_check_covers(const struct config_check *k, size_t t)
 {
 	return !k->target_mask || (t < 64 && (k->target_mask >> t & 1));
+}
+
+/*
+ * Check k is a count check (docs/judge.md "Sources"): a query/http/exec
+ * source with a test.  Its source gives an error and a request count per
+ * cohort per interval (query: `query` and `requests`; http: an object
+ * {"errors", "requests"} at the pointer; exec: "ERRORS REQUESTS" on stdout),
+ * and the test judges the error rate on the counts accumulated over the
+ * step, as for the built-in error_rate.
+ */
+static inline bool config_check_counts(const struct config_check *k)
+{
+	return k->source != CONFIG_SOURCE_METRIC && k->test.method != CONFIG_TEST_NONE;
 }
 
 struct config_target *config_target_find(const struct config_rollout *ro, const char *name);

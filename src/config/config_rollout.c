@@ -531,6 +531,20 @@ static bool check_query(struct cctx *c, const struct cnode *n, const char *path,
 	return true;
 }
 
+/* requests: (issue 18): a count check's second query, the cohort's requests */
+static bool check_requests(struct cctx *c, const struct cnode *n, const char *path, void *obj)
+{
+	struct config_check *k = obj;
+
+	if (!get_str(c, n, path, &k->requests_query))
+		return false;
+	if (!*k->requests_query) {
+		cerr(c, n->line, path, "the query is empty");
+		return false;
+	}
+	return true;
+}
+
 static bool http_pointer(struct cctx *c, const struct cnode *n, const char *path, void *obj)
 {
 	struct config_check *k = obj;
@@ -730,14 +744,76 @@ static const struct field check_fields[] = {
     FLD("review", FK_DURATION, struct config_check, review_ms),
     FLD_FN("target", check_target),
     FLD_FN("require_evidence", check_require_evidence),
+    FLD_FN("requests", check_requests),
 };
-#define CHECK_SOURCES (BIT(1) | BIT(2) | BIT(3) | BIT(4))
-#define CHECK_BOUNDS  (BIT(6) | BIT(7) | BIT(8) | BIT(9) | BIT(10) | BIT(11))
+#define CHECK_SOURCES  (BIT(1) | BIT(2) | BIT(3) | BIT(4))
+#define CHECK_TEST     BIT(12)
+#define CHECK_REQUESTS BIT(19)
+#define CHECK_BOUNDS   (BIT(6) | BIT(7) | BIT(8) | BIT(9) | BIT(10) | BIT(11))
 
 static bool is_latency(enum config_metric m)
 {
 	return (m >= CONFIG_METRIC_LATENCY_P50 && m <= CONFIG_METRIC_LATENCY_MEAN) ||
 	       m == CONFIG_METRIC_SHADOW_LATENCY_P99;
+}
+
+static bool mentions_cohort(const char *s)
+{
+	return s &&
+	       (strstr(s, "{{cohort}}") || strstr(s, "{{version}}") || strstr(s, "{{variant}}"));
+}
+
+/*
+ * A test on a query/http/exec source: a count check (docs/judge.md
+ * "Sources"), judged like error_rate on the errors and requests it gives.
+ */
+static void count_semantics(struct cctx *c, const struct cnode *n, const char *path,
+                            const struct config_check *k, uint64_t src, uint64_t seen)
+{
+	static const struct {
+		const char *key;
+		uint64_t bit;
+	} others[] = {{"min", BIT(6)},
+	              {"min_ratio", BIT(8)},
+	              {"max_ratio", BIT(9)},
+	              {"max_decrease", BIT(11)}};
+	const struct cnode *tn = n->items[map_find(n, "test")];
+	char sub[PATH_MAX_LEN];
+	bool per_cohort = src == BIT(2);
+
+	if (k->test.method == CONFIG_TEST_MANN_WHITNEY) {
+		path_key(sub, path, "test.method");
+		cerr(c, key_line(tn, "method"), sub,
+		     "mann-whitney compares latency histograms, which a query, http or exec "
+		     "source does not give: a test on a source is sequential, on its error and "
+		     "request counts");
+	}
+	if (src == BIT(2) && !(seen & CHECK_REQUESTS)) {
+		path_key(sub, path, "requests");
+		cerr(c, key_line(n, "test"), sub,
+		     "a test on a query check needs requests: a second query giving the cohort's "
+		     "requests over the interval (query then gives its errors)");
+	}
+	if (src == BIT(3))
+		per_cohort = mentions_cohort(k->http_url);
+	for (size_t i = 0; src == BIT(4) && i < k->exec.n; i++)
+		per_cohort = per_cohort || mentions_cohort(k->exec.v[i]);
+	if (!per_cohort) {
+		path_key(sub, path, "test");
+		cerr(c, key_line(n, "test"), sub,
+		     "a test compares the cohorts' counts: mention {{cohort}}, {{version}} or "
+		     "{{variant}} in the %s so that it runs once per cohort",
+		     src == BIT(3) ? "URL" : "command");
+	}
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		if (!(seen & others[i].bit))
+			continue;
+		path_key(sub, path, others[i].key);
+		cerr(c, key_line(n, others[i].key), sub,
+		     "a test on a query, http or exec check judges the error rate "
+		     "errors/requests: only max (an absolute bound on it) and max_increase "
+		     "(the test's margin) apply");
+	}
 }
 
 static void check_semantics(struct cctx *c, const struct cnode *n, const char *path,
@@ -768,9 +844,16 @@ static void check_semantics(struct cctx *c, const struct cnode *n, const char *p
 			cerr(c, key_line(n->items[map_find(n, "test")], "method"), sub,
 			     "sequential tests compare rates: use error_rate, success_rate or a "
 			     "shadow rate");
-	} else if ((seen & BIT(12)) && src) {
-		path_key(sub, path, "test");
-		cerr(c, key_line(n, "test"), sub, "a test needs a built-in metric");
+	} else if ((seen & CHECK_TEST) && src && !(src & (src - 1))) {
+		count_semantics(c, n, path, k, src, seen);
+	}
+	if ((seen & CHECK_REQUESTS) && (!(seen & CHECK_TEST) || src != BIT(2))) {
+		path_key(sub, path, "requests");
+		cerr(c, key_line(n, "requests"), sub,
+		     src == BIT(2) ? "requests is a count check's second query: it needs a test "
+		                     "(test: {method: sequential})"
+		                   : "requests goes with query (http and exec checks give both "
+		                     "counts in one answer)");
 	}
 	if ((seen & BIT(5)) && !(src & (BIT(2) | BIT(3) | BIT(4)))) {
 		path_key(sub, path, "timeout");

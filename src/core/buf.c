@@ -5,16 +5,64 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Blocks in a pool are poisoned under ASan: a use after release is still caught. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POOL_POISON(p, n)   ASAN_POISON_MEMORY_REGION((p), (n))
+#define POOL_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POOL_POISON(p, n)   ((void)(p), (void)(n))
+#define POOL_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+void buf_pool_release(struct buf_pool *bp)
+{
+	while (bp->n > 0) {
+		void *p = bp->free[--bp->n];
+
+		POOL_UNPOISON(p, BUF_POOL_BLOCK);
+		free(p);
+	}
+}
+
+/* A block from bp, or a new one; NULL when out of memory. */
+static char *pool_take(struct buf_pool *bp)
+{
+	char *p;
+
+	bp->taken++;
+	if (bp->n > 0) {
+		p = bp->free[--bp->n];
+		POOL_UNPOISON(p, BUF_POOL_BLOCK);
+		return p;
+	}
+	bp->made++;
+	return malloc(BUF_POOL_BLOCK);
+}
+
 void buf_init(struct buf *b, size_t cap)
+{
+	buf_init_pooled(b, cap, NULL);
+}
+
+void buf_init_pooled(struct buf *b, size_t cap, struct buf_pool *bp)
 {
 	b->data = NULL;
 	b->off = b->len = b->size = 0;
 	b->cap = cap;
+	b->pool = bp;
 }
 
 void buf_release(struct buf *b)
 {
-	free(b->data);
+	struct buf_pool *bp = b->pool;
+
+	if (bp && b->data && b->size == BUF_POOL_BLOCK && bp->n < BUF_POOL_MAX) {
+		POOL_POISON(b->data, BUF_POOL_BLOCK);
+		bp->free[bp->n++] = b->data;
+	} else {
+		free(b->data);
+	}
 	b->data = NULL;
 	b->off = b->len = b->size = 0;
 }
@@ -41,6 +89,15 @@ static int buf_grow(struct buf *b, size_t n)
 		b->len = used;
 		return 0;
 	}
+	if (!b->data && b->pool && want <= BUF_POOL_BLOCK) {
+		p = pool_take(b->pool);
+		if (!p)
+			return -ENOMEM;
+		b->data = p;
+		b->size = BUF_POOL_BLOCK;
+		b->off = b->len = 0;
+		return 0;
+	}
 	nsize = b->size ? b->size : 256;
 	while (nsize < want)
 		nsize *= 2;
@@ -59,7 +116,7 @@ static int buf_grow(struct buf *b, size_t n)
 	return 0;
 }
 
-int buf_append(struct buf *b, const void *p, size_t n)
+int buf_append_slow(struct buf *b, const void *p, size_t n)
 {
 	int rc;
 

@@ -11,18 +11,50 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <string.h>
+
+struct buf_pool;
 
 struct buf {
 	char *data;
-	size_t off;  /* start of unread bytes */
-	size_t len;  /* end of bytes */
-	size_t size; /* allocated */
-	size_t cap;  /* hard limit on len - off */
+	size_t off;             /* start of unread bytes */
+	size_t len;             /* end of bytes */
+	size_t size;            /* allocated */
+	size_t cap;             /* hard limit on len - off */
+	struct buf_pool *pool;  /* where the storage comes from and goes back; NULL: malloc */
 };
+
+/*
+ * A thread's cache of equal-sized storage blocks (HAProxy's per-thread
+ * pools): a connection's buffers take a block when they first need room
+ * and give it back when released, so a keep-alive request costs no
+ * malloc/free (and glibc never trims and re-faults a worker's heap).
+ * A zeroed struct is an empty pool.  Single thread: the owner's.  Bounded:
+ * at most BUF_POOL_MAX free blocks are kept, the rest go back to free().
+ * A buffer that outgrows a block leaves the pool (realloc) and is freed
+ * normally when released.
+ */
+#define BUF_POOL_BLOCK 32768u /* what a 16 KiB read reserve grows an empty buf to */
+#define BUF_POOL_MAX   512u   /* free blocks kept: 16 MiB of address space, few pages touched */
+
+struct buf_pool {
+	void *free[BUF_POOL_MAX];
+	unsigned n;
+	unsigned long taken, made; /* blocks handed out / of those, newly allocated */
+};
+
+/* Frees the pool's free blocks; the pool is empty and usable afterwards. */
+void buf_pool_release(struct buf_pool *bp);
 
 /* Initialises an empty buffer that may hold at most cap bytes. */
 void buf_init(struct buf *b, size_t cap);
-/* Frees the storage; the buffer is empty and reusable afterwards. */
+/*
+ * Initialises an empty buffer whose storage comes from pool bp (NULL:
+ * plain malloc, as buf_init).  bp must outlive b's storage: release b
+ * before releasing the pool.
+ */
+void buf_init_pooled(struct buf *b, size_t cap, struct buf_pool *bp);
+/* Frees the storage (back to its pool, if any); the buffer is empty and reusable afterwards. */
 void buf_release(struct buf *b);
 /* Drops all bytes, keeps the storage. */
 void buf_reset(struct buf *b);
@@ -38,8 +70,20 @@ static inline char *buf_head(const struct buf *b)
 	return b->data ? b->data + b->off : b->data;
 }
 
+/* buf_append() when the bytes do not fit the storage as it is. */
+int buf_append_slow(struct buf *b, const void *p, size_t n);
+
 /* Appends n bytes.  Returns 0, or -ENOBUFS past the cap, or -ENOMEM. */
-int buf_append(struct buf *b, const void *p, size_t n);
+static inline int buf_append(struct buf *b, const void *p, size_t n)
+{
+	/* the common case inline: room left (and its hidden NUL), under the cap */
+	if (n && b->len + n < b->size && b->len - b->off + n <= b->cap) {
+		memcpy(b->data + b->len, p, n);
+		b->len += n;
+		return 0;
+	}
+	return buf_append_slow(b, p, n);
+}
 int buf_append_str(struct buf *b, const char *s);
 /* printf-style append.  Same returns as buf_append. */
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,5 +1,7 @@
 #include "core/loop.h"
 
+#include "core/uring.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -43,6 +45,10 @@ struct loop {
 	struct loop_io sig_io;
 	loop_signal_cb sig_cb;
 	void *sig_data;
+
+	/* io_uring mode (loop_uring_enable): the turn waits in the ring */
+	struct uring *ring;
+	int ep_more; /* the last epoll_wait was full: read the epoll set again */
 };
 
 uint64_t clock_mono_ms(void)
@@ -154,9 +160,35 @@ void loop_free(struct loop *loop)
 	if (loop->sig_io.fd != -1)
 		close(loop->sig_io.fd);
 	close(loop->epfd);
+	uring_free(loop->ring);
 	pthread_mutex_destroy(&loop->post_lock);
 	free(loop->heap);
 	free(loop);
+}
+
+/* A ring connection's event, delivered as epoll's would be. */
+static void loop_uring_wake(void *ctx, void *arg, uint32_t events)
+{
+	struct loop_io *io = arg;
+
+	if (io->cb)
+		io->cb(ctx, io, events);
+}
+
+int loop_uring_enable(struct loop *loop, char *why, size_t whylen)
+{
+	_Static_assert(URING_EV_READ == LOOP_READ && URING_EV_WRITE == LOOP_WRITE &&
+	                   URING_EV_ERROR == LOOP_ERROR && URING_EV_RDHUP == LOOP_RDHUP,
+	               "ring events are loop events");
+	if (loop->ring)
+		return 0;
+	loop->ring = uring_new(loop, why, whylen);
+	return loop->ring ? 0 : -ENOTSUP;
+}
+
+int loop_uring_enabled(const struct loop *loop)
+{
+	return loop->ring != NULL;
 }
 
 int loop_io_add(struct loop *loop, struct loop_io *io, int fd, loop_io_cb cb, void *data)
@@ -166,6 +198,11 @@ int loop_io_add(struct loop *loop, struct loop_io *io, int fd, loop_io_cb cb, vo
 	io->fd = fd;
 	io->cb = cb;
 	io->data = data;
+	io->uc = loop->ring ? uring_conn_of_fd(loop->ring, fd) : NULL;
+	if (io->uc) {
+		uring_conn_bind(io->uc, loop_uring_wake, io);
+		return 0;
+	}
 	ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 	ev.data.ptr = io;
 	if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, fd, &ev) == -1)
@@ -177,6 +214,12 @@ void loop_io_del(struct loop *loop, struct loop_io *io)
 {
 	if (io->fd < 0)
 		return;
+	if (io->uc) {
+		uring_conn_unbind(io->uc);
+		io->uc = NULL;
+		io->cb = NULL;
+		return;
+	}
 	epoll_ctl(loop->epfd, EPOLL_CTL_DEL, io->fd, NULL);
 	/* events for io already fetched in this turn are skipped by cb == NULL */
 	io->cb = NULL;
@@ -199,7 +242,7 @@ static void heap_up(struct loop *loop, uint32_t i)
 	while (i > 0) {
 		uint32_t p = (i - 1) / 2;
 
-		if (loop->heap[p]->when_ms <= loop->heap[i]->when_ms)
+		if (loop->heap[p]->key_ms <= loop->heap[i]->key_ms)
 			break;
 		heap_swap(loop, p, i);
 		i = p;
@@ -211,9 +254,9 @@ static void heap_down(struct loop *loop, uint32_t i)
 	for (;;) {
 		uint32_t l = 2 * i + 1, r = l + 1, m = i;
 
-		if (l < loop->heap_len && loop->heap[l]->when_ms < loop->heap[m]->when_ms)
+		if (l < loop->heap_len && loop->heap[l]->key_ms < loop->heap[m]->key_ms)
 			m = l;
-		if (r < loop->heap_len && loop->heap[r]->when_ms < loop->heap[m]->when_ms)
+		if (r < loop->heap_len && loop->heap[r]->key_ms < loop->heap[m]->key_ms)
 			m = r;
 		if (m == i)
 			break;
@@ -224,7 +267,7 @@ static void heap_down(struct loop *loop, uint32_t i)
 
 void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *data)
 {
-	t->when_ms = 0;
+	t->when_ms = t->key_ms = 0;
 	t->heap_idx = UINT32_MAX;
 	t->cb = cb;
 	t->data = data;
@@ -248,7 +291,16 @@ void loop_timer_stop(struct loop *loop, struct loop_timer *t)
 
 void loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t after_ms)
 {
-	loop_timer_stop(loop, t);
+	uint64_t when = loop->now_ms + after_ms;
+
+	if (t->heap_idx != UINT32_MAX) {
+		t->when_ms = when;
+		if (when >= t->key_ms)
+			return; /* later: the entry is re-keyed when it comes up */
+		t->key_ms = when;
+		heap_up(loop, t->heap_idx);
+		return;
+	}
 	if (loop->heap_len == loop->heap_cap) {
 		uint32_t ncap = loop->heap_cap ? loop->heap_cap * 2 : 64;
 		struct loop_timer **h = realloc(loop->heap, ncap * sizeof(*h));
@@ -259,7 +311,7 @@ void loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t after_ms
 		loop->heap = h;
 		loop->heap_cap = ncap;
 	}
-	t->when_ms = loop->now_ms + after_ms;
+	t->when_ms = t->key_ms = when;
 	t->heap_idx = loop->heap_len;
 	loop->heap[loop->heap_len++] = t;
 	heap_up(loop, t->heap_idx);
@@ -267,9 +319,16 @@ void loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t after_ms
 
 static void loop_run_timers(struct loop *loop)
 {
-	while (loop->heap_len > 0 && loop->heap[0]->when_ms <= loop->now_ms) {
+	while (loop->heap_len > 0 && loop->heap[0]->key_ms <= loop->now_ms) {
 		struct loop_timer *t = loop->heap[0];
 
+		if (t->key_ms < t->when_ms) {
+			/* moved later while armed: to its real place (timers that
+			 * are due still fire in deadline order) */
+			t->key_ms = t->when_ms;
+			heap_down(loop, 0);
+			continue;
+		}
 		loop_timer_stop(loop, t);
 		t->cb(loop, t);
 	}
@@ -283,9 +342,11 @@ static int loop_next_timeout(struct loop *loop, int timeout_ms)
 		return 0;
 	if (loop->heap_len == 0)
 		return timeout_ms;
-	if (loop->heap[0]->when_ms <= loop->now_ms)
+	/* the first key may belong to a timer moved later: waking early for
+	 * it only re-keys it */
+	if (loop->heap[0]->key_ms <= loop->now_ms)
 		return 0;
-	d = loop->heap[0]->when_ms - loop->now_ms;
+	d = loop->heap[0]->key_ms - loop->now_ms;
 	if (timeout_ms >= 0 && d > (uint64_t)timeout_ms)
 		return timeout_ms;
 	return d > 3600000 ? 3600000 : (int)d;
@@ -398,18 +459,9 @@ int loop_signals(struct loop *loop, loop_signal_cb cb, void *data)
 
 /* ---- the turn ---- */
 
-int loop_run_once(struct loop *loop, int timeout_ms)
+static void loop_dispatch_epoll(struct loop *loop, const struct epoll_event *evs, int n)
 {
-	struct epoll_event evs[LOOP_MAX_EVENTS];
-	int n, i;
-
-	n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, loop_next_timeout(loop, timeout_ms));
-	if (n == -1 && errno != EINTR)
-		return -errno;
-	loop_update_time(loop);
-	if (loop->prepare)
-		loop->prepare(loop, loop->prepare_data);
-	for (i = 0; i < n; i++) {
+	for (int i = 0; i < n; i++) {
 		struct loop_io *io = evs[i].data.ptr;
 		uint32_t e = 0;
 
@@ -426,10 +478,58 @@ int loop_run_once(struct loop *loop, int timeout_ms)
 		if (io->cb)
 			io->cb(loop, io, e);
 	}
+}
+
+static void loop_end_turn(struct loop *loop)
+{
 	loop_run_timers(loop);
 	loop_run_deferred(loop);
 	if (atomic_exchange(&loop->stop_req, 0))
 		loop->stop = 1;
+}
+
+/*
+ * A turn on the ring: one io_uring_enter submits what the last turn queued
+ * and waits; the epoll set is read only when the poll on its fd fired (or
+ * the last read of it was full).
+ */
+static int loop_run_once_uring(struct loop *loop, int timeout_ms)
+{
+	struct epoll_event evs[LOOP_MAX_EVENTS];
+	int rc, n;
+
+	uring_watch(loop->ring, loop->epfd);
+	rc = uring_wait(loop->ring, loop->ep_more ? 0 : timeout_ms, loop->now_ms);
+	if (rc)
+		return rc;
+	loop_update_time(loop);
+	if (loop->prepare)
+		loop->prepare(loop, loop->prepare_data);
+	if (uring_dispatch(loop->ring, loop->now_ms) || loop->ep_more) {
+		n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, 0);
+		loop->ep_more = n == LOOP_MAX_EVENTS;
+		if (n > 0)
+			loop_dispatch_epoll(loop, evs, n);
+	}
+	loop_end_turn(loop);
+	return 0;
+}
+
+int loop_run_once(struct loop *loop, int timeout_ms)
+{
+	struct epoll_event evs[LOOP_MAX_EVENTS];
+	int n;
+
+	if (loop->ring)
+		return loop_run_once_uring(loop, loop_next_timeout(loop, timeout_ms));
+	n = epoll_wait(loop->epfd, evs, LOOP_MAX_EVENTS, loop_next_timeout(loop, timeout_ms));
+	if (n == -1 && errno != EINTR)
+		return -errno;
+	loop_update_time(loop);
+	if (loop->prepare)
+		loop->prepare(loop, loop->prepare_data);
+	loop_dispatch_epoll(loop, evs, n);
+	loop_end_turn(loop);
 	return 0;
 }
 

@@ -13,6 +13,8 @@
  *  - loop_post() queues a function from any thread and wakes the loop through
  *    an eventfd; the function runs on the loop's thread in its next turn.
  *  - SIGINT/SIGTERM/SIGHUP can be taken by one loop through a signalfd.
+ *  - loop_uring_enable() makes the turn wait in io_uring (core/uring.h):
+ *    ring connections' sends/receives are batched into that one syscall.
  * Nothing here allocates per event.
  */
 #ifndef CORE_LOOP_H
@@ -25,6 +27,7 @@ struct loop;
 struct loop_io;
 struct loop_timer;
 struct loop_defer;
+struct uring_conn;
 
 /* events passed to an io callback */
 #define LOOP_READ  0x1u
@@ -43,10 +46,19 @@ struct loop_io {
 	int fd;
 	loop_io_cb cb;
 	void *data;
+	struct uring_conn *uc; /* set by loop_io_add when the loop's ring serves fd */
 };
 
+/*
+ * Timers are lazy (as HAProxy's and nginx's): re-arming an armed timer to a
+ * later deadline only moves when_ms and leaves its heap entry where it is;
+ * when that entry comes up, the timer is re-keyed to when_ms instead of
+ * firing.  Per-request timeouts pushed forward on every request cost no
+ * heap work.  Re-arming earlier, and stopping, update the heap at once.
+ */
 struct loop_timer {
-	uint64_t when_ms;  /* absolute, in the loop's clock */
+	uint64_t when_ms;  /* absolute deadline, in the loop's clock */
+	uint64_t key_ms;   /* its heap entry's key: <= when_ms while armed */
 	uint32_t heap_idx; /* UINT32_MAX when not armed */
 	loop_timer_cb cb;
 	void *data;
@@ -81,14 +93,33 @@ void loop_update_time(struct loop *loop);
 /*
  * Registers fd for LOOP_READ|LOOP_WRITE, edge-triggered.  io must stay valid
  * until loop_io_del().  fd should be non-blocking.  Returns 0 or -errno.
+ * When the loop runs on io_uring and fd is a ring connection (made with
+ * uring_conn_new() on this loop's thread, e.g. by transport_uring_init), the
+ * ring serves it instead of epoll, with the same event meanings.
  */
 int loop_io_add(struct loop *loop, struct loop_io *io, int fd, loop_io_cb cb, void *data);
 /* Unregisters io; safe to call from its own callback.  Does not close fd. */
 void loop_io_del(struct loop *loop, struct loop_io *io);
 
+/*
+ * Makes the loop wait in io_uring_enter (core/uring.h) instead of
+ * epoll_wait: one syscall per turn submits the ring's queued sends and
+ * receives and reaps their completions; the epoll set (listeners, eventfds,
+ * TLS connections) keeps working through a poll on its fd.  Call on the
+ * thread that runs the loop, before it serves ring connections.  Returns 0,
+ * or -errno with the reason in why (the loop stays on epoll).
+ */
+int loop_uring_enable(struct loop *loop, char *why, size_t whylen);
+/* 1 when loop_uring_enable() succeeded on this loop. */
+int loop_uring_enabled(const struct loop *loop);
+
 /* Initialises an unarmed timer. */
 void loop_timer_init(struct loop_timer *t, loop_timer_cb cb, void *data);
-/* Arms (or re-arms) t to fire after_ms from this turn's clock. */
+/*
+ * Arms (or re-arms) t to fire after_ms from this turn's clock: it fires at
+ * that time, not at any earlier deadline it had.  O(1) when t is armed and
+ * the new deadline is not earlier.
+ */
 void loop_timer_start(struct loop *loop, struct loop_timer *t, uint64_t after_ms);
 /* Disarms t; no-op if it is not armed. */
 void loop_timer_stop(struct loop *loop, struct loop_timer *t);

@@ -3,28 +3,36 @@
  */
 #include "http/headers.h"
 
+#include <errno.h>
+#include <string.h>
+
 int headers_is_hop_by_hop(struct str name)
 {
-	static const char *const hop[] = {"connection",
-	                                  "keep-alive",
-	                                  "proxy-connection",
-	                                  "te",
-	                                  "trailer",
-	                                  "transfer-encoding",
-	                                  "upgrade",
-	                                  "proxy-authenticate",
-	                                  "proxy-authorization"};
-
-	for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
-		if (str_caseeq_c(name, hop[i]))
-			return 1;
-	return 0;
+	/* by length first: most names are compared with nothing */
+	switch (name.len) {
+	case 2:
+		return http_name_eq_lit(name, "te");
+	case 7:
+		return http_name_eq_lit(name, "trailer") || http_name_eq_lit(name, "upgrade");
+	case 10:
+		return http_name_eq_lit(name, "connection") || http_name_eq_lit(name, "keep-alive");
+	case 16:
+		return http_name_eq_lit(name, "proxy-connection");
+	case 17:
+		return http_name_eq_lit(name, "transfer-encoding");
+	case 18:
+		return http_name_eq_lit(name, "proxy-authenticate");
+	case 19:
+		return http_name_eq_lit(name, "proxy-authorization");
+	default:
+		return 0;
+	}
 }
 
 int headers_in_connection_tokens(const struct http_msg *m, struct str name)
 {
 	for (size_t i = 0; i < m->nheaders; i++)
-		if (str_caseeq_c(m->headers[i].name, "connection") &&
+		if (http_name_eq_lit(m->headers[i].name, "connection") &&
 		    http_token_list_has(m->headers[i].value, name))
 			return 1;
 	return 0;
@@ -32,17 +40,22 @@ int headers_in_connection_tokens(const struct http_msg *m, struct str name)
 
 int headers_forward(struct buf *o, const struct http_msg *m, const char *const *skip, size_t nskip)
 {
+	size_t skip_len[HEADERS_MAX_SKIP];
 	int conn = http_msg_header(m, "connection") != NULL, rc = 0;
 
+	if (nskip > HEADERS_MAX_SKIP)
+		return -EINVAL;
+	for (size_t k = 0; k < nskip; k++)
+		skip_len[k] = strlen(skip[k]);
 	for (size_t i = 0; i < m->nheaders && !rc; i++) {
 		const struct http_header *h = &m->headers[i];
 		size_t k = 0;
 
-		while (k < nskip && !str_caseeq_c(h->name, skip[k]))
+		while (k < nskip && !http_name_eq(h->name, skip[k], skip_len[k]))
 			k++;
 		if (k < nskip || headers_is_hop_by_hop(h->name) ||
 		    (conn && headers_in_connection_tokens(m, h->name)) ||
-		    (m->absolute_form && str_caseeq_c(h->name, "host")))
+		    (m->absolute_form && http_name_eq_lit(h->name, "host")))
 			continue;
 		if (!(rc = buf_append(o, h->name.p, h->name.len)) &&
 		    !(rc = buf_append_lit(o, ": ")) &&

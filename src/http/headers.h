@@ -30,9 +30,11 @@ int headers_in_connection_tokens(const struct http_msg *m, struct str name);
 /*
  * Appends m's end-to-end headers as "Name: value\r\n" lines: not the
  * hop-by-hop ones, not those a Connection header names, not those listed
- * in skip[0..nskip) (lower-case names), and not Host when m's target was in
- * absolute form (headers_request_line() wrote the authority instead).
+ * in skip[0..nskip) (lower-case names, nskip <= HEADERS_MAX_SKIP, else
+ * -EINVAL), and not Host when m's target was in absolute form
+ * (headers_request_line() wrote the authority instead).
  */
+#define HEADERS_MAX_SKIP 16
 int headers_forward(struct buf *o, const struct http_msg *m, const char *const *skip, size_t nskip);
 
 /*

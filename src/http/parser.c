@@ -441,12 +441,12 @@ static int on_header_value_complete(llhttp_t *ll)
 	while (o->vl > 0 &&
 	       (p->hbuf.data[o->vo + o->vl - 1] == ' ' || p->hbuf.data[o->vo + o->vl - 1] == '\t'))
 		o->vl--;
-	if (str_caseeq(name, STR_LIT("host"))) {
+	if (http_name_eq_lit(name, "host")) {
 		p->n_host++;
 		p->host_idx = (uint32_t)(p->nhdr - 1);
-	} else if (str_caseeq(name, STR_LIT("content-length"))) {
+	} else if (http_name_eq_lit(name, "content-length")) {
 		p->n_cl++;
-	} else if (str_caseeq(name, STR_LIT("transfer-encoding"))) {
+	} else if (http_name_eq_lit(name, "transfer-encoding")) {
 		p->n_te++;
 		p->te_idx = (uint32_t)(p->nhdr - 1);
 	}
@@ -725,6 +725,13 @@ void http_parser_shrink(struct http_parser *p)
 		http_parser_release(p);
 }
 
+void http_parser_trim(struct http_parser *p, size_t keep)
+{
+	if (p->hbuf.size > keep ||
+	    p->hdr_cap * (sizeof(*p->offs) + sizeof(*p->hdrs)) > keep)
+		http_parser_shrink(p);
+}
+
 static int set_error(struct http_parser *p, int status, const char *reason)
 {
 	note_error(p, status, reason);
@@ -955,13 +962,36 @@ void http_parser_expect_no_body(struct http_parser *p)
 	p->expect_no_body = 1;
 }
 
+/* The lower-case copy of name (at most cap - 1 bytes; longer: 0). */
+static size_t lower_name(const char *name, char *out, size_t cap)
+{
+	size_t n = 0;
+
+	for (; name[n]; n++) {
+		unsigned char c = (unsigned char)name[n];
+
+		if (n + 1 >= cap)
+			return 0;
+		out[n] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+	}
+	return n;
+}
+
 const struct str *http_msg_header(const struct http_msg *m, const char *name)
 {
-	struct str n = str_c(name);
-	size_t i;
+	char low[64];
+	size_t len = lower_name(name, low, sizeof(low)), i;
 
+	if (!len) {
+		struct str n = str_c(name); /* empty, or too long for the fast path */
+
+		for (i = 0; i < m->nheaders; i++)
+			if (str_caseeq(m->headers[i].name, n))
+				return &m->headers[i].value;
+		return NULL;
+	}
 	for (i = 0; i < m->nheaders; i++)
-		if (str_caseeq(m->headers[i].name, n))
+		if (http_name_eq(m->headers[i].name, low, len))
 			return &m->headers[i].value;
 	return NULL;
 }
@@ -987,7 +1017,7 @@ int http_msg_header_has_token(const struct http_msg *m, const char *name, const 
 	size_t i;
 
 	for (i = 0; i < m->nheaders; i++)
-		if (str_caseeq(m->headers[i].name, n) &&
+		if (m->headers[i].name.len == n.len && str_caseeq(m->headers[i].name, n) &&
 		    http_token_list_has(m->headers[i].value, t))
 			return 1;
 	return 0;

@@ -227,6 +227,34 @@ void http_parser_set_body_limit(struct http_parser *p, uint64_t limit);
 void http_parser_expect_no_body(struct http_parser *p);
 /* Frees idle storage (between messages) to keep idle connections small. */
 void http_parser_shrink(struct http_parser *p);
+/*
+ * As http_parser_shrink(), but only when the header store has grown past
+ * keep bytes: a connection that goes idle often keeps its small store and
+ * the next message allocates nothing.
+ */
+void http_parser_trim(struct http_parser *p, size_t keep);
+
+/*
+ * 1 if the header name equals lower[0..len) (an ASCII lower-case name)
+ * ignoring ASCII case: lengths first, no locale (strncasecmp is both
+ * locale-aware and called per header on the proxy's hot path).
+ */
+static inline int http_name_eq(struct str name, const char *lower, size_t len)
+{
+	if (name.len != len)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)name.p[i];
+
+		if (c >= 'A' && c <= 'Z')
+			c = (unsigned char)(c + ('a' - 'A'));
+		if (c != (unsigned char)lower[i])
+			return 0;
+	}
+	return 1;
+}
+/* http_name_eq() with a string literal. */
+#define http_name_eq_lit(name, lit) http_name_eq((name), "" lit, sizeof(lit) - 1)
 
 /* First header named name (case-insensitive), or NULL. */
 const struct str *http_msg_header(const struct http_msg *m, const char *name);

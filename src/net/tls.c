@@ -17,7 +17,9 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/epoll.h>
+#include <sys/uio.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -29,6 +31,7 @@
 #define TICKET_ROTATE_MS (3600ull * 1000) /* a new ticket key every hour */
 #define MAX_NAMES        256              /* SNI names per server, all certificates */
 #define WRITE_COALESCE   (16 * 1024)      /* one TLS record's worth of small iovecs */
+#define HELD_CAP         512              /* a TLS 1.3 ticket (~300 bytes) fits */
 
 /* Modern TLS 1.2 suites (forward secret, AEAD); TLS 1.3 keeps OpenSSL's. */
 static const char cipher_list[] = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
@@ -116,7 +119,6 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_
 	uint64_t gen;
 	const struct ticket_key *k;
 
-	(void)ssl;
 	if (!keys.ok)
 		return enc ? -1 : 0;
 	gen = atomic_load_explicit(&keys.gen, memory_order_acquire);
@@ -139,7 +141,13 @@ static int ticket_cb(SSL *ssl, unsigned char key_name[16], unsigned char iv[EVP_
 		if (key_mac_init(hctx, k) != 0 ||
 		    EVP_DecryptInit_ex(cctx, EVP_aes_256_cbc(), NULL, k->aes, iv) != 1)
 			return -1;
-		return back ? 2 : 1; /* 2: decrypts, and a ticket under the new key is issued */
+		/*
+		 * 2: decrypts, and a new ticket is issued.  Under the previous key
+		 * (re-encrypt under the current one), and always in TLS 1.3: its
+		 * clients use a ticket once (RFC 8446 C.4), so a resumption that
+		 * issued none makes the client's next connection a full handshake.
+		 */
+		return back || (ssl && SSL_version(ssl) >= TLS1_3_VERSION) ? 2 : 1;
 	}
 	return 0; /* unknown or expired key: a full handshake */
 }
@@ -386,6 +394,31 @@ struct where {
 		config_errors_add((w)->errs, (w)->file, line, p_, __VA_ARGS__); \
 	} while (0)
 
+/* Everything of a server context but its certificate (the tests build theirs with it). */
+static void server_ctx_options(SSL_CTX *ctx, struct tls_server *s, int min_version)
+{
+	SSL_CTX_set_min_proto_version(ctx, min_version);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
+	                             SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+	/*
+	 * The certificate file is the whole chain sent: no chain built from a
+	 * store per full handshake (the context's store is empty anyway).
+	 */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+	                          SSL_MODE_RELEASE_BUFFERS | SSL_MODE_NO_AUTO_CHAIN);
+	/* one read(2) per flight, not two per record (header, then body) */
+	SSL_CTX_set_read_ahead(ctx, 1);
+	SSL_CTX_set_cipher_list(ctx, cipher_list);
+	/* stateless resumption only: no server-side cache (memory, a lock per handshake) */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 1);
+	SSL_CTX_set_timeout(ctx, (long)(2 * TICKET_ROTATE_MS / 1000));
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, s);
+	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, s);
+	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+}
+
 /* One server context with one certificate; NULL after reporting. */
 static SSL_CTX *server_ctx(struct tls_server *s, const struct config_tls *cfg, size_t i,
                            const struct where *w)
@@ -401,21 +434,7 @@ static SSL_CTX *server_ctx(struct tls_server *s, const struct config_tls *cfg, s
 		     ossl_reason(why, sizeof(why), "out of memory"));
 		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(ctx,
-	                              cfg->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE |
-	                             SSL_OP_NO_COMPRESSION | SSL_OP_IGNORE_UNEXPECTED_EOF);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-	                          SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_cipher_list(ctx, cipher_list);
-	/* stateless resumption only: no server-side cache (memory, a lock per handshake) */
-	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
-	SSL_CTX_set_num_tickets(ctx, 1);
-	SSL_CTX_set_timeout(ctx, (long)(2 * TICKET_ROTATE_MS / 1000));
-	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
-	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, s);
-	SSL_CTX_set_alpn_select_cb(ctx, alpn_cb, s);
-	SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+	server_ctx_options(ctx, s, cfg->min_version == 13 ? TLS1_3_VERSION : TLS1_2_VERSION);
 
 	snprintf(sub, sizeof(sub), ".certs[%zu].cert", i);
 	if (!file_readable(c->cert, why, sizeof(why))) {
@@ -579,6 +598,7 @@ static struct tls_client *client_new(const struct config_upstream_tls *cfg, cons
 	SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                             SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
 	                             SSL_MODE_RELEASE_BUFFERS);
+	SSL_CTX_set_read_ahead(c->ctx, 1);
 	SSL_CTX_set_cipher_list(c->ctx, cipher_list);
 	SSL_CTX_set_alpn_protos(c->ctx, alpn, sizeof(alpn) - 1);
 	SSL_CTX_set_default_passwd_cb(c->ctx, no_passphrase);
@@ -749,9 +769,153 @@ struct tls_conn {
 	SSL *ssl;
 	struct tls_server *srv; /* server side: keeps the SNI table alive */
 	uint64_t client_id;     /* client side: tls_client_id() of its context */
-	int done;               /* handshake finished */
-	int failed;             /* fatal error: no close_notify */
+	int fd;
+	int done;       /* handshake finished */
+	int finished;   /* OpenSSL's handshake finished (done once nothing is held) */
+	int failed;     /* fatal error: no close_notify */
+	int eof;        /* read(2) returned 0 (BIO_CTRL_EOF) */
+	int drained;    /* the last read(2) returned less than asked: the socket was empty */
+	int cork;       /* writes go to held (during a server's SSL_do_handshake) */
+	uint64_t reads; /* read(2) calls, for the tests */
+	/*
+	 * Bytes OpenSSL wrote that are not on the socket yet: a server's
+	 * handshake output, sent when the call returns -- except TLS 1.3's
+	 * session ticket, written by the handshake's last call, which waits for
+	 * the first response and leaves with it in one writev (one segment, one
+	 * syscall less per connection).  Nobody waits for a ticket.
+	 */
+	unsigned char held[HELD_CAP];
+	size_t held_off, held_len;
 };
+
+/* --- the socket BIO ------------------------------------------------------------ */
+
+/*
+ * OpenSSL's socket BIO plus three things: it notes a short read(2) (so a
+ * read can stop without the extra read(2) that would only say EAGAIN), it
+ * holds a server's handshake output (above), and it counts reads.  With
+ * read-ahead on, OpenSSL asks for a whole buffer, so a short read means the
+ * socket was drained at that moment: an edge-triggered owner gets an edge
+ * for anything that comes after.
+ */
+static BIO_METHOD *sock_method;
+static pthread_once_t sock_method_once = PTHREAD_ONCE_INIT;
+
+/* writev of held then p[0..len); the count of p's bytes taken, or -1 + errno. */
+static int held_writev(struct tls_conn *c, const void *p, size_t len)
+{
+	struct iovec iov[2];
+	size_t hl = c->held_len - c->held_off;
+	ssize_t n;
+	int k = 0;
+
+	if (hl)
+		iov[k++] = (struct iovec){c->held + c->held_off, hl};
+	if (len)
+		iov[k++] = (struct iovec){(void *)p, len};
+	do
+		n = writev(c->fd, iov, k);
+	while (n == -1 && errno == EINTR);
+	if (n == -1)
+		return -1;
+	if ((size_t)n < hl) {
+		c->held_off += (size_t)n;
+		errno = EAGAIN; /* the socket is full: p is offered again */
+		return -1;
+	}
+	c->held_off = c->held_len = 0;
+	if ((size_t)n == hl && len) {
+		errno = EAGAIN;
+		return -1;
+	}
+	return (int)((size_t)n - hl);
+}
+
+/* Sends what is held: 0 when nothing is left, -1 + errno (EAGAIN: the rest stays). */
+static int held_flush(struct tls_conn *c)
+{
+	if (c->held_len == c->held_off)
+		return 0;
+	return held_writev(c, NULL, 0) == -1 ? -1 : 0;
+}
+
+static int sock_write(BIO *b, const char *p, int len)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	int n;
+
+	BIO_clear_retry_flags(b);
+	if (c->cork && c->held_off == 0 && (size_t)len <= sizeof(c->held) - c->held_len) {
+		memcpy(c->held + c->held_len, p, (size_t)len);
+		c->held_len += (size_t)len;
+		return len;
+	}
+	n = held_writev(c, p, (size_t)len);
+	if (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK))
+		BIO_set_retry_write(b);
+	return n;
+}
+
+static int sock_read(BIO *b, char *p, int len)
+{
+	struct tls_conn *c = BIO_get_data(b);
+	ssize_t n;
+
+	BIO_clear_retry_flags(b);
+	c->reads++;
+	do
+		n = read(c->fd, p, (size_t)len);
+	while (n == -1 && errno == EINTR);
+	if (n > 0) {
+		c->drained = n < len;
+		return (int)n;
+	}
+	c->drained = 0;
+	if (n == 0)
+		c->eof = 1;
+	else if (errno == EAGAIN || errno == EWOULDBLOCK)
+		BIO_set_retry_read(b);
+	return (int)n;
+}
+
+static long sock_ctrl(BIO *b, int cmd, long num, void *ptr)
+{
+	struct tls_conn *c = BIO_get_data(b);
+
+	(void)num;
+	switch (cmd) {
+	case BIO_CTRL_FLUSH: /* held output leaves when the handshake call returns */
+		return 1;
+	case BIO_CTRL_EOF:
+		return c && c->eof;
+	case BIO_C_GET_FD:
+		if (!c)
+			return -1;
+		if (ptr)
+			*(int *)ptr = c->fd;
+		return c->fd;
+	default:
+		return 0;
+	}
+}
+
+static int sock_create(BIO *b)
+{
+	BIO_set_init(b, 1);
+	return 1;
+}
+
+static void sock_method_init(void)
+{
+	BIO_METHOD *m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "canaryd socket");
+
+	if (m && (BIO_meth_set_write(m, sock_write) != 1 || BIO_meth_set_read(m, sock_read) != 1 ||
+	          BIO_meth_set_ctrl(m, sock_ctrl) != 1 || BIO_meth_set_create(m, sock_create) != 1)) {
+		BIO_meth_free(m);
+		m = NULL;
+	}
+	sock_method = m;
+}
 
 /* Maps SSL_get_error after a failed call to -1 + errno and t->want. */
 static int ssl_fail(struct transport *t, struct tls_conn *c, int r)
@@ -796,6 +960,8 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 		r = SSL_read_ex(c->ssl, (char *)buf + got, len - got, &n);
 		if (r == 1) {
 			got += n;
+			if (c->drained && !SSL_has_pending(c->ssl))
+				break; /* all the socket had: a short read, as plain TCP's */
 			continue;
 		}
 		r = ssl_fail(t, c, r);
@@ -888,6 +1054,20 @@ static ssize_t tls_writev(struct transport *t, const struct iovec *iov, int n)
 	return (ssize_t)total;
 }
 
+/* Sends what the handshake left held; 0, or -1 + errno (EAGAIN: wait for EPOLLOUT). */
+static int handshake_flush(struct transport *t, struct tls_conn *c)
+{
+	if (held_flush(c) == 0)
+		return 0;
+	if (errno == EAGAIN || errno == EWOULDBLOCK) {
+		t->want = EPOLLOUT;
+		errno = EAGAIN;
+	} else {
+		c->failed = 1;
+	}
+	return -1;
+}
+
 static int tls_handshake(struct transport *t)
 {
 	struct tls_conn *c = t->impl;
@@ -895,18 +1075,42 @@ static int tls_handshake(struct transport *t)
 
 	if (c->done)
 		return 0;
-	ERR_clear_error();
-	r = SSL_do_handshake(c->ssl);
-	if (r == 1) {
-		c->done = 1;
-		return 0;
+	if (handshake_flush(t, c) != 0)
+		return -1;
+	if (!c->finished) {
+		ERR_clear_error();
+		c->cork = c->srv != NULL;
+		r = SSL_do_handshake(c->ssl);
+		c->cork = 0;
+		if (r != 1) {
+			r = ssl_fail(t, c, r);
+			if (r == 0) { /* closed during the handshake */
+				c->failed = 1;
+				errno = ECONNRESET;
+				return -1;
+			}
+			if (c->failed) {
+				int e = errno;
+
+				held_flush(c); /* the alert, best effort */
+				errno = e;
+				return -1;
+			}
+			if (handshake_flush(t, c) == 0)
+				errno = EAGAIN; /* the flight is out: wait for t->want */
+			return -1;
+		}
+		c->finished = 1;
 	}
-	r = ssl_fail(t, c, r);
-	if (r == 0) { /* closed during the handshake */
-		c->failed = 1;
-		errno = ECONNRESET;
-	}
-	return -1;
+	/*
+	 * TLS 1.3: the last call wrote only the session ticket, which waits for
+	 * the first response.  TLS 1.2: it wrote the server's Finished, which
+	 * the client waits for before it says anything: send it now.
+	 */
+	if (!(c->srv && SSL_version(c->ssl) == TLS1_3_VERSION) && handshake_flush(t, c) != 0)
+		return -1;
+	c->done = 1;
+	return 0;
 }
 
 static void tls_shutdown(struct transport *t)
@@ -916,7 +1120,7 @@ static void tls_shutdown(struct transport *t)
 	if (!c || !c->done || c->failed)
 		return;
 	ERR_clear_error();
-	SSL_shutdown(c->ssl); /* queues close_notify; never waits for the peer's */
+	SSL_shutdown(c->ssl); /* queues close_notify (after a held ticket); never waits */
 	ERR_clear_error();
 }
 
@@ -960,22 +1164,32 @@ const char *tls_transport_sni(const struct transport *t)
 static int conn_new(struct transport *t, SSL_CTX *ctx, int fd, struct tls_conn **out)
 {
 	struct tls_conn *c = calloc(1, sizeof(*c));
+	BIO *bio = NULL;
 
-	if (!c)
-		return -ENOMEM;
+	pthread_once(&sock_method_once, sock_method_init);
+	if (!c || !sock_method)
+		goto out_nomem;
+	c->fd = fd;
 	c->ssl = SSL_new(ctx);
-	if (!c->ssl || SSL_set_fd(c->ssl, fd) != 1) {
-		SSL_free(c->ssl);
-		free(c);
-		ERR_clear_error();
-		return -ENOMEM;
-	}
+	bio = BIO_new(sock_method);
+	if (!c->ssl || !bio)
+		goto out_nomem;
+	BIO_set_data(bio, c);
+	SSL_set_bio(c->ssl, bio, bio); /* one reference, steals it */
 	t->ops = &tls_ops;
 	t->fd = fd;
 	t->impl = c;
 	t->want = 0;
 	*out = c;
 	return 0;
+
+out_nomem:
+	BIO_free(bio);
+	if (c)
+		SSL_free(c->ssl);
+	free(c);
+	ERR_clear_error();
+	return -ENOMEM;
 }
 
 int tls_server_accept(struct tls_server *s, int fd, struct transport *t)

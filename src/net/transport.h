@@ -63,6 +63,17 @@ void transport_plain_init(struct transport *t, int fd);
 /* The plain ops (for tests, and to tell a plain transport apart). */
 extern const struct transport_ops transport_plain_ops;
 
+/*
+ * Makes t a plain TCP transport over fd served by the calling thread's
+ * io_uring (core/uring.h: batched recv/send; the loop delivers its events
+ * once the owner registers fd with loop_io_add).  Returns 0, -ENOTSUP when
+ * the thread has no ring (use transport_plain_init), or -ENOMEM.
+ */
+int transport_uring_init(struct transport *t, int fd);
+
+/* The io_uring plain ops (to tell such a transport apart). */
+extern const struct transport_ops transport_uring_ops;
+
 /* Convenience wrappers over t->ops. */
 static inline ssize_t transport_read(struct transport *t, void *buf, size_t len)
 {

@@ -67,7 +67,13 @@ struct exchange {
 struct cconn {
 	struct loop_io io;
 	struct loop_defer d;
+	/*
+	 * The header / idle timeout.  During an exchange it is parked instead
+	 * of stopped: it stays in the loop's heap (a fire is ignored), so the
+	 * next request's re-arm to a later deadline costs no heap work.
+	 */
 	struct loop_timer timer;
+	int timer_parked;
 	struct worker *w;
 	struct wlistener *wl;
 	struct buf in, out;
@@ -106,6 +112,31 @@ static void client_abort(struct cconn *c);
 static void client_kick(struct cconn *c);
 static void exchange_fail(struct cconn *c, int status, enum metrics_err kind);
 static int exchange_send(struct cconn *c);
+
+/* (Re-)arms the header / idle timeout. */
+static void client_timer_start(struct cconn *c, uint64_t ms)
+{
+	c->timer_parked = 0;
+	loop_timer_start(c->w->loop, &c->timer, ms);
+}
+
+static void client_timer_stop(struct cconn *c)
+{
+	c->timer_parked = 0;
+	loop_timer_stop(c->w->loop, &c->timer);
+}
+
+/* Stops the header / idle timeout for an exchange, as far as anyone can
+ * tell: a fire while parked does nothing. */
+static void client_timer_park(struct cconn *c)
+{
+	c->timer_parked = 1;
+}
+
+static int client_timer_armed(const struct cconn *c)
+{
+	return loop_timer_armed(&c->timer) && !c->timer_parked;
+}
 
 /* Copies s into dst[cap] NUL-terminated, cut at cap - 1 bytes. */
 static void str_copy_trunc(char *dst, size_t cap, struct str s)
@@ -345,9 +376,9 @@ static void exchange_reset(struct cconn *c)
 
 	inflight_end(c);
 	snap_obj_unref(ex->table ? &ex->table->obj : NULL);
-	buf_release(&ex->head_copy);
+	buf_release(&ex->head_copy); /* back to the worker's pool */
 	memset(ex, 0, sizeof(*ex));
-	buf_init(&ex->head_copy, PROXY_HEAD_CAP);
+	buf_init_pooled(&ex->head_copy, PROXY_HEAD_CAP, &c->w->bufs);
 	c->state = C_IDLE;
 }
 
@@ -401,8 +432,7 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 		 * closes when it is complete (close_after), or at the header
 		 * timeout */
 		c->close_after = 1;
-		loop_timer_start(w->loop, &c->timer,
-		                 w->table ? w->table->header_timeout_ms : 10000);
+		client_timer_start(c, w->table ? w->table->header_timeout_ms : 10000);
 		if (c->paused) {
 			c->paused = 0;
 			http_parser_resume(&c->parser);
@@ -417,7 +447,7 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 		return;
 	}
 	http_parser_next(&c->parser);
-	loop_timer_start(w->loop, &c->timer, w->table ? w->table->idle_timeout_ms : 60000);
+	client_timer_start(c, w->table ? w->table->idle_timeout_ms : 60000);
 	client_flush(c);
 	if (c->closed)
 		return;
@@ -548,7 +578,7 @@ static int client_on_headers(struct http_parser *p, struct http_msg *m, void *da
 	size_t rid_off;
 	int rc;
 
-	loop_timer_stop(w->loop, &c->timer);
+	client_timer_park(c);
 	c->state = C_BODY;
 	c->version10 = m->version == 10;
 	if (!m->keep_alive)
@@ -794,7 +824,7 @@ static void client_close(struct cconn *c)
 	if (c->ex.table)
 		snap_obj_unref(&c->ex.table->obj);
 	c->ex.table = NULL;
-	loop_timer_stop(w->loop, &c->timer);
+	client_timer_stop(c);
 	loop_timer_stop(w->loop, &c->delay);
 	loop_io_del(w->loop, &c->io);
 	if (c->prev)
@@ -883,9 +913,8 @@ static void client_process(struct cconn *c)
 
 		rc = http_parser_feed(&c->parser, buf_head(&c->in), buf_used(&c->in), &used);
 		buf_consume(&c->in, used);
-		if (was_idle && used && c->state == C_IDLE && !loop_timer_armed(&c->timer))
-			loop_timer_start(c->w->loop, &c->timer,
-			                 c->w->table ? c->w->table->header_timeout_ms : 10000);
+		if (was_idle && used && c->state == C_IDLE && !client_timer_armed(c))
+			client_timer_start(c, c->w->table ? c->w->table->header_timeout_ms : 10000);
 		if (rc == HTTP_PARSE_AGAIN)
 			break;
 		if (rc == HTTP_PARSE_PAUSED)
@@ -956,6 +985,10 @@ static void client_header_timeout(struct loop *loop, struct loop_timer *t)
 {
 	struct cconn *c = t->data;
 
+	if (c->timer_parked) {
+		c->timer_parked = 0; /* stopped for an exchange: a fire means nothing */
+		return;
+	}
 	if (c->state != C_IDLE)
 		return;
 	if (c->lingering || !c->hs_done ||
@@ -1056,9 +1089,11 @@ void client_accept(struct worker *w, struct wlistener *wl, int fd,
 	                                                       : NULL,
 	                           fd, &c->t) != 0)
 		goto out_free;
-	buf_init(&c->in, PROXY_CONN_BUF_CAP);
-	buf_init(&c->out, PROXY_CONN_BUF_CAP);
-	buf_init(&c->ex.head_copy, PROXY_HEAD_CAP);
+	/* storage from the worker's pool: an idle connection holds none, and a
+	 * request takes and gives back blocks without malloc/free */
+	buf_init_pooled(&c->in, PROXY_CONN_BUF_CAP, &w->bufs);
+	buf_init_pooled(&c->out, PROXY_CONN_BUF_CAP, &w->bufs);
+	buf_init_pooled(&c->ex.head_copy, PROXY_HEAD_CAP, &w->bufs);
 	http_parser_init(&c->parser, HTTP_PARSE_REQUEST, &lim, &client_cbs, c);
 	loop_timer_init(&c->timer, client_header_timeout, c);
 	loop_timer_init(&c->delay, client_delay_done, c);
@@ -1075,7 +1110,7 @@ void client_accept(struct worker *w, struct wlistener *wl, int fd,
 	w->conns = c;
 	atomic_fetch_add(&w->nconns, 1);
 	/* bounds the handshake and the first request's head too */
-	loop_timer_start(w->loop, &c->timer, w->table ? w->table->header_timeout_ms : 10000);
+	client_timer_start(c, w->table ? w->table->header_timeout_ms : 10000);
 	return;
 
 out_free:

@@ -227,6 +227,22 @@ static void mirror_pump(struct worker *w)
 	}
 }
 
+static void pump_cb(struct loop *loop, struct loop_defer *d)
+{
+	mirror_pump(d->data);
+}
+
+/*
+ * The shadow requests go out at the end of the loop turn, after every
+ * client and primary of the turn: the writes to the shadow cluster (the
+ * shadow upstream is woken once for many of them, not once per request)
+ * and they never delay a primary's request or response.
+ */
+static void mirror_pump_later(struct worker *w)
+{
+	loop_defer(w->loop, &w->mw.pump, pump_cb, w);
+}
+
 static void mreq_shadow_done(struct mreq *r, int failed)
 {
 	struct worker *w = r->w;
@@ -236,7 +252,7 @@ static void mreq_shadow_done(struct mreq *r, int failed)
 	r->state = M_SHADOW_DONE;
 	w->mw.inflight--;
 	mreq_maybe_finish(r);
-	mirror_pump(w);
+	mirror_pump_later(w);
 }
 
 void mirror_dispatch(struct mreq *r)
@@ -252,7 +268,7 @@ void mirror_dispatch(struct mreq *r)
 	else
 		mw->q_head = r;
 	mw->q_tail = r;
-	mirror_pump(w);
+	mirror_pump_later(w);
 }
 
 int mirror_building(const struct mreq *r)

@@ -33,6 +33,23 @@ struct metrics_registry;
  */
 struct proxy *proxy_new(unsigned nworkers, struct metrics_registry *metrics, uint64_t seed);
 
+/* The workers' I/O path for plain TCP connections (config `io:`). */
+enum proxy_io {
+	PROXY_IO_EPOLL = 0, /* read/writev per call, epoll_wait per turn */
+	PROXY_IO_AUTO,      /* io_uring when it works here, else epoll (one log line) */
+	PROXY_IO_URING,     /* io_uring or proxy_start() fails */
+};
+
+/*
+ * Chooses the I/O path before proxy_start().  The environment variable
+ * CANARYD_IO (auto|epoll|uring), when set, overrides it (tests use it to
+ * force a path).
+ */
+void proxy_set_io(struct proxy *p, enum proxy_io io);
+
+/* The path the workers run on after proxy_start(): "epoll" or "uring". */
+const char *proxy_io_name(const struct proxy *p);
+
 /* The endpoint registry the tables of this proxy must be built with. */
 struct proxy_registry *proxy_registry(struct proxy *p);
 

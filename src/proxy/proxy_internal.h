@@ -23,6 +23,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/buf.h"
 #include "core/loop.h"
 #include "core/snapshot.h"
 #include "core/str.h"
@@ -62,6 +63,7 @@ struct mirror_worker {
 	struct mreq *q_head, *q_tail; /* waiting for an in-flight slot */
 	struct mreq *free;            /* reusable */
 	unsigned nfree, pending, inflight;
+	struct loop_defer pump; /* starts queued copies at the end of the turn */
 };
 
 struct worker {
@@ -72,7 +74,8 @@ struct worker {
 	struct proxy_table *table;
 	struct wlistener ls[MAX_LISTENERS];
 	unsigned nls;
-	struct upstream up; /* pools, endpoint choice */
+	struct upstream up;    /* pools, endpoint choice */
+	struct buf_pool bufs;  /* connection buffer storage (client and upstream) */
 	struct mirror_worker mw;
 	unsigned ndelayed;
 	uint64_t rng;
@@ -96,6 +99,8 @@ struct proxy {
 	struct sample_store *samples;
 	_Atomic int32_t *inflight; /* nworkers x PROXY_MAX_SERIES, one region per worker */
 	int started;
+	enum proxy_io io; /* asked for (proxy_set_io) */
+	int use_uring;    /* decided by proxy_start: workers enable their ring */
 };
 
 /* The worker's generator (splitmix64): keys, ids, sampling; reproducible by seed. */

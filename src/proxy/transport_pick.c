@@ -5,12 +5,25 @@
 
 #include "net/tls.h"
 
+#include <errno.h>
+
+/* Plain TCP: on the worker's io_uring when its loop runs on one (io:). */
+static int plain_init(struct transport *t, int fd)
+{
+	int rc = transport_uring_init(t, fd);
+
+	if (rc == -ENOTSUP) {
+		transport_plain_init(t, fd);
+		return 0;
+	}
+	return rc;
+}
+
 int proxy_transport_accept(const struct proxy_listener *l, int fd, struct transport *t)
 {
 	if (l && l->tls)
 		return tls_server_accept(l->tls, fd, t);
-	transport_plain_init(t, fd);
-	return 0;
+	return plain_init(t, fd);
 }
 
 int proxy_transport_upstream(const struct proxy_version *v, const struct proxy_endpoint *e, int fd,
@@ -18,8 +31,7 @@ int proxy_transport_upstream(const struct proxy_version *v, const struct proxy_e
 {
 	if (v && v->tls)
 		return tls_client_connect(v->tls, e->name, fd, t);
-	transport_plain_init(t, fd);
-	return 0;
+	return plain_init(t, fd);
 }
 
 int proxy_transport_reusable(const struct proxy_version *v, const struct transport *t)

@@ -24,11 +24,15 @@
 #include "core/log.h"
 #include "proxy/transport_pick.h"
 
+/* Header storage above this is freed when a connection goes idle. */
+#define UPSTREAM_KEEP_HEAD 4096
+
 struct upconn {
 	struct loop_io io;
 	struct loop_defer d;
 	struct loop_timer timer;
 	struct loop_defer kick; /* resumes reading at the end of the turn (no recursion) */
+	struct loop_defer send; /* writes a started request at the end of the turn */
 	struct upstream *us;
 	uint32_t ep;
 	const struct upconn_ops *ops;
@@ -62,6 +66,7 @@ void upstream_init(struct upstream *us, struct loop *loop, struct proxy_registry
 	us->rr = 0;
 	us->stopping = 0;
 	us->max_idle_per_ep = UPSTREAM_MAX_IDLE_PER_EP;
+	us->bufs = NULL;
 	for (uint32_t i = 0; i < PROXY_MAX_ENDPOINTS; i++) {
 		us->pools[i].head = NULL;
 		us->pools[i].n = 0;
@@ -139,7 +144,9 @@ void upconn_release(struct upconn *u, int reuse)
 		return;
 	}
 	http_parser_next(&u->parser);
-	http_parser_shrink(&u->parser);
+	/* the parser keeps a small header store for the next response (the
+	 * pool is bounded); the byte buffers go back to the worker's pool */
+	http_parser_trim(&u->parser, UPSTREAM_KEEP_HEAD);
 	buf_release(&u->in);
 	buf_release(&u->out);
 	u->reused = 1;
@@ -471,8 +478,8 @@ static struct upconn *upconn_connect(struct upstream *us, const struct proxy_ver
 	u->us = us;
 	u->ep = ep;
 	u->connecting = 1;
-	buf_init(&u->in, UPSTREAM_BUF_CAP);
-	buf_init(&u->out, UPSTREAM_BUF_CAP);
+	buf_init_pooled(&u->in, UPSTREAM_BUF_CAP, us->bufs);
+	buf_init_pooled(&u->out, UPSTREAM_BUF_CAP, us->bufs);
 	http_parser_init(&u->parser, HTTP_PARSE_RESPONSE, NULL, &upconn_cbs, u);
 	loop_timer_init(&u->timer, upconn_timeout, u);
 	if (loop_io_add(us->loop, &u->io, fd, upconn_cb, u) != 0) {
@@ -501,8 +508,9 @@ struct upconn *upconn_get(struct upstream *us, const struct proxy_version *v, ui
 	for (u = us->pools[ep].head; u && !proxy_transport_reusable(v, &u->t); u = u->pool_next)
 		;
 	if (u) {
+		/* its idle timer stays armed: upconn_start() re-arms it (moving
+		 * an armed timer later costs no heap work; loop.h) */
 		pool_remove(u);
-		loop_timer_stop(us->loop, &u->timer);
 	} else {
 		u = upconn_connect(us, v, ep, err);
 		if (!u)
@@ -527,6 +535,14 @@ size_t upconn_pending(const struct upconn *u)
 	return buf_used(&u->out);
 }
 
+static void send_cb(struct loop *loop, struct loop_defer *d)
+{
+	struct upconn *u = d->data;
+
+	if (!u->closed)
+		upconn_flush(u); /* a failure goes to the owner's ops->fail */
+}
+
 int upconn_start(struct upconn *u, const struct upconn_req *rq)
 {
 	u->response_ms = rq->response_ms;
@@ -539,7 +555,11 @@ int upconn_start(struct upconn *u, const struct upconn_req *rq)
 		return 0;
 	}
 	loop_timer_start(u->us->loop, &u->timer, rq->response_ms);
-	return upconn_flush(u);
+	/* written at the end of the turn with the turn's other requests: the
+	 * upstream is woken once for many of them (a body the owner queues
+	 * meanwhile goes in the same write) */
+	loop_defer(u->us->loop, &u->send, send_cb, u);
+	return 0;
 }
 
 uint32_t upstream_pick(struct upstream *us, const struct proxy_version *v)

@@ -89,6 +89,7 @@ struct upstream {
 	uint32_t rr;  /* round-robin position of upstream_pick() */
 	int stopping; /* set when the worker stops: no connection goes back to a pool */
 	unsigned max_idle_per_ep;
+	struct buf_pool *bufs; /* buffer storage of the connections; NULL (the default): malloc */
 	struct upconn_pool pools[PROXY_MAX_ENDPOINTS];
 };
 
@@ -101,7 +102,11 @@ struct upconn_req {
 	int upload; /* a request body follows: its progress restarts the response timeout */
 };
 
-/* Sets up us for loop and reg (pools empty). */
+/*
+ * Sets up us for loop and reg (pools empty, buffers from malloc; the worker
+ * points us->bufs at its buffer pool afterwards, which must outlive every
+ * upconn of us).
+ */
 void upstream_init(struct upstream *us, struct loop *loop, struct proxy_registry *reg);
 
 /*
@@ -121,8 +126,9 @@ struct buf *upconn_out(struct upconn *u);
 
 /*
  * Starts the request whose head is in upconn_out(u): arms the connect or
- * response timeout and writes what it can.  May call ops->fail (then u is
- * gone: the return is -1).  0 otherwise.
+ * response timeout; what is queued is written at the end of the loop turn
+ * (or by an earlier upconn_flush()).  A failure comes later through
+ * ops->fail.  Returns 0.
  */
 int upconn_start(struct upconn *u, const struct upconn_req *rq);
 

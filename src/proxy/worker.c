@@ -18,6 +18,7 @@
 
 #include "core/err.h"
 #include "core/log.h"
+#include "core/uring.h"
 #include "http/server.h"
 #include "proxy/proxy_internal.h"
 
@@ -176,6 +177,14 @@ static void *worker_main(void *arg)
 
 	snprintf(name, sizeof(name), "canaryd-w%u", w->id);
 	pthread_setname_np(pthread_self(), name);
+	if (w->p->use_uring) {
+		/* the ring is the thread's own (single issuer): made here */
+		char why[160];
+
+		if (loop_uring_enable(w->loop, why, sizeof(why)) != 0)
+			log_warn("io_uring unavailable in worker, using epoll", "worker", name,
+			         "why", why, NULL);
+	}
 	loop_run(w->loop);
 	loop_timer_stop(w->loop, &w->drain_timer);
 	/* whatever is left (deadline passed) is closed here */
@@ -186,6 +195,7 @@ static void *worker_main(void *arg)
 	for (unsigned i = 0; i < w->nls; i++)
 		listener_close(w, &w->ls[i]);
 	loop_run_once(w->loop, 0); /* run the deferred frees */
+	buf_pool_release(&w->bufs);
 	return NULL;
 }
 
@@ -254,8 +264,56 @@ struct proxy_table *proxy_table_get(struct proxy *p)
 	return (struct proxy_table *)held;
 }
 
+void proxy_set_io(struct proxy *p, enum proxy_io io)
+{
+	p->io = io;
+}
+
+const char *proxy_io_name(const struct proxy *p)
+{
+	return p->use_uring ? "uring" : "epoll";
+}
+
+/* Decides p->use_uring from proxy_set_io() and CANARYD_IO. */
+static int io_decide(struct proxy *p, char *err, size_t errlen)
+{
+	const char *env = getenv("CANARYD_IO");
+	enum proxy_io io = p->io;
+	char why[160];
+
+	if (env && *env) {
+		if (strcmp(env, "epoll") == 0) {
+			io = PROXY_IO_EPOLL;
+		} else if (strcmp(env, "uring") == 0) {
+			io = PROXY_IO_URING;
+		} else if (strcmp(env, "auto") == 0) {
+			io = PROXY_IO_AUTO;
+		} else {
+			snprintf(err, errlen,
+			         "CANARYD_IO: expected auto, epoll or uring, got \"%s\"", env);
+			return -1;
+		}
+	}
+	p->use_uring = 0;
+	if (io == PROXY_IO_EPOLL)
+		return 0;
+	if (uring_probe(why, sizeof(why)) != 0) {
+		if (io == PROXY_IO_URING) {
+			snprintf(err, errlen, "io: uring: %s", why);
+			return -1;
+		}
+		log_info("io: auto: using epoll", "why", why, NULL);
+		return 0;
+	}
+	p->use_uring = 1;
+	return 0;
+}
+
 int proxy_start(struct proxy *p, char *err, size_t errlen)
 {
+	if (io_decide(p, err, errlen) != 0)
+		return -1;
+	log_info("proxy I/O path", "io", proxy_io_name(p), NULL);
 	for (unsigned i = 0; i < p->nworkers; i++) {
 		struct worker *w = &p->workers[i];
 
@@ -268,6 +326,7 @@ int proxy_start(struct proxy *p, char *err, size_t errlen)
 			return -1;
 		}
 		upstream_init(&w->up, w->loop, p->reg);
+		w->up.bufs = &w->bufs;
 		loop_timer_init(&w->drain_timer, drain_deadline, w);
 		loop_set_prepare(w->loop, worker_prepare, w);
 		/* bind before the threads start so errors are reported now */

@@ -1153,6 +1153,8 @@ void rollout_engine_adopt(struct rollout_engine *e, const struct rollout_engine 
 					r->checks[k].have_verdict = o->checks[u].have_verdict;
 					r->checks[k].last = o->checks[u].last;
 					r->checks[k].last.check = r->cfg->analysis.checks[k].name;
+					/* count checks' step counts */
+					rollout_src_adopt(r, k, o, u);
 				}
 	}
 }

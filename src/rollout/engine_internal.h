@@ -27,6 +27,7 @@
 #include <jansson.h>
 
 #include "analysis/check.h"
+#include "analysis/source.h"
 #include "config/config.h"
 #include "metrics/stats.h"
 #include "proxy/mirror.h"
@@ -111,6 +112,15 @@ struct check_run {
 	struct src_round *src; /* the round whose jobs are running, or NULL */
 	uint32_t src_errors;   /* consecutive `error` verdicts */
 	int64_t src_end_ms;    /* interval end of the last round judged */
+	/*
+	 * Count checks (config_check_counts()): each target's counts over the
+	 * judged rounds whose interval began at or after src_cum_from_ms (the
+	 * current traffic step's or bake's start; 0: the run's, or the
+	 * process's after a restart), reset with the step's evidence like the
+	 * built-in metrics' step counts; carried over on a reload.
+	 */
+	int64_t src_cum_from_ms;
+	struct source_counts src_cum[MAX_TARGETS];
 	/*
 	 * Evidence in the current traffic step or bake (docs/rollout.md,
 	 * Evidence); reset when such a step begins.  ev_pass: a conclusive
@@ -442,6 +452,13 @@ void rollout_health_tick(struct rollout_engine *e, struct run *r, int64_t now);
 
 /* Forgets check cr's running source round (its jobs are dropped). */
 void rollout_src_drop(struct rollout_engine *e, struct check_run *cr);
+
+/*
+ * A reload (rollout_engine_adopt()): check k of r takes the count-check
+ * counts of check u of the old run o, target by target name (a target
+ * whose canary changed starts over, as its readings do).
+ */
+void rollout_src_adopt(struct run *r, size_t k, const struct run *o, size_t u);
 
 /* Target t's split count starts again, at its current weight. */
 void rollout_srm_restart(struct rollout_engine *e, struct run *r, size_t t);

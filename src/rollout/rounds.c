@@ -287,6 +287,25 @@ size_t rollout_evidence_missing(const struct run *r, bool brief, char *out, size
 	return n;
 }
 
+void rollout_src_adopt(struct run *r, size_t k, const struct run *o, size_t u)
+{
+	struct check_run *cr = &r->checks[k];
+	const struct check_run *oc = &o->checks[u];
+
+	cr->src_cum_from_ms = oc->src_cum_from_ms;
+	for (size_t t = 0; t < r->cfg->ntargets && t < MAX_TARGETS; t++) {
+		const struct config_target *tg = run_target(r, t);
+
+		for (size_t w = 0; w < o->cfg->ntargets && w < MAX_TARGETS; w++) {
+			const struct config_target *og = run_target(o, w);
+
+			if (strcmp(tg->name, og->name) == 0 && tg->kind == og->kind &&
+			    !(tg->canary && og->canary && strcmp(tg->canary, og->canary) != 0))
+				cr->src_cum[t] = oc->src_cum[w];
+		}
+	}
+}
+
 /* Restarts the evidence of a traffic step (or the bake) that begins at now. */
 void rollout_evidence_reset(struct rollout_engine *e, struct run *r, int64_t now)
 {
@@ -298,6 +317,9 @@ void rollout_evidence_reset(struct rollout_engine *e, struct run *r, int64_t now
 		cr->ev_pass = cr->have_ev = false;
 		cr->ev_canary = cr->ev_baseline = 0;
 		memset(cr->step_iv, 0, sizeof(cr->step_iv));
+		/* count checks: the step's counts start again, as the built-ins' step0 */
+		cr->src_cum_from_ms = now;
+		memset(cr->src_cum, 0, sizeof(cr->src_cum));
 	}
 	for (size_t t = 0; t < r->cfg->ntargets; t++) {
 		const struct config_target *tg = &r->cfg->targets[t];
@@ -431,7 +453,8 @@ static json_t *cohort_json(const struct metrics_cohort_snapshot *s, uint64_t int
 /*
  * One round of a source check: the jobs of the interval ending at end_ms,
  * two per target (canary, baseline) or one (canary) when the source does
- * not depend on the cohort.  Started by rollout_evaluate(), collected by
+ * not depend on the cohort; a query count check runs two per cohort (its
+ * query: errors; its requests query).  Started by rollout_evaluate(), collected by
  * rollout_sources_tick() on later ticks, judged when every job answered, at its
  * deadline, or when the next interval begins, whichever comes first.
  */
@@ -445,11 +468,21 @@ struct src_slot {
 struct src_round {
 	int64_t end_ms, deadline_ms;
 	uint32_t generation;
+	uint32_t horizon; /* count checks: the step's looks (step_horizon()) */
 	size_t step;
 	bool bake, per_cohort;
-	size_t ntargets;         /* the rollout's targets, at most MAX_TARGETS */
-	struct src_slot slots[]; /* [target * 2 + (0 canary | 1 baseline)] */
+	size_t ntargets; /* the rollout's targets, at most MAX_TARGETS */
+	/* [target * SRC_SLOTS + cohort * 2 + part]: cohort 0 canary, 1 baseline; part 1 only
+	 * for a query count check's requests query */
+	struct src_slot slots[];
 };
+
+#define SRC_SLOTS 4
+
+static struct src_slot *src_slot(struct src_round *rd, size_t t, int cohort, int part)
+{
+	return &rd->slots[t * SRC_SLOTS + (size_t)cohort * 2 + (size_t)part];
+}
 
 void rollout_src_drop(struct rollout_engine *e, struct check_run *cr)
 {
@@ -457,7 +490,7 @@ void rollout_src_drop(struct rollout_engine *e, struct check_run *cr)
 
 	if (!rd)
 		return;
-	for (size_t i = 0; i < 2 * rd->ntargets; i++)
+	for (size_t i = 0; i < SRC_SLOTS * rd->ntargets; i++)
 		if (rd->slots[i].job && e->be.source_forget)
 			e->be.source_forget(e->be.ctx, rd->slots[i].job);
 	free(rd);
@@ -495,6 +528,12 @@ static void src_vars(const struct rollout_engine *e, const struct run *r, size_t
 	}
 }
 
+/* A query count check: two queries per cohort (errors, requests). */
+static bool query_counts(const struct config_check *c)
+{
+	return config_check_counts(c) && c->source == CONFIG_SOURCE_QUERY;
+}
+
 /* Starts check k's jobs for the interval ending at now (rollout_evaluate()). */
 static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t now, bool bake)
 {
@@ -505,13 +544,14 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 
 	rollout_src_drop(
 	    e, cr); /* rollout_sources_tick() judged the last round already; this never drops one */
-	rd = calloc(1, sizeof(*rd) + 2 * n * sizeof(rd->slots[0]));
+	rd = calloc(1, sizeof(*rd) + SRC_SLOTS * n * sizeof(rd->slots[0]));
 	if (!rd)
 		return;
 	rd->ntargets = n;
 	rd->end_ms = now;
 	rd->deadline_ms = now + (int64_t)c->timeout_ms + SOURCE_GRACE_MS;
 	rd->generation = r->generation;
+	rd->horizon = step_horizon(r, rollout_dur(r, r->cfg->analysis.interval_ms));
 	rd->step = r->step;
 	rd->bake = bake;
 	rd->per_cohort = source_per_cohort(c);
@@ -523,14 +563,16 @@ static void src_begin(struct rollout_engine *e, struct run *r, size_t k, int64_t
 		    (tg->kind == CONFIG_TARGET_SERVICE ? !tg->svc : !tg->flg))
 			continue;
 		used++;
-		for (int co = 0; co < (rd->per_cohort ? 2 : 1); co++) {
-			struct src_slot *sl = &rd->slots[t * 2 + (size_t)co];
+		for (int i = 0; i < (rd->per_cohort ? 2 : 1) * (query_counts(c) ? 2 : 1); i++) {
+			int co = query_counts(c) ? i / 2 : i, part = query_counts(c) ? i % 2 : 0;
+			struct src_slot *sl = src_slot(rd, t, co, part);
 			struct source_vars v;
 
 			sl->used = true;
 			src_vars(e, r, t, co, &v);
-			if (source_request_build(c, e->cfg->metrics.prometheus, &v, &sl->req,
-			                         sl->rd.error, sizeof(sl->rd.error)))
+			if ((part ? source_request_build_requests : source_request_build)(
+			        c, e->cfg->metrics.prometheus, &v, &sl->req, sl->rd.error,
+			        sizeof(sl->rd.error)))
 				continue;
 			if (!e->be.source_start || !e->be.source_poll) {
 				snprintf(sl->rd.error, sizeof(sl->rd.error),
@@ -575,6 +617,34 @@ static void check_rollback(struct rollout_engine *e, struct run *r, const struct
 }
 
 /*
+ * A source round's verdict v as the step's evidence: a count check's
+ * requests are those it has accumulated over the step (its test's), as
+ * the built-in metrics' step verdicts count them.
+ */
+static const struct check_verdict *
+src_evidence(const struct config_check *c, const struct check_verdict *v, struct check_verdict *buf)
+{
+	if (!config_check_counts(c) || v->test.method == CONFIG_TEST_NONE)
+		return v;
+	*buf = *v;
+	buf->canary_requests = v->test.canary_requests;
+	buf->baseline_requests = v->test.baseline_requests;
+	return buf;
+}
+
+/* A query count check's requests queries beside its (errors) queries in the verdict. */
+static void src_requests_json(json_t *src, struct src_round *rd, size_t t)
+{
+	for (int co = 0; co < 2; co++) {
+		json_t *o = json_object_get(src, co ? "baseline" : "canary");
+
+		if (json_is_object(o))
+			json_object_set_new(o, "requests_request",
+			                    json_string(src_slot(rd, t, co, 1)->req.text));
+	}
+}
+
+/*
  * Judges check k's round: the worst verdict over its targets, persisted with
  * the source's inputs; then for/on_fail like the built-in metrics, and
  * SOURCE_ERRORS_PAUSE consecutive errors pause the rollout.
@@ -586,19 +656,20 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 	struct check_run *cr = &r->checks[k];
 	struct src_round *rd = cr->src;
 	uint64_t interval = rollout_dur(r, ro->analysis.interval_ms);
-	struct check_verdict best, cur;
+	struct check_verdict best, cur, evv;
 	json_t *d, *evs, *src = NULL;
 	int best_t = -1;
 	bool act, pause_err;
 	uint64_t t0_us = clock_mono_us();
 
 	for (size_t t = 0; t < rd->ntargets; t++) {
-		struct src_slot *a = &rd->slots[t * 2], *b = &rd->slots[t * 2 + 1];
+		struct src_slot *a = src_slot(rd, t, 0, 0), *b = src_slot(rd, t, 1, 0);
+		struct source_reading ca, cb;
 
 		if (!a->used)
 			continue;
-		for (int co = 0; co < 2; co++) {
-			struct src_slot *sl = co ? b : a;
+		for (int i = 0; i < SRC_SLOTS; i++) {
+			struct src_slot *sl = src_slot(rd, t, i / 2, i % 2);
 
 			if (!sl->job)
 				continue;
@@ -611,13 +682,38 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 			         (unsigned long long)(now - rd->end_ms),
 			         (unsigned long long)c->timeout_ms);
 		}
-		source_evaluate(c, &a->rd, rd->per_cohort ? &b->rd : NULL, interval, &cur);
+		if (query_counts(c)) { /* each cohort's errors and requests queries */
+			source_reading_counts(&a->rd, &src_slot(rd, t, 0, 1)->rd, &ca);
+			source_reading_counts(&b->rd, &src_slot(rd, t, 1, 1)->rd, &cb);
+		} else {
+			ca = a->rd;
+			cb = b->rd;
+		}
+		if (config_check_counts(c)) {
+			/*
+			 * Added to the step's counts when its whole interval lies in the
+			 * step (or bake) they count; a round that began before (the first
+			 * after a step begins, or one judged after the step moved on) is
+			 * judged alone, as a first look, and adds nothing.
+			 */
+			struct source_counts alone = {0};
+			bool in_step = rd->end_ms - (int64_t)interval >= cr->src_cum_from_ms;
+
+			source_evaluate_counts(c, &ca, rd->per_cohort ? &cb : NULL,
+			                       in_step && t < MAX_TARGETS ? &cr->src_cum[t]
+			                                                  : &alone,
+			                       rd->horizon, interval, &cur);
+		} else {
+			source_evaluate(c, &ca, rd->per_cohort ? &cb : NULL, interval, &cur);
+		}
 		if (best_t < 0 || rank(cur.outcome) > rank(best.outcome)) {
 			best = cur;
 			best_t = (int)t;
 			json_decref(src);
-			src = source_json(c, &a->req, &a->rd, rd->per_cohort ? &b->req : NULL,
-			                  rd->per_cohort ? &b->rd : NULL);
+			src = source_json(c, &a->req, &ca, rd->per_cohort ? &b->req : NULL,
+			                  rd->per_cohort ? &cb : NULL);
+			if (query_counts(c))
+				src_requests_json(src, rd, t);
 		}
 	}
 	cr->src = NULL;
@@ -641,7 +737,7 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 	    rd->end_ms - (int64_t)interval >=
 	        (rd->bake ? r->bake_until_ms - (int64_t)rollout_dur(r, ro->bake_ms)
 	                  : r->step_started_ms))
-		evidence_note(r, k, &best, &best);
+		evidence_note(r, k, &best, src_evidence(c, &best, &evv));
 	d = check_verdict_json(&best);
 	json_object_set_new(d, "target", json_string(ro->targets[best_t].name));
 	json_object_set_new(d, "step", json_integer((json_int_t)rd->step));
@@ -709,7 +805,7 @@ void rollout_sources_tick(struct rollout_engine *e, struct run *r, int64_t now)
 			rollout_src_drop(e, cr);
 			continue;
 		}
-		for (size_t i = 0; i < 2 * rd->ntargets; i++) {
+		for (size_t i = 0; i < SRC_SLOTS * rd->ntargets; i++) {
 			struct src_slot *sl = &rd->slots[i];
 			struct job_result res;
 			int rc;

@@ -243,3 +243,113 @@ def test_failing_sources_give_errors_and_pause(canaryd, upstream, procs):
     assert not events(d, "web-v2", "rollout.step.passed")  # errors are no evidence
     assert not events(d, "web-v2", "rollout.rollback")
     assert rollout(d, "web-v2")["state"] == "paused"
+
+
+# --- count checks: test: on a source that gives counts (issue 18) -------------------------
+
+def counts_files(path, **by_name):
+    """A directory with one file per cohort (or variant) holding "ERRORS REQUESTS", what
+    the exec check's command prints for it."""
+    path.mkdir(exist_ok=True)
+    for name, text in by_name.items():
+        (path / name).write_text(text + "\n")
+    return path
+
+
+def count_plan(d):
+    """Two traffic steps judged by an exec count check that cats d/canary, d/baseline."""
+    return f"""    steps:
+      - weight: 50
+        for: 2s
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - name: app-errors
+          exec: [cat, "{d}/{{{{cohort}}}}"]
+          test: {{method: sequential, confidence: 0.95, max_increase: 0.01}}
+          timeout: 2s
+          on_fail: rollback
+    rollback:
+      drain: 1s
+"""
+
+
+def test_exec_count_check_rolls_back_a_worse_canary(canaryd, upstream, tmp_path):
+    v1, v2 = upstream("v1"), upstream("v2")
+    bad = counts_files(tmp_path / "counts", canary="40 1000", baseline="10 1000")
+    # a canary with 4% errors against the baseline's 1% (counts the command prints) is
+    # rolled back by the test, with the test's numbers in the verdict
+    d = start(canaryd, web_v2(free_port(), v1, v2, count_plan(bad)))
+    begin(d)
+    r = wait_state(d, "web-v2", TERMINAL, 30)
+    assert r["state"] == "rolled_back", r
+    rb = events(d, "web-v2", "rollout.rollback")[-1]["details"]
+    v = rb["verdict"]
+    assert rb["class"] == "check" and v["check"] == "app-errors" and v["metric"] == "exec"
+    assert v["outcome"] == "fail" and "exec error rate" in v["reason"], v
+    t = v["test"]
+    assert t["method"] == "sequential" and t["applied"] is True and t["margin"] == 0.01
+    n = t["canary"]["requests"]
+    assert n >= 1000 and n % 1000 == 0 and t["baseline"]["requests"] == n, t
+    assert t["canary"]["errors"] == 40 * n // 1000 and t["baseline"]["errors"] == 10 * n // 1000
+    assert t["looks"] == n // 1000 and t["design"] == "group-sequential", t
+    assert t["lower"] > 0.01 or t["z"] >= t["z_bound"], t
+    src = [x for x in verdicts(d, "web-v2", "app-errors") if x["outcome"] == "fail"][-1]["source"]
+    assert src["canary"]["errors"] == 40 and src["canary"]["requests"] == 1000, src
+    assert src["baseline"]["request"] == f"cat {bad}/baseline"
+
+
+def test_exec_count_check_advances_a_healthy_canary(canaryd, upstream, tmp_path):
+    v1, v2 = upstream("v1"), upstream("v2")
+    good = counts_files(tmp_path / "counts", canary="10 1000", baseline="10 1000")
+    # equal counts: the test passes each traffic step and the rollout completes
+    d = start(canaryd, web_v2(free_port(), v1, v2, count_plan(good)))
+    begin(d)
+    r = wait_state(d, "web-v2", TERMINAL, 40)
+    assert r["state"] == "completed", r
+    passed = events(d, "web-v2", "rollout.step.passed")
+    assert len(passed) == 2, passed
+    vs = verdicts(d, "web-v2", "app-errors")
+    assert not [x for x in vs if x["outcome"] == "fail"], vs
+    ok = [x for x in vs if x["outcome"] == "pass"][-1]
+    assert ok["test"]["canary"]["requests"] >= 1000 and ok["test"]["upper"] < 0.01, ok
+
+
+def test_flag_variant_count_check_rolls_back_the_flag(canaryd, tmp_path):
+    # {{variant}} names the cohort's variant: "on" (canary) and "off" (baseline)
+    counts_files(tmp_path, on="30 500", off="5 500")
+    d = start(canaryd, RAW_ADMIN + f"""flags:
+  beta:
+    rollout: {{"on": 1}}
+rollouts:
+  beta-on:
+    target: {{flag: beta}}
+    steps:
+      - weight: 20
+        for: 60s
+      - weight: 100
+    analysis:
+      interval: 1s
+      checks:
+        - name: variant-errors
+          exec: [cat, "{tmp_path}/{{{{variant}}}}"]
+          test: {{method: sequential, confidence: 0.95}}
+          timeout: 2s
+""")
+    st, before = d.get("/v1/feature-flags/beta")
+    assert st == 200 and before["percentage"] == 1, before
+    begin(d, "beta-on")
+    r = wait_state(d, "beta-on", TERMINAL, 30)
+    assert r["state"] == "rolled_back", r
+    v = events(d, "beta-on", "rollout.rollback")[-1]["details"]["verdict"]
+    assert v["check"] == "variant-errors" and v["outcome"] == "fail", v
+    t = v["test"]
+    assert t["anytime"] == "counting-process" and t["canary"]["errors"] > t["baseline"]["errors"]
+    assert t["canary"]["requests"] == t["baseline"]["requests"] >= 500, t
+    fails = [x for x in verdicts(d, "beta-on", "variant-errors") if x["outcome"] == "fail"]
+    assert fails[-1]["source"]["canary"]["request"] == f"cat {tmp_path}/on"
+    assert fails[-1]["source"]["baseline"]["request"] == f"cat {tmp_path}/off"
+    # the flag is back as it was before the rollout
+    st, after = d.get("/v1/feature-flags/beta")
+    assert st == 200 and after["percentage"] == 1, after

@@ -220,6 +220,27 @@ def test_session_tickets_resume_across_connections_and_certificates(canaryd, ups
         assert peer_cn(s) == "b.test"
 
 
+def test_tls13_every_resumption_brings_a_new_ticket(canaryd, upstream, certs):
+    """TLS 1.3 clients use a ticket once (RFC 8446 C.4): a resumption that
+    issued none would make the client's next connection a full handshake."""
+    up = upstream("v1")
+    port = free_port()
+    canaryd(esc(listener_config(port, certs_yaml(certs, ["a"]), up)))
+    ctx = client_ctx(f"{certs}/ca.crt")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    sess = None
+    for i in range(3):
+        raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+        with ctx.wrap_socket(raw, server_hostname="a.test", session=sess) as s:
+            assert s.session_reused == (i > 0), i
+            # the ticket comes with the first response (docs/tls.md)
+            assert roundtrip(s)[0] == 200
+            nxt = s.session
+        assert nxt.has_ticket, i
+        assert sess is None or nxt.id != sess.id, f"connection {i}: no new ticket"
+        sess = nxt
+
+
 def test_tls_1_0_and_1_1_refused_and_min_version_1_3(canaryd, upstream, certs):
     up = upstream("v1")
     port, port13 = free_port(), free_port()

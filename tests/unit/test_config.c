@@ -863,6 +863,99 @@ static void test_check_test_spending(void **state)
 	             "obrien-fleming or pocock, got \"linear\"");
 }
 
+/* issue 18: test: on query/http/exec sources that give counts (docs/judge.md "Sources") */
+static void test_count_checks(void **state)
+{
+	char yaml[4096];
+	struct config_errors errs = {0};
+	struct config *cfg;
+	const struct config_rollout *r;
+
+	(void)state;
+	snprintf(yaml, sizeof(yaml),
+	         "%s"
+	         "metrics: {prometheus: \"http://p:9090\"}\n"
+	         "rollouts:\n"
+	         "  r:\n"
+	         "    target: {service: web, canary: v2}\n"
+	         "    steps: [{weight: 10}]\n"
+	         "    analysis:\n"
+	         "      checks:\n"
+	         "        - name: q\n"
+	         "          query: 'sum(increase(errs{v=\"{{version}}\"}[{{interval}}]))'\n"
+	         "          requests: 'sum(increase(reqs{v=\"{{version}}\"}[{{interval}}]))'\n"
+	         "          test: {method: sequential, confidence: 0.99}\n"
+	         "        - name: h\n"
+	         "          http: {url: \"http://h/c?cohort={{cohort}}\", pointer: /counts}\n"
+	         "          test: {method: sequential}\n"
+	         "          max: 0.05\n"
+	         "          max_increase: 0.01\n"
+	         "        - name: x\n"
+	         "          exec: [probe, \"{{variant}}\"]\n"
+	         "          test: {method: sequential, max_increase: 0.01}\n",
+	         svc_web);
+	cfg = config_load_string("ok.yaml", yaml, strlen(yaml), &errs);
+	if (!cfg)
+		config_errors_print(&errs, stderr);
+	assert_non_null(cfg);
+	r = config_rollout_find(cfg, "r");
+	assert_string_equal(r->analysis.checks[0].requests_query,
+	                    "sum(increase(reqs{v=\"{{version}}\"}[{{interval}}]))");
+	for (size_t i = 0; i < 3; i++)
+		assert_true(config_check_counts(&r->analysis.checks[i]));
+	assert_int_equal(r->analysis.checks[1].min_samples, 200);
+	config_free(cfg);
+	config_errors_release(&errs);
+
+	snprintf(yaml, sizeof(yaml),
+	         "%s" /* lines 1-6 */
+	         "metrics: {prometheus: \"http://p:9090\"}\n"
+	         "rollouts:\n"
+	         "  r:\n"
+	         "    target: {service: web, canary: v2}\n"
+	         "    steps: [{weight: 10}]\n"
+	         "    analysis:\n"
+	         "      checks:\n"
+	         "        - name: a\n"
+	         "          query: 'sum(errs{v=\"{{version}}\"})'\n"
+	         "          test: {method: sequential}\n"
+	         "        - name: b\n"
+	         "          query: x\n"
+	         "          requests: y\n"
+	         "          max: 0.1\n"
+	         "        - name: c\n"
+	         "          exec: [probe, \"{{cohort}}\"]\n"
+	         "          requests: y\n"
+	         "          test: {method: mann-whitney}\n"
+	         "          min_ratio: 0.5\n"
+	         "        - name: d\n"
+	         "          http: {url: \"http://h/x\"}\n"
+	         "          test: {method: sequential}\n"
+	         "          max_decrease: 0.1\n",
+	         svc_web);
+	EXPECT(
+	    yaml,
+	    "bad.yaml:16: rollouts.r.analysis.checks[0].requests: a test on a query check needs "
+	    "requests: a second query giving the cohort's requests over the interval (query "
+	    "then gives its errors)",
+	    "bad.yaml:19: rollouts.r.analysis.checks[1].requests: requests is a count check's "
+	    "second query: it needs a test (test: {method: sequential})",
+	    "bad.yaml:23: rollouts.r.analysis.checks[2].requests: requests goes with query "
+	    "(http and exec checks give both counts in one answer)",
+	    "bad.yaml:24: rollouts.r.analysis.checks[2].test.method: mann-whitney compares "
+	    "latency histograms, which a query, http or exec source does not give: a test on a "
+	    "source is sequential, on its error and request counts",
+	    "bad.yaml:25: rollouts.r.analysis.checks[2].min_ratio: a test on a query, http or "
+	    "exec check judges the error rate errors/requests: only max (an absolute bound on "
+	    "it) and max_increase (the test's margin) apply",
+	    "bad.yaml:28: rollouts.r.analysis.checks[3].test: a test compares the cohorts' "
+	    "counts: mention {{cohort}}, {{version}} or {{variant}} in the URL so that it runs "
+	    "once per cohort",
+	    "bad.yaml:29: rollouts.r.analysis.checks[3].max_decrease: a test on a query, http or "
+	    "exec check judges the error rate errors/requests: only max (an absolute bound on "
+	    "it) and max_increase (the test's margin) apply");
+}
+
 static void test_check_errors(void **state)
 {
 	char yaml[4096];
@@ -1862,6 +1955,7 @@ int main(void)
 	    cmocka_unit_test(test_flag_errors),
 	    cmocka_unit_test(test_rollout_errors),
 	    cmocka_unit_test(test_check_errors),
+	    cmocka_unit_test(test_count_checks),
 	    cmocka_unit_test(test_check_test_spending),
 	    cmocka_unit_test(test_plan_key_errors),
 	    cmocka_unit_test(test_plan_keys),

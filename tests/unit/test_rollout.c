@@ -47,7 +47,9 @@ static struct fake {
 	int fail_set; /* set_weight returns this when non-zero */
 	struct series series[16];
 	int nseries;
-	uint64_t split[2]; /* service web's split count: canary (v2), baseline (v1) */
+	uint64_t split[2];    /* service web's split count: canary (v2), baseline (v1) */
+	uint32_t flag_weight; /* the flag seam: the last weight set */
+	int flag_restored;    /* ... and how often a flag was put back */
 } F;
 
 static int fake_set(void *ctx, const char *svc, const char *canary, uint32_t w, const char *actor)
@@ -1506,6 +1508,10 @@ static struct sources_fake {
 	bool never;  /* never answer */
 	enum job_status status;
 	double canary, baseline; /* the values answered for each cohort */
+	/* count checks: canary/baseline are the errors, these the requests; a query whose
+	 * text holds "reqs" answers the requests */
+	bool counts;
+	double canary_req, baseline_req;
 	uint64_t ids[16];
 } S;
 
@@ -1524,7 +1530,9 @@ static uint64_t fake_source_start(void *ctx, const struct source_request *req)
 static int fake_source_poll(void *ctx, uint64_t id, struct job_result *out)
 {
 	const char *text = S.text[(id - 100) % 16];
-	double v = strstr(text, "canary") ? S.canary : S.baseline;
+	bool canary = strstr(text, "canary") != NULL;
+	double v = canary ? S.canary : S.baseline;
+	double n = canary ? S.canary_req : S.baseline_req;
 	char body[256];
 
 	(void)ctx;
@@ -1544,7 +1552,12 @@ static int fake_source_poll(void *ctx, uint64_t id, struct job_result *out)
 		return 0;
 	}
 	out->http_status = 200;
-	snprintf(out->output, sizeof(out->output), "%g\n", v); /* exec: stdout */
+	if (S.counts && strstr(text, "reqs"))
+		v = n;
+	if (S.counts)
+		snprintf(out->output, sizeof(out->output), "%g %g\n", v, n); /* exec: stdout */
+	else
+		snprintf(out->output, sizeof(out->output), "%g\n", v); /* exec: stdout */
 	snprintf(body, sizeof(body),
 	         "{\"status\":\"success\",\"data\":{\"resultType\":\"vector\",\"result\":"
 	         "[{\"metric\":{},\"value\":[1,\"%g\"]}]}}",
@@ -1692,6 +1705,183 @@ static void test_source_timeout_is_an_error(void **state)
 	                       "no answer within 4000 ms (timeout 2000 ms"));
 	json_decref(d);
 	assert_int_equal(S.forgotten, 2); /* nobody polls those jobs again */
+	env_close(&v);
+}
+
+/* --- count checks (issue 18): test: on a source that gives counts ------------------ */
+
+/* The last verdict's test object's canary requests (-1: none). */
+static json_int_t test_requests(json_t *d)
+{
+	json_t *t = json_object_get(json_object_get(d, "test"), "canary");
+
+	return t ? json_integer_value(json_object_get(t, "requests")) : -1;
+}
+
+static const char *query_counts_yaml =
+    "  web-v2:\n"
+    "    target: {service: web, canary: v2}\n"
+    "    steps: [{weight: 10, for: 30s}, {weight: 50, for: 200s}, {pause: {}}]\n"
+    "    analysis: {interval: 10s, checks: [{name: errs, query: "
+    "'errs{cohort=\"{{cohort}}\",v=\"{{version}}\"}', requests: "
+    "'reqs{cohort=\"{{cohort}}\",i=\"{{interval}}\"}', test: {method: sequential, "
+    "max_increase: 0.01}, timeout: 2s}]}\n"
+    "metrics: {prometheus: \"http://prom.test:9090\"}\n";
+
+static void test_source_query_counts(void **state)
+{
+	struct env v;
+	json_t *d, *src, *t;
+	json_int_t before;
+	int n;
+
+	(void)state;
+	env_sources(&v, query_counts_yaml);
+	S.counts = true;
+	S.canary = S.baseline = 10; /* 1% errors in both cohorts */
+	S.canary_req = S.baseline_req = 1000;
+	assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
+	drive(&v, 11, NULL, 0, 0);
+	/* two queries per cohort: its errors and its requests */
+	assert_int_equal(S.started, 4);
+	assert_string_equal(S.text[0], "errs{cohort=\"canary\",v=\"v2\"}");
+	assert_string_equal(S.text[1], "reqs{cohort=\"canary\",i=\"10s\"}");
+	assert_string_equal(S.text[2], "errs{cohort=\"baseline\",v=\"v1\"}");
+	assert_string_equal(S.text[3], "reqs{cohort=\"baseline\",i=\"10s\"}");
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "metric")), "query");
+	src = json_object_get(d, "source");
+	assert_true(json_real_value(json_object_get(json_object_get(src, "canary"), "errors")) ==
+	            10);
+	assert_true(
+	    json_real_value(json_object_get(json_object_get(src, "baseline"), "requests")) == 1000);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(src, "canary"), "requests_request")),
+	    "reqs{cohort=\"canary\",i=\"10s\"}");
+	/* the counts accumulate over the step's rounds: the test's looks and sample size */
+	t = json_object_get(d, "test");
+	assert_int_equal(test_requests(d), 1000);
+	assert_int_equal(json_integer_value(json_object_get(t, "looks")), 1);
+	assert_int_equal(json_integer_value(json_object_get(t, "horizon")), 12); /* 4 x 30s */
+	json_decref(d);
+	drive(&v, 10, NULL, 0, 0);
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 2);
+	assert_int_equal(test_requests(d), 2000);
+	assert_int_equal(json_integer_value(json_object_get(
+	                     json_object_get(json_object_get(d, "test"), "baseline"), "errors")),
+	                 20);
+	json_decref(d);
+	/* a healthy canary passes the test: the step advances on that evidence */
+	for (n = 0; n < 30 && rollout_engine_step(v.e, "web-v2") == 0; n++)
+		drive(&v, 1, NULL, 0, 0);
+	assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+	assert_int_equal(events(&v, "web-v2", "verdict", &d), 3);
+	assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
+	before = test_requests(d);
+	assert_int_equal(before, 3000);
+	json_decref(d);
+	/* the next traffic step starts its counts over */
+	drive(&v, 30, NULL, 0, 0);
+	n = events(&v, "web-v2", "verdict", &d);
+	assert_int_equal(json_integer_value(json_object_get(d, "step")), 1);
+	assert_true(test_requests(d) < 3000);
+	json_decref(d);
+	/* the canary gets worse (4% vs 1%): the test rolls it back, with its numbers */
+	S.canary = 40;
+	drive(&v, 60, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
+	assert_non_null(
+	    strstr(json_string_value(json_object_get(d, "reason")), "query error rate"));
+	t = json_object_get(json_object_get(json_object_get(d, "verdict"), "test"), "canary");
+	assert_non_null(t);
+	assert_true(json_integer_value(json_object_get(t, "errors")) >= 40);
+	assert_string_equal(json_string_value(json_object_get(
+	                        json_object_get(json_object_get(d, "verdict"), "test"), "method")),
+	                    "sequential");
+	json_decref(d);
+	(void)n;
+	env_close(&v);
+}
+
+/* Flag targets: a rollout's flag seam that accepts everything. */
+static json_t *fake_flag_save(void *ctx, const char *flag)
+{
+	(void)ctx, (void)flag;
+	return json_object();
+}
+
+static int fake_flag_set(void *ctx, const char *flag, uint32_t weight, const char *actor)
+{
+	(void)ctx, (void)flag, (void)actor;
+	F.flag_weight = weight;
+	return 0;
+}
+
+static int fake_flag_restore(void *ctx, const char *flag, const json_t *saved, const char *actor)
+{
+	(void)ctx, (void)flag, (void)saved, (void)actor;
+	F.flag_restored++;
+	return 0;
+}
+
+static const char *flag_counts_yaml =
+    "  beta-on:\n"
+    "    target: {flag: beta}\n"
+    "    steps: [{weight: 10, for: 20s}, {pause: {}}]\n"
+    "    analysis: {interval: 10s, checks: [{name: variant-errors, exec: "
+    "[probe, \"{{cohort}}\", \"{{variant}}\"], test: {method: sequential}, min_samples: 100, "
+    "timeout: 2s}]}\n"
+    "flags:\n"
+    "  beta: {rollout: {\"on\": 1}}\n";
+
+static void test_source_flag_variant_counts(void **state)
+{
+	struct env v;
+	json_t *d, *t;
+	int n;
+
+	(void)state;
+	memset(&S, 0, sizeof(S));
+	env_open(&v, flag_counts_yaml);
+	S.status = JOB_OK;
+	S.counts = true;
+	v.be.source_start = fake_source_start;
+	v.be.source_poll = fake_source_poll;
+	v.be.source_forget = fake_source_forget;
+	v.be.flag_save = fake_flag_save;
+	v.be.flag_set = fake_flag_set;
+	v.be.flag_restore = fake_flag_restore;
+	env_restart(&v);
+	S.canary = 2; /* the "on" variant: 2 errors in 200 per interval */
+	S.baseline = 2;
+	S.canary_req = S.baseline_req = 200;
+	assert_int_equal(ctl(&v, "beta-on", ROLLOUT_START, "ops"), 0);
+	assert_int_equal(F.flag_weight, 10000);
+	drive(&v, 11, NULL, 0, 0);
+	/* the variants are the cohorts: one command each, "ERRORS REQUESTS" */
+	assert_int_equal(S.started, 2);
+	assert_string_equal(S.text[0], "probe canary on");
+	assert_string_equal(S.text[1], "probe baseline off");
+	assert_int_equal(events(&v, "beta-on", "verdict", &d), 1);
+	assert_string_equal(json_string_value(json_object_get(d, "metric")), "exec");
+	assert_string_equal(json_string_value(json_object_get(d, "target")), "beta");
+	assert_int_equal(test_requests(d), 200);
+	json_decref(d);
+	/* the "on" variant errs 5x as often: the counting test fails it, the flag goes back */
+	S.canary = 10;
+	for (n = 0; n < 120 && rollout_engine_state(v.e, "beta-on") != ROLLOUT_ROLLED_BACK; n++)
+		drive(&v, 1, NULL, 0, 0);
+	assert_int_equal(rollout_engine_state(v.e, "beta-on"), ROLLOUT_ROLLED_BACK);
+	assert_int_equal(F.flag_restored, 1);
+	assert_int_equal(events(&v, "beta-on", "rollout.rollback", &d), 1);
+	t = json_object_get(json_object_get(d, "verdict"), "test");
+	assert_true(json_is_true(json_object_get(t, "applied")));
+	assert_string_equal(json_string_value(json_object_get(t, "anytime")), "counting-process");
+	assert_true(json_integer_value(json_object_get(json_object_get(t, "canary"), "errors")) >
+	            json_integer_value(json_object_get(json_object_get(t, "baseline"), "errors")));
+	assert_non_null(strstr(json_string_value(json_object_get(d, "reason")), "exec error rate"));
+	json_decref(d);
 	env_close(&v);
 }
 
@@ -2410,6 +2600,8 @@ int main(void)
 	    cmocka_unit_test(test_source_query_async),
 	    cmocka_unit_test(test_source_errors_pause),
 	    cmocka_unit_test(test_source_timeout_is_an_error),
+	    cmocka_unit_test(test_source_query_counts),
+	    cmocka_unit_test(test_source_flag_variant_counts),
 	    cmocka_unit_test(test_control_error_codes),
 	    cmocka_unit_test(test_rollback_while_the_store_is_away),
 	    cmocka_unit_test(test_remote_reload),

@@ -441,6 +441,297 @@ static void test_json(void **state)
 	json_decref(o);
 }
 
+/* --- count checks (issue 18): test: on a source that gives counts ------------------ */
+
+static void test_count_shapes(void **state)
+{
+	char err[256];
+	double e = -1, n = -1;
+	uint64_t ue, un;
+
+	(void)state;
+	/* exec: "ERRORS REQUESTS" */
+	assert_int_equal(source_parse_counts(" 3\t1200\n", &e, &n, err, sizeof(err)), 0);
+	assert_true(e == 3 && n == 1200);
+	assert_int_equal(source_parse_counts("2.5 10", &e, &n, err, sizeof(err)), 0);
+	assert_true(e == 2.5 && n == 10);
+	assert_int_equal(source_parse_counts("3", &e, &n, err, sizeof(err)), -1);
+	assert_string_equal(err, "the command printed \"3\"; a test needs two numbers, errors "
+	                         "then requests (\"3 1200\")");
+	assert_int_equal(source_parse_counts("3 4 5", &e, &n, err, sizeof(err)), -1);
+	assert_int_equal(source_parse_counts("3 x", &e, &n, err, sizeof(err)), -1);
+	assert_int_equal(source_parse_counts("\"3\" 4", &e, &n, err, sizeof(err)), -1);
+	assert_int_equal(source_parse_counts("", &e, &n, err, sizeof(err)), -1);
+
+	/* http: {"errors": N, "requests": M} at the pointer; never a string for a number */
+	{
+		const char *b = "{\"x\":{\"errors\":3,\"requests\":1e3}}";
+
+		assert_int_equal(
+		    source_parse_counts_json(b, strlen(b), "/x", &e, &n, err, sizeof(err)), 0);
+	}
+	assert_true(e == 3 && n == 1000);
+	{
+		const char *b = "{\"errors\":\"3\",\"requests\":10}";
+
+		assert_int_equal(
+		    source_parse_counts_json(b, strlen(b), "", &e, &n, err, sizeof(err)), -1);
+		assert_string_equal(err,
+		                    "\"errors\" at JSON pointer \"\" is a string, not a number (a "
+		                    "test needs {\"errors\": N, \"requests\": M})");
+		b = "{\"errors\":3}";
+		assert_int_equal(
+		    source_parse_counts_json(b, strlen(b), "", &e, &n, err, sizeof(err)), -1);
+		assert_non_null(strstr(err, "\"requests\" at JSON pointer \"\" is missing"));
+		b = "{\"v\":[1,2]}";
+		assert_int_equal(
+		    source_parse_counts_json(b, strlen(b), "/v", &e, &n, err, sizeof(err)), -1);
+		assert_string_equal(err,
+		                    "the value at JSON pointer \"/v\" is an array; a test needs "
+		                    "an object {\"errors\": N, \"requests\": M}");
+	}
+
+	/* values: finite, >= 0, errors <= requests once rounded (increase() extrapolates) */
+	assert_int_equal(source_counts_valid(2.4, 9.6, &ue, &un, err, sizeof(err)), 0);
+	assert_true(ue == 2 && un == 10);
+	assert_int_equal(source_counts_valid(10.4, 10.2, &ue, &un, err, sizeof(err)), 0);
+	assert_true(ue == 10 && un == 10);
+	assert_int_equal(source_counts_valid(11, 10, NULL, NULL, err, sizeof(err)), -1);
+	assert_string_equal(err, "more errors than requests (errors 11, requests 10)");
+	assert_int_equal(source_counts_valid(-1, 10, NULL, NULL, err, sizeof(err)), -1);
+	assert_string_equal(err, "a count is negative (errors -1, requests 10)");
+	assert_int_equal(source_counts_valid(NAN, 10, NULL, NULL, err, sizeof(err)), -1);
+	assert_int_equal(source_counts_valid(1, INFINITY, NULL, NULL, err, sizeof(err)), -1);
+	assert_int_equal(source_counts_valid(1, 1e17, NULL, NULL, err, sizeof(err)), -1);
+}
+
+static const char *count_argv[] = {"probe", "{{cohort}}"};
+
+static struct config_check mk_counts(enum config_source_kind k)
+{
+	struct config_check c = mk(k);
+
+	c.exec.v = count_argv;
+	c.exec.n = 2;
+	c.http_pointer = "";
+	c.requests_query = "sum(increase(reqs{version=\"{{version}}\"}[{{interval}}]))";
+	c.test.method = CONFIG_TEST_SEQUENTIAL;
+	c.test.confidence = 0.95;
+	c.min_samples = 200;
+	return c;
+}
+
+static void test_count_readings(void **state)
+{
+	struct config_check h = mk_counts(CONFIG_SOURCE_HTTP), x = mk_counts(CONFIG_SOURCE_EXEC),
+	                    q = mk_counts(CONFIG_SOURCE_QUERY);
+	static struct source_request r;
+	struct job_result res;
+	struct source_reading rd, re, rn;
+	char body[] = "{\"errors\": 4, \"requests\": 250}", err[256];
+	json_t *o;
+
+	(void)state;
+	assert_true(config_check_counts(&x));
+	/* the requests query is templated like the query */
+	assert_int_equal(source_request_build_requests(&q, "http://p/", &vars, &r, err, 256), 0);
+	assert_string_equal(r.text, "sum(increase(reqs{version=\"v2\"}[60s]))");
+	assert_string_equal(r.url, "http://p/api/v1/query?query=sum%28increase%28reqs%7Bversion%3D"
+	                           "%22v2%22%7D%5B60s%5D%29%29");
+	assert_int_equal(source_request_build_requests(&x, "http://p/", &vars, &r, err, 256), -1);
+
+	memset(&res, 0, sizeof(res));
+	res.status = JOB_OK;
+	res.http_status = 200;
+	res.body = body;
+	res.body_len = strlen(body);
+	source_read_result(&h, &res, &rd);
+	assert_true(rd.ok && rd.counts && rd.value == 4 && rd.requests == 250);
+	res.body = NULL;
+	res.body_len = 0;
+	snprintf(res.output, sizeof(res.output), "7 5\n");
+	source_read_result(&x, &res, &rd);
+	assert_false(rd.ok);
+	assert_string_equal(rd.error, "more errors than requests (errors 7, requests 5)");
+	snprintf(res.output, sizeof(res.output), "5 7\n");
+	source_read_result(&x, &res, &rd);
+	assert_true(rd.ok && rd.counts && rd.value == 5 && rd.requests == 7);
+	o = source_json(&x, &r, &rd, &r, &rd);
+	assert_true(json_real_value(json_object_get(json_object_get(o, "canary"), "errors")) == 5);
+	assert_true(json_real_value(json_object_get(json_object_get(o, "canary"), "requests")) ==
+	            7);
+	assert_true(fabs(json_real_value(json_object_get(json_object_get(o, "canary"), "value")) -
+	                 5.0 / 7) < 1e-12);
+	json_decref(o);
+
+	/* a query count check: one number per job, merged per cohort */
+	memset(&re, 0, sizeof(re));
+	memset(&rn, 0, sizeof(rn));
+	re.ok = rn.ok = true;
+	re.value = 12.4; /* increase() extrapolates */
+	rn.value = 1000.2;
+	re.duration_ms = 3;
+	rn.duration_ms = 9;
+	source_reading_counts(&re, &rn, &rd);
+	assert_true(rd.ok && rd.counts && rd.value == 12.4 && rd.requests == 1000.2);
+	assert_int_equal(rd.duration_ms, 9);
+	rn.ok = false;
+	snprintf(rn.error, sizeof(rn.error), "the query returned no series");
+	source_reading_counts(&re, &rn, &rd);
+	assert_false(rd.ok);
+	assert_string_equal(rd.error, "the requests query: the query returned no series");
+	rn.ok = true;
+	rn.value = 5;
+	source_reading_counts(&re, &rn, &rd);
+	assert_false(rd.ok);
+	assert_string_equal(rd.error, "more errors than requests (errors 12.4, requests 5)");
+}
+
+static struct source_reading counts(double e, double n)
+{
+	struct source_reading r = ok(e);
+
+	r.counts = true;
+	r.requests = n;
+	return r;
+}
+
+/* The built-in error_rate check's verdict on the same cumulative counts. */
+static void builtin_verdict(const struct config_check *src, const struct source_counts *acc,
+                            uint32_t horizon, struct check_verdict *out)
+{
+	static struct metrics_cohort_snapshot kc, kb;
+	struct config_check b = *src;
+	struct check_cumulative cum = {&kc, &kb, acc->looks, horizon};
+
+	b.source = CONFIG_SOURCE_METRIC;
+	b.metric = CONFIG_METRIC_ERROR_RATE;
+	memset(&kc, 0, sizeof(kc));
+	memset(&kb, 0, sizeof(kb));
+	kc.requests = acc->canary_requests;
+	kc.errors = acc->canary_errors;
+	kb.requests = acc->baseline_requests;
+	kb.errors = acc->baseline_errors;
+	check_evaluate_cumulative(&b, &kc, &kb, &cum, 10000, out);
+}
+
+static bool same(double x, double y)
+{
+	return x == y || (isnan(x) && isnan(y));
+}
+
+static void assert_same_test(const struct check_verdict *a, const struct check_verdict *b)
+{
+	assert_int_equal(a->outcome, b->outcome);
+	assert_true(a->test.applied == b->test.applied);
+	assert_int_equal(a->test.looks, b->test.looks);
+	assert_int_equal(a->test.horizon, b->test.horizon);
+	assert_true(a->test.group_sequential == b->test.group_sequential);
+	assert_true(a->test.canary_requests == b->test.canary_requests);
+	assert_true(a->test.baseline_errors == b->test.baseline_errors);
+	assert_true(same(a->test.alpha_spent, b->test.alpha_spent));
+	assert_true(same(a->test.z, b->test.z));
+	assert_true(same(a->test.z_bound, b->test.z_bound));
+	assert_true(same(a->test.lower, b->test.lower) && same(a->test.upper, b->test.upper));
+	assert_true(same(a->test.log_e, b->test.log_e));
+	assert_true(same(a->test.more_per_cohort, b->test.more_per_cohort));
+}
+
+static void test_count_accumulation_and_test(void **state)
+{
+	struct config_check c = mk_counts(CONFIG_SOURCE_EXEC);
+	struct source_counts acc = {0};
+	struct source_reading a, b, bad;
+	struct check_verdict v, w;
+	json_t *j;
+	uint32_t k;
+
+	(void)state;
+	/* a canary with 4x the baseline's errors (4% vs 1%) fails on the accumulated counts,
+	 * with the verdict numbers the built-in error_rate gives on the same counts */
+	for (k = 1; k <= 10; k++) {
+		a = counts(6, 150);
+		b = counts(1.5, 150); /* fractional, as from increase(): rounded to 2 */
+		source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v);
+		assert_int_equal(acc.looks, k);
+		assert_true(acc.canary_requests == 150 * k && acc.canary_errors == 6 * k);
+		assert_true(acc.baseline_requests == 150 * k && acc.baseline_errors == 2 * k);
+		builtin_verdict(&c, &acc, 10, &w);
+		assert_same_test(&v, &w);
+		assert_string_equal(v.metric, "exec");
+		assert_true(v.canary_requests == 150 && v.canary == 0.04); /* the round's own */
+		if (v.outcome != CHECK_INCONCLUSIVE)
+			break;
+		if (k == 1)
+			assert_non_null(strstr(v.reason, "too few requests for the sequential test "
+			                                 "on exec error rate: 150 on the canary"));
+	}
+	assert_int_equal(v.outcome, CHECK_FAIL);
+	assert_true(k > 1 && k <= 10);
+	assert_true(v.test.applied && v.test.counting && v.test.group_sequential);
+	assert_int_equal(v.test.horizon, 10);
+	assert_non_null(strstr(v.reason, "exec error rate"));
+	j = check_verdict_json(&v);
+	assert_string_equal(
+	    json_string_value(json_object_get(json_object_get(j, "test"), "design")),
+	    "group-sequential");
+	assert_int_equal(json_integer_value(json_object_get(
+	                     json_object_get(json_object_get(j, "test"), "canary"), "requests")),
+	                 150 * k);
+	json_decref(j);
+
+	/* a round that failed adds nothing */
+	{
+		struct source_counts before = acc;
+
+		memset(&bad, 0, sizeof(bad));
+		snprintf(bad.error, sizeof(bad.error), "the command failed: exited with status 1");
+		assert_int_equal(source_evaluate_counts(&c, &bad, &b, &acc, 10, 10000, &v),
+		                 CHECK_ERROR);
+		assert_string_equal(v.reason, "the exec source failed for the canary: the command "
+		                              "failed: exited with status 1");
+		assert_int_equal(source_evaluate_counts(&c, &a, &bad, &acc, 10, 10000, &v),
+		                 CHECK_ERROR);
+		a = ok(3); /* a plain number is no count */
+		assert_int_equal(source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v),
+		                 CHECK_ERROR);
+		assert_int_equal(source_evaluate_counts(&c, &b, NULL, &acc, 10, 10000, &v),
+		                 CHECK_ERROR);
+		assert_memory_equal(&before, &acc, sizeof(acc));
+	}
+
+	/* a healthy canary within max_increase passes, never fails */
+	memset(&acc, 0, sizeof(acc));
+	c.max_increase.set = true;
+	c.max_increase.value = 0.02;
+	for (k = 1; k <= 10; k++) {
+		a = counts(3, 300);
+		b = counts(3, 300);
+		source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v);
+		builtin_verdict(&c, &acc, 10, &w);
+		assert_same_test(&v, &w);
+		assert_int_not_equal(v.outcome, CHECK_FAIL);
+		if (v.outcome == CHECK_PASS)
+			break;
+	}
+	assert_int_equal(v.outcome, CHECK_PASS);
+	assert_false(v.test.counting); /* margin > 0: the mixture */
+	/* `max` is the absolute bound, tested on the canary's own counts */
+	memset(&acc, 0, sizeof(acc));
+	c.max.set = true;
+	c.max.value = 0.02;
+	for (k = 1; k <= 10; k++) {
+		a = counts(30, 300);
+		b = counts(30, 300); /* the baseline is as bad */
+		source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v);
+		if (v.outcome != CHECK_INCONCLUSIVE)
+			break;
+	}
+	assert_int_equal(v.outcome, CHECK_FAIL);
+	assert_int_equal(v.bound, CHECK_BOUND_MAX);
+	assert_true(v.test.abs_bound == 0.02);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -454,6 +745,9 @@ int main(void)
 	    cmocka_unit_test(test_read_result),
 	    cmocka_unit_test(test_evaluate_bounds),
 	    cmocka_unit_test(test_json),
+	    cmocka_unit_test(test_count_shapes),
+	    cmocka_unit_test(test_count_readings),
+	    cmocka_unit_test(test_count_accumulation_and_test),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -175,12 +175,10 @@ static struct tls_server *test_server(void)
 	atomic_init(&s->refs, 1);
 	s->ctxs = calloc(1, sizeof(*s->ctxs));
 	s->names = calloc(MAX_NAMES, sizeof(*s->names));
+	pthread_once(&keys.once, keys_init);
 	ctx = SSL_CTX_new(TLS_server_method());
 	assert_non_null(ctx);
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
-	                          SSL_MODE_RELEASE_BUFFERS);
-	SSL_CTX_set_client_hello_cb(ctx, client_hello_cb, s);
+	server_ctx_options(ctx, s, TLS1_2_VERSION);
 	self_signed(&x, &k);
 	assert_int_equal(SSL_CTX_use_certificate(ctx, x), 1);
 	assert_int_equal(SSL_CTX_use_PrivateKey(ctx, k), 1);
@@ -226,6 +224,7 @@ static void test_transport_handshake_reads_and_a_large_write_through_retries(voi
 	char big[200000], got[sizeof(big)], small[64];
 	size_t off = 0, rd = 0;
 	int eagain_writes = 0;
+	uint64_t reads;
 
 	(void)state;
 	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -259,17 +258,26 @@ static void test_transport_handshake_reads_and_a_large_write_through_retries(voi
 	assert_string_equal(tls_transport_sni(&t), "a.test");
 	assert_int_equal(tls_transport_client_id(&t), 0);
 
+	/* TLS 1.3: the session ticket waits for the first response */
+	assert_int_equal(SSL_version(c), TLS1_3_VERSION);
+	assert_true(((struct tls_conn *)t.impl)->held_len > 0);
+	assert_int_equal(recv(sv[1], small, 1, MSG_PEEK | MSG_DONTWAIT), -1);
+	assert_int_equal(errno, EAGAIN);
+
 	/* nothing sent yet: EAGAIN waiting to read */
 	assert_int_equal(t.ops->read(&t, small, sizeof(small)), -1);
 	assert_int_equal(errno, EAGAIN);
 	assert_int_equal(t.want, EPOLLIN);
 
-	/* two records from the client come back as one read that fills what it can */
+	/* two records from the client come back as one read that fills what it
+	 * can, from one read(2): a short one says the socket is empty */
 	assert_int_equal(SSL_write(c, "hello ", 6), 6);
 	assert_int_equal(SSL_write(c, "world", 5), 5);
 	wait_fd(sv[0], EPOLLIN);
+	reads = ((struct tls_conn *)t.impl)->reads;
 	assert_int_equal(t.ops->read(&t, small, sizeof(small)), 11);
 	assert_memory_equal(small, "hello world", 11);
+	assert_int_equal(((struct tls_conn *)t.impl)->reads, reads + 1);
 
 	/* a write far bigger than the socket: partial counts and EAGAIN, retried
 	 * from the first byte not taken (as the owners do), until all is read */
@@ -304,6 +312,9 @@ static void test_transport_handshake_reads_and_a_large_write_through_retries(voi
 	assert_int_equal(off, sizeof(big));
 	assert_int_equal(rd, sizeof(big));
 	assert_memory_equal(got, big, sizeof(big));
+	/* the held ticket went out ahead of the response */
+	assert_int_equal(((struct tls_conn *)t.impl)->held_len, 0);
+	assert_true(SSL_SESSION_has_ticket(SSL_get0_session(c)));
 
 	/* an orderly end: the client reads close_notify as EOF */
 	transport_release(&t, 1);
@@ -316,12 +327,128 @@ static void test_transport_handshake_reads_and_a_large_write_through_retries(voi
 	close(sv[1]);
 }
 
+/* Server transport over sv[0], client SSL over sv[1], both handshakes driven to the end. */
+static SSL *pair_handshake(struct tls_server *s, SSL_CTX *cctx, SSL_SESSION *resume, int sv[2],
+                           struct transport *t)
+{
+	int server_done = 0, client_done = 0;
+	SSL *c;
+
+	assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	nonblock(sv[0]);
+	nonblock(sv[1]);
+	assert_int_equal(tls_server_accept(s, sv[0], t), 0);
+	c = SSL_new(cctx);
+	SSL_set_fd(c, sv[1]);
+	SSL_set_connect_state(c);
+	SSL_set_tlsext_host_name(c, "a.test");
+	if (resume)
+		assert_int_equal(SSL_set_session(c, resume), 1);
+	for (int i = 0; i < 100 && !(server_done && client_done); i++) {
+		if (!client_done)
+			client_done = client_step(c);
+		if (!server_done) {
+			if (t->ops->handshake(t) == 0)
+				server_done = 1;
+			else
+				assert_int_equal(errno, EAGAIN);
+		}
+	}
+	assert_true(server_done && client_done);
+	return c;
+}
+
+/* One response from the server, read by the client (which takes in any ticket). */
+static void pair_respond(struct transport *t, SSL *c, int fd)
+{
+	char buf[16];
+
+	assert_int_equal(transport_write(t, "ok", 2), 2);
+	wait_fd(fd, EPOLLIN);
+	assert_int_equal(SSL_read(c, buf, sizeof(buf)), 2);
+}
+
+static void pair_close(struct transport *t, SSL *c, int sv[2])
+{
+	SSL_shutdown(c); /* a session ended without it is not resumed */
+	transport_release(t, 0);
+	SSL_free(c);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+/*
+ * TLS 1.3 clients use a ticket once (RFC 8446 C.4; OpenSSL's does): each
+ * resumption must bring a new ticket, or every other connection is a full
+ * handshake (an RSA signature each).
+ */
+static void test_tls13_every_resumption_issues_a_new_ticket(void **state)
+{
+	struct tls_server *s = test_server();
+	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	SSL_SESSION *sess = NULL;
+	struct transport t;
+	int sv[2];
+
+	(void)state;
+	SSL_CTX_set_session_cache_mode(cctx, SSL_SESS_CACHE_CLIENT);
+	for (int i = 0; i < 3; i++) {
+		SSL *c = pair_handshake(s, cctx, sess, sv, &t);
+		SSL_SESSION *next;
+
+		assert_int_equal(SSL_version(c), TLS1_3_VERSION);
+		assert_int_equal(SSL_session_reused(c), i > 0);
+		pair_respond(&t, c, sv[1]);
+		next = SSL_get1_session(c);
+		assert_true(SSL_SESSION_has_ticket(next));
+		assert_ptr_not_equal(next, sess); /* a new ticket came */
+		SSL_SESSION_free(sess);
+		sess = next;
+		pair_close(&t, c, sv);
+	}
+	SSL_SESSION_free(sess);
+	tls_server_unref(s);
+	SSL_CTX_free(cctx);
+}
+
+/*
+ * TLS 1.2: the server's last flight (ticket, Finished) is what the client
+ * waits for before it sends anything: it is never held for a response.
+ */
+static void test_tls12_last_flight_is_sent_at_once_and_resumes(void **state)
+{
+	struct tls_server *s = test_server();
+	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	SSL_SESSION *sess = NULL;
+	struct transport t;
+	int sv[2];
+
+	(void)state;
+	SSL_CTX_set_max_proto_version(cctx, TLS1_2_VERSION);
+	for (int i = 0; i < 2; i++) {
+		SSL *c = pair_handshake(s, cctx, sess, sv, &t);
+
+		assert_int_equal(SSL_version(c), TLS1_2_VERSION);
+		assert_int_equal(SSL_session_reused(c), i > 0);
+		assert_int_equal(((struct tls_conn *)t.impl)->held_len, 0);
+		pair_respond(&t, c, sv[1]);
+		if (!sess)
+			sess = SSL_get1_session(c);
+		pair_close(&t, c, sv);
+	}
+	SSL_SESSION_free(sess);
+	tls_server_unref(s);
+	SSL_CTX_free(cctx);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_ticket_keys_rotate_and_the_previous_one_still_decrypts),
 	    cmocka_unit_test(test_sni_exact_then_one_label_wildcard_case_insensitive),
 	    cmocka_unit_test(test_transport_handshake_reads_and_a_large_write_through_retries),
+	    cmocka_unit_test(test_tls13_every_resumption_issues_a_new_ticket),
+	    cmocka_unit_test(test_tls12_last_flight_is_sent_at_once_and_resumes),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -161,6 +161,15 @@ static int setup(void **state)
 	f->lfd = listen_any(&port);
 	if (!f->loop || !f->reg || !f->us || f->lfd < 0)
 		return -1;
+	if (getenv("CANARYD_IO") && strcmp(getenv("CANARYD_IO"), "uring") == 0) {
+		/* the io_uring path (ctest unit/test_upstream_uring) */
+		char why[160];
+
+		if (loop_uring_enable(f->loop, why, sizeof(why)) != 0) {
+			fprintf(stderr, "io_uring: %s\n", why);
+			return -1;
+		}
+	}
 	upstream_init(f->us, f->loop, f->reg);
 	f->ep = endpoint(f->reg, port);
 	f->v.name = "v1";
