@@ -724,7 +724,7 @@ static uint64_t add_sat(uint64_t a, uint64_t b)
 enum check_outcome source_evaluate_counts(const struct config_check *c,
                                           const struct source_reading *canary,
                                           const struct source_reading *baseline,
-                                          struct source_counts *acc, uint32_t horizon,
+                                          struct source_counts *acc, bool add, uint32_t horizon,
                                           uint64_t interval_ms, struct check_verdict *out)
 {
 	/* the round's and the step's counts as cohorts (requests and errors only) */
@@ -775,12 +775,14 @@ enum check_outcome source_evaluate_counts(const struct config_check *c,
 	ic.errors = ec;
 	ib.requests = nb;
 	ib.errors = eb;
-	acc->canary_errors = add_sat(acc->canary_errors, ec);
-	acc->canary_requests = add_sat(acc->canary_requests, nc);
-	acc->baseline_errors = add_sat(acc->baseline_errors, eb);
-	acc->baseline_requests = add_sat(acc->baseline_requests, nb);
-	if (acc->looks < UINT32_MAX)
-		acc->looks++;
+	if (add) {
+		acc->canary_errors = add_sat(acc->canary_errors, ec);
+		acc->canary_requests = add_sat(acc->canary_requests, nc);
+		acc->baseline_errors = add_sat(acc->baseline_errors, eb);
+		acc->baseline_requests = add_sat(acc->baseline_requests, nb);
+		if (acc->looks < UINT32_MAX)
+			acc->looks++;
+	}
 	memset(&kc, 0, sizeof(kc));
 	memset(&kb, 0, sizeof(kb));
 	kc.requests = acc->canary_requests;

@@ -217,19 +217,22 @@ struct source_counts {
  * Judges one round of count check c (config_check_counts()) on one target:
  * the two cohorts' readings (baseline NULL only if the source runs once,
  * which the config refuses: an error verdict).  A reading that failed, or
- * is not a count reading, is CHECK_ERROR and adds nothing to *acc;
- * otherwise the round's rounded counts are added to *acc (saturating),
- * acc->looks counts it, and the check's test judges the accumulated counts
- * at that look with horizon (looks in the step; 0 = open) through
- * check_evaluate_cumulative(), exactly as the built-in error_rate:
- * out->canary/baseline are the round's error rates, *_requests the round's
- * requests, out->test the test's numbers on the accumulated counts.
- * Returns out->outcome.
+ * is not a count reading, is CHECK_ERROR and adds nothing to *acc.
+ * Otherwise, when add, the round's rounded counts are added to *acc
+ * (saturating) and acc->looks counts it; then the check's test judges the
+ * accumulated counts at look acc->looks with horizon (looks in the step;
+ * 0 = open) through check_evaluate_cumulative(), exactly as the built-in
+ * error_rate.  Without add (a round that does not belong to the counts'
+ * step) *acc is left alone and the test repeats its last look on them (no
+ * new look, no new error spent; with nothing yet: too few requests).
+ * out->canary/baseline are the round's error rates, *_requests the
+ * round's requests, out->test the test's numbers on the accumulated
+ * counts.  Returns out->outcome.
  */
 enum check_outcome source_evaluate_counts(const struct config_check *c,
                                           const struct source_reading *canary,
                                           const struct source_reading *baseline,
-                                          struct source_counts *acc, uint32_t horizon,
+                                          struct source_counts *acc, bool add, uint32_t horizon,
                                           uint64_t interval_ms, struct check_verdict *out);
 
 /*

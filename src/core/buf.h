@@ -17,11 +17,11 @@ struct buf_pool;
 
 struct buf {
 	char *data;
-	size_t off;             /* start of unread bytes */
-	size_t len;             /* end of bytes */
-	size_t size;            /* allocated */
-	size_t cap;             /* hard limit on len - off */
-	struct buf_pool *pool;  /* where the storage comes from and goes back; NULL: malloc */
+	size_t off;            /* start of unread bytes */
+	size_t len;            /* end of bytes */
+	size_t size;           /* allocated */
+	size_t cap;            /* hard limit on len - off */
+	struct buf_pool *pool; /* where the storage comes from and goes back; NULL: malloc */
 };
 
 /*

@@ -47,6 +47,7 @@ struct uring_conn {
 	uint32_t shead, stail;
 	struct io_uring_sqe *send_sqe; /* the send, while not yet submitted */
 	uint64_t send_gen;
+	unsigned send_idx;                /* its SQ position */
 	uint64_t sq_gen;                  /* submit generation of its last fd-using request */
 	uint64_t linger_until;            /* orderly close with output: cancel after this */
 	struct uring_conn *snext;         /* starved list */
@@ -135,7 +136,10 @@ static void submit_now(struct uring *r)
 		if (rc == 0)
 			break;
 	}
-	r->submit_gen++;
+	/* a new generation only once everything queued reached the kernel:
+	 * until then a closing connection's requests may still name its fd */
+	if (!n)
+		r->submit_gen++;
 }
 
 /* A zeroed SQE at the tail (submits first when the queue is full). */
@@ -274,8 +278,19 @@ static void queue_send(struct uring_conn *c)
 	c->send_armed = 1;
 	c->send_sqe = sqe;
 	c->send_gen = c->r->submit_gen;
+	c->send_idx = c->r->sq_tail - 1;
 	c->refs++;
 	c->sq_gen = c->r->submit_gen;
+}
+
+/* 1 while c's queued send has not reached the kernel (its SQE may change). */
+static int send_unsubmitted(const struct uring_conn *c)
+{
+	const struct uring *r = c->r;
+
+	return c->send_sqe && c->send_gen == r->submit_gen &&
+	       (int)(c->send_idx - __atomic_load_n(r->sq_khead, __ATOMIC_ACQUIRE)) >= 0 &&
+	       c->send_sqe->user_data == ud_of((struct uring_conn *)c, UR_SEND);
 }
 
 static void queue_cancel(struct uring_conn *c, enum ur_kind k)
@@ -420,7 +435,7 @@ ssize_t uring_conn_writev(struct uring_conn *c, const struct iovec *iov, int n)
 	}
 	if (!c->send_armed)
 		queue_send(c);
-	else if (c->send_sqe && c->send_gen == c->r->submit_gen)
+	else if (send_unsubmitted(c))
 		c->send_sqe->len = c->stail - c->shead; /* not submitted yet: it grows */
 	return (ssize_t)took;
 }
@@ -641,7 +656,8 @@ int uring_wait(struct uring *r, int timeout_ms, uint64_t now_ms)
 		rc = sys_enter(r->fd, sq_unsubmitted(r), timeout_ms ? 1 : 0,
 		               IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, &arg, sizeof(arg));
 	while (rc == -1 && errno == EINTR && timeout_ms == 0);
-	r->submit_gen++;
+	if (!uring_pending(r))
+		r->submit_gen++;
 	if (rc == -1 && errno != EINTR && errno != ETIME && errno != EBUSY && errno != EAGAIN)
 		return -errno;
 	return 0;

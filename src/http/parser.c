@@ -727,8 +727,7 @@ void http_parser_shrink(struct http_parser *p)
 
 void http_parser_trim(struct http_parser *p, size_t keep)
 {
-	if (p->hbuf.size > keep ||
-	    p->hdr_cap * (sizeof(*p->offs) + sizeof(*p->hdrs)) > keep)
+	if (p->hbuf.size > keep || p->hdr_cap * (sizeof(*p->offs) + sizeof(*p->hdrs)) > keep)
 		http_parser_shrink(p);
 }
 

@@ -784,7 +784,7 @@ struct tls_conn {
 	 * the first response and leaves with it in one writev (one segment, one
 	 * syscall less per connection).  Nobody waits for a ticket.
 	 */
-	unsigned char held[HELD_CAP];
+	unsigned char *held; /* HELD_CAP bytes while anything is held, else NULL */
 	size_t held_off, held_len;
 };
 
@@ -824,6 +824,8 @@ static int held_writev(struct tls_conn *c, const void *p, size_t len)
 		return -1;
 	}
 	c->held_off = c->held_len = 0;
+	free(c->held); /* idle connections hold nothing */
+	c->held = NULL;
 	if ((size_t)n == hl && len) {
 		errno = EAGAIN;
 		return -1;
@@ -845,7 +847,8 @@ static int sock_write(BIO *b, const char *p, int len)
 	int n;
 
 	BIO_clear_retry_flags(b);
-	if (c->cork && c->held_off == 0 && (size_t)len <= sizeof(c->held) - c->held_len) {
+	if (c->cork && c->held_off == 0 && (size_t)len <= HELD_CAP - c->held_len &&
+	    (c->held || (c->held = malloc(HELD_CAP)))) {
 		memcpy(c->held + c->held_len, p, (size_t)len);
 		c->held_len += (size_t)len;
 		return len;
@@ -952,6 +955,12 @@ static ssize_t tls_read(struct transport *t, void *buf, size_t len)
 	struct tls_conn *c = t->impl;
 	size_t got = 0;
 
+	/*
+	 * Only a read(2) of this call tells that the socket is empty now: one
+	 * from an earlier call may predate data whose edge the owner has since
+	 * been woken by (it would never be read).
+	 */
+	c->drained = 0;
 	while (got < len) {
 		size_t n = 0;
 		int r;
@@ -1132,6 +1141,7 @@ static void tls_free(struct transport *t)
 		return;
 	SSL_free(c->ssl);
 	tls_server_unref(c->srv);
+	free(c->held);
 	free(c);
 	t->impl = NULL;
 }

@@ -97,6 +97,7 @@ struct cconn {
 	int read_blocked;        /* stopped reading with data possibly left in the socket */
 	int aborting;            /* the upstream failed mid-response: reset, do not flush */
 	struct loop_defer kick;  /* resumes reading at the end of the turn (no recursion) */
+	struct loop_defer flush; /* writes the output at the end of the turn */
 	struct loop_timer delay; /* a delay fault */
 	struct cconn *next, *prev;
 	struct transport t;
@@ -107,6 +108,7 @@ struct cconn {
 
 static void client_process(struct cconn *c);
 static void client_flush(struct cconn *c);
+static void client_flush_later(struct cconn *c);
 static void client_close(struct cconn *c);
 static void client_abort(struct cconn *c);
 static void client_kick(struct cconn *c);
@@ -342,7 +344,7 @@ static void resp_fail(struct upconn *u, enum metrics_err kind, int stale, void *
 
 static void resp_parsed(struct upconn *u, void *owner)
 {
-	client_flush(owner);
+	client_flush_later(owner);
 }
 
 /* The upstream took everything: the client may send more body. */
@@ -448,9 +450,7 @@ static void exchange_finish(struct cconn *c, enum metrics_err kind)
 	}
 	http_parser_next(&c->parser);
 	client_timer_start(c, w->table ? w->table->idle_timeout_ms : 60000);
-	client_flush(c);
-	if (c->closed)
-		return;
+	client_flush_later(c);
 	if (c->read_blocked)
 		client_kick(c);
 	else
@@ -885,6 +885,25 @@ static void client_flush(struct cconn *c)
 		upconn_resume(c->ex.up);
 }
 
+static void client_flush_cb(struct loop *loop, struct loop_defer *d)
+{
+	struct cconn *c = d->data;
+
+	if (!c->closed)
+		client_flush(c);
+}
+
+/*
+ * Writes the output at the end of this turn, with the turn's other
+ * responses: the client is woken once for many of them.  Queued before any
+ * close of c, so it runs before c is freed (deferred steps run in order).
+ */
+static void client_flush_later(struct cconn *c)
+{
+	if (!c->closed)
+		loop_defer(c->w->loop, &c->flush, client_flush_cb, c);
+}
+
 static void client_cb(struct loop *loop, struct loop_io *io, uint32_t ev);
 
 static void client_kick_cb(struct loop *loop, struct loop_defer *d)
@@ -977,8 +996,7 @@ static void client_process(struct cconn *c)
 		}
 		break;
 	}
-	if (!c->closed)
-		client_flush(c);
+	client_flush_later(c);
 }
 
 static void client_header_timeout(struct loop *loop, struct loop_timer *t)

@@ -74,8 +74,8 @@ struct worker {
 	struct proxy_table *table;
 	struct wlistener ls[MAX_LISTENERS];
 	unsigned nls;
-	struct upstream up;    /* pools, endpoint choice */
-	struct buf_pool bufs;  /* connection buffer storage (client and upstream) */
+	struct upstream up;   /* pools, endpoint choice */
+	struct buf_pool bufs; /* connection buffer storage (client and upstream) */
 	struct mirror_worker mw;
 	unsigned ndelayed;
 	uint64_t rng;

@@ -122,6 +122,14 @@ struct check_run {
 	int64_t src_cum_from_ms;
 	struct source_counts src_cum[MAX_TARGETS];
 	/*
+	 * Count checks' historical baseline: each target's baseline counts
+	 * added over the run's rounds below 100% (never reset by a step; lost
+	 * on a restart, as the built-ins' cum0).  At 100% and in bake the
+	 * baseline cohort gets no traffic, so the step's canary counts are
+	 * judged against these, as the built-in metrics judge theirs.
+	 */
+	struct source_counts src_hist[MAX_TARGETS];
+	/*
 	 * Evidence in the current traffic step or bake (docs/rollout.md,
 	 * Evidence); reset when such a step begins.  ev_pass: a conclusive
 	 * pass on the step's accumulated data (a source: on a round of the

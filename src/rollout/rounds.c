@@ -301,7 +301,10 @@ void rollout_src_adopt(struct run *r, size_t k, const struct run *o, size_t u)
 
 			if (strcmp(tg->name, og->name) == 0 && tg->kind == og->kind &&
 			    !(tg->canary && og->canary && strcmp(tg->canary, og->canary) != 0))
+			{
 				cr->src_cum[t] = oc->src_cum[w];
+				cr->src_hist[t] = oc->src_hist[w];
+			}
 		}
 	}
 }
@@ -693,16 +696,29 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 			/*
 			 * Added to the step's counts when its whole interval lies in the
 			 * step (or bake) they count; a round that began before (the first
-			 * after a step begins, or one judged after the step moved on) is
-			 * judged alone, as a first look, and adds nothing.
+			 * after a step begins, or one judged after the step moved on)
+			 * adds nothing and the test repeats its last look on them.
 			 */
-			struct source_counts alone = {0};
 			bool in_step = rd->end_ms - (int64_t)interval >= cr->src_cum_from_ms;
+			bool hist = rd->bake || r->targets[t].weight >= 100000;
+			struct source_counts *acc = &cr->src_cum[t], *h = &cr->src_hist[t];
+			struct source_counts before = *acc, judged = *acc;
 
-			source_evaluate_counts(c, &ca, rd->per_cohort ? &cb : NULL,
-			                       in_step && t < MAX_TARGETS ? &cr->src_cum[t]
-			                                                  : &alone,
+			if (hist) { /* the step's canary against the run's baseline */
+				judged.baseline_errors = h->baseline_errors;
+				judged.baseline_requests = h->baseline_requests;
+			}
+			source_evaluate_counts(c, &ca, rd->per_cohort ? &cb : NULL, &judged, in_step,
 			                       rd->horizon, interval, &cur);
+			if (hist) {
+				acc->canary_errors = judged.canary_errors;
+				acc->canary_requests = judged.canary_requests;
+				acc->looks = judged.looks;
+			} else {
+				*acc = judged;
+				h->baseline_errors += acc->baseline_errors - before.baseline_errors;
+				h->baseline_requests += acc->baseline_requests - before.baseline_requests;
+			}
 		} else {
 			source_evaluate(c, &ca, rd->per_cohort ? &cb : NULL, interval, &cur);
 		}

@@ -4,7 +4,8 @@ and `uring`.  The proxy suites run on the default path; here a few
 representative cases of test_proxy.py (pipelining, a response body bigger
 than every buffer to a client that stalls, upstream refused / timed out /
 reset) run again on each path named explicitly, so both stay covered by `make
-test`; plus the key's validation and the log line that names the path.
+test`, as does test_proxy_hostile.py's edge-triggered burst case on epoll; plus
+the key's validation and the log line that names the path.
 
 CANARYD_IO (the environment override of the key) is cleared for these
 daemons, so the key is what chooses."""
@@ -14,6 +15,7 @@ import re
 import pytest
 
 import test_proxy as tp
+import test_proxy_hostile as th
 from conftest import BASE_ADMIN, wait_until
 from test_proxy import pyupstream  # noqa: F401  (a fixture the cases use)
 
@@ -52,6 +54,14 @@ def test_big_response_body_backpressure(path_canaryd, pyupstream):  # noqa: F811
 def test_upstream_failures(path_canaryd, upstream, pyupstream, dead_port):  # noqa: F811
     tp.test_upstream_down_502_timeout_504_and_metrics(path_canaryd, upstream, pyupstream,
                                                       dead_port)
+
+
+@pytest.mark.parametrize("ending", ["fin", "keepalive"])
+def test_burst_past_high_water_on_epoll(canaryd, ending):
+    """The edge-triggered hazard test_proxy_hostile.py guards (a FIN that came
+    with a burst gives no later edge) belongs to the epoll path: it keeps
+    running there now that the default is io_uring."""
+    th.test_a_burst_past_the_clients_high_water_mark_completes(on_path(canaryd, "epoll"), ending)
 
 
 def test_default_is_auto(canaryd, upstream):

@@ -353,3 +353,61 @@ rollouts:
     # the flag is back as it was before the rollout
     st, after = d.get("/v1/feature-flags/beta")
     assert st == 200 and after["percentage"] == 1, after
+
+
+def test_query_count_check_against_prometheus_rolls_back(canaryd, upstream, procs, tmp_path):
+    # demo-upstream counts its requests and errors per version; Prometheus scrapes them and
+    # the check's two queries give each cohort's errors and requests over the interval
+    v1 = upstream("v1", error_rate=0.01, seed=21)
+    v2 = upstream("v2", error_rate=0.08, seed=22)
+    prom = prometheus_start(procs, tmp_path, [v1, v2])
+    wait_until(lambda: len(prom_query(prom, "demo_requests_total")) == 2, 30, 0.2,
+               what="both upstreams scraped")
+    port = free_port()
+    admin = RAW_ADMIN + f"metrics:\n  prometheus: {prom}\n"
+    text = config(port, service("web", {"v1": v1, "v2": v2}), """  web-v2:
+    target: {service: web, canary: v2}
+    steps:
+      - weight: 50
+        for: 120s
+      - weight: 100
+    analysis:
+      interval: 4s
+      checks:
+        - name: errors-by-count
+          query: 'sum(increase(demo_errors_total{version="{{version}}"}[{{interval}}]))'
+          requests: 'sum(increase(demo_requests_total{version="{{version}}"}[{{interval}}]))'
+          test: {method: sequential, confidence: 0.95}
+          min_samples: 50
+          timeout: 2s
+          on_fail: rollback
+    rollback:
+      drain: 1s
+""", admin=admin)
+    d = start(canaryd, text)
+    load = Load(procs, port, rate=100)
+
+    def moving():
+        res = prom_query(prom, 'sum(increase(demo_requests_total{version="v1"}[4s]))')
+        return res and float(res[0]["value"][1]) > 0
+
+    # the counters move before the rollout starts, so every round's increase() has data
+    wait_until(moving, 30, 0.2, what="requests in Prometheus")
+    begin(d)
+    r = wait_state(d, "web-v2", TERMINAL, 60)
+    load.stop()
+    assert r["state"] == "rolled_back", r
+    v = events(d, "web-v2", "rollout.rollback")[-1]["details"]["verdict"]
+    assert v["check"] == "errors-by-count" and v["metric"] == "query", v
+    assert "query error rate" in v["reason"], v
+    t = v["test"]
+    assert t["applied"] is True and t["anytime"] == "counting-process", t
+    assert t["canary"]["errors"] > t["baseline"]["errors"] * t["canary"]["requests"] / max(
+        1, t["baseline"]["requests"]), t
+    assert t["canary"]["requests"] >= 50 and t["baseline"]["requests"] >= 50, t
+    fail = [x for x in verdicts(d, "web-v2", "errors-by-count") if x["outcome"] == "fail"][-1]
+    src = fail["source"]
+    assert src["canary"]["request"] == 'sum(increase(demo_errors_total{version="v2"}[4s]))'
+    assert src["canary"]["requests_request"] == \
+        'sum(increase(demo_requests_total{version="v2"}[4s]))'
+    assert src["baseline"]["requests"] > 0 and src["canary"]["requests"] > 0, src

@@ -18,9 +18,9 @@ struct rec {
 	struct loop_timer t;
 	int tag;
 	int fired;
-	uint64_t fired_at;  /* the loop's clock when it fired */
-	uint64_t deadline;  /* the last deadline it was given */
-	int stopped;        /* the last operation on it was a stop */
+	uint64_t fired_at; /* the loop's clock when it fired */
+	uint64_t deadline; /* the last deadline it was given */
+	int stopped;       /* the last operation on it was a stop */
 	int *seq, *nseq;
 };
 
@@ -115,10 +115,10 @@ static void test_stop_after_move_never_fires(void **state)
 	rec_init(&b, 2, seq, &n);
 	rec_init(&c, 3, seq, &n);
 	rec_start(loop, &a, 5);
-	rec_start(loop, &a, 30); /* moved later ... */
+	rec_start(loop, &a, 30);     /* moved later ... */
 	loop_timer_stop(loop, &a.t); /* ... then stopped */
 	rec_start(loop, &c, 200);
-	rec_start(loop, &c, 5); /* moved earlier ... */
+	rec_start(loop, &c, 5);      /* moved earlier ... */
 	loop_timer_stop(loop, &c.t); /* ... then stopped */
 	assert_false(loop_timer_armed(&a.t));
 	assert_false(loop_timer_armed(&c.t));

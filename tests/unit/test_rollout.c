@@ -1804,6 +1804,66 @@ static void test_source_query_counts(void **state)
 	env_close(&v);
 }
 
+static const char *counts_full_yaml =
+    "  web-v2:\n"
+    "    target: {service: web, canary: v2}\n"
+    "    steps: [{weight: 50, for: 30s}, {weight: 100, for: 30s}, {pause: {}}]\n"
+    "    analysis: {interval: 10s, checks: [{name: errs, query: "
+    "'errs{cohort=\"{{cohort}}\"}', requests: 'reqs{cohort=\"{{cohort}}\"}', "
+    "test: {method: sequential, max_increase: 0.01}, timeout: 2s}]}\n"
+    "metrics: {prometheus: \"http://prom.test:9090\"}\n";
+
+/*
+ * At 100% the stable version gets no traffic: a count check judges the
+ * step's canary counts against the baseline counts of the run's earlier
+ * steps (as the built-ins do), so a healthy canary advances and a bad one
+ * is rolled back, instead of waiting for baseline requests that never come.
+ */
+static void test_source_counts_at_100_use_the_run_baseline(void **state)
+{
+	for (int bad = 0; bad < 2; bad++) {
+		struct env v;
+		json_t *d, *t;
+		int n;
+
+		(void)state;
+		env_sources(&v, counts_full_yaml);
+		S.counts = true;
+		S.canary = S.baseline = 10; /* 1% errors in both cohorts */
+		S.canary_req = S.baseline_req = 1000;
+		assert_int_equal(ctl(&v, "web-v2", ROLLOUT_START, "ops"), 0);
+		for (n = 0; n < 120 && rollout_engine_step(v.e, "web-v2") == 0; n++)
+			drive(&v, 1, NULL, 0, 0);
+		assert_int_equal(rollout_engine_step(v.e, "web-v2"), 1);
+		/* 100%: the baseline cohort answers nothing any more */
+		S.baseline = 0;
+		S.baseline_req = 0;
+		if (bad)
+			S.canary = 60; /* 6% against the run's 1% */
+		for (n = 0; n < 200 && rollout_engine_step(v.e, "web-v2") == 1 &&
+		            rollout_engine_state(v.e, "web-v2") != ROLLOUT_ROLLED_BACK;
+		     n++)
+			drive(&v, 1, NULL, 0, 0);
+		if (!bad) {
+			assert_int_equal(rollout_engine_step(v.e, "web-v2"), 2);
+			assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
+			n = events(&v, "web-v2", "verdict", &d);
+			assert_true(n > 0);
+			assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
+		} else {
+			assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
+			assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
+			d = json_incref(json_object_get(d, "verdict")), json_decref(d);
+		}
+		/* judged against the earlier step's baseline counts, not the empty interval */
+		t = json_object_get(json_object_get(d, "test"), "baseline");
+		assert_non_null(t);
+		assert_true(json_integer_value(json_object_get(t, "requests")) >= 3000);
+		json_decref(d);
+		env_close(&v);
+	}
+}
+
 /* Flag targets: a rollout's flag seam that accepts everything. */
 static json_t *fake_flag_save(void *ctx, const char *flag)
 {
@@ -2602,6 +2662,7 @@ int main(void)
 	    cmocka_unit_test(test_source_timeout_is_an_error),
 	    cmocka_unit_test(test_source_query_counts),
 	    cmocka_unit_test(test_source_flag_variant_counts),
+	    cmocka_unit_test(test_source_counts_at_100_use_the_run_baseline),
 	    cmocka_unit_test(test_control_error_codes),
 	    cmocka_unit_test(test_rollback_while_the_store_is_away),
 	    cmocka_unit_test(test_remote_reload),

@@ -642,7 +642,7 @@ static void test_count_accumulation_and_test(void **state)
 	struct config_check c = mk_counts(CONFIG_SOURCE_EXEC);
 	struct source_counts acc = {0};
 	struct source_reading a, b, bad;
-	struct check_verdict v, w;
+	struct check_verdict v, w, failed;
 	json_t *j;
 	uint32_t k;
 
@@ -652,7 +652,7 @@ static void test_count_accumulation_and_test(void **state)
 	for (k = 1; k <= 10; k++) {
 		a = counts(6, 150);
 		b = counts(1.5, 150); /* fractional, as from increase(): rounded to 2 */
-		source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v);
+		source_evaluate_counts(&c, &a, &b, &acc, true, 10, 10000, &v);
 		assert_int_equal(acc.looks, k);
 		assert_true(acc.canary_requests == 150 * k && acc.canary_errors == 6 * k);
 		assert_true(acc.baseline_requests == 150 * k && acc.baseline_errors == 2 * k);
@@ -667,6 +667,7 @@ static void test_count_accumulation_and_test(void **state)
 			                                 "on exec error rate: 150 on the canary"));
 	}
 	assert_int_equal(v.outcome, CHECK_FAIL);
+	failed = v;
 	assert_true(k > 1 && k <= 10);
 	assert_true(v.test.applied && v.test.counting && v.test.group_sequential);
 	assert_int_equal(v.test.horizon, 10);
@@ -686,18 +687,33 @@ static void test_count_accumulation_and_test(void **state)
 
 		memset(&bad, 0, sizeof(bad));
 		snprintf(bad.error, sizeof(bad.error), "the command failed: exited with status 1");
-		assert_int_equal(source_evaluate_counts(&c, &bad, &b, &acc, 10, 10000, &v),
+		assert_int_equal(source_evaluate_counts(&c, &bad, &b, &acc, true, 10, 10000, &v),
 		                 CHECK_ERROR);
 		assert_string_equal(v.reason, "the exec source failed for the canary: the command "
 		                              "failed: exited with status 1");
-		assert_int_equal(source_evaluate_counts(&c, &a, &bad, &acc, 10, 10000, &v),
+		assert_int_equal(source_evaluate_counts(&c, &a, &bad, &acc, true, 10, 10000, &v),
 		                 CHECK_ERROR);
 		a = ok(3); /* a plain number is no count */
-		assert_int_equal(source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v),
+		assert_int_equal(source_evaluate_counts(&c, &a, &b, &acc, true, 10, 10000, &v),
 		                 CHECK_ERROR);
-		assert_int_equal(source_evaluate_counts(&c, &b, NULL, &acc, 10, 10000, &v),
+		assert_int_equal(source_evaluate_counts(&c, &b, NULL, &acc, true, 10, 10000, &v),
 		                 CHECK_ERROR);
 		assert_memory_equal(&before, &acc, sizeof(acc));
+
+		/* a round outside the counts' step adds nothing: the test repeats its last
+		 * look (no new look, no new error spent) */
+		a = counts(0, 150);
+		b = counts(0, 150);
+		assert_int_equal(source_evaluate_counts(&c, &a, &b, &acc, false, 10, 10000, &v),
+		                 CHECK_FAIL);
+		assert_memory_equal(&before, &acc, sizeof(acc));
+		assert_same_test(&v, &failed);
+		assert_true(v.canary == 0 && v.canary_requests == 150); /* the round's own */
+		memset(&acc, 0, sizeof(acc));
+		assert_int_equal(source_evaluate_counts(&c, &a, &b, &acc, false, 10, 10000, &v),
+		                 CHECK_INCONCLUSIVE);
+		assert_int_equal(acc.looks, 0);
+		assert_non_null(strstr(v.reason, ": 0 on the canary and 0 on the baseline"));
 	}
 
 	/* a healthy canary within max_increase passes, never fails */
@@ -707,7 +723,7 @@ static void test_count_accumulation_and_test(void **state)
 	for (k = 1; k <= 10; k++) {
 		a = counts(3, 300);
 		b = counts(3, 300);
-		source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v);
+		source_evaluate_counts(&c, &a, &b, &acc, true, 10, 10000, &v);
 		builtin_verdict(&c, &acc, 10, &w);
 		assert_same_test(&v, &w);
 		assert_int_not_equal(v.outcome, CHECK_FAIL);
@@ -723,7 +739,7 @@ static void test_count_accumulation_and_test(void **state)
 	for (k = 1; k <= 10; k++) {
 		a = counts(30, 300);
 		b = counts(30, 300); /* the baseline is as bad */
-		source_evaluate_counts(&c, &a, &b, &acc, 10, 10000, &v);
+		source_evaluate_counts(&c, &a, &b, &acc, true, 10, 10000, &v);
 		if (v.outcome != CHECK_INCONCLUSIVE)
 			break;
 	}

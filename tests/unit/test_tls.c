@@ -279,6 +279,16 @@ static void test_transport_handshake_reads_and_a_large_write_through_retries(voi
 	assert_memory_equal(small, "hello world", 11);
 	assert_int_equal(((struct tls_conn *)t.impl)->reads, reads + 1);
 
+	/* what an earlier call left buffered is no proof the socket is empty:
+	 * the bytes that came since (and woke the owner) are read too */
+	assert_int_equal(SSL_write(c, "abcdef", 6), 6);
+	wait_fd(sv[0], EPOLLIN);
+	assert_int_equal(t.ops->read(&t, small, 3), 3);
+	assert_int_equal(SSL_write(c, "ghi", 3), 3);
+	wait_fd(sv[0], EPOLLIN);
+	assert_int_equal(t.ops->read(&t, small, sizeof(small)), 6);
+	assert_memory_equal(small, "defghi", 6);
+
 	/* a write far bigger than the socket: partial counts and EAGAIN, retried
 	 * from the first byte not taken (as the owners do), until all is read */
 	for (size_t i = 0; i < sizeof(big); i++)
