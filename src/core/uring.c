@@ -26,6 +26,7 @@
 #define UR_CQ_ENTRIES 8192u
 #define UR_SBUF_CACHE 64
 #define UR_BGID       0
+#define UR_PRIVATE    ((int)URING_RBUFS) /* rbid: the connection's pbuf */
 
 enum ur_kind { UR_CANCEL = 0, UR_RECV = 1, UR_SEND = 2, UR_POLL = 3, UR_WATCH = 4 };
 #define UR_KIND_MASK 0xfULL
@@ -37,10 +38,20 @@ struct uring_conn {
 	uring_wake_fn wake;
 	void *arg;
 	unsigned bound : 1, recv_armed : 1, poll_armed : 1, send_armed : 1, starved : 1, reof : 1,
-	    wblocked : 1, closing : 1, orderly : 1, cancel_sent : 1, own_fd : 1;
+	    wblocked : 1, closing : 1, orderly : 1, cancel_sent : 1, own_fd : 1, precv : 1;
 	int rerr, serr;
-	/* the completed receive being read: provided buffer rbid, [roff, rlen) */
+	/* the completed receive being read: provided buffer rbid (UR_PRIVATE:
+	 * pbuf), [roff, rlen) */
 	int rbid;
+	/*
+	 * A private receive buffer, used when the shared ones ran out (ENOBUFS):
+	 * connections whose owners stopped reading may hold every shared buffer,
+	 * and one that must receive to make progress (an upstream's early
+	 * answer) must not wait for them.  One per connection at most, freed
+	 * when read; so the memory stays bounded by the connections, as the
+	 * kernel's socket buffers are.
+	 */
+	char *pbuf;
 	uint32_t roff, rlen;
 	/* output: [shead, stail) of sbuf, a send for it queued or in flight */
 	char *sbuf;
@@ -225,6 +236,23 @@ static void unstarve(struct uring_conn *c)
 	c->snext = NULL;
 }
 
+/* The bytes of receive buffer bid of c. */
+static char *rbuf_at(const struct uring_conn *c, int bid)
+{
+	return bid == UR_PRIVATE ? c->pbuf : c->r->rbufs + (size_t)bid * URING_RBUF_SIZE;
+}
+
+/* Gives c's receive buffer bid back: to the shared ring, or frees pbuf. */
+static void rbuf_release(struct uring_conn *c, int bid)
+{
+	if (bid == UR_PRIVATE) {
+		free(c->pbuf);
+		c->pbuf = NULL;
+	} else {
+		rbuf_return(c->r, bid);
+	}
+}
+
 /* ---- send buffers ---- */
 
 static char *sbuf_get(struct uring *r)
@@ -261,6 +289,33 @@ static void arm_recv(struct uring_conn *c)
 	sqe->buf_group = UR_BGID;
 	sqe->user_data = ud_of(c, UR_RECV);
 	c->recv_armed = 1;
+	c->refs++;
+	c->sq_gen = c->r->submit_gen;
+}
+
+/* A recv into a private buffer (the shared ones ran out); starves when
+ * even that cannot be had, re-armed when a shared buffer comes back. */
+static void arm_recv_private(struct uring_conn *c)
+{
+	struct io_uring_sqe *sqe;
+
+	if (c->recv_armed || c->starved || c->reof || c->rerr || c->closing || c->rbid >= 0 ||
+	    !c->bound)
+		return;
+	if (!c->pbuf)
+		c->pbuf = malloc(URING_RBUF_SIZE);
+	if (!c->pbuf) {
+		starve(c);
+		return;
+	}
+	sqe = sqe_get(c->r, 1);
+	sqe->opcode = IORING_OP_RECV;
+	sqe->fd = c->fd;
+	sqe->addr = (uint64_t)(uintptr_t)c->pbuf;
+	sqe->len = URING_RBUF_SIZE;
+	sqe->user_data = ud_of(c, UR_RECV);
+	c->recv_armed = 1;
+	c->precv = 1;
 	c->refs++;
 	c->sq_gen = c->r->submit_gen;
 }
@@ -376,10 +431,10 @@ ssize_t uring_conn_read(struct uring_conn *c, void *buf, size_t len)
 
 		if (n > len)
 			n = len;
-		memcpy(buf, c->r->rbufs + (size_t)c->rbid * URING_RBUF_SIZE + c->roff, n);
+		memcpy(buf, rbuf_at(c, c->rbid) + c->roff, n);
 		c->roff += (uint32_t)n;
 		if (c->roff == c->rlen) {
-			rbuf_return(c->r, c->rbid);
+			rbuf_release(c, c->rbid);
 			c->rbid = -1;
 			arm_recv(c);
 		}
@@ -452,7 +507,8 @@ static void conn_maybe_free(struct uring_conn *c)
 	if (!c->closing || c->refs > 0)
 		return;
 	if (c->rbid >= 0)
-		rbuf_return(r, c->rbid);
+		rbuf_release(c, c->rbid);
+	free(c->pbuf); /* a private recv's buffer, its completion arrived */
 	sbuf_put(r, c->sbuf);
 	if (c->own_fd)
 		close(c->fd);
@@ -478,7 +534,7 @@ void uring_conn_close(struct uring_conn *c)
 	c->closing = 1;
 	unstarve(c);
 	if (c->rbid >= 0) {
-		rbuf_return(r, c->rbid);
+		rbuf_release(c, c->rbid);
 		c->rbid = -1;
 	}
 	if (c->poll_armed)
@@ -531,11 +587,14 @@ static void on_recv(struct uring_conn *c, int res, uint32_t flags)
 	int bid = flags & IORING_CQE_F_BUFFER ? (int)(flags >> IORING_CQE_BUFFER_SHIFT) : -1;
 	uint32_t ev = URING_EV_READ;
 
+	if (c->precv) /* into c->pbuf */
+		bid = UR_PRIVATE;
+	c->precv = 0;
 	c->recv_armed = 0;
 	c->refs--;
 	if (c->closing) {
 		if (bid >= 0)
-			rbuf_return(c->r, bid);
+			rbuf_release(c, bid);
 		conn_maybe_free(c);
 		return;
 	}
@@ -545,9 +604,9 @@ static void on_recv(struct uring_conn *c, int res, uint32_t flags)
 		c->rlen = (uint32_t)res;
 	} else {
 		if (bid >= 0)
-			rbuf_return(c->r, bid);
+			rbuf_release(c, bid);
 		if (res == -ENOBUFS) {
-			starve(c); /* re-armed when a buffer comes back */
+			arm_recv_private(c); /* or, out of memory, wait for a shared one */
 			return;
 		}
 		if (res == -EINTR || res == -EAGAIN) {
@@ -824,6 +883,7 @@ void uring_free(struct uring *r)
 		if (c->own_fd)
 			close(c->fd);
 		free(c->sbuf);
+		free(c->pbuf);
 		free(c);
 	}
 	for (int i = 0; i < r->nsbuf_cache; i++)

@@ -13,7 +13,10 @@
  *    provided-buffer ring shared by the ring's connections (idle connections
  *    hold no buffer); uring_conn_read() copies out of the completed buffer,
  *    and re-arms the recv only once the buffer is consumed, so an owner that
- *    stops reading leaves the rest in the kernel (TCP backpressure).
+ *    stops reading leaves the rest in the kernel (TCP backpressure).  When
+ *    the shared buffers run out (owners that stopped reading hold them all)
+ *    a connection receives into a private buffer of its own, freed once
+ *    read: nobody waits for another connection's reader.
  *  - send: uring_conn_writev() copies into the connection's send buffer
  *    (URING_SEND_CAP bytes; past it: EAGAIN) and queues one send; the
  *    completion frees room and wakes the owner's write side if it was told
@@ -29,7 +32,9 @@
  *    queued output go out first (bounded by URING_LINGER_MS); an abortive one
  *    cancels everything.
  * Memory: the buffer ring (URING_RBUFS x URING_RBUF_SIZE) per ring, plus a
- * send buffer per connection with unsent output (released when it empties).
+ * send buffer per connection with unsent output (released when it empties)
+ * and a private receive buffer per connection holding unread input while
+ * the shared ones are out.
  */
 #ifndef CORE_URING_H
 #define CORE_URING_H

@@ -360,6 +360,54 @@ static void test_orderly_close_delivers_output(void **state)
 	assert_int_equal(read(f->b, buf, sizeof(buf)), 0);
 }
 
+/*
+ * Every shared receive buffer held by connections whose owners stopped
+ * reading (as when many uploads wait on slow upstreams): another connection
+ * must still receive (a private buffer), never wait for them, and every
+ * byte of the holders must still be there afterwards.
+ */
+static void test_receive_when_shared_buffers_run_out(void **state)
+{
+	enum { HOLD = URING_RBUFS + 4 };
+	struct fx *f = *state;
+	struct owner ho[HOLD];
+	struct uring_conn *hc[HOLD];
+	int ha[HOLD], hb[HOLD], held = 0;
+	char buf[64];
+	uint64_t until = now_ms() + 5000;
+
+	memset(ho, 0, sizeof(ho));
+	for (int i = 0; i < HOLD; i++) {
+		tcp_pair(&ha[i], &hb[i]);
+		hc[i] = uring_conn_new(f->r, ha[i]);
+		assert_non_null(hc[i]);
+		uring_conn_bind(hc[i], owner_wake, &ho[i]);
+		assert_int_equal(write(hb[i], "held", 4), 4);
+	}
+	/* each completed receive holds its buffer: nobody reads them */
+	while (now_ms() < until) {
+		held = 0;
+		pump(f);
+		for (int i = 0; i < HOLD; i++)
+			held += (ho[i].events & URING_EV_READ) != 0;
+		if (held == HOLD)
+			break;
+	}
+	assert_int_equal(held, HOLD); /* more than the shared buffers: some private */
+	assert_int_equal(write(f->b, "through", 7), 7);
+	pump_until(f, URING_EV_READ);
+	assert_int_equal(uring_conn_read(f->c, buf, sizeof(buf)), 7);
+	assert_memory_equal(buf, "through", 7);
+	for (int i = 0; i < HOLD; i++) {
+		assert_int_equal(uring_conn_read(hc[i], buf, sizeof(buf)), 4);
+		assert_memory_equal(buf, "held", 4);
+		uring_conn_close(hc[i]);
+		close(ha[i]);
+		close(hb[i]);
+	}
+	pump_until_no_zombies(f);
+}
+
 static void test_close_before_submit(void **state)
 {
 	struct fx *f = *state;
@@ -395,6 +443,7 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_abort_close_cancels_sends, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orderly_close_delivers_output, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_before_submit, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_receive_when_shared_buffers_run_out, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
