@@ -41,7 +41,10 @@ struct transport_ops {
 	/*
 	 * Drives the handshake: 0 done (plain: at once), -1 + EAGAIN (wait for
 	 * t->want), -1 + another errno: failed (close the connection).
-	 * Reads and writes are only called once this returned 0.
+	 * Reads and writes are only called once this returned 0.  Once it
+	 * does, a server side reads without waiting for EPOLLIN: the
+	 * handshake's last read may have taken the client's first bytes too
+	 * (TLS read-ahead), and no edge announces bytes already off the socket.
 	 */
 	int (*handshake)(struct transport *t);
 	/* Best-effort orderly end (TLS close_notify); never blocks. */

@@ -1116,7 +1116,13 @@ void client_accept(struct worker *w, struct wlistener *wl, int fd,
 	loop_timer_init(&c->timer, client_header_timeout, c);
 	loop_timer_init(&c->delay, client_delay_done, c);
 	hs = c->t.ops->handshake(&c->t);
-	c->hs_done = hs == 0;
+	/*
+	 * A TLS handshake that ended here may have read the request too (into
+	 * the SSL's read-ahead buffer: no EPOLLIN edge will tell): left to
+	 * client_cb, which reads after a handshake; the first event comes at
+	 * once (the socket is writable).
+	 */
+	c->hs_done = hs == 0 && c->t.ops == &transport_plain_ops;
 	if ((hs == -1 && errno != EAGAIN) || loop_io_add(w->loop, &c->io, fd, client_cb, c) != 0) {
 		http_parser_release(&c->parser);
 		transport_release(&c->t, 0);

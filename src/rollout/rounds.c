@@ -300,8 +300,7 @@ void rollout_src_adopt(struct run *r, size_t k, const struct run *o, size_t u)
 			const struct config_target *og = run_target(o, w);
 
 			if (strcmp(tg->name, og->name) == 0 && tg->kind == og->kind &&
-			    !(tg->canary && og->canary && strcmp(tg->canary, og->canary) != 0))
-			{
+			    !(tg->canary && og->canary && strcmp(tg->canary, og->canary) != 0)) {
 				cr->src_cum[t] = oc->src_cum[w];
 				cr->src_hist[t] = oc->src_hist[w];
 			}
@@ -708,8 +707,8 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 				judged.baseline_errors = h->baseline_errors;
 				judged.baseline_requests = h->baseline_requests;
 			}
-			source_evaluate_counts(c, &ca, rd->per_cohort ? &cb : NULL, &judged, in_step,
-			                       rd->horizon, interval, &cur);
+			source_evaluate_counts(c, &ca, rd->per_cohort ? &cb : NULL, &judged,
+			                       in_step, rd->horizon, interval, &cur);
 			if (hist) {
 				acc->canary_errors = judged.canary_errors;
 				acc->canary_requests = judged.canary_requests;
@@ -717,7 +716,8 @@ static void src_finish(struct rollout_engine *e, struct run *r, size_t k, int64_
 			} else {
 				*acc = judged;
 				h->baseline_errors += acc->baseline_errors - before.baseline_errors;
-				h->baseline_requests += acc->baseline_requests - before.baseline_requests;
+				h->baseline_requests +=
+				    acc->baseline_requests - before.baseline_requests;
 			}
 		} else {
 			source_evaluate(c, &ca, rd->per_cohort ? &cb : NULL, interval, &cur);

@@ -1849,7 +1849,8 @@ static void test_source_counts_at_100_use_the_run_baseline(void **state)
 			assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_PROGRESSING);
 			n = events(&v, "web-v2", "verdict", &d);
 			assert_true(n > 0);
-			assert_string_equal(json_string_value(json_object_get(d, "outcome")), "pass");
+			assert_string_equal(json_string_value(json_object_get(d, "outcome")),
+			                    "pass");
 		} else {
 			assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
 			assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);

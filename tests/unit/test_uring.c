@@ -444,7 +444,8 @@ int main(void)
 	    cmocka_unit_test_setup_teardown(test_abort_close_cancels_sends, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_orderly_close_delivers_output, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_close_before_submit, setup, teardown),
-	    cmocka_unit_test_setup_teardown(test_receive_when_shared_buffers_run_out, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_receive_when_shared_buffers_run_out, setup,
+	                                    teardown),
 	};
 
 	/* a kernel or sandbox without io_uring: ctest reports a skip (77), not a pass */
