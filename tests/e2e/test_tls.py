@@ -241,6 +241,56 @@ def test_tls13_every_resumption_brings_a_new_ticket(canaryd, upstream, certs):
         sess = nxt
 
 
+# A writev shim for canaryd: after writing a TLS handshake flight of more
+# than 400 bytes (the server's first flight), sleep 300 ms -- as if the
+# worker were preempted -- so the client's Finished and its request are
+# both waiting when OpenSSL reads next, inside the accept call.
+_SLOW_FLIGHT_C = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <sys/uio.h>
+#include <unistd.h>
+ssize_t writev(int fd, const struct iovec *iov, int n)
+{
+    static ssize_t (*real)(int, const struct iovec *, int);
+    size_t total = 0;
+    ssize_t r;
+    if (!real)
+        real = (ssize_t (*)(int, const struct iovec *, int))dlsym(RTLD_NEXT, "writev");
+    for (int i = 0; i < n; i++)
+        total += iov[i].iov_len;
+    r = real(fd, iov, n);
+    if (r > 400 && n > 0 && iov[0].iov_len > 0 && ((const unsigned char *)iov[0].iov_base)[0] == 0x16)
+        usleep(300000);
+    return r;
+}
+"""
+
+
+def test_request_that_came_with_the_end_of_the_handshake_in_accept_is_served(
+        canaryd, upstream, certs, tmp_path):
+    """TLS read-ahead can take the client's request together with its Finished
+    while the handshake is still driven from the accept: no EPOLLIN edge will
+    announce it, the proxy must read it anyway (docs/tls.md)."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if not cc:
+        pytest.skip("no C compiler for the writev shim")
+    shim = str(tmp_path / "slowflight.so")
+    src = tmp_path / "slowflight.c"
+    src.write_text(_SLOW_FLIGHT_C)
+    _run(cc, "-shared", "-fPIC", "-O1", "-o", shim, str(src), "-ldl")
+    up = upstream("v1")
+    port = free_port()
+    env = {"LD_PRELOAD": shim,
+           "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+    canaryd(esc(listener_config(port, certs_yaml(certs, ["a"]), up)), extra_env=env)
+    ctx = client_ctx(f"{certs}/ca.crt")
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3  # the flight is one writev
+    for _ in range(2):
+        with tls_connect(port, "a.test", ctx, timeout=10) as s:
+            assert roundtrip(s, timeout=10)[0] == 200
+
+
 def test_tls_1_0_and_1_1_refused_and_min_version_1_3(canaryd, upstream, certs):
     up = upstream("v1")
     port, port13 = free_port(), free_port()
