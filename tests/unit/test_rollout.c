@@ -1854,7 +1854,10 @@ static void test_source_counts_at_100_use_the_run_baseline(void **state)
 		} else {
 			assert_int_equal(rollout_engine_state(v.e, "web-v2"), ROLLOUT_ROLLED_BACK);
 			assert_int_equal(events(&v, "web-v2", "rollout.rollback", &d), 1);
-			d = json_incref(json_object_get(d, "verdict")), json_decref(d);
+			json_t *ev = d;
+
+			d = json_incref(json_object_get(ev, "verdict"));
+			json_decref(ev);
 		}
 		/* judged against the earlier step's baseline counts, not the empty interval */
 		t = json_object_get(json_object_get(d, "test"), "baseline");
