@@ -402,7 +402,7 @@ for s in $SETS; do
 	nginx) table nginx "Upstreams: nginx ($head)" "" haproxy-n nginx-n ;;
 	tls)
 		table tls "TLS, keep-alive req/s (same RSA-2048 certificate; $head)" "" haproxy-tls nginx-tls
-		table tls "TLS, new connections/s (Connection: close: one handshake per request; $head)" ":new" haproxy-tls nginx-tls ;;
+		table tls "TLS, new connections/s (Connection: close: a handshake per request, resumed with the ticket of the previous connection as wrk does; $head)" ":new" haproxy-tls nginx-tls ;;
 	mirror) table mirror "Mirror, 100% to a third upstream ($head; ratios vs nginx's mirror)" "" nginx-mirror nginx-mirror ;;
 	esac
 done
