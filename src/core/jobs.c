@@ -835,20 +835,7 @@ uint64_t jobs_submit_post(struct jobs *j, const char *url, const char *body, uin
 
 uint64_t jobs_submit_get(struct jobs *j, const char *url, uint64_t timeout_ms)
 {
-	struct job *job;
-
-	if (!j || !url)
-		return 0;
-	job = job_alloc(JOB_KIND_GET);
-	if (!job)
-		return 0;
-	job->url = strdup(url);
-	if (!job->url) {
-		job_free(job);
-		return 0;
-	}
-	job->timeout_ms = timeout_ms;
-	return enqueue(j, job);
+	return jobs_submit_get_tls(j, url, timeout_ms, NULL);
 }
 
 uint64_t jobs_submit_get_tls(struct jobs *j, const char *url, uint64_t timeout_ms,
@@ -856,18 +843,19 @@ uint64_t jobs_submit_get_tls(struct jobs *j, const char *url, uint64_t timeout_m
 {
 	struct job *job;
 
-	if (!tls)
-		return jobs_submit_get(j, url, timeout_ms);
 	if (!j || !url)
 		return 0;
 	job = job_alloc(JOB_KIND_GET);
 	if (!job)
 		return 0;
 	job->url = strdup(url);
-	job->tls_noverify = !tls->verify;
-	job->ca = tls->ca ? strdup(tls->ca) : NULL;
-	job->connect_to = tls->connect_to ? strdup(tls->connect_to) : NULL;
-	if (!job->url || (tls->ca && !job->ca) || (tls->connect_to && !job->connect_to)) {
+	if (tls) {
+		job->tls_noverify = !tls->verify;
+		job->ca = tls->ca ? strdup(tls->ca) : NULL;
+		job->connect_to = tls->connect_to ? strdup(tls->connect_to) : NULL;
+	}
+	if (!job->url || (tls && tls->ca && !job->ca) ||
+	    (tls && tls->connect_to && !job->connect_to)) {
 		job_free(job);
 		return 0;
 	}
